@@ -1,0 +1,28 @@
+# `make run` and `make test` build .venv on first use; nothing else needs installing by hand.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)            ## the default job: tiny CLIP on 1k pairs of the embedded corpus, CSA, W&B offline
+	$(PY) run.py
+
+test: $(STAMP)           ## every CPU test (GPU tests skip without a GPU)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)      ## skip the end-to-end runs
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)          ## throughput figures, written as JSON to outputs/bench/
+	$(PY) -m mia.bench
+
+clean:                   ## job outputs and the cache of corpora / targets / features (not .venv)
+	rm -rf outputs/runs outputs/multiruns outputs/bench .cache

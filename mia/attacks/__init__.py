@@ -1,0 +1,1 @@
+"""One attack per module, all behind `mia.attacks.base.Attack`; `conf/attack/<name>.yaml` configures each."""

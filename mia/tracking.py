@@ -1,0 +1,51 @@
+"""Weights & Biases: one run per job, offline unless logger.mode says otherwise."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def start(cfg, out_dir: Path, job_type: str = "attack"):
+    """A wandb run, or None with logger=none."""
+    if cfg.logger.backend == "none":
+        return None
+    import wandb
+
+    return wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
+                      group=cfg.logger.group, tags=list(cfg.logger.tags), job_type=job_type,
+                      dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True))
+
+
+def lightning_logger(run):
+    if run is None:
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(experiment=run)
+
+
+def log_results(run, results: dict, roc_tables: dict, images: dict):
+    """Summary scalars, a log-spaced ROC table per attack, and the plots. Never wandb.plot.roc_curve:
+    it rounds FPR to three decimals, which hides the low-FPR regime that matters here."""
+    if run is None:
+        return
+    import wandb
+
+    summary = {f"gap/{k}": v for k, v in results["gap"].items() if isinstance(v, (int, float))}
+    for name, m in results["attacks"].items():
+        summary.update({f"{name}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+    summary.update({"target/size": results["target"]["size"], "target/cache_hit": results["target"]["cache_hit"]})
+    run.summary.update(summary)
+    payload = {f"roc_table/{name}": wandb.Table(columns=["fpr", "tpr"], data=[[r["fpr"], r["tpr"]] for r in rows])
+               for name, rows in roc_tables.items()}
+    payload.update({key: wandb.Image(str(path)) for key, path in images.items()})
+    run.log(payload)
+
+
+def finish(run):
+    if run is not None:
+        run.finish()

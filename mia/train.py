@@ -1,0 +1,213 @@
+"""Target training: a LightningModule around an open_clip CLIP, trained on exactly the first N
+member uids for T epochs, cached by a hash of everything that defines the target.
+
+Cache layout, per target:  <cache_dir>/targets/<key>/
+    ckpt/last.ckpt      while training (resume point; removed once done)
+    model.pt            final weights (state_dict)
+    trained_uids.txt    the uids trained on, one per line, each seen exactly T times
+    target.json         resolved config, seed, git revision, timings
+    DONE                written last: without it the target is incomplete and never served
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+from open_clip import ClipLoss
+from torch.utils.data import DataLoader, TensorDataset
+
+from mia.cache import atomic_write_text, config_hash, locked
+from mia.data.pairs import PairStream, load_pairs
+from mia.model import build_model
+from mia.sizes import parse_size
+
+log = logging.getLogger(__name__)
+
+
+class CLIPTarget(L.LightningModule):
+    def __init__(self, model, train_cfg: dict, n_members: int):
+        super().__init__()
+        self.model, self.cfg = model, train_cfg
+        # How often each member was trained on; checkpointed, so a resumed run keeps the count.
+        self.register_buffer("seen", torch.zeros(n_members, dtype=torch.int32))
+
+    def setup(self, stage):
+        # Built here, not in __init__: rank and world size exist only once the trainer does.
+        self.loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True,
+                                rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+
+    def training_step(self, batch, batch_idx):
+        images, tokens, position = batch
+        out = self.model(images, tokens)
+        loss = self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        self.seen.index_add_(0, position, torch.ones_like(position, dtype=self.seen.dtype))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/logit_scale", out["logit_scale"].detach())
+        return loss
+
+    def on_train_batch_end(self, *args):
+        with torch.no_grad():  # as in open_clip's training loop: temperature at most 100
+            self.model.logit_scale.clamp_(0, math.log(100))
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            # open_clip's rule: no weight decay on gains, biases, embeddings' scale
+            (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg["weight_decay"]},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=self.cfg["lr"], betas=(0.9, 0.98), eps=1e-6,
+                                fused=True)  # fused AdamW: 2x faster steps on the CPU too
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(self.cfg["warmup_steps"], total // 2)
+
+        def schedule(step):  # linear warm-up, then cosine to zero
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class PairDataModule(L.LightningDataModule):
+    def __init__(self, shards, uids, preprocess, tokenizer, batch_size, num_workers, in_memory, seed):
+        super().__init__()
+        self.shards, self.uids, self.preprocess, self.tokenizer = shards, uids, preprocess, tokenizer
+        self.batch_size, self.num_workers, self.in_memory, self.seed = batch_size, num_workers, in_memory, seed
+
+    def setup(self, stage):
+        if self.in_memory:
+            images, tokens = load_pairs(self.shards, self.uids, self.preprocess, self.tokenizer, "load members")
+            self.dataset = TensorDataset(images, tokens, torch.arange(len(self.uids)))
+        else:
+            self.dataset = PairStream(self.shards, self.uids, self.preprocess, self.tokenizer, seed=self.seed)
+
+    def train_dataloader(self):
+        if self.in_memory:
+            return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+
+@dataclass
+class Target:
+    key: str
+    dir: Path
+    model: torch.nn.Module
+    tokenizer: object
+    preprocess: object
+    cache_hit: bool
+    train_s: float
+    size: int
+    epochs: int
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "model.pt"
+
+    @property
+    def trained_uids(self) -> Path:
+        return self.dir / "trained_uids.txt"
+
+
+def git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def target_key(cfg, corpus_fingerprint: str) -> str:
+    """Everything that defines the trained weights, nothing that only concerns evaluation."""
+    return config_hash({
+        "corpus": corpus_fingerprint,
+        "split": {"seed": cfg.data.split.seed, "holdout": parse_size(cfg.data.split.holdout)},
+        "size": parse_size(cfg.data.size),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "train": {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items()
+                  if k not in ("num_workers", "precision", "progress_bar")},
+        "seed": cfg.seed,
+    })
+
+
+def precision(train_cfg) -> str:
+    if train_cfg.precision == "auto":
+        return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    return train_cfg.precision
+
+
+def train_target(cfg, corpus, splits, cache_dir: Path, logger=None) -> Target:
+    key = target_key(cfg, corpus.fingerprint)
+    tdir = Path(cache_dir) / "targets" / key
+    model, tokenizer, preprocess = build_model(cfg.model)
+    n = len(splits.members)
+    done = tdir / "DONE"
+    train_s, hit = 0.0, done.exists()
+    if not hit:
+        with locked(tdir):
+            hit = done.exists()  # trained by another job while we waited
+            if not hit:
+                train_s = _fit(cfg, model, tokenizer, preprocess, corpus, splits, tdir, logger)
+    if hit:
+        log.info("target cache hit: %s (N=%d, trained nothing)", tdir, n)
+    model.load_state_dict(torch.load(tdir / "model.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    return Target(key, tdir, model, tokenizer, preprocess, hit, train_s, n, cfg.train.epochs)
+
+
+def _fit(cfg, model, tokenizer, preprocess, corpus, splits, tdir, logger) -> float:
+    t0 = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    model_init, _, _ = build_model(cfg.model)  # seeded init, independent of what was built before
+    model.load_state_dict(model_init.state_dict())
+    train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
+    module = CLIPTarget(model, train_cfg, len(splits.members))
+    dm = PairDataModule(corpus.shards, list(splits.members), preprocess, tokenizer, cfg.train.batch_size,
+                        cfg.train.num_workers, cfg.data.in_memory, cfg.seed)
+    ckpt_dir = tdir / "ckpt"
+    last = ckpt_dir / "last.ckpt"
+    if last.exists():
+        log.info("resuming target training from %s", last)
+    trainer = L.Trainer(
+        max_epochs=cfg.train.epochs, accelerator="auto", devices=1, precision=precision(cfg.train),
+        logger=logger if logger is not None else False, default_root_dir=str(tdir),
+        callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_epochs=1)],
+        enable_model_summary=False, enable_progress_bar=cfg.train.progress_bar, log_every_n_steps=10,
+        num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    if trainer.current_epoch < cfg.train.epochs:  # interrupted (e.g. Ctrl-C): keep the checkpoint, no DONE
+        raise RuntimeError(f"training of {tdir} stopped at epoch {trainer.current_epoch}/{cfg.train.epochs}; "
+                           "run again to resume from its last checkpoint")
+
+    seen = module.seen.cpu()
+    if not bool((seen == cfg.train.epochs).all()):
+        raise RuntimeError(f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
+                           f"counts range {int(seen.min())}..{int(seen.max())}, expected {cfg.train.epochs} each")
+    torch.save(model.state_dict(), tdir / "model.pt.tmp")
+    (tdir / "model.pt.tmp").replace(tdir / "model.pt")
+    atomic_write_text(tdir / "trained_uids.txt", "\n".join(splits.members) + "\n")
+    train_s = time.time() - t0
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "seed": cfg.seed, "git": git_revision(),
+            "size": len(splits.members), "epochs": cfg.train.epochs, "train_s": train_s,
+            "corpus": corpus.fingerprint, "samples_per_s": len(splits.members) * cfg.train.epochs / train_s}
+    atomic_write_text(tdir / "target.json", json.dumps(meta, indent=1))
+    atomic_write_text(tdir / "DONE", "")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return train_s

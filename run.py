@@ -1,0 +1,13 @@
+"""Train target CLIPs, attack them, write results.json:  python run.py [-m] key=value ..."""
+import hydra
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    from mia.pipeline import run  # imported late so that --help and config errors come fast
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

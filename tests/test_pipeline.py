@@ -1,0 +1,87 @@
+"""End to end on a corpus of 1,200 pairs: the default job, the cache, and refusals of bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mia.pipeline import run
+from tests.conftest import SMALL
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy",
+               "n_members", "n_nonmembers", "seconds"}
+
+
+def test_default_job_end_to_end_with_wandb(make_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = run(make_cfg("logger=wandb"))
+    res = json.loads(path.read_text())
+    assert res["config"]["data"]["size"] == 300
+    t = res["target"]
+    assert (t["size"], t["epochs"], t["model"], t["cache_hit"]) == (300, 2, "tiny", False)
+    assert Path(t["checkpoint"]).is_file()
+    trained = Path(t["trained_uids"]).read_text().split()
+    assert len(trained) == len(set(trained)) == 300
+    assert set(res["gap"]) >= {"value", "std", "ci95", "member_mean", "nonmember_mean", "member_std",
+                               "nonmember_std"}
+    assert res["gap"]["value"] == pytest.approx(res["gap"]["member_mean"] - res["gap"]["nonmember_mean"])
+    csa = res["attacks"]["csa"]
+    assert METRIC_KEYS <= set(csa) and csa["n_members"] == csa["n_nonmembers"] == 100
+    assert 0 <= csa["auc"] <= 1 and csa["auc_ci95"][0] <= csa["auc"] <= csa["auc_ci95"][1]
+    assert set(res["timing"]) == {"train_s", "features_s", "attacks_s"} and res["timing"]["train_s"] > 0
+    assert res["data"]["corrupt_skipped"] == 0
+    assert (path.parent / "scores_csa.png").stat().st_size > 1000
+    runs = list((path.parent / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def test_second_run_hits_the_cache(make_cfg, caplog):
+    first = json.loads(run(make_cfg()).read_text())
+    with caplog.at_level("INFO"):
+        second = json.loads(run(make_cfg()).read_text())
+    assert not first["target"]["cache_hit"] and second["target"]["cache_hit"]
+    assert second["target"]["cache_key"] == first["target"]["cache_key"]
+    assert second["timing"]["train_s"] == 0 and second["data"]["features_cache_hit"]
+    assert "target cache hit" in caplog.text
+    assert second["attacks"]["csa"]["auc"] == first["attacks"]["csa"]["auc"]
+    # A different size is a different target.
+    third = json.loads(run(make_cfg("data.size=200")).read_text())
+    assert third["target"]["cache_key"] != first["target"]["cache_key"] and not third["target"]["cache_hit"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.size=12q", "data.size='12q' is not a size"),
+    ("data.size=5000", "exceeds the member pool"),
+    ("data.split.eval_size=400", "eval_size=400 exceeds data.size=300"),
+    ("data.nonmembers=other", "data.nonmembers='other'"),
+])
+def test_bad_input_is_refused_before_training(make_cfg, tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        run(make_cfg(override))
+    assert not (tmp_path / ".cache" / "targets").exists()
+
+
+def _cli(tmp_path, *args):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    small = [o for o in SMALL if not o.startswith("data.size=")]  # the sweep sets it
+    return subprocess.run([sys.executable, "run.py", *args, *small, f"paths.root_dir={tmp_path}", "logger=none"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_multirun_sweep(tmp_path):
+    proc = _cli(tmp_path, "-m", "data.size=200,300", "attack=csa")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted((tmp_path / "outputs" / "multiruns").glob("*/*/results.json"))
+    assert [json.loads(p.read_text())["target"]["size"] for p in results] == [200, 300]
+    assert proc.stdout.strip().splitlines()[-1].startswith("results: ")
+
+
+def test_cli_bad_size_fails_with_named_key(tmp_path):
+    proc = _cli(tmp_path, "data.size=lots")
+    assert proc.returncode != 0
+    assert "data.size='lots' is not a size" in proc.stderr
