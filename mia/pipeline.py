@@ -19,7 +19,7 @@ from mia.data.corpus import load_corpus
 from mia.data.splits import build_splits
 from mia.features import extract_features
 from mia.sizes import parse_size
-from mia.train import git_revision, train_target
+from mia.train import git_revision, target_key, train_target
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,15 @@ def run(cfg) -> Path:
     attacks = {name: instantiate(acfg) for name, acfg in cfg.attack.items()}
     wandb_run = tracking.start(cfg, out)
     try:
-        target = train_target(cfg, members, splits, Path(cfg.paths.cache_dir),
-                              logger=tracking.lightning_logger(wandb_run))
+        target = train_target(cfg, members.shards, splits.members, Path(cfg.paths.cache_dir),
+                              target_key(cfg, members.fingerprint), logger=tracking.lightning_logger(wandb_run))
         t0 = time.time()
         features, features_hit = extract_features(target, splits, members, nonmembers)
         features_s = time.time() - t0
         mem, non = features["member_eval"].cos, features["nonmember_eval"].cos
-        ctx = AttackContext(features=features, splits=splits, target=target, seed=cfg.seed)
+        shards = members.shards + (nonmembers.shards if nonmembers is not members else [])
+        ctx = AttackContext(features=features, splits=splits, target=target, shards=shards, cfg=cfg,
+                            seed=cfg.seed)
 
         results = {
             "config": OmegaConf.to_container(cfg, resolve=True),

@@ -153,18 +153,21 @@ def precision(train_cfg) -> str:
     return train_cfg.precision
 
 
-def train_target(cfg, corpus, splits, cache_dir: Path, logger=None) -> Target:
-    key = target_key(cfg, corpus.fingerprint)
+def train_target(cfg, shards, uids, cache_dir: Path, key: str, logger=None) -> Target:
+    """Train (or load from the cache) a CLIP on exactly `uids`, read from `shards`, for T epochs.
+
+    `key` names the cache entry: `target_key(...)` for the audited target; reference-model attacks
+    pass their own keys for shadow models (same model and training config, other uids)."""
     tdir = Path(cache_dir) / "targets" / key
     model, tokenizer, preprocess = build_model(cfg.model)
-    n = len(splits.members)
+    n = len(uids)
     done = tdir / "DONE"
     train_s, hit = 0.0, done.exists()
     if not hit:
         with locked(tdir):
             hit = done.exists()  # trained by another job while we waited
             if not hit:
-                train_s = _fit(cfg, model, tokenizer, preprocess, corpus, splits, tdir, logger)
+                train_s = _fit(cfg, model, tokenizer, preprocess, shards, list(uids), tdir, logger)
     if hit:
         log.info("target cache hit: %s (N=%d, trained nothing)", tdir, n)
     model.load_state_dict(torch.load(tdir / "model.pt", map_location="cpu", weights_only=True))
@@ -172,14 +175,14 @@ def train_target(cfg, corpus, splits, cache_dir: Path, logger=None) -> Target:
     return Target(key, tdir, model, tokenizer, preprocess, hit, train_s, n, cfg.train.epochs)
 
 
-def _fit(cfg, model, tokenizer, preprocess, corpus, splits, tdir, logger) -> float:
+def _fit(cfg, model, tokenizer, preprocess, shards, uids, tdir, logger) -> float:
     t0 = time.time()
     L.seed_everything(cfg.seed, workers=True)
     model_init, _, _ = build_model(cfg.model)  # seeded init, independent of what was built before
     model.load_state_dict(model_init.state_dict())
     train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
-    module = CLIPTarget(model, train_cfg, len(splits.members))
-    dm = PairDataModule(corpus.shards, list(splits.members), preprocess, tokenizer, cfg.train.batch_size,
+    module = CLIPTarget(model, train_cfg, len(uids))
+    dm = PairDataModule(shards, uids, preprocess, tokenizer, cfg.train.batch_size,
                         cfg.train.num_workers, cfg.data.in_memory, cfg.seed)
     ckpt_dir = tdir / "ckpt"
     last = ckpt_dir / "last.ckpt"
@@ -202,11 +205,11 @@ def _fit(cfg, model, tokenizer, preprocess, corpus, splits, tdir, logger) -> flo
                            f"counts range {int(seen.min())}..{int(seen.max())}, expected {cfg.train.epochs} each")
     torch.save(model.state_dict(), tdir / "model.pt.tmp")
     (tdir / "model.pt.tmp").replace(tdir / "model.pt")
-    atomic_write_text(tdir / "trained_uids.txt", "\n".join(splits.members) + "\n")
+    atomic_write_text(tdir / "trained_uids.txt", "\n".join(uids) + "\n")
     train_s = time.time() - t0
     meta = {"config": OmegaConf.to_container(cfg, resolve=True), "seed": cfg.seed, "git": git_revision(),
-            "size": len(splits.members), "epochs": cfg.train.epochs, "train_s": train_s,
-            "corpus": corpus.fingerprint, "samples_per_s": len(splits.members) * cfg.train.epochs / train_s}
+            "size": len(uids), "epochs": cfg.train.epochs, "train_s": train_s,
+            "shards": [str(s) for s in shards], "samples_per_s": len(uids) * cfg.train.epochs / train_s}
     atomic_write_text(tdir / "target.json", json.dumps(meta, indent=1))
     atomic_write_text(tdir / "DONE", "")
     shutil.rmtree(ckpt_dir, ignore_errors=True)

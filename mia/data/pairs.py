@@ -28,8 +28,8 @@ def _caption(sample) -> str:
     return json.loads(sample["json"])["caption"].strip()
 
 
-def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
-    """(images, tokens) tensors in the order of `uids`; every uid must be readable (the index says so)."""
+def load_raw(shards, uids, desc="pairs"):
+    """(PIL images, captions) in the order of `uids`; every uid must be readable (the index says so)."""
     position = {u: i for i, u in enumerate(uids)}
     images, captions = [None] * len(uids), [None] * len(uids)
     found = 0
@@ -38,7 +38,7 @@ def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
             i = position.get(_uid(sample))
             if i is None or images[i] is not None:
                 continue
-            images[i] = preprocess(decode_image(image_bytes(sample)))
+            images[i] = decode_image(image_bytes(sample))
             captions[i] = _caption(sample)
             found += 1
             bar.update()
@@ -48,7 +48,13 @@ def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
         missing = [u for u, im in zip(uids, images) if im is None][:3]
         raise ValueError(f"{len(uids) - found} uids were not found in the shards (e.g. {missing}); "
                          "the shards changed since they were indexed?")
-    return torch.stack(images), tokenizer(captions)
+    return images, captions
+
+
+def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
+    """(images, tokens) model-ready tensors in the order of `uids`."""
+    images, captions = load_raw(shards, uids, desc)
+    return torch.stack([preprocess(im) for im in images]), tokenizer(captions)
 
 
 class PairStream(IterableDataset):
