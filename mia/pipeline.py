@@ -77,6 +77,7 @@ def run(cfg) -> Path:
                      "features_cache_hit": features_hit, **splits.summary()},
             "gap": metrics.gap(mem, non, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed),
             "attacks": {},
+            "roc": {},  # per attack: TPR on a log-spaced FPR grid, for the sweep report's ROC plots
         }
         results["gap"]["gaussian_auc"] = metrics.gaussian_auc(
             results["gap"]["value"], results["gap"]["member_std"], results["gap"]["nonmember_std"])
@@ -93,6 +94,7 @@ def run(cfg) -> Path:
             results["attacks"][name] = m
             roc_tables[name] = metrics.roc_table(scores, labels)
             curves[name] = ([r["fpr"] for r in roc_tables[name]], [r["tpr"] for r in roc_tables[name]])
+            results["roc"][name] = {"fpr": curves[name][0], "tpr": curves[name][1]}
             images[f"scores/{name}"] = plots.score_histogram(
                 res.member_scores, res.nonmember_scores, out / f"scores_{name}.png",
                 f"{name}: N={target.size}, AUC={m['auc']:.3f}")

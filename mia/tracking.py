@@ -16,8 +16,18 @@ def start(cfg, out_dir: Path, job_type: str = "attack"):
     import wandb
 
     return wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                      group=cfg.logger.group, tags=list(cfg.logger.tags), job_type=job_type,
+                      group=cfg.logger.group or sweep_group(), tags=list(cfg.logger.tags), job_type=job_type,
                       dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True))
+
+
+def sweep_group():
+    """Every job of one multirun shares a W&B group: the sweep folder's name (the report uses it too)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return None
 
 
 def lightning_logger(run):

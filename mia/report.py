@@ -1,0 +1,273 @@
+"""Sweep report: `python -m mia.report <sweep dir>` (or `make report SWEEP=<dir>`).
+
+Reads every results.json under the sweep dir and writes, into it: results.csv, report.md and PNG
+plots: the member / non-member gap against N on log-log axes with its fitted slope next to the
+T/N bound, the gap against T, AUC and TPR@1%FPR against N for every attack (with the Gaussian
+prediction beside CSA), log-log ROC curves per size, and OOD-vs-i.i.d. bars per attack.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from hydra.experimental.callback import Callback
+
+from mia import metrics
+from mia.plots import FPR_MIN, plt, _save
+
+log = logging.getLogger(__name__)
+
+
+def load_rows(sweep_dir) -> list[dict]:
+    """One flat row per job, sorted by condition, epochs and size."""
+    rows = []
+    for path in sorted(Path(sweep_dir).rglob("results.json")):
+        r = json.loads(path.read_text())
+        row = {"job": str(path.parent.relative_to(sweep_dir)), "size": r["target"]["size"],
+               "epochs": r["target"]["epochs"], "model": r["target"]["model"],
+               "nonmembers": r["data"]["nonmembers"], "cache_key": r["target"]["cache_key"],
+               **{f"gap_{k}": v for k, v in r["gap"].items() if k != "ci95"},
+               "gap_ci_lo": r["gap"]["ci95"][0], "gap_ci_hi": r["gap"]["ci95"][1]}
+        for name, m in r["attacks"].items():
+            for key in ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy"):
+                row[f"{name}/{key}"] = m.get(key)
+        row["_roc"] = r.get("roc", {})
+        row["_logger"] = r["config"].get("logger", {})
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no results.json under {sweep_dir}")
+    return sorted(rows, key=lambda r: (r["nonmembers"], r["epochs"], r["size"]))
+
+
+def attacks_of(rows) -> list[str]:
+    names = {k.split("/")[0] for r in rows for k in r if k.endswith("/auc")}
+    return sorted(names, key=lambda n: (n != "csa", n))
+
+
+def write_csv(rows, path):
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_")]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows([{k: r.get(k) for k in keys} for r in rows])
+
+
+def _series(rows, x, fixed):
+    """Rows of the i.i.d. condition grouped by the held-fixed variable, sorted by x, one per x."""
+    groups = defaultdict(dict)
+    for r in rows:
+        if r["nonmembers"] == "iid":
+            groups[r[fixed]][r[x]] = r
+    return {k: [v[x_] for x_ in sorted(v)] for k, v in sorted(groups.items()) if len(v) >= 2}
+
+
+def fits(rows) -> dict:
+    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (DESIGN §6)."""
+    out = {}
+    for x, fixed, expected in (("size", "epochs", -1.0), ("epochs", "size", 1.0)):
+        for value, series in _series(rows, x, fixed).items():
+            try:
+                fit = metrics.fit_loglog([r[x] for r in series], [r["gap_value"] for r in series])
+            except ValueError as err:
+                fit = {"error": str(err)}
+            out[f"gap_vs_{'N' if x == 'size' else 'T'}@{'T' if fixed == 'epochs' else 'N'}={value}"] = {
+                **fit, "expected_slope": expected}
+    return out
+
+
+def plot_gap(rows, fit_results, x, path):
+    fixed = "epochs" if x == "size" else "size"
+    series = _series(rows, x, fixed)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for value, rs in series.items():
+        xs = np.array([r[x] for r in rs], float)
+        gaps = np.array([r["gap_value"] for r in rs])
+        err = np.array([[g - r["gap_ci_lo"], r["gap_ci_hi"] - g] for g, r in zip(gaps, rs)]).T
+        pos = gaps > 0
+        label = f"{'T' if fixed == 'epochs' else 'N'}={value}"
+        ax.errorbar(xs[pos], gaps[pos], yerr=np.clip(err[:, pos], 0, None), fmt="o", capsize=3, label=label)
+        fit = fit_results.get(f"gap_vs_{'N' if x == 'size' else 'T'}@{label}", {})
+        if "slope" in fit:
+            grid = np.geomspace(xs.min(), xs.max(), 50)
+            lo, hi = fit["slope_ci95"]
+            ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
+            ax.plot(grid, 10 ** fit["intercept"] * grid ** fit["slope"], "-",
+                    label=f"fit: slope {fit['slope']:.2f}{ci}")
+            ref = fit["expected_slope"]
+            anchor = gaps[pos][0] if pos.any() else 1
+            ax.plot(grid, anchor * (grid / xs[pos][0]) ** ref, "k--", lw=0.8,
+                    label=f"slope {ref:+.0f} ({'T/N' if x == 'size' else 'T/N'} bound)")
+    ax.set(xscale="log", yscale="log", xlabel="training-set size N" if x == "size" else "epochs T",
+           ylabel="gap: mean cos(member) - mean cos(non-member)",
+           title="member / non-member gap (95% bootstrap CI)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_attack_vs_n(rows, metric, path):
+    iid = [r for r in rows if r["nonmembers"] == "iid"]
+    sizes = sorted({r["size"] for r in iid})
+    if len(sizes) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name in attacks_of(iid):
+        pts = sorted((r["size"], r.get(f"{name}/{metric}"), r.get(f"{name}/auc_std")) for r in iid
+                     if r.get(f"{name}/{metric}") is not None)
+        xs, ys, sd = zip(*pts)
+        if metric == "auc":
+            ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, label=name)
+        else:
+            ax.plot(xs, ys, marker="o", label=name)
+    if metric == "auc":
+        pts = sorted((r["size"], r["gap_gaussian_auc"]) for r in iid)
+        ax.plot(*zip(*pts), "k:", marker="x", label="Gaussian prediction from the gap (CSA)")
+        ax.axhline(0.5, color="gray", lw=0.8)
+    ax.set(xscale="log", xlabel="training-set size N", ylabel="AUC" if metric == "auc" else "TPR at 1% FPR",
+           title=f"{'AUC' if metric == 'auc' else 'TPR@1%FPR'} vs N (i.i.d. non-members)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_rocs(rows, out_dir) -> list[Path]:
+    paths = []
+    for r in rows:
+        if not r["_roc"]:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for name, c in r["_roc"].items():
+            ax.plot(np.clip(c["fpr"], FPR_MIN, 1), np.clip(c["tpr"], FPR_MIN, 1), label=name)
+        ax.plot([FPR_MIN, 1], [FPR_MIN, 1], "k--", lw=0.8, label="chance")
+        ax.set(xscale="log", yscale="log", xlim=(FPR_MIN, 1), ylim=(FPR_MIN, 1), xlabel="FPR", ylabel="TPR",
+               title=f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}")
+        ax.legend(fontsize=8, loc="lower right")
+        paths.append(_save(fig, Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}.png"))
+    return paths
+
+
+def plot_ood_vs_iid(rows, path):
+    by = {(r["nonmembers"], r["size"], r["epochs"]): r for r in rows}
+    pairs = [(by[("iid", n, t)], by[("ood", n, t)]) for (c, n, t) in by if c == "iid" and ("ood", n, t) in by]
+    if not pairs:
+        return None
+    iid, ood = pairs[0]
+    names = [n for n in attacks_of([iid]) if f"{n}/auc" in ood]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names)), 4))
+    for off, r, label in ((-0.2, iid, "i.i.d. non-members"), (0.2, ood, "OOD non-members")):
+        ax.bar(x + off, [r[f"{n}/auc"] for n in names], 0.4, yerr=[r[f"{n}/auc_std"] for n in names],
+               capsize=3, label=label)
+    ax.axhline(0.5, color="k", lw=0.8)
+    ax.set(xticks=x, xticklabels=names, ylim=(0, 1.05), ylabel="AUC",
+           title=f"same target (N={iid['size']}, T={iid['epochs']}): i.i.d. vs OOD non-members")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _md_table(rows, names):
+    head = ["N", "T", "non-members", "gap [95% CI]", "Gaussian AUC"] + [f"{n} AUC" for n in names] + \
+           [f"{n} TPR@1%" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["size"]), str(r["epochs"]), r["nonmembers"],
+                 f"{r['gap_value']:.4f} [{r['gap_ci_lo']:.4f}, {r['gap_ci_hi']:.4f}]", f"{r['gap_gaussian_auc']:.3f}"]
+        cells += [f"{r[f'{n}/auc']:.3f} ± {r[f'{n}/auc_std']:.3f}" if r.get(f"{n}/auc") is not None else "" for n in names]
+        cells += [f"{r[f'{n}/tpr_at_fpr_1e-2']:.3f}" if r.get(f"{n}/auc") is not None else "" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(sweep_dir, wandb_log: bool = True) -> Path:
+    sweep_dir = Path(sweep_dir)
+    rows = load_rows(sweep_dir)
+    names = attacks_of(rows)
+    write_csv(rows, sweep_dir / "results.csv")
+    fit_results = fits(rows)
+    plots = {
+        "gap_vs_N": plot_gap(rows, fit_results, "size", sweep_dir / "gap_vs_N.png"),
+        "gap_vs_T": plot_gap(rows, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
+        "auc_vs_N": plot_attack_vs_n(rows, "auc", sweep_dir / "auc_vs_N.png"),
+        "tpr_vs_N": plot_attack_vs_n(rows, "tpr_at_fpr_1e-2", sweep_dir / "tpr_vs_N.png"),
+        "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
+    }
+    plots = {k: v for k, v in plots.items() if v is not None}
+    rocs = plot_rocs(rows, sweep_dir)
+
+    md = [f"# Sweep report: {sweep_dir.name}", "", f"{len(rows)} jobs; attacks: {', '.join(names)}.", "",
+          _md_table(rows, names), "", "## Scaling fits (OLS of log10 gap)", ""]
+    for name, fit in fit_results.items():
+        if "error" in fit:
+            md.append(f"- **{name}**: no fit ({fit['error']})")
+            continue
+        lo, hi = fit["slope_ci95"]
+        ci = f"95% CI [{lo:.2f}, {hi:.2f}]" if lo is not None else "no interval with 2 points"
+        md.append(f"- **{name}**: slope {fit['slope']:.3f} ({ci}), intercept {fit['intercept']:.3f}, "
+                  f"{fit['n_points']} points; the T/N bound predicts about {fit['expected_slope']:+.0f}")
+        for ex in fit["excluded"]:
+            md.append(f"  - excluded x={ex['x']:g}, gap={ex['y']:.4g}: {ex['reason']} (no logarithm)")
+    if not fit_results:
+        md.append("No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit.")
+    md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
+          [f"![roc]({Path(p).name})" for p in rocs]
+    path = sweep_dir / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    (sweep_dir / "fits.json").write_text(json.dumps(fit_results, indent=1))
+    if wandb_log:
+        _log_wandb(sweep_dir, rows, names, plots, rocs)
+    print(f"report: {path}")
+    return path
+
+
+def _log_wandb(sweep_dir, rows, names, plots, rocs):
+    """One extra run (job_type=report) in the sweep's group: table, plots, gap and AUC vs N charts."""
+    cfg = rows[0]["_logger"]
+    if cfg.get("backend") != "wandb":
+        return
+    import wandb
+
+    run = wandb.init(project=cfg.get("project", "mia"), entity=cfg.get("entity"), mode=cfg.get("mode", "offline"),
+                     group=cfg.get("group") or sweep_dir.name, job_type="report", dir=str(sweep_dir),
+                     name=f"report-{sweep_dir.name}")
+    try:
+        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_")]
+        table = wandb.Table(columns=cols, data=[[r.get(k) for k in cols] for r in rows])
+        payload = {"results": table, **{f"plots/{k}": wandb.Image(str(p)) for k, p in plots.items()},
+                   **{f"roc/{Path(p).stem}": wandb.Image(str(p)) for p in rocs}}
+        payload["gap_vs_N"] = wandb.plot.line(table, "size", "gap_value", title="gap vs N")
+        for name in names:
+            payload[f"{name}_auc_vs_N"] = wandb.plot.line(table, "size", f"{name}/auc", title=f"{name} AUC vs N")
+        run.log(payload)
+    finally:
+        run.finish()
+
+
+class ReportCallback(Callback):
+    """Writes the report when a multirun ends (conf/hydra/default.yaml registers it)."""
+
+    def on_multirun_end(self, config, **kwargs):
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not any(sweep_dir.rglob("results.json")):
+            log.warning("no results.json under %s: no report", sweep_dir)
+            return
+        try:
+            build_report(sweep_dir)
+        except Exception:  # the jobs' results are safe on disk; `python -m mia.report` can retry
+            log.exception("sweep report failed; rerun: python -m mia.report %s", sweep_dir)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", help="a multirun folder, e.g. outputs/multiruns/<stamp>")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the report run to W&B")
+    args = parser.parse_args(argv)
+    build_report(args.sweep_dir, wandb_log=not args.no_wandb)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The sweep report on a fake sweep dir whose numbers are known, and its Hydra callback."""
+import json
+
+import numpy as np
+import pytest
+
+from mia.report import ReportCallback, build_report, fits, load_rows
+
+
+def fake_result(size, epochs, gap, nonmembers="iid", aucs=None):
+    aucs = aucs or {"csa": 0.5 + min(gap, 0.45), "blind": 0.5}
+    return {
+        "config": {"logger": {"backend": "none"}},
+        "target": {"size": size, "epochs": epochs, "model": "tiny", "cache_key": f"k{size}_{epochs}"},
+        "data": {"nonmembers": nonmembers},
+        "gap": {"value": gap, "std": 0.001, "ci95": [gap - 0.002, gap + 0.002], "member_mean": 0.5 + gap,
+                "nonmember_mean": 0.5, "member_std": 0.1, "nonmember_std": 0.1, "gaussian_auc": 0.6},
+        "attacks": {name: {"auc": a, "auc_std": 0.01, "tpr_at_fpr_1e-2": 0.02, "tpr_at_fpr_1e-3": 0.0,
+                           "balanced_accuracy": a} for name, a in aucs.items()},
+        "roc": {name: {"fpr": [1e-3, 0.1, 1.0], "tpr": [1e-3, 0.2, 1.0]} for name in aucs},
+    }
+
+
+def write_sweep(root, results):
+    for i, r in enumerate(results):
+        (root / str(i)).mkdir()
+        (root / str(i) / "results.json").write_text(json.dumps(r))
+    return root
+
+
+def test_report_recovers_known_slopes_and_lists_exclusions(tmp_path):
+    # gap = 50 T / N exactly: slope -1 in N at fixed T, +1 in T at fixed N; one flipped gap.
+    runs = [fake_result(n, 40, 50 * 40 / n) for n in (1000, 4000, 16000, 64000)]
+    runs += [fake_result(4000, t, 50 * t / 4000) for t in (10, 20)]
+    runs.append(fake_result(256000, 40, -0.001))
+    runs += [fake_result(4000, 40, 50 * 40 / 4000, "ood", {"csa": 0.99, "blind": 0.9})]
+    sweep = write_sweep(tmp_path, runs)
+    build_report(sweep, wandb_log=False)
+    fit = json.loads((sweep / "fits.json").read_text())
+    n_fit, t_fit = fit["gap_vs_N@T=40"], fit["gap_vs_T@N=4000"]
+    assert n_fit["slope"] == pytest.approx(-1.0) and n_fit["intercept"] == pytest.approx(np.log10(2000))
+    assert t_fit["slope"] == pytest.approx(1.0)
+    assert n_fit["n_points"] == 4 and n_fit["excluded"] == [{"x": 256000.0, "y": -0.001, "reason": "non-positive gap"}]
+    report = (sweep / "report.md").read_text()
+    assert "excluded x=256000" in report and "non-positive gap" in report
+    for png in ("gap_vs_N.png", "gap_vs_T.png", "auc_vs_N.png", "tpr_vs_N.png", "ood_vs_iid.png",
+                "roc_N1000_T40_iid.png"):
+        assert (sweep / png).stat().st_size > 1000, png
+    lines = (sweep / "results.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(runs) and "csa/auc" in lines[0]
+
+
+def test_rows_are_sorted_and_fit_skips_single_points(tmp_path):
+    sweep = write_sweep(tmp_path, [fake_result(4000, 40, 0.1), fake_result(1000, 40, 0.2)])
+    rows = load_rows(sweep)
+    assert [r["size"] for r in rows] == [1000, 4000]
+    assert set(fits(rows)) == {"gap_vs_N@T=40"}  # one T value: no gap-vs-T series
+
+
+def test_empty_sweep_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        build_report(tmp_path, wandb_log=False)
+
+
+def test_callback_writes_report_and_survives_empty_sweep(tmp_path):
+    from omegaconf import OmegaConf
+
+    sweep = write_sweep(tmp_path / "s", []) if (tmp_path / "s").mkdir() is None else None
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    ReportCallback().on_multirun_end(cfg)            # nothing to report: warns, does not raise
+    assert not (sweep / "report.md").exists()
+    write_sweep(sweep, [fake_result(1000, 40, 0.2), fake_result(4000, 40, 0.05)])
+    ReportCallback().on_multirun_end(cfg)
+    assert (sweep / "report.md").exists() and (sweep / "gap_vs_N.png").exists()
