@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench clean
+.PHONY: run test test-fast bench report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test-fast: $(STAMP)      ## skip the end-to-end runs
 
 bench: $(STAMP)          ## throughput figures, written as JSON to outputs/bench/
 	$(PY) -m mia.bench
+	$(PY) -m mia.bench_paramgrad
+
+report: $(STAMP)         ## the sweep report: make report SWEEP=outputs/multiruns/<stamp>
+	$(PY) -m mia.report $(SWEEP)
 
 clean:                   ## job outputs and the cache of corpora / targets / features (not .venv)
 	rm -rf outputs/runs outputs/multiruns outputs/bench .cache

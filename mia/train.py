@@ -191,7 +191,10 @@ def _fit(cfg, model, tokenizer, preprocess, shards, uids, tdir, logger) -> float
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, accelerator="auto", devices=1, precision=precision(cfg.train),
         logger=logger if logger is not None else False, default_root_dir=str(tdir),
-        callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_epochs=1)],
+        # Epoch-end checkpoints only: a mid-epoch resume would replay part of an epoch and train some
+        # members more often than others. One file, overwritten (Lightning writes it atomically).
+        callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", save_top_k=1, monitor=None,
+                                   every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)],
         enable_model_summary=False, enable_progress_bar=cfg.train.progress_bar, log_every_n_steps=10,
         num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)

@@ -1,0 +1,94 @@
+"""MCD, the Monte-Carlo dropout attack (DESIGN §4): attention dropout p in every residual block of
+both towers, score = mean image-text cosine over `passes` stochastic forward passes.
+
+Dropout runs on a deep copy of the target, so the target (shared with every other attack) is never
+touched. Only the attention modules are put in training mode; everything else (LayerNorm,
+BatchNorm of RN50, patch dropout, ...) stays in eval mode, so the only randomness is the dropout
+on attention weights.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from mia.attacks.base import Attack, AttackContext, AttackResult
+
+log = logging.getLogger(__name__)
+
+
+def _towers(model):
+    """(name, module) of the image and text towers of an open_clip CLIP / CustomTextCLIP."""
+    return [("visual", model.visual), ("text", model.text if hasattr(model, "text") else model.transformer)]
+
+
+def with_attention_dropout(model: nn.Module, p: float):
+    """(copy of `model`, {tower: number of attention modules with dropout p}).
+
+    open_clip's ResidualAttentionBlock holds an nn.MultiheadAttention, whose `dropout` float is
+    applied to the attention weights in training mode only; CustomResidualAttentionBlock holds
+    open_clip's own Attention, whose `attn_drop` is an nn.Dropout (and whose fused path reads the
+    module's own `training` flag). Either way only that module's training flag is switched on.
+    """
+    model = copy.deepcopy(model).eval()
+    counts = {}
+    for tower_name, tower in _towers(model):
+        counts[tower_name] = 0
+        for block in tower.modules():
+            if not type(block).__name__.endswith("ResidualAttentionBlock"):
+                continue
+            attn = block.attn
+            if isinstance(attn, nn.MultiheadAttention):
+                attn.dropout = p
+            elif isinstance(getattr(attn, "attn_drop", None), nn.Dropout):
+                attn.attn_drop.p = p
+                attn.attn_drop.training = True
+            else:
+                raise TypeError(f"{type(block).__name__}.attn is a {type(attn).__name__}: "
+                                "do not know where its attention dropout is")
+            attn.training = True
+            counts[tower_name] += 1
+        if counts[tower_name] == 0:
+            # RN50's image tower is a ResNet: its residual blocks hold no attention.
+            log.warning("MCD: no residual attention block in the %s tower; it stays deterministic", tower_name)
+    return model, counts
+
+
+class MCD(Attack):
+    name = "mcd"
+
+    def __init__(self, p: float = 0.05, passes: int = 10, batch_size: int = 256):
+        self.p, self.passes, self.batch_size = p, passes, batch_size
+
+    @torch.no_grad()
+    def pass_cos(self, model, images, tokens, seed: int) -> np.ndarray:
+        """Cosine of every pair in one stochastic pass, seeded so that a rerun draws the same masks."""
+        device = next(model.parameters()).device
+        cos = []
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for i in range(0, len(images), self.batch_size):
+                img = model.encode_image(images[i:i + self.batch_size].to(device), normalize=True)
+                txt = model.encode_text(tokens[i:i + self.batch_size].to(device), normalize=True)
+                cos.append((img * txt).sum(1).float().cpu())
+        return torch.cat(cos).numpy()
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        model, counts = with_attention_dropout(ctx.target.model, self.p)
+        (mi, mt), (ni, nt) = ctx.tensors("member_eval"), ctx.tensors("nonmember_eval")
+        images, tokens, n = torch.cat([mi, ni]), torch.cat([mt, nt]), len(mi)
+        # One seed per pass, derived from the job's seed: [passes, n] cosines.
+        seeds = np.random.SeedSequence(ctx.seed).generate_state(self.passes, dtype=np.uint64) >> 1
+        cos = np.stack([self.pass_cos(model, images, tokens, int(s)) for s in seeds])
+        score, std = cos.mean(0), cos.std(0)
+        diagnostics = {
+            "p": float(self.p),
+            "passes": int(self.passes),
+            "attention_modules": counts,
+            "member_std_mean": float(std[:n].mean()),
+            "nonmember_std_mean": float(std[n:].mean()),
+        }
+        return AttackResult(score[:n], score[n:], diagnostics)
