@@ -40,7 +40,7 @@ def test_sigkill_mid_training_then_resume(tmp_path):
 
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming target training from" in done.stderr
+    assert "resuming target training from" in done.stdout + done.stderr  # Hydra logs to stdout
     res = json.loads(Path(done.stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
     assert not res["target"]["cache_hit"] and res["target"]["epochs"] == 40
     assert (tdir / "DONE").exists() and not (tdir / "ckpt").exists()

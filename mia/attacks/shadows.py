@@ -1,0 +1,180 @@
+"""Shadow CLIPs for the reference-model attacks (LiRA, RMIA): which pairs each one trains on, and
+the per-pair statistic every shadow and the target assign to every pair the auditor holds.
+
+Reference pool: member_eval + nonmember_eval + nonmember_known + aux_pool, i.e. every pair the
+auditor holds. The evaluation pairs are in it because online LiRA needs IN and OUT shadows for
+each of them; nonmember_known is in it so that RMIA's population samples z are, like the
+evaluated pairs, IN for half of the shadows (online) or looked up in their OUT shadows (offline).
+
+Halves come in complementary pairs: shadow 2j trains on a seeded random half H_j of the pool,
+shadow 2j+1 on the rest. Every pool pair is therefore IN for exactly num_shadows / 2 shadows and
+OUT for the others (balanced, as in Carlini et al.'s code), and shadow i depends only on
+(seed, i // 2, pool), so raising num_shadows reuses the shadows already trained, and lira and
+rmia (and reruns) share them through the cached training stage.
+
+Statistics (`statistic`), all per pair and computed alike for every shadow and the target:
+- fisher (LiRA's default): atanh(cos) = 1/2 log((1 + cos) / (1 - cos)), the cosine's variance-
+  stabilising (Fisher z) transform, i.e. the logit of (1 + cos) / 2: the CLIP analogue of the
+  logit-scaled confidence LiRA uses for classifiers. Memorised pairs pile up just below a cosine
+  ceiling; atanh spreads that pile out, so IN and OUT values are closer to Gaussian. On the planted
+  test fixture it beat the raw cosine and the log-odds below (online 0.946 vs 0.937 / 0.881 AUC,
+  offline 0.893 vs 0.835 / 0.833, 8 shadows).
+- cos: the raw cosine.
+- logodds: the contrastive log-odds of the pair against a fixed bank (nonmember_known, the pair
+  itself left out), with the model's own temperature tau,
+      1/2 [(tau c_kk - logsumexp_b tau <i_k, t_b>) + (tau c_kk - logsumexp_b tau <i_b, t_k>)],
+  i.e. logit of the probability the model gives the true partner among the bank. RMIA needs a
+  probability, Pr(x | theta) = sigmoid(logodds), so it always uses this one. (The bank's noise
+  makes it a worse LiRA statistic than fisher on the fixture.)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.special import logsumexp
+
+from mia.cache import config_hash
+from mia.features import EVAL_SETS, embed
+
+log = logging.getLogger(__name__)
+
+STATISTICS = ("fisher", "cos", "logodds")
+
+# Shadow embeddings of the pool, kept in memory for the latest (target, pool) only: lira and rmia
+# in one job embed each shadow once, and a multirun's process does not accumulate them.
+_EMBEDDINGS: dict = {"context": None}
+
+
+@dataclass
+class References:
+    uids: np.ndarray          # pool uids: EVAL_SETS concatenated, in ctx.features order
+    offsets: dict             # set name -> slice of `uids`
+    inside: np.ndarray        # [num_shadows, n] bool: shadow m trained on pair k
+    shadow_stats: np.ndarray  # [num_shadows, n] statistic of every pair under every shadow
+    target_stats: np.ndarray  # [n] the same statistic under the target
+    keys: list
+    dirs: list
+    trained: int              # shadows trained by this call (0 when all were cached)
+    statistic: str
+
+    def rows(self, name: str) -> slice:
+        return self.offsets[name]
+
+    def eval_rows(self) -> np.ndarray:
+        """Pool indices of member_eval then nonmember_eval."""
+        return np.r_[self.rows("member_eval"), self.rows("nonmember_eval")]
+
+    def diagnostics(self) -> dict:
+        ev = self.eval_rows()
+        n_in = self.inside[:, ev].sum(0)
+        return {"num_shadows": len(self.keys), "shadow_keys": list(self.keys),
+                "shadow_dirs": [str(d) for d in self.dirs], "shadows_trained": int(self.trained),
+                "shadow_size": int(self.inside[0].sum()) if len(self.keys) else 0,
+                "pool_size": int(self.n), "statistic": self.statistic,
+                "mean_in_per_eval_pair": float(n_in.mean()),
+                "mean_out_per_eval_pair": float((len(self.keys) - n_in).mean())}
+
+    @property
+    def n(self) -> int:
+        return len(self.uids)
+
+
+def pool(ctx):
+    """(uids, {set name: slice}) of the reference pool, in ctx.features order."""
+    offsets, start = {}, 0
+    for name in EVAL_SETS:
+        offsets[name] = slice(start, start + len(ctx.features[name].uids))
+        start = offsets[name].stop
+    return np.concatenate([ctx.features[name].uids for name in EVAL_SETS]), offsets
+
+
+def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
+    """[num_shadows, n] membership: shadows 2j and 2j+1 split the pool in two complementary halves."""
+    if num_shadows < 2 or num_shadows % 2:
+        raise ValueError(f"num_shadows={num_shadows}: use an even number >= 2 (complementary halves "
+                         "put every pair IN exactly half of the shadows)")
+    order = np.argsort(uids)  # halves depend on the pool's content, not on the order sets come in
+    inside = np.zeros((num_shadows, len(uids)), dtype=bool)
+    for j in range(num_shadows // 2):
+        first = np.random.default_rng([seed, j]).permutation(len(uids))[:len(uids) // 2]
+        inside[2 * j, order[first]] = True
+        inside[2 * j + 1] = ~inside[2 * j]
+    return inside
+
+
+def shadow_tag(seed: int, index: int) -> str:
+    return f"reference-half/seed{seed}/shadow{index}"
+
+
+def contrastive_logodds(image, text, tau, bank, exclude=None):
+    """logit of the probability of the true partner among the bank pairs, averaged over both
+    directions. image, text: [n, d] normalised; bank: indices into the rows; exclude: [n] bank
+    column (or -1) that is the pair itself and must not be its own negative."""
+    pos = tau * (image * text).sum(1)
+    i2t = tau * image @ text[bank].T     # image k against the bank's captions
+    t2i = tau * text @ image[bank].T     # caption k against the bank's images
+    if exclude is not None:
+        rows = np.flatnonzero(exclude >= 0)
+        i2t[rows, exclude[rows]] = -np.inf
+        t2i[rows, exclude[rows]] = -np.inf
+    return pos - 0.5 * (logsumexp(i2t, axis=1) + logsumexp(t2i, axis=1))
+
+
+def pair_statistic(image, text, tau, bank, exclude, statistic):
+    if statistic == "cos":
+        return (image * text).sum(1)
+    if statistic == "fisher":
+        return np.arctanh(np.clip((image * text).sum(1).astype(np.float64), -1 + 1e-6, 1 - 1e-6))
+    if statistic == "logodds":
+        return contrastive_logodds(image.astype(np.float64), text.astype(np.float64), tau, bank, exclude)
+    raise ValueError(f"statistic={statistic!r}: choose one of {STATISTICS}")
+
+
+def _tau(model) -> float:
+    return float(model.logit_scale.detach().exp())
+
+
+def _load_tensors(ctx):
+    """Pool images and tokens, read and preprocessed once per call (only if some shadow needs them)."""
+    parts = [ctx.tensors(name) for name in EVAL_SETS]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def references(ctx, num_shadows: int, statistic: str = "fisher") -> References:
+    """Train (or load) the shadows and compute the statistic of every pool pair under each."""
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic={statistic!r}: choose one of {STATISTICS}")
+    uids, offsets = pool(ctx)
+    if len(np.unique(uids)) < len(uids):
+        raise ValueError("the reference pool holds a uid twice: the evaluation sets must be disjoint")
+    inside = halves(uids, num_shadows, ctx.seed)
+    bank = np.arange(len(uids))[offsets["nonmember_known"]]
+    exclude = np.full(len(uids), -1)
+    exclude[bank] = np.arange(len(bank))
+    context = (ctx.target.key, config_hash(list(uids)))
+    if _EMBEDDINGS["context"] != context:
+        _EMBEDDINGS.clear()
+        _EMBEDDINGS["context"] = context
+
+    tensors, keys, dirs, trained, stats = None, [], [], 0, []
+    for m in range(num_shadows):
+        shadow = ctx.train_shadow(sorted(uids[inside[m]]), shadow_tag(ctx.seed, m))
+        keys.append(shadow.key), dirs.append(shadow.dir)
+        trained += not shadow.cache_hit
+        if shadow.key not in _EMBEDDINGS:
+            if tensors is None:
+                tensors = _load_tensors(ctx)
+            image, text, _ = embed(shadow.model, *tensors, desc=f"shadow {m} features")
+            _EMBEDDINGS[shadow.key] = (image, text, _tau(shadow.model))
+        image, text, tau = _EMBEDDINGS[shadow.key]
+        stats.append(pair_statistic(image, text, tau, bank, exclude, statistic))
+
+    image = np.concatenate([ctx.features[name].image for name in EVAL_SETS])
+    text = np.concatenate([ctx.features[name].text for name in EVAL_SETS])
+    target = pair_statistic(image, text, _tau(ctx.target.model), bank, exclude, statistic)
+    log.info("reference models: %d shadows (%d trained now) on halves of a pool of %d pairs",
+             num_shadows, trained, len(uids))
+    return References(uids, offsets, inside, np.stack(stats), target, keys, dirs, trained, statistic)
