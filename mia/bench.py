@@ -31,6 +31,14 @@ def machine() -> dict:
             "platform": platform.platform(), "torch": torch.__version__}
 
 
+def write(result: dict, path: Path):
+    """Every benchmark's JSON goes to outputs/bench/<name>.json, and is echoed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    print(f"bench: {path}")
+
+
 def synthetic_batch(n, image_size, tokenizer, preprocess):
     samples = [make_sample(i, seed=0, image_size=image_size) for i in range(n)]
     return torch.stack([preprocess(s[0]) for s in samples]), tokenizer([s[1] for s in samples])
@@ -88,11 +96,7 @@ def main(argv=None):
     embed(model, images, tokens, desc="bench features")
     result["features_pairs_per_s"] = len(images) / (time.perf_counter() - t0)
     result["lightning_vs_eager"] = result["train_lightning_samples_per_s"] / result["train_eager_samples_per_s"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spine.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-    print(f"bench: {out / 'spine.json'}")
+    write(result, Path(args.out) / "spine.json")
 
 
 if __name__ == "__main__":

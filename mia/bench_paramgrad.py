@@ -8,7 +8,6 @@ model, same inputs, same machine. Checks both give the same norms; writes output
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from mia.attacks.gradnorm import bank_losses
 from mia.attacks.paramgrad import per_sample_grad_norms, resolve_device, select_params
-from mia.bench import CONF, machine, synthetic_batch
+from mia.bench import CONF, machine, synthetic_batch, write
 from mia.features import embed
 from mia.model import build_model
 
@@ -129,11 +128,7 @@ def main(argv=None):
         r["goal"] = GOALS.get((r["model"], torch.device(r["device"]).type), {})
         r["goal_met"] = all(r[k] >= v for k, v in r["goal"].items()) if r["goal"] else None
     result = {"machine": machine(), "model": runs[0]["model"], "runs": runs}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "paramgrad.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-    print(f"bench: {out / 'paramgrad.json'}")
+    write(result, Path(args.out) / "paramgrad.json")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,14 @@ def null_model(_trained):
     unseen = np.random.default_rng(0).permutation(unseen)[:300]
     null = replace(splits, member_eval=unseen[:150], nonmember_eval=unseen[150:])
     return _context(cfg, members, null, target)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks: several intra-op threads only spin against each other on a shared 2-core box."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,13 +15,7 @@ from tests.attacks.test_wsa import shifted_members
 FAST = {"epochs": 2, "head_epochs": 20}  # mechanics tests: what is checked does not need a trained model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: several intra-op threads only spin against each other on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_clmia_planted(planted_features):

@@ -23,13 +23,7 @@ from mia.features import SplitFeatures
 from tests.attacks.conftest import CONF, _Splits, assert_null, assert_planted, feature_context
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: several intra-op threads only spin against each other on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def shifted_members(ctx, delta=0.6, seed=1):
