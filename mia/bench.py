@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from open_clip import ClipLoss
