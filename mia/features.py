@@ -3,6 +3,7 @@ and cached by uid: every attack reads the same store instead of re-running the m
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import torch
 from tqdm import tqdm
 
 from mia.cache import config_hash, locked
+from mia.distributed import World
 from mia.data.pairs import load_pairs
 
 log = logging.getLogger(__name__)
 
 EVAL_SETS = ("member_eval", "nonmember_eval", "nonmember_known", "aux_pool")
+SINGLE = World()
 
 
 @dataclass
@@ -48,28 +51,48 @@ def _sources(splits, member_corpus, nonmember_corpus):
     return [(member_corpus, np.concatenate(from_members)), (nonmember_corpus, np.concatenate(from_nonmembers))]
 
 
-def extract_features(target, splits, member_corpus, nonmember_corpus):
-    """({set name: SplitFeatures}, cache_hit) for every set in EVAL_SETS."""
+def _embed_sources(target, sources, device, rank=0, world=1):
+    """(uids, image, text, cos) for this rank's share (every world-th uid) of every source."""
+    uids, img, txt, cos = [], [], [], []
+    model = target.model.to(device)
+    try:
+        for corpus, wanted in sources:
+            mine = list(wanted[rank::world])
+            images, tokens = load_pairs(corpus.shards, mine, target.preprocess, target.tokenizer,
+                                        f"load eval pairs ({corpus.name})")
+            i, t, c = embed(model, images, tokens)
+            uids.append(np.asarray(mine)), img.append(i), txt.append(t), cos.append(c)
+    finally:
+        target.model.cpu()  # the attacks expect the target where train_target left it
+    return np.concatenate(uids), np.concatenate(img), np.concatenate(txt), np.concatenate(cos)
+
+
+def extract_features(target, splits, member_corpus, nonmember_corpus, world=None):
+    """({set name: SplitFeatures}, cache_hit) for every set in EVAL_SETS.
+
+    With a multi-rank `world` every rank embeds a disjoint share; rank 0 gathers the shares,
+    de-duplicates them by uid and writes the cache (then only rank 0 gets the sets back)."""
+    world = world or SINGLE
     sources = _sources(splits, member_corpus, nonmember_corpus)
     key = config_hash([[c.fingerprint, list(u)] for c, u in sources])
     path = target.dir / "features" / f"{key}.npz"
     hit = path.exists()
-    if not hit:
-        with locked(path):
-            hit = path.exists()
+    if world.size > 1 or not hit:
+        with locked(path) if world.is_main else nullcontext():
+            hit = world.broadcast(path.exists())
             if not hit:
-                uids, img, txt, cos = [], [], [], []
-                for corpus, wanted in sources:
-                    images, tokens = load_pairs(corpus.shards, list(wanted), target.preprocess,
-                                                target.tokenizer, f"load eval pairs ({corpus.name})")
-                    i, t, c = embed(target.model, images, tokens)
-                    uids.append(wanted), img.append(i), txt.append(t), cos.append(c)
-                tmp = Path(f"{path}.tmp.npz")
-                np.savez(tmp, uids=np.concatenate(uids), image=np.concatenate(img),
-                         text=np.concatenate(txt), cos=np.concatenate(cos))
-                tmp.replace(path)
+                shares = world.gather(_embed_sources(target, sources, world.device, world.rank, world.size))
+                if world.is_main:
+                    uids, img, txt, cos = (np.concatenate(x) for x in zip(*shares))
+                    _, first = np.unique(uids, return_index=True)  # one row per uid (DESIGN §7.6)
+                    tmp = Path(f"{path}.tmp.npz")
+                    np.savez(tmp, uids=uids[first], image=img[first], text=txt[first], cos=cos[first])
+                    tmp.replace(path)
+            world.barrier()
     if hit:
         log.info("feature cache hit: %s", path)
+    if not world.is_main:
+        return None, hit
     with np.load(path) as z:
         row = {u: i for i, u in enumerate(z["uids"])}
         img, txt, cos = z["image"], z["text"], z["cos"]

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mia import metrics, plots, tracking
+from mia import distributed, metrics, plots, tracking
 from mia.attacks.base import AttackContext
 from mia.cache import atomic_write_text
 from mia.data.corpus import load_corpus
@@ -47,17 +47,29 @@ def prepare(cfg):
     return members, nonmembers, splits
 
 
-def run(cfg) -> Path:
-    out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+def run(cfg) -> Path | None:
+    """The job, once per rank: every rank trains and extracts features; rank 0 does the rest."""
+    with distributed.session(cfg) as world:
+        return _run(cfg, world)
+
+
+def _run(cfg, world) -> Path | None:
     members, nonmembers, splits = prepare(cfg)
     attacks = {name: instantiate(acfg) for name, acfg in cfg.attack.items()}
+    if not world.is_main:
+        target = train_target(cfg, members.shards, splits.members, Path(cfg.paths.cache_dir),
+                              target_key(cfg, members.fingerprint), world=world)
+        extract_features(target, splits, members, nonmembers, world)
+        return None
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     wandb_run = tracking.start(cfg, out)
     try:
         target = train_target(cfg, members.shards, splits.members, Path(cfg.paths.cache_dir),
-                              target_key(cfg, members.fingerprint), logger=tracking.lightning_logger(wandb_run))
+                              target_key(cfg, members.fingerprint), logger=tracking.lightning_logger(wandb_run),
+                              world=world)
         t0 = time.time()
-        features, features_hit = extract_features(target, splits, members, nonmembers)
+        features, features_hit = extract_features(target, splits, members, nonmembers, world)
         features_s = time.time() - t0
         mem, non = features["member_eval"].cos, features["nonmember_eval"].cos
         shards = members.shards + (nonmembers.shards if nonmembers is not members else [])
@@ -69,6 +81,7 @@ def run(cfg) -> Path:
             "git": git_revision(),
             "seed": cfg.seed,
             "target": {"size": target.size, "epochs": target.epochs, "model": cfg.model.name,
+                       "world_size": world.size,
                        "cache_key": target.key, "cache_hit": target.cache_hit,
                        "checkpoint": str(target.checkpoint), "trained_uids": str(target.trained_uids)},
             "data": {"nonmembers": cfg.data.nonmembers, "corpus": members.name,

@@ -6,18 +6,26 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mia.cache import config_hash
+
 log = logging.getLogger(__name__)
 
 
 def start(cfg, out_dir: Path, job_type: str = "attack"):
-    """A wandb run, or None with logger=none."""
+    """A wandb run, or None with logger=none. The run id is a function of the job's output folder, so
+    a job that is started again there (a requeued SLURM job, a rerun after a kill) resumes its run."""
     if cfg.logger.backend == "none":
         return None
     import wandb
 
     return wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
                       group=cfg.logger.group or sweep_group(), tags=list(cfg.logger.tags), job_type=job_type,
-                      dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True))
+                      dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True),
+                      id=run_id(out_dir), resume="allow")
+
+
+def run_id(out_dir: Path) -> str:
+    return config_hash(str(Path(out_dir).resolve()), length=12)
 
 
 def sweep_group():

@@ -60,13 +60,17 @@ def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
 class PairStream(IterableDataset):
     """Streams (image, tokens, position) for `uids` from the shards, each uid once per pass.
 
-    Shards are split over DataLoader workers; a sample that fails to decode is skipped and counted.
+    One process: shards are split over DataLoader workers. Under DDP (`order` with world > 1), each
+    epoch's members are dealt to (rank, worker) slots by `order` and every worker scans all shards,
+    decoding only its own: the ranks then get exactly N / W members and equal batch counts, which
+    splitting whole shards by node cannot promise without dropping or repeating members
+    (DESIGN §7.4-7.5). A sample that fails to decode is skipped and counted.
     """
 
-    def __init__(self, shards, uids, preprocess, tokenizer, shuffle_buffer=1000, seed=0):
+    def __init__(self, shards, uids, preprocess, tokenizer, shuffle_buffer=1000, seed=0, order=None):
         self.shards, self.preprocess, self.tokenizer = list(shards), preprocess, tokenizer
         self.position = {u: i for i, u in enumerate(uids)}
-        self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+        self.shuffle_buffer, self.seed, self.epoch, self.order = shuffle_buffer, seed, 0, order
         self.skipped = 0
 
     def __len__(self):
@@ -75,12 +79,17 @@ class PairStream(IterableDataset):
     def __iter__(self):
         worker = get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, wid])
+        rank = self.order.rank if self.order is not None else 0
+        rng = np.random.default_rng([self.seed, self.epoch, rank, wid])
+        shards, mine = self.shards[wid::nworkers], None
+        if self.order is not None and self.order.world > 1:
+            self.order.set_epoch(self.epoch)
+            shards, mine = self.shards, set(list(self.order)[wid::nworkers])
         self.epoch += 1
         buffer = []
-        for sample in raw_samples(self.shards[wid::nworkers]):
+        for sample in raw_samples(shards):
             i = self.position.get(_uid(sample))
-            if i is None:
+            if i is None or (mine is not None and i not in mine):
                 continue
             try:
                 image = self.preprocess(decode_image(image_bytes(sample)))

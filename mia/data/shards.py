@@ -32,12 +32,14 @@ def list_shards(path, key: str = "data.path") -> list[Path]:
 
 
 def raw_samples(shards):
-    """Stream raw sample dicts (bytes per extension) in shard order, single process."""
+    """Stream raw sample dicts (bytes per extension) of exactly `shards`, in order. The callers
+    decide which rank and worker reads what (PairStream), so webdataset's own node and worker
+    splitters are off: they would split an already split list again."""
     import webdataset as wds
 
     # Truncated or broken tar members are warned about and skipped, not fatal.
     return wds.WebDataset([str(s) for s in shards], shardshuffle=False, empty_check=False,
-                          handler=wds.warn_and_continue)
+                          handler=wds.warn_and_continue, nodesplitter=None, workersplitter=None)
 
 
 def decode_image(data: bytes, draft: bool = False) -> Image.Image:

@@ -1,0 +1,175 @@
+"""Multi-process jobs: who the ranks are, how they are started, and the few collectives the pipeline
+needs outside Lightning (a cache decision taken by rank 0, gathered features).
+
+A job with trainer.devices x trainer.num_nodes > 1 runs the pipeline once per rank. The ranks come
+from one of three places:
+  - SLURM: submitit starts one task per GPU (tasks_per_node == trainer.devices); Lightning's
+    SLURMEnvironment names the ranks. auto_requeue=False: submitit does the requeueing.
+  - an outside launcher (torchrun, or the ranks this module spawns): LOCAL_RANK is set.
+  - neither: this process becomes rank 0 and spawns the other local ranks itself. Fresh
+    interpreters that call `pipeline.run(cfg)`, never sys.argv again, so a Hydra multirun is
+    not re-entered (DESIGN §7.1).
+All ranks train together (DDP) and extract features together; rank 0 alone runs the attacks and
+writes results, plots and the W&B run.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+from lightning.fabric.plugins.environments.lightning import find_free_network_port
+
+log = logging.getLogger(__name__)
+
+# Rank 0 may hold the process group while it waits for another job's cache lock.
+TIMEOUT = timedelta(hours=6)
+_RANK_ENV = ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    cluster: object = None  # the Lightning cluster environment every Trainer of this job gets
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, obj):
+        """rank 0's `obj` on every rank."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj) -> list | None:
+        """[obj of rank 0, obj of rank 1, ...] on rank 0; None elsewhere."""
+        if self.size == 1:
+            return [obj]
+        out = [None] * self.size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def barrier(self):
+        if self.size > 1:
+            dist.barrier()
+
+
+def world_size(cfg) -> int:
+    return int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+
+
+def _device(cfg, local_rank: int) -> torch.device:
+    if cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"trainer.accelerator={cfg.trainer.accelerator} but no GPU is visible; "
+                               "use trainer=ddp_cpu to run DDP on the CPU")
+        if cfg.trainer.devices > torch.cuda.device_count():
+            raise RuntimeError(f"trainer.devices={cfg.trainer.devices} but this node has "
+                               f"{torch.cuda.device_count()} GPUs")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def single(cfg) -> World:
+    """This process alone (the default job, shadow models, tests)."""
+    cluster = SLURMEnvironment(auto_requeue=False) if SLURMEnvironment.detect() else LightningEnvironment()
+    return World(device=_device(cfg, 0), cluster=cluster)
+
+
+@contextmanager
+def session(cfg):
+    """The World of this job: a single process, or every rank joined in one process group."""
+    n = world_size(cfg)
+    if n == 1:
+        yield single(cfg)
+        return
+    children, saved = [], {k: os.environ.get(k) for k in _RANK_ENV}
+    if SLURMEnvironment.detect():
+        cluster = SLURMEnvironment(auto_requeue=False)
+        if cluster.world_size() != n:
+            raise RuntimeError(
+                f"trainer.devices x trainer.num_nodes = {n}, but SLURM started {cluster.world_size()} tasks: "
+                "use hydra/launcher=slurm, which sets tasks_per_node=trainer.devices and nodes=trainer.num_nodes")
+        rank, local_rank = cluster.global_rank(), cluster.local_rank()
+        os.environ.update(MASTER_ADDR=cluster.main_address, MASTER_PORT=str(cluster.main_port))
+    else:
+        if "LOCAL_RANK" not in os.environ:
+            if cfg.trainer.num_nodes != 1:
+                raise RuntimeError(f"trainer.num_nodes={cfg.trainer.num_nodes} needs a cluster launcher: "
+                                   "run the sweep with hydra/launcher=slurm")
+            children = _spawn_local_ranks(cfg, n)
+        cluster = LightningEnvironment()
+        local_rank = cluster.local_rank()
+        rank = cluster.node_rank() * int(cfg.trainer.devices) + local_rank
+        cluster.set_world_size(n)
+        cluster.set_global_rank(rank)
+    world = World(rank=rank, size=n, local_rank=local_rank, device=_device(cfg, local_rank), cluster=cluster)
+    threads = torch.get_num_threads()
+    if world.device.type == "cuda":
+        torch.cuda.set_device(world.device)
+    else:  # CPU ranks share the node's cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(cfg.trainer.devices)))
+    dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo", rank=rank, world_size=n,
+                            timeout=TIMEOUT)
+    log.info("rank %d of %d joined (%s)", rank, n, world.device)
+    failed = False
+    try:
+        yield world
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if dist.is_initialized():
+            if not failed:
+                dist.barrier()
+            dist.destroy_process_group()
+        for child in children:
+            child.join(timeout=None if not failed else 30)
+            if child.is_alive():
+                child.kill()
+        torch.set_num_threads(threads)
+        for k, v in saved.items():  # the next job of a multirun starts clean
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        bad = [c.exitcode for c in children if c.exitcode != 0]
+        if bad and not failed:
+            raise RuntimeError(f"{len(bad)} of the local ranks failed (exit codes {bad}); see their logs above")
+
+
+def _spawn_local_ranks(cfg, n: int) -> list:
+    """Start local ranks 1..n-1; this process is rank 0."""
+    port = str(find_free_network_port())
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, LOCAL_RANK="0", NODE_RANK="0",
+                      WORLD_SIZE=str(n), RANK="0")
+    ctx = mp.get_context("spawn")
+    children = []
+    for r in range(1, n):
+        env = {**{k: os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE")},
+               "LOCAL_RANK": str(r), "RANK": str(r)}
+        p = ctx.Process(target=_rank_main, args=(cfg, env), name=f"mia-rank{r}", daemon=False)
+        p.start()
+        children.append(p)
+    log.info("started %d local ranks for a %d-process job (MASTER_PORT=%s)", n - 1, n, port)
+    return children
+
+
+def _rank_main(cfg, env):
+    os.environ.update(env)
+    logging.basicConfig(level=logging.INFO, format=f"[rank {env['RANK']}] %(levelname)s %(name)s: %(message)s")
+    from mia.pipeline import run
+
+    run(cfg)
