@@ -296,6 +296,7 @@ def _fit(cfg, model, tokenizer, preprocess, shards, uids, tdir, logger, world) -
     atomic_write_text(tdir / "trained_uids.txt", "\n".join(uids) + "\n")
     meta = {"config": OmegaConf.to_container(cfg, resolve=True), "seed": cfg.seed, "git": git_revision(),
             "size": len(uids), "epochs": cfg.train.epochs, "train_s": train_s, "world_size": world.size,
+            "precision": precision(cfg.train, world.device), "device": str(world.device),
             "shards": [str(s) for s in shards], "samples_per_s": len(uids) * cfg.train.epochs / train_s}
     atomic_write_text(tdir / "target.json", json.dumps(meta, indent=1))
     atomic_write_text(tdir / "DONE", "")
