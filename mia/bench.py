@@ -192,7 +192,8 @@ def bench_loader(n: int, image_size: int, workers: int, batch_size: int) -> dict
                   "batch_size": batch_size}
         for name, nw in (("eager_loader_images_per_s", 0), ("pipeline_loader_images_per_s", workers)):
             stream = PairStream(shards, uids, preprocess, tokenizer, shuffle_buffer=256)
-            loader = DataLoader(stream, batch_size=batch_size, num_workers=nw, pin_memory=nw > 0,
+            loader = DataLoader(stream, batch_size=batch_size, num_workers=nw,
+                                pin_memory=nw > 0 and torch.cuda.is_available(),
                                 persistent_workers=False, prefetch_factor=4 if nw else None)
             t0, seen = time.perf_counter(), 0
             for images, _, _ in loader:
