@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -124,13 +125,16 @@ def session(cfg):
     dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo", rank=rank, world_size=n,
                             timeout=TIMEOUT)
     log.info("rank %d of %d joined (%s)", rank, n, world.device)
-    failed = False
+    failed, finished = False, threading.Event()
+    if children:
+        threading.Thread(target=_watch, args=(children, finished), daemon=True).start()
     try:
         yield world
     except BaseException:
         failed = True
         raise
     finally:
+        finished.set()
         if dist.is_initialized():
             if not failed:
                 dist.barrier()
@@ -148,6 +152,21 @@ def session(cfg):
         bad = [c.exitcode for c in children if c.exitcode != 0]
         if bad and not failed:
             raise RuntimeError(f"{len(bad)} of the local ranks failed (exit codes {bad}); see their logs above")
+
+
+def _watch(children, finished, grace_s: float = 60.0):
+    """A local rank that dies leaves the others blocked in a collective until the (long) timeout: after
+    a grace period for the error to surface here too, end this job rather than hang."""
+    while not finished.wait(2.0):
+        dead = [c for c in children if c.exitcode not in (None, 0)]
+        if dead:
+            log.error("local rank %s died (exit code %s)", dead[0].name, dead[0].exitcode)
+            if not finished.wait(grace_s):
+                log.error("the job is still waiting on it after %.0f s: exiting", grace_s)
+                for c in children:
+                    c.kill()
+                os._exit(1)
+            return
 
 
 def _spawn_local_ranks(cfg, n: int) -> list:

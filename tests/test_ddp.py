@@ -109,3 +109,15 @@ def test_multirun_with_ddp_cpu_does_not_reenter_the_sweep(tmp_path):
     sizes = sorted(json.loads(p.read_text())["target"]["size"] for p in results)
     worlds = {json.loads(p.read_text())["target"]["world_size"] for p in results}
     assert sizes == [200, 300] and worlds == {2}
+
+
+def test_a_dead_local_rank_ends_the_job_instead_of_hanging():
+    code = ("import multiprocessing as mp, sys, threading\n"
+            "from mia.distributed import _watch\n"
+            "if __name__ == '__main__':\n"
+            "    child = mp.get_context('spawn').Process(target=sys.exit, args=(3,)); child.start(); child.join()\n"
+            "    _watch([child], threading.Event(), grace_s=0.5)\n"
+            "    print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "not reached" not in done.stdout
+    assert "died (exit code 3)" in done.stderr
