@@ -121,3 +121,14 @@ def test_a_dead_local_rank_ends_the_job_instead_of_hanging():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "not reached" not in done.stdout
     assert "died (exit code 3)" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer, workers", [("default", 2), ("ddp_cpu", 1)])
+def test_streamed_training_covers_every_member_once_per_epoch(make_cfg, trainer, workers):
+    """data.in_memory=false: shards streamed by loader workers (and dealt to ranks under DDP). The
+    coverage check inside training fails the job unless every member was seen exactly T times."""
+    cfg = make_cfg("data.in_memory=false", f"train.num_workers={workers}", f"trainer={trainer}", "data.size=200")
+    res = json.loads(run(cfg).read_text())
+    members = (_target_dir(res) / "trained_uids.txt").read_text().split()
+    assert len(members) == len(set(members)) == 200 and res["target"]["epochs"] == 2
