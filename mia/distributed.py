@@ -84,8 +84,10 @@ def _device(cfg, local_rank: int) -> torch.device:
 
 
 def single(cfg) -> World:
-    """This process alone (the default job, shadow models, tests)."""
-    cluster = SLURMEnvironment(auto_requeue=False) if SLURMEnvironment.detect() else LightningEnvironment()
+    """This process alone (the default job, shadow models, tests). In a one-task SLURM job Lightning
+    still gets SLURMEnvironment(auto_requeue=False), so it leaves the requeueing to submitit."""
+    one_task = SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) == 1
+    cluster = SLURMEnvironment(auto_requeue=False) if one_task else LightningEnvironment()
     return World(device=_device(cfg, 0), cluster=cluster)
 
 
@@ -96,35 +98,14 @@ def session(cfg):
     if n == 1:
         yield single(cfg)
         return
-    children, saved = [], {k: os.environ.get(k) for k in _RANK_ENV}
-    if SLURMEnvironment.detect():
-        cluster = SLURMEnvironment(auto_requeue=False)
-        if cluster.world_size() != n:
-            raise RuntimeError(
-                f"trainer.devices x trainer.num_nodes = {n}, but SLURM started {cluster.world_size()} tasks: "
-                "use hydra/launcher=slurm, which sets tasks_per_node=trainer.devices and nodes=trainer.num_nodes")
-        rank, local_rank = cluster.global_rank(), cluster.local_rank()
-        os.environ.update(MASTER_ADDR=cluster.main_address, MASTER_PORT=str(cluster.main_port))
-    else:
-        if "LOCAL_RANK" not in os.environ:
-            if cfg.trainer.num_nodes != 1:
-                raise RuntimeError(f"trainer.num_nodes={cfg.trainer.num_nodes} needs a cluster launcher: "
-                                   "run the sweep with hydra/launcher=slurm")
-            children = _spawn_local_ranks(cfg, n)
-        cluster = LightningEnvironment()
-        local_rank = cluster.local_rank()
-        rank = cluster.node_rank() * int(cfg.trainer.devices) + local_rank
-        cluster.set_world_size(n)
-        cluster.set_global_rank(rank)
-    world = World(rank=rank, size=n, local_rank=local_rank, device=_device(cfg, local_rank), cluster=cluster)
+    saved = {k: os.environ.get(k) for k in _RANK_ENV}
     threads = torch.get_num_threads()
-    if world.device.type == "cuda":
-        torch.cuda.set_device(world.device)
-    else:  # CPU ranks share the node's cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(cfg.trainer.devices)))
-    dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo", rank=rank, world_size=n,
-                            timeout=TIMEOUT)
-    log.info("rank %d of %d joined (%s)", rank, n, world.device)
+    try:
+        world, children = _join(cfg, n)
+    except BaseException:
+        _restore(saved, threads)
+        raise
+    log.info("rank %d of %d joined (%s)", world.rank, n, world.device)
     failed, finished = False, threading.Event()
     if children:
         threading.Thread(target=_watch, args=(children, finished), daemon=True).start()
@@ -143,15 +124,58 @@ def session(cfg):
             child.join(timeout=None if not failed else 30)
             if child.is_alive():
                 child.kill()
-        torch.set_num_threads(threads)
-        for k, v in saved.items():  # the next job of a multirun starts clean
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _restore(saved, threads)
         bad = [c.exitcode for c in children if c.exitcode != 0]
         if bad and not failed:
             raise RuntimeError(f"{len(bad)} of the local ranks failed (exit codes {bad}); see their logs above")
+
+
+def _restore(saved_env: dict, threads: int):
+    """The next job of a multirun starts clean: no rank variables, the thread count it had."""
+    torch.set_num_threads(threads)
+    for k, v in saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _join(cfg, n: int):
+    """(World, locally spawned children) with the process group initialised."""
+    children = []
+    if SLURMEnvironment.detect():
+        cluster = SLURMEnvironment(auto_requeue=False)
+        if cluster.world_size() != n:
+            raise RuntimeError(
+                f"trainer.devices x trainer.num_nodes = {n}, but SLURM started {cluster.world_size()} tasks: "
+                "use hydra/launcher=slurm, which sets tasks_per_node=trainer.devices and nodes=trainer.num_nodes")
+        rank, local_rank = cluster.global_rank(), cluster.local_rank()
+        os.environ.update(MASTER_ADDR=cluster.main_address, MASTER_PORT=str(cluster.main_port))
+    else:
+        if "LOCAL_RANK" not in os.environ:
+            if cfg.trainer.num_nodes != 1:
+                raise RuntimeError(f"trainer.num_nodes={cfg.trainer.num_nodes} needs a cluster launcher: "
+                                   "run the sweep with hydra/launcher=slurm")
+            _device(cfg, 0)  # a bad trainer config fails here, before any rank is started
+            children = _spawn_local_ranks(cfg, n)
+        cluster = LightningEnvironment()
+        local_rank = cluster.local_rank()
+        rank = cluster.node_rank() * int(cfg.trainer.devices) + local_rank
+        cluster.set_world_size(n)
+        cluster.set_global_rank(rank)
+    try:
+        world = World(rank=rank, size=n, local_rank=local_rank, device=_device(cfg, local_rank), cluster=cluster)
+        if world.device.type == "cuda":
+            torch.cuda.set_device(world.device)
+        else:  # CPU ranks share the node's cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(cfg.trainer.devices)))
+        dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo", rank=rank, world_size=n,
+                                timeout=TIMEOUT)
+    except BaseException:
+        for child in children:  # they would wait for rank 0 until the timeout
+            child.kill()
+        raise
+    return world, children
 
 
 def _watch(children, finished, grace_s: float = 60.0):

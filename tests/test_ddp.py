@@ -132,3 +132,12 @@ def test_streamed_training_covers_every_member_once_per_epoch(make_cfg, trainer,
     res = json.loads(run(cfg).read_text())
     members = (_target_dir(res) / "trained_uids.txt").read_text().split()
     assert len(members) == len(set(members)) == 200 and res["target"]["epochs"] == 2
+
+
+def test_a_bad_trainer_config_is_refused_before_any_rank_starts(make_cfg, monkeypatch):
+    import os
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="trainer.accelerator=gpu"):
+        run(make_cfg("trainer=ddp"))
+    assert "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
