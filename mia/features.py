@@ -12,13 +12,11 @@ import torch
 from tqdm import tqdm
 
 from mia.cache import config_hash, locked
-from mia.distributed import World
 from mia.data.pairs import load_pairs
 
 log = logging.getLogger(__name__)
 
 EVAL_SETS = ("member_eval", "nonmember_eval", "nonmember_known", "aux_pool")
-SINGLE = World()
 
 
 @dataclass
@@ -67,12 +65,12 @@ def _embed_sources(target, sources, device, rank=0, world=1):
     return np.concatenate(uids), np.concatenate(img), np.concatenate(txt), np.concatenate(cos)
 
 
-def extract_features(target, splits, member_corpus, nonmember_corpus, world=None):
+def extract_features(target, splits, member_corpus, nonmember_corpus, world):
     """({set name: SplitFeatures}, cache_hit) for every set in EVAL_SETS.
 
-    With a multi-rank `world` every rank embeds a disjoint share; rank 0 gathers the shares,
+    `world` is the job's mia.distributed.World (its device is where the embedding runs). With
+    several ranks every rank embeds a disjoint share; rank 0 gathers the shares,
     de-duplicates them by uid and writes the cache (then only rank 0 gets the sets back)."""
-    world = world or SINGLE
     sources = _sources(splits, member_corpus, nonmember_corpus)
     key = config_hash([[c.fingerprint, list(u)] for c, u in sources])
     path = target.dir / "features" / f"{key}.npz"

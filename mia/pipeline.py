@@ -56,14 +56,11 @@ def run(cfg) -> Path | None:
 def _run(cfg, world) -> Path | None:
     members, nonmembers, splits = prepare(cfg)
     attacks = {name: instantiate(acfg) for name, acfg in cfg.attack.items()}
-    if not world.is_main:
-        target = train_target(cfg, members.shards, splits.members, Path(cfg.paths.cache_dir),
-                              target_key(cfg, members.fingerprint), world=world)
-        extract_features(target, splits, members, nonmembers, world)
-        return None
-    out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    wandb_run = tracking.start(cfg, out)
+    out, wandb_run = None, None
+    if world.is_main:  # the job's folder and W&B run belong to rank 0
+        out = output_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        wandb_run = tracking.start(cfg, out)
     try:
         target = train_target(cfg, members.shards, splits.members, Path(cfg.paths.cache_dir),
                               target_key(cfg, members.fingerprint), logger=tracking.lightning_logger(wandb_run),
@@ -71,6 +68,8 @@ def _run(cfg, world) -> Path | None:
         t0 = time.time()
         features, features_hit = extract_features(target, splits, members, nonmembers, world)
         features_s = time.time() - t0
+        if not world.is_main:
+            return None
         mem, non = features["member_eval"].cos, features["nonmember_eval"].cos
         shards = members.shards + (nonmembers.shards if nonmembers is not members else [])
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards, cfg=cfg,

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from mia import metrics
-from mia.plots import FPR_MIN, plt, _save
+from mia import metrics, tracking
+from mia.plots import _save, plt, roc_loglog
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def load_rows(sweep_dir) -> list[dict]:
             for key in ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy"):
                 row[f"{name}/{key}"] = m.get(key)
         row["_roc"] = r.get("roc", {})
-        row["_logger"] = r["config"].get("logger", {})
+        row["_config"] = r["config"]
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
@@ -49,8 +49,13 @@ def attacks_of(rows) -> list[str]:
     return sorted(names, key=lambda n: (n != "csa", n))
 
 
+def columns(rows) -> list[str]:
+    """The table's columns, in first-seen order; `_`-keys are kept for plots only."""
+    return [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_")]
+
+
 def write_csv(rows, path):
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_")]
+    keys = columns(rows)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
@@ -66,6 +71,11 @@ def _series(rows, x, fixed):
     return {k: [v[x_] for x_ in sorted(v)] for k, v in sorted(groups.items()) if len(v) >= 2}
 
 
+def _fit_key(x, value) -> str:
+    """'gap_vs_N@T=40' / 'gap_vs_T@N=4000': names a fit in fits.json, report.md and the plot."""
+    return f"gap_vs_N@T={value}" if x == "size" else f"gap_vs_T@N={value}"
+
+
 def fits(rows) -> dict:
     """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (DESIGN §6)."""
     out = {}
@@ -75,8 +85,7 @@ def fits(rows) -> dict:
                 fit = metrics.fit_loglog([r[x] for r in series], [r["gap_value"] for r in series])
             except ValueError as err:
                 fit = {"error": str(err)}
-            out[f"gap_vs_{'N' if x == 'size' else 'T'}@{'T' if fixed == 'epochs' else 'N'}={value}"] = {
-                **fit, "expected_slope": expected}
+            out[_fit_key(x, value)] = {**fit, "expected_slope": expected}
     return out
 
 
@@ -93,17 +102,16 @@ def plot_gap(rows, fit_results, x, path):
         pos = gaps > 0
         label = f"{'T' if fixed == 'epochs' else 'N'}={value}"
         ax.errorbar(xs[pos], gaps[pos], yerr=np.clip(err[:, pos], 0, None), fmt="o", capsize=3, label=label)
-        fit = fit_results.get(f"gap_vs_{'N' if x == 'size' else 'T'}@{label}", {})
+        fit = fit_results.get(_fit_key(x, value), {})
         if "slope" in fit:
             grid = np.geomspace(xs.min(), xs.max(), 50)
             lo, hi = fit["slope_ci95"]
             ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
             ax.plot(grid, 10 ** fit["intercept"] * grid ** fit["slope"], "-",
                     label=f"fit: slope {fit['slope']:.2f}{ci}")
-            ref = fit["expected_slope"]
-            anchor = gaps[pos][0] if pos.any() else 1
-            ax.plot(grid, anchor * (grid / xs[pos][0]) ** ref, "k--", lw=0.8,
-                    label=f"slope {ref:+.0f} ({'T/N' if x == 'size' else 'T/N'} bound)")
+            ref = fit["expected_slope"]  # a fit has >= 2 positive gaps: anchor the reference at the first
+            ax.plot(grid, gaps[pos][0] * (grid / xs[pos][0]) ** ref, "k--", lw=0.8,
+                    label=f"slope {ref:+.0f} (T/N bound)")
     ax.set(xscale="log", yscale="log", xlabel="training-set size N" if x == "size" else "epochs T",
            ylabel="gap: mean cos(member) - mean cos(non-member)",
            title="member / non-member gap (95% bootstrap CI)")
@@ -136,27 +144,20 @@ def plot_attack_vs_n(rows, metric, path):
 
 
 def plot_rocs(rows, out_dir) -> list[Path]:
-    paths = []
-    for r in rows:
-        if not r["_roc"]:
-            continue
-        fig, ax = plt.subplots(figsize=(5, 5))
-        for name, c in r["_roc"].items():
-            ax.plot(np.clip(c["fpr"], FPR_MIN, 1), np.clip(c["tpr"], FPR_MIN, 1), label=name)
-        ax.plot([FPR_MIN, 1], [FPR_MIN, 1], "k--", lw=0.8, label="chance")
-        ax.set(xscale="log", yscale="log", xlim=(FPR_MIN, 1), ylim=(FPR_MIN, 1), xlabel="FPR", ylabel="TPR",
-               title=f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}")
-        ax.legend(fontsize=8, loc="lower right")
-        paths.append(_save(fig, Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}.png"))
-    return paths
+    """The jobs' log-log ROCs side by side in the sweep folder, named by condition."""
+    return [roc_loglog({name: (c["fpr"], c["tpr"]) for name, c in r["_roc"].items()},
+                       Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}.png",
+                       f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}")
+            for r in rows if r["_roc"]]
 
 
 def plot_ood_vs_iid(rows, path):
     by = {(r["nonmembers"], r["size"], r["epochs"]): r for r in rows}
-    pairs = [(by[("iid", n, t)], by[("ood", n, t)]) for (c, n, t) in by if c == "iid" and ("ood", n, t) in by]
-    if not pairs:
+    pair = next(((by[("iid", n, t)], by[("ood", n, t)]) for (c, n, t) in by
+                 if c == "iid" and ("ood", n, t) in by), None)
+    if pair is None:
         return None
-    iid, ood = pairs[0]
+    iid, ood = pair
     names = [n for n in attacks_of([iid]) if f"{n}/auc" in ood]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names)), 4))
@@ -226,16 +227,14 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
 
 def _log_wandb(sweep_dir, rows, names, plots, rocs):
     """One extra run (job_type=report) in the sweep's group: table, plots, gap and AUC vs N charts."""
-    cfg = rows[0]["_logger"]
-    if cfg.get("backend") != "wandb":
+    run = tracking.start(rows[0]["_config"], sweep_dir, job_type="report", group=sweep_dir.name,
+                         name=f"report-{sweep_dir.name}")
+    if run is None:
         return
     import wandb
 
-    run = wandb.init(project=cfg.get("project", "mia"), entity=cfg.get("entity"), mode=cfg.get("mode", "offline"),
-                     group=cfg.get("group") or sweep_dir.name, job_type="report", dir=str(sweep_dir),
-                     name=f"report-{sweep_dir.name}")
     try:
-        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_")]
+        cols = columns(rows)
         table = wandb.Table(columns=cols, data=[[r.get(k) for k in cols] for r in rows])
         payload = {"results": table, **{f"plots/{k}": wandb.Image(str(p)) for k, p in plots.items()},
                    **{f"roc/{Path(p).stem}": wandb.Image(str(p)) for p in rocs}}
@@ -252,11 +251,10 @@ class ReportCallback(Callback):
 
     def on_multirun_end(self, config, **kwargs):
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not any(sweep_dir.rglob("results.json")):
-            log.warning("no results.json under %s: no report", sweep_dir)
-            return
         try:
             build_report(sweep_dir)
+        except FileNotFoundError as err:  # every job failed before writing results
+            log.warning("%s: no report", err)
         except Exception:  # the jobs' results are safe on disk; `python -m mia.report` can retry
             log.exception("sweep report failed; rerun: python -m mia.report %s", sweep_dir)
 

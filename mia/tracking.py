@@ -11,17 +11,19 @@ from mia.cache import config_hash
 log = logging.getLogger(__name__)
 
 
-def start(cfg, out_dir: Path, job_type: str = "attack"):
-    """A wandb run, or None with logger=none. The run id is a function of the job's output folder, so
-    a job that is started again there (a requeued SLURM job, a rerun after a kill) resumes its run."""
+def start(cfg, out_dir: Path, job_type: str = "attack", group: str | None = None, **kwargs):
+    """A wandb run, or None with logger=none. `cfg` is the job's config (or its resolved dict, as in
+    results.json). The run id is a function of the output folder, so a job started again there (a
+    requeued SLURM job, a rerun after a kill, a second `mia.report`) resumes its run."""
+    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     if cfg.logger.backend == "none":
         return None
     import wandb
 
     return wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                      group=cfg.logger.group or sweep_group(), tags=list(cfg.logger.tags), job_type=job_type,
-                      dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True),
-                      id=run_id(out_dir), resume="allow")
+                      group=cfg.logger.group or group or sweep_group(), tags=list(cfg.logger.tags),
+                      job_type=job_type, dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True),
+                      id=run_id(out_dir), resume="allow", **kwargs)
 
 
 def run_id(out_dir: Path) -> str:

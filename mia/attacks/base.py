@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mia.cache import config_hash
-from mia.data.pairs import load_raw
+from mia.data.pairs import load_raw, to_tensors
 
 
 @dataclass
@@ -45,8 +44,7 @@ class AttackContext:
 
     def tensors(self, name: str):
         """(images, tokens) of a set, preprocessed and tokenised for the target model."""
-        images, captions = self.pairs(name)
-        return (torch.stack([self.target.preprocess(im) for im in images]), self.target.tokenizer(captions))
+        return to_tensors(*self.pairs(name), self.target.preprocess, self.target.tokenizer)
 
     def train_shadow(self, uids, tag: str):
         """A model with the target's architecture and training config, trained on `uids` through the

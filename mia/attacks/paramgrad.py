@@ -237,7 +237,8 @@ class ParamGrad(Attack):
         (mem, non), diag = pseudo_label_scores(feats["nonmember_known"], feats["aux_pool"],
                                                [feats["member_eval"], feats["nonmember_eval"]],
                                                ctx.splits.aux_is_member, C=self.C)
-        n_params = sum(p.numel() for k, p in model.named_parameters() if k in set(names))
+        selected = set(names)
+        n_params = sum(p.numel() for k, p in model.named_parameters() if k in selected)
         diagnostics = {"params": self.params, "n_params": int(n_params), "n_tensors": len(names),
                        "bank_size": self.bank_size, "chunk_size": self.chunk_size, "device": str(device),
                        "attention": "math SDPA, MHA fast path off (fused kernels have no vmap batching rule)",

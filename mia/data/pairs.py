@@ -51,10 +51,14 @@ def load_raw(shards, uids, desc="pairs"):
     return images, captions
 
 
+def to_tensors(images, captions, preprocess, tokenizer):
+    """PIL images and captions as a model's (images, tokens) tensors."""
+    return torch.stack([preprocess(im) for im in images]), tokenizer(captions)
+
+
 def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
     """(images, tokens) model-ready tensors in the order of `uids`."""
-    images, captions = load_raw(shards, uids, desc)
-    return torch.stack([preprocess(im) for im in images]), tokenizer(captions)
+    return to_tensors(*load_raw(shards, uids, desc), preprocess, tokenizer)
 
 
 class PairStream(IterableDataset):

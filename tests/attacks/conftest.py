@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mia import metrics
+from mia import distributed, metrics
 from mia.attacks.base import AttackContext
 from mia.features import EVAL_SETS, SplitFeatures, extract_features
 from mia.pipeline import prepare
@@ -104,7 +104,7 @@ def _trained(tmp_path_factory):
 
 
 def _context(cfg, members, splits, target):
-    features, _ = extract_features(target, splits, members, members)
+    features, _ = extract_features(target, splits, members, members, distributed.single(cfg))
     return AttackContext(features=features, splits=splits, target=target, shards=members.shards, cfg=cfg,
                          seed=cfg.seed)
 
