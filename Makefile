@@ -22,8 +22,8 @@ test-fast: $(STAMP)      ## skip the end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)          ## throughput figures, written as JSON to outputs/bench/
-	$(PY) -m mia.bench
-	$(PY) -m mia.bench_paramgrad
+	$(PY) -m benchmarks.bench
+	$(PY) -m benchmarks.bench_paramgrad
 
 report: $(STAMP)         ## the sweep report: make report SWEEP=outputs/multiruns/<stamp>
 	$(PY) -m mia.report $(SWEEP)

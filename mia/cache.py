@@ -1,18 +1,56 @@
-"""Content-addressed cache with file locks: concurrent sweep jobs never build the same thing twice
-and never see a half-written artefact (everything is written to a temporary name, then renamed)."""
+"""The one owner of `.cache/`: its layout, the get-or-build primitive and atomic writes.
+
+Every cached artefact (corpora, shard indexes, trained targets and shadows, feature stores, shadow
+embeddings) goes through `get_or_build`: check, lock, re-check, build to a temporary name, rename,
+and tell every DDP rank what rank 0 decided (docs/design.md §8). Concurrent sweep jobs therefore
+never build the same thing twice and never see a half-written artefact.
+
+Layout under `paths.cache_dir`:
+
+    corpus/<name>-<key>/           generated corpora (webdataset shards; sizes.json written last)
+    index/<fingerprint>.npz        the index of a shard folder (readable samples, corrupt ones listed)
+    targets/<key>/                 one trained target or shadow model
+        ckpt/last.ckpt             while training (resume point; removed once done)
+        model.pt                   final weights (state_dict)
+        trained_uids.txt           the uids trained on, one per line, each seen exactly T times
+        target.json                resolved config, seed, git revision, timings
+        DONE                       written last: without it the target is incomplete and never served
+        features/<key>.npz         embeddings of evaluation / reference pairs under this model
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
+
+
+class Layout:
+    """Where each kind of artefact lives under a cache root."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def corpus(self, name: str, key: str) -> Path:
+        return self.root / "corpus" / f"{name}-{key}"
+
+    def index(self, fingerprint: str) -> Path:
+        return self.root / "index" / f"{fingerprint}.npz"
+
+    def target(self, key: str) -> Path:
+        return self.root / "targets" / key
+
+    @staticmethod
+    def features(model_dir: Path, key: str) -> Path:
+        return Path(model_dir) / "features" / f"{key}.npz"
 
 
 def config_hash(obj, length: int = 16) -> str:
@@ -40,7 +78,44 @@ def locked(path: Path):
         lock.release()
 
 
+def get_or_build(path: Path, build, world=None, done: Path | None = None) -> bool:
+    """Make sure the artefact at `path` exists; returns True if it already did (a cache hit).
+
+    `done` (default: `path` itself) is what proves the artefact complete; `build()` must create it
+    last, atomically (`atomic` below). With a multi-rank `world` (mia.distributed.World) every rank
+    calls this together: rank 0 holds the lock and decides, every rank runs `build()` (training and
+    feature extraction are collective), and none returns before the artefact is complete."""
+    done = Path(done or path)
+    ranks = getattr(world, "size", 1)
+    is_main = world is None or world.is_main
+    hit = done.exists()
+    if ranks > 1 or not hit:
+        with locked(path) if is_main else nullcontext():
+            hit = world.broadcast(done.exists()) if ranks > 1 else done.exists()  # built while we waited?
+            if not hit:
+                build()
+            if ranks > 1:
+                world.barrier()  # the artefact is complete before any rank reads it
+    return hit
+
+
+@contextmanager
+def atomic(path: Path):
+    """Yield a temporary sibling of `path` (file or folder) to write; rename it to `path` on success,
+    remove it on failure. The suffix is kept, so `np.savez` does not append another `.npz`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str):
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic(path) as tmp:
+        tmp.write_text(text)

@@ -7,8 +7,8 @@ from one of three places:
     SLURMEnvironment names the ranks. auto_requeue=False: submitit does the requeueing.
   - an outside launcher (torchrun, or the ranks this module spawns): LOCAL_RANK is set.
   - neither: this process becomes rank 0 and spawns the other local ranks itself. Fresh
-    interpreters that call `pipeline.run(cfg)`, never sys.argv again, so a Hydra multirun is
-    not re-entered (DESIGN §7.1).
+    interpreters that call the job's entry point (`entry(cfg)`, handed to `session`), never
+    sys.argv again, so a Hydra multirun is not re-entered (docs/design.md §7.1).
 All ranks train together (DDP) and extract features together; rank 0 alone runs the attacks and
 writes results, plots and the W&B run.
 """
@@ -67,41 +67,43 @@ class World:
             dist.barrier()
 
 
-def world_size(cfg) -> int:
-    return int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+def world_size(trainer) -> int:
+    """Ranks of a job whose `trainer` group (or mia.target.TrainerArgs) is given."""
+    return int(trainer.devices) * int(trainer.num_nodes)
 
 
-def _device(cfg, local_rank: int) -> torch.device:
-    if cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available()):
+def _device(trainer, local_rank: int) -> torch.device:
+    if trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"trainer.accelerator={cfg.trainer.accelerator} but no GPU is visible; "
+            raise RuntimeError(f"trainer.accelerator={trainer.accelerator} but no GPU is visible; "
                                "use trainer=ddp_cpu to run DDP on the CPU")
-        if cfg.trainer.devices > torch.cuda.device_count():
-            raise RuntimeError(f"trainer.devices={cfg.trainer.devices} but this node has "
+        if trainer.devices > torch.cuda.device_count():
+            raise RuntimeError(f"trainer.devices={trainer.devices} but this node has "
                                f"{torch.cuda.device_count()} GPUs")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
-def single(cfg) -> World:
+def single(trainer) -> World:
     """This process alone (the default job, shadow models, tests). In a one-task SLURM job Lightning
     still gets SLURMEnvironment(auto_requeue=False), so it leaves the requeueing to submitit."""
     one_task = SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) == 1
     cluster = SLURMEnvironment(auto_requeue=False) if one_task else LightningEnvironment()
-    return World(device=_device(cfg, 0), cluster=cluster)
+    return World(device=_device(trainer, 0), cluster=cluster)
 
 
 @contextmanager
-def session(cfg):
-    """The World of this job: a single process, or every rank joined in one process group."""
-    n = world_size(cfg)
+def session(cfg, entry):
+    """The World of this job: a single process, or every rank joined in one process group.
+    `entry(cfg)` is what each spawned local rank runs: a module-level function (it is pickled)."""
+    n = world_size(cfg.trainer)
     if n == 1:
-        yield single(cfg)
+        yield single(cfg.trainer)
         return
     saved = {k: os.environ.get(k) for k in _RANK_ENV}
     threads = torch.get_num_threads()
     try:
-        world, children = _join(cfg, n)
+        world, children = _join(cfg, n, entry)
     except BaseException:
         _restore(saved, threads)
         raise
@@ -140,7 +142,7 @@ def _restore(saved_env: dict, threads: int):
             os.environ[k] = v
 
 
-def _join(cfg, n: int):
+def _join(cfg, n: int, entry):
     """(World, locally spawned children) with the process group initialised."""
     children = []
     if SLURMEnvironment.detect():
@@ -156,15 +158,15 @@ def _join(cfg, n: int):
             if cfg.trainer.num_nodes != 1:
                 raise RuntimeError(f"trainer.num_nodes={cfg.trainer.num_nodes} needs a cluster launcher: "
                                    "run the sweep with hydra/launcher=slurm")
-            _device(cfg, 0)  # a bad trainer config fails here, before any rank is started
-            children = _spawn_local_ranks(cfg, n)
+            _device(cfg.trainer, 0)  # a bad trainer config fails here, before any rank is started
+            children = _spawn_local_ranks(cfg, n, entry)
         cluster = LightningEnvironment()
         local_rank = cluster.local_rank()
         rank = cluster.node_rank() * int(cfg.trainer.devices) + local_rank
         cluster.set_world_size(n)
         cluster.set_global_rank(rank)
     try:
-        world = World(rank=rank, size=n, local_rank=local_rank, device=_device(cfg, local_rank), cluster=cluster)
+        world = World(rank=rank, size=n, local_rank=local_rank, device=_device(cfg.trainer, local_rank), cluster=cluster)
         if world.device.type == "cuda":
             torch.cuda.set_device(world.device)
         else:  # CPU ranks share the node's cores
@@ -193,7 +195,7 @@ def _watch(children, finished, grace_s: float = 60.0):
             return
 
 
-def _spawn_local_ranks(cfg, n: int) -> list:
+def _spawn_local_ranks(cfg, n: int, entry) -> list:
     """Start local ranks 1..n-1; this process is rank 0."""
     port = str(find_free_network_port())
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, LOCAL_RANK="0", NODE_RANK="0",
@@ -203,16 +205,14 @@ def _spawn_local_ranks(cfg, n: int) -> list:
     for r in range(1, n):
         env = {**{k: os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE")},
                "LOCAL_RANK": str(r), "RANK": str(r)}
-        p = ctx.Process(target=_rank_main, args=(cfg, env), name=f"mia-rank{r}", daemon=False)
+        p = ctx.Process(target=_rank_main, args=(entry, cfg, env), name=f"mia-rank{r}", daemon=False)
         p.start()
         children.append(p)
     log.info("started %d local ranks for a %d-process job (MASTER_PORT=%s)", n - 1, n, port)
     return children
 
 
-def _rank_main(cfg, env):
+def _rank_main(entry, cfg, env):
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format=f"[rank {env['RANK']}] %(levelname)s %(name)s: %(message)s")
-    from mia.pipeline import run
-
-    run(cfg)
+    entry(cfg)

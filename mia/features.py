@@ -3,20 +3,17 @@ and cached by uid: every attack reads the same store instead of re-running the m
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mia.cache import config_hash, locked
+from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data.pairs import load_pairs
+from mia.data.splits import EVAL_SETS
 
 log = logging.getLogger(__name__)
-
-EVAL_SETS = ("member_eval", "nonmember_eval", "nonmember_known", "aux_pool")
 
 
 @dataclass
@@ -73,20 +70,17 @@ def extract_features(target, splits, member_corpus, nonmember_corpus, world):
     de-duplicates them by uid and writes the cache (then only rank 0 gets the sets back)."""
     sources = _sources(splits, member_corpus, nonmember_corpus)
     key = config_hash([[c.fingerprint, list(u)] for c, u in sources])
-    path = target.dir / "features" / f"{key}.npz"
-    hit = path.exists()
-    if world.size > 1 or not hit:
-        with locked(path) if world.is_main else nullcontext():
-            hit = world.broadcast(path.exists())
-            if not hit:
-                shares = world.gather(_embed_sources(target, sources, world.device, world.rank, world.size))
-                if world.is_main:
-                    uids, img, txt, cos = (np.concatenate(x) for x in zip(*shares))
-                    _, first = np.unique(uids, return_index=True)  # one row per uid (DESIGN §7.6)
-                    tmp = Path(f"{path}.tmp.npz")
-                    np.savez(tmp, uids=uids[first], image=img[first], text=txt[first], cos=cos[first])
-                    tmp.replace(path)
-            world.barrier()
+    path = Layout.features(target.dir, key)
+
+    def build():
+        shares = world.gather(_embed_sources(target, sources, world.device, world.rank, world.size))
+        if world.is_main:
+            uids, img, txt, cos = (np.concatenate(x) for x in zip(*shares))
+            _, first = np.unique(uids, return_index=True)  # one row per uid (docs/design.md §7.6)
+            with atomic(path) as tmp:
+                np.savez(tmp, uids=uids[first], image=img[first], text=txt[first], cos=cos[first])
+
+    hit = get_or_build(path, build, world)
     if hit:
         log.info("feature cache hit: %s", path)
     if not world.is_main:

@@ -1,4 +1,4 @@
-"""Attack metrics (DESIGN.md sections 5 and 6): ROC / AUC / TPR@FPR, the cosine gap, the Gaussian
+"""Attack metrics (docs/design.md §5, §6): ROC / AUC / TPR@FPR, the cosine gap, the Gaussian
 AUC prediction and the log-log scaling fit.
 
 Plain functions: numpy arrays in, python floats / ints / lists out, so results go straight into

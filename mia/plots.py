@@ -1,4 +1,4 @@
-"""PNG figures for results: score histograms and log-log ROC curves (DESIGN.md section 5).
+"""PNG figures for results: score histograms and log-log ROC curves (docs/design.md §5).
 
 Each function writes one file, closes its figure (sweeps draw many) and returns the path.
 """

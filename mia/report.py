@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from mia import metrics, tracking
+from mia import metrics, results, tracking
 from mia.plots import _save, plt, roc_loglog
 
 log = logging.getLogger(__name__)
@@ -25,20 +25,8 @@ log = logging.getLogger(__name__)
 
 def load_rows(sweep_dir) -> list[dict]:
     """One flat row per job, sorted by condition, epochs and size."""
-    rows = []
-    for path in sorted(Path(sweep_dir).rglob("results.json")):
-        r = json.loads(path.read_text())
-        row = {"job": str(path.parent.relative_to(sweep_dir)), "size": r["target"]["size"],
-               "epochs": r["target"]["epochs"], "model": r["target"]["model"],
-               "nonmembers": r["data"]["nonmembers"], "cache_key": r["target"]["cache_key"],
-               **{f"gap_{k}": v for k, v in r["gap"].items() if k != "ci95"},
-               "gap_ci_lo": r["gap"]["ci95"][0], "gap_ci_hi": r["gap"]["ci95"][1]}
-        for name, m in r["attacks"].items():
-            for key in ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy"):
-                row[f"{name}/{key}"] = m.get(key)
-        row["_roc"] = r.get("roc", {})
-        row["_config"] = r["config"]
-        rows.append(row)
+    rows = [results.report_row(results.load(path), str(path.parent.relative_to(sweep_dir)))
+            for path in sorted(Path(sweep_dir).rglob("results.json"))]
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
     return sorted(rows, key=lambda r: (r["nonmembers"], r["epochs"], r["size"]))
@@ -77,7 +65,7 @@ def _fit_key(x, value) -> str:
 
 
 def fits(rows) -> dict:
-    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (DESIGN §6)."""
+    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (docs/design.md §6)."""
     out = {}
     for x, fixed, expected in (("size", "epochs", -1.0), ("epochs", "size", 1.0)):
         for value, series in _series(rows, x, fixed).items():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mia import results
 from mia.cache import config_hash
 
 log = logging.getLogger(__name__)
@@ -48,20 +49,16 @@ def lightning_logger(run):
     return WandbLogger(experiment=run)
 
 
-def log_results(run, results: dict, roc_tables: dict, images: dict):
+def log_results(run, record: dict, images: dict):
     """Summary scalars, a log-spaced ROC table per attack, and the plots. Never wandb.plot.roc_curve:
     it rounds FPR to three decimals, which hides the low-FPR regime that matters here."""
     if run is None:
         return
     import wandb
 
-    summary = {f"gap/{k}": v for k, v in results["gap"].items() if isinstance(v, (int, float))}
-    for name, m in results["attacks"].items():
-        summary.update({f"{name}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
-    summary.update({"target/size": results["target"]["size"], "target/cache_hit": results["target"]["cache_hit"]})
-    run.summary.update(summary)
-    payload = {f"roc_table/{name}": wandb.Table(columns=["fpr", "tpr"], data=[[r["fpr"], r["tpr"]] for r in rows])
-               for name, rows in roc_tables.items()}
+    run.summary.update(results.summary(record))
+    payload = {f"roc_table/{name}": wandb.Table(columns=["fpr", "tpr"], data=[list(p) for p in zip(c["fpr"], c["tpr"])])
+               for name, c in record["roc"].items()}
     payload.update({key: wandb.Image(str(path)) for key, path in images.items()})
     run.log(payload)
 

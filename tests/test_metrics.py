@@ -1,4 +1,4 @@
-"""Metrics pinned on small hand-worked fixtures (DESIGN.md sections 5 and 6)."""
+"""Metrics pinned on small hand-worked fixtures (docs/design.md §5, §6)."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""AEA, the augmentation-enhanced attack (Ko et al. 2023, §4.2; DESIGN §4):
+"""AEA, the augmentation-enhanced attack (Ko et al. 2023, §4.2; docs/design.md §4):
 
     s = CS(x, y) + sum_k [CS(x, y) - CS(T_k(x), y)]
 
@@ -19,23 +19,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from mia.attacks.base import Attack, AttackContext, AttackResult
+from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 
 BILINEAR = v2.InterpolationMode.BILINEAR
 
-# Ko et al. name the transforms but not their strength. AEA measures how sensitive the pair's
-# similarity is to a small perturbation, so the defaults are mild: strong ones (or a hue shift, which
-# renames the colours a caption mentions) change what the image shows and add noise, not signal.
-# Anything under a transform's name is passed to its torchvision class as keyword arguments.
-DEFAULT_PARAMS = {
-    "resize": {"scale": 0.75},                                   # down to 75% of each side, back up
-    "crop": {"scale": [0.8, 1.0], "ratio": [0.75, 4 / 3]},       # RandomResizedCrop, same output size
-    "rotation": {"degrees": 5},                                  # RandomRotation, +-5 degrees
-    "color_jitter": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.0},
-    "translation": {"translate": [0.05, 0.05]},                  # RandomAffine shift, up to 5% of a side
-    "hflip": {"p": 1.0},                                         # always flip: p=0.5 wastes half the draws
-}
-SINGLE = tuple(DEFAULT_PARAMS)
+# Ko et al. name the transforms but not their strength: conf/attack/aea.yaml sets each one's keyword
+# arguments for its torchvision class (mild ones: see the comments there).
+SINGLE = ("resize", "crop", "rotation", "color_jitter", "translation", "hflip")
 # `combined` composes all of them: geometric first, colour last.
 COMBINED_ORDER = ("resize", "crop", "rotation", "translation", "hflip", "color_jitter")
 
@@ -101,15 +92,20 @@ def _plain(x):
 class AEA(Attack):
     name = "aea"
 
-    def __init__(self, transforms=("combined",), params=None, repeats: int = 4, batch_size: int = 256):
+    def __init__(self, *, transforms, params, repeats: int, batch_size: int):
         transforms = _plain(transforms)
         self.transforms = [transforms] if isinstance(transforms, str) else list(transforms)
-        # Per-transform override of the defaults, key by key.
-        self.params = copy.deepcopy(DEFAULT_PARAMS)
-        for name, kw in (_plain(params) or {}).items():
-            if name not in self.params:
-                raise ValueError(f"params.{name}: unknown AEA transform; choose from {list(SINGLE)}")
-            self.params[name].update(kw or {})
+        self.params = copy.deepcopy(_plain(params) or {})
+        for name in self.params:
+            if name not in SINGLE:
+                raise ParamError(f"params.{name}", self.params[name], f"unknown AEA transform; choose from {list(SINGLE)}")
+        for name in self.transforms:
+            if name not in (*SINGLE, "combined"):
+                raise ParamError("transforms", self.transforms, f"unknown transform {name!r}; choose from "
+                                 f"{[*SINGLE, 'combined']}")
+            for used in (SINGLE if name == "combined" else [name]):
+                if used not in self.params:
+                    raise ParamError(f"params.{used}", None, "not set: the transform's strength is needed")
         self.repeats = repeats
         self.batch_size = batch_size
         self._built = {name: build_transform(name, self.params) for name in self.transforms}
@@ -137,7 +133,7 @@ class AEA(Attack):
 
     def run(self, ctx: AttackContext) -> AttackResult:
         scores, drops = {}, {}
-        for set_name in ("member_eval", "nonmember_eval"):
+        for set_name in SCORED:
             cos = ctx.features[set_name].cos.astype(np.float64)
             drop = {k: cos - self.transformed_cos(ctx, set_name, k) for k in self.transforms}
             scores[set_name] = cos + sum(drop.values())
@@ -149,7 +145,7 @@ class AEA(Attack):
             "params": {n: self.params[n] for n in used},
             "repeats": self.repeats,
             "seed": int(ctx.seed),
-            "mean_drop": {k: {"member": float(drops["member_eval"][k].mean()),
-                              "nonmember": float(drops["nonmember_eval"][k].mean())} for k in self.transforms},
+            "mean_drop": {k: {"member": float(drops[MEMBER_EVAL][k].mean()),
+                              "nonmember": float(drops[NONMEMBER_EVAL][k].mean())} for k in self.transforms},
         }
-        return AttackResult(scores["member_eval"], scores["nonmember_eval"], diagnostics)
+        return AttackResult(scores[MEMBER_EVAL], scores[NONMEMBER_EVAL], diagnostics)

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from mia.cache import config_hash
 from mia.data.pairs import load_raw, to_tensors
 
 
@@ -16,17 +14,16 @@ class AttackContext:
     """Everything an attacker may use, and nothing more. The evaluation sets' labels are not in
     here: `splits.aux_is_member` is ground truth for diagnostics only, never for scoring.
 
-    features:  set name -> mia.features.SplitFeatures (member_eval, nonmember_eval,
-               nonmember_known, aux_pool), all from the target model
-    target:    mia.train.Target; white-box attacks use target.model / tokenizer / preprocess
+    features:  set name -> mia.features.SplitFeatures (mia.data.splits.EVAL_SETS), all from the target
+    target:    mia.target.Target; white-box attacks use target.model / tokenizer / preprocess
     shards:    where every set's pairs can be read (member corpus, plus the OOD corpus if used)
-    cfg:       the job's resolved config (shadow models reuse its model and train settings)
+    shadows:   mia.attacks.shadows.ShadowTrainer, or None where no shadow models can be trained
     """
     features: dict
     splits: object
     target: object
     shards: list = field(default_factory=list)
-    cfg: object = None
+    shadows: object = None
     seed: int = 0
     _raw: dict = field(default_factory=dict, repr=False)
 
@@ -46,13 +43,18 @@ class AttackContext:
         """(images, tokens) of a set, preprocessed and tokenised for the target model."""
         return to_tensors(*self.pairs(name), self.target.preprocess, self.target.tokenizer)
 
-    def train_shadow(self, uids, tag: str):
-        """A model with the target's architecture and training config, trained on `uids` through the
-        same cached training stage (so a rerun trains nothing)."""
-        from mia.train import train_target
 
-        key = config_hash({"target": self.target.key, "shadow": tag, "uids": config_hash(sorted(uids))})
-        return train_target(self.cfg, self.shards, list(uids), Path(self.cfg.paths.cache_dir), key)
+class ParamError(ValueError):
+    """A bad attack setting. `param` is its key inside the attack's config (`lam`, `gomez.epochs`);
+    the pipeline prefixes the instance's own key (`attack.wsa_gomez.`), so the message names the
+    very key to fix, whichever config instance of the attack raised it."""
+
+    def __init__(self, param: str, value, message: str):
+        self.param, self.value, self.message = param, value, message
+        super().__init__(f"{param}={value!r}: {message}")
+
+    def under(self, prefix: str) -> "ParamError":
+        return ParamError(f"{prefix}.{self.param}", self.value, self.message)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class AttackResult:
 
 
 class Attack(ABC):
+    """Settings are keyword arguments with no defaults in code: conf/attack/<name>.yaml holds them."""
     name: str = "attack"
 
     @abstractmethod

@@ -15,13 +15,14 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 
 
 class Blind(Attack):
     name = "blind"
 
-    def __init__(self, folds: int = 5, ngram_max: int = 2, min_df: int = 2, max_features: int | None = 100_000,
-                 C: float = 1.0, max_iter: int = 1000, top_terms: int = 10):
+    def __init__(self, *, folds: int, ngram_max: int, min_df: int, max_features: int | None, C: float,
+                 max_iter: int, top_terms: int):
         self.folds, self.ngram_max, self.min_df, self.max_features = folds, ngram_max, min_df, max_features
         self.C, self.max_iter, self.top_terms = C, max_iter, top_terms
 
@@ -33,7 +34,7 @@ class Blind(Attack):
             LogisticRegression(C=self.C, class_weight="balanced", max_iter=self.max_iter))
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        members, nonmembers = ctx.captions("member_eval"), ctx.captions("nonmember_eval")
+        members, nonmembers = ctx.captions(MEMBER_EVAL), ctx.captions(NONMEMBER_EVAL)
         texts = np.array(list(members) + list(nonmembers), dtype=object)
         labels = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))].astype(int)
         cv = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=ctx.seed)

@@ -1,4 +1,4 @@
-"""CLMIA (Liu et al. 2024, arXiv 2411.11144) adapted to CLIP: contrastive pre-training of the attack
+"""CLMIA (Chen et al. 2024, arXiv 2411.11144) adapted to CLIP: contrastive pre-training of the attack
 model on unlabelled pairs, then a small head fine-tuned on a few labelled ones.
 
 Adaptation. CLMIA attacks classifiers: a sample is a shadow model's output, and one input passed twice
@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.wsa import (EVALUATED, feature_matrix, labelled_training_set, p_member, pseudo_label,
-                             pseudo_label_diagnostics)
+from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
+                                          pseudo_label_diagnostics)
+from mia.data.splits import EVAL_SETS, SCORED
 
 
 def encoder(d_in, dims, dropout) -> nn.Sequential:
@@ -99,10 +100,11 @@ def fine_tune(model, x, y, epochs, lr):
 class CLMIA(Attack):
     name = "clmia"
 
-    def __init__(self, lam: float = 0.5, known_size=None, features=("image", "text", "product", "cos"),
-                 contrastive_sets=("aux_pool", "nonmember_known", "member_eval", "nonmember_eval"),
-                 encoder_dims=(256, 128), dropout: float = 0.3, temperature: float = 0.05, epochs: int = 30,
-                 batch_size: int = 256, lr: float = 1e-3, head_epochs: int = 300, head_lr: float = 1e-2):
+    def __init__(self, *, lam: float, known_size, features, contrastive_sets, encoder_dims, dropout: float,
+                 temperature: float, epochs: int, batch_size: int, lr: float, head_epochs: int, head_lr: float):
+        unknown = set(contrastive_sets) - set(EVAL_SETS)
+        if unknown:
+            raise ParamError("contrastive_sets", list(contrastive_sets), f"choose from {list(EVAL_SETS)}")
         self.lam, self.known_size = float(lam), known_size
         self.features, self.contrastive_sets = list(features), list(contrastive_sets)
         self.encoder_dims, self.dropout, self.temperature = list(encoder_dims), float(dropout), float(temperature)
@@ -110,7 +112,7 @@ class CLMIA(Attack):
         self.head_epochs, self.head_lr = int(head_epochs), float(head_lr)
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        pl = pseudo_label(ctx, self.lam, self.known_size, param="attack.clmia.lam")
+        pl = pseudo_label(ctx, self.lam, self.known_size)
         x_lab, y_lab, _ = labelled_training_set(ctx, pl, self.features)
         x_pool = np.concatenate([feature_matrix(ctx.features[s], self.features) for s in self.contrastive_sets])
         # Standardise with the unlabelled pool's statistics: cos and products are tiny next to the
@@ -124,7 +126,7 @@ class CLMIA(Attack):
             losses = pretrain(enc, scale(x_pool), g, self.epochs, self.batch_size, self.lr, self.temperature)
             model = _Frozen(enc, self.encoder_dims[-1])
             head_loss = fine_tune(model, scale(x_lab), torch.from_numpy(y_lab), self.head_epochs, self.head_lr)
-        scores = [p_member(model, (feature_matrix(ctx.features[s], self.features) - mean) / std) for s in EVALUATED]
+        scores = [p_member(model, (feature_matrix(ctx.features[s], self.features) - mean) / std) for s in SCORED]
         diagnostics = {**pseudo_label_diagnostics(ctx, pl), "features": self.features,
                        "n_contrastive": int(len(x_pool)), "contrastive_loss_first": losses[0] if losses else None,
                        "contrastive_loss": losses[-1] if losses else None, "head_loss": head_loss,

@@ -13,8 +13,10 @@ shadows serves both modes and RMIA; those shadows are distributed exactly as sha
 without the pair, which is all the offline setting asks.
 
 Variance: with few shadows (2 IN, 2 OUT per pair by default) a per-pair standard deviation is
-noise, so `variance: global` pools the within-pair variance over all pool pairs (Carlini et al.
-also use a global variance below 64 shadows); `per_pair` is the paper's variant for many shadows.
+noise, so `variance: global` pools the within-pair variance over all pool pairs, separately for
+the IN and the OUT Gaussians. Carlini et al. also fix the variance below 64 shadows, but their code
+uses one sigma for both sides, the spread of all IN statistics (between pairs as well as within).
+`per_pair` is the paper's variant for many shadows.
 
 Offline LiRA is weak when members sit at a similarity ceiling (heavily memorised small targets,
 like the planted test fixture): every member then scores ceiling - mu_out, so the calibration that
@@ -25,8 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.shadows import references
+from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.shadows import check_shadow_settings, references
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 
 
 def gaussian_fit(stats, mask, variance: str):
@@ -36,7 +39,7 @@ def gaussian_fit(stats, mask, variance: str):
     sq = np.where(mask, (stats - mean) ** 2, 0).sum(0)
     if variance == "per_pair":
         if count.min() < 2:
-            raise ValueError("variance=per_pair needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
+            raise ParamError("variance", variance, "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
         std = np.sqrt(sq / (count - 1))
     elif variance == "global":
         if count.min() >= 2:  # pooled within-pair variance
@@ -44,7 +47,7 @@ def gaussian_fit(stats, mask, variance: str):
         else:                 # one shadow per side: only the spread across pairs is left
             std = np.full_like(mean, stats[mask].std())
     else:
-        raise ValueError(f"variance={variance!r}: choose 'global' or 'per_pair'")
+        raise ParamError("variance", variance, "choose 'global' or 'per_pair'")
     return mean, np.maximum(std, 1e-6)
 
 
@@ -55,12 +58,12 @@ def log_normal(x, mean, std):
 class LiRA(Attack):
     name = "lira"
 
-    def __init__(self, num_shadows: int = 4, mode: str = "online", variance: str = "global",
-                 statistic: str = "fisher"):
+    def __init__(self, *, num_shadows: int, mode: str, variance: str, statistic: str):
         if mode not in ("online", "offline"):
-            raise ValueError(f"mode={mode!r}: choose 'online' or 'offline'")
+            raise ParamError("mode", mode, "choose 'online' or 'offline'")
         if variance not in ("global", "per_pair"):
-            raise ValueError(f"variance={variance!r}: choose 'global' or 'per_pair'")
+            raise ParamError("variance", variance, "choose 'global' or 'per_pair'")
+        check_shadow_settings(num_shadows, statistic)
         self.num_shadows, self.mode, self.variance, self.statistic = num_shadows, mode, variance, statistic
 
     def score(self, ref) -> np.ndarray:
@@ -84,7 +87,7 @@ class LiRA(Attack):
                        # how far training moves a pair's statistic in the shadows, and the target's
                        # member / non-member difference: far apart (i.i.d. splits) = miscalibrated shadows
                        "shadow_in_minus_out": float(np.mean(mu_in[ev] - mu_out[ev])),
-                       "target_member_minus_nonmember": float(ref.target_stats[ref.rows("member_eval")].mean()
-                                                              - ref.target_stats[ref.rows("nonmember_eval")].mean())}
-        n_mem = len(ctx.features["member_eval"].uids)
+                       "target_member_minus_nonmember": float(ref.target_stats[ref.rows(MEMBER_EVAL)].mean()
+                                                              - ref.target_stats[ref.rows(NONMEMBER_EVAL)].mean())}
+        n_mem = len(ctx.features[MEMBER_EVAL].uids)
         return AttackResult(score[:n_mem], score[n_mem:], diagnostics)

@@ -1,4 +1,4 @@
-"""MCD, the Monte-Carlo dropout attack (DESIGN §4): attention dropout p in every residual block of
+"""MCD, the Monte-Carlo dropout attack (docs/design.md §4): attention dropout p in every residual block of
 both towers, score = mean image-text cosine over `passes` stochastic forward passes.
 
 Dropout runs on a deep copy of the target, so the target (shared with every other attack) is never
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def with_attention_dropout(model: nn.Module, p: float):
 class MCD(Attack):
     name = "mcd"
 
-    def __init__(self, p: float = 0.05, passes: int = 10, batch_size: int = 256):
+    def __init__(self, *, p: float, passes: int, batch_size: int):
         self.p, self.passes, self.batch_size = p, passes, batch_size
 
     @torch.no_grad()
@@ -78,7 +79,7 @@ class MCD(Attack):
 
     def run(self, ctx: AttackContext) -> AttackResult:
         model, counts = with_attention_dropout(ctx.target.model, self.p)
-        (mi, mt), (ni, nt) = ctx.tensors("member_eval"), ctx.tensors("nonmember_eval")
+        (mi, mt), (ni, nt) = ctx.tensors(MEMBER_EVAL), ctx.tensors(NONMEMBER_EVAL)
         images, tokens, n = torch.cat([mi, ni]), torch.cat([mt, nt]), len(mi)
         # One seed per pass, derived from the job's seed: [passes, n] cosines.
         seeds = np.random.SeedSequence(ctx.seed).generate_state(self.passes, dtype=np.uint64) >> 1

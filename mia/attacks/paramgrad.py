@@ -1,4 +1,4 @@
-"""Parameter-gradient attack (white-box, ours; DESIGN §4).
+"""Parameter-gradient attack (white-box, ours; docs/design.md §4).
 
 Each pair's loss against a fixed bank of known non-members, and the norm of that loss's gradient
 with respect to the model's parameters (all of them, or the last residual blocks):
@@ -8,7 +8,7 @@ with respect to the model's parameters (all of them, or the last residual blocks
 
 A memorised pair sits in a flat, well-fitted spot: low loss and a small gradient. The score follows
 gradnorm's recipe (z-score against D_no, pseudo-members from D_all, logistic regression on
-(l, g)), by importing its functions.
+(l, g)), through mia/attacks/weak_supervision.py.
 
 The bank's embeddings are taken from the feature store, as constants: the gradient flows only
 through the pair's own image and text forward (and logit_scale). So l_k depends on pair k alone,
@@ -28,7 +28,7 @@ time, in two ways that add up to the full squared norm:
   vmap(grad(functional_call)). Fused attention kernels (flash / memory-efficient SDPA, and
   nn.MultiheadAttention's fast path) have no vmap batching rule: torch falls back to a slow
   per-sample loop. So while vmapped the towers run the math SDPA backend, fast path off.
-The test and mia/bench_paramgrad.py check both against a loss.backward() loop, sample by sample.
+The test and benchmarks/bench_paramgrad.py check both against a loss.backward() loop, sample by sample.
 """
 from __future__ import annotations
 
@@ -42,8 +42,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.gradnorm import bank_losses, feature_means, pseudo_label_scores, split_known
+from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.contrastive import bank_losses, split_known
+from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
+from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 
 TOWERS = ("visual.transformer.resblocks", "transformer.resblocks")
 # Everything after the last residual block of each tower, plus the temperature.
@@ -58,15 +60,15 @@ def select_params(model, params: str = "all", last_blocks: int = 1) -> list[str]
     if params == "all":
         return names
     if params != "last_blocks":
-        raise ValueError(f"params={params!r}: choose 'all' or 'last_blocks'")
+        raise ParamError("params", params, "choose 'all' or 'last_blocks'")
     keep = []
     for tower in TOWERS:
         try:
             depth = len(model.get_submodule(tower))
         except AttributeError as e:
-            raise ValueError(f"params=last_blocks needs transformer towers; {tower} not found") from e
+            raise ParamError("params", params, f"needs transformer towers; {tower} not found") from e
         if not 0 <= last_blocks <= depth:
-            raise ValueError(f"last_blocks={last_blocks} outside [0, {depth}] for {tower}")
+            raise ParamError("last_blocks", last_blocks, f"outside [0, {depth}] for {tower}")
         keep += [f"{tower}.{i}." for i in range(depth - last_blocks, depth)]
     return [n for n in names if n.startswith(tuple(keep)) or n.startswith(HEAD)]
 
@@ -204,10 +206,9 @@ def resolve_device(device: str) -> torch.device:
 class ParamGrad(Attack):
     name = "paramgrad"
 
-    def __init__(self, params: str = "all", last_blocks: int = 1, bank_size: int = 63,
-                 chunk_size: int = 64, device: str = "auto", C: float = 1.0):
+    def __init__(self, *, params: str, last_blocks: int, bank_size: int, chunk_size: int, device: str, C: float):
         if params not in ("all", "last_blocks"):
-            raise ValueError(f"params={params!r}: choose 'all' or 'last_blocks'")
+            raise ParamError("params", params, "choose 'all' or 'last_blocks'")
         self.params, self.last_blocks, self.bank_size = params, last_blocks, bank_size
         self.chunk_size, self.device, self.C = chunk_size, device, C
 
@@ -217,15 +218,15 @@ class ParamGrad(Attack):
         # a copy on the accelerator; the shared CPU model stays where the other attacks expect it
         model = copy.deepcopy(model).to(device) if device.type != "cpu" else model
         names = select_params(model, self.params, self.last_blocks)
-        known = ctx.features["nonmember_known"]
+        known = ctx.features[NONMEMBER_KNOWN]
         bank_idx, keep = split_known(len(known.uids), self.bank_size, ctx.seed)
         bank = [torch.as_tensor(x[bank_idx], device=device) for x in (known.image, known.text)]
 
         t0, n = time.perf_counter(), 0
         feats = {}
-        for name in ("nonmember_known", "aux_pool", "member_eval", "nonmember_eval"):
+        for name in (NONMEMBER_KNOWN, AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL):
             images, tokens = ctx.tensors(name)
-            if name == "nonmember_known":
+            if name == NONMEMBER_KNOWN:
                 images, tokens = images[keep], tokens[keep]
             loss, norm = per_sample_grad_norms(model, images.to(device), tokens.to(device), *bank, names,
                                                self.chunk_size)
@@ -234,8 +235,8 @@ class ParamGrad(Attack):
         seconds = time.perf_counter() - t0
         ghosts = sorted(ghost_modules(model, set(names), images[:1].to(device), tokens[:1].to(device)))
 
-        (mem, non), diag = pseudo_label_scores(feats["nonmember_known"], feats["aux_pool"],
-                                               [feats["member_eval"], feats["nonmember_eval"]],
+        (mem, non), diag = pseudo_label_scores(feats[NONMEMBER_KNOWN], feats[AUX_POOL],
+                                               [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]],
                                                ctx.splits.aux_is_member, C=self.C)
         selected = set(names)
         n_params = sum(p.numel() for k, p in model.named_parameters() if k in selected)

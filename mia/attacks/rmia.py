@@ -24,8 +24,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.shadows import references
+from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.shadows import check_shadow_settings, references
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_KNOWN
 
 A_GRID = np.round(np.arange(0, 1.01, 0.1), 2)
 
@@ -49,7 +50,7 @@ def tune_offline_a(shadow_logodds, inside) -> tuple[float, dict]:
     monotone in LR(x), so the AUC of log LR stands in for the z comparison."""
     m = len(inside)
     if m < 4:
-        raise ValueError("offline_a=auto needs num_shadows >= 4 (each pair must stay OUT of some reference)")
+        raise ParamError("offline_a", "auto", "needs num_shadows >= 4 (each pair must stay OUT of some reference)")
     probs = np.exp(log_sigmoid(shadow_logodds))
     auc = {}
     for a in A_GRID:
@@ -65,14 +66,14 @@ def tune_offline_a(shadow_logodds, inside) -> tuple[float, dict]:
 class RMIA(Attack):
     name = "rmia"
 
-    def __init__(self, num_shadows: int = 4, mode: str = "offline", gamma: float = 1.0,
-                 num_z: int = 1000, offline_a="auto", break_ties: bool = True):
+    def __init__(self, *, num_shadows: int, mode: str, gamma: float, num_z: int, offline_a, break_ties: bool):
         if mode not in ("online", "offline"):
-            raise ValueError(f"mode={mode!r}: choose 'online' or 'offline'")
+            raise ParamError("mode", mode, "choose 'online' or 'offline'")
         if offline_a != "auto" and not 0 <= float(offline_a) <= 1:
-            raise ValueError(f"offline_a={offline_a}: 'auto' or a number in [0, 1]")
+            raise ParamError("offline_a", offline_a, "'auto' or a number in [0, 1]")
         if gamma <= 0:
-            raise ValueError(f"gamma={gamma}: must be > 0")
+            raise ParamError("gamma", gamma, "must be > 0")
+        check_shadow_settings(num_shadows, "logodds")
         self.num_shadows, self.mode, self.gamma, self.num_z, self.offline_a = num_shadows, mode, gamma, num_z, offline_a
         self.break_ties = break_ties
         self.tuning: dict = {}
@@ -88,7 +89,7 @@ class RMIA(Attack):
         a = self.resolved_a(ref) if self.mode == "offline" else None
         log_ref = reference_log_prob(np.exp(log_sigmoid(ref.shadow_stats)), ref.inside, self.mode, a)
         log_lr = log_sigmoid(ref.target_stats) - log_ref
-        known = np.arange(ref.n)[ref.rows("nonmember_known")]
+        known = np.arange(ref.n)[ref.rows(NONMEMBER_KNOWN)]
         z = np.random.default_rng(seed).choice(known, size=min(self.num_z, len(known)), replace=False)
         self.used = {"offline_a": a, "num_z": len(z)}
         x = log_lr[ref.eval_rows()]
@@ -100,7 +101,7 @@ class RMIA(Attack):
     def run(self, ctx: AttackContext) -> AttackResult:
         ref = references(ctx, self.num_shadows, "logodds")
         score = self.score(ref, ctx.seed)
-        n_mem = len(ctx.features["member_eval"].uids)
+        n_mem = len(ctx.features[MEMBER_EVAL].uids)
         diagnostics = {**ref.diagnostics(), "mode": self.mode, "gamma": float(self.gamma),
                        "num_z": int(self.used["num_z"]), "offline_a": self.used["offline_a"],
                        "offline_a_setting": str(self.offline_a), "break_ties": bool(self.break_ties),

@@ -36,16 +36,27 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from mia.cache import config_hash
-from mia.features import EVAL_SETS, embed
+from mia.attacks.base import ParamError
+from mia.cache import Layout, atomic, config_hash, get_or_build
+from mia.data.splits import EVAL_SETS, NONMEMBER_KNOWN, SCORED
+from mia.features import embed
+from mia.target import train_target
 
 log = logging.getLogger(__name__)
 
 STATISTICS = ("fisher", "cos", "logodds")
 
-# Shadow embeddings of the pool, kept in memory for the latest (target, pool) only: lira and rmia
-# in one job embed each shadow once, and a multirun's process does not accumulate them.
-_EMBEDDINGS: dict = {"context": None}
+
+class ShadowTrainer:
+    """Reference models trained like the target (same TrainSpec, same shards, other uids) through
+    the same cached training stage, so a rerun, or lira and rmia in one job, train nothing twice."""
+
+    def __init__(self, spec, shards, cache_dir, target_key: str):
+        self.spec, self.shards, self.cache_dir, self.target_key = spec, list(shards), cache_dir, target_key
+
+    def train(self, uids, tag: str):
+        key = config_hash({"target": self.target_key, "shadow": tag, "uids": config_hash(sorted(uids))})
+        return train_target(self.spec, self.shards, list(uids), self.cache_dir, key)
 
 
 @dataclass
@@ -65,7 +76,7 @@ class References:
 
     def eval_rows(self) -> np.ndarray:
         """Pool indices of member_eval then nonmember_eval."""
-        return np.r_[self.rows("member_eval"), self.rows("nonmember_eval")]
+        return np.r_[tuple(self.rows(name) for name in SCORED)]
 
     def diagnostics(self) -> dict:
         ev = self.eval_rows()
@@ -94,7 +105,7 @@ def pool(ctx):
 def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
     """[num_shadows, n] membership: shadows 2j and 2j+1 split the pool in two complementary halves."""
     if num_shadows < 2 or num_shadows % 2:
-        raise ValueError(f"num_shadows={num_shadows}: use an even number >= 2 (complementary halves "
+        raise ParamError("num_shadows", num_shadows, "use an even number >= 2 (complementary halves "
                          "put every pair IN exactly half of the shadows)")
     order = np.argsort(uids)  # halves depend on the pool's content, not on the order sets come in
     inside = np.zeros((num_shadows, len(uids)), dtype=bool)
@@ -130,7 +141,16 @@ def pair_statistic(image, text, tau, bank, exclude, statistic):
         return np.arctanh(np.clip((image * text).sum(1).astype(np.float64), -1 + 1e-6, 1 - 1e-6))
     if statistic == "logodds":
         return contrastive_logodds(image.astype(np.float64), text.astype(np.float64), tau, bank, exclude)
-    raise ValueError(f"statistic={statistic!r}: choose one of {STATISTICS}")
+    raise ParamError("statistic", statistic, f"choose one of {STATISTICS}")
+
+
+def check_shadow_settings(num_shadows, statistic: str):
+    """Refuse bad shadow settings when the attack is configured, before any model is trained."""
+    if not isinstance(num_shadows, int) or num_shadows < 2 or num_shadows % 2:
+        raise ParamError("num_shadows", num_shadows, "use an even number >= 2 (complementary halves "
+                         "put every pair IN exactly half of the shadows)")
+    if statistic not in STATISTICS:
+        raise ParamError("statistic", statistic, f"choose one of {STATISTICS}")
 
 
 def _tau(model) -> float:
@@ -143,33 +163,48 @@ def _load_tensors(ctx):
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def shadow_embeddings(shadow, pool_key: str, tensors):
+    """(image, text, tau) of every pool pair under `shadow`, cached in the shadow's folder.
+    `tensors()` gives the pool's (images, tokens); it is called only when the cache misses."""
+    path = Layout.features(shadow.dir, f"pool-{pool_key}")
+
+    def build():
+        image, text, _ = embed(shadow.model, *tensors(), desc=f"shadow {shadow.key} features")
+        with atomic(path) as tmp:
+            np.savez(tmp, image=image, text=text, tau=_tau(shadow.model))
+
+    get_or_build(path, build)
+    with np.load(path) as z:
+        return z["image"], z["text"], float(z["tau"])
+
+
 def references(ctx, num_shadows: int, statistic: str = "fisher") -> References:
     """Train (or load) the shadows and compute the statistic of every pool pair under each."""
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic={statistic!r}: choose one of {STATISTICS}")
+    check_shadow_settings(num_shadows, statistic)
+    if ctx.shadows is None:
+        raise ValueError("this attack needs shadow models, and this job has no way to train them")
     uids, offsets = pool(ctx)
     if len(np.unique(uids)) < len(uids):
         raise ValueError("the reference pool holds a uid twice: the evaluation sets must be disjoint")
     inside = halves(uids, num_shadows, ctx.seed)
-    bank = np.arange(len(uids))[offsets["nonmember_known"]]
+    bank = np.arange(len(uids))[offsets[NONMEMBER_KNOWN]]
     exclude = np.full(len(uids), -1)
     exclude[bank] = np.arange(len(bank))
-    context = (ctx.target.key, config_hash(list(uids)))
-    if _EMBEDDINGS["context"] != context:
-        _EMBEDDINGS.clear()
-        _EMBEDDINGS["context"] = context
+    pool_key = config_hash(list(uids))
 
-    tensors, keys, dirs, trained, stats = None, [], [], 0, []
+    loaded = {}
+
+    def tensors():  # the pool's pairs, read and preprocessed at most once per call
+        if "pool" not in loaded:
+            loaded["pool"] = _load_tensors(ctx)
+        return loaded["pool"]
+
+    keys, dirs, trained, stats = [], [], 0, []
     for m in range(num_shadows):
-        shadow = ctx.train_shadow(sorted(uids[inside[m]]), shadow_tag(ctx.seed, m))
+        shadow = ctx.shadows.train(sorted(uids[inside[m]]), shadow_tag(ctx.seed, m))
         keys.append(shadow.key), dirs.append(shadow.dir)
         trained += not shadow.cache_hit
-        if shadow.key not in _EMBEDDINGS:
-            if tensors is None:
-                tensors = _load_tensors(ctx)
-            image, text, _ = embed(shadow.model, *tensors, desc=f"shadow {m} features")
-            _EMBEDDINGS[shadow.key] = (image, text, _tau(shadow.model))
-        image, text, tau = _EMBEDDINGS[shadow.key]
+        image, text, tau = shadow_embeddings(shadow, pool_key, tensors)
         stats.append(pair_statistic(image, text, tau, bank, exclude, statistic))
 
     image = np.concatenate([ctx.features[name].image for name in EVAL_SETS])

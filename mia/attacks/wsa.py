@@ -1,4 +1,4 @@
-"""WSA, the weakly supervised attack (Ko et al. 2023, DESIGN §4), in its two published variants.
+"""WSA, the weakly supervised attack (Ko et al. 2023, docs/design.md §4), in its two published variants.
 
 1. mu, sigma = mean and sample std of the cosines of the known non-members D_no;
 2. pseudo-members = the pairs of the unlabelled pool D_all with cos >= mu + lam * sigma;
@@ -9,102 +9,31 @@ variant=ko    (reds-lab/CLIP-MIA): input [f_img, f_txt]; MLP d-512-256-128-2 wit
               Adam lr 1e-3, batch 32, <= 15 epochs, 90/10 validation split, early stopping on the
               validation loss (patience 3, last weights kept, as in their code); both classes
               subsampled to the smaller one. Their code's default lam is 1.5, the paper recommends 0.5.
+              One deviation: the score here is the softmax P(member) of the two logits, where Ko's
+              code takes the sigmoid of the member logit alone (a different, non-normalised score).
 variant=gomez (lluisgomez/CLIP-MIA-Bench): input [f_img, f_txt, cos]; one logistic layer, BCE,
               AdamW lr 1e-3, batch 1024, 5 epochs, no balancing, lam 0.5. Note: 5 epochs of batch
               1024 is only 5 * ceil(n / 1024) optimiser steps, so with a few thousand training pairs
               the layer barely moves from its random init (raise `gomez.epochs` for small pools).
 
-`pseudo_label`, `feature_matrix` and `labelled_training_set` are shared with CLMIA (mia/attacks/clmia.py).
+Pseudo-labels and the labelled training set come from mia/attacks/weak_supervision.py (shared with CLMIA).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
 
 import numpy as np
 import torch
 from torch import nn
 
-from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.sizes import parse_size
+from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
+                                          pseudo_label_diagnostics)
+from mia.data.splits import SCORED
 
-EVALUATED = ("member_eval", "nonmember_eval")
-
-# Each variant's published inputs, and training settings (the yaml overrides them key by key).
+# Each variant's published classifier inputs (`features: null` in the yaml); its training settings
+# are the keyword arguments of its trainer below, all set in conf/attack/wsa.yaml / wsa_gomez.yaml.
 FEATURES = {"ko": ["image", "text"], "gomez": ["image", "text", "cos"]}
-VARIANTS = {
-    "ko": {"hidden": [512, 256, 128], "lr": 1e-3, "batch_size": 32, "max_epochs": 15, "val_fraction": 0.1,
-           "patience": 3, "balance": True},
-    "gomez": {"lr": 1e-3, "weight_decay": 0.01, "batch_size": 1024, "epochs": 5},
-}
-
-
-# ----------------------------------------------------------------------------- pseudo-labels
-
-@dataclass
-class PseudoLabels:
-    """Which pairs the attacker labels: indices into nonmember_known (0) and into aux_pool (1)."""
-    known: np.ndarray      # rows of nonmember_known used as D_no
-    members: np.ndarray    # rows of aux_pool with cos >= threshold
-    lam: float
-    mu: float
-    sigma: float
-
-    @property
-    def threshold(self) -> float:
-        return self.mu + self.lam * self.sigma
-
-
-def pseudo_label(ctx: AttackContext, lam: float, known_size=None, param="attack.wsa.lam") -> PseudoLabels:
-    """Eq. 2 of Ko et al.: D_no = the first `known_size` known non-members (nested, like data.size;
-    None = all; 500 or "1k"); pseudo-members = aux_pool pairs whose cosine reaches mu + lam * sigma of D_no."""
-    known_cos = ctx.features["nonmember_known"].cos
-    size_key = param.rsplit(".", 1)[0] + ".known_size"
-    n_known = len(known_cos) if known_size is None else parse_size(known_size, size_key)
-    if not 2 <= n_known <= len(known_cos):
-        raise ValueError(f"{size_key}={known_size}: need 2 to {len(known_cos)} known non-members")
-    known = np.arange(n_known)
-    mu, sigma = float(known_cos[known].mean()), float(known_cos[known].std(ddof=1))
-    pl = PseudoLabels(known, np.flatnonzero(ctx.features["aux_pool"].cos >= mu + lam * sigma), float(lam), mu, sigma)
-    if len(pl.members) == 0:
-        raise ValueError(f"no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} "
-                         f"(mu {mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features['aux_pool'].cos.max():.4f}): "
-                         f"no pseudo-members to train on; lower {param} (now {lam})")
-    return pl
-
-
-def pseudo_label_diagnostics(ctx: AttackContext, pl: PseudoLabels) -> dict:
-    """Pseudo-label statistics; `aux_is_member` (ground truth) is read here only, never for scoring."""
-    truth = np.asarray(ctx.splits.aux_is_member, dtype=bool)
-    picked = truth[pl.members]
-    return {"lam": pl.lam, "mu": pl.mu, "sigma": pl.sigma, "threshold": pl.threshold,
-            "n_known": int(len(pl.known)), "n_aux": int(len(truth)), "n_pseudo_members": int(len(pl.members)),
-            "pseudo_member_false_share": float(1 - picked.mean()),
-            "pseudo_member_recall": float(picked.sum() / max(truth.sum(), 1))}
-
-
-# ----------------------------------------------------------------------------- features
-
-def feature_matrix(sf, features) -> np.ndarray:
-    """Columns of one set's SplitFeatures: image, text, product (f_img * f_txt) and/or cos."""
-    columns = {"image": lambda: sf.image, "text": lambda: sf.text, "product": lambda: sf.image * sf.text,
-               "cos": lambda: sf.cos[:, None]}
-    unknown = set(features) - set(columns)
-    if unknown:
-        raise ValueError(f"features {sorted(unknown)} unknown: choose from {list(columns)}")
-    return np.concatenate([columns[f]() for f in features], axis=1).astype(np.float32)
-
-
-def labelled_training_set(ctx: AttackContext, pl: PseudoLabels, features):
-    """(X, y, uids): D_no labelled 0, pseudo-members labelled 1. Refuses any evaluation uid, so no
-    evaluated pair can ever be trained on (DESIGN §4)."""
-    known, aux = ctx.features["nonmember_known"], ctx.features["aux_pool"]
-    uids = np.concatenate([known.uids[pl.known], aux.uids[pl.members]])
-    leaked = np.isin(uids, np.concatenate([ctx.features[s].uids for s in EVALUATED]))
-    if leaked.any():
-        raise ValueError(f"{int(leaked.sum())} evaluation uids are in D_no / aux_pool (e.g. {list(uids[leaked][:3])})")
-    x = np.concatenate([feature_matrix(known, features)[pl.known], feature_matrix(aux, features)[pl.members]])
-    y = np.r_[np.zeros(len(pl.known)), np.ones(len(pl.members))].astype(np.int64)
-    return x, y, uids
 
 
 # ----------------------------------------------------------------------------- classifiers
@@ -177,33 +106,30 @@ def train_gomez(x, y, g, lr, weight_decay, batch_size, epochs):
     return model, {"epochs": epochs, "n_train": int(len(y))}
 
 
-@torch.no_grad()
-def p_member(model, x: np.ndarray) -> np.ndarray:
-    """softmax(logits)[:, 1] in float64, so that confident scores do not tie at 1.0."""
-    model.eval()
-    return torch.softmax(model(torch.from_numpy(x)).double(), dim=1)[:, 1].numpy()
-
-
 # ----------------------------------------------------------------------------- attack
 
 class WSA(Attack):
     name = "wsa"
 
-    def __init__(self, variant: str = "ko", lam: float = 0.5, known_size=None, features=None,
-                 ko: dict | None = None, gomez: dict | None = None):
-        if variant not in VARIANTS:
-            raise ValueError(f"attack.wsa.variant={variant!r}: choose one of {list(VARIANTS)}")
+    def __init__(self, *, variant: str, lam: float, known_size, features, ko: dict | None = None,
+                 gomez: dict | None = None):
+        trainers = {"ko": train_ko, "gomez": train_gomez}
+        if variant not in trainers:
+            raise ParamError("variant", variant, f"choose one of {list(trainers)}")
         self.variant, self.lam, self.known_size = variant, float(lam), known_size
+        self.train = trainers[variant]
+        # The variant's settings block must name exactly its trainer's keyword arguments.
         given = dict({"ko": ko, "gomez": gomez}[variant] or {})
-        unknown = set(given) - set(VARIANTS[variant])
-        if unknown:
-            raise ValueError(f"attack.wsa.{variant}: unknown keys {sorted(unknown)}; known: {list(VARIANTS[variant])}")
-        self.settings = {**VARIANTS[variant], **given}
+        expected = list(inspect.signature(self.train).parameters)[3:]  # after x, y, g
+        if set(given) != set(expected):
+            raise ParamError(variant, given, f"set exactly {expected} (unknown: {sorted(set(given) - set(expected))}, "
+                             f"missing: {sorted(set(expected) - set(given))})")
+        self.settings = given
         self.features = list(features or FEATURES[variant])
 
     def training_set(self, ctx: AttackContext):
         """(X, y, uids, PseudoLabels) the classifier learns from; never holds an evaluation uid."""
-        pl = pseudo_label(ctx, self.lam, self.known_size, param="attack.wsa.lam")
+        pl = pseudo_label(ctx, self.lam, self.known_size)
         return (*labelled_training_set(ctx, pl, self.features), pl)
 
     def run(self, ctx: AttackContext) -> AttackResult:
@@ -211,9 +137,8 @@ class WSA(Attack):
         with torch.random.fork_rng(devices=[]):  # seeds the init without touching the caller's torch RNG
             torch.manual_seed(ctx.seed)
             g = torch.Generator().manual_seed(ctx.seed)
-            train = train_ko if self.variant == "ko" else train_gomez
-            model, info = train(x, y, g, **self.settings)
-        scores = [p_member(model, feature_matrix(ctx.features[s], self.features)) for s in EVALUATED]
+            model, info = self.train(x, y, g, **self.settings)
+        scores = [p_member(model, feature_matrix(ctx.features[s], self.features)) for s in SCORED]
         diagnostics = {"variant": self.variant, "features": self.features, "n_inputs": int(x.shape[1]),
                        **pseudo_label_diagnostics(ctx, pl), **info}
         return AttackResult(scores[0], scores[1], diagnostics)

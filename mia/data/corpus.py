@@ -3,11 +3,10 @@ folder of the user's own shards. Either way the job gets shards plus a cached in
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia.cache import config_hash, locked
+from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data import shards as sh
 from mia.data.synthetic import write_corpus
 from mia.sizes import parse_size
@@ -28,28 +27,21 @@ def _synthetic_shards(gen_cfg: dict, style: str, cache_dir: Path) -> Path:
     size = parse_size(kw.pop("size"), "data.corpus.size")
     shard_size = kw.pop("shard_size")
     key = config_hash({"size": size, "shard_size": shard_size, "style": style, **kw})
-    final = cache_dir / "corpus" / f"synthetic-{style}-{key}"
-    if (final / "sizes.json").exists():
-        return final
-    with locked(final):
-        if not (final / "sizes.json").exists():  # another job may have written it while we waited
-            tmp = final.with_name(final.name + ".partial")
-            shutil.rmtree(tmp, ignore_errors=True)
+    final = Layout(cache_dir).corpus(f"synthetic-{style}", key)
+
+    def build():
+        with atomic(final) as tmp:
             write_corpus(tmp, size, shard_size=shard_size, style=style, **kw)
-            tmp.rename(final)
+
+    get_or_build(final, build, done=final / "sizes.json")
     return final
 
 
 def _indexed(name: str, shards: list[Path], cache_dir: Path) -> Corpus:
     fingerprint = config_hash(sh.shard_fingerprint(shards))
-    path = cache_dir / "index" / f"{fingerprint}.npz"
-    with locked(path):
-        if path.exists():
-            index = sh.Index.load(path)
-        else:
-            index = sh.build_index(shards, desc=f"index {name}")
-            index.save(path)
-    return Corpus(name, shards, index, fingerprint)
+    path = Layout(cache_dir).index(fingerprint)
+    get_or_build(path, lambda: sh.build_index(shards, desc=f"index {name}").save(path))
+    return Corpus(name, shards, sh.Index.load(path), fingerprint)
 
 
 def load_corpus(data_cfg, cache_dir: Path, shifted: bool = False) -> Corpus:

@@ -64,17 +64,18 @@ def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
 class PairStream(IterableDataset):
     """Streams (image, tokens, position) for `uids` from the shards, each uid once per pass.
 
-    One process: shards are split over DataLoader workers. Under DDP (`order` with world > 1), each
-    epoch's members are dealt to (rank, worker) slots by `order` and every worker scans all shards,
-    decoding only its own: the ranks then get exactly N / W members and equal batch counts, which
-    splitting whole shards by node cannot promise without dropping or repeating members
-    (DESIGN §7.4-7.5). A sample that fails to decode is skipped and counted.
+    One process: shards are split over DataLoader workers. Under DDP, `deal(epoch)` gives this
+    rank's member positions of the epoch (mia.data.order.MemberOrder.positions); they are dealt to
+    the rank's workers and every worker scans all shards, decoding only its own: the ranks then get
+    exactly N / W members and equal batch counts, which splitting whole shards by node cannot
+    promise without dropping or repeating members (docs/design.md §7.4-7.5). A sample that fails to
+    decode is skipped and counted.
     """
 
-    def __init__(self, shards, uids, preprocess, tokenizer, shuffle_buffer=1000, seed=0, order=None):
+    def __init__(self, shards, uids, preprocess, tokenizer, shuffle_buffer=1000, seed=0, rank=0, deal=None):
         self.shards, self.preprocess, self.tokenizer = list(shards), preprocess, tokenizer
         self.position = {u: i for i, u in enumerate(uids)}
-        self.shuffle_buffer, self.seed, self.epoch, self.order = shuffle_buffer, seed, 0, order
+        self.shuffle_buffer, self.seed, self.epoch, self.rank, self.deal = shuffle_buffer, seed, 0, rank, deal
         self.skipped = 0
 
     def __len__(self):
@@ -83,12 +84,10 @@ class PairStream(IterableDataset):
     def __iter__(self):
         worker = get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
-        rank = self.order.rank if self.order is not None else 0
-        rng = np.random.default_rng([self.seed, self.epoch, rank, wid])
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, wid])
         shards, mine = self.shards[wid::nworkers], None
-        if self.order is not None and self.order.world > 1:
-            self.order.set_epoch(self.epoch)
-            shards, mine = self.shards, set(list(self.order)[wid::nworkers])
+        if self.deal is not None:
+            shards, mine = self.shards, set(self.deal(self.epoch)[wid::nworkers])
         self.epoch += 1
         buffer = []
         for sample in raw_samples(shards):

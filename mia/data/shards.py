@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from mia.cache import atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -82,10 +84,9 @@ class Index:
         return len(self.uids)
 
     def save(self, path: Path):
-        tmp = Path(f"{path}.tmp.npz")
-        np.savez(tmp, uids=self.uids, captions=self.captions, urls=self.urls,
-                 corrupt=np.array(json.dumps(self.corrupt)))
-        tmp.replace(path)
+        with atomic(path) as tmp:
+            np.savez(tmp, uids=self.uids, captions=self.captions, urls=self.urls,
+                     corrupt=np.array(json.dumps(self.corrupt)))
 
     @classmethod
     def load(cls, path: Path) -> "Index":

@@ -1,4 +1,4 @@
-"""Member / non-member splits by uid (DESIGN §2), de-duplicated across the boundary and checked
+"""Member / non-member splits by uid (docs/design.md §2), de-duplicated across the boundary and checked
 disjoint before anything is trained.
 
 Member corpus, after a seeded permutation:  [ held out (H) | member pool ]
@@ -19,6 +19,14 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from mia.sizes import parse_size
 
 _NON_WORD = re.compile(r"[^a-z\s]+")
+
+# The sets an attacker holds features of, by the names every module uses for them.
+MEMBER_EVAL = "member_eval"          # scored members: the first K uids of the member pool
+NONMEMBER_EVAL = "nonmember_eval"    # scored non-members
+NONMEMBER_KNOWN = "nonmember_known"  # D_no: non-members the attacker knows to be non-members
+AUX_POOL = "aux_pool"                # D_all: unlabelled, half members and half non-members
+EVAL_SETS = (MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN, AUX_POOL)
+SCORED = (MEMBER_EVAL, NONMEMBER_EVAL)  # the two sets every attack scores, in this order
 
 
 def normalise_caption(caption: str) -> str:
@@ -49,8 +57,7 @@ class Splits:
 
     def summary(self) -> dict:
         return {"members": len(self.members), "member_pool": self.member_pool_size,
-                "member_eval": len(self.member_eval), "nonmember_eval": len(self.nonmember_eval),
-                "nonmember_known": len(self.nonmember_known), "aux_pool": len(self.aux_pool),
+                **{name: len(getattr(self, name)) for name in EVAL_SETS},
                 "aux_members": int(self.aux_is_member.sum()), "dedup_dropped": self.dedup_dropped}
 
 

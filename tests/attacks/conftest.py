@@ -1,4 +1,4 @@
-"""Fixtures every attack is tested on (two each, DESIGN §4 / issue "Every attack"):
+"""Fixtures every attack is tested on (two each, docs/design.md §4 / issue "Every attack"):
 
 - planted: members differ measurably from non-members, a working attack must reach AUC > 0.9;
 - null:    "members" and non-members come from one distribution, AUC must be within its

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on localhost for tests/test_slurm.py (DESIGN §9), run as root.
+# A single-node SLURM cluster on localhost for tests/test_slurm.py (docs/design.md §9), run as root.
 #   cluster.sh start DIR   installs slurm-wlm and munge if missing, writes DIR/slurm.conf, starts
 #                          munged, slurmctld and slurmd; prints the SLURM_CONF to export
 #   cluster.sh stop DIR    stops the daemons by their pid files

@@ -32,7 +32,10 @@ from mia.data.shards import build_index
 from mia.data.synthetic import make_sample, write_corpus
 from mia.features import embed
 from mia.model import build_model
-from mia.train import CLIPTarget, InMemoryPairs, MemberOrder, precision
+from mia.data.datamodule import InMemoryPairs
+from mia.data.order import MemberOrder
+from mia.target import TrainSpec
+from mia.train import CLIPTarget
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 # Dense bf16 peak of the GPUs we expect, in FLOP/s (vendor data sheets, SXM parts).
@@ -120,13 +123,14 @@ class _Timer(L.Callback):
 
 def pipeline_train(cfg, model, images, tokens, steps, device):
     """The pipeline's own training path: CLIPTarget, MemberOrder, device-resident data."""
-    module = CLIPTarget(model, dict(cfg.train), len(images))
+    spec = TrainSpec.from_cfg(cfg)
+    module = CLIPTarget(model, spec, len(images))
     data = InMemoryPairs(images, tokens, device)
     loader = data.loader(MemberOrder(len(images), cfg.train.batch_size, seed=0), cfg.train.batch_size)
     skip = 5 if not cfg.train.compile else 10
     timer = _Timer(skip, cfg.train.batch_size)
     trainer = L.Trainer(max_steps=steps + skip + 1, accelerator="auto", devices=1, logger=False,
-                        precision=precision(cfg.train, device), enable_checkpointing=False,
+                        precision=spec.precision_for(device), enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
     trainer.fit(module, loader)
     return timer.rate()
@@ -145,7 +149,7 @@ def bench_model(model_name: str, steps: int, batch_size: int, n: int, compile_: 
     flops = train_flops_per_sample(model, images[:8], tokens[:8])
     peak = peak_flops()
     result = {"machine": machine(), "model": model_name, "image_size": size, "batch_size": batch_size,
-              "precision": precision(cfg.train, device), "compile": compile_,
+              "precision": TrainSpec.from_cfg(cfg).precision_for(device), "compile": compile_,
               "train_flops_per_sample": flops, "peak_flops": peak}
 
     if device.type == "cuda":

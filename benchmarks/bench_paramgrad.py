@@ -2,8 +2,8 @@
 token embedding) against the plain one-sample-at-a-time loop (loss.backward per sample), same
 model, same inputs, same machine. Checks both give the same norms; writes outputs/bench/paramgrad.json.
 
-    python -m mia.bench_paramgrad                  # tiny model (conf/model/tiny.yaml), + ViT-B/32 on CUDA
-    python -m mia.bench_paramgrad --model vit_b32 --device cuda
+    python -m benchmarks.bench_paramgrad                  # tiny model (conf/model/tiny.yaml), + ViT-B/32 on CUDA
+    python -m benchmarks.bench_paramgrad --model vit_b32 --device cuda
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from mia.attacks.gradnorm import bank_losses
+from mia.attacks.contrastive import bank_losses
 from mia.attacks.paramgrad import per_sample_grad_norms, resolve_device, select_params
-from mia.bench import CONF, machine, synthetic_batch, write
+from benchmarks.bench import CONF, machine, synthetic_batch, write
 from mia.features import embed
 from mia.model import build_model
 

@@ -1,0 +1,55 @@
+"""The Lightning data module of target training: the N member pairs, in memory or streamed."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, TensorDataset
+
+from mia.data.order import MemberOrder
+from mia.data.pairs import PairStream, load_pairs
+
+
+class PairDataModule(L.LightningDataModule):
+    def __init__(self, shards, uids, preprocess, tokenizer, batch_size, num_workers, in_memory, seed,
+                 rank=0, world=1):
+        super().__init__()
+        self.shards, self.uids, self.preprocess, self.tokenizer = shards, uids, preprocess, tokenizer
+        self.batch_size, self.num_workers, self.in_memory, self.seed = batch_size, num_workers, in_memory, seed
+        self.order = MemberOrder(len(uids), batch_size, seed, rank, world)
+
+    def setup(self, stage):
+        if self.in_memory:
+            images, tokens = load_pairs(self.shards, self.uids, self.preprocess, self.tokenizer, "load members")
+            self.dataset = InMemoryPairs(images, tokens, self.trainer.strategy.root_device)
+        else:
+            # Under DDP each rank streams exactly the members `order` deals it (docs/design.md §7.5).
+            deal = self.order.positions if self.order.world > 1 else None
+            self.dataset = PairStream(self.shards, self.uids, self.preprocess, self.tokenizer, seed=self.seed,
+                                      rank=self.order.rank, deal=deal)
+
+    def train_dataloader(self):
+        local_batch = self.batch_size // self.order.world
+        if self.in_memory:
+            return self.dataset.loader(self.order, local_batch)
+        return DataLoader(self.dataset, batch_size=local_batch, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+
+class InMemoryPairs(TensorDataset):
+    """Decoded training pairs, held on the training device: at the embedded corpus' 32 px a whole
+    member set fits in GPU memory, and a batch is then one gather instead of a host-to-device copy."""
+
+    def __init__(self, images, tokens, device=torch.device("cpu")):
+        super().__init__(images.to(device), tokens.to(device), torch.arange(len(images), device=device))
+
+    def __getitems__(self, positions):  # the whole batch at once (DataLoader's batched fetch)
+        idx = torch.as_tensor(positions, device=self.tensors[0].device)
+        return tuple(t.index_select(0, idx) for t in self.tensors)
+
+    def loader(self, order, local_batch) -> DataLoader:
+        return DataLoader(self, batch_sampler=BatchSampler(order, local_batch, drop_last=False),
+                          collate_fn=_whole_batch)
+
+
+def _whole_batch(batch):
+    return batch

@@ -1,0 +1,54 @@
+"""The order members are trained in: per epoch, per rank (docs/design.md §7.4, §7.6)."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Sampler
+
+
+class MemberOrder(Sampler):
+    """The positions one rank trains on in an epoch. Each epoch's seeded permutation of the N members
+    is cut into global batches of `batch_size`; rank r takes places r, r+W, ... of each. So across
+    ranks every member is trained on exactly once per epoch, nothing is padded (docs/design.md §7.6),
+    and every rank gets the same number of equal-sized batches (DDP hangs otherwise, §7.4).
+
+    With one rank this is the order `DataLoader(shuffle=True, generator=manual_seed(seed))` gives,
+    but as a function of the epoch: a resumed run replays the order of an uninterrupted one."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ValueError(f"train.batch_size={batch_size} (the global batch) must divide by the "
+                             f"{world} ranks")
+        if n % world:
+            raise ValueError(f"data.size={n} must divide by the {world} ranks: with equal batches on every "
+                             "rank, anything else would drop or repeat members")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self._cursor = 0, None  # (epoch, its permutation, generator state after it)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if self._cursor is None or self._cursor[0] > epoch:
+            g, e, perm = torch.Generator().manual_seed(self.seed), -1, None
+        else:
+            e, perm, state = self._cursor
+            g = torch.Generator()
+            g.set_state(state)
+        while e < epoch:
+            torch.empty((), dtype=torch.int64).random_(generator=g)  # the DataLoader's per-epoch base seed
+            perm, e = torch.randperm(self.n, generator=g), e + 1
+            torch.randperm(self.n, generator=g)  # RandomSampler draws (and drops) one more at the end
+        self._cursor = (e, perm, g.get_state())
+        return perm
+
+    def positions(self, epoch: int) -> list[int]:
+        """This rank's member positions of `epoch`, in training order."""
+        perm = self.permutation(epoch)
+        return [p for start in range(0, self.n, self.batch_size)
+                for p in perm[start:start + self.batch_size][self.rank::self.world].tolist()]
+
+    def __iter__(self):
+        yield from self.positions(self.epoch)
+
+    def __len__(self):
+        return self.n // self.world

@@ -1,0 +1,77 @@
+"""results.json: the one record of a job (docs/design.md §10). Written here, read here: the sweep
+report and W&B take what they need through the readers below, never by poking at keys themselves.
+
+Schema 2: each attack's entry holds the shared metrics (METRIC_KEYS) and its own diagnostics under
+`diagnostics`, so an attack can never overwrite a metric. Files without `schema_version` (schema 1)
+had the diagnostics beside the metrics; the readers take the metrics of both.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mia.cache import atomic_write_text
+
+SCHEMA_VERSION = 2
+METRIC_KEYS = ("auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy",
+               "n_members", "n_nonmembers", "seconds")
+# The per-attack columns of the sweep report and W&B summary.
+REPORTED = ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy")
+
+
+def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) -> dict:
+    """A job's record before any attack ran."""
+    return {"schema_version": SCHEMA_VERSION, "config": config, "git": git, "seed": seed, "target": target,
+            "data": data, "gap": gap, "attacks": {}, "roc": {}, "timing": {}}
+
+
+def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnostics: dict, roc: dict):
+    """One attack's metrics (from mia.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
+    the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots."""
+    unknown = set(metrics) - set(METRIC_KEYS)
+    if unknown:
+        raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
+    results["attacks"][name] = {**metrics, "seconds": seconds, "diagnostics": dict(diagnostics)}
+    results["roc"][name] = roc
+
+
+def write(path: Path, results: dict) -> Path:
+    atomic_write_text(path, json.dumps(results, indent=1))
+    return path
+
+
+def load(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def attack_metrics(results: dict) -> dict:
+    """{attack: {metric: value}}: the shared metrics only, whatever the schema version."""
+    return {name: {k: v for k, v in entry.items() if k in METRIC_KEYS} for name, entry in results["attacks"].items()}
+
+
+def summary(results: dict) -> dict:
+    """Flat scalars for a W&B run summary: gap/<key>, <attack>/<metric>, target/size, target/cache_hit."""
+    out = {f"gap/{k}": v for k, v in results["gap"].items() if _scalar(v)}
+    for name, m in attack_metrics(results).items():
+        out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
+    out.update({"target/size": results["target"]["size"], "target/cache_hit": results["target"]["cache_hit"]})
+    return out
+
+
+def report_row(results: dict, job: str) -> dict:
+    """One flat row of the sweep report; `_`-keys carry what only the plots need."""
+    gap = results["gap"]
+    row = {"job": job, "size": results["target"]["size"], "epochs": results["target"]["epochs"],
+           "model": results["target"]["model"], "nonmembers": results["data"]["nonmembers"],
+           "cache_key": results["target"]["cache_key"],
+           **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
+           "gap_ci_lo": gap["ci95"][0], "gap_ci_hi": gap["ci95"][1]}
+    for name, m in attack_metrics(results).items():
+        row.update({f"{name}/{k}": m.get(k) for k in REPORTED})
+    row["_roc"] = results.get("roc", {})
+    row["_config"] = results["config"]
+    return row
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (int, float))

@@ -1,0 +1,217 @@
+"""The cached training stage: a CLIP trained on exactly the given member uids for T epochs, stored
+under `.cache/targets/<key>/` (layout in mia/cache.py) and served from there on every later call.
+
+`TrainSpec` is everything training reads, built once from the job's config and checked before any
+work starts, so a bad value is refused up front with the key that holds it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+
+from mia import distributed
+from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
+from mia.data.datamodule import PairDataModule
+from mia.model import build_model
+from mia.provenance import git_revision
+from mia.sizes import parse_size
+from mia.train import CLIPTarget
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerArgs:
+    """The `trainer` group: lightning.Trainer's own arguments for a multi-rank job."""
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+
+    def lightning(self, world) -> dict:
+        """Trainer keyword arguments for this process. A one-process job trains on its World's device
+        alone (the local GPU it was given, or the CPU)."""
+        if world.size > 1:
+            return asdict(self)
+        return {"accelerator": self.accelerator, "num_nodes": 1, "strategy": "auto",
+                "devices": [world.device.index] if world.device.type == "cuda" else 1}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What training reads: the `model` and `train` groups, `data.in_memory`, `seed`, `trainer`."""
+    model: dict
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    precision: str = "auto"
+    compile: bool = False
+    num_workers: int = 0
+    progress_bar: bool = True
+    in_memory: bool = True
+    seed: int = 0
+    trainer: TrainerArgs = field(default_factory=TrainerArgs)
+
+    # (key, field, check, requirement): refused before any corpus is generated or model trained
+    _RULES = (
+        ("train.epochs", "epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("train.batch_size", "batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("train.lr", "lr", lambda v: _is_num(v) and v > 0, "a number > 0"),
+        ("train.weight_decay", "weight_decay", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+        ("train.warmup_steps", "warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("train.num_workers", "num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("train.precision", "precision", lambda v: isinstance(v, str) and v, "'auto' or a Lightning precision"),
+        ("train.compile", "compile", lambda v: isinstance(v, bool), "true or false"),
+        ("train.progress_bar", "progress_bar", lambda v: isinstance(v, bool), "true or false"),
+        ("data.in_memory", "in_memory", lambda v: isinstance(v, bool), "true or false"),
+        ("seed", "seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    )
+
+    def __post_init__(self):
+        for key, name, ok, requirement in self._RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"{key}={value!r}: must be {requirement}")
+        for key in ("devices", "num_nodes"):
+            value = getattr(self.trainer, key)
+            if not (_is_int(value) and value >= 1):
+                raise ValueError(f"trainer.{key}={value!r}: must be an integer >= 1")
+        if not self.model.get("name"):
+            raise ValueError("model.name is not set: choose a model config, e.g. model=tiny")
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "TrainSpec":
+        train = OmegaConf.to_container(cfg.train, resolve=True)
+        return cls(model=OmegaConf.to_container(cfg.model, resolve=True), in_memory=cfg.data.in_memory,
+                   seed=cfg.seed, trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+                   **train)
+
+    def weights_key(self) -> dict:
+        """The part of the spec that defines the trained weights (not how fast or where they train)."""
+        return {"model": self.model, "seed": self.seed,
+                "train": {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
+                                                        "warmup_steps")}}
+
+    def precision_for(self, device: torch.device) -> str:
+        if self.precision == "auto":
+            return "bf16-mixed" if device.type == "cuda" else "32-true"
+        return self.precision
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size) -> str:
+    """Everything that defines the trained weights, nothing that only concerns evaluation."""
+    w = spec.weights_key()
+    return config_hash({"corpus": corpus_fingerprint,
+                        "split": {"seed": split_cfg.seed, "holdout": parse_size(split_cfg.holdout)},
+                        "size": parse_size(size), **w})
+
+
+@dataclass
+class Target:
+    key: str
+    dir: Path
+    model: torch.nn.Module
+    tokenizer: object
+    preprocess: object
+    cache_hit: bool
+    train_s: float
+    size: int
+    epochs: int
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "model.pt"
+
+    @property
+    def trained_uids(self) -> Path:
+        return self.dir / "trained_uids.txt"
+
+
+def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logger=None, world=None) -> Target:
+    """Train (or load from the cache) a CLIP on exactly `uids`, read from `shards`, for T epochs.
+
+    `key` names the cache entry: `target_key(...)` for the audited target; reference-model attacks
+    pass their own keys for shadow models (same spec, other uids). With a multi-rank `world` every
+    rank calls this together; rank 0 holds the cache lock and decides."""
+    world = world or distributed.single(spec.trainer)
+    tdir = Layout(cache_dir).target(key)
+    model, tokenizer, preprocess = build_model(spec.model)
+    timing = {"train_s": 0.0}
+
+    def build():
+        timing["train_s"] = _fit(spec, model, preprocess, tokenizer, shards, list(uids), tdir, logger, world)
+
+    hit = get_or_build(tdir, build, world, done=tdir / "DONE")
+    if hit:
+        log.info("target cache hit: %s (N=%d, trained nothing)", tdir, len(uids))
+    model.load_state_dict(torch.load(tdir / "model.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    return Target(key, tdir, model, tokenizer, preprocess, hit, timing["train_s"], len(uids), spec.epochs)
+
+
+def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world) -> float:
+    t0 = time.time()
+    L.seed_everything(spec.seed, workers=True)
+    model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
+    model.load_state_dict(model_init.state_dict())
+    module = CLIPTarget(model, spec, len(uids))
+    dm = PairDataModule(shards, uids, preprocess, tokenizer, spec.batch_size, spec.num_workers, spec.in_memory,
+                        spec.seed, world.rank, world.size)
+    ckpt_dir = tdir / "ckpt"
+    last = ckpt_dir / "last.ckpt"
+    if last.exists():
+        log.info("resuming target training from %s", last)
+    trainer = L.Trainer(
+        max_epochs=spec.epochs, **spec.trainer.lightning(world),
+        plugins=[world.cluster], use_distributed_sampler=False,  # MemberOrder already splits the ranks
+        precision=spec.precision_for(world.device),
+        logger=logger if logger is not None and world.is_main else False, default_root_dir=str(tdir),
+        # Epoch-end checkpoints only: a mid-epoch resume would replay part of an epoch and train some
+        # members more often than others. One file, overwritten (Lightning writes it atomically).
+        callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", save_top_k=1, monitor=None,
+                                   every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)],
+        enable_model_summary=False, enable_progress_bar=spec.progress_bar and world.is_main,
+        log_every_n_steps=10, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    if trainer.current_epoch < spec.epochs:  # interrupted (e.g. Ctrl-C): keep the checkpoint, no DONE
+        raise RuntimeError(f"training of {tdir} stopped at epoch {trainer.current_epoch}/{spec.epochs}; "
+                           "run again to resume from its last checkpoint")
+
+    seen = module.seen.cpu()
+    if not bool((seen == spec.epochs).all()):
+        raise RuntimeError(f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
+                           f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each")
+    train_s = time.time() - t0
+    if not world.is_main:
+        return train_s
+    with atomic(tdir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    atomic_write_text(tdir / "trained_uids.txt", "\n".join(uids) + "\n")
+    meta = {"spec": asdict(spec), "seed": spec.seed, "git": git_revision(),
+            "size": len(uids), "epochs": spec.epochs, "train_s": train_s, "world_size": world.size,
+            "precision": spec.precision_for(world.device), "device": str(world.device),
+            "shards": [str(s) for s in shards], "samples_per_s": len(uids) * spec.epochs / train_s}
+    atomic_write_text(tdir / "target.json", json.dumps(meta, indent=1))
+    atomic_write_text(tdir / "DONE", "")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return train_s
