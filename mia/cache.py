@@ -16,6 +16,9 @@ Layout under `paths.cache_dir`:
         target.json                resolved config, seed, git revision, timings
         DONE                       written last: without it the target is incomplete and never served
         features/<key>.npz         embeddings of evaluation / reference pairs under this model
+        open_clip/                 the weights as an open_clip `local-dir:` folder (mia/checkpoint.py)
+    checkpoints/<hash>/            a CLIP trained elsewhere (target=checkpoint): features/ only
+    model_configs/<key>/<name>.json  custom architectures registered with open_clip to load a checkpoint
 """
 from __future__ import annotations
 
@@ -47,6 +50,12 @@ class Layout:
 
     def target(self, key: str) -> Path:
         return self.root / "targets" / key
+
+    def checkpoint(self, fingerprint: str) -> Path:
+        return self.root / "checkpoints" / fingerprint
+
+    def model_config(self, name: str, key: str) -> Path:
+        return self.root / "model_configs" / key / f"{name}.json"
 
     @staticmethod
     def features(model_dir: Path, key: str) -> Path:

@@ -20,7 +20,7 @@ from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, build_splits
 from mia.features import extract_features
 from mia.provenance import git_revision
 from mia.sizes import parse_size
-from mia.target import TrainSpec, target_key, train_target
+from mia.target import TrainSpec, load_target, target_key, train_target
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,26 @@ def prepare(cfg):
     """(member corpus, non-member corpus, splits, TrainSpec), with every bad input refused before
     any corpus is generated or model trained."""
     spec = TrainSpec.from_cfg(cfg)
-    parse_size(cfg.data.size, "data.size")
-    if cfg.data.nonmembers not in ("iid", "ood"):
+    audit = cfg.data.source == "audit"
+    if cfg.data.size is not None or not audit or cfg.target.source == "train":
+        parse_size(cfg.data.size, "data.size")
+    if not audit and cfg.data.nonmembers not in ("iid", "ood"):
         raise ValueError(f"data.nonmembers={cfg.data.nonmembers!r}: choose 'iid' or 'ood'")
     if not cfg.attack:
         raise ValueError("attack is empty: choose at least one, e.g. attack=csa")
     cache_dir = Path(cfg.paths.cache_dir)
     members = load_corpus(cfg.data, cache_dir)
-    nonmembers = load_corpus(cfg.data, cache_dir, shifted=True) if cfg.data.nonmembers == "ood" else members
+    separate = audit or cfg.data.nonmembers == "ood"  # non-members from a corpus of their own
+    nonmembers = load_corpus(cfg.data, cache_dir, shifted=True) if separate else members
     splits = build_splits(members.index, cfg.data.split, cfg.data.size,
                           nonmembers.index if nonmembers is not members else None)
     log.info("splits: %s", splits.summary())
     return members, nonmembers, splits, spec
+
+
+def condition(cfg) -> str:
+    """iid, ood (the shifted sibling corpus) or audit (member / non-member folders of data=audit)."""
+    return "audit" if cfg.data.source == "audit" else cfg.data.nonmembers
 
 
 def run(cfg) -> Path | None:
@@ -69,8 +77,24 @@ def build_attacks(attack_cfg) -> dict:
     return attacks
 
 
+def _shadow_training(cfg, attacks) -> bool:
+    """Whether this job may train shadow models; attacks that need them are refused up front if not."""
+    if cfg.target.source == "train" or cfg.target.train_shadows:
+        return True
+    for name, attack in attacks.items():
+        if attack.needs_shadows:
+            raise ValueError(f"attack.{name} needs shadow models, and target=checkpoint trains none: set "
+                             "target.train_shadows=true (the shadows then train like a target of the model "
+                             "and train groups: model=..., train.epochs, train.batch_size, ...) or leave "
+                             f"{name} out of attack")
+    return False
+
+
 def _run(cfg, world) -> Path | None:
     attacks = build_attacks(cfg.attack)
+    if cfg.target.source not in ("train", "checkpoint"):
+        raise ValueError(f"target.source={cfg.target.source!r}: choose target=train or target=checkpoint")
+    shadows = _shadow_training(cfg, attacks)
     members, nonmembers, splits, spec = prepare(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
     out, wandb_run = None, None
@@ -79,9 +103,12 @@ def _run(cfg, world) -> Path | None:
         out.mkdir(parents=True, exist_ok=True)
         wandb_run = tracking.start(cfg, out)
     try:
-        key = target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size)
-        target = train_target(spec, members.shards, splits.members, cache_dir, key,
-                              logger=tracking.lightning_logger(wandb_run), world=world)
+        if cfg.target.source == "train":
+            key = target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size)
+            target = train_target(spec, members.shards, splits.members, cache_dir, key,
+                                  logger=tracking.lightning_logger(wandb_run), world=world)
+        else:
+            target = load_target(cfg.target, cfg.model, cache_dir)
         t0 = time.time()
         features, features_hit = extract_features(target, splits, members, nonmembers, world)
         features_s = time.time() - t0
@@ -89,7 +116,8 @@ def _run(cfg, world) -> Path | None:
             return None
         shards = members.shards + (nonmembers.shards if nonmembers is not members else [])
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
-                            shadows=ShadowTrainer(spec, shards, cache_dir, target.key), seed=cfg.seed)
+                            shadows=ShadowTrainer(spec, shards, cache_dir, target.key) if shadows else None,
+                            seed=cfg.seed)
         record = _record(cfg, target, members, nonmembers, splits, features, features_hit, world)
         t_attacks = time.time()
         images = _attack(attacks, ctx, record, cfg, out)
@@ -112,10 +140,11 @@ def _record(cfg, target, members, nonmembers, splits, features, features_hit, wo
     gap["gaussian_auc"] = metrics.gaussian_auc(gap["value"], gap["member_std"], gap["nonmember_std"])
     return results.new(
         config=OmegaConf.to_container(cfg, resolve=True), git=git_revision(), seed=cfg.seed,
-        target={"size": target.size, "epochs": target.epochs, "model": cfg.model.name, "world_size": world.size,
-                "cache_key": target.key, "cache_hit": target.cache_hit, "checkpoint": str(target.checkpoint),
-                "trained_uids": str(target.trained_uids)},
-        data={"nonmembers": cfg.data.nonmembers, "corpus": members.name, "corrupt_skipped": corrupt,
+        target={"source": cfg.target.source, "size": target.size, "epochs": target.epochs, "model": cfg.model.name,
+                "world_size": world.size, "cache_key": target.key, "cache_hit": target.cache_hit,
+                "checkpoint": str(target.checkpoint), "trained_uids": _str(target.trained_uids),
+                "open_clip": _str(target.exported)},
+        data={"nonmembers": condition(cfg), "corpus": members.name, "nonmember_corpus": nonmembers.name, "corrupt_skipped": corrupt,
               "features_cache_hit": features_hit, **splits.summary()},
         gap=gap)
 
@@ -143,3 +172,7 @@ def _attack(attacks, ctx, record, cfg, out) -> dict:
                  m["tpr_at_fpr_1e-2"])
     images["roc_loglog"] = plots.roc_loglog(curves, out / "roc_loglog.png", f"N={ctx.target.size}")
     return images
+
+
+def _str(path) -> str | None:
+    return None if path is None else str(path)

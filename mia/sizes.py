@@ -5,7 +5,7 @@ _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*$")
 
 
-def parse_size(value, key: str = "data.size") -> int:
+def parse_size(value, key: str = "data.size", minimum: int = 1) -> int:
     """'16k' -> 16000, '1M' -> 1000000, 500 -> 500; anything else is a ValueError naming `key`."""
     if isinstance(value, bool):
         raise ValueError(f"{key}={value!r} is not a size; use an integer or 1k / 10k / 1M / 100M")
@@ -19,8 +19,8 @@ def parse_size(value, key: str = "data.size") -> int:
         if n != int(n):
             raise ValueError(f"{key}={value!r} is not a whole number of samples")
         n = int(n)
-    if n <= 0:
-        raise ValueError(f"{key}={value!r} must be positive")
+    if n < minimum:
+        raise ValueError(f"{key}={value!r} must be {'positive' if minimum == 1 else f'at least {minimum}'}")
     return n
 
 

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
-from mia import distributed
+from mia import checkpoint, distributed
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
 from mia.data.datamodule import PairDataModule
 from mia.model import build_model
@@ -128,6 +128,8 @@ def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size) -> str
 
 @dataclass
 class Target:
+    """The audited CLIP. `dir` is its cache folder (features live there); `checkpoint` is the file
+    or folder its weights came from; `trained_uids` lists what it trained on, when mia trained it."""
     key: str
     dir: Path
     model: torch.nn.Module
@@ -135,24 +137,36 @@ class Target:
     preprocess: object
     cache_hit: bool
     train_s: float
-    size: int
-    epochs: int
+    size: int | None
+    epochs: int | None
+    checkpoint: Path | str
+    trained_uids: Path | None = None
 
     @property
-    def checkpoint(self) -> Path:
-        return self.dir / "model.pt"
-
-    @property
-    def trained_uids(self) -> Path:
-        return self.dir / "trained_uids.txt"
+    def exported(self) -> Path | None:
+        """The open_clip folder of a target mia trained (load it with `local-dir:<folder>`)."""
+        return self.dir / "open_clip" if self.trained_uids is not None else None
 
 
-def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logger=None, world=None) -> Target:
+def load_target(target_cfg, model_cfg, cache_dir) -> Target:
+    """A CLIP trained elsewhere (target=checkpoint), loaded by open_clip; nothing is trained, and its
+    features are cached by the checkpoint's content hash."""
+    model, tokenizer, preprocess, fingerprint = checkpoint.load(target_cfg, model_cfg, cache_dir)
+    key = f"checkpoint-{config_hash(fingerprint)}"
+    source = target_cfg.get("path") or target_cfg.get("pretrained")
+    log.info("target %s loaded from %s (nothing trained)", key, source)
+    return Target(key, Layout(cache_dir).checkpoint(key), model, tokenizer, preprocess, cache_hit=True,
+                  train_s=0.0, size=target_cfg.get("size"), epochs=target_cfg.get("epochs"), checkpoint=source)
+
+
+def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logger=None, world=None,
+                 export: bool = True) -> Target:
     """Train (or load from the cache) a CLIP on exactly `uids`, read from `shards`, for T epochs.
 
     `key` names the cache entry: `target_key(...)` for the audited target; reference-model attacks
-    pass their own keys for shadow models (same spec, other uids). With a multi-rank `world` every
-    rank calls this together; rank 0 holds the cache lock and decides."""
+    pass their own keys for shadow models (same spec, other uids, `export=False`). With a multi-rank
+    `world` every rank calls this together; rank 0 holds the cache lock and decides. `export` writes
+    the weights as an open_clip folder (mia/checkpoint.py) beside model.pt."""
     world = world or distributed.single(spec.trainer)
     tdir = Layout(cache_dir).target(key)
     model, tokenizer, preprocess = build_model(spec.model)
@@ -166,7 +180,10 @@ def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logge
         log.info("target cache hit: %s (N=%d, trained nothing)", tdir, len(uids))
     model.load_state_dict(torch.load(tdir / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
-    return Target(key, tdir, model, tokenizer, preprocess, hit, timing["train_s"], len(uids), spec.epochs)
+    if export and world.is_main and not (tdir / "open_clip" / checkpoint.CONFIG_FILE).exists():
+        checkpoint.export(model, spec.model, tdir / "open_clip")
+    return Target(key, tdir, model, tokenizer, preprocess, hit, timing["train_s"], len(uids), spec.epochs,
+                  checkpoint=tdir / "model.pt", trained_uids=tdir / "trained_uids.txt")
 
 
 def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world) -> float:

@@ -14,7 +14,7 @@ from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 
 from mia.model import build_model
 from mia.pipeline import run
-from mia.train import MemberOrder
+from mia.data.order import MemberOrder
 from tests.conftest import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -67,6 +67,7 @@ class AttackResult:
 class Attack(ABC):
     """Settings are keyword arguments with no defaults in code: conf/attack/<name>.yaml holds them."""
     name: str = "attack"
+    needs_shadows: bool = False  # reference-model attacks train shadow CLIPs (AttackContext.shadows)
 
     @abstractmethod
     def run(self, ctx: AttackContext) -> AttackResult:

@@ -57,6 +57,7 @@ def log_normal(x, mean, std):
 
 class LiRA(Attack):
     name = "lira"
+    needs_shadows = True
 
     def __init__(self, *, num_shadows: int, mode: str, variance: str, statistic: str):
         if mode not in ("online", "offline"):

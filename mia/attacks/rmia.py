@@ -65,6 +65,7 @@ def tune_offline_a(shadow_logodds, inside) -> tuple[float, dict]:
 
 class RMIA(Attack):
     name = "rmia"
+    needs_shadows = True
 
     def __init__(self, *, num_shadows: int, mode: str, gamma: float, num_z: int, offline_a, break_ties: bool):
         if mode not in ("online", "offline"):

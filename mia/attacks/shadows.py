@@ -56,7 +56,7 @@ class ShadowTrainer:
 
     def train(self, uids, tag: str):
         key = config_hash({"target": self.target_key, "shadow": tag, "uids": config_hash(sorted(uids))})
-        return train_target(self.spec, self.shards, list(uids), self.cache_dir, key)
+        return train_target(self.spec, self.shards, list(uids), self.cache_dir, key, export=False)
 
 
 @dataclass

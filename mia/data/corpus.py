@@ -6,9 +6,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data import shards as sh
 from mia.data.synthetic import write_corpus
+from mia.data.uids import read_uids
 from mia.sizes import parse_size
 
 log = logging.getLogger(__name__)
@@ -57,4 +60,27 @@ def load_corpus(data_cfg, cache_dir: Path, shifted: bool = False) -> Corpus:
         if path is None:
             raise ValueError(f"{key} is not set: point it at a folder of img2dataset / DataComp shards")
         return _indexed(Path(path).name, sh.list_shards(path, key), cache_dir)
-    raise ValueError(f"data.source={data_cfg.source!r}: choose 'synthetic' or 'webdataset'")
+    if data_cfg.source == "audit":
+        side = "nonmembers" if shifted else "members"
+        if data_cfg.get(side) is None:
+            raise ValueError(f"data.{side} is not set: point it at the shard folder of the audited CLIP's {side}")
+        corpus = _indexed(f"{side}-{Path(data_cfg[side]).name}", sh.list_shards(data_cfg[side], f"data.{side}"),
+                          cache_dir)
+        uid_list = data_cfg.get(f"{side}_uids")
+        return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
+    raise ValueError(f"data.source={data_cfg.source!r}: choose 'synthetic', 'webdataset' or 'audit'")
+
+
+def _narrowed(corpus: Corpus, path, key: str) -> Corpus:
+    """The corpus restricted to the uids a list names (mia/data/uids.py reads .npy / .txt / .parquet)."""
+    wanted = read_uids(path, key)
+    keep = np.isin(corpus.index.uids, wanted)
+    missing = len(np.setdiff1d(wanted, corpus.index.uids))
+    if missing:
+        log.warning("%s: %d of its %d uids are not in %s (absent or unreadable)", key, missing, len(wanted),
+                    corpus.name)
+    if not keep.any():
+        raise ValueError(f"{key}={str(path)!r}: none of its {len(wanted)} uids is in the shards of {corpus.name}")
+    ix = corpus.index
+    index = sh.Index(ix.uids[keep], ix.captions[keep], ix.urls[keep], ix.corrupt)
+    return Corpus(corpus.name, corpus.shards, index, config_hash([corpus.fingerprint, config_hash(sorted(wanted))]))

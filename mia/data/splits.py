@@ -81,15 +81,15 @@ def _refuse_duplicate_uids(uids, where):
 
 
 def build_splits(member_index, split_cfg, size, nonmember_index=None) -> Splits:
-    """`nonmember_index` is the shifted corpus for the OOD condition; None means i.i.d."""
-    n = parse_size(size, "data.size")
+    """`nonmember_index` is the shifted corpus for the OOD condition, or the audited non-member folder;
+    None means i.i.d. `size` None (audits of a CLIP trained elsewhere) takes the whole member pool."""
     k = parse_size(split_cfg.eval_size, "data.split.eval_size")
     n_known = parse_size(split_cfg.known_size, "data.split.known_size")
     n_aux = parse_size(split_cfg.aux_size, "data.split.aux_size")
-    holdout = parse_size(split_cfg.holdout, "data.split.holdout")
+    holdout = parse_size(split_cfg.holdout, "data.split.holdout", minimum=0)
     _refuse_duplicate_uids(member_index.uids, "member corpus")
-    if k > n:
-        raise ValueError(f"data.split.eval_size={k} exceeds data.size={n}: member_eval must be "
+    if size is not None and k > parse_size(size, "data.size"):
+        raise ValueError(f"data.split.eval_size={k} exceeds data.size={size}: member_eval must be "
                          "members of every target (K <= the smallest N of a sweep)")
     if holdout >= len(member_index):
         raise ValueError(f"data.split.holdout={holdout} leaves no member pool in a corpus of {len(member_index)}")
@@ -111,6 +111,9 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None) -> Splits:
         non_uids = nonmember_index.uids[o][keep_ood]
         dropped += int((~keep_ood).sum())
 
+    n = len(pool_uids) if size is None else parse_size(size, "data.size")
+    if k > n:
+        raise ValueError(f"data.split.eval_size={k} exceeds the {n} member pairs")
     if n > len(pool_uids):
         raise ValueError(f"data.size={size!r} ({n}) exceeds the member pool of {len(pool_uids)} pairs "
                          f"(corpus {len(member_index)} - holdout {holdout} - {int((~keep_mem).sum())} "
