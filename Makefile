@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench report clean
+.PHONY: run test test-fast test-slurm bench report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)            ## the default job: tiny CLIP on 1k pairs of the embedded corpus, CSA, W&B offline
 	$(PY) run.py
 
-test: $(STAMP)           ## every CPU test (GPU tests skip without a GPU)
+test: $(STAMP)           ## every CPU test (GPU tests skip without a GPU; SLURM tests unless MIA_TEST_SLURM=1)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)      ## skip the end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
+
+test-slurm: $(STAMP)     ## the SLURM tests alone: as root, may apt-get install slurm-wlm munge, starts daemons
+	MIA_TEST_SLURM=1 $(PY) -m pytest -q -m slurm
 
 bench: $(STAMP)          ## throughput figures, written as JSON to outputs/bench/
 	$(PY) -m benchmarks.bench

@@ -25,12 +25,17 @@ def make_cfg(tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests skip cleanly where there is no CUDA device (CI never has one)."""
+    """`gpu` tests skip cleanly where there is no CUDA device (CI never has one); `slurm` tests (root,
+    Debian packages, daemons) skip unless asked for."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    skips = {}
+    if not torch.cuda.is_available():
+        skips["gpu"] = pytest.mark.skip(reason="needs a CUDA device")
+    if os.environ.get("MIA_TEST_SLURM") != "1":
+        skips["slurm"] = pytest.mark.skip(reason="starts a SLURM cluster as root and may apt-get install slurm-wlm "
+                                                 "and munge: ask with MIA_TEST_SLURM=1 or `make test-slurm`")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)

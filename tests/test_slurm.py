@@ -1,8 +1,13 @@
 """A Hydra multirun through a real SLURM scheduler: slurm-wlm and munge from Debian, one node on
-localhost, jobs submitted by hydra-submitit-launcher exactly as on a cluster."""
+localhost, jobs submitted by hydra-submitit-launcher exactly as on a cluster.
+
+Only when asked for (MIA_TEST_SLURM=1, or `make test-slurm`): it runs as root, may install Debian
+packages and starts daemons. The cluster is stopped by pid (tests/slurm/cluster.sh), also when the
+run is interrupted by Ctrl-C, SIGTERM or SIGHUP."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +20,11 @@ from tests.conftest import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # as Ctrl-C: pytest still runs the fixtures' teardown
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +33,21 @@ def slurm_conf():
         pytest.skip("the test cluster needs root and Debian's apt-get (it installs slurm-wlm and munge)")
     # not pytest's tmp_path: munged runs as the munge user and must reach its socket folder
     state = Path(tempfile.mkdtemp(prefix="mia-slurm-"))
-    started = subprocess.run([str(CLUSTER), "start", str(state)], capture_output=True, text=True, timeout=900)
-    assert started.returncode == 0, started.stderr[-3000:]
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _interrupt) for s in stops}
     try:
+        started = subprocess.run([str(CLUSTER), "start", str(state)], capture_output=True, text=True, timeout=900)
+        assert started.returncode == 0, started.stderr[-3000:]
         yield started.stdout.strip().splitlines()[-1]
     finally:
-        subprocess.run([str(CLUSTER), "stop", str(state)], capture_output=True)
-        shutil.rmtree(state, ignore_errors=True)
+        for s in stops:  # a second signal must not cut the teardown short
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            subprocess.run([str(CLUSTER), "stop", str(state)], capture_output=True, timeout=120)
+            shutil.rmtree(state, ignore_errors=True)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def test_multirun_on_slurm(slurm_conf, tmp_path):

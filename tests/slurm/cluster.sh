@@ -1,22 +1,94 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on localhost for tests/test_slurm.py (docs/design.md §9), run as root.
+# A single-node SLURM cluster on localhost for tests/test_slurm.py (docs/design.md §9), run as root
+# and only when asked for (MIA_TEST_SLURM=1 or `make test-slurm`): it may install system packages.
 #   cluster.sh start DIR   installs slurm-wlm and munge if missing, writes DIR/slurm.conf, starts
 #                          munged, slurmctld and slurmd; prints the SLURM_CONF to export
-#   cluster.sh stop DIR    stops the daemons by their pid files
+#   cluster.sh stop DIR    cancels this cluster's jobs, then stops this cluster's own processes by
+#                          pid: the daemons of its pid files, every process whose environment holds
+#                          its SLURM_CONF (a path unique to DIR: the daemons, the job steps, and
+#                          slurmstepd, which is re-parented away from slurmd), and their descendants.
+#                          Nothing is matched by name: other SLURM jobs on the machine are left alone.
 set -euo pipefail
 cmd=$1 dir=$(realpath -m "$2")
+conf=$dir/slurm.conf
+
+starttime() {  # field 22 of /proc/PID/stat: with the pid, it names one process even if pids are reused
+    local line
+    read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+    read -r -a line <<<"${line##*) }"  # from field 3 on
+    [[ ${line[0]} != [ZX] ]] && echo "${line[19]}"  # a zombie is gone already (init may never reap it)
+}
+
+daemons() {  # "pid starttime" of each pid file's process, while it still runs that daemon
+    local f pid st
+    for f in munge/munged slurmctld slurmd; do
+        pid=$(cat "$dir/$f.pid" 2>/dev/null) && st=$(starttime "$pid") || continue
+        if [ "$(readlink "/proc/$pid/exe")" = "$(realpath "$(command -v "${f#*/}")")" ]; then echo "$pid $st"; fi
+    done
+}
+
+# "pid starttime" of each live process of this cluster: the lines of KNOWN still alive, every process
+# whose environment holds SLURM_CONF=$conf (the daemons, job steps, slurmstepd; not with a second
+# argument "known"), and the descendants of all of these.
+owned() {
+    local f line pid st grew=1
+    local -A parent=() start=() mine=()
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        pid=${line%% *}
+        read -r -a line <<<"${line##*) }"
+        [[ ${line[0]} = [ZX] ]] && continue
+        parent[$pid]=${line[1]} start[$pid]=${line[19]}
+    done
+    while read -r pid st; do
+        if [ -n "$st" ] && [ "${start[$pid]:-}" = "$st" ]; then mine[$pid]=1; fi
+    done <<<"$1"
+    for f in $([ "${2:-}" = known ] || grep -lzxF "SLURM_CONF=$conf" /proc/[0-9]*/environ 2>/dev/null); do
+        pid=${f#/proc/} pid=${pid%/environ}
+        if [ -n "${start[$pid]:-}" ]; then mine[$pid]=1; fi
+    done
+    while [ $grew = 1 ]; do
+        grew=0
+        for pid in "${!parent[@]}"; do
+            if [ -z "${mine[$pid]:-}" ] && [ -n "${mine[${parent[$pid]}]:-}" ]; then mine[$pid]=1 grew=1; fi
+        done
+    done
+    unset "mine[$$]" "mine[$BASHPID]"  # never this script (start's failure path exports SLURM_CONF)
+    for pid in "${!mine[@]}"; do echo "$pid ${start[$pid]}"; done
+}
+
+signal() {  # send SIG to each "pid starttime" line of PROCS whose process has not changed
+    local pid st
+    while read -r pid st; do
+        if [ -n "$st" ] && [ "$(starttime "$pid")" = "$st" ]; then kill "-$1" "$pid" 2>/dev/null || true; fi
+    done <<<"$2"
+}
 
 stop() {
-    SLURM_CONF=$dir/slurm.conf scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
-    sleep 1
-    for pid in "$dir"/slurmd.pid "$dir"/slurmctld.pid; do
-        [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+    local jobs daemons family procs
+    unset SLURM_CONF  # what this script runs must not match itself
+    if [ -f "$conf" ] && command -v scancel >/dev/null; then
+        jobs=$(SLURM_CONF=$conf squeue -h -o %i 2>/dev/null) || jobs=
+        if [ -n "$jobs" ]; then
+            SLURM_CONF=$conf scancel --full --quiet $jobs 2>/dev/null || true
+            for _ in $(seq 10); do  # give the jobs a moment to end cleanly while slurmd still runs
+                sleep 0.5
+                if [ -z "$(SLURM_CONF=$conf squeue -h -o %i 2>/dev/null)" ]; then break; fi
+            done
+        fi
+    fi
+    daemons=$(daemons)
+    family=$(owned "$daemons" known)  # the daemons and their children (slurmctld's slurmscriptd)
+    procs=$(owned "$daemons")
+    # the rest, what is left of the jobs, has had its SIGTERM from scancel (submitit's tasks ignore it)
+    signal KILL "$(grep -vxF -e "${family:-none}" <<<"$procs" || true)"
+    signal TERM "$daemons"
+    for _ in $(seq 20); do
+        procs=$(owned "$procs")
+        if [ -z "$procs" ]; then return 0; fi
+        sleep 0.5
     done
-    [ -f "$dir/munge/munged.pid" ] && kill "$(cat "$dir/munge/munged.pid")" 2>/dev/null || true
-    # job steps outlive their slurmd once it is gone (seen after a requeue); only test clusters run here
-    pkill -9 -f "$dir/spool" 2>/dev/null || true
-    pkill -9 -x slurmstepd 2>/dev/null || true
-    pkill -9 -x srun 2>/dev/null || true
+    signal KILL "$procs"
 }
 
 if [ "$cmd" = stop ]; then stop; exit 0; fi
@@ -34,7 +106,7 @@ chown munge: "$dir"/munge
 chown munge: /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
 host=$(hostname -s)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
-cat >"$dir/slurm.conf" <<CONF
+cat >"$conf" <<CONF
 ClusterName=miatest
 SlurmctldHost=$host
 SlurmUser=root
@@ -60,9 +132,9 @@ SlurmdPort=$(( 17818 + RANDOM % 1000 ))
 NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+export SLURM_CONF=$conf  # before munged too: every daemon of this cluster carries it (see stop)
 runuser -u munge -- /usr/sbin/munged --socket="$dir/munge/munge.socket" --pid-file="$dir/munge/munged.pid" \
     --log-file="$dir/munge/munged.log" --seed-file="$dir/munge/munge.seed"
-export SLURM_CONF=$dir/slurm.conf
 slurmctld -f "$SLURM_CONF"
 slurmd -f "$SLURM_CONF"
 for _ in $(seq 60); do   # the node is up once sinfo says idle
