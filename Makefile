@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,datacomp]'
+	# img2dataset declares webdataset<0.3 but needs only TarWriter, which the pinned 1.0.2 has
+	$(PY) -m pip install -q --no-deps img2dataset==1.47.0
 	touch $(STAMP)
 
 run: $(STAMP)            ## the default job: tiny CLIP on 1k pairs of the embedded corpus, CSA, W&B offline
