@@ -32,10 +32,10 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("roundtrip")
 
-    def make(*overrides, attack=NO_SHADOWS):
+    def make(*overrides, attack=NO_SHADOWS, small=SMALL):
         fast = FAST if attack == NO_SHADOWS else []
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            return compose("config", overrides=[*SMALL, f"paths.root_dir={root}", "logger=none", attack,
+            return compose("config", overrides=[*small, f"paths.root_dir={root}", "logger=none", attack,
                                                 *fast, *overrides])
 
     return make, _scores(run(make()))
@@ -85,3 +85,58 @@ def test_a_missing_checkpoint_names_the_key(trained, tmp_path):
     make, _ = trained
     with pytest.raises(FileNotFoundError, match="target.path"):
         run(make("target=checkpoint", f"target.path={tmp_path / 'nope.pt'}", attack="attack=csa"))
+
+
+def _write_subset(shards, uids, folder, shard_size=150):
+    """The samples of `uids`, copied from `shards` into a new shard folder (what an owner would hand over)."""
+    import webdataset as wds
+
+    from mia.data.pairs import _uid
+    from mia.data.shards import raw_samples
+
+    wanted, n = set(uids), 0
+    folder.mkdir(parents=True)
+    sink = None
+    for sample in raw_samples(shards):
+        if _uid(sample) not in wanted:
+            continue
+        if n % shard_size == 0:
+            sink and sink.close()
+            sink = wds.TarWriter(str(folder / f"{n // shard_size:05d}.tar"))
+        sink.write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"})
+        n += 1
+    sink.close()
+    return n
+
+
+def test_audit_a_checkpoint_with_member_and_nonmember_folders(trained, tmp_path):
+    """The README's command: target=checkpoint on an exported folder, data=audit on two shard folders
+    (the target's training pairs, and pairs it never saw), narrowed by a uid list."""
+    import numpy as np
+
+    make, (res, _) = trained
+    members = Path(res["target"]["trained_uids"]).read_text().split()
+    shards = sorted((Path(res["config"]["paths"]["cache_dir"]) / "corpus").glob("synthetic-iid-*/*.tar"))
+    from mia.data.shards import build_index
+
+    every = build_index(shards).uids
+    unseen = np.setdiff1d(every, members)[:250]
+    assert _write_subset(shards, members, tmp_path / "members") == len(members)
+    assert _write_subset(shards, unseen, tmp_path / "nonmembers") == len(unseen)
+    (tmp_path / "keep.txt").write_text("\n".join(members[:200]) + "\n")
+    cfg = make("target=checkpoint", f"target.path={res['target']['open_clip']}", "model=tiny", "data=audit",
+               f"data.members={tmp_path / 'members'}", f"data.nonmembers={tmp_path / 'nonmembers'}",
+               f"data.members_uids={tmp_path / 'keep.txt'}", "data.split.eval_size=50",
+               "data.split.known_size=100", "data.split.aux_size=100", "n_bootstrap=50", attack="attack=csa",
+               small=[])
+    got = json.loads(run(cfg).read_text())
+    assert got["data"]["nonmembers"] == "audit" and got["data"]["member_pool"] == 200
+    assert got["data"]["member_eval"] == got["data"]["nonmember_eval"] == 50
+    assert 0 <= got["attacks"]["csa"]["auc"] <= 1
+    # Every scored or attacker-held pair comes from the folder (and uid list) of its side.
+    from mia.pipeline import prepare
+
+    _, _, splits, _ = prepare(cfg)
+    assert set(splits.member_eval) <= set(members[:200])
+    held = np.concatenate([splits.nonmember_eval, splits.nonmember_known, splits.aux_pool[~splits.aux_is_member]])
+    assert set(held) <= set(unseen) and set(splits.aux_pool[splits.aux_is_member]) <= set(members[:200])
