@@ -1,26 +1,18 @@
 import os
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+from tests.helpers.config import SMALL, compose_config
+
 os.environ.setdefault("WANDB_SILENT", "true")
-
-# A corpus and splits small enough that a full job takes seconds on a CPU.
-SMALL = ["data.size=300", "data.corpus.size=1200", "data.corpus.shard_size=400",
-         "data.split.holdout=500", "data.split.eval_size=100", "data.split.known_size=150",
-         "data.split.aux_size=200", "train.epochs=2", "train.progress_bar=false", "n_bootstrap=50"]
 
 
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose the real config tree with test-size overrides and paths under tmp_path."""
     def _make(*overrides, small=True):
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            logger = [] if any(o.startswith("logger=") for o in overrides) else ["logger=none"]
-            return compose("config", overrides=[*(SMALL if small else []), f"paths.root_dir={tmp_path}",
-                                                *logger, *overrides])
+        logger = [] if any(o.startswith("logger=") for o in overrides) else ["logger=none"]
+        return compose_config(*(SMALL if small else []), f"paths.root_dir={tmp_path}", *logger, *overrides)
     return _make
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 from mia.model import build_model
 from mia.pipeline import run
 from mia.data.order import MemberOrder
-from tests.conftest import SMALL
+from tests.helpers.config import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL
+from tests.helpers.config import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

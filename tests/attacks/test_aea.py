@@ -2,12 +2,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mia.attacks.aea import AEA, COMBINED_ORDER, DEFAULT_PARAMS, sample_seed
 from mia.features import SplitFeatures
-from tests.attacks.conftest import CONF, assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted
+from tests.helpers.config import compose_config
 
 
 def _subset(ctx, picks):
@@ -72,8 +72,7 @@ def test_sample_seed_is_stable_and_distinct():
 
 
 def test_aea_config_and_params():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=aea", "logger=none"])
+    cfg = compose_config("attack=aea", "logger=none")
     attack = instantiate(cfg.attack.aea)
     assert isinstance(attack, AEA) and attack.transforms == ["combined"]
     assert attack.params["rotation"] == {"degrees": 5}

@@ -10,7 +10,7 @@ from mia.attacks.base import AttackContext
 from mia.attacks.blind import Blind
 from mia.data.synthetic import make_sample
 from mia.features import SplitFeatures
-from tests.attacks.conftest import assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted
 
 N = 200
 

@@ -4,13 +4,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mia.attacks.clmia import CLMIA, nt_xent
 from mia.features import SplitFeatures
-from tests.attacks.conftest import CONF, assert_null, assert_planted, feature_context
-from tests.attacks.test_wsa import shifted_members
+from tests.helpers.attacks import assert_null, assert_planted, feature_context, shifted_members
+from tests.helpers.config import compose_config
 
 FAST = {"epochs": 2, "head_epochs": 20}  # mechanics tests: what is checked does not need a trained model
 
@@ -70,8 +69,7 @@ def test_nt_xent_prefers_matching_views():
 
 
 def test_clmia_yaml_instantiates(tmp_path):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=clmia", "attack.clmia.dropout=0.2", f"paths.root_dir={tmp_path}"])
+    cfg = compose_config("attack=clmia", "attack.clmia.dropout=0.2", f"paths.root_dir={tmp_path}")
     attack = instantiate(cfg.attack.clmia)
     assert isinstance(attack, CLMIA) and attack.dropout == 0.2 and attack.temperature == 0.05
     assert attack.features == ["image", "text", "product", "cos"] and attack.encoder_dims == [256, 128]

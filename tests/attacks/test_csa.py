@@ -1,5 +1,5 @@
 from mia.attacks.csa import CSA
-from tests.attacks.conftest import assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted
 
 
 def test_csa_planted_features(planted_features):

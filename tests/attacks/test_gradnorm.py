@@ -6,11 +6,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mia.attacks.gradnorm import GradNorm, bank_losses, loss_and_grad_norm, pseudo_label_scores, split_known
-from tests.attacks.conftest import CONF, assert_null, assert_planted, feature_context
+from tests.helpers.attacks import assert_null, assert_planted, feature_context
+from tests.helpers.config import compose_config
 
 
 def with_logit_scale(ctx, scale=1 / 0.07):
@@ -75,8 +75,7 @@ def test_pseudo_labels_without_candidates_fall_back():
 
 
 def test_yaml_instantiates():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=gradnorm", "attack.gradnorm.negatives=fixed"])
+    cfg = compose_config("attack=gradnorm", "attack.gradnorm.negatives=fixed")
     attack = instantiate(cfg.attack.gradnorm)
     assert isinstance(attack, GradNorm) and attack.negatives == "fixed" and attack.batch_size == 64
     with pytest.raises(ValueError):

@@ -3,11 +3,11 @@
 Fixtures:
 - planted_model (conftest) with NUM_SHADOWS shadows: each trains, like the target, for 30 epochs,
   on 275 of the 550 pool pairs. Measured: online 0.946 AUC (0.924 with 4 shadows), offline 0.893.
-- pool_null: the null condition built from the same pool, so it reuses those shadows instead of
-  training 8 more for conftest's null_model (whose pool differs): member_eval / nonmember_eval
-  are two random halves of the pool's real non-members (nonmember_eval + the non-member half of
-  aux_pool), and the target's members move into aux_pool. The ground truth is used to build the
-  fixture only, never by the attack.
+- pool_null (conftest): the null condition built from the same pool, so it reuses those shadows
+  instead of training 8 more for conftest's null_model (whose pool differs): member_eval /
+  nonmember_eval are two random halves of the pool's real non-members (nonmember_eval + the
+  non-member half of aux_pool), and the target's members move into aux_pool. The ground truth is
+  used to build the fixture only, never by the attack.
 - synthetic References (no model): a per-pair difficulty that every model shares dominates the
   raw statistic, and training adds a fixed shift. This is where offline LiRA is tested against
   the 0.9 bar: on planted_model the target's members sit at a similarity ceiling, so calibrating
@@ -16,77 +16,16 @@ Fixtures:
   check (test_lira_offline_planted_model_regression), not passed off as the planted bar.
 """
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mia.attacks.base import AttackContext, AttackResult
 from mia.attacks.lira import LiRA
-from mia.attacks.shadows import References, halves, pool, references
-from mia.features import EVAL_SETS, SplitFeatures
-from tests.attacks.conftest import CONF, assert_null, assert_planted, auc_of
-
-NUM_SHADOWS = 8
-
-
-def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
-    """A null context whose reference pool holds the same uids as ctx's (see module docstring)."""
-    s = ctx.splits
-    aux = ctx.features["aux_pool"]
-    non = np.concatenate([ctx.uids("nonmember_eval"), aux.uids[~s.aux_is_member]])
-    non = np.random.default_rng(seed).permutation(non)
-    half = len(non) // 2
-    sets = {"member_eval": non[:half], "nonmember_eval": non[half:],
-            "nonmember_known": ctx.uids("nonmember_known"),
-            "aux_pool": np.concatenate([aux.uids[s.aux_is_member], ctx.uids("member_eval")])}
-    rows = {}
-    for name in EVAL_SETS:
-        f = ctx.features[name]
-        rows.update({u: (f, i) for i, u in enumerate(f.uids)})
-
-    def gather(uids):
-        parts = [rows[u] for u in uids]
-        image = np.stack([f.image[i] for f, i in parts])
-        text = np.stack([f.text[i] for f, i in parts])
-        return SplitFeatures(np.asarray(uids), image, text, (image * text).sum(1))
-
-    features = {name: gather(uids) for name, uids in sets.items()}
-    splits = replace(s, **sets, aux_is_member=np.ones(len(sets["aux_pool"]), bool))
-    return AttackContext(features=features, splits=splits, target=ctx.target, shards=ctx.shards, cfg=ctx.cfg,
-                         seed=ctx.seed)
-
-
-def synthetic_references(planted: bool, num_shadows: int = 8, seed: int = 0) -> References:
-    """Statistics as LiRA and RMIA see them, without models: s = difficulty + shift * trained + noise."""
-    rng = np.random.default_rng(seed)
-    sizes = {"member_eval": 200, "nonmember_eval": 200, "nonmember_known": 300, "aux_pool": 300}
-    offsets, start = {}, 0
-    for name in EVAL_SETS:
-        offsets[name] = slice(start, start + sizes[name])
-        start += sizes[name]
-    uids = np.array([f"pair{i}" for i in range(start)])
-    inside = halves(uids, num_shadows, seed)
-    difficulty = rng.normal(-1.0, 1.5, start)  # shared by every model: easy pairs are easy for all
-    member = np.zeros(start, bool)
-    member[offsets["member_eval"]] = planted
-    member[offsets["aux_pool"]] = rng.random(sizes["aux_pool"]) < 0.5
-    shadows = difficulty + 1.0 * inside + rng.normal(0, 0.3, inside.shape)
-    target = difficulty + 1.0 * member + rng.normal(0, 0.3, start)
-    return References(uids, offsets, inside, shadows, target, [], [], 0, "synthetic")
-
-
-def result_of(ref, scores):
-    n = ref.offsets["member_eval"].stop
-    return AttackResult(scores[:n], scores[n:])
-
-
-@pytest.fixture(scope="module")
-def pool_null(planted_model):
-    return pool_null_context(planted_model)
+from mia.attacks.shadows import halves, pool, references
+from tests.helpers.attacks import NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
+from tests.helpers.config import compose_config
 
 
 # --- the shadows: halves, training sets, cache -------------------------------------------------
@@ -166,8 +105,7 @@ def test_lira_synthetic_null(mode):
 
 
 def test_lira_config_and_validation():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=lira", "logger=none"])
+    cfg = compose_config("attack=lira", "logger=none")
     attack = instantiate(cfg.attack.lira)
     assert isinstance(attack, LiRA) and attack.mode == "online" and attack.statistic == "fisher"
     assert attack.num_shadows == cfg.attack.lira.num_shadows

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mia.attacks.mcd import MCD, with_attention_dropout
-from tests.attacks.conftest import CONF, assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted
+from tests.helpers.config import compose_config
 
 
 def _outputs(model, ctx, n=16):
@@ -99,7 +99,6 @@ def test_attention_dropout_other_blocks(vision):
 
 
 def test_mcd_config():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=mcd", "logger=none"])
+    cfg = compose_config("attack=mcd", "logger=none")
     attack = instantiate(cfg.attack.mcd)
     assert isinstance(attack, MCD) and (attack.p, attack.passes) == (0.05, 10)

@@ -2,7 +2,6 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
@@ -10,14 +9,14 @@ from mia.attacks.paramgrad import ParamGrad, ghost_sq_norm, per_sample_grad_norm
 from mia.bench import synthetic_batch
 from mia.bench_paramgrad import loop_grad_norms
 from mia.model import build_model
-from tests.attacks.conftest import CONF, assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted
+from tests.helpers.config import compose_config
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """An untrained tiny CLIP (conf/model/tiny.yaml), 6 pairs and a 5-pair negative bank."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["logger=none"])
+    cfg = compose_config("logger=none")
     torch.manual_seed(0)
     model, tokenizer, preprocess = build_model(cfg.model)
     model.eval()
@@ -75,8 +74,7 @@ def test_select_params(tiny):
 
 
 def test_yaml_instantiates():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=paramgrad", "attack.paramgrad.params=last_blocks"])
+    cfg = compose_config("attack=paramgrad", "attack.paramgrad.params=last_blocks")
     attack = instantiate(cfg.attack.paramgrad)
     assert isinstance(attack, ParamGrad) and attack.params == "last_blocks" and attack.last_blocks == 1
 

@@ -8,17 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mia.attacks.rmia import RMIA, reference_log_prob, tune_offline_a
-from tests.attacks.conftest import CONF, assert_null, assert_planted
-from tests.attacks.test_lira import NUM_SHADOWS, pool_null_context, result_of, synthetic_references
-
-
-@pytest.fixture(scope="module")
-def pool_null(planted_model):
-    return pool_null_context(planted_model)
+from tests.helpers.attacks import NUM_SHADOWS, assert_null, assert_planted, result_of, synthetic_references
+from tests.helpers.config import compose_config
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
@@ -88,8 +82,7 @@ def test_gamma_num_z_and_ties_are_honoured():
 
 
 def test_rmia_config_and_validation():
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=rmia", "logger=none"])
+    cfg = compose_config("attack=rmia", "logger=none")
     attack = instantiate(cfg.attack.rmia)
     assert isinstance(attack, RMIA) and attack.mode == "offline" and attack.offline_a == "auto"
     assert (attack.gamma, attack.num_z) == (cfg.attack.rmia.gamma, cfg.attack.rmia.num_z)

@@ -13,33 +13,16 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mia.attacks.base import AttackContext
 from mia.attacks.wsa import WSA, labelled_training_set, pseudo_label, pseudo_label_diagnostics
 from mia.features import SplitFeatures
-from tests.attacks.conftest import CONF, _Splits, assert_null, assert_planted, feature_context
+from tests.helpers.attacks import FeatureSplits, assert_null, assert_planted, feature_context, shifted_members
+from tests.helpers.config import compose_config
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def shifted_members(ctx, delta=0.6, seed=1):
-    """Move every true member's (member_eval, member half of aux_pool) embeddings by delta along one
-    random unit direction, renormalise, recompute cosines."""
-    d = ctx.features["member_eval"].image.shape[1]
-    u = np.random.default_rng(seed).normal(size=d)
-    u /= np.linalg.norm(u)
-    is_member = {"member_eval": True, "aux_pool": ctx.splits.aux_is_member}
-    for name, sf in ctx.features.items():
-        rows = np.broadcast_to(is_member.get(name, False), len(sf.uids))
-        img, txt = sf.image + delta * u * rows[:, None], sf.text + delta * u * rows[:, None]
-        img /= np.linalg.norm(img, axis=1, keepdims=True)
-        txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-        ctx.features[name] = SplitFeatures(sf.uids, img.astype(np.float32), txt.astype(np.float32),
-                                           (img * txt).sum(1).astype(np.float32))
-    return ctx
 
 
 # ----------------------------------------------------------------------------- planted / null
@@ -102,7 +85,7 @@ def _known_truth_context():
     feats = {name: SplitFeatures(np.array([f"{name}{i}" for i in range(len(c))]), rng.normal(size=(len(c), 4)),
                                  rng.normal(size=(len(c), 4)), np.array(c)) for name, c in cos.items()}
     aux_is_member = np.array([False, False, True, True, True, True])
-    return AttackContext(features=feats, splits=_Splits(feats, aux_is_member), target=None)
+    return AttackContext(features=feats, splits=FeatureSplits(feats, aux_is_member), target=None)
 
 
 def test_pseudo_label_diagnostics_known_truth():
@@ -142,8 +125,7 @@ def test_wsa_seeded_and_settings_honoured(planted_features):
 
 
 def test_wsa_yaml_instantiates(tmp_path):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["attack=wsa", "attack.wsa.variant=gomez", f"paths.root_dir={tmp_path}"])
+    cfg = compose_config("attack=wsa", "attack.wsa.variant=gomez", f"paths.root_dir={tmp_path}")
     attack = instantiate(cfg.attack.wsa)
     assert isinstance(attack, WSA) and attack.variant == "gomez" and attack.features == ["image", "text", "cos"]
     assert attack.settings == {"lr": 1e-3, "weight_decay": 0.01, "batch_size": 1024, "epochs": 5}

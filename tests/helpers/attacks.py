@@ -1,0 +1,149 @@
+"""What the attack tests share besides fixtures: the planted / null bars, synthetic feature
+contexts, and the shadow machinery's null context and synthetic statistics (LiRA and RMIA)."""
+from dataclasses import replace
+
+import numpy as np
+
+from mia import distributed, metrics
+from mia.attacks.base import AttackContext, AttackResult
+from mia.attacks.shadows import References, halves
+from mia.features import EVAL_SETS, SplitFeatures, extract_features
+
+NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (one set serves both)
+
+
+# --- the bars every attack is held to ---------------------------------------------------------
+
+def auc_of(result, n_bootstrap=200):
+    scores = np.concatenate([result.member_scores, result.nonmember_scores])
+    labels = np.r_[np.ones(len(result.member_scores)), np.zeros(len(result.nonmember_scores))]
+    return metrics.roc_metrics(scores, labels, n_bootstrap=n_bootstrap, seed=0)
+
+
+def assert_planted(result):
+    m = auc_of(result)
+    assert m["auc"] > 0.9, f"planted fixture: AUC {m['auc']:.3f} <= 0.9"
+
+
+def assert_null(result):
+    m = auc_of(result)
+    lo, hi = m["auc_ci95"]
+    assert lo <= 0.5 <= hi, f"null fixture: AUC {m['auc']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] excludes 0.5"
+
+
+# --- contexts ---------------------------------------------------------------------------------
+
+def _features(rng, n, d, align):
+    """Unit image / text embeddings whose cosine grows with `align` (per row)."""
+    img = rng.normal(size=(n, d))
+    txt = align[:, None] * img + rng.normal(size=(n, d))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    return img.astype(np.float32), txt.astype(np.float32)
+
+
+class FeatureSplits:
+    """The splits of a context built from features alone: each evaluation set's uids, and which
+    aux_pool pairs are true members."""
+
+    def __init__(self, features, aux_is_member):
+        for name in EVAL_SETS:
+            setattr(self, name, features[name].uids)
+        self.aux_is_member = aux_is_member
+
+
+def feature_context(planted: bool, n=300, n_known=600, n_aux=600, d=32, seed=0):
+    """Members' pairs are better aligned than non-members' when planted; identical otherwise."""
+    rng = np.random.default_rng(seed)
+    member_align = 1.2 if planted else 0.6
+    sizes = {"member_eval": n, "nonmember_eval": n, "nonmember_known": n_known, "aux_pool": n_aux}
+    aux_is_member = np.arange(n_aux) % 2 == 0
+    feats = {}
+    for name, size in sizes.items():
+        if name == "member_eval":
+            align = np.full(size, member_align)
+        elif name == "aux_pool":
+            align = np.where(aux_is_member, member_align, 0.6)
+        else:
+            align = np.full(size, 0.6)
+        align = align + rng.normal(scale=0.1, size=size)
+        img, txt = _features(rng, size, d, align)
+        feats[name] = SplitFeatures(np.array([f"{name}{i}" for i in range(size)]), img, txt, (img * txt).sum(1))
+    return AttackContext(features=feats, splits=FeatureSplits(feats, aux_is_member), target=None, seed=seed)
+
+
+def shifted_members(ctx, delta=0.6, seed=1):
+    """Move every true member's (member_eval, member half of aux_pool) embeddings by delta along one
+    random unit direction, renormalise, recompute cosines (why: tests/attacks/test_wsa.py)."""
+    d = ctx.features["member_eval"].image.shape[1]
+    u = np.random.default_rng(seed).normal(size=d)
+    u /= np.linalg.norm(u)
+    is_member = {"member_eval": True, "aux_pool": ctx.splits.aux_is_member}
+    for name, sf in ctx.features.items():
+        rows = np.broadcast_to(is_member.get(name, False), len(sf.uids))
+        img, txt = sf.image + delta * u * rows[:, None], sf.text + delta * u * rows[:, None]
+        img /= np.linalg.norm(img, axis=1, keepdims=True)
+        txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+        ctx.features[name] = SplitFeatures(sf.uids, img.astype(np.float32), txt.astype(np.float32),
+                                           (img * txt).sum(1).astype(np.float32))
+    return ctx
+
+
+def model_context(cfg, members, splits, target):
+    """The context of a trained target: its features on the given splits."""
+    features, _ = extract_features(target, splits, members, members, distributed.single(cfg))
+    return AttackContext(features=features, splits=splits, target=target, shards=members.shards, cfg=cfg,
+                         seed=cfg.seed)
+
+
+# --- shadows (LiRA, RMIA) ---------------------------------------------------------------------
+
+def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
+    """A null context whose reference pool holds the same uids as ctx's (see test_lira.py's docstring)."""
+    s = ctx.splits
+    aux = ctx.features["aux_pool"]
+    non = np.concatenate([ctx.uids("nonmember_eval"), aux.uids[~s.aux_is_member]])
+    non = np.random.default_rng(seed).permutation(non)
+    half = len(non) // 2
+    sets = {"member_eval": non[:half], "nonmember_eval": non[half:],
+            "nonmember_known": ctx.uids("nonmember_known"),
+            "aux_pool": np.concatenate([aux.uids[s.aux_is_member], ctx.uids("member_eval")])}
+    rows = {}
+    for name in EVAL_SETS:
+        f = ctx.features[name]
+        rows.update({u: (f, i) for i, u in enumerate(f.uids)})
+
+    def gather(uids):
+        parts = [rows[u] for u in uids]
+        image = np.stack([f.image[i] for f, i in parts])
+        text = np.stack([f.text[i] for f, i in parts])
+        return SplitFeatures(np.asarray(uids), image, text, (image * text).sum(1))
+
+    features = {name: gather(uids) for name, uids in sets.items()}
+    splits = replace(s, **sets, aux_is_member=np.ones(len(sets["aux_pool"]), bool))
+    return AttackContext(features=features, splits=splits, target=ctx.target, shards=ctx.shards, cfg=ctx.cfg,
+                         seed=ctx.seed)
+
+
+def synthetic_references(planted: bool, num_shadows: int = 8, seed: int = 0) -> References:
+    """Statistics as LiRA and RMIA see them, without models: s = difficulty + shift * trained + noise."""
+    rng = np.random.default_rng(seed)
+    sizes = {"member_eval": 200, "nonmember_eval": 200, "nonmember_known": 300, "aux_pool": 300}
+    offsets, start = {}, 0
+    for name in EVAL_SETS:
+        offsets[name] = slice(start, start + sizes[name])
+        start += sizes[name]
+    uids = np.array([f"pair{i}" for i in range(start)])
+    inside = halves(uids, num_shadows, seed)
+    difficulty = rng.normal(-1.0, 1.5, start)  # shared by every model: easy pairs are easy for all
+    member = np.zeros(start, bool)
+    member[offsets["member_eval"]] = planted
+    member[offsets["aux_pool"]] = rng.random(sizes["aux_pool"]) < 0.5
+    shadows = difficulty + 1.0 * inside + rng.normal(0, 0.3, inside.shape)
+    target = difficulty + 1.0 * member + rng.normal(0, 0.3, start)
+    return References(uids, offsets, inside, shadows, target, [], [], 0, "synthetic")
+
+
+def result_of(ref, scores):
+    n = ref.offsets["member_eval"].stop
+    return AttackResult(scores[:n], scores[n:])
