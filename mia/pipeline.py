@@ -74,6 +74,7 @@ def build_attacks(attack_cfg) -> dict:
             if isinstance(err.__cause__, ParamError):
                 raise err.__cause__.under(f"attack.{name}") from None
             raise
+        attacks[name].key = f"attack.{name}"
     return attacks
 
 
@@ -154,10 +155,7 @@ def _attack(attacks, ctx, record, cfg, out) -> dict:
     curves, images = {}, {}
     for name, attack in attacks.items():
         t1 = time.time()
-        try:
-            res = attack.run(ctx)
-        except ParamError as err:  # a setting that does not fit this job's data, e.g. lam too high
-            raise err.under(f"attack.{name}") from None
+        res = attack.score(ctx)
         scores = np.concatenate([res.member_scores, res.nonmember_scores])
         labels = np.r_[np.ones(len(res.member_scores)), np.zeros(len(res.nonmember_scores))]
         m = metrics.roc_metrics(scores, labels, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)

@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     """A target trained by mia, scored by every attack that needs no shadows."""
     from hydra import compose, initialize_config_dir
 
-    from tests.conftest import CONF, SMALL
+    from tests.helpers.config import CONF, SMALL
 
     root = tmp_path_factory.mktemp("roundtrip")
 

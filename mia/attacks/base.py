@@ -68,6 +68,14 @@ class Attack(ABC):
     """Settings are keyword arguments with no defaults in code: conf/attack/<name>.yaml holds them."""
     name: str = "attack"
     needs_shadows: bool = False  # reference-model attacks train shadow CLIPs (AttackContext.shadows)
+    key: str = "attack"          # this instance's config key, attack.<name>; set by pipeline.build_attacks
+
+    def score(self, ctx: AttackContext) -> AttackResult:
+        """`run`, with a bad setting reported under this instance's own key (attack.wsa_gomez.lam)."""
+        try:
+            return self.run(ctx)
+        except ParamError as err:
+            raise err.under(self.key) from None
 
     @abstractmethod
     def run(self, ctx: AttackContext) -> AttackResult:

@@ -122,8 +122,8 @@ class WSA(Attack):
         given = dict({"ko": ko, "gomez": gomez}[variant] or {})
         expected = list(inspect.signature(self.train).parameters)[3:]  # after x, y, g
         if set(given) != set(expected):
-            raise ParamError(variant, given, f"set exactly {expected} (unknown: {sorted(set(given) - set(expected))}, "
-                             f"missing: {sorted(set(expected) - set(given))})")
+            raise ParamError(variant, given, f"unknown keys {sorted(set(given) - set(expected))}, missing keys "
+                             f"{sorted(set(expected) - set(given))}: set exactly {expected}")
         self.settings = given
         self.features = list(features or FEATURES[variant])
 

@@ -1,4 +1,4 @@
-"""Fixtures every attack is tested on (two each, docs/design.md §4 / issue "Every attack"):
+"""Fixtures every attack is tested on (two each, docs/design.md §9.1):
 
 - planted: members differ measurably from non-members, a working attack must reach AUC > 0.9;
 - null:    "members" and non-members come from one distribution, AUC must be within its
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mia.pipeline import prepare
-from mia.train import target_key, train_target
+from mia.target import target_key, train_target
 from tests.helpers.attacks import feature_context, model_context, pool_null_context
 from tests.helpers.config import MODEL_OVERRIDES, compose_config
 
@@ -38,10 +38,10 @@ def null_features():
 def _trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("attack_target")
     cfg = compose_config(*MODEL_OVERRIDES, f"paths.root_dir={root}")
-    members, _, splits = prepare(cfg)
-    target = train_target(cfg, members.shards, splits.members, Path(cfg.paths.cache_dir),
-                          target_key(cfg, members.fingerprint))
-    return cfg, members, splits, target
+    members, _, splits, spec = prepare(cfg)
+    target = train_target(spec, members.shards, splits.members, Path(cfg.paths.cache_dir),
+                          target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size))
+    return cfg, members, splits, target, spec
 
 
 @pytest.fixture(scope="session")
@@ -53,12 +53,12 @@ def planted_model(_trained):
 @pytest.fixture(scope="session")
 def null_model(_trained):
     """The same model, scoring two random halves of 300 pairs it never saw against each other."""
-    cfg, members, splits, target = _trained
+    cfg, members, splits, target, spec = _trained
     used = set(np.concatenate([splits.members, splits.nonmember_known, splits.aux_pool]))
     unseen = np.array([u for u in members.index.uids if u not in used])
     unseen = np.random.default_rng(0).permutation(unseen)[:300]
     null = replace(splits, member_eval=unseen[:150], nonmember_eval=unseen[150:])
-    return model_context(cfg, members, null, target)
+    return model_context(cfg, members, null, target, spec)
 
 
 @pytest.fixture(scope="module")

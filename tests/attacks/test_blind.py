@@ -7,10 +7,9 @@ import json
 import numpy as np
 
 from mia.attacks.base import AttackContext
-from mia.attacks.blind import Blind
 from mia.data.synthetic import make_sample
 from mia.features import SplitFeatures
-from tests.helpers.attacks import assert_null, assert_planted
+from tests.helpers.attacks import make_attack, assert_null, assert_planted
 
 N = 200
 
@@ -29,7 +28,7 @@ def captions(indices, style):
 
 def test_blind_planted_ood_captions():
     ctx = caption_context(captions(range(N), "iid"), captions(range(N, 2 * N), "shifted"))
-    result = Blind().run(ctx)
+    result = make_attack("blind").run(ctx)
     assert_planted(result)
     assert len(result.member_scores) == len(result.nonmember_scores) == N
     # the shifted style's fixed wording ("backdrop", "image showing") is what gives it away
@@ -40,17 +39,17 @@ def test_blind_planted_ood_captions():
 def test_blind_null_iid_captions():
     order = np.random.default_rng(0).permutation(2 * N)
     ctx = caption_context(captions(order[:N], "iid"), captions(order[N:], "iid"))
-    assert_null(Blind().run(ctx))
+    assert_null(make_attack("blind").run(ctx))
 
 
 def test_blind_null_model(null_model):
     """Captions of the real corpus read from its shards, two random halves of unseen pairs."""
-    assert_null(Blind().run(null_model))
+    assert_null(make_attack("blind").run(null_model))
 
 
 def test_blind_seeded_and_folds_honoured():
     ctx = caption_context(captions(range(N), "iid"), captions(range(N, 2 * N), "shifted"))
-    a, b = Blind().run(ctx), Blind().run(ctx)
+    a, b = make_attack("blind").run(ctx), make_attack("blind").run(ctx)
     np.testing.assert_array_equal(a.member_scores, b.member_scores)  # same seed, same folds, same scores
     assert np.all((a.member_scores >= 0) & (a.member_scores <= 1))
-    assert Blind(folds=3).run(ctx).diagnostics["folds"] == 3
+    assert make_attack("blind", folds=3).run(ctx).diagnostics["folds"] == 3

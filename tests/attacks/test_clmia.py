@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from mia.attacks.clmia import CLMIA, nt_xent
 from mia.features import SplitFeatures
-from tests.helpers.attacks import assert_null, assert_planted, feature_context, shifted_members
+from tests.helpers.attacks import make_attack, assert_null, assert_planted, feature_context, shifted_members
 from tests.helpers.config import compose_config
 
 FAST = {"epochs": 2, "head_epochs": 20}  # mechanics tests: what is checked does not need a trained model
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_clmia_planted(planted_features):
-    result = CLMIA().run(planted_features)
+    result = make_attack("clmia").run(planted_features)
     d = result.diagnostics
     # the shared fixture does produce pseudo-members, mostly real ones
     assert d["n_pseudo_members"] > 100 and d["pseudo_member_false_share"] < 0.4
@@ -29,38 +29,38 @@ def test_clmia_planted(planted_features):
 
 
 def test_clmia_null(null_features):
-    assert_null(CLMIA().run(null_features))
+    assert_null(make_attack("clmia").run(null_features))
 
 
 def test_clmia_planted_in_embeddings():
     """Membership visible in the embeddings themselves, not only the cosine (see test_wsa.py)."""
-    assert_planted(CLMIA().run(shifted_members(feature_context(planted=True))))
+    assert_planted(make_attack("clmia").run(shifted_members(feature_context(planted=True))))
 
 
 def test_clmia_never_trains_head_on_evaluation_uids(planted_features):
     """The evaluation pairs may enter the unlabelled contrastive stage (contrastive_sets says which),
     never the labelled one: an evaluation uid among the head's training pairs is refused."""
-    d = CLMIA(contrastive_sets=["aux_pool", "nonmember_known"], **FAST).run(planted_features).diagnostics
+    d = make_attack("clmia", contrastive_sets=["aux_pool", "nonmember_known"], **FAST).run(planted_features).diagnostics
     assert d["n_contrastive"] == 1200
     aux = planted_features.features["aux_pool"]
     leaked = aux.uids.astype(object)
     leaked[aux.cos.argmax()] = planted_features.uids("nonmember_eval")[0]
     planted_features.features["aux_pool"] = SplitFeatures(leaked, aux.image, aux.text, aux.cos)
     with pytest.raises(ValueError, match="evaluation uids"):
-        CLMIA(**FAST).run(planted_features)
+        make_attack("clmia", **FAST).run(planted_features)
 
 
 def test_clmia_no_pseudo_members_names_lam(planted_features):
     with pytest.raises(ValueError, match=r"attack\.clmia\.lam"):
-        CLMIA(lam=100).run(planted_features)
+        make_attack("clmia", lam=100).score(planted_features)
 
 
 def test_clmia_seeded(planted_features):
-    a, b = CLMIA(**FAST).run(planted_features), CLMIA(**FAST).run(planted_features)
+    a, b = make_attack("clmia", **FAST).run(planted_features), make_attack("clmia", **FAST).run(planted_features)
     np.testing.assert_array_equal(a.nonmember_scores, b.nonmember_scores)
     assert a.diagnostics["contrastive_loss"] == b.diagnostics["contrastive_loss"]
     planted_features.seed = 1
-    assert not np.array_equal(a.nonmember_scores, CLMIA(**FAST).run(planted_features).nonmember_scores)
+    assert not np.array_equal(a.nonmember_scores, make_attack("clmia", **FAST).run(planted_features).nonmember_scores)
 
 
 def test_nt_xent_prefers_matching_views():

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 
 from mia.attacks.lira import LiRA
 from mia.attacks.shadows import halves, pool, references
-from tests.helpers.attacks import NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
+from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
 from tests.helpers.config import compose_config
 
 
@@ -60,8 +60,8 @@ def test_each_eval_pair_is_in_exactly_the_shadows_that_trained_on_it(planted_mod
 
 
 def test_rerun_trains_no_shadow(planted_model):
-    first = LiRA(NUM_SHADOWS).run(planted_model)
-    second = LiRA(NUM_SHADOWS).run(planted_model)
+    first = make_attack("lira", num_shadows=NUM_SHADOWS).run(planted_model)
+    second = make_attack("lira", num_shadows=NUM_SHADOWS).run(planted_model)
     assert second.diagnostics["shadows_trained"] == 0
     assert second.diagnostics["shadow_keys"] == first.diagnostics["shadow_keys"]
     np.testing.assert_allclose(second.member_scores, first.member_scores)
@@ -70,7 +70,7 @@ def test_rerun_trains_no_shadow(planted_model):
 # --- LiRA on the trained fixture ---------------------------------------------------------------
 
 def test_lira_online_planted_model(planted_model):
-    res = LiRA(NUM_SHADOWS, mode="online").run(planted_model)
+    res = make_attack("lira", num_shadows=NUM_SHADOWS, mode="online").run(planted_model)
     assert_planted(res)
     json.dumps(res.diagnostics)  # results.json-ready: plain python types only
     assert res.diagnostics["mode"] == "online" and res.diagnostics["statistic"] == "fisher"
@@ -79,12 +79,12 @@ def test_lira_online_planted_model(planted_model):
 
 def test_lira_offline_planted_model_regression(planted_model):
     """Not the planted bar (see the module docstring): a guard that offline LiRA still works."""
-    assert auc_of(LiRA(NUM_SHADOWS, mode="offline").run(planted_model))["auc"] > 0.85
+    assert auc_of(make_attack("lira", num_shadows=NUM_SHADOWS, mode="offline").run(planted_model))["auc"] > 0.85
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
 def test_lira_null_model(pool_null, mode):
-    res = LiRA(NUM_SHADOWS, mode=mode).run(pool_null)
+    res = make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode).run(pool_null)
     assert res.diagnostics["shadows_trained"] == 0  # the planted pool's shadows, reused
     assert_null(res)
 
@@ -95,13 +95,13 @@ def test_lira_null_model(pool_null, mode):
 def test_lira_synthetic_planted(mode, variance):
     ref = synthetic_references(planted=True)
     assert auc_of(result_of(ref, ref.target_stats[ref.eval_rows()]))["auc"] < 0.8  # raw statistic: weak
-    assert_planted(result_of(ref, LiRA(8, mode=mode, variance=variance).score(ref)))
+    assert_planted(result_of(ref, make_attack("lira", num_shadows=8, mode=mode, variance=variance).score(ref)))
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
 def test_lira_synthetic_null(mode):
     ref = synthetic_references(planted=False)
-    assert_null(result_of(ref, LiRA(8, mode=mode).score(ref)))
+    assert_null(result_of(ref, make_attack("lira", num_shadows=8, mode=mode).score(ref)))
 
 
 def test_lira_config_and_validation():
@@ -110,6 +110,6 @@ def test_lira_config_and_validation():
     assert isinstance(attack, LiRA) and attack.mode == "online" and attack.statistic == "fisher"
     assert attack.num_shadows == cfg.attack.lira.num_shadows
     with pytest.raises(ValueError, match="mode"):
-        LiRA(mode="both")
+        make_attack("lira", mode="both")
     with pytest.raises(ValueError, match="variance"):
-        LiRA(variance="local")
+        make_attack("lira", variance="local")

@@ -4,7 +4,7 @@ import torch
 from hydra.utils import instantiate
 
 from mia.attacks.mcd import MCD, with_attention_dropout
-from tests.helpers.attacks import assert_null, assert_planted
+from tests.helpers.attacks import make_attack, assert_null, assert_planted
 from tests.helpers.config import compose_config
 
 
@@ -19,7 +19,7 @@ def planted_run(planted_model):
     """The default attack on the planted model, with the target's state before and after it."""
     model = planted_model.target.model
     before = _outputs(model, planted_model), {k: v.clone() for k, v in model.state_dict().items()}
-    result = MCD().run(planted_model)
+    result = make_attack("mcd").run(planted_model)
     after = _outputs(model, planted_model), model.state_dict()
     return result, before, after
 
@@ -45,11 +45,11 @@ def test_mcd_leaves_target_unmodified(planted_run, planted_model):
 
 
 def test_mcd_null_model(null_model):
-    assert_null(MCD(passes=2).run(null_model))
+    assert_null(make_attack("mcd", passes=2).run(null_model))
 
 
 def test_mcd_without_dropout_is_csa(planted_model):
-    result = MCD(p=0.0, passes=2).run(planted_model)
+    result = make_attack("mcd", p=0.0, passes=2).run(planted_model)
     np.testing.assert_allclose(result.member_scores, planted_model.features["member_eval"].cos, atol=1e-5)
     np.testing.assert_allclose(result.nonmember_scores, planted_model.features["nonmember_eval"].cos, atol=1e-5)
     assert result.diagnostics["member_std_mean"] < 1e-5
@@ -65,8 +65,8 @@ def test_only_attention_is_stochastic(planted_model):
 
 
 def test_mcd_seeded(planted_model):
-    a = MCD(passes=1, batch_size=64).run(planted_model)
-    b = MCD(passes=1, batch_size=64).run(planted_model)
+    a = make_attack("mcd", passes=1, batch_size=64).run(planted_model)
+    b = make_attack("mcd", passes=1, batch_size=64).run(planted_model)
     np.testing.assert_array_equal(a.member_scores, b.member_scores)
     assert not np.allclose(a.member_scores, planted_model.features["member_eval"].cos, atol=1e-4)  # dropout acted
 

@@ -6,10 +6,10 @@ from hydra.utils import instantiate
 from torch import nn
 
 from mia.attacks.paramgrad import ParamGrad, ghost_sq_norm, per_sample_grad_norms, select_params
-from mia.bench import synthetic_batch
-from mia.bench_paramgrad import loop_grad_norms
+from benchmarks.bench import synthetic_batch
+from benchmarks.bench_paramgrad import loop_grad_norms
 from mia.model import build_model
-from tests.helpers.attacks import assert_null, assert_planted
+from tests.helpers.attacks import make_attack, assert_null, assert_planted
 from tests.helpers.config import compose_config
 
 
@@ -70,7 +70,7 @@ def test_select_params(tiny):
     with pytest.raises(ValueError):
         select_params(model, "last_blocks", last_blocks=3)
     with pytest.raises(ValueError):
-        ParamGrad(params="some")
+        make_attack("paramgrad", params="some")
 
 
 def test_yaml_instantiates():
@@ -81,7 +81,7 @@ def test_yaml_instantiates():
 
 @pytest.mark.parametrize("params", ["all", "last_blocks"])
 def test_paramgrad_planted_model(planted_model, params):
-    result = ParamGrad(params=params, device="cpu").run(planted_model)
+    result = make_attack("paramgrad", params=params, device="cpu").run(planted_model)
     assert_planted(result)
     d = result.diagnostics
     assert d["n_known"] == len(planted_model.features["nonmember_known"].uids) - d["bank_size"]
@@ -92,4 +92,4 @@ def test_paramgrad_planted_model(planted_model, params):
 
 
 def test_paramgrad_null_model(null_model):
-    assert_null(ParamGrad(device="cpu").run(null_model))
+    assert_null(make_attack("paramgrad", device="cpu").run(null_model))

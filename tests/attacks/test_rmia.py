@@ -11,13 +11,13 @@ import pytest
 from hydra.utils import instantiate
 
 from mia.attacks.rmia import RMIA, reference_log_prob, tune_offline_a
-from tests.helpers.attacks import NUM_SHADOWS, assert_null, assert_planted, result_of, synthetic_references
+from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, result_of, synthetic_references
 from tests.helpers.config import compose_config
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_rmia_planted_model(planted_model, mode):
-    res = RMIA(NUM_SHADOWS, mode=mode).run(planted_model)
+    res = make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode).run(planted_model)
     assert_planted(res)
     json.dumps(res.diagnostics)  # results.json-ready: plain python types only
     d = res.diagnostics
@@ -29,14 +29,14 @@ def test_rmia_planted_model(planted_model, mode):
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_rmia_null_model(pool_null, mode):
-    res = RMIA(NUM_SHADOWS, mode=mode).run(pool_null)
+    res = make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode).run(pool_null)
     assert res.diagnostics["shadows_trained"] == 0  # the planted pool's shadows, reused
     assert_null(res)
 
 
 def test_rmia_rerun_trains_no_shadow(planted_model):
-    first = RMIA(NUM_SHADOWS).run(planted_model)
-    second = RMIA(NUM_SHADOWS).run(planted_model)
+    first = make_attack("rmia", num_shadows=NUM_SHADOWS).run(planted_model)
+    second = make_attack("rmia", num_shadows=NUM_SHADOWS).run(planted_model)
     assert second.diagnostics["shadows_trained"] == 0
     np.testing.assert_array_equal(second.member_scores, first.member_scores)
 
@@ -44,9 +44,9 @@ def test_rmia_rerun_trains_no_shadow(planted_model):
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_rmia_synthetic(mode):
     planted = synthetic_references(planted=True)
-    assert_planted(result_of(planted, RMIA(8, mode=mode).score(planted, seed=0)))
+    assert_planted(result_of(planted, make_attack("rmia", num_shadows=8, mode=mode).score(planted, seed=0)))
     null = synthetic_references(planted=False)
-    assert_null(result_of(null, RMIA(8, mode=mode).score(null, seed=0)))
+    assert_null(result_of(null, make_attack("rmia", num_shadows=8, mode=mode).score(null, seed=0)))
 
 
 def test_offline_a_tuning_finds_the_shift():
@@ -69,16 +69,16 @@ def test_reference_probability_rules():
 
 def test_gamma_num_z_and_ties_are_honoured():
     ref = synthetic_references(planted=True)
-    plain = RMIA(8, num_z=10, offline_a=1.0, break_ties=False)
+    plain = make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0, break_ties=False)
     s1 = plain.score(ref, seed=0)
     assert np.allclose(s1 * 10, np.round(s1 * 10))                  # steps of 1 / num_z
     assert plain.used == {"offline_a": 1.0, "num_z": 10}
-    s2 = RMIA(8, num_z=10, offline_a=1.0, gamma=4.0, break_ties=False).score(ref, seed=0)
+    s2 = make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0, gamma=4.0, break_ties=False).score(ref, seed=0)
     assert (s2 <= s1).all() and (s2 < s1).any()                      # a higher bar dominates fewer z
-    broken = RMIA(8, num_z=10, offline_a=1.0).score(ref, seed=0)
+    broken = make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0).score(ref, seed=0)
     assert (np.floor(broken * 10 + 1e-9) == np.round(s1 * 10)).all()  # ties ordered within a step
     assert len(np.unique(broken)) > len(np.unique(s1))
-    assert not np.array_equal(s1, RMIA(8, num_z=10, offline_a=1.0, break_ties=False).score(ref, seed=1))
+    assert not np.array_equal(s1, make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0, break_ties=False).score(ref, seed=1))
 
 
 def test_rmia_config_and_validation():
@@ -88,4 +88,4 @@ def test_rmia_config_and_validation():
     assert (attack.gamma, attack.num_z) == (cfg.attack.rmia.gamma, cfg.attack.rmia.num_z)
     for bad in [{"mode": "both"}, {"offline_a": 1.5}, {"gamma": 0}]:
         with pytest.raises(ValueError):
-            RMIA(**bad)
+            make_attack("rmia", **bad)

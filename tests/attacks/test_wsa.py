@@ -16,9 +16,10 @@ import pytest
 from hydra.utils import instantiate
 
 from mia.attacks.base import AttackContext
-from mia.attacks.wsa import WSA, labelled_training_set, pseudo_label, pseudo_label_diagnostics
+from mia.attacks.weak_supervision import labelled_training_set, pseudo_label, pseudo_label_diagnostics
+from mia.attacks.wsa import WSA
 from mia.features import SplitFeatures
-from tests.helpers.attacks import FeatureSplits, assert_null, assert_planted, feature_context, shifted_members
+from tests.helpers.attacks import make_attack, FeatureSplits, assert_null, assert_planted, feature_context, shifted_members
 from tests.helpers.config import compose_config
 
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # ----------------------------------------------------------------------------- planted / null
 
 def test_wsa_ko_planted():
-    result = WSA(variant="ko").run(shifted_members(feature_context(planted=True)))
+    result = make_attack("wsa", variant="ko").run(shifted_members(feature_context(planted=True)))
     assert_planted(result)
     assert result.diagnostics["n_inputs"] == 64 and 1 <= result.diagnostics["epochs"] <= 15
     json.dumps(result.diagnostics)  # plain python types only: it goes into results.json
@@ -36,21 +37,21 @@ def test_wsa_ko_planted():
 
 def test_wsa_gomez_planted():
     ctx = shifted_members(feature_context(planted=True, n_known=20_000, n_aux=20_000))
-    result = WSA(variant="gomez").run(ctx)
+    result = make_attack("wsa", variant="gomez").run(ctx)
     assert_planted(result)
     assert result.diagnostics["n_inputs"] == 65 and result.diagnostics["epochs"] == 5
 
 
 @pytest.mark.parametrize("variant", ["ko", "gomez"])
 def test_wsa_null(null_features, variant):
-    assert_null(WSA(variant=variant).run(null_features))
+    assert_null(make_attack("wsa", variant=variant).run(null_features))
 
 
 def test_wsa_planted_features(planted_features):
     """On the shared fixture: pseudo-labelling works (many pseudo-members, mostly true members), and
     with the element-wise product as input (`features`), where the cosine is a sum the MLP can read,
     Ko's MLP does score members above non-members."""
-    result = WSA(variant="ko", features=["product"]).run(planted_features)
+    result = make_attack("wsa", variant="ko", features=["product"]).run(planted_features)
     d = result.diagnostics
     assert d["n_pseudo_members"] > 100 and d["pseudo_member_false_share"] < 0.4 and d["pseudo_member_recall"] > 0.9
     assert d["features"] == ["product"] and d["n_inputs"] == 32
@@ -61,7 +62,7 @@ def test_wsa_planted_features(planted_features):
 
 def test_wsa_never_trains_on_evaluation_uids(planted_features):
     for variant in ("ko", "gomez"):
-        _, _, uids, _ = WSA(variant=variant).training_set(planted_features)
+        _, _, uids, _ = make_attack("wsa", variant=variant).training_set(planted_features)
         evaluated = np.concatenate([planted_features.uids("member_eval"), planted_features.uids("nonmember_eval")])
         assert len(uids) and not np.isin(uids, evaluated).any()
         assert np.isin(uids, np.concatenate([planted_features.uids("nonmember_known"),
@@ -72,7 +73,7 @@ def test_wsa_never_trains_on_evaluation_uids(planted_features):
     leaked[aux.cos.argmax()] = planted_features.uids("member_eval")[0]
     planted_features.features["aux_pool"] = SplitFeatures(leaked, aux.image, aux.text, aux.cos)
     with pytest.raises(ValueError, match="evaluation uids"):
-        WSA().run(planted_features)
+        make_attack("wsa").run(planted_features)
 
 
 def _known_truth_context():
@@ -107,21 +108,21 @@ def test_pseudo_label_diagnostics_known_truth():
 
 def test_wsa_no_pseudo_members_names_lam(planted_features):
     with pytest.raises(ValueError, match=r"attack\.wsa\.lam"):
-        WSA(lam=100).run(planted_features)
+        make_attack("wsa", lam=100).score(planted_features)
 
 
 def test_wsa_seeded_and_settings_honoured(planted_features):
-    a, b = WSA(variant="gomez").run(planted_features), WSA(variant="gomez").run(planted_features)
+    a, b = make_attack("wsa", variant="gomez").run(planted_features), make_attack("wsa", variant="gomez").run(planted_features)
     np.testing.assert_array_equal(a.member_scores, b.member_scores)
     planted_features.seed = 1
-    assert not np.array_equal(a.member_scores, WSA(variant="gomez").run(planted_features).member_scores)
-    d = WSA(variant="ko", known_size=100, ko={"max_epochs": 2, "patience": 5}).run(planted_features).diagnostics
+    assert not np.array_equal(a.member_scores, make_attack("wsa", variant="gomez").run(planted_features).member_scores)
+    d = make_attack("wsa", variant="ko", known_size=100, ko={"max_epochs": 2, "patience": 5}).run(planted_features).diagnostics
     assert d["n_known"] == 100 and d["epochs"] == 2
-    assert WSA(variant="gomez", gomez={"epochs": 1}).run(planted_features).diagnostics["epochs"] == 1
+    assert make_attack("wsa", variant="gomez", gomez={"epochs": 1}).run(planted_features).diagnostics["epochs"] == 1
     with pytest.raises(ValueError, match="unknown keys"):
-        WSA(variant="gomez", gomez={"max_epochs": 3})
+        make_attack("wsa", variant="gomez", gomez={"max_epochs": 3})
     with pytest.raises(ValueError, match="variant"):
-        WSA(variant="nope")
+        make_attack("wsa", variant="nope")
 
 
 def test_wsa_yaml_instantiates(tmp_path):

@@ -1,13 +1,18 @@
 """What the attack tests share besides fixtures: the planted / null bars, synthetic feature
 contexts, and the shadow machinery's null context and synthetic statistics (LiRA and RMIA)."""
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from mia import distributed, metrics
 from mia.attacks.base import AttackContext, AttackResult
-from mia.attacks.shadows import References, halves
-from mia.features import EVAL_SETS, SplitFeatures, extract_features
+from mia.attacks.shadows import References, ShadowTrainer, halves
+from mia.data.splits import EVAL_SETS
+from mia.features import SplitFeatures, extract_features
+from mia.pipeline import build_attacks
+from tests.helpers.config import CONF
 
 NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (one set serves both)
 
@@ -89,11 +94,19 @@ def shifted_members(ctx, delta=0.6, seed=1):
     return ctx
 
 
-def model_context(cfg, members, splits, target):
-    """The context of a trained target: its features on the given splits."""
-    features, _ = extract_features(target, splits, members, members, distributed.single(cfg))
-    return AttackContext(features=features, splits=splits, target=target, shards=members.shards, cfg=cfg,
-                         seed=cfg.seed)
+def model_context(cfg, members, splits, target, spec):
+    """The context of a trained target: its features on the given splits, shadows trained like it."""
+    features, _ = extract_features(target, splits, members, members, distributed.single(cfg.trainer))
+    shadows = ShadowTrainer(spec, members.shards, cfg.paths.cache_dir, target.key)
+    return AttackContext(features=features, splits=splits, target=target, shards=members.shards,
+                         shadows=shadows, seed=cfg.seed)
+
+
+def make_attack(name: str, **overrides):
+    """The attack conf/attack/<name>.yaml configures (its settings live only there), with overrides
+    merged key by key, built as a job builds it (errors name attack.<name>.<key>)."""
+    cfg = OmegaConf.load(Path(CONF) / "attack" / f"{name}.yaml")[name]
+    return build_attacks(OmegaConf.create({name: OmegaConf.merge(cfg, overrides)}))[name]
 
 
 # --- shadows (LiRA, RMIA) ---------------------------------------------------------------------
@@ -121,8 +134,8 @@ def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
 
     features = {name: gather(uids) for name, uids in sets.items()}
     splits = replace(s, **sets, aux_is_member=np.ones(len(sets["aux_pool"]), bool))
-    return AttackContext(features=features, splits=splits, target=ctx.target, shards=ctx.shards, cfg=ctx.cfg,
-                         seed=ctx.seed)
+    return AttackContext(features=features, splits=splits, target=ctx.target, shards=ctx.shards,
+                         shadows=ctx.shadows, seed=ctx.seed)
 
 
 def synthetic_references(planted: bool, num_shadows: int = 8, seed: int = 0) -> References:
