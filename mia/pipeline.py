@@ -60,6 +60,7 @@ def condition(cfg) -> str:
 
 def run(cfg) -> Path | None:
     """The job, once per rank: every rank trains and extracts features; rank 0 does the rest."""
+    TrainSpec.from_cfg(cfg)  # bad values are refused before any rank starts
     with distributed.session(cfg, run) as world:
         return _run(cfg, world)
 

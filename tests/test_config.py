@@ -38,3 +38,38 @@ def test_tiny_model_embeds(make_cfg):
         txt = model.encode_text(tokenizer(["a red circle", "a blue square"]), normalize=True)
     assert img.shape == txt.shape == (2, 64)
     assert torch.allclose(img.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("override, key", [("train.epochs=0", "train.epochs"), ("train.lr=-1", "train.lr"),
+                                           ("train.batch_size=0", "train.batch_size"),
+                                           ("train.weight_decay=-0.1", "train.weight_decay"),
+                                           ("train.warmup_steps=-1", "train.warmup_steps"),
+                                           ("train.num_workers=-2", "train.num_workers"),
+                                           ("trainer.devices=0", "trainer.devices"), ("seed=-1", "seed")])
+def test_bad_training_values_are_refused_up_front_naming_the_key(make_cfg, tmp_path, override, key):
+    """Refused by the TrainSpec before any corpus is generated or model trained."""
+    from mia.pipeline import run
+
+    with pytest.raises(ValueError, match=rf"^{key}="):
+        run(make_cfg(override))
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_bad_attack_settings_name_the_instance_key(make_cfg, tmp_path):
+    from mia.pipeline import run
+
+    with pytest.raises(ValueError, match=r"^attack\.wsa_gomez\.gomez="):
+        run(make_cfg("attack=wsa_gomez", "+attack.wsa_gomez.gomez.max_epochs=3"))
+    with pytest.raises(ValueError, match=r"^attack\.rmia\.num_shadows=3"):
+        run(make_cfg("attack=rmia", "attack.rmia.num_shadows=3"))
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_experiment_needs_no_plus(make_cfg):
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers.config import CONF
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=epoch_scaling"], return_hydra_config=True)
+    assert cfg.data.size == "4k" and cfg.hydra.sweeper.params["train.epochs"] == "10,20,40"
