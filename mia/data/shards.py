@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,15 +35,71 @@ def list_shards(path, key: str = "data.path") -> list[Path]:
     return shards
 
 
-def raw_samples(shards):
-    """Stream raw sample dicts (bytes per extension) of exactly `shards`, in order. The callers
-    decide which rank and worker reads what (PairStream), so webdataset's own node and worker
-    splitters are off: they would split an already split list again."""
-    import webdataset as wds
+def raw_samples(shards, errors: list | None = None):
+    """Stream raw sample dicts (`__key__`, `__url__`, bytes per extension) of exactly `shards`, in
+    order. The callers decide which rank and worker reads what (PairStream), so nothing here splits
+    the list again.
 
-    # Truncated or broken tar members are warned about and skipped, not fatal.
-    return wds.WebDataset([str(s) for s in shards], shardshuffle=False, empty_check=False,
-                          handler=wds.warn_and_continue, nodesplitter=None, workersplitter=None)
+    A shard that cannot be read to its end (an interrupted download, a bad header) costs only the
+    samples from the failure on: the error goes into `errors` ({"shard", "error"}; logged when
+    `errors` is None) and the samples before it are kept. The sample being read when the shard broke
+    off is whole only if it has every kind of file the samples before it have; otherwise it is
+    yielded with `__cut__` set, so that the index counts it and every reader drops it alike. Files
+    are grouped into samples by key within a shard, never across two."""
+    from webdataset.tariterators import base_plus_ext
+
+    exts = None  # the kinds of file of the last complete sample (shards of a folder share a layout)
+    for shard in shards:
+        shard = Path(shard)
+        failed, group = [], None  # group: the sample being assembled
+        for fname, data in _tar_files(shard, failed):
+            key, ext = base_plus_ext(fname)
+            if key is None:
+                continue
+            ext = ext.lower()
+            if group is not None and key != group["__key__"]:
+                exts = _exts(group)
+                yield group
+                group = None
+            if group is None:
+                group = {"__key__": key, "__url__": str(shard)}
+            group.setdefault(ext, data)  # a repeated file name keeps the first copy, as webdataset does
+        if failed:
+            if errors is None:
+                log.warning("shard %s: %s; its samples from there on are lost", shard.name, failed[0])
+            else:
+                errors.append({"shard": shard.name, "error": failed[0]})
+            if group is not None and exts is not None and not exts <= _exts(group):
+                group["__cut__"] = sorted(exts - _exts(group))  # the kinds of file the break cut off
+        if group is not None:
+            exts = exts if "__cut__" in group else _exts(group)
+            yield group
+
+
+def _exts(sample) -> set:
+    """The kinds of file a sample has: its extensions, with every image format counted as one."""
+    return {"image" if k in IMAGE_EXTS else k for k in sample if not k.startswith("__")}
+
+
+_META_FILE = re.compile(r"__[^/]*__($|/)")  # webdataset's own metadata files, skipped as it does
+
+
+def _tar_files(shard: Path, failed: list):
+    """(file name, bytes) of the regular files of one tar, in order. Reading stops at the first error,
+    recorded in `failed`. Python's tarfile takes a header cut short for the end of the archive, so the
+    end is checked too: a complete tar ends in a zero block, an interrupted download does not."""
+    try:
+        with open(shard, "rb") as raw:
+            tar = tarfile.open(fileobj=raw, mode="r|*")
+            for info in tar:
+                if info.isreg() and not _META_FILE.match(info.name):
+                    yield info.name, tar.extractfile(info).read()
+            if tar.fileobj.comptype == "tar":  # uncompressed: the zero block can be read back
+                raw.seek(tar.offset)
+                if raw.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+                    raise tarfile.ReadError(f"no end-of-archive block after {tar.offset} bytes: truncated")
+    except Exception as err:
+        failed.append(f"{type(err).__name__}: {err}"[:200])
 
 
 def decode_image(data: bytes, draft: bool = False) -> Image.Image:
@@ -53,13 +111,29 @@ def decode_image(data: bytes, draft: bool = False) -> Image.Image:
     return image.convert("RGB")
 
 
-def _meta(sample) -> dict:
+def read_meta(sample) -> dict:
+    """uid, caption and url of a raw sample; raises if its JSON or caption cannot be read. The uid is
+    the JSON's `uid`, or its `key`, or the tar key (docs/design.md §2.1)."""
     meta = json.loads(sample["json"]) if "json" in sample else {}
     caption = sample["txt"].decode("utf-8") if "txt" in sample else meta.get("caption")
-    uid = meta.get("uid") or meta.get("key") or sample["__key__"]
     if caption is None:
         raise ValueError("no caption (.txt or json 'caption')")
-    return {"uid": str(uid), "caption": caption.strip(), "url": str(meta.get("url", ""))}
+    return {"uid": _uid_of(meta, sample), "caption": caption.strip(), "url": str(meta.get("url", ""))}
+
+
+def sample_uid(sample) -> str | None:
+    """The uid `read_meta` gives the sample, or None where its JSON is unreadable (such a sample is
+    never indexed). The one rule the index, load_raw and PairStream all use to find a uid."""
+    try:
+        return _uid_of(json.loads(sample["json"]) if "json" in sample else {}, sample)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _uid_of(meta, sample) -> str:
+    if not isinstance(meta, dict):
+        raise ValueError("the .json is not an object")
+    return str(meta.get("uid") or meta.get("key") or sample["__key__"])
 
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -70,6 +144,11 @@ def image_bytes(sample) -> bytes:
         if ext in sample:
             return sample[ext]
     raise ValueError("no image (.jpg/.jpeg/.png/.webp)")
+
+
+# Bumped whenever the reading rules change which samples an index holds (2: the sample a truncated
+# shard was cut through is dropped), so that no cached index disagrees with the readers.
+INDEX_FORMAT = 2
 
 
 @dataclass
@@ -98,7 +177,9 @@ def build_index(shards, desc: str = "index") -> Index:
     uids, captions, urls, corrupt = [], [], [], []
     for sample in tqdm(raw_samples(shards), desc=desc, unit="pair"):
         try:
-            meta = _meta(sample)
+            if "__cut__" in sample:
+                raise ValueError(f"truncated shard: its {', '.join(sample['__cut__'])} was cut off")
+            meta = read_meta(sample)
             decode_image(image_bytes(sample), draft=True)
         except Exception as err:  # any unreadable part: skip the pair, keep the reason
             corrupt.append({"key": sample.get("__key__"), "shard": Path(sample.get("__url__", "?")).name,

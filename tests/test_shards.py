@@ -1,0 +1,110 @@
+"""Reading shards as they come off the web: truncated shards, and the index, load_raw and the
+stream agreeing on which pairs exist in every epoch."""
+import collections
+import json
+import os
+import tarfile
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mia.data import shards as sh
+from mia.data.order import MemberOrder
+from mia.data.pairs import PairStream, load_raw
+from mia.data.synthetic import write_corpus
+from mia.pipeline import run
+
+
+def complete_before(shard, cut) -> list[str]:
+    """Keys of the samples of `shard` whose files all end before byte `cut`."""
+    ends = collections.defaultdict(int)
+    with tarfile.open(shard) as tar:
+        for m in tar.getmembers():
+            key = m.name.split(".")[0]
+            ends[key] = max(ends[key], m.offset_data + m.size)
+    return [k for k, end in ends.items() if end <= cut]
+
+
+def stream_batches(stream, epochs, workers, batch):
+    """Per epoch: the batches of positions the loader yields, and len(loader), which Lightning
+    takes for the epoch's batch count."""
+    loader = DataLoader(stream, batch_size=batch, num_workers=workers, persistent_workers=workers > 0)
+    return [([b[2].tolist() for b in loader], len(loader)) for _ in range(epochs)]
+
+
+def identity(image):
+    return torch.zeros(1)
+
+
+def no_tokens(captions):
+    return torch.zeros(len(captions), 2, dtype=torch.long)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """30 pairs in 3 shards: the pristine copy of every test's shards."""
+    return write_corpus(tmp_path_factory.mktemp("pristine"), 30, shard_size=10, seed=0)
+
+
+def cut_copy(corpus, folder, cut):
+    folder.mkdir()
+    for shard in sorted(corpus.glob("*.tar")):
+        (folder / shard.name).write_bytes(shard.read_bytes())
+    os.truncate(folder / "00002.tar", cut)
+    return sh.list_shards(folder)
+
+
+def test_a_truncated_shard_costs_only_the_samples_past_the_cut(corpus, tmp_path):
+    last = corpus / "00002.tar"
+    size = last.stat().st_size
+    with tarfile.open(last) as tar:
+        members = tar.getmembers()
+    # Cuts inside an image, inside a JSON's header, inside a caption, right after a sample, and at half.
+    jpg, js, txt = (next(m for m in members[9:] if m.name.endswith(ext)) for ext in (".jpg", ".json", ".txt"))
+    cuts = [jpg.offset_data + 100, js.offset + 700, txt.offset_data + 10, txt.offset_data + txt.size, size // 2]
+    for n, cut in enumerate(cuts):
+        shards = cut_copy(corpus, tmp_path / str(n), cut)
+        index = sh.build_index(shards)
+        kept = complete_before(last, cut)
+        expected = [f"syn0000{i:09d}" for i in range(20)] + [f"syn0000{int(k):09d}" for k in kept]
+        assert list(index.uids) == expected, cut
+        # The sample the cut went through is counted, never indexed under a wrong uid.
+        assert len(index.corrupt) <= 1 and all(c["shard"] == "00002.tar" for c in index.corrupt)
+        # load_raw finds every indexed pair, the stream yields each exactly once per epoch.
+        images, captions = load_raw(shards, list(index.uids))
+        assert len(images) == len(index) and all(captions)
+        order = MemberOrder(len(index), 8, seed=0)
+        stream = PairStream(shards, list(index.uids), identity, no_tokens, order, shuffle_buffer=4)
+        for batches, expected in stream_batches(stream, 2, 2, 8):
+            assert sorted(p for b in batches for p in b) == list(range(len(index)))
+            assert len(batches) == expected
+
+
+def test_every_rank_streams_its_share_in_equal_batches(corpus):
+    """Under DDP each rank streams its MemberOrder share through two workers: the ranks together see
+    every member once per epoch, in as many batches as len(loader) says, of equal sizes step by step."""
+    shards, world, batch = sh.list_shards(corpus), 2, 8
+    uids = list(sh.build_index(shards).uids)
+    per_rank = [stream_batches(PairStream(shards, uids, identity, no_tokens, MemberOrder(30, batch, 0, r, world),
+                                          shuffle_buffer=4), 2, 2, batch // world) for r in range(world)]
+    for epoch in range(2):
+        (a, len_a), (b, len_b) = per_rank[0][epoch], per_rank[1][epoch]
+        assert len(a) == len(b) == len_a == len_b == 4  # ceil(15 / 4) on both ranks
+        assert [len(x) for x in a] == [len(x) for x in b]
+        assert sorted(p for x in a + b for p in x) == list(range(30))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_target_trains_on_a_folder_with_a_truncated_shard(make_cfg, tmp_path, in_memory):
+    """Ten shards, the last cut in half as by an interrupted download: every member is trained on
+    exactly T times, streamed by two workers (whose shares the cut unbalances) or held in memory."""
+    folder = write_corpus(tmp_path / "shards", 200, shard_size=20, seed=0)
+    os.truncate(folder / "00009.tar", (folder / "00009.tar").stat().st_size // 2)
+    cfg = make_cfg("data=webdataset", f"data.path={folder}", f"data.in_memory={in_memory}", "data.size=60",
+                   "data.split.holdout=60", "data.split.eval_size=10", "data.split.known_size=10",
+                   "data.split.aux_size=20", "train.batch_size=32", "train.num_workers=2", "train.epochs=2",
+                   "train.progress_bar=false", "n_bootstrap=50", small=False)
+    res = json.loads(run(cfg).read_text())
+    assert res["target"]["epochs"] == 2 and res["data"]["members"] == 60
