@@ -1,12 +1,14 @@
-"""Reading shards as they come off the web: truncated shards, and the index, load_raw and the
-stream agreeing on which pairs exist in every epoch."""
+"""Reading shards as they come off the web: truncated shards, unreadable parts, and the index,
+load_raw and the stream agreeing on which pairs exist in every epoch."""
 import collections
+import io
 import json
 import os
 import tarfile
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from mia.data import shards as sh
@@ -14,6 +16,24 @@ from mia.data.order import MemberOrder
 from mia.data.pairs import PairStream, load_raw
 from mia.data.synthetic import write_corpus
 from mia.pipeline import run
+
+
+def write_shard(path, samples):
+    """A tar of `samples`: {key: {extension: bytes or str}}, files in the given order."""
+    with tarfile.open(path, "w") as tar:
+        for key, files in samples.items():
+            for ext, data in files.items():
+                data = data.encode() if isinstance(data, str) else data
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def jpeg(size=(20, 12), **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 60)).save(buf, "JPEG", **kw)
+    return buf.getvalue()
 
 
 def complete_before(shard, cut) -> list[str]:
@@ -47,11 +67,13 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("pristine"), 30, shard_size=10, seed=0)
 
 
-def cut_copy(corpus, folder, cut):
+def copy_shards(corpus, folder, cut=None):
+    """The corpus's shards copied into `folder`, the last one cut to `cut` bytes if given."""
     folder.mkdir()
     for shard in sorted(corpus.glob("*.tar")):
         (folder / shard.name).write_bytes(shard.read_bytes())
-    os.truncate(folder / "00002.tar", cut)
+    if cut is not None:
+        os.truncate(folder / "00002.tar", cut)
     return sh.list_shards(folder)
 
 
@@ -64,7 +86,7 @@ def test_a_truncated_shard_costs_only_the_samples_past_the_cut(corpus, tmp_path)
     jpg, js, txt = (next(m for m in members[9:] if m.name.endswith(ext)) for ext in (".jpg", ".json", ".txt"))
     cuts = [jpg.offset_data + 100, js.offset + 700, txt.offset_data + 10, txt.offset_data + txt.size, size // 2]
     for n, cut in enumerate(cuts):
-        shards = cut_copy(corpus, tmp_path / str(n), cut)
+        shards = copy_shards(corpus, tmp_path / str(n), cut)
         index = sh.build_index(shards)
         kept = complete_before(last, cut)
         expected = [f"syn0000{i:09d}" for i in range(20)] + [f"syn0000{int(k):09d}" for k in kept]
@@ -108,3 +130,42 @@ def test_a_target_trains_on_a_folder_with_a_truncated_shard(make_cfg, tmp_path, 
                    "train.progress_bar=false", "n_bootstrap=50", small=False)
     res = json.loads(run(cfg).read_text())
     assert res["target"]["epochs"] == 2 and res["data"]["members"] == 60
+    index = sh.build_index(sh.list_shards(folder))
+    assert res["data"]["broken_shards"] == 1 and res["data"]["corrupt_skipped"] == len(index.corrupt)
+
+
+def test_unreadable_parts_are_skipped_and_counted_by_kind(tmp_path):
+    good = {"jpg": jpeg(), "txt": "a caption", "json": json.dumps({"uid": "u0", "url": "http://x/0"})}
+    write_shard(tmp_path / "00000.tar", {
+        "k0": good,
+        "k1": {**good, "json": json.dumps({"uid": "u1"}), "jpg": jpeg()[:40]},   # truncated JPEG
+        "k2": {**good, "json": "{not json"},                                      # unreadable JSON
+        "k3": {"jpg": jpeg(), "json": json.dumps({"uid": "u3"})},                 # no caption anywhere
+        "k4": {"txt": "no image", "json": json.dumps({"uid": "u4"})},            # no image
+        "k5": {**good, "json": json.dumps({"uid": "u5", "caption": "c"}), "txt": b"\xff\xfe bad utf-8"},
+    })
+    index = sh.build_index(sh.list_shards(tmp_path))
+    assert list(index.uids) == ["u0"] and not index.broken_shards
+    assert {c["key"]: c["kind"] for c in index.corrupt} == {"k1": "image", "k2": "metadata", "k3": "metadata",
+                                                            "k4": "image", "k5": "metadata"}
+    assert sh.corrupt_report(index, index) == {"corrupt_skipped": 10, "broken_shards": 0,
+                                               "corrupt_by_kind": {"image": 4, "metadata": 6}}
+
+
+def test_a_shard_changed_after_indexing_stops_the_readers_with_the_sample_named(corpus, tmp_path):
+    """The index decodes as the readers do, so a stream-time failure means the shard changed in place
+    (same name, size and mtime): the readers stop and name the sample instead of skipping a member."""
+    shards = copy_shards(corpus, tmp_path / "shards")
+    uids = list(sh.build_index(shards).uids)
+    shard, stat = shards[1], shards[1].stat()
+    with tarfile.open(shard) as tar:
+        victim = next(m for m in tar.getmembers() if m.name == "000000013.jpg")
+    data = bytearray(shard.read_bytes())
+    data[victim.offset_data:victim.offset_data + victim.size] = b"\0" * victim.size
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(RuntimeError, match="000000013 in .*00001.tar was readable when the shards were indexed"):
+        load_raw(shards, uids)
+    stream = PairStream(shards, uids, identity, no_tokens, MemberOrder(len(uids), 8, seed=0))
+    with pytest.raises(RuntimeError, match="000000013 .* Touch it"):
+        list(stream)

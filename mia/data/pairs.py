@@ -8,6 +8,7 @@ hold, so the three always agree on which pairs exist.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,17 @@ def _position(sample, position: dict):
     return None if "__cut__" in sample else position.get(sample_uid(sample))
 
 
+def _decode(sample):
+    """The sample's image; it was indexed, so it decoded once with this very function."""
+    try:
+        return decode_image(image_bytes(sample))
+    except Exception as err:
+        shard = Path(sample["__url__"])
+        raise RuntimeError(f"{sample['__key__']} in {shard} was readable when the shards were indexed but is "
+                           f"not now ({type(err).__name__}: {err}): the shard changed under the same name, size "
+                           "and mtime. Touch it to have the folder indexed again") from err
+
+
 def load_raw(shards, uids, desc="pairs"):
     """(PIL images, captions) in the order of `uids`; every uid must be readable (the index says so)."""
     position = {u: i for i, u in enumerate(uids)}
@@ -35,7 +47,7 @@ def load_raw(shards, uids, desc="pairs"):
             i = _position(sample, position)
             if i is None or images[i] is not None:
                 continue
-            images[i] = decode_image(image_bytes(sample))
+            images[i] = _decode(sample)
             captions[i] = read_meta(sample)["caption"]
             found += 1
             bar.update()
@@ -66,7 +78,11 @@ class PairStream(IterableDataset):
     worker w takes batches w, w + workers, ... . Every worker scans the shards, decodes only its own
     members and mixes them through a seeded shuffle buffer. Each worker thus holds whole batches but
     for the rank's last one, and the loader yields exactly the len(loader) batches Lightning counts
-    on (§7.5). A sample that fails to decode is skipped and counted.
+    on (§7.5).
+
+    Nothing is skipped here: every member was indexed, and the index decodes exactly as this stream
+    does. A member that fails to decode anyway (its shard changed in place) stops training with an
+    error naming it, rather than leaving a member untrained for the coverage check to find at the end.
     """
 
     def __init__(self, shards, uids, preprocess, tokenizer, order, shuffle_buffer=1000):
@@ -76,7 +92,6 @@ class PairStream(IterableDataset):
         self.position = {u: i for i, u in enumerate(uids)}
         self.local_batch = order.batch_size // order.world
         self.shuffle_buffer, self.epoch = shuffle_buffer, 0
-        self.skipped = 0
 
     def __len__(self):  # this rank's share: len(loader) is then this rank's batch count
         return len(self.order)
@@ -101,12 +116,7 @@ class PairStream(IterableDataset):
             if i is None or i not in mine:
                 continue
             left -= 1
-            try:
-                image = self.preprocess(decode_image(image_bytes(sample)))
-            except Exception as err:
-                self.skipped += 1
-                log.warning("skipping unreadable sample %s: %s", sample.get("__key__"), err)
-                continue
+            image = self.preprocess(_decode(sample))
             buffer.append((image, self.tokenizer([read_meta(sample)["caption"]])[0], i))
             if len(buffer) >= self.shuffle_buffer:
                 yield buffer.pop(rng.integers(len(buffer)))

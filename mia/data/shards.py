@@ -1,8 +1,10 @@
 """Reading img2dataset / DataComp-style webdataset shards: listing, indexing, decoding.
 
 The index (uid, caption, url of every readable sample) is built in one pass over the shards and
-cached beside the other cached artefacts. A sample whose JPEG or JSON is unreadable is skipped
-and counted there, so splits, training and feature extraction never see it.
+cached beside the other cached artefacts. It is the one place that decides what is readable: it
+decodes every image exactly as training and feature extraction do (decode_image), and a sample
+whose image, JSON or caption is unreadable, or that a truncated shard cut through, is skipped and
+counted there. Splits, training and feature extraction only ever ask for indexed samples.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 import logging
 import re
 import tarfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,11 +105,10 @@ def _tar_files(shard: Path, failed: list):
         failed.append(f"{type(err).__name__}: {err}"[:200])
 
 
-def decode_image(data: bytes, draft: bool = False) -> Image.Image:
-    """Decode a JPEG/PNG to RGB; `draft` decodes at reduced scale, enough to prove it is readable."""
+def decode_image(data: bytes) -> Image.Image:
+    """Decode an image file's bytes to RGB. The index decodes every image with this very function, so
+    what it found readable, training and feature extraction can read."""
     image = Image.open(io.BytesIO(data))
-    if draft and image.format == "JPEG":
-        image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
     image.load()
     return image.convert("RGB")
 
@@ -146,9 +148,13 @@ def image_bytes(sample) -> bytes:
     raise ValueError("no image (.jpg/.jpeg/.png/.webp)")
 
 
-# Bumped whenever the reading rules change which samples an index holds (2: the sample a truncated
-# shard was cut through is dropped), so that no cached index disagrees with the readers.
-INDEX_FORMAT = 2
+# Bumped whenever the reading rules change which samples an index holds, so that no cached index
+# disagrees with the readers. 2: the sample a truncated shard was cut through is dropped; 3: images
+# are decoded in full, as the readers decode them, and broken shards are kept.
+INDEX_FORMAT = 3
+
+# Why a sample was skipped (Index.corrupt[i]["kind"]).
+CUT, IMAGE, METADATA = "truncated", "image", "metadata"
 
 
 @dataclass
@@ -157,7 +163,8 @@ class Index:
     uids: np.ndarray
     captions: np.ndarray
     urls: np.ndarray
-    corrupt: list = field(default_factory=list)  # [{"key", "shard", "reason"}] of skipped samples
+    corrupt: list = field(default_factory=list)  # [{"key", "shard", "kind", "reason"}] of skipped samples
+    broken_shards: list = field(default_factory=list)  # [{"shard", "error"}] of shards read only in part
 
     def __len__(self):
         return len(self.uids)
@@ -165,34 +172,48 @@ class Index:
     def save(self, path: Path):
         with atomic(path) as tmp:
             np.savez(tmp, uids=self.uids, captions=self.captions, urls=self.urls,
-                     corrupt=np.array(json.dumps(self.corrupt)))
+                     corrupt=np.array(json.dumps(self.corrupt)), broken_shards=np.array(json.dumps(self.broken_shards)))
 
     @classmethod
     def load(cls, path: Path) -> "Index":
         with np.load(path) as z:
-            return cls(z["uids"], z["captions"], z["urls"], json.loads(str(z["corrupt"])))
+            return cls(z["uids"], z["captions"], z["urls"], json.loads(str(z["corrupt"])),
+                       json.loads(str(z["broken_shards"])))
 
 
 def build_index(shards, desc: str = "index") -> Index:
-    uids, captions, urls, corrupt = [], [], [], []
-    for sample in tqdm(raw_samples(shards), desc=desc, unit="pair"):
+    uids, captions, urls, corrupt, broken = [], [], [], [], []
+    for sample in tqdm(raw_samples(shards, errors=broken), desc=desc, unit="pair"):
+        kind = CUT
         try:
             if "__cut__" in sample:
                 raise ValueError(f"truncated shard: its {', '.join(sample['__cut__'])} was cut off")
+            kind = METADATA
             meta = read_meta(sample)
-            decode_image(image_bytes(sample), draft=True)
+            kind = IMAGE
+            decode_image(image_bytes(sample))
         except Exception as err:  # any unreadable part: skip the pair, keep the reason
             corrupt.append({"key": sample.get("__key__"), "shard": Path(sample.get("__url__", "?")).name,
-                            "reason": f"{type(err).__name__}: {err}"[:200]})
+                            "kind": kind, "reason": f"{type(err).__name__}: {err}"[:200]})
             continue
         uids.append(meta["uid"])
         captions.append(meta["caption"])
         urls.append(meta["url"])
-    if corrupt:
-        log.warning("skipped %d corrupt samples (first: %s)", len(corrupt), corrupt[0])
+    index = Index(np.array(uids), np.array(captions), np.array(urls), corrupt, broken)
+    if corrupt or broken:
+        report = corrupt_report(index)
+        log.warning("skipped %d corrupt samples %s; %d shards read only in part (first: %s)",
+                    len(corrupt), report["corrupt_by_kind"], len(broken), (broken or corrupt)[0])
     if not uids:
         raise ValueError(f"the shards {[str(s) for s in shards[:3]]}... hold no readable samples")
-    return Index(np.array(uids), np.array(captions), np.array(urls), corrupt)
+    return index
+
+
+def corrupt_report(*indexes) -> dict:
+    """What the indexes of a job skipped, for results.json's `data`: samples by kind, broken shards."""
+    kinds = Counter(c.get("kind", "unknown") for index in indexes for c in index.corrupt)
+    return {"corrupt_skipped": sum(kinds.values()), "corrupt_by_kind": dict(sorted(kinds.items())),
+            "broken_shards": sum(len(index.broken_shards) for index in indexes)}
 
 
 def shard_fingerprint(shards) -> list:
