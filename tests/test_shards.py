@@ -6,9 +6,11 @@ import json
 import os
 import tarfile
 
+import numpy as np
+import open_clip
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 from torch.utils.data import DataLoader
 
 from mia.data import shards as sh
@@ -169,3 +171,81 @@ def test_a_shard_changed_after_indexing_stops_the_readers_with_the_sample_named(
     stream = PairStream(shards, uids, identity, no_tokens, MemberOrder(len(uids), 8, seed=0))
     with pytest.raises(RuntimeError, match="000000013 .* Touch it"):
         list(stream)
+
+
+def picture(width, height):
+    """An RGB test picture with structure at every scale: gradients and a checkerboard."""
+    y, x = np.mgrid[0:height, 0:width]
+    r, g = 255 * x / max(1, width - 1), 255 * y / max(1, height - 1)
+    b = 60 + 140 * (((x // 16) + (y // 16)) % 2)
+    return Image.fromarray(np.stack([r, g, b], -1).astype(np.uint8))
+
+
+def encoded(image, fmt, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def web_images():
+    """(name, file bytes, the RGB picture it should decode to) in the sizes, aspect ratios and modes of
+    web images."""
+    rgb = picture(640, 480)
+    grey = picture(200, 900).convert("L")
+    wide = picture(1024, 300)
+    rgba = picture(500, 500).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((500, 500)))
+    palette = picture(120, 80).quantize(16)
+    palette.info["transparency"] = bytes([0, 128] + [255] * 14)  # per-entry alpha (a tRNS chunk)
+    deep = np.asarray(picture(256, 128).convert("L"), dtype=np.uint16) * 257  # 16-bit greyscale
+    cases = [("rgb jpeg", encoded(rgb, "JPEG", quality=92), rgb),
+             ("progressive jpeg", encoded(wide, "JPEG", quality=92, progressive=True), wide),
+             ("grey jpeg", encoded(grey, "JPEG", quality=92), grey.convert("RGB")),
+             ("cmyk jpeg", encoded(rgb.convert("CMYK"), "JPEG", quality=92), rgb),
+             ("rgba png", encoded(rgba, "PNG"), rgba.convert("RGB")),
+             ("palette png", encoded(palette, "PNG", transparency=palette.info["transparency"]),
+              palette.convert("RGBA").convert("RGB")),
+             ("16-bit png", encoded(Image.fromarray(deep), "PNG"), picture(256, 128).convert("L").convert("RGB")),
+             ("tiny png", encoded(picture(3, 5), "PNG"), picture(3, 5))]
+    if features.check("webp"):
+        cases.append(("webp", encoded(picture(300, 300), "WEBP", quality=92), picture(300, 300)))
+    assert Image.open(io.BytesIO(cases[6][1])).mode.startswith("I;16")  # PIL did write 16 bits
+    return cases
+
+
+def test_web_images_decode_at_224_px_and_unreadable_ones_are_skipped_and_counted(tmp_path):
+    """Every mode decodes to the right picture and through open_clip's 224 px preprocessing, in memory
+    and streamed; truncated, random and empty image files are skipped and counted by the index, and
+    so never reach the readers."""
+    images = web_images()
+    bad = {"truncated": encoded(picture(300, 200), "JPEG")[:700], "random": np.random.default_rng(0).bytes(4000),
+           "empty": b""}
+    samples = {}
+    for i, (name, data, _) in enumerate(images):
+        ext = "jpg" if "jpeg" in name else name.split()[-1]
+        samples[f"{i:04d}"] = {ext: data, "txt": name, "json": json.dumps({"uid": f"u{i}"})}
+    for name, data in bad.items():
+        samples[f"bad-{name}"] = {"jpg": data, "txt": name, "json": json.dumps({"uid": name})}
+    keys = list(samples)
+    write_shard(tmp_path / "00000.tar", {k: samples[k] for k in keys[::2]})
+    write_shard(tmp_path / "00001.tar", {k: samples[k] for k in keys[1::2]})
+
+    shards = sh.list_shards(tmp_path)
+    index = sh.build_index(shards)
+    assert sorted(index.uids) == sorted(f"u{i}" for i in range(len(images)))
+    assert {c["key"]: c["kind"] for c in index.corrupt} == {f"bad-{name}": "image" for name in bad}
+    assert sh.corrupt_report(index)["corrupt_skipped"] == 3
+
+    uids = [f"u{i}" for i in range(len(images))]
+    decoded, captions = load_raw(shards, uids)
+    for (name, _, expected), image, caption in zip(images, decoded, captions):
+        assert image.mode == "RGB" and image.size == expected.size and caption == name
+        error = np.abs(np.asarray(image, float) - np.asarray(expected, float)).mean()
+        assert error < 6, name  # JPEG losses only
+
+    preprocess = open_clip.image_transform(224, is_train=False)
+    stream = PairStream(shards, uids, preprocess, no_tokens, MemberOrder(len(uids), 4, seed=0), shuffle_buffer=3)
+    (batches, expected_batches), = stream_batches(stream, 1, 2, 4)
+    assert len(batches) == expected_batches and sorted(p for b in batches for p in b) == list(range(len(uids)))
+    tensors = torch.cat([b[0] for b in DataLoader(stream, batch_size=4)])
+    assert tensors.shape == (len(uids), 3, 224, 224) and torch.isfinite(tensors).all()

@@ -105,11 +105,22 @@ def _tar_files(shard: Path, failed: list):
         failed.append(f"{type(err).__name__}: {err}"[:200])
 
 
+_WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit greyscale, as PIL opens such PNGs
+
+
 def decode_image(data: bytes) -> Image.Image:
-    """Decode an image file's bytes to RGB. The index decodes every image with this very function, so
-    what it found readable, training and feature extraction can read."""
+    """Decode an image file's bytes (JPEG, PNG, WebP, any size and mode) to 8-bit RGB. The index decodes
+    every image with this very function, so what it found readable, training and features can read.
+
+    Modes convert as open_clip's own preprocessing does (alpha dropped), except 16-bit greyscale, which
+    PIL's convert would clip to white: it is scaled to 8 bits. Palette images go through RGBA, which
+    keeps PIL quiet about palettes with per-entry transparency."""
     image = Image.open(io.BytesIO(data))
     image.load()
+    if image.mode in _WIDE_GREY:
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
+    elif image.mode == "P":
+        image = image.convert("RGBA")
     return image.convert("RGB")
 
 
