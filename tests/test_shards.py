@@ -1,6 +1,7 @@
 """Reading shards as they come off the web: truncated shards, unreadable parts, and the index,
 load_raw and the stream agreeing on which pairs exist in every epoch."""
 import collections
+import hashlib
 import io
 import json
 import os
@@ -249,3 +250,19 @@ def test_web_images_decode_at_224_px_and_unreadable_ones_are_skipped_and_counted
     assert len(batches) == expected_batches and sorted(p for b in batches for p in b) == list(range(len(uids)))
     tensors = torch.cat([b[0] for b in DataLoader(stream, batch_size=4)])
     assert tensors.shape == (len(uids), 3, 224, 224) and torch.isfinite(tensors).all()
+
+
+def test_the_index_keeps_each_images_sha256(tmp_path):
+    """The JSON's sha256 (img2dataset's compute_hash, DataComp's column) where it has one, else the hash
+    of the image bytes; the cached index keeps them."""
+    same, other = jpeg(), jpeg((30, 30))
+    given = "AB" * 32
+    write_shard(tmp_path / "00000.tar", {
+        "k0": {"jpg": same, "txt": "a", "json": json.dumps({"uid": "u0"})},
+        "k1": {"jpg": same, "txt": "b", "json": json.dumps({"uid": "u1", "sha256": "not a hash"})},
+        "k2": {"jpg": other, "txt": "c", "json": json.dumps({"uid": "u2", "sha256": given})},
+    })
+    index = sh.build_index(sh.list_shards(tmp_path))
+    assert list(index.sha256) == [hashlib.sha256(same).hexdigest()] * 2 + [given.lower()]
+    index.save(tmp_path / "index.npz")
+    assert list(sh.Index.load(tmp_path / "index.npz").sha256) == list(index.sha256)

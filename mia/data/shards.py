@@ -8,6 +8,7 @@ counted there. Splits, training and feature extraction only ever ask for indexed
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -124,14 +125,25 @@ def decode_image(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def read_meta(sample) -> dict:
-    """uid, caption and url of a raw sample; raises if its JSON or caption cannot be read. The uid is
-    the JSON's `uid`, or its `key`, or the tar key (docs/design.md §2.1)."""
+    """uid, caption, url and the JSON's image sha256 (None if absent) of a raw sample; raises if its
+    JSON or caption cannot be read. The uid is the JSON's `uid`, or its `key`, or the tar key
+    (docs/design.md §2.1)."""
     meta = json.loads(sample["json"]) if "json" in sample else {}
     caption = sample["txt"].decode("utf-8") if "txt" in sample else meta.get("caption")
     if caption is None:
         raise ValueError("no caption (.txt or json 'caption')")
-    return {"uid": _uid_of(meta, sample), "caption": caption.strip(), "url": str(meta.get("url", ""))}
+    return {"uid": _uid_of(meta, sample), "caption": caption.strip(), "url": str(meta.get("url", "")),
+            "sha256": _sha256(meta.get("sha256"))}
+
+
+def _sha256(value) -> str | None:
+    """The JSON's sha256 of the image (img2dataset's compute_hash, DataComp's column), if it is one."""
+    value = str(value or "").strip().lower()
+    return value if _HEX64.fullmatch(value) else None
 
 
 def sample_uid(sample) -> str | None:
@@ -159,10 +171,10 @@ def image_bytes(sample) -> bytes:
     raise ValueError("no image (.jpg/.jpeg/.png/.webp)")
 
 
-# Bumped whenever the reading rules change which samples an index holds, so that no cached index
-# disagrees with the readers. 2: the sample a truncated shard was cut through is dropped; 3: images
-# are decoded in full, as the readers decode them, and broken shards are kept.
-INDEX_FORMAT = 3
+# Bumped whenever what an index holds changes, so that no cached index disagrees with the readers.
+# 2: the sample a truncated shard was cut through is dropped; 3: images are decoded in full, as the
+# readers decode them, and broken shards are kept; 4: each pair's image sha256.
+INDEX_FORMAT = 4
 
 # Why a sample was skipped (Index.corrupt[i]["kind"]).
 CUT, IMAGE, METADATA = "truncated", "image", "metadata"
@@ -176,24 +188,26 @@ class Index:
     urls: np.ndarray
     corrupt: list = field(default_factory=list)  # [{"key", "shard", "kind", "reason"}] of skipped samples
     broken_shards: list = field(default_factory=list)  # [{"shard", "error"}] of shards read only in part
+    sha256: np.ndarray | None = None  # per pair: the image's hash (the JSON's "sha256", else of its bytes)
 
     def __len__(self):
         return len(self.uids)
 
     def save(self, path: Path):
         with atomic(path) as tmp:
-            np.savez(tmp, uids=self.uids, captions=self.captions, urls=self.urls,
+            hashes = {} if self.sha256 is None else {"sha256": self.sha256}
+            np.savez(tmp, uids=self.uids, captions=self.captions, urls=self.urls, **hashes,
                      corrupt=np.array(json.dumps(self.corrupt)), broken_shards=np.array(json.dumps(self.broken_shards)))
 
     @classmethod
     def load(cls, path: Path) -> "Index":
         with np.load(path) as z:
             return cls(z["uids"], z["captions"], z["urls"], json.loads(str(z["corrupt"])),
-                       json.loads(str(z["broken_shards"])))
+                       json.loads(str(z["broken_shards"])), z["sha256"] if "sha256" in z.files else None)
 
 
 def build_index(shards, desc: str = "index") -> Index:
-    uids, captions, urls, corrupt, broken = [], [], [], [], []
+    uids, captions, urls, hashes, corrupt, broken = [], [], [], [], [], []
     for sample in tqdm(raw_samples(shards, errors=broken), desc=desc, unit="pair"):
         kind = CUT
         try:
@@ -202,7 +216,8 @@ def build_index(shards, desc: str = "index") -> Index:
             kind = METADATA
             meta = read_meta(sample)
             kind = IMAGE
-            decode_image(image_bytes(sample))
+            image = image_bytes(sample)
+            decode_image(image)
         except Exception as err:  # any unreadable part: skip the pair, keep the reason
             corrupt.append({"key": sample.get("__key__"), "shard": Path(sample.get("__url__", "?")).name,
                             "kind": kind, "reason": f"{type(err).__name__}: {err}"[:200]})
@@ -210,7 +225,8 @@ def build_index(shards, desc: str = "index") -> Index:
         uids.append(meta["uid"])
         captions.append(meta["caption"])
         urls.append(meta["url"])
-    index = Index(np.array(uids), np.array(captions), np.array(urls), corrupt, broken)
+        hashes.append(meta["sha256"] or hashlib.sha256(image).hexdigest())
+    index = Index(np.array(uids), np.array(captions), np.array(urls), corrupt, broken, np.array(hashes))
     if corrupt or broken:
         report = corrupt_report(index)
         log.warning("skipped %d corrupt samples %s; %d shards read only in part (first: %s)",
