@@ -195,7 +195,8 @@ def bench_loader(n: int, image_size: int, workers: int, batch_size: int) -> dict
         result = {"machine": machine(), "images": n, "image_size": image_size, "workers": workers,
                   "batch_size": batch_size}
         for name, nw in (("eager_loader_images_per_s", 0), ("pipeline_loader_images_per_s", workers)):
-            stream = PairStream(shards, uids, preprocess, tokenizer, shuffle_buffer=256)
+            stream = PairStream(shards, uids, preprocess, tokenizer, MemberOrder(n, batch_size, seed=0),
+                                shuffle_buffer=256)
             loader = DataLoader(stream, batch_size=batch_size, num_workers=nw,
                                 pin_memory=nw > 0 and torch.cuda.is_available(),
                                 persistent_workers=False, prefetch_factor=4 if nw else None)

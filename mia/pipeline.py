@@ -16,6 +16,7 @@ from mia import distributed, metrics, plots, results, tracking
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
 from mia.data.corpus import load_corpus
+from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, build_splits
 from mia.features import extract_features
 from mia.provenance import git_revision
@@ -136,7 +137,7 @@ def _run(cfg, world) -> Path | None:
 
 def _record(cfg, target, members, nonmembers, splits, features, features_hit, world) -> dict:
     """results.json before the attacks: provenance, target, data and the member / non-member gap."""
-    corrupt = len(members.index.corrupt) + (len(nonmembers.index.corrupt) if nonmembers is not members else 0)
+    indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
     gap = metrics.gap(features[MEMBER_EVAL].cos, features[NONMEMBER_EVAL].cos, n_bootstrap=cfg.n_bootstrap,
                       seed=cfg.seed)
     gap["gaussian_auc"] = metrics.gaussian_auc(gap["value"], gap["member_std"], gap["nonmember_std"])
@@ -146,7 +147,8 @@ def _record(cfg, target, members, nonmembers, splits, features, features_hit, wo
                 "world_size": world.size, "cache_key": target.key, "cache_hit": target.cache_hit,
                 "checkpoint": str(target.checkpoint), "trained_uids": _str(target.trained_uids),
                 "open_clip": _str(target.exported)},
-        data={"nonmembers": condition(cfg), "corpus": members.name, "nonmember_corpus": nonmembers.name, "corrupt_skipped": corrupt,
+        data={"nonmembers": condition(cfg), "corpus": members.name, "nonmember_corpus": nonmembers.name,
+              **corrupt_report(*indexes),
               "features_cache_hit": features_hit, **splits.summary()},
         gap=gap)
 

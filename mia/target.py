@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from mia import checkpoint, distributed
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
 from mia.data.datamodule import PairDataModule
+from mia.data.splits import DEFAULT_DEDUP, dedup_rules
 from mia.model import build_model
 from mia.provenance import git_revision
 from mia.sizes import parse_size
@@ -119,11 +120,15 @@ def _is_num(v) -> bool:
 
 
 def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size) -> str:
-    """Everything that defines the trained weights, nothing that only concerns evaluation."""
+    """Everything that defines the trained weights, nothing that only concerns evaluation. The
+    de-duplication rules shape the member pool, so they are part of it, but only when they are not
+    the default: the keys of targets trained before the rules were selectable stay as they were."""
     w = spec.weights_key()
-    return config_hash({"corpus": corpus_fingerprint,
-                        "split": {"seed": split_cfg.seed, "holdout": parse_size(split_cfg.holdout)},
-                        "size": parse_size(size), **w})
+    split = {"seed": split_cfg.seed, "holdout": parse_size(split_cfg.holdout)}
+    rules = dedup_rules(split_cfg)
+    if set(rules) != set(DEFAULT_DEDUP):
+        split["dedup"] = sorted(rules)
+    return config_hash({"corpus": corpus_fingerprint, "split": split, "size": parse_size(size), **w})
 
 
 @dataclass

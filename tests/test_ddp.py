@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 
+from mia.data.order import MemberOrder
 from mia.model import build_model
 from mia.pipeline import run
-from mia.data.order import MemberOrder
 from tests.helpers.config import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent

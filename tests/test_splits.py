@@ -1,9 +1,15 @@
+import hashlib
+import re
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from mia.data.corpus import load_corpus
 from mia.data.shards import Index
 from mia.data.splits import build_splits, check_disjoint, normalise_caption
+from mia.sizes import parse_size
+from mia.target import TrainSpec, target_key
 
 SPLIT = OmegaConf.create({"seed": 0, "holdout": 300, "eval_size": 50, "known_size": 100, "aux_size": 100})
 
@@ -85,3 +91,155 @@ def test_ood_nonmembers_leave_member_pool_unchanged():
     assert np.array_equal(iid.members, shifted.members)
     assert all(u.startswith("o") for u in shifted.nonmember_eval)
     assert all(u.startswith("o") for u in shifted.aux_pool[~shifted.aux_is_member])
+
+
+def split_digest(s) -> str:
+    """One hash of every uid list of a split, in order, and the aux ground truth."""
+    h = hashlib.sha256()
+    for name in ("members", "member_eval", "nonmember_eval", "nonmember_known", "aux_pool", "aux_is_member"):
+        h.update(name.encode())
+        h.update("\n".join(map(str, getattr(s, name))).encode())
+    return h.hexdigest()[:16]
+
+
+def repetitive_index():
+    """1000 pairs whose captions and URLs repeat across any boundary, and an OOD corpus sharing some."""
+    idx = Index(np.array([f"u{i}" for i in range(1000)]),
+                np.array([f"The photo #{i % 400}!" if i % 7 == 0 else f"unique {word(i)} pic" for i in range(1000)]),
+                np.array([f"http://x/{i % 300 if i % 11 == 0 else i}.jpg" if i % 13 else "" for i in range(1000)]))
+    ood = Index(np.array([f"o{i}" for i in range(800)]),
+                np.array([f"The photo #{i}" if i % 5 == 0 else f"other {word(i)}" for i in range(800)]),
+                np.array([f"http://x/{i}.jpg" if i % 9 == 0 else f"http://y/{i}" for i in range(800)]))
+    return idx, ood
+
+
+# Digests of the splits before de-duplication became configurable (commit ef0e219): the default
+# rules [caption, url] must keep every split, and so every existing figure, bit for bit.
+PINNED_REPETITIVE = {"iid": ("e42baa8c94da94cd", 187), "ood": ("1860bd2ec30dd41e", 388)}
+PINNED_EMBEDDED_SMALL = {"iid": "82d7dcb893c5119d", "ood": "f75c722ce4f968b4"}
+PINNED_EMBEDDED_DEFAULT = {"iid": "82f821db6a7ed105", "ood": "5b977fbaeddfb300"}
+
+
+@pytest.mark.parametrize("dedup", [None, ["caption", "url"], ["url", "caption"]])
+def test_default_dedup_keeps_the_splits_bit_for_bit(dedup):
+    idx, ood = repetitive_index()
+    cfg = SPLIT if dedup is None else OmegaConf.merge(SPLIT, {"dedup": dedup})
+    iid, shifted = build_splits(idx, cfg, 100), build_splits(idx, cfg, 100, nonmember_index=ood)
+    assert (split_digest(iid), iid.dedup_dropped) == PINNED_REPETITIVE["iid"]
+    assert (split_digest(shifted), shifted.dedup_dropped) == PINNED_REPETITIVE["ood"]
+
+
+def embedded_digests(make_cfg, tmp_path, *overrides, small=True):
+    cfg = make_cfg(*overrides, small=small)
+    members = load_corpus(cfg.data, tmp_path / "cache")
+    ood = load_corpus(cfg.data, tmp_path / "cache", shifted=True)
+    return {"iid": split_digest(build_splits(members.index, cfg.data.split, cfg.data.size)),
+            "ood": split_digest(build_splits(members.index, cfg.data.split, cfg.data.size, ood.index))}
+
+
+def test_embedded_corpus_splits_are_pinned(make_cfg, tmp_path):
+    assert embedded_digests(make_cfg, tmp_path) == PINNED_EMBEDDED_SMALL
+
+
+@pytest.mark.slow
+def test_default_embedded_corpus_splits_are_pinned(make_cfg, tmp_path):
+    """The 24k corpus and split sizes of conf/data/synthetic.yaml, which the figures use."""
+    assert embedded_digests(make_cfg, tmp_path, "logger=none", small=False) == PINNED_EMBEDDED_DEFAULT
+
+
+def test_dedup_rules_are_selectable_and_each_rule_counted():
+    """A pair two rules would drop counts for the first rule in data.split.dedup, so the counts add up."""
+    idx, _ = repetitive_index()
+    caption, url, both, swapped, none = (build_splits(idx, OmegaConf.merge(SPLIT, {"dedup": rules}), 100) for rules in
+                                         (["caption"], ["url"], ["caption", "url"], ["url", "caption"], []))
+    assert caption.dedup_by_rule == {"caption": caption.dedup_dropped} and url.dedup_by_rule == {"url": url.dedup_dropped}
+    assert both.dedup_dropped == swapped.dedup_dropped == sum(both.dedup_by_rule.values()) == 187
+    assert both.dedup_by_rule["caption"] == caption.dedup_dropped and swapped.dedup_by_rule["url"] == url.dedup_dropped
+    assert both.summary()["dedup_by_rule"] == both.dedup_by_rule
+    assert none.dedup_dropped == 0 and none.dedup_by_rule == {}
+    # Without caption de-duplication, repeated captions do land on both sides.
+    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions)))
+    assert {caps[u] for u in url.members} & {caps[u] for u in url.nonmember_eval}
+
+
+def test_image_rule_drops_identical_images_across_the_boundary():
+    idx = index(1000)
+    idx.sha256 = np.array([f"{i % 600:064x}" if i % 3 == 0 else f"{i:064x}" for i in range(1000)])
+    s = build_splits(idx, OmegaConf.merge(SPLIT, {"dedup": ["image"]}), 100)
+    assert s.dedup_dropped > 0 and s.dedup_by_rule == {"image": s.dedup_dropped}
+    sha = dict(zip(idx.uids, idx.sha256))
+    non = np.concatenate([s.nonmember_eval, s.nonmember_known, s.aux_pool[~s.aux_is_member]])
+    assert not {sha[u] for u in s.members} & {sha[u] for u in non}
+
+
+@pytest.mark.parametrize("dedup", ["url", ["caption", "sha"], ["url", "url"]])
+def test_bad_dedup_rules_are_refused_with_the_key(dedup):
+    with pytest.raises(ValueError, match=r"data.split.dedup=.*must be a list of distinct rules out of "
+                                         r"\[caption,url,image\]"):
+        build_splits(index(1000), OmegaConf.merge(SPLIT, {"dedup": dedup}), 100)
+
+
+def clipart_corpus(n=8115):
+    """A web folder whose captions repeat: two thirds say 'various cliparts'."""
+    rng = np.random.default_rng(1)
+    caps = np.array(["Various cliparts" if rng.random() < 0.65 else f"a photo of {word(i)}" for i in range(n)])
+    urls = np.array([f"http://x/{rng.integers(40)}.png" if rng.random() < 0.02 else f"http://x/{i}.jpg"
+                     for i in range(n)])
+    return Index(np.array([f"u{i}" for i in range(n)]), caps, urls)
+
+
+def refit(error, split, size):
+    """The split config and size an error's suggestion names."""
+    overrides = dict(o.split("=") for o in str(error).split("Sizes that fit")[1].split(": ", 1)[1].split())
+    new = {k.removeprefix("data.split."): v for k, v in overrides.items() if k.startswith("data.split.")}
+    return OmegaConf.merge(split, new), overrides.get("data.size", size)
+
+
+def test_errors_name_the_rule_and_suggest_sizes_that_fit():
+    idx = clipart_corpus()
+    split = OmegaConf.create({"seed": 0, "holdout": 3000, "eval_size": 500, "known_size": 1000, "aux_size": 1000})
+    with pytest.raises(ValueError) as err:
+        build_splits(idx, split, 1000)
+    message = str(err.value)
+    assert re.search(r"non-member sets need 2000 pairs .* but only \d+ are held out after de-duplication "
+                     r"dropped \d+ \(caption: \d+, url: \d+\); raise data.split.holdout or lower those sizes, or "
+                     r"set data.split.dedup=\[url\]\. Sizes that fit this corpus of 8115 pairs: data.split.holdout=",
+                     message), message
+    fitted = build_splits(idx, *refit(err.value, split, 1000))
+    assert len(fitted.members) == 1000 and len(fitted.nonmember_eval) == len(fitted.member_eval) > 0
+    assert build_splits(idx, OmegaConf.merge(split, {"dedup": ["url"]}), 1000).dedup_by_rule["url"] > 0
+
+    # Too large a data.size: the pool error names the rule that took pairs from the pool.
+    with pytest.raises(ValueError, match=r"exceeds the member pool of \d+ pairs \(corpus 8115 - holdout 3000 - "
+                                         r"\d+ dropped by de-duplication \(url: \d+, caption: \d+\)\); .* or set "
+                                         r"data.split.dedup=\[url\]") as err:
+        build_splits(idx, OmegaConf.merge(split, {"dedup": ["url", "caption"]}), 4000)
+    build_splits(idx, *refit(err.value, OmegaConf.merge(split, {"dedup": ["url", "caption"]}), 4000))
+
+
+@pytest.mark.parametrize("size, pairs", [("10k", 40_000), ("2k", 8115), ("10k", 12_000)])
+def test_webdataset_defaults_fit_or_say_what_fits(make_cfg, size, pairs):
+    """conf/data/webdataset.yaml's sizes fit a folder of holdout + data.size pairs and more; for a
+    smaller folder the error lists sizes that do fit it."""
+    split = make_cfg("data=webdataset", small=False).data.split
+    idx = index(pairs)
+    if pairs >= 20_000 + parse_size(size):
+        s = build_splits(idx, split, size)
+        assert len(s.nonmember_eval) == 5000 and len(s.members) == parse_size(size)
+        return
+    with pytest.raises(ValueError, match=f"Sizes that fit this corpus of {pairs} pairs") as err:
+        build_splits(idx, split, size)
+    fitted = build_splits(idx, *refit(err.value, split, size))
+    assert len(fitted.nonmember_eval) > 0
+
+
+def test_only_rules_other_than_the_default_change_the_target_key(make_cfg):
+    cfg = make_cfg()
+    spec = TrainSpec.from_cfg(cfg)
+    key = target_key(spec, "corpus", cfg.data.split, cfg.data.size)
+    legacy = OmegaConf.masked_copy(cfg.data.split, ["seed", "holdout", "eval_size", "known_size", "aux_size"])
+    assert target_key(spec, "corpus", legacy, cfg.data.size) == key  # keys from before data.split.dedup
+    swapped = make_cfg("data.split.dedup=[url,caption]")
+    assert target_key(spec, "corpus", swapped.data.split, cfg.data.size) == key
+    other = make_cfg("data.split.dedup=[url]")
+    assert target_key(spec, "corpus", other.data.split, cfg.data.size) != key

@@ -42,7 +42,9 @@ def _synthetic_shards(gen_cfg: dict, style: str, cache_dir: Path) -> Path:
 
 def _indexed(name: str, shards: list[Path], cache_dir: Path) -> Corpus:
     fingerprint = config_hash(sh.shard_fingerprint(shards))
-    path = Layout(cache_dir).index(fingerprint)
+    # The index file is keyed by the format too, so an index built by older reading rules is rebuilt;
+    # the corpus fingerprint (part of every target key) stays the folder's alone.
+    path = Layout(cache_dir).index(config_hash({"shards": fingerprint, "format": sh.INDEX_FORMAT}))
     get_or_build(path, lambda: sh.build_index(shards, desc=f"index {name}").save(path))
     return Corpus(name, shards, sh.Index.load(path), fingerprint)
 
@@ -82,5 +84,6 @@ def _narrowed(corpus: Corpus, path, key: str) -> Corpus:
     if not keep.any():
         raise ValueError(f"{key}={str(path)!r}: none of its {len(wanted)} uids is in the shards of {corpus.name}")
     ix = corpus.index
-    index = sh.Index(ix.uids[keep], ix.captions[keep], ix.urls[keep], ix.corrupt)
+    index = sh.Index(ix.uids[keep], ix.captions[keep], ix.urls[keep], ix.corrupt, ix.broken_shards,
+                     None if ix.sha256 is None else ix.sha256[keep])
     return Corpus(corpus.name, corpus.shards, index, config_hash([corpus.fingerprint, config_hash(sorted(wanted))]))

@@ -22,10 +22,9 @@ class PairDataModule(L.LightningDataModule):
             images, tokens = load_pairs(self.shards, self.uids, self.preprocess, self.tokenizer, "load members")
             self.dataset = InMemoryPairs(images, tokens, self.trainer.strategy.root_device)
         else:
-            # Under DDP each rank streams exactly the members `order` deals it (docs/design.md §7.5).
-            deal = self.order.positions if self.order.world > 1 else None
-            self.dataset = PairStream(self.shards, self.uids, self.preprocess, self.tokenizer, seed=self.seed,
-                                      rank=self.order.rank, deal=deal)
+            # Each rank streams exactly the members `order` deals it, in whole batches per loader
+            # worker (docs/design.md §7.5).
+            self.dataset = PairStream(self.shards, self.uids, self.preprocess, self.tokenizer, self.order)
 
     def train_dataloader(self):
         local_batch = self.batch_size // self.order.world

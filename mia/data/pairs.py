@@ -1,31 +1,40 @@
 """Image-caption pairs for a given set of uids, as model-ready tensors.
 
 `load_pairs` decodes them once into memory (the embedded corpus at 32 px is a few hundred MB at
-most); `PairStream` streams them from the shards for corpora that do not fit.
+most); `PairStream` streams them from the shards for corpora that do not fit. Both find a sample's
+uid with the index's own rule (mia.data.shards.sample_uid) and ignore samples the index does not
+hold, so the three always agree on which pairs exist.
 """
 from __future__ import annotations
 
-import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from mia.data.shards import decode_image, image_bytes, raw_samples
+from mia.data.shards import decode_image, image_bytes, raw_samples, read_meta, sample_uid
 
 log = logging.getLogger(__name__)
 
 
-def _uid(sample) -> str:
-    return str(json.loads(sample["json"]).get("uid")) if "json" in sample else sample["__key__"]
+def _position(sample, position: dict):
+    """Where the sample's uid sits in `position`, or None: not asked for, or not indexed (a sample cut
+    off by a truncated shard, an unreadable JSON)."""
+    return None if "__cut__" in sample else position.get(sample_uid(sample))
 
 
-def _caption(sample) -> str:
-    if "txt" in sample:
-        return sample["txt"].decode("utf-8").strip()
-    return json.loads(sample["json"])["caption"].strip()
+def _decode(sample):
+    """The sample's image; it was indexed, so it decoded once with this very function."""
+    try:
+        return decode_image(image_bytes(sample))
+    except Exception as err:
+        shard = Path(sample["__url__"])
+        raise RuntimeError(f"{sample['__key__']} in {shard} was readable when the shards were indexed but is "
+                           f"not now ({type(err).__name__}: {err}): the shard changed under the same name, size "
+                           "and mtime. Touch it to have the folder indexed again") from err
 
 
 def load_raw(shards, uids, desc="pairs"):
@@ -34,12 +43,12 @@ def load_raw(shards, uids, desc="pairs"):
     images, captions = [None] * len(uids), [None] * len(uids)
     found = 0
     with tqdm(total=len(uids), desc=desc, unit="pair") as bar:
-        for sample in raw_samples(shards):
-            i = position.get(_uid(sample))
+        for sample in raw_samples(shards, errors=[]):  # the index has reported broken shards
+            i = _position(sample, position)
             if i is None or images[i] is not None:
                 continue
-            images[i] = decode_image(image_bytes(sample))
-            captions[i] = _caption(sample)
+            images[i] = _decode(sample)
+            captions[i] = read_meta(sample)["caption"]
             found += 1
             bar.update()
             if found == len(uids):
@@ -62,45 +71,53 @@ def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
 
 
 class PairStream(IterableDataset):
-    """Streams (image, tokens, position) for `uids` from the shards, each uid once per pass.
+    """Streams (image, tokens, position) of this rank's members from the shards, each once per epoch.
 
-    One process: shards are split over DataLoader workers. Under DDP, `deal(epoch)` gives this
-    rank's member positions of the epoch (mia.data.order.MemberOrder.positions); they are dealt to
-    the rank's workers and every worker scans all shards, decoding only its own: the ranks then get
-    exactly N / W members and equal batch counts, which splitting whole shards by node cannot
-    promise without dropping or repeating members (docs/design.md §7.4-7.5). A sample that fails to
-    decode is skipped and counted.
+    `order` (mia.data.order.MemberOrder) gives the rank's member positions of each epoch (docs/design.md
+    §7.4). They are cut into local batches, and the local batches are dealt to the DataLoader workers:
+    worker w takes batches w, w + workers, ... . Every worker scans the shards, decodes only its own
+    members and mixes them through a seeded shuffle buffer. Each worker thus holds whole batches but
+    for the rank's last one, and the loader yields exactly the len(loader) batches Lightning counts
+    on (§7.5).
+
+    Nothing is skipped here: every member was indexed, and the index decodes exactly as this stream
+    does. A member that fails to decode anyway (its shard changed in place) stops training with an
+    error naming it, rather than leaving a member untrained for the coverage check to find at the end.
     """
 
-    def __init__(self, shards, uids, preprocess, tokenizer, shuffle_buffer=1000, seed=0, rank=0, deal=None):
-        self.shards, self.preprocess, self.tokenizer = list(shards), preprocess, tokenizer
+    def __init__(self, shards, uids, preprocess, tokenizer, order, shuffle_buffer=1000):
+        if len(uids) != order.n:
+            raise ValueError(f"{len(uids)} uids but an order over {order.n} members")
+        self.shards, self.preprocess, self.tokenizer, self.order = list(shards), preprocess, tokenizer, order
         self.position = {u: i for i, u in enumerate(uids)}
-        self.shuffle_buffer, self.seed, self.epoch, self.rank, self.deal = shuffle_buffer, seed, 0, rank, deal
-        self.skipped = 0
+        self.local_batch = order.batch_size // order.world
+        self.shuffle_buffer, self.epoch = shuffle_buffer, 0
 
-    def __len__(self):
-        return len(self.position)
+    def __len__(self):  # this rank's share: len(loader) is then this rank's batch count
+        return len(self.order)
+
+    def mine(self, epoch: int, worker: int, workers: int) -> set:
+        """The member positions worker `worker` of `workers` streams in `epoch`: its whole local batches."""
+        positions = self.order.positions(epoch)
+        batches = range(0, len(positions), self.local_batch)
+        return {p for start in batches[worker::workers] for p in positions[start:start + self.local_batch]}
 
     def __iter__(self):
         worker = get_worker_info()
         wid, nworkers = (worker.id, worker.num_workers) if worker else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, wid])
-        shards, mine = self.shards[wid::nworkers], None
-        if self.deal is not None:
-            shards, mine = self.shards, set(self.deal(self.epoch)[wid::nworkers])
+        rng = np.random.default_rng([self.order.seed, self.epoch, self.order.rank, wid])
+        mine = self.mine(self.epoch, wid, nworkers)
         self.epoch += 1
-        buffer = []
-        for sample in raw_samples(shards):
-            i = self.position.get(_uid(sample))
-            if i is None or (mine is not None and i not in mine):
+        buffer, left = [], len(mine)
+        for sample in raw_samples(self.shards, errors=[]):  # the index has reported broken shards
+            if not left:
+                break
+            i = _position(sample, self.position)
+            if i is None or i not in mine:
                 continue
-            try:
-                image = self.preprocess(decode_image(image_bytes(sample)))
-            except Exception as err:
-                self.skipped += 1
-                log.warning("skipping unreadable sample %s: %s", sample.get("__key__"), err)
-                continue
-            buffer.append((image, self.tokenizer([_caption(sample)])[0], i))
+            left -= 1
+            image = self.preprocess(_decode(sample))
+            buffer.append((image, self.tokenizer([read_meta(sample)["caption"]])[0], i))
             if len(buffer) >= self.shuffle_buffer:
                 yield buffer.pop(rng.integers(len(buffer)))
         rng.shuffle(buffer)

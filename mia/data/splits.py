@@ -11,12 +11,12 @@ The member pool depends only on the member corpus, split.seed and split.holdout.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from mia.sizes import parse_size
+from mia.sizes import format_size, parse_size
 
 _NON_WORD = re.compile(r"[^a-z\s]+")
 
@@ -35,13 +35,90 @@ def normalise_caption(caption: str) -> str:
     return " ".join(w for w in words if w not in ENGLISH_STOP_WORDS)
 
 
-def _dedup(mem_caps, mem_urls, other_captions, other_urls):
-    """Keep-masks for both sides, dropping pairs whose normalised caption or URL is on both."""
-    other_caps = np.array([normalise_caption(c) for c in other_captions])
-    shared_caps = np.intersect1d(mem_caps, other_caps)
-    shared_urls = np.intersect1d(mem_urls[mem_urls != ""], other_urls[other_urls != ""])
-    return (~(np.isin(mem_caps, shared_caps) | np.isin(mem_urls, shared_urls)),
-            ~(np.isin(other_caps, shared_caps) | np.isin(other_urls, shared_urls)))
+# De-duplication rules (data.split.dedup): a pair is dropped from both sides of the member /
+# non-member boundary when its key under a rule occurs on both sides (docs/design.md §2.4).
+DEDUP_RULES = ("caption", "url", "image")  # normalised caption, non-empty URL, image sha256
+DEFAULT_DEDUP = ("caption", "url")
+
+
+def dedup_rules(split_cfg) -> tuple:
+    """The rules of `data.split.dedup`, in order (default [caption, url]); refused unless a list of them."""
+    rules = split_cfg.get("dedup", list(DEFAULT_DEDUP))
+    rules = [] if rules is None else rules
+    if isinstance(rules, str) or not all(r in DEDUP_RULES for r in rules) or len(set(rules)) != len(rules):
+        raise ValueError(f"data.split.dedup={_listed(rules) if not isinstance(rules, str) else repr(rules)}: "
+                         f"must be a list of distinct rules out of {_listed(DEDUP_RULES)}, e.g. "
+                         "data.split.dedup=[caption,url] (the default) or data.split.dedup=[]")
+    return tuple(rules)
+
+
+def _listed(rules) -> str:
+    return "[" + ",".join(str(r) for r in rules) + "]"
+
+
+def _keys(index, rule) -> np.ndarray:
+    if rule == "caption":
+        return np.array([normalise_caption(c) for c in index.captions])
+    if rule == "url":
+        return np.asarray(index.urls)
+    if index.sha256 is None:
+        raise ValueError("data.split.dedup=[...,image] needs image hashes, and this index has none")
+    return np.asarray(index.sha256)
+
+
+def _codes(indexes, rules) -> list[dict]:
+    """Per index, per rule: each pair's key as an integer shared across the indexes; -1 = no key. An
+    empty URL or hash is no key. An empty normalised caption is one, as it always was."""
+    codes = [{} for _ in indexes]
+    for rule in rules:
+        keys = [_keys(index, rule) for index in indexes]
+        values, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+        inverse = inverse.astype(np.int64)
+        if rule != "caption":
+            inverse[values[inverse] == ""] = -1
+        for c, part in zip(codes, np.split(inverse, np.cumsum([len(k) for k in keys])[:-1])):
+            c[rule] = part
+    return codes
+
+
+def _dropped(side: dict, other: dict, n: int, rules):
+    """Which of the `n` pairs of `side` have a key that occurs in `other` under some rule, and how many
+    each rule dropped. A pair two rules would drop counts for the first, in config order."""
+    drop, by_rule = np.zeros(n, bool), {}
+    for r in rules:
+        hit = np.isin(side[r], other[r][other[r] >= 0])
+        by_rule[r] = int((hit & ~drop).sum())
+        drop |= hit
+    return drop, by_rule
+
+
+@dataclass
+class _Draw:
+    """The member pool and the non-member candidates of one holdout, after de-duplication."""
+    pool: np.ndarray        # member pool uids, in order
+    nonmembers: np.ndarray  # held-out (or OOD) uids, in order
+    dropped: dict           # {"member pool" | "held out" | "OOD corpus": {rule: pairs dropped there}}
+
+    @property
+    def total(self) -> int:
+        return sum(sum(by_rule.values()) for by_rule in self.dropped.values())
+
+
+def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_order=None) -> _Draw:
+    held, pool = order[:holdout], order[holdout:]
+    pool_codes, held_codes = ({r: c[rows] for r, c in codes[0].items()} for rows in (pool, held))
+    drop_pool, by_pool = _dropped(pool_codes, held_codes, len(pool), rules)
+    drop_held, by_held = _dropped(held_codes, pool_codes, len(held), rules)
+    draw = _Draw(member_index.uids[pool][~drop_pool], member_index.uids[held][~drop_held],
+                 {"member pool": by_pool, "held out": by_held})
+    if nonmember_index is not None:
+        # OOD non-members are only filtered, so the member pool (and the cached targets) do not
+        # depend on the non-member condition: iid and ood attack the very same targets.
+        ood_codes = {r: c[ood_order] for r, c in codes[1].items()}
+        drop_ood, by_ood = _dropped(ood_codes, pool_codes, len(ood_order), rules)
+        draw.nonmembers = nonmember_index.uids[ood_order][~drop_ood]
+        draw.dropped["OOD corpus"] = by_ood
+    return draw
 
 
 @dataclass
@@ -54,11 +131,13 @@ class Splits:
     aux_pool: np.ndarray
     aux_is_member: np.ndarray    # ground truth of aux_pool, for diagnostics only, never for attacks
     dedup_dropped: int  # pairs dropped on either side of the boundary
+    dedup_by_rule: dict = field(default_factory=dict)  # {rule: pairs it dropped}, summed over the sides
 
     def summary(self) -> dict:
         return {"members": len(self.members), "member_pool": self.member_pool_size,
                 **{name: len(getattr(self, name)) for name in EVAL_SETS},
-                "aux_members": int(self.aux_is_member.sum()), "dedup_dropped": self.dedup_dropped}
+                "aux_members": int(self.aux_is_member.sum()), "dedup_dropped": self.dedup_dropped,
+                "dedup_by_rule": dict(self.dedup_by_rule)}
 
 
 def check_disjoint(**sets):
@@ -80,60 +159,162 @@ def _refuse_duplicate_uids(uids, where):
                          "land on both sides of the member / non-member boundary, so the split is refused")
 
 
+@dataclass(frozen=True)
+class _Sizes:
+    n: int         # data.size
+    k: int         # data.split.eval_size
+    known: int     # data.split.known_size
+    aux: int       # data.split.aux_size
+    holdout: int   # data.split.holdout
+
+    @property
+    def need(self) -> int:
+        """Non-members the sets take: nonmember_eval, nonmember_known and aux_pool's non-member half."""
+        return self.k + self.known + self.aux // 2
+
+    def overrides(self, size) -> str:
+        parts = [] if size is None or self.n == parse_size(size) else [f"data.size={format_size(self.n)}"]
+        parts += [f"data.split.{key}={format_size(getattr(self, f))}" for key, f in
+                  (("holdout", "holdout"), ("eval_size", "k"), ("known_size", "known"), ("aux_size", "aux"))]
+        return " ".join(parts)
+
+
 def build_splits(member_index, split_cfg, size, nonmember_index=None) -> Splits:
     """`nonmember_index` is the shifted corpus for the OOD condition, or the audited non-member folder;
-    None means i.i.d. `size` None (audits of a CLIP trained elsewhere) takes the whole member pool."""
-    k = parse_size(split_cfg.eval_size, "data.split.eval_size")
-    n_known = parse_size(split_cfg.known_size, "data.split.known_size")
-    n_aux = parse_size(split_cfg.aux_size, "data.split.aux_size")
-    holdout = parse_size(split_cfg.holdout, "data.split.holdout", minimum=0)
+    None means i.i.d. `size` None (audits of a CLIP trained elsewhere) makes every member pair a member."""
+    whole = size is None
+    sizes = _Sizes(n=0 if whole else parse_size(size, "data.size"),
+                   k=parse_size(split_cfg.eval_size, "data.split.eval_size"),
+                   known=parse_size(split_cfg.known_size, "data.split.known_size"),
+                   aux=parse_size(split_cfg.aux_size, "data.split.aux_size"),
+                   holdout=parse_size(split_cfg.holdout, "data.split.holdout", minimum=0))
+    rules = dedup_rules(split_cfg)
     _refuse_duplicate_uids(member_index.uids, "member corpus")
-    if size is not None and k > parse_size(size, "data.size"):
-        raise ValueError(f"data.split.eval_size={k} exceeds data.size={size}: member_eval must be "
-                         "members of every target (K <= the smallest N of a sweep)")
-    if holdout >= len(member_index):
-        raise ValueError(f"data.split.holdout={holdout} leaves no member pool in a corpus of {len(member_index)}")
-
-    order = np.random.default_rng(split_cfg.seed).permutation(len(member_index))
-    held, pool = order[:holdout], order[holdout:]
-    # De-duplicate across the boundary: drop pairs whose normalised caption or URL is on both sides.
-    mem_caps = np.array([normalise_caption(c) for c in member_index.captions[pool]])
-    mem_urls = member_index.urls[pool]
-    keep_mem, keep_non = _dedup(mem_caps, mem_urls, member_index.captions[held], member_index.urls[held])
-    pool_uids, non_uids = member_index.uids[pool][keep_mem], member_index.uids[held][keep_non]
-    dropped = int((~keep_mem).sum() + (~keep_non).sum())
     if nonmember_index is not None:
-        # OOD non-members are only filtered, so the member pool (and the cached targets) do not
-        # depend on the non-member condition: iid and ood attack the very same targets.
         _refuse_duplicate_uids(nonmember_index.uids, "non-member (OOD) corpus")
-        o = np.random.default_rng(split_cfg.seed).permutation(len(nonmember_index))
-        _, keep_ood = _dedup(mem_caps, mem_urls, nonmember_index.captions[o], nonmember_index.urls[o])
-        non_uids = nonmember_index.uids[o][keep_ood]
-        dropped += int((~keep_ood).sum())
 
-    n = len(pool_uids) if size is None else parse_size(size, "data.size")
-    if k > n:
-        raise ValueError(f"data.split.eval_size={k} exceeds the {n} member pairs")
-    if n > len(pool_uids):
-        raise ValueError(f"data.size={size!r} ({n}) exceeds the member pool of {len(pool_uids)} pairs "
-                         f"(corpus {len(member_index)} - holdout {holdout} - {int((~keep_mem).sum())} "
-                         "de-duplicated); lower data.size or use a larger corpus")
-    need = k + n_known + n_aux // 2
-    if need > len(non_uids):
-        raise ValueError(f"non-member sets need {need} pairs (eval_size + known_size + aux_size/2) but only "
-                         f"{len(non_uids)} are held out; raise data.split.holdout or lower those sizes")
+    indexes = (member_index,) if nonmember_index is None else (member_index, nonmember_index)
+    codes = _codes(indexes, rules)
+    order = np.random.default_rng(split_cfg.seed).permutation(len(member_index))
+    ood_order = None if nonmember_index is None else np.random.default_rng(split_cfg.seed).permutation(
+        len(nonmember_index))
 
+    def draw(holdout):
+        return _draw(member_index, codes, order, holdout, rules, nonmember_index, ood_order)
+
+    d = draw(sizes.holdout) if sizes.holdout < len(member_index) else None
+    if whole and d is not None:
+        sizes = replace(sizes, n=len(d.pool))
+    problem = _problem(d, sizes, size, len(member_index), rules, ood=nonmember_index is not None)
+    if problem:
+        fit = _fitting(draw, sizes, len(member_index), d, ood=nonmember_index is not None)
+        corpora = f"this corpus of {len(member_index)} pairs" if nonmember_index is None else \
+            f"these corpora of {len(member_index)} and {len(nonmember_index)} pairs"
+        raise ValueError(problem + (f". Sizes that fit {corpora}: {fit.overrides(size)}" if fit else ""))
+
+    n, k, n_known, n_aux, need = sizes.n, sizes.k, sizes.known, sizes.aux, sizes.need
+    pool_uids, non_uids = d.pool, d.nonmembers
     members = pool_uids[:n]
     aux_mem = pool_uids[k:min(n, k + n_aux - n_aux // 2)]  # trained on, but not in member_eval
     aux_non = non_uids[k + n_known:need]
     aux = np.concatenate([aux_mem, aux_non])
     truth = np.concatenate([np.ones(len(aux_mem), bool), np.zeros(len(aux_non), bool)])
     perm = np.random.default_rng(split_cfg.seed + 1).permutation(len(aux))  # attackers see no order
+    by_rule = {r: sum(side.get(r, 0) for side in d.dropped.values()) for r in rules}
     splits = Splits(members=members, member_pool_size=len(pool_uids), member_eval=pool_uids[:k],
                     nonmember_eval=non_uids[:k], nonmember_known=non_uids[k:k + n_known],
-                    aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=dropped)
+                    aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=d.total, dedup_by_rule=by_rule)
     check_disjoint(members=splits.members, nonmember_eval=splits.nonmember_eval,
                    nonmember_known=splits.nonmember_known, aux_nonmembers=aux_non)
     check_disjoint(member_eval=splits.member_eval, nonmember_known=splits.nonmember_known,
                    aux_pool=splits.aux_pool)
     return splits
+
+
+def _problem(d, sizes, size, corpus, rules, ood) -> str | None:
+    """Why these sizes do not fit the drawn split, naming the keys and any de-duplication rule that
+    took pairs from the short side; None if they fit."""
+    if sizes.k > sizes.n:
+        return (f"data.split.eval_size={sizes.k} exceeds data.size={sizes.n}: member_eval must be members of "
+                "every target (K <= the smallest N of a sweep)")
+    if d is None:
+        return f"data.split.holdout={sizes.holdout} leaves no member pool in a corpus of {corpus}"
+    if sizes.n > len(d.pool):
+        by_rule = d.dropped["member pool"]
+        return (f"data.size={size!r} ({sizes.n}) exceeds the member pool of {len(d.pool)} pairs (corpus {corpus} "
+                f"- holdout {sizes.holdout} - {sum(by_rule.values())} dropped by de-duplication"
+                f"{_by_rule(by_rule)}); lower data.size or use a larger corpus{_fewer_rules(by_rule, rules)}")
+    if sizes.need > len(d.nonmembers):
+        by_rule = d.dropped["OOD corpus" if ood else "held out"]
+        dropped = sum(by_rule.values())
+        have = (f"the OOD corpus (data.ood_path) holds only {len(d.nonmembers)}" if ood else
+                f"only {len(d.nonmembers)} are held out")
+        after = f" after de-duplication dropped {dropped}{_by_rule(by_rule)}" if dropped else ""
+        remedy = "lower those sizes or use a larger OOD corpus" if ood else \
+            "raise data.split.holdout or lower those sizes"
+        return (f"non-member sets need {sizes.need} pairs (eval_size + known_size + aux_size/2) but {have}"
+                f"{after}; {remedy}{_fewer_rules(by_rule, rules)}")
+    return None
+
+
+def _by_rule(by_rule: dict) -> str:
+    return " (" + ", ".join(f"{r}: {n}" for r, n in by_rule.items()) + ")" if sum(by_rule.values()) else ""
+
+
+def _fewer_rules(by_rule: dict, rules) -> str:
+    """The remedy of dropping the rule that took the most pairs, when de-duplication took any."""
+    if not sum(by_rule.values()):
+        return ""
+    worst = max(by_rule, key=by_rule.get)
+    return f", or set data.split.dedup={_listed(r for r in rules if r != worst)}"
+
+
+def _fitting(draw, sizes: _Sizes, corpus: int, d, ood: bool) -> _Sizes | None:
+    """Sizes that fit the corpus, each checked with a real draw. The non-member sets (eval, known, aux)
+    shrink in proportion, by steps of 20%, until they fit; for i.i.d. non-members the holdout is set
+    just large enough for them after de-duplication. data.size stays if it fits beside them; if it
+    never does, it becomes the member pool left by the largest sets that leave the pool at least half
+    the corpus. None if nothing fits."""
+    keep = 1.0  # the share of held-out pairs de-duplication leaves, as seen at the configured holdout
+    if d is not None and not ood:
+        keep = max(0.05, len(d.nonmembers) / sizes.holdout)
+    fallback, s = None, 1.0
+    for _ in range(20):  # down to 1% of the configured sizes
+        trial = _scaled(sizes, s)
+        got = None
+        if ood:
+            got = d
+        else:
+            holdout = _round_up(trial.need / keep * 1.02)
+            for _ in range(2):  # de-duplication may take a little more from another holdout
+                got = draw(holdout) if holdout < corpus else None
+                if got is None or len(got.nonmembers) >= trial.need:
+                    break
+                holdout = _round_up(holdout + (trial.need - len(got.nonmembers)) / keep)
+            trial = replace(trial, holdout=holdout)
+        if got is not None and trial.need <= len(got.nonmembers):
+            if trial.n <= len(got.pool):
+                return trial
+            if fallback is None and (ood or 2 * trial.holdout <= corpus) and _round_down(len(got.pool)) >= 1:
+                n = _round_down(len(got.pool))
+                fallback = replace(trial, n=n, k=min(trial.k, n))
+        s *= 0.8
+    return fallback
+
+
+def _scaled(sizes: _Sizes, s: float) -> _Sizes:
+    k = min(sizes.n, max(1, _round_down(sizes.k * s)))
+    return replace(sizes, k=k, known=max(1, _round_down(sizes.known * s)), aux=max(1, _round_down(sizes.aux * s)))
+
+
+def _round_down(x: float) -> int:
+    """x rounded down to two significant digits (1989 -> 1900), so suggestions read as sizes."""
+    x = int(x)
+    step = 10 ** max(0, len(str(x)) - 2)
+    return x // step * step
+
+
+def _round_up(x: float) -> int:
+    x = int(np.ceil(x))
+    step = 10 ** max(0, len(str(x)) - 2)
+    return -(-x // step) * step
