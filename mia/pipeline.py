@@ -158,7 +158,7 @@ def _attack(attacks, ctx, record, cfg, out) -> dict:
     curves, images = {}, {}
     for name, attack in attacks.items():
         t1 = time.time()
-        res = attack.score(ctx)
+        res = attack(ctx)
         scores = np.concatenate([res.member_scores, res.nonmember_scores])
         labels = np.r_[np.ones(len(res.member_scores)), np.zeros(len(res.nonmember_scores))]
         m = metrics.roc_metrics(scores, labels, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)

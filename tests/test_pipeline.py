@@ -87,3 +87,17 @@ def test_cli_bad_size_fails_with_named_key(tmp_path):
     proc = _cli(tmp_path, "data.size=lots")
     assert proc.returncode != 0
     assert "data.size='lots' is not a size" in proc.stderr
+
+
+def test_shadow_attack_through_the_pipeline(make_cfg):
+    """A reference-model attack end to end: shadows trained through the cached stage (not exported),
+    their pool embeddings cached beside them, diagnostics nested under the attack's metrics."""
+    res = json.loads(run(make_cfg("attack=lira", "attack.lira.num_shadows=2")).read_text())
+    lira = res["attacks"]["lira"]
+    assert res["schema_version"] == 2 and 0 <= lira["auc"] <= 1
+    diag = lira["diagnostics"]
+    assert diag["num_shadows"] == 2 and diag["shadows_trained"] == 2 and "num_shadows" not in lira
+    for shadow in map(Path, diag["shadow_dirs"]):
+        assert (shadow / "DONE").exists() and not (shadow / "open_clip").exists()
+        assert len(list((shadow / "features").glob("pool-*.npz"))) == 1
+    assert Path(res["target"]["open_clip"], "open_clip_config.json").exists()

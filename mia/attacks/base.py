@@ -70,7 +70,7 @@ class Attack(ABC):
     needs_shadows: bool = False  # reference-model attacks train shadow CLIPs (AttackContext.shadows)
     key: str = "attack"          # this instance's config key, attack.<name>; set by pipeline.build_attacks
 
-    def score(self, ctx: AttackContext) -> AttackResult:
+    def __call__(self, ctx: AttackContext) -> AttackResult:
         """`run`, with a bad setting reported under this instance's own key (attack.wsa_gomez.lam)."""
         try:
             return self.run(ctx)

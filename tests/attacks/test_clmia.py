@@ -52,7 +52,7 @@ def test_clmia_never_trains_head_on_evaluation_uids(planted_features):
 
 def test_clmia_no_pseudo_members_names_lam(planted_features):
     with pytest.raises(ValueError, match=r"attack\.clmia\.lam"):
-        make_attack("clmia", lam=100).score(planted_features)
+        make_attack("clmia", lam=100)(planted_features)
 
 
 def test_clmia_seeded(planted_features):

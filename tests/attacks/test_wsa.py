@@ -108,7 +108,7 @@ def test_pseudo_label_diagnostics_known_truth():
 
 def test_wsa_no_pseudo_members_names_lam(planted_features):
     with pytest.raises(ValueError, match=r"attack\.wsa\.lam"):
-        make_attack("wsa", lam=100).score(planted_features)
+        make_attack("wsa", lam=100)(planted_features)
 
 
 def test_wsa_seeded_and_settings_honoured(planted_features):
