@@ -77,20 +77,21 @@ def find_font(path=None) -> Path:
 
 
 def _unihan_lines(path: Path):
-    """(code point, field, value) from Unihan_*.txt, .txt.bz2 or a Unihan.zip."""
+    """(code point, field, value) from the Unihan_*.txt, .txt.bz2 or Unihan.zip files that hold FIELDS."""
+    wanted = ("Unihan_Readings", "Unihan_IRGSources", "Unihan_RadicalStrokeCounts")  # kRSUnicode moved in 13.0
     if path.is_dir():
         texts = (bz2.open(f, "rt", encoding="utf-8") if f.suffix == ".bz2" else open(f, encoding="utf-8")
-                 for f in sorted(path.glob("Unihan_*.txt*")))
+                 for f in sorted(path.glob("Unihan_*.txt*")) if f.name.startswith(wanted))
     else:
         archive = zipfile.ZipFile(path)
         texts = (io.TextIOWrapper(archive.open(n), encoding="utf-8") for n in archive.namelist()
-                 if n.endswith(".txt"))
+                 if n.startswith(wanted) and n.endswith(".txt"))
     for text in texts:
         with text:
             for line in text:
-                if line.startswith("U+"):
-                    cp, field, value = line.rstrip("\n").split("\t", 2)
-                    yield int(cp[2:], 16), field, value
+                parts = line.split("\t", 2)  # U+6D17 <tab> kDefinition <tab> wash; '#' lines are comments
+                if len(parts) == 3 and parts[1] in FIELDS and parts[0].startswith("U+"):
+                    yield int(parts[0][2:], 16), parts[1], parts[2].rstrip("\n")
 
 
 def _unihan_xml(path: Path):
@@ -119,8 +120,7 @@ def read_unihan(path: Path) -> dict[int, dict[str, str]]:
     else:
         rows = {}
         for cp, field, value in _unihan_lines(path):
-            if field in FIELDS:
-                rows.setdefault(cp, {})[field] = value
+            rows.setdefault(cp, {})[field] = value
     rows = {cp: r for cp, r in rows.items() if r.get("kDefinition") and r.get("kRSUnicode")}
     if not rows:
         raise ValueError(f"{path}: no Unihan kDefinition entries; is it the UCD 'all' XML or Unihan data?")
@@ -233,7 +233,7 @@ def write_glyph_corpus(out_dir, size: int, *, image_size: int = 32, seed: int = 
     for shard_no in range(0, -(-size // shard_size)):
         name = f"{shard_no:05d}.tar"
         part = chosen[shard_no * shard_size:(shard_no + 1) * shard_size]
-        with wds.TarWriter(str(out_dir / name), mtime=0.0) as sink:
+        with wds.TarWriter(str(out_dir / name), mtime=0) as sink:
             for index in part:
                 cp, caption = table[index]
                 image = render_glyph(cp, font, face, image_size, np.random.default_rng([seed, cp]), jitter)
