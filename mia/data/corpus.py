@@ -1,5 +1,5 @@
-"""Where a job's pairs come from: the embedded synthetic corpus (generated once, cached) or a
-folder of the user's own shards. Either way the job gets shards plus a cached index."""
+"""Where a job's pairs come from: the embedded synthetic corpus or the glyph corpus (generated
+once, cached) or a folder of the user's own shards. Either way the job gets shards plus a cached index."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mia.cache import Layout, atomic, config_hash, get_or_build
-from mia.data import shards as sh
+from mia.data import glyphs, shards as sh
 from mia.data.synthetic import write_corpus
 from mia.data.uids import read_uids
 from mia.sizes import parse_size
@@ -25,16 +25,17 @@ class Corpus:
     fingerprint: str     # identifies the content; part of every cache key downstream
 
 
-def _synthetic_shards(gen_cfg: dict, style: str, cache_dir: Path) -> Path:
+def _generated_shards(name: str, gen_cfg: dict, cache_dir: Path, write=write_corpus) -> Path:
+    """Run `write` once per distinct config into cache_dir/corpus, under a lock, atomically."""
     kw = dict(gen_cfg)
     size = parse_size(kw.pop("size"), "data.corpus.size")
     shard_size = kw.pop("shard_size")
-    key = config_hash({"size": size, "shard_size": shard_size, "style": style, **kw})
-    final = Layout(cache_dir).corpus(f"synthetic-{style}", key)
+    key = config_hash({"size": size, "shard_size": shard_size, **kw})
+    final = Layout(cache_dir).corpus(name, key)
 
     def build():
         with atomic(final) as tmp:
-            write_corpus(tmp, size, shard_size=shard_size, style=style, **kw)
+            write(tmp, size, shard_size=shard_size, **kw)
 
     get_or_build(final, build, done=final / "sizes.json")
     return final
@@ -54,8 +55,15 @@ def load_corpus(data_cfg, cache_dir: Path, shifted: bool = False) -> Corpus:
     cache_dir = Path(cache_dir)
     if data_cfg.source == "synthetic":
         style = "shifted" if shifted else "iid"
-        folder = _synthetic_shards(dict(data_cfg.corpus), style, cache_dir)
+        folder = _generated_shards(f"synthetic-{style}", {**data_cfg.corpus, "style": style}, cache_dir)
         return _indexed(f"synthetic-{style}", sh.list_shards(folder, "data.corpus"), cache_dir)
+    if data_cfg.source == "glyphs":  # mia.data.glyphs; the resolved sources are part of the cache key
+        if shifted:
+            raise ValueError("data.nonmembers=ood: the glyph corpus has no shifted sibling; use nonmembers=iid")
+        gen = {**data_cfg.corpus, "font": str(glyphs.find_font(data_cfg.corpus.font)),
+               "unihan": str(glyphs.find_unihan(data_cfg.corpus.unihan))}
+        folder = _generated_shards("glyphs", gen, cache_dir, glyphs.write_glyph_corpus)
+        return _indexed("glyphs", sh.list_shards(folder, "data.corpus"), cache_dir)
     if data_cfg.source == "webdataset":
         key = "data.ood_path" if shifted else "data.path"
         path = data_cfg.ood_path if shifted else data_cfg.path
@@ -70,7 +78,7 @@ def load_corpus(data_cfg, cache_dir: Path, shifted: bool = False) -> Corpus:
                           cache_dir)
         uid_list = data_cfg.get(f"{side}_uids")
         return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
-    raise ValueError(f"data.source={data_cfg.source!r}: choose 'synthetic', 'webdataset' or 'audit'")
+    raise ValueError(f"data.source={data_cfg.source!r}: choose 'synthetic', 'glyphs', 'webdataset' or 'audit'")
 
 
 def _narrowed(corpus: Corpus, path, key: str) -> Corpus:
