@@ -91,14 +91,13 @@ def _write_subset(shards, uids, folder, shard_size=150):
     """The samples of `uids`, copied from `shards` into a new shard folder (what an owner would hand over)."""
     import webdataset as wds
 
-    from mia.data.pairs import _uid
-    from mia.data.shards import raw_samples
+    from mia.data.shards import raw_samples, sample_uid
 
     wanted, n = set(uids), 0
     folder.mkdir(parents=True)
     sink = None
     for sample in raw_samples(shards):
-        if _uid(sample) not in wanted:
+        if sample_uid(sample) not in wanted:
             continue
         if n % shard_size == 0:
             sink and sink.close()
