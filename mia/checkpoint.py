@@ -19,26 +19,14 @@ from pathlib import Path
 
 import open_clip
 import torch
-from omegaconf import OmegaConf
 
 from mia.cache import Layout, atomic, atomic_write_text, config_hash
+from mia.model import model_config
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
-
-
-def model_config(model_cfg) -> dict:
-    """open_clip's model config (embed_dim, vision_cfg, text_cfg, ...) of the `model` group."""
-    arch = model_cfg.get("arch")
-    if arch:
-        return OmegaConf.to_container(arch, resolve=True) if OmegaConf.is_config(arch) else dict(arch)
-    cfg = open_clip.get_model_config(model_cfg["name"])
-    if cfg is None:
-        raise ValueError(f"model.name={model_cfg['name']!r} is not an open_clip architecture "
-                         "(see open_clip.list_models()) and model.arch is not set")
-    return cfg
 
 
 def export(model, model_cfg, folder: Path) -> Path:

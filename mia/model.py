@@ -5,19 +5,28 @@ import open_clip
 from omegaconf import OmegaConf
 
 
+def model_config(model_cfg) -> dict:
+    """open_clip's model config (embed_dim, vision_cfg, text_cfg, ...) of the `model` group."""
+    arch = model_cfg.get("arch")
+    if arch:
+        return OmegaConf.to_container(arch, resolve=True) if OmegaConf.is_config(arch) else dict(arch)
+    cfg = open_clip.get_model_config(model_cfg["name"])
+    if cfg is None:
+        raise ValueError(f"model.name={model_cfg['name']!r} is not an open_clip architecture "
+                         "(see open_clip.list_models()) and model.arch is not set")
+    return cfg
+
+
 def build_model(model_cfg):
     """Returns (model, tokenizer, preprocess) for `model.name` (+ `model.arch` for custom configs);
     `model_cfg` is the `model` group, as a DictConfig or a plain dict."""
-    arch = model_cfg.get("arch")
-    if arch:
-        arch = OmegaConf.to_container(arch, resolve=True) if OmegaConf.is_config(arch) else arch
+    if model_cfg.get("arch"):
+        arch = model_config(model_cfg)
         model = open_clip.CLIP(**arch, output_dict=True)
         tokenizer = open_clip.SimpleTokenizer(context_length=arch["text_cfg"]["context_length"])
     else:
+        model_config(model_cfg)  # refuses, naming model.name, an architecture open_clip does not know
         name = model_cfg["name"]
-        if name not in open_clip.list_models():
-            raise ValueError(f"model.name={name!r} is not an open_clip architecture "
-                             "(see open_clip.list_models()) and model.arch is not set")
         model = open_clip.create_model(name, pretrained=None, output_dict=True)
         tokenizer = open_clip.get_tokenizer(name)
     size = model.visual.image_size
