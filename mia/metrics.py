@@ -181,3 +181,78 @@ def fit_loglog(x, y) -> dict:
         ci = [None, None]
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "slope_ci95": ci,
             "n_points": int(lx.size), "excluded": excluded}
+
+
+def seed_mean_gaps(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of the seed-mean gap of one condition: [n_bootstrap].
+
+    `jobs` is one (member_cos, nonmember_cos) pair per training seed. Each replicate draws the seeds
+    with replacement, and for every drawn seed the member and non-member evaluation pairs with
+    replacement (a two-level bootstrap: training runs, then evaluation pairs), and averages the
+    drawn seeds' gaps. See seed_mean_gap_table for the coupled form a scaling fit uses.
+    """
+    return seed_mean_gap_table([jobs], n_bootstrap, seed)[:, 0]
+
+
+def seed_mean_gap_table(conditions, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """Two-level bootstrap of the seed-mean gap of several conditions at once: [n_bootstrap, n_conditions].
+
+    `conditions[c]` is one (member_cos, nonmember_cos) pair per seed. Where every job scored the same
+    number of members and of non-members (the i.i.d. splits of a sweep score the same evaluation uids,
+    in the same order, at every N and seed), one draw of evaluation pairs per replicate is shared by
+    all jobs, so a pair that is easy everywhere moves every point of the curve together, as it would
+    in a new experiment; otherwise each job draws its own pairs. Training seeds are drawn per condition.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [[(np.asarray(m, np.float64), np.asarray(n, np.float64)) for m, n in jobs] for jobs in conditions]
+    for jobs in arrays:
+        if not jobs:
+            raise ValueError("a condition has no jobs")
+        for m, n in jobs:
+            _check_finite(m, "member cosines")
+            _check_finite(n, "non-member cosines")
+    shapes = {(m.size, n.size) for jobs in arrays for m, n in jobs}
+    out = np.empty((n_bootstrap, len(arrays)))
+    for b in range(n_bootstrap):
+        shared = None
+        if len(shapes) == 1:
+            n_m, n_n = next(iter(shapes))
+            shared = rng.integers(0, n_m, n_m), rng.integers(0, n_n, n_n)
+        for c, jobs in enumerate(arrays):
+            gaps = []
+            for j in rng.integers(0, len(jobs), len(jobs)):
+                m, n = jobs[j]
+                mi, ni = shared or (rng.integers(0, m.size, m.size), rng.integers(0, n.size, n.size))
+                gaps.append(m[mi].mean() - n[ni].mean())
+            out[b, c] = np.mean(gaps)
+    return out
+
+
+def bootstrap_loglog_slope(x, replicates, point) -> dict:
+    """Slope of log10 gap on log10 x with a percentile 95% interval from bootstrap replicates.
+
+    `point[i]` is the observed seed-mean gap at x[i], `replicates` [B, len(x)] its bootstrap draws
+    (seed_mean_gap_table). The point estimate is the OLS slope through the observed means; each
+    replicate is fitted the same way. A replicate with a non-positive gap has no logarithm: it is
+    counted in `n_invalid` and left out, and a fit with more than 5% invalid replicates is refused,
+    since its interval would describe only the replicates that happened to stay positive.
+    """
+    x = np.asarray(x, np.float64)
+    point = np.asarray(point, np.float64)
+    replicates = np.asarray(replicates, np.float64)
+    if x.size < 2 or np.ptp(np.log10(x)) == 0:
+        raise ValueError(f"need >= 2 distinct x values, got {x.tolist()}")
+    if (point <= 0).any():
+        raise ValueError(f"non-positive mean gap at x={x[point <= 0].tolist()}: no logarithm")
+    lx = np.log10(x)
+    slope, intercept = np.polyfit(lx, np.log10(point), 1)
+    valid = (replicates > 0).all(axis=1)
+    n_invalid = int((~valid).sum())
+    if n_invalid > 0.05 * len(replicates):
+        raise ValueError(f"{n_invalid} of {len(replicates)} bootstrap replicates have a non-positive gap: "
+                         "the noisiest point cannot be fitted on a log scale")
+    slopes = np.polyfit(lx, np.log10(replicates[valid]).T, 1)[0]
+    lo, hi = np.percentile(slopes, [2.5, 97.5])
+    return {"slope": float(slope), "intercept": float(intercept), "slope_ci95": [float(lo), float(hi)],
+            "slope_std": float(slopes.std(ddof=1)), "n_points": int(x.size), "n_bootstrap": int(len(replicates)),
+            "n_invalid": n_invalid, "method": "bootstrap over seeds and evaluation pairs"}

@@ -144,7 +144,7 @@ def _record(cfg, target, members, nonmembers, splits, features, features_hit, wo
     return results.new(
         config=OmegaConf.to_container(cfg, resolve=True), git=git_revision(), seed=cfg.seed,
         target={"source": cfg.target.source, "size": target.size, "epochs": target.epochs, "model": cfg.model.name,
-                "world_size": world.size, "cache_key": target.key, "cache_hit": target.cache_hit,
+                "params": sum(p.numel() for p in target.model.parameters()), "world_size": world.size, "cache_key": target.key, "cache_hit": target.cache_hit,
                 "checkpoint": str(target.checkpoint), "trained_uids": _str(target.trained_uids),
                 "open_clip": _str(target.exported)},
         data={"nonmembers": condition(cfg), "corpus": members.name, "nonmember_corpus": nonmembers.name,

@@ -1,8 +1,10 @@
 """Sweep report: `python -m mia.report <sweep dir>` (or `make report SWEEP=<dir>`).
 
-Reads every results.json under the sweep dir and writes, into it: results.csv, report.md and PNG
-plots: the member / non-member gap against N on log-log axes with its fitted slope next to the
-T/N bound, the gap against T, AUC and TPR@1%FPR against N for every attack (with the Gaussian
+Reads every results.json under the sweep dir and writes, into it: results.csv (one row per job),
+points.csv (one row per condition, pooled over training seeds), report.md, fits.json and PNG plots:
+the member / non-member gap against N on log-log axes with its fitted slope (a bootstrap over seeds
+and evaluation pairs, over the fitted regime; docs/design.md §6.4) next to the T/N bound, the gap
+against T, AUC and TPR@1%FPR against N for every attack with a band over seeds (and the Gaussian
 prediction beside CSA), log-log ROC curves per size, and OOD-vs-i.i.d. bars per attack.
 """
 from __future__ import annotations
@@ -17,19 +19,30 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from mia import metrics, results, tracking
+from mia import metrics, results, scores, tracking
 from mia.plots import _save, plt, roc_loglog
 
 log = logging.getLogger(__name__)
 
 
+# When a point of a scaling curve is left out of the fit (docs/design.md §6.4). Both are properties of
+# the point itself, fixed before looking at the slope.
+SATURATED_AUC = 0.95   # Gaussian AUC from the gap at or above this: members sit at the model's ceiling
+NOISY_REL_CI = 0.5     # half-width of the gap's 95% interval above this fraction of the gap: noise
+IDENTITY = ("nonmembers", "epochs", "size", "model", "params")  # a point: one condition, any seeds
+
+
 def load_rows(sweep_dir) -> list[dict]:
-    """One flat row per job, sorted by condition, epochs and size."""
-    rows = [results.report_row(results.load(path), str(path.parent.relative_to(sweep_dir)))
-            for path in sorted(Path(sweep_dir).rglob("results.json"))]
+    """One flat row per job, sorted by condition, epochs, size and seed."""
+    rows = []
+    for path in sorted(Path(sweep_dir).rglob("results.json")):
+        row = results.report_row(results.load(path), str(path.parent.relative_to(sweep_dir)))
+        row["_dir"] = path.parent
+        rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
-    return sorted(rows, key=lambda r: (r["nonmembers"], r["epochs"], r["size"]))
+    return sorted(rows, key=lambda r: (r["nonmembers"], r["epochs"], str(r["model"]), r["params"] or 0, r["size"],
+                                       r["seed"]))
 
 
 def attacks_of(rows) -> list[str]:
@@ -50,93 +63,192 @@ def write_csv(rows, path):
         w.writerows([{k: r.get(k) for k in keys} for r in rows])
 
 
-def _series(rows, x, fixed):
-    """Rows of the i.i.d. condition grouped by the held-fixed variable, sorted by x, one per x."""
-    groups = defaultdict(dict)
+def _cosines(row):
+    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None."""
+    path = Path(row["_dir"]) / "scores.parquet"
+    if not path.exists():
+        return None
+    table = scores.load(path)
+    member = table["label"].to_numpy() == 1
+    cos = table["cos"].to_numpy()
+    return cos[member], cos[~member]
+
+
+def _spread(name, values) -> dict:
+    """Mean over seeds and the seeds' standard deviation (None with one seed)."""
+    values = np.asarray([v for v in values if v is not None], float)
+    if not values.size:
+        return {}
+    return {f"{name}_mean": float(values.mean()),
+            f"{name}_seed_std": float(values.std(ddof=1)) if values.size > 1 else None}
+
+
+def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
+    """One point per condition (non-members, T, N, model): mean and spread over its training seeds,
+    and a 95% interval of the seed-mean gap from a bootstrap over seeds and evaluation pairs where
+    every job left its per-pair cosines (scores.parquet), or the job's own interval with one seed."""
+    groups = defaultdict(list)
     for r in rows:
-        if r["nonmembers"] == "iid":
-            groups[r[fixed]][r[x]] = r
-    return {k: [v[x_] for x_ in sorted(v)] for k, v in sorted(groups.items()) if len(v) >= 2}
+        groups[tuple(r[k] for k in IDENTITY)].append(r)
+    out = []
+    for key, rs in groups.items():
+        p = dict(zip(IDENTITY, key), n_seeds=len(rs), seeds=sorted(r["seed"] for r in rs), _rows=rs)
+        p.update(_spread("gap", [r["gap_value"] for r in rs]))
+        p["gaussian_auc"] = float(np.mean([r["gap_gaussian_auc"] for r in rs]))
+        cos = [_cosines(r) for r in rs]
+        p["_cos"] = None if any(c is None for c in cos) else cos
+        if p["_cos"] is not None and n_bootstrap:
+            lo, hi = np.percentile(metrics.seed_mean_gaps(p["_cos"], n_bootstrap, seed), [2.5, 97.5])
+            p["gap_ci"] = [float(lo), float(hi)]
+        else:
+            p["gap_ci"] = [rs[0]["gap_ci_lo"], rs[0]["gap_ci_hi"]] if len(rs) == 1 else [None, None]
+        for name in attacks_of(rs):
+            for metric in ("auc", "tpr_at_fpr_1e-2"):
+                p.update(_spread(f"{name}/{metric}", [r.get(f"{name}/{metric}") for r in rs]))
+            boot = [r.get(f"{name}/auc_std") for r in rs if r.get(f"{name}/auc_std") is not None]
+            p[f"{name}/auc_boot_std"] = float(np.mean(boot)) if boot else None
+        out.append(p)
+    return sorted(out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"] or 0, p["size"]))
 
 
-def _fit_key(x, value) -> str:
-    """'gap_vs_N@T=40' / 'gap_vs_T@N=4000': names a fit in fits.json, report.md and the plot."""
-    return f"gap_vs_N@T={value}" if x == "size" else f"gap_vs_T@N={value}"
+def left_out(p) -> str | None:
+    """Why a point stays out of a scaling fit, or None: it is in the fitted regime."""
+    mean, (lo, hi) = p["gap_mean"], p["gap_ci"]
+    if mean <= 0:
+        return "non-positive gap"
+    if p["gaussian_auc"] >= SATURATED_AUC:
+        return (f"saturated: Gaussian AUC {p['gaussian_auc']:.3f} >= {SATURATED_AUC} (members at the "
+                "model's ceiling)")
+    if lo is not None and (lo <= 0 or (hi - lo) / 2 > NOISY_REL_CI * mean):
+        return f"noisy: 95% CI [{lo:.4g}, {hi:.4g}] is wider than +-{NOISY_REL_CI:.0%} of the gap"
+    return None
 
 
-def fits(rows) -> dict:
-    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (docs/design.md §6)."""
+def _series(pts, x):
+    """i.i.d. points grouped by everything but `x` (and the seed), each group sorted by x."""
+    groups = defaultdict(list)
+    for p in pts:
+        if p["nonmembers"] == "iid":
+            groups[tuple(p[k] for k in IDENTITY if k not in (x, "nonmembers"))].append(p)
+    models = {(p["model"], p["params"]) for p in pts}
     out = {}
-    for x, fixed, expected in (("size", "epochs", -1.0), ("epochs", "size", 1.0)):
-        for value, series in _series(rows, x, fixed).items():
+    for key, ps in groups.items():
+        if len({p[x] for p in ps}) < 2:
+            continue
+        fixed, model, params = key
+        tag = f",{model}({params} params)" if len(models) > 1 else ""
+        name = f"gap_vs_N@T={fixed}{tag}" if x == "size" else f"gap_vs_T@N={fixed}{tag}"
+        out[name] = sorted(ps, key=lambda p: p[x])
+    return dict(sorted(out.items()))
+
+
+def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
+    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (docs/design.md §6.4), over
+    the points in the fitted regime; the curve's local slopes cover every point."""
+    out = {}
+    for x, expected in (("size", -1.0), ("epochs", 1.0)):
+        for name, series in _series(pts, x).items():
+            keep = [p for p in series if left_out(p) is None]
+            excluded = [{"x": float(p[x]), "y": p["gap_mean"], "reason": left_out(p)} for p in series
+                        if left_out(p) is not None]
+            xs, gaps = [p[x] for p in keep], [p["gap_mean"] for p in keep]
             try:
-                fit = metrics.fit_loglog([r[x] for r in series], [r["gap_value"] for r in series])
+                if len(keep) >= 2 and n_bootstrap and all(p["_cos"] is not None for p in keep):
+                    reps = metrics.seed_mean_gap_table([p["_cos"] for p in keep], n_bootstrap, seed)
+                    fit = metrics.bootstrap_loglog_slope(xs, reps, gaps)
+                else:  # results without per-pair scores: a t-interval through the seed means
+                    fit = {**metrics.fit_loglog(xs, gaps), "method": "OLS t-interval through the seed means"}
+                    fit.pop("excluded")
+                lo, hi = fit["slope_ci95"]
+                fit["contains_expected"] = None if lo is None else bool(lo <= expected <= hi)
             except ValueError as err:
                 fit = {"error": str(err)}
-            out[_fit_key(x, value)] = {**fit, "expected_slope": expected}
+            pos = [p for p in series if p["gap_mean"] > 0]
+            local = [{"from": a[x], "to": b[x], "slope": float(np.log10(b["gap_mean"] / a["gap_mean"]) /
+                                                                 np.log10(b[x] / a[x]))}
+                     for a, b in zip(pos, pos[1:])]
+            out[name] = {**fit, "x": x, "fitted_x": xs, "excluded": excluded, "local_slopes": local,
+                         "expected_slope": expected}
     return out
 
 
-def plot_gap(rows, fit_results, x, path):
-    fixed = "epochs" if x == "size" else "size"
-    series = _series(rows, x, fixed)
+def plot_gap(pts, fit_results, x, path):
+    series = _series(pts, x)
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for value, rs in series.items():
-        xs = np.array([r[x] for r in rs], float)
-        gaps = np.array([r["gap_value"] for r in rs])
-        err = np.array([[g - r["gap_ci_lo"], r["gap_ci_hi"] - g] for g, r in zip(gaps, rs)]).T
-        pos = gaps > 0
-        label = f"{'T' if fixed == 'epochs' else 'N'}={value}"
-        ax.errorbar(xs[pos], gaps[pos], yerr=np.clip(err[:, pos], 0, None), fmt="o", capsize=3, label=label)
-        fit = fit_results.get(_fit_key(x, value), {})
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for name, ps in series.items():
+        fit = fit_results.get(name, {})
+        label = name.split("@")[1]
+        for r in (r for p in ps for r in p["_rows"] if r["gap_value"] > 0 and p["n_seeds"] > 1):
+            ax.plot(r[x], r["gap_value"], ".", color="gray", ms=4, alpha=0.7)
+        for p in ps:
+            if p["gap_mean"] <= 0:
+                continue
+            lo, hi = p["gap_ci"]
+            err = None if lo is None else [[p["gap_mean"] - lo], [hi - p["gap_mean"]]]
+            inside = left_out(p) is None
+            ax.errorbar(p[x], p["gap_mean"], yerr=None if err is None else np.clip(err, 0, None), fmt="o",
+                        capsize=3, color="C0", mfc="C0" if inside else "white")
         if "slope" in fit:
+            xs = np.array(fit["fitted_x"], float)
             grid = np.geomspace(xs.min(), xs.max(), 50)
             lo, hi = fit["slope_ci95"]
             ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
-            ax.plot(grid, 10 ** fit["intercept"] * grid ** fit["slope"], "-",
-                    label=f"fit: slope {fit['slope']:.2f}{ci}")
-            ref = fit["expected_slope"]  # a fit has >= 2 positive gaps: anchor the reference at the first
-            ax.plot(grid, gaps[pos][0] * (grid / xs[pos][0]) ** ref, "k--", lw=0.8,
-                    label=f"slope {ref:+.0f} (T/N bound)")
+            ax.plot(grid, 10 ** fit["intercept"] * grid ** fit["slope"], "-", color="C1",
+                    label=f"{label} fit: slope {fit['slope']:.2f}{ci}")
+            ref = fit["expected_slope"]  # anchored at the first fitted point
+            first = 10 ** fit["intercept"] * xs.min() ** fit["slope"]
+            ax.plot(grid, first * (grid / xs.min()) ** ref, "k--", lw=0.8, label=f"slope {ref:+.0f} (T/N bound)")
+    ax.plot([], [], "o", color="C0", label="seed mean, fitted (95% CI)")
+    ax.plot([], [], "o", color="C0", mfc="white", label="seed mean, left out of the fit")
+    if any(p["n_seeds"] > 1 for ps in series.values() for p in ps):
+        ax.plot([], [], ".", color="gray", label="one training seed")
     ax.set(xscale="log", yscale="log", xlabel="training-set size N" if x == "size" else "epochs T",
-           ylabel="gap: mean cos(member) - mean cos(non-member)",
-           title="member / non-member gap (95% bootstrap CI)")
-    ax.legend(fontsize=8)
+           ylabel="gap: mean cos(member) - mean cos(non-member)", title="member / non-member gap")
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def plot_attack_vs_n(rows, metric, path):
-    iid = [r for r in rows if r["nonmembers"] == "iid"]
-    sizes = sorted({r["size"] for r in iid})
-    if len(sizes) < 2:
+def plot_attack_vs_n(pts, metric, path):
+    series = _series(pts, "size")
+    if not series:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for name in attacks_of(iid):
-        pts = sorted((r["size"], r.get(f"{name}/{metric}"), r.get(f"{name}/auc_std")) for r in iid
-                     if r.get(f"{name}/{metric}") is not None)
-        xs, ys, sd = zip(*pts)
+    for s_no, (name, ps) in enumerate(series.items()):
+        tag = f" ({name.split('@')[1]})" if len(series) > 1 else ""
+        for a_no, attack in enumerate(attacks_of([r for p in ps for r in p["_rows"]])):
+            have = [p for p in ps if p.get(f"{attack}/{metric}_mean") is not None]
+            xs = np.array([p["size"] for p in have], float)
+            ys = np.array([p[f"{attack}/{metric}_mean"] for p in have])
+            sd = np.array([p[f"{attack}/{metric}_seed_std"] or 0.0 for p in have])
+            colour = f"C{(a_no + 3 * s_no) % 10}"
+            ax.plot(xs, ys, marker="o", color=colour, label=f"{attack}{tag}")
+            if sd.any():
+                ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.2)
         if metric == "auc":
-            ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, label=name)
-        else:
-            ax.plot(xs, ys, marker="o", label=name)
+            ax.plot([p["size"] for p in ps], [p["gaussian_auc"] for p in ps], "k:", marker="x",
+                    label=f"Gaussian prediction from the gap{tag}")
     if metric == "auc":
-        pts = sorted((r["size"], r["gap_gaussian_auc"]) for r in iid)
-        ax.plot(*zip(*pts), "k:", marker="x", label="Gaussian prediction from the gap (CSA)")
         ax.axhline(0.5, color="gray", lw=0.8)
+    seeds = max(p["n_seeds"] for ps in series.values() for p in ps)
+    band = f"; band: +-1 sd over {seeds} training seeds" if seeds > 1 else ""
     ax.set(xscale="log", xlabel="training-set size N", ylabel="AUC" if metric == "auc" else "TPR at 1% FPR",
-           title=f"{'AUC' if metric == 'auc' else 'TPR@1%FPR'} vs N (i.i.d. non-members)")
-    ax.legend(fontsize=8)
+           title=f"{'AUC' if metric == 'auc' else 'TPR@1%FPR'} vs N, i.i.d. non-members{band}")
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def plot_rocs(rows, out_dir) -> list[Path]:
-    """The jobs' log-log ROCs side by side in the sweep folder, named by condition."""
+    """The jobs' log-log ROCs side by side in the sweep folder, named by condition; one seed per
+    condition (the lowest), since seeds' curves overlap."""
+    first = {}
+    for r in rows:
+        first.setdefault(tuple(r[k] for k in IDENTITY), r)
     return [roc_loglog({name: (c["fpr"], c["tpr"]) for name, c in r["_roc"].items()},
                        Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}.png",
-                       f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}")
-            for r in rows if r["_roc"]]
+                       f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}")
+            for r in first.values() if r["_roc"]]
 
 
 def plot_ood_vs_iid(rows, path):
@@ -159,17 +271,60 @@ def plot_ood_vs_iid(rows, path):
     return _save(fig, path)
 
 
-def _md_table(rows, names):
-    head = ["N", "T", "non-members", "gap [95% CI]", "Gaussian AUC"] + [f"{n} AUC" for n in names] + \
-           [f"{n} TPR@1%" for n in names]
+def _fmt(value, spec=".3f"):
+    return "" if value is None else format(value, spec)
+
+
+def _mean_sd(p, key, spec=".3f"):
+    """'mean' with one seed, 'mean ± seed sd' with several."""
+    mean, sd = p.get(f"{key}_mean"), p.get(f"{key}_seed_std")
+    return "" if mean is None else _fmt(mean, spec) + ("" if sd is None else f" ± {_fmt(sd, spec)}")
+
+
+def _md_table(pts, names):
+    """One line per point: seed means ± the seeds' sd, the gap's bootstrap interval, the AUC's mean
+    bootstrap sd in brackets, and whether the point is in the fitted regime."""
+    head = ["N", "T", "non-members", "seeds", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
+           [f"{n} AUC (± seed sd) [boot sd]" for n in names] + [f"{n} TPR@1%" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [str(r["size"]), str(r["epochs"]), r["nonmembers"],
-                 f"{r['gap_value']:.4f} [{r['gap_ci_lo']:.4f}, {r['gap_ci_hi']:.4f}]", f"{r['gap_gaussian_auc']:.3f}"]
-        cells += [f"{r[f'{n}/auc']:.3f} ± {r[f'{n}/auc_std']:.3f}" if r.get(f"{n}/auc") is not None else "" for n in names]
-        cells += [f"{r[f'{n}/tpr_at_fpr_1e-2']:.3f}" if r.get(f"{n}/auc") is not None else "" for n in names]
+    for p in pts:
+        lo, hi = p["gap_ci"]
+        reason = left_out(p) if p["nonmembers"] == "iid" else "(not i.i.d.)"
+        cells = [str(p["size"]), str(p["epochs"]), p["nonmembers"], str(p["n_seeds"]), _mean_sd(p, "gap", ".4f"),
+                 "" if lo is None else f"[{lo:.4f}, {hi:.4f}]", f"{p['gaussian_auc']:.3f}",
+                 "yes" if reason is None else f"no: {reason}"]
+        cells += [_mean_sd(p, f"{n}/auc") + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std")
+                                             is not None else "") for n in names]
+        cells += [_mean_sd(p, f"{n}/tpr_at_fpr_1e-2") for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _md_fits(fit_results) -> list[str]:
+    md = []
+    for name, fit in fit_results.items():
+        if "error" in fit:
+            md.append(f"- **{name}**: no fit ({fit['error']})")
+        else:
+            lo, hi = fit["slope_ci95"]
+            ci = f"95% CI [{lo:.2f}, {hi:.2f}], {fit['method']}" if lo is not None else "no interval with 2 points"
+            verdict = "" if fit["contains_expected"] is None else \
+                f"; the interval {'contains' if fit['contains_expected'] else 'excludes'} {fit['expected_slope']:+.0f}"
+            xs = ", ".join(f"{v:g}" for v in fit["fitted_x"])
+            md.append(f"- **{name}**: slope {fit['slope']:.3f} ({ci}) over {xs}; the T/N bound predicts about "
+                      f"{fit['expected_slope']:+.0f}{verdict}")
+        for ex in fit.get("excluded", []):
+            md.append(f"  - left out x={ex['x']:g} (gap {ex['y']:.4g}): {ex['reason']}")
+        if fit.get("local_slopes"):
+            md.append("  - local slopes over the whole curve: " + ", ".join(
+                f"{s['from']:g}->{s['to']:g}: {s['slope']:.2f}" for s in fit["local_slopes"]))
+    return md or ["No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit."]
+
+
+def _n_bootstrap(rows) -> tuple[int, int]:
+    """The sweep's own bootstrap size and seed (config keys n_bootstrap and split seed)."""
+    cfg = rows[0]["_config"]
+    return int(cfg.get("n_bootstrap", 200)), int(cfg.get("data", {}).get("split", {}).get("seed", 0))
 
 
 def build_report(sweep_dir, wandb_log: bool = True) -> Path:
@@ -177,44 +332,41 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     rows = load_rows(sweep_dir)
     names = attacks_of(rows)
     write_csv(rows, sweep_dir / "results.csv")
-    fit_results = fits(rows)
+    n_bootstrap, seed = _n_bootstrap(rows)
+    pts = points(rows, n_bootstrap, seed)
+    write_csv(pts, sweep_dir / "points.csv")
+    fit_results = fits(pts, n_bootstrap, seed)
     plots = {
-        "gap_vs_N": plot_gap(rows, fit_results, "size", sweep_dir / "gap_vs_N.png"),
-        "gap_vs_T": plot_gap(rows, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
-        "auc_vs_N": plot_attack_vs_n(rows, "auc", sweep_dir / "auc_vs_N.png"),
-        "tpr_vs_N": plot_attack_vs_n(rows, "tpr_at_fpr_1e-2", sweep_dir / "tpr_vs_N.png"),
+        "gap_vs_N": plot_gap(pts, fit_results, "size", sweep_dir / "gap_vs_N.png"),
+        "gap_vs_T": plot_gap(pts, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
+        "auc_vs_N": plot_attack_vs_n(pts, "auc", sweep_dir / "auc_vs_N.png"),
+        "tpr_vs_N": plot_attack_vs_n(pts, "tpr_at_fpr_1e-2", sweep_dir / "tpr_vs_N.png"),
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
     }
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
 
-    md = [f"# Sweep report: {sweep_dir.name}", "", f"{len(rows)} jobs; attacks: {', '.join(names)}.", "",
-          _md_table(rows, names), "", "## Scaling fits (OLS of log10 gap)", ""]
-    for name, fit in fit_results.items():
-        if "error" in fit:
-            md.append(f"- **{name}**: no fit ({fit['error']})")
-            continue
-        lo, hi = fit["slope_ci95"]
-        ci = f"95% CI [{lo:.2f}, {hi:.2f}]" if lo is not None else "no interval with 2 points"
-        md.append(f"- **{name}**: slope {fit['slope']:.3f} ({ci}), intercept {fit['intercept']:.3f}, "
-                  f"{fit['n_points']} points; the T/N bound predicts about {fit['expected_slope']:+.0f}")
-        for ex in fit["excluded"]:
-            md.append(f"  - excluded x={ex['x']:g}, gap={ex['y']:.4g}: {ex['reason']} (no logarithm)")
-    if not fit_results:
-        md.append("No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit.")
+    seeds = sorted({r["seed"] for r in rows})
+    md = [f"# Sweep report: {sweep_dir.name}", "",
+          f"{len(rows)} jobs, {len(pts)} conditions, training seeds {seeds}; attacks: {', '.join(names)}.", "",
+          _md_table(pts, names), "", "## Scaling fits (log10 gap on log10 x)", "",
+          f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
+          f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
+          "gap); the plot shows every point.", ""] + _md_fits(fit_results)
     md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
           [f"![roc]({Path(p).name})" for p in rocs]
     path = sweep_dir / "report.md"
     path.write_text("\n".join(md) + "\n")
     (sweep_dir / "fits.json").write_text(json.dumps(fit_results, indent=1))
     if wandb_log:
-        _log_wandb(sweep_dir, rows, names, plots, rocs)
+        _log_wandb(sweep_dir, rows, pts, names, plots, rocs)
     print(f"report: {path}")
     return path
 
 
-def _log_wandb(sweep_dir, rows, names, plots, rocs):
-    """One extra run (job_type=report) in the sweep's group: table, plots, gap and AUC vs N charts."""
+def _log_wandb(sweep_dir, rows, pts, names, plots, rocs):
+    """One extra run (job_type=report) in the sweep's group: the jobs' and the points' tables, plots,
+    and gap and AUC against N with a band of +-1 sd over training seeds."""
     run = tracking.start(rows[0]["_config"], sweep_dir, job_type="report", group=sweep_dir.name,
                          name=f"report-{sweep_dir.name}")
     if run is None:
@@ -222,16 +374,32 @@ def _log_wandb(sweep_dir, rows, names, plots, rocs):
     import wandb
 
     try:
-        cols = columns(rows)
-        table = wandb.Table(columns=cols, data=[[r.get(k) for k in cols] for r in rows])
-        payload = {"results": table, **{f"plots/{k}": wandb.Image(str(p)) for k, p in plots.items()},
+        payload = {"results": _wandb_table(rows), "points": _wandb_table(pts),
+                   **{f"plots/{k}": wandb.Image(str(p)) for k, p in plots.items()},
                    **{f"roc/{Path(p).stem}": wandb.Image(str(p)) for p in rocs}}
-        payload["gap_vs_N"] = wandb.plot.line(table, "size", "gap_value", title="gap vs N")
-        for name in names:
-            payload[f"{name}_auc_vs_N"] = wandb.plot.line(table, "size", f"{name}/auc", title=f"{name} AUC vs N")
+        for name, series in _series(pts, "size").items():
+            tag = name.split("@")[1]
+            for key in ["gap"] + [f"{n}/auc" for n in names]:
+                have = [p for p in series if p.get(f"{key}_mean") is not None]
+                if len(have) < 2:
+                    continue
+                mean = [p[f"{key}_mean"] for p in have]
+                sd = [p[f"{key}_seed_std"] or 0.0 for p in have]
+                payload[f"{key.replace('/', '_')}_vs_N@{tag}"] = wandb.plot.line_series(
+                    xs=[p["size"] for p in have], ys=[mean, [m - s for m, s in zip(mean, sd)],
+                                                      [m + s for m, s in zip(mean, sd)]],
+                    keys=["seed mean", "mean - seed sd", "mean + seed sd"], title=f"{key} vs N ({tag})", xname="N")
         run.log(payload)
     finally:
         run.finish()
+
+
+def _wandb_table(rows):
+    import wandb
+
+    cols = columns(rows)
+    return wandb.Table(columns=cols, data=[[json.dumps(r.get(k)) if isinstance(r.get(k), list) else r.get(k)
+                                            for k in cols] for r in rows])
 
 
 class ReportCallback(Callback):

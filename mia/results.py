@@ -62,7 +62,8 @@ def report_row(results: dict, job: str) -> dict:
     """One flat row of the sweep report; `_`-keys carry what only the plots need."""
     gap = results["gap"]
     row = {"job": job, "size": results["target"]["size"], "epochs": results["target"]["epochs"],
-           "model": results["target"]["model"], "nonmembers": results["data"]["nonmembers"],
+           "model": results["target"]["model"], "params": results["target"].get("params"),
+           "seed": results.get("seed", 0), "nonmembers": results["data"]["nonmembers"],
            "cache_key": results["target"]["cache_key"],
            **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
            "gap_ci_lo": gap["ci95"][0], "gap_ci_hi": gap["ci95"][1]}

@@ -206,3 +206,68 @@ def test_plots_write_png(tmp_path):
     for p in (h, r):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
     assert plt.get_fignums() == []  # figures closed
+
+
+def _scaling_sweep(rng, sizes, n_seeds, slope=-1.0, seed_sd=0.1, pair_sd=0.01, k=400):
+    """Per-seed (member, non-member) cosines whose seed-mean gap is 0.2 (N / 1000)^slope, with a
+    log-normal training-seed effect (sd `seed_sd` in log10) and Gaussian pair noise."""
+    out = []
+    for n in sizes:
+        jobs = []
+        for _ in range(n_seeds):
+            gap = 0.2 * (n / 1000) ** slope * 10 ** rng.normal(0, seed_sd)
+            nonmember = rng.normal(0.3, pair_sd, k)
+            jobs.append((rng.normal(0.3, pair_sd, k) + gap, nonmember))
+        out.append(jobs)
+    return out
+
+
+def test_bootstrap_slope_recovers_known_slope_and_spread():
+    from mia.metrics import bootstrap_loglog_slope, seed_mean_gap_table
+
+    sizes = [1000, 2000, 4000, 8000, 16000]
+    rng = np.random.default_rng(0)
+
+    def ols(conditions):
+        means = [np.mean([m.mean() - n.mean() for m, n in jobs]) for jobs in conditions]
+        return np.polyfit(np.log10(sizes), np.log10(means), 1)[0], means
+
+    # The spread of the slope over fresh experiments, which the bootstrap of one experiment must match.
+    true_sd = np.std([ols(_scaling_sweep(rng, sizes, 6))[0] for _ in range(300)], ddof=1)
+    conditions = _scaling_sweep(rng, sizes, 6)
+    slope, means = ols(conditions)
+    fit = bootstrap_loglog_slope(sizes, seed_mean_gap_table(conditions, 400, seed=1), means)
+    assert fit["slope"] == pytest.approx(slope)
+    assert abs(fit["slope"] + 1) < 3 * true_sd
+    assert fit["slope_ci95"][0] < -1 < fit["slope_ci95"][1]
+    assert 0.6 < fit["slope_std"] / true_sd < 1.5, (fit["slope_std"], true_sd)
+    assert fit["n_invalid"] == 0 and fit["n_points"] == 5
+
+    # Without a seed effect the interval is narrower: the bootstrap sees the training seeds' spread.
+    quiet = bootstrap_loglog_slope(sizes, seed_mean_gap_table(_scaling_sweep(rng, sizes, 6, seed_sd=0.0), 400),
+                                   means)
+    assert quiet["slope_std"] < 0.6 * fit["slope_std"]
+
+
+def test_seed_mean_gaps_resample_seeds_and_pairs():
+    from mia.metrics import seed_mean_gaps
+
+    members, nonmembers = np.full(50, 0.5), np.full(50, 0.2)
+    # Two seeds with constant cosines: only the draw of seeds moves the mean, to 0.3, 0.35 or 0.4.
+    reps = seed_mean_gaps([(members, nonmembers), (members + 0.1, nonmembers)], 300, seed=0)
+    assert set(np.round(reps, 6)) == {0.3, 0.35, 0.4}
+    # One seed: only the pairs move it, around the observed gap.
+    noisy = np.random.default_rng(0).normal(0.5, 0.1, 50)
+    reps = seed_mean_gaps([(noisy, nonmembers)], 300, seed=0)
+    assert reps.std() == pytest.approx(0.1 / np.sqrt(50), rel=0.3)
+
+
+def test_bootstrap_slope_refuses_unresolved_points():
+    from mia.metrics import bootstrap_loglog_slope
+
+    reps = np.tile([0.1, 0.01], (100, 1))
+    reps[:10, 1] = -0.001  # 10% of the replicates lose the gap at the large end
+    with pytest.raises(ValueError, match="non-positive gap"):
+        bootstrap_loglog_slope([1000, 10000], reps, [0.1, 0.01])
+    with pytest.raises(ValueError, match="non-positive mean gap"):
+        bootstrap_loglog_slope([1000, 10000], reps, [0.1, -0.01])

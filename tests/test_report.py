@@ -4,17 +4,18 @@ import json
 import numpy as np
 import pytest
 
-from mia.report import ReportCallback, build_report, fits, load_rows
+from mia.report import ReportCallback, build_report, fits, load_rows, points
 
 
-def fake_result(size, epochs, gap, nonmembers="iid", aucs=None):
+def fake_result(size, epochs, gap, nonmembers="iid", aucs=None, seed=0, gaussian_auc=0.6):
     aucs = aucs or {"csa": 0.5 + min(gap, 0.45), "blind": 0.5}
     return {
-        "config": {"logger": {"backend": "none"}},
+        "config": {"logger": {"backend": "none"}, "n_bootstrap": 200},
+        "seed": seed,
         "target": {"size": size, "epochs": epochs, "model": "tiny", "cache_key": f"k{size}_{epochs}"},
         "data": {"nonmembers": nonmembers},
         "gap": {"value": gap, "std": 0.001, "ci95": [gap - 0.002, gap + 0.002], "member_mean": 0.5 + gap,
-                "nonmember_mean": 0.5, "member_std": 0.1, "nonmember_std": 0.1, "gaussian_auc": 0.6},
+                "nonmember_mean": 0.5, "member_std": 0.1, "nonmember_std": 0.1, "gaussian_auc": gaussian_auc},
         "attacks": {name: {"auc": a, "auc_std": 0.01, "tpr_at_fpr_1e-2": 0.02, "tpr_at_fpr_1e-3": 0.0,
                            "balanced_accuracy": a} for name, a in aucs.items()},
         "roc": {name: {"fpr": [1e-3, 0.1, 1.0], "tpr": [1e-3, 0.2, 1.0]} for name in aucs},
@@ -42,7 +43,7 @@ def test_report_recovers_known_slopes_and_lists_exclusions(tmp_path):
     assert t_fit["slope"] == pytest.approx(1.0)
     assert n_fit["n_points"] == 4 and n_fit["excluded"] == [{"x": 256000.0, "y": -0.001, "reason": "non-positive gap"}]
     report = (sweep / "report.md").read_text()
-    assert "excluded x=256000" in report and "non-positive gap" in report
+    assert "left out x=256000" in report and "non-positive gap" in report
     for png in ("gap_vs_N.png", "gap_vs_T.png", "auc_vs_N.png", "tpr_vs_N.png", "ood_vs_iid.png",
                 "roc_N1000_T40_iid.png"):
         assert (sweep / png).stat().st_size > 1000, png
@@ -54,7 +55,7 @@ def test_rows_are_sorted_and_fit_skips_single_points(tmp_path):
     sweep = write_sweep(tmp_path, [fake_result(4000, 40, 0.1), fake_result(1000, 40, 0.2)])
     rows = load_rows(sweep)
     assert [r["size"] for r in rows] == [1000, 4000]
-    assert set(fits(rows)) == {"gap_vs_N@T=40"}  # one T value: no gap-vs-T series
+    assert set(fits(points(rows, 0))) == {"gap_vs_N@T=40"}  # one T value: no gap-vs-T series
 
 
 def test_empty_sweep_dir(tmp_path):
@@ -72,3 +73,40 @@ def test_callback_writes_report_and_survives_empty_sweep(tmp_path):
     write_sweep(sweep, [fake_result(1000, 40, 0.2), fake_result(4000, 40, 0.05)])
     ReportCallback().on_multirun_end(cfg)
     assert (sweep / "report.md").exists() and (sweep / "gap_vs_N.png").exists()
+
+
+def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
+    """Two seeds per N with per-pair cosines in scores.parquet: one point per N with the seeds' mean
+    and sd, a two-level bootstrap interval, and a fit over the fitted regime only."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    sizes, runs, cos = (1000, 2000, 4000, 8000, 16000, 32000), [], []
+    for n in sizes:
+        for seed in (0, 1):
+            gap = 0.2 * (1000 / n) * (1.1 if seed else 0.9)
+            saturated = n == 1000  # the smallest N plays a memorised target
+            runs.append(fake_result(n, 40, gap, seed=seed, gaussian_auc=0.99 if saturated else 0.7))
+            noise = 0.02 if n < 32000 else 0.4  # the largest N plays noise
+            member, nonmember = rng.normal(0.3, noise, 300), rng.normal(0.3, noise, 300)
+            cos.append(np.r_[member - member.mean() + 0.3 + gap, nonmember - nonmember.mean() + 0.3])
+    sweep = write_sweep(tmp_path, runs)
+    for i, c in enumerate(cos):
+        pd.DataFrame({"uid": [f"u{j}" for j in range(600)], "label": np.r_[np.ones(300), np.zeros(300)].astype("int8"),
+                      "cos": c}).to_parquet(sweep / str(i) / "scores.parquet")
+    build_report(sweep, wandb_log=False)
+    pts = {p["size"]: p for p in points(load_rows(sweep), 200)}
+    assert pts[4000]["n_seeds"] == 2 and pts[4000]["gap_mean"] == pytest.approx(0.05)
+    assert pts[4000]["gap_seed_std"] == pytest.approx(np.std([0.045, 0.055], ddof=1))
+    lo, hi = pts[4000]["gap_ci"]
+    assert lo < 0.05 < hi and hi - lo < 0.05  # seeds 0.045 and 0.055, plus pair noise
+    fit = json.loads((sweep / "fits.json").read_text())["gap_vs_N@T=40"]
+    assert fit["fitted_x"] == [2000, 4000, 8000, 16000]
+    reasons = {e["x"]: e["reason"] for e in fit["excluded"]}
+    assert reasons[1000].startswith("saturated") and reasons[32000].startswith("noisy")
+    assert fit["slope"] == pytest.approx(-1.0) and fit["slope_ci95"][0] < -1 < fit["slope_ci95"][1]
+    assert fit["method"].startswith("bootstrap") and fit["contains_expected"] is True
+    assert len(fit["local_slopes"]) == 5
+    report = (sweep / "report.md").read_text()
+    assert "| 4000 | 40 | iid | 2 | 0.0500 ± 0.0071 |" in report and "no: saturated" in report
+    assert len((sweep / "points.csv").read_text().splitlines()) == 1 + len(sizes)
