@@ -1,4 +1,4 @@
-"""One job: corpus -> splits -> target (cached) -> features (cached) -> attacks -> results.json."""
+"""One job: corpus -> splits -> target (cached) -> features (cached) -> attacks -> scores.parquet, results.json."""
 from __future__ import annotations
 
 import logging
@@ -12,12 +12,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mia import distributed, metrics, plots, results, tracking
+from mia import distributed, metrics, plots, results, scores, tracking
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
 from mia.data.corpus import load_corpus
 from mia.data.shards import corrupt_report
-from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, build_splits
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED, build_splits
 from mia.features import extract_features
 from mia.provenance import git_revision
 from mia.sizes import parse_size
@@ -123,11 +123,17 @@ def _run(cfg, world) -> Path | None:
                             seed=cfg.seed)
         record = _record(cfg, target, members, nonmembers, splits, features, features_hit, world)
         t_attacks = time.time()
-        images = _attack(attacks, ctx, record, cfg, out)
+        images, attack_scores = _attack(attacks, ctx, record, cfg, out)
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks}
+        # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
+        table = scores.frame(features, {s: ctx.captions(s) for s in SCORED}, attack_scores)
+        results.add_scores(record, scores.write(out / scores.FILENAME, table).name)
         path = results.write(out / "results.json", record)
         tracking.log_results(wandb_run, record, images)
+        if wandb_run is not None:
+            tracking.log_exposed(wandb_run, scores.most_exposed(table, tracking.EXPOSED_ROWS),
+                                 dict(zip(ctx.uids(MEMBER_EVAL), ctx.pairs(MEMBER_EVAL)[0])))
     finally:
         tracking.finish(wandb_run)  # a crashed job must not leak its run into the next multirun job
     log.info("gap %.4f (95%% CI %.4f-%.4f)", record["gap"]["value"], *record["gap"]["ci95"])
@@ -153,16 +159,20 @@ def _record(cfg, target, members, nonmembers, splits, features, features_hit, wo
         gap=gap)
 
 
-def _attack(attacks, ctx, record, cfg, out) -> dict:
-    """Run every attack into `record`; returns the plots for W&B ({key: path})."""
-    curves, images = {}, {}
+def _attack(attacks, ctx, record, cfg, out) -> tuple[dict, dict]:
+    """Run every attack into `record`; returns the plots for W&B ({key: path}) and each attack's
+    (member scores, non-member scores) for scores.parquet."""
+    curves, images, attack_scores = {}, {}, {}
+    sizes = {s: len(ctx.uids(s)) for s in SCORED}
     for name, attack in attacks.items():
         t1 = time.time()
         res = attack(ctx)
-        scores = np.concatenate([res.member_scores, res.nonmember_scores])
+        scores.check_aligned(name, res.member_scores, res.nonmember_scores, sizes)
+        attack_scores[name] = (res.member_scores, res.nonmember_scores)
+        both = np.concatenate([res.member_scores, res.nonmember_scores])
         labels = np.r_[np.ones(len(res.member_scores)), np.zeros(len(res.nonmember_scores))]
-        m = metrics.roc_metrics(scores, labels, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-        table = metrics.roc_table(scores, labels)
+        m = metrics.roc_metrics(both, labels, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+        table = metrics.roc_table(both, labels)
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
         results.add_attack(record, name, m, time.time() - t1, res.diagnostics,
                            {"fpr": curves[name][0], "tpr": curves[name][1]})
@@ -172,7 +182,7 @@ def _attack(attacks, ctx, record, cfg, out) -> dict:
         log.info("%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f", name, m["auc"], *m["auc_ci95"],
                  m["tpr_at_fpr_1e-2"])
     images["roc_loglog"] = plots.roc_loglog(curves, out / "roc_loglog.png", f"N={ctx.target.size}")
-    return images
+    return images, attack_scores
 
 
 def _str(path) -> str | None:

@@ -6,6 +6,9 @@ the member / non-member gap against N on log-log axes with its fitted slope (a b
 and evaluation pairs, over the fitted regime; docs/design.md §6.4) next to the T/N bound, the gap
 against T, AUC and TPR@1%FPR against N for every attack with a band over seeds (and the Gaussian
 prediction beside CSA), log-log ROC curves per size, and OOD-vs-i.i.d. bars per attack.
+
+Every metric is also recomputed from each job's scores.parquet and checked against its results.json
+(checks.json, and a line of report.md); a disagreement makes the report fail once it is written.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import argparse
 import csv
 import json
 import logging
+import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +25,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 
 from mia import metrics, results, scores, tracking
+from mia.data.splits import MEMBER_EVAL
 from mia.plots import _save, plt, roc_loglog
 
 log = logging.getLogger(__name__)
@@ -36,8 +42,9 @@ def load_rows(sweep_dir) -> list[dict]:
     """One flat row per job, sorted by condition, epochs, size and seed."""
     rows = []
     for path in sorted(Path(sweep_dir).rglob("results.json")):
-        row = results.report_row(results.load(path), str(path.parent.relative_to(sweep_dir)))
-        row["_dir"] = path.parent
+        record = results.load(path)
+        row = results.report_row(record, str(path.parent.relative_to(sweep_dir)))
+        row["_scores"] = results.scores_path(record, path.parent)
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
@@ -65,8 +72,8 @@ def write_csv(rows, path):
 
 def _cosines(row):
     """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None."""
-    path = Path(row["_dir"]) / "scores.parquet"
-    if not path.exists():
+    path = row["_scores"]
+    if path is None or not Path(path).exists():  # older results; a missing file fails check_scores
         return None
     table = scores.load(path)
     member = table["label"].to_numpy() == 1
@@ -327,6 +334,97 @@ def _n_bootstrap(rows) -> tuple[int, int]:
     return int(cfg.get("n_bootstrap", 200)), int(cfg.get("data", {}).get("split", {}).get("seed", 0))
 
 
+# Metrics recomputed from scores.parquet: equal to results.json's up to this relative tolerance
+# (the same functions on the same float64 values: in practice bit for bit); counts exactly.
+RECOMPUTED = ("auc", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy")
+RECOMPUTED_EXACT = ("n_members", "n_nonmembers")
+RECOMPUTED_GAP = ("value", "member_mean", "nonmember_mean")
+REL_TOL = 1e-9
+
+
+class ScoresMismatch(ValueError):
+    """results.json and scores.parquet disagree in at least one job (checks.json lists where)."""
+
+
+def _recompute(job, record, df) -> tuple[list[dict], list[str]]:
+    """(mismatches, problems) between one job's results.json and its scores table; both [] when they agree."""
+    mismatches, problems = [], []
+
+    def compare(attack, metric, reported, recomputed, exact=False):
+        same = reported == recomputed if exact or not isinstance(reported, (int, float)) else \
+            math.isclose(reported, recomputed, rel_tol=REL_TOL, abs_tol=0.0)
+        if not same:
+            mismatches.append({"job": job, "attack": attack, "metric": metric, "results_json": reported,
+                               "scores_parquet": recomputed})
+
+    labels = df["label"].to_numpy()
+    if not ((labels == 1) == (df["set"] == MEMBER_EVAL).to_numpy()).all():
+        problems.append(f"label is not 1 exactly on the {MEMBER_EVAL} rows")
+        return mismatches, problems
+    cos = df["cos"].to_numpy()
+    gap = metrics.gap(cos[labels == 1], cos[labels == 0], n_bootstrap=0)
+    for k in RECOMPUTED_GAP:
+        compare(None, f"gap.{k}", record["gap"][k], gap[k])
+    reported, columns = results.attack_metrics(record), scores.attack_columns(df)
+    problems += [f"attack {n} has metrics in results.json and no column in scores.parquet"
+                 for n in reported if n not in columns]
+    problems += [f"attack {n} has a column in scores.parquet and no metrics in results.json"
+                 for n in columns if n not in reported]
+    for name in (n for n in reported if n in columns):
+        m = metrics.roc_metrics(df[name].to_numpy(), labels, n_bootstrap=0)
+        for k in RECOMPUTED + RECOMPUTED_EXACT:
+            compare(name, k, reported[name][k], m[k], exact=k in RECOMPUTED_EXACT)
+    return mismatches, problems
+
+
+def check_scores(sweep_dir, rows) -> dict:
+    """Recompute every job's metrics from its scores.parquet and compare them with its results.json.
+    Jobs that kept no scores (older results) are listed as not checked; a scores file that results.json
+    names but that is missing, unreadable or inconsistent is an error."""
+    sweep_dir = Path(sweep_dir)
+    checked, not_checked, mismatches, errors = [], [], [], []
+    for row in rows:
+        job = row["job"]
+        record = results.load(sweep_dir / job / "results.json")
+        path = results.scores_path(record, sweep_dir / job)
+        if path is None:
+            not_checked.append(job)
+            continue
+        try:
+            found, problems = _recompute(job, record, scores.load(path))
+        except Exception as err:  # a missing or broken file (NaN scores, say) fails the check, naming it
+            errors.append({"job": job, "error": f"{path}: {type(err).__name__}: {err}"})
+            continue
+        checked.append(job)
+        mismatches += found
+        errors += [{"job": job, "error": f"{path}: {p}"} for p in problems]
+    return {"rel_tol": REL_TOL, "checked": checked, "not_checked": not_checked, "mismatches": mismatches,
+            "errors": errors, "agree": not mismatches and not errors}
+
+
+def _mismatch_lines(checks) -> list[str]:
+    lines = [f"{e['job']}: {e['error']}" for e in checks["errors"]]
+    lines += [f"{m['job']}: {m['attack'] + ' ' if m['attack'] else ''}{m['metric']}: results.json "
+              f"{m['results_json']!r}, scores.parquet {m['scores_parquet']!r}" for m in checks["mismatches"]]
+    return lines
+
+
+def _checks_md(checks) -> list[str]:
+    n = len(checks["checked"])
+    md = ["", "## Checks", ""]
+    if checks["agree"] and not n:
+        md.append("metrics recomputed from scores.parquet: no job kept one, nothing checked")
+    elif checks["agree"]:
+        md.append(f"metrics recomputed from scores.parquet: {n} jobs, all agree (relative tolerance {REL_TOL:g})")
+    else:
+        md.append(f"metrics recomputed from scores.parquet: {n} jobs read, "
+                  f"{len(checks['mismatches'])} mismatches, {len(checks['errors'])} errors:")
+        md += [f"- {line}" for line in _mismatch_lines(checks)]
+    if checks["not_checked"]:
+        md.append(f"not checked (no scores.parquet): {', '.join(checks['not_checked'])}")
+    return md
+
+
 def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     sweep_dir = Path(sweep_dir)
     rows = load_rows(sweep_dir)
@@ -336,6 +434,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     pts = points(rows, n_bootstrap, seed)
     write_csv(pts, sweep_dir / "points.csv")
     fit_results = fits(pts, n_bootstrap, seed)
+    checks = check_scores(sweep_dir, rows)
     plots = {
         "gap_vs_N": plot_gap(pts, fit_results, "size", sweep_dir / "gap_vs_N.png"),
         "gap_vs_T": plot_gap(pts, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
@@ -353,14 +452,19 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
           f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
           f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
           "gap); the plot shows every point.", ""] + _md_fits(fit_results)
+    md += _checks_md(checks)
     md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
           [f"![roc]({Path(p).name})" for p in rocs]
     path = sweep_dir / "report.md"
     path.write_text("\n".join(md) + "\n")
     (sweep_dir / "fits.json").write_text(json.dumps(fit_results, indent=1))
+    (sweep_dir / "checks.json").write_text(json.dumps({"scores": checks}, indent=1))
     if wandb_log:
         _log_wandb(sweep_dir, rows, pts, names, plots, rocs)
     print(f"report: {path}")
+    if not checks["agree"]:
+        raise ScoresMismatch(f"{sweep_dir}: metrics recomputed from scores.parquet disagree with results.json "
+                             "(checks.json):\n" + "\n".join(_mismatch_lines(checks)))
     return path
 
 
@@ -411,6 +515,8 @@ class ReportCallback(Callback):
             build_report(sweep_dir)
         except FileNotFoundError as err:  # every job failed before writing results
             log.warning("%s: no report", err)
+        except ScoresMismatch as err:  # the report is written; the disagreement is the news
+            log.error("%s", err)
         except Exception:  # the jobs' results are safe on disk; `python -m mia.report` can retry
             log.exception("sweep report failed; rerun: python -m mia.report %s", sweep_dir)
 
@@ -420,7 +526,11 @@ def main(argv=None):
     parser.add_argument("sweep_dir", help="a multirun folder, e.g. outputs/multiruns/<stamp>")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the report run to W&B")
     args = parser.parse_args(argv)
-    build_report(args.sweep_dir, wandb_log=not args.no_wandb)
+    try:
+        build_report(args.sweep_dir, wandb_log=not args.no_wandb)
+    except ScoresMismatch as err:
+        print(err, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ report and W&B take what they need through the readers below, never by poking at
 
 Schema 2: each attack's entry holds the shared metrics (METRIC_KEYS) and its own diagnostics under
 `diagnostics`, so an attack can never overwrite a metric. Files without `schema_version` (schema 1)
-had the diagnostics beside the metrics; the readers take the metrics of both.
+had the diagnostics beside the metrics; the readers take the metrics of both. `scores`, the path of
+the job's per-pair scores (mia/scores.py) relative to its folder, is absent from files written before
+jobs kept them.
 """
 from __future__ import annotations
 
@@ -33,6 +35,19 @@ def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnost
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
     results["attacks"][name] = {**metrics, "seconds": seconds, "diagnostics": dict(diagnostics)}
     results["roc"][name] = roc
+
+
+def add_scores(results: dict, path: str):
+    """Where the job's per-pair scores lie (mia/scores.py), relative to the job's folder, so that a
+    sweep folder can be moved or copied whole."""
+    if Path(path).is_absolute():
+        raise ValueError(f"scores path {path!r}: must be relative to the job's folder")
+    results["scores"] = str(path)
+
+
+def scores_path(results: dict, job_dir: Path) -> Path | None:
+    """The job's scores.parquet, or None for a job that kept none (written before scores were kept)."""
+    return Path(job_dir) / results["scores"] if results.get("scores") else None
 
 
 def write(path: Path, results: dict) -> Path:

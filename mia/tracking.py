@@ -6,10 +6,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mia import results
+from mia import results, scores
 from mia.cache import config_hash
 
 log = logging.getLogger(__name__)
+
+EXPOSED_ROWS = 50    # rows of the exposed_members table
+THUMBNAIL_PX = 128   # its images' longest side: a web image at full size would bloat the run
 
 
 def start(cfg, out_dir: Path, job_type: str = "attack", group: str | None = None, **kwargs):
@@ -61,6 +64,25 @@ def log_results(run, record: dict, images: dict):
                for name, c in record["roc"].items()}
     payload.update({key: wandb.Image(str(path)) for key, path in images.items()})
     run.log(payload)
+
+
+def log_exposed(run, top, images: dict):
+    """The `exposed_members` table: the members of `top` (mia.scores.most_exposed: highest exposure
+    first) with a thumbnail of each pair's image (`images`: {uid: PIL image}), caption, exposure and
+    every attack's score."""
+    if run is None:
+        return
+    import wandb
+
+    names = scores.attack_columns(top)
+    rows = []
+    for _, r in top.iterrows():
+        thumb = images[r["uid"]].copy()
+        thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        rows.append([r["uid"], wandb.Image(thumb), r["caption"], float(r[scores.EXPOSURE])] +
+                    [float(r[n]) for n in names])
+    run.log({"exposed_members": wandb.Table(columns=["uid", "thumbnail", "caption", scores.EXPOSURE, *names],
+                                            data=rows)})
 
 
 def finish(run):

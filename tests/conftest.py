@@ -16,6 +16,18 @@ def make_cfg(tmp_path):
     return _make
 
 
+@pytest.fixture(scope="session")
+def default_job(tmp_path_factory):
+    """(config, results.json path) of the default job (attack=csa) at test size, logged to W&B offline.
+    One run serves tests/test_pipeline.py and tests/test_scores.py; tests that change its files copy it."""
+    from mia.pipeline import run
+
+    cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('default_job')}", "logger=wandb")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        return cfg, run(cfg)
+
+
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests skip cleanly where there is no CUDA device (CI never has one); `slurm` tests (root,
     Debian packages, daemons) skip unless asked for."""

@@ -17,9 +17,8 @@ METRIC_KEYS = {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3
                "n_members", "n_nonmembers", "seconds"}
 
 
-def test_default_job_end_to_end_with_wandb(make_cfg, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    path = run(make_cfg("logger=wandb"))
+def test_default_job_end_to_end_with_wandb(default_job):
+    _, path = default_job
     res = json.loads(path.read_text())
     assert res["config"]["data"]["size"] == 300
     t = res["target"]
@@ -81,6 +80,7 @@ def test_cli_multirun_sweep(tmp_path):
     assert "results: " in proc.stdout
     sweep = results[0].parent.parent
     assert (sweep / "report.md").exists() and (sweep / "results.csv").exists()  # the Hydra callback ran
+    assert "metrics recomputed from scores.parquet: 2 jobs, all agree" in (sweep / "report.md").read_text()
 
 
 def test_cli_bad_size_fails_with_named_key(tmp_path):

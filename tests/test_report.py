@@ -75,25 +75,41 @@ def test_callback_writes_report_and_survives_empty_sweep(tmp_path):
     assert (sweep / "report.md").exists() and (sweep / "gap_vs_N.png").exists()
 
 
+def job_with_scores(root, name, size, epochs, member, nonmember, seed, gaussian_auc):
+    """A job folder whose results.json agrees with its scores.parquet (csa = the cosine)."""
+    import pandas as pd
+
+    from mia import metrics, scores
+
+    cos = np.r_[member, nonmember]
+    labels = np.r_[np.ones(member.size), np.zeros(nonmember.size)].astype("int8")
+    gap = {**metrics.gap(member, nonmember, n_bootstrap=0), "gaussian_auc": gaussian_auc, "ci95": [None, None]}
+    csa = metrics.roc_metrics(cos, labels, n_bootstrap=0)
+    result = {**fake_result(size, epochs, gap["value"], seed=seed), "gap": gap, "scores": "scores.parquet",
+              "attacks": {"csa": {**csa, "auc_std": 0.01}}, "roc": {}}
+    folder = root / name
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(result))
+    table = pd.DataFrame({"uid": [f"u{j}" for j in range(cos.size)],
+                          "set": np.where(labels == 1, "member_eval", "nonmember_eval").astype(object),
+                          "label": labels, "caption": ["c"] * cos.size, "cos": cos, "csa": cos})
+    scores.write(folder / "scores.parquet", table)
+
+
 def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
     """Two seeds per N with per-pair cosines in scores.parquet: one point per N with the seeds' mean
     and sd, a two-level bootstrap interval, and a fit over the fitted regime only."""
-    import pandas as pd
-
     rng = np.random.default_rng(0)
-    sizes, runs, cos = (1000, 2000, 4000, 8000, 16000, 32000), [], []
+    sizes = (1000, 2000, 4000, 8000, 16000, 32000)
     for n in sizes:
         for seed in (0, 1):
             gap = 0.2 * (1000 / n) * (1.1 if seed else 0.9)
-            saturated = n == 1000  # the smallest N plays a memorised target
-            runs.append(fake_result(n, 40, gap, seed=seed, gaussian_auc=0.99 if saturated else 0.7))
             noise = 0.02 if n < 32000 else 0.4  # the largest N plays noise
             member, nonmember = rng.normal(0.3, noise, 300), rng.normal(0.3, noise, 300)
-            cos.append(np.r_[member - member.mean() + 0.3 + gap, nonmember - nonmember.mean() + 0.3])
-    sweep = write_sweep(tmp_path, runs)
-    for i, c in enumerate(cos):
-        pd.DataFrame({"uid": [f"u{j}" for j in range(600)], "label": np.r_[np.ones(300), np.zeros(300)].astype("int8"),
-                      "cos": c}).to_parquet(sweep / str(i) / "scores.parquet")
+            job_with_scores(tmp_path, f"{n}_{seed}", n, 40, member - member.mean() + 0.3 + gap,
+                            nonmember - nonmember.mean() + 0.3, seed,
+                            gaussian_auc=0.99 if n == 1000 else 0.7)  # the smallest N plays a memorised target
+    sweep = tmp_path
     build_report(sweep, wandb_log=False)
     pts = {p["size"]: p for p in points(load_rows(sweep), 200)}
     assert pts[4000]["n_seeds"] == 2 and pts[4000]["gap_mean"] == pytest.approx(0.05)
@@ -109,4 +125,5 @@ def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
     assert len(fit["local_slopes"]) == 5
     report = (sweep / "report.md").read_text()
     assert "| 4000 | 40 | iid | 2 | 0.0500 ± 0.0071 |" in report and "no: saturated" in report
+    assert "12 jobs, all agree" in report
     assert len((sweep / "points.csv").read_text().splitlines()) == 1 + len(sizes)
