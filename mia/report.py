@@ -3,7 +3,8 @@
 Reads every results.json under the sweep dir and writes, into it: results.csv, report.md and PNG
 plots: the member / non-member gap against N on log-log axes with its fitted slope next to the
 T/N bound, the gap against T, AUC and TPR@1%FPR against N for every attack (with the Gaussian
-prediction beside CSA), log-log ROC curves per size, and OOD-vs-i.i.d. bars per attack.
+prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every
+attack's AUC against data.shift beside the blind baseline's (docs/design.md §2.6).
 """
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def load_rows(sweep_dir) -> list[dict]:
-    """One flat row per job, sorted by condition, epochs and size."""
+    """One flat row per job, sorted by shift (i.i.d. first, ood / audit last), condition, epochs and size."""
     rows = [results.report_row(results.load(path), str(path.parent.relative_to(sweep_dir)))
             for path in sorted(Path(sweep_dir).rglob("results.json"))]
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
-    return sorted(rows, key=lambda r: (r["nonmembers"], r["epochs"], r["size"]))
+    return sorted(rows, key=lambda r: (r["shift"] is None, r["shift"] or 0.0, r["nonmembers"], r["epochs"],
+                                       r["size"]))
 
 
 def attacks_of(rows) -> list[str]:
@@ -159,6 +161,72 @@ def plot_ood_vs_iid(rows, path):
     return _save(fig, path)
 
 
+def _shift_series(rows) -> dict:
+    """{(N, T, shifted parts): rows by increasing shift} for every target and parts a sweep shifts
+    at two values or more. A shift-0 job (the i.i.d. one, whatever its parts) joins every series."""
+    shifted = [r for r in rows if r["shift"] is not None]
+    out = {}
+    for n, t, parts in sorted({(r["size"], r["epochs"], r["shift_parts"]) for r in shifted if r["shift"] > 0}):
+        points = {}
+        for r in shifted:
+            if (r["size"], r["epochs"]) == (n, t) and (r["shift"] == 0 or r["shift_parts"] == parts):
+                points.setdefault(r["shift"], r)
+        if len(points) >= 2:
+            out[(n, t, parts)] = [points[s] for s in sorted(points)]
+    return out
+
+
+def plot_auc_vs_shift(rows, path):
+    """Every attack's AUC (bootstrap std as error bars) against data.shift, one panel per target and
+    shifted parts; the caption-only blind baseline in black, dashed: what the shift alone buys."""
+    series = _shift_series(rows)
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(6.5 * len(series), 4.5), squeeze=False)
+    for ax, ((n, t, parts), rs) in zip(axes[0], series.items()):
+        for name in attacks_of(rs):
+            pts = [(r["shift"], r[f"{name}/auc"], r[f"{name}/auc_std"]) for r in rs if r.get(f"{name}/auc") is not None]
+            xs, ys, sd = zip(*pts)
+            style = dict(color="k", ls="--", lw=2, marker="s", label=f"{name} (captions only, no model)") \
+                if name == results.BLIND else dict(marker="o", label=name)
+            ax.errorbar(xs, ys, yerr=sd, capsize=3, **style)
+        ax.axhline(0.5, color="gray", lw=0.8)
+        ax.set(xlabel=f"data.shift (share of non-members with a shifted {parts.replace('+', ' and ')})",
+               ylabel="AUC", title=f"AUC vs distribution shift (N={n}, T={t})")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _md_shift(rows, names) -> list[str]:
+    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std."""
+    md = []
+    for (n, t, parts), rs in _shift_series(rows).items():
+        head = ["shift"] + [n_ for n_ in names if any(r.get(f"{n_}/auc") is not None for r in rs)]
+        md += [f"## AUC against the shift of the non-members' {parts.replace('+', ' and ')} (N={n}, T={t})", "",
+               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rs:
+            cells = [f"{r['shift']:g}"] + [f"{r[f'{a}/auc']:.3f} ± {r[f'{a}/auc_std']:.3f}"
+                                           if r.get(f"{a}/auc") is not None else "" for a in head[1:]]
+            md.append("| " + " | ".join(cells) + " |")
+        md.append("")
+    return md
+
+
+def _md_minus_blind(rows, names):
+    """The table of attack AUC minus the same job's blind AUC, or None if no job ran blind."""
+    names = [n for n in names if any(f"{n}/auc_minus_blind" in r for r in rows)]
+    rows = [r for r in rows if any(f"{n}/auc_minus_blind" in r for n in names)]
+    if not rows:
+        return None
+    head = ["N", "T", "non-members"] + names
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["size"]), str(r["epochs"]), r["nonmembers"]]
+        cells += [f"{r[f'{n}/auc_minus_blind']:+.3f}" if f"{n}/auc_minus_blind" in r else "" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _md_table(rows, names):
     head = ["N", "T", "non-members", "gap [95% CI]", "Gaussian AUC"] + [f"{n} AUC" for n in names] + \
            [f"{n} TPR@1%" for n in names]
@@ -184,12 +252,20 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         "auc_vs_N": plot_attack_vs_n(rows, "auc", sweep_dir / "auc_vs_N.png"),
         "tpr_vs_N": plot_attack_vs_n(rows, "tpr_at_fpr_1e-2", sweep_dir / "tpr_vs_N.png"),
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
+        "auc_vs_shift": plot_auc_vs_shift(rows, sweep_dir / "auc_vs_shift.png"),
     }
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
 
     md = [f"# Sweep report: {sweep_dir.name}", "", f"{len(rows)} jobs; attacks: {', '.join(names)}.", "",
-          _md_table(rows, names), "", "## Scaling fits (OLS of log10 gap)", ""]
+          _md_table(rows, names), ""] + _md_shift(rows, names)
+    minus_blind = _md_minus_blind(rows, [n for n in names if n != results.BLIND])
+    if minus_blind:
+        md += ["## AUC minus blind AUC", "",
+               "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
+               "its signal that the member / non-member distribution shift alone does not explain.", "",
+               minus_blind, ""]
+    md += ["## Scaling fits (OLS of log10 gap)", ""]
     for name, fit in fit_results.items():
         if "error" in fit:
             md.append(f"- **{name}**: no fit ({fit['error']})")
