@@ -191,7 +191,7 @@ def plot_auc_vs_shift(rows, path):
                 if name == results.BLIND else dict(marker="o", label=name)
             ax.errorbar(xs, ys, yerr=sd, capsize=3, **style)
         ax.axhline(0.5, color="gray", lw=0.8)
-        ax.set(xlabel=f"data.shift (share of non-members with a shifted {parts.replace('+', ' and ')})",
+        ax.set(xlabel=f"data.shift: P(a non-member's part is swapped), parts {parts.replace('+', ', ')}",
                ylabel="AUC", title=f"AUC vs distribution shift (N={n}, T={t})")
         ax.legend(fontsize=8)
     return _save(fig, path)
@@ -202,7 +202,7 @@ def _md_shift(rows, names) -> list[str]:
     md = []
     for (n, t, parts), rs in _shift_series(rows).items():
         head = ["shift"] + [n_ for n_ in names if any(r.get(f"{n_}/auc") is not None for r in rs)]
-        md += [f"## AUC against the shift of the non-members' {parts.replace('+', ' and ')} (N={n}, T={t})", "",
+        md += [f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})", "",
                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rs:
             cells = [f"{r['shift']:g}"] + [f"{r[f'{a}/auc']:.3f} ± {r[f'{a}/auc_std']:.3f}"
