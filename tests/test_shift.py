@@ -124,7 +124,8 @@ def test_shifted_splits_refuse_overlap_and_drop_member_twins():
     twin.captions[row[iid.nonmember_eval[0]]] = members.captions[row[iid.members[0]]]
     twin.captions = twin.captions.astype(str)
     s = build_splits(members, split, 100, shifted_index=twin)
-    assert iid.nonmember_eval[0] not in s.nonmember_eval and s.dedup_by_rule["caption"] == iid.dedup_by_rule["caption"] + 1
+    assert iid.nonmember_eval[0] not in s.nonmember_eval
+    assert s.dedup_by_rule["caption"] == iid.dedup_by_rule["caption"] + 1
     assert np.array_equal(s.members, iid.members)
     # A shifted pair that claims a member's uid (unlike its caption and URL) is refused, whether the
     # shifted index holds that uid twice or, its own row renamed, once.
