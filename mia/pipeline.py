@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from mia import distributed, metrics, plots, results, scores, tracking
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
-from mia.data.corpus import load_corpus
+from mia.data.corpus import load_corpus, load_shifted, shift_settings
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED, build_splits
 from mia.features import extract_features
@@ -42,21 +42,34 @@ def prepare(cfg):
         parse_size(cfg.data.size, "data.size")
     if not audit and cfg.data.nonmembers not in ("iid", "ood"):
         raise ValueError(f"data.nonmembers={cfg.data.nonmembers!r}: choose 'iid' or 'ood'")
+    shift, parts = shift_settings(cfg.data)
     if not cfg.attack:
         raise ValueError("attack is empty: choose at least one, e.g. attack=csa")
     cache_dir = Path(cfg.paths.cache_dir)
     members = load_corpus(cfg.data, cache_dir)
-    separate = audit or cfg.data.nonmembers == "ood"  # non-members from a corpus of their own
-    nonmembers = load_corpus(cfg.data, cache_dir, shifted=True) if separate else members
-    splits = build_splits(members.index, cfg.data.split, cfg.data.size,
-                          nonmembers.index if nonmembers is not members else None)
+    if audit or cfg.data.nonmembers == "ood":  # non-members from a corpus of their own
+        nonmembers = load_corpus(cfg.data, cache_dir, shifted=True)
+        splits = build_splits(members.index, cfg.data.split, cfg.data.size, nonmembers.index)
+    elif shift > 0:  # held-out pairs with some images / captions swapped (docs/design.md §2.6)
+        nonmembers = load_shifted(cfg.data, members, cache_dir, shift, parts)
+        splits = build_splits(members.index, cfg.data.split, cfg.data.size, shifted_index=nonmembers.index)
+    else:  # shift 0 is the i.i.d. job itself, not a mixture that happens to swap nothing
+        nonmembers = members
+        splits = build_splits(members.index, cfg.data.split, cfg.data.size)
     log.info("splits: %s", splits.summary())
     return members, nonmembers, splits, spec
 
 
 def condition(cfg) -> str:
-    """iid, ood (the shifted sibling corpus) or audit (member / non-member folders of data=audit)."""
-    return "audit" if cfg.data.source == "audit" else cfg.data.nonmembers
+    """iid, ood (the shifted sibling corpus), audit (member / non-member folders of data=audit), or
+    for i.i.d. non-members under data.shift > 0: shift=<s> (images and captions), image-shift=<s> or
+    caption-shift=<s> (one part), so that a sweep report never pools two shifts."""
+    if cfg.data.source == "audit":
+        return "audit"
+    shift, parts = shift_settings(cfg.data)
+    if shift == 0:
+        return cfg.data.nonmembers
+    return f"{'' if len(parts) > 1 else parts[0] + '-'}shift={shift:g}"
 
 
 def run(cfg) -> Path | None:
@@ -117,7 +130,8 @@ def _run(cfg, world) -> Path | None:
         features_s = time.time() - t0
         if not world.is_main:
             return None
-        shards = members.shards + (nonmembers.shards if nonmembers is not members else [])
+        # under data.shift the non-members' shards include the member shards: list each shard once
+        shards = list(dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else [])))
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
                             shadows=ShadowTrainer(spec, shards, cache_dir, target.key) if shadows else None,
                             seed=cfg.seed)
@@ -153,10 +167,20 @@ def _record(cfg, target, members, nonmembers, splits, features, features_hit, wo
                 "params": sum(p.numel() for p in target.model.parameters()), "world_size": world.size, "cache_key": target.key, "cache_hit": target.cache_hit,
                 "checkpoint": str(target.checkpoint), "trained_uids": _str(target.trained_uids),
                 "open_clip": _str(target.exported)},
-        data={"nonmembers": condition(cfg), "corpus": members.name, "nonmember_corpus": nonmembers.name,
+        data={"nonmembers": condition(cfg), **_shift_record(cfg), "corpus": members.name,
+              "nonmember_corpus": nonmembers.name,
               **corrupt_report(*indexes),
               "features_cache_hit": features_hit, **splits.summary()},
         gap=gap)
+
+
+def _shift_record(cfg) -> dict:
+    """data.shift and its parts as applied: shift null where non-members have a corpus of their own
+    (ood, audit), parts null where nothing is shifted."""
+    if cfg.data.source == "audit" or cfg.data.nonmembers != "iid":
+        return {"shift": None, "shift_parts": None}
+    shift, parts = shift_settings(cfg.data)
+    return {"shift": shift, "shift_parts": list(parts) if shift > 0 else None}
 
 
 def _attack(attacks, ctx, record, cfg, out) -> tuple[dict, dict]:

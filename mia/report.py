@@ -5,7 +5,8 @@ points.csv (one row per condition, pooled over training seeds), report.md, fits.
 the member / non-member gap against N on log-log axes with its fitted slope (a bootstrap over seeds
 and evaluation pairs, over the fitted regime; docs/design.md §6.4) next to the T/N bound, the gap
 against T, AUC and TPR@1%FPR against N for every attack with a band over seeds (and the Gaussian
-prediction beside CSA), log-log ROC curves per size, and OOD-vs-i.i.d. bars per attack.
+prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every attack's AUC against
+data.shift beside the blind baseline's (docs/design.md §2.6).
 
 Every metric is also recomputed from each job's scores.parquet and checked against its results.json
 (checks.json, and a line of report.md); a disagreement makes the report fail once it is written.
@@ -39,7 +40,7 @@ IDENTITY = ("nonmembers", "epochs", "size", "model", "params")  # a point: one c
 
 
 def load_rows(sweep_dir) -> list[dict]:
-    """One flat row per job, sorted by condition, epochs, size and seed."""
+    """One flat row per job, sorted by shift, condition, epochs, model, size and seed."""
     rows = []
     for path in sorted(Path(sweep_dir).rglob("results.json")):
         record = results.load(path)
@@ -48,8 +49,9 @@ def load_rows(sweep_dir) -> list[dict]:
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
-    return sorted(rows, key=lambda r: (r["nonmembers"], r["epochs"], str(r["model"]), r["params"] or 0, r["size"],
-                                       r["seed"]))
+    # i.i.d. first by shift, ood / audit last; then condition, epochs, model, size and seed
+    return sorted(rows, key=lambda r: (r["shift"] is None, r["shift"] or 0.0, r["nonmembers"], r["epochs"],
+                                       str(r["model"]), r["params"] or 0, r["size"], r["seed"]))
 
 
 def attacks_of(rows) -> list[str]:
@@ -278,6 +280,72 @@ def plot_ood_vs_iid(rows, path):
     return _save(fig, path)
 
 
+def _shift_series(rows) -> dict:
+    """{(N, T, shifted parts): rows by increasing shift} for every target and parts a sweep shifts
+    at two values or more. A shift-0 job (the i.i.d. one, whatever its parts) joins every series."""
+    shifted = [r for r in rows if r["shift"] is not None]
+    out = {}
+    for n, t, parts in sorted({(r["size"], r["epochs"], r["shift_parts"]) for r in shifted if r["shift"] > 0}):
+        points = {}
+        for r in shifted:
+            if (r["size"], r["epochs"]) == (n, t) and (r["shift"] == 0 or r["shift_parts"] == parts):
+                points.setdefault(r["shift"], r)
+        if len(points) >= 2:
+            out[(n, t, parts)] = [points[s] for s in sorted(points)]
+    return out
+
+
+def plot_auc_vs_shift(rows, path):
+    """Every attack's AUC (bootstrap std as error bars) against data.shift, one panel per target and
+    shifted parts; the caption-only blind baseline in black, dashed: what the shift alone buys."""
+    series = _shift_series(rows)
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(6.5 * len(series), 4.5), squeeze=False)
+    for ax, ((n, t, parts), rs) in zip(axes[0], series.items()):
+        for name in attacks_of(rs):
+            pts = [(r["shift"], r[f"{name}/auc"], r[f"{name}/auc_std"]) for r in rs if r.get(f"{name}/auc") is not None]
+            xs, ys, sd = zip(*pts)
+            style = dict(color="k", ls="--", lw=2, marker="s", label=f"{name} (captions only, no model)") \
+                if name == results.BLIND else dict(marker="o", label=name)
+            ax.errorbar(xs, ys, yerr=sd, capsize=3, **style)
+        ax.axhline(0.5, color="gray", lw=0.8)
+        ax.set(xlabel=f"data.shift: P(a non-member's part is swapped), parts {parts.replace('+', ', ')}",
+               ylabel="AUC", title=f"AUC vs distribution shift (N={n}, T={t})")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _md_shift(rows, names) -> list[str]:
+    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std."""
+    md = []
+    for (n, t, parts), rs in _shift_series(rows).items():
+        head = ["shift"] + [n_ for n_ in names if any(r.get(f"{n_}/auc") is not None for r in rs)]
+        md += [f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})", "",
+               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rs:
+            cells = [f"{r['shift']:g}"] + [f"{r[f'{a}/auc']:.3f} ± {r[f'{a}/auc_std']:.3f}"
+                                           if r.get(f"{a}/auc") is not None else "" for a in head[1:]]
+            md.append("| " + " | ".join(cells) + " |")
+        md.append("")
+    return md
+
+
+def _md_minus_blind(rows, names):
+    """The table of attack AUC minus the same job's blind AUC, or None if no job ran blind."""
+    names = [n for n in names if any(f"{n}/auc_minus_blind" in r for r in rows)]
+    rows = [r for r in rows if any(f"{n}/auc_minus_blind" in r for n in names)]
+    if not rows:
+        return None
+    head = ["N", "T", "non-members"] + names
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["size"]), str(r["epochs"]), r["nonmembers"]]
+        cells += [f"{r[f'{n}/auc_minus_blind']:+.3f}" if f"{n}/auc_minus_blind" in r else "" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(value, spec=".3f"):
     return "" if value is None else format(value, spec)
 
@@ -441,6 +509,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         "auc_vs_N": plot_attack_vs_n(pts, "auc", sweep_dir / "auc_vs_N.png"),
         "tpr_vs_N": plot_attack_vs_n(pts, "tpr_at_fpr_1e-2", sweep_dir / "tpr_vs_N.png"),
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
+        "auc_vs_shift": plot_auc_vs_shift(rows, sweep_dir / "auc_vs_shift.png"),
     }
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
@@ -451,7 +520,13 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
           _md_table(pts, names), "", "## Scaling fits (log10 gap on log10 x)", "",
           f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
           f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
-          "gap); the plot shows every point.", ""] + _md_fits(fit_results)
+          "gap); the plot shows every point.", ""] + _md_fits(fit_results) + [""] + _md_shift(rows, names)
+    minus_blind = _md_minus_blind(rows, [n for n in names if n != results.BLIND])
+    if minus_blind:
+        md += ["## AUC minus blind AUC", "",
+               "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
+               "its signal that the member / non-member distribution shift alone does not explain.", "",
+               minus_blind]
     md += _checks_md(checks)
     md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
           [f"![roc]({Path(p).name})" for p in rocs]

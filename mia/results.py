@@ -19,6 +19,7 @@ METRIC_KEYS = ("auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3
                "n_members", "n_nonmembers", "seconds")
 # The per-attack columns of the sweep report and W&B summary.
 REPORTED = ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy")
+BLIND = "blind"  # the caption-only baseline's attack key (conf/attack/blind.yaml): what shift alone scores
 
 
 def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) -> dict:
@@ -75,18 +76,32 @@ def summary(results: dict) -> dict:
 
 def report_row(results: dict, job: str) -> dict:
     """One flat row of the sweep report; `_`-keys carry what only the plots need."""
-    gap = results["gap"]
+    gap, data = results["gap"], results["data"]
+    parts = data.get("shift_parts")
     row = {"job": job, "size": results["target"]["size"], "epochs": results["target"]["epochs"],
            "model": results["target"]["model"], "params": results["target"].get("params"),
-           "seed": results.get("seed", 0), "nonmembers": results["data"]["nonmembers"],
-           "cache_key": results["target"]["cache_key"],
+           "seed": results.get("seed", 0), "nonmembers": data["nonmembers"], "shift": _shift(data),
+           "shift_parts": "+".join(parts) if parts else None, "cache_key": results["target"]["cache_key"],
            **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
            "gap_ci_lo": gap["ci95"][0], "gap_ci_hi": gap["ci95"][1]}
-    for name, m in attack_metrics(results).items():
+    by_attack = attack_metrics(results)
+    for name, m in by_attack.items():
         row.update({f"{name}/{k}": m.get(k) for k in REPORTED})
+    blind = by_attack.get(BLIND, {}).get("auc")
+    if blind is not None:  # the part of each AUC that the member / non-member shift alone does not explain
+        row.update({f"{name}/auc_minus_blind": m["auc"] - blind for name, m in by_attack.items()
+                    if name != BLIND and m.get("auc") is not None})
     row["_roc"] = results.get("roc", {})
     row["_config"] = results["config"]
     return row
+
+
+def _shift(data: dict) -> float | None:
+    """data.shift of an i.i.d. job; files written before data.shift existed had none (shift 0). None
+    where non-members come from a corpus of their own (ood, audit)."""
+    if "shift" in data:
+        return data["shift"]
+    return 0.0 if data["nonmembers"] == "iid" else None
 
 
 def _scalar(v) -> bool:

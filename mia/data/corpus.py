@@ -1,5 +1,6 @@
 """Where a job's pairs come from: the embedded synthetic corpus or the glyph corpus (generated
-once, cached) or a folder of the user's own shards. Either way the job gets shards plus a cached index."""
+once, cached) or a folder of the user's own shards. Either way the job gets shards plus a cached index.
+With data.shift the embedded corpus's non-members are mixed with its shifted sibling (`load_shifted`)."""
 from __future__ import annotations
 
 import logging
@@ -7,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data import glyphs, shards as sh
-from mia.data.synthetic import write_corpus
+from mia.data.synthetic import SHIFT_PARTS, replaced_uid, write_corpus, write_swaps
 from mia.data.uids import read_uids
 from mia.sizes import parse_size
 
@@ -79,6 +81,62 @@ def load_corpus(data_cfg, cache_dir: Path, shifted: bool = False) -> Corpus:
         uid_list = data_cfg.get(f"{side}_uids")
         return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
     raise ValueError(f"data.source={data_cfg.source!r}: choose 'synthetic', 'glyphs', 'webdataset' or 'audit'")
+
+
+def shift_settings(data_cfg) -> tuple[float, tuple]:
+    """(data.shift, data.shift_parts in SHIFT_PARTS order), each refused naming its key unless it is a
+    number in [0, 1] and a list of distinct parts; a shift above 0 only for the embedded corpus with
+    i.i.d. non-members, the one setting with a sibling corpus to mix in (docs/design.md §2.6)."""
+    shift, parts = data_cfg.shift, data_cfg.shift_parts
+    parts = OmegaConf.to_container(parts) if OmegaConf.is_list(parts) else parts
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 <= shift <= 1:
+        raise ValueError(f"data.shift={shift!r}: must be a number in [0, 1], the probability that a non-member's "
+                         "image or caption comes from the shifted sibling corpus (0: i.i.d. non-members)")
+    if not isinstance(parts, list) or not parts or len(set(map(str, parts))) != len(parts) or \
+            not all(p in SHIFT_PARTS for p in parts):
+        raise ValueError(f"data.shift_parts={parts!r}: must be a non-empty list of distinct parts out of "
+                         f"[{','.join(SHIFT_PARTS)}], e.g. data.shift_parts=[caption]")
+    if shift > 0 and data_cfg.source != "synthetic":
+        raise ValueError(f"data.shift={shift}: only the embedded corpus has a shifted sibling to mix into the "
+                         f"non-members, and data.source={data_cfg.source!r}; set data.shift=0")
+    if shift > 0 and data_cfg.nonmembers != "iid":
+        raise ValueError(f"data.shift={shift} mixes the shifted corpus into i.i.d. non-members, and "
+                         f"data.nonmembers={data_cfg.nonmembers!r} already takes every non-member from it; "
+                         "set data.shift=0 or data.nonmembers=iid")
+    return float(shift), tuple(p for p in SHIFT_PARTS if p in parts)
+
+
+def load_shifted(data_cfg, members: Corpus, cache_dir: Path, shift: float, parts: tuple) -> Corpus:
+    """The member corpus as the non-members see it under data.shift (docs/design.md §2.6): row for row
+    `members`, but each pair whose image or caption the shift swaps is its swapped version. Only the
+    swapped pairs are generated (cached by the corpus settings, shift and parts); the others are read
+    from the member shards, so no uid lives in two shard folders."""
+    gen = {**data_cfg.corpus, "shift": shift, "shift_parts": list(parts)}
+    folder = _generated_shards("synthetic-swaps", gen, Path(cache_dir), write_swaps)
+    if any(folder.glob("*.tar")):
+        swapped = _indexed("synthetic-swaps", sh.list_shards(folder, "data.corpus"), Path(cache_dir))
+        shards, new, fingerprint = swapped.shards, swapped.index, swapped.fingerprint
+    else:  # a shift so small that it swapped nothing
+        none = np.array([], dtype=str)
+        shards, new, fingerprint = [], sh.Index(none, none, none, sha256=none), None
+    ix = members.index
+    row = {u: i for i, u in enumerate(ix.uids)}
+    lost = [u for u in new.uids if replaced_uid(u) not in row]
+    if lost:  # the corpora are generated together, so only a damaged member shard gets here
+        raise ValueError(f"{len(lost)} swapped pairs stand in for pairs the member corpus does not hold "
+                         f"(e.g. {lost[:3]}): regenerate the corpus (delete {members.shards[0].parent})")
+    at = np.array([row[replaced_uid(u)] for u in new.uids], dtype=int)
+
+    def put(column, values):  # object first: a swapped caption may be longer than the column's width
+        out = column.astype(object)
+        out[at] = values
+        return out.astype(str)
+
+    sha = None if ix.sha256 is None or new.sha256 is None else put(ix.sha256, new.sha256)
+    index = sh.Index(put(ix.uids, new.uids), put(ix.captions, new.captions), put(ix.urls, new.urls),
+                     new.corrupt, new.broken_shards, sha)
+    return Corpus(f"synthetic-shift{shift:g}-{'+'.join(parts)}", members.shards + shards, index,
+                  config_hash([members.fingerprint, fingerprint]))
 
 
 def _narrowed(corpus: Corpus, path, key: str) -> Corpus:

@@ -5,7 +5,8 @@ Member corpus, after a seeded permutation:  [ held out (H) | member pool ]
 - member pool: a target with data.size=N trains on its first N uids (nested across a sweep);
 - member_eval: the first K uids of the pool, so members of every target with N >= K;
 - held out (or the shifted corpus, for nonmembers=ood): nonmember_eval (K), then
-  nonmember_known (D_no), then the non-member half of aux_pool (D_all).
+  nonmember_known (D_no), then the non-member half of aux_pool (D_all). Under data.shift the
+  held-out pairs are read from the member corpus with some images or captions swapped (§2.6).
 The member pool depends only on the member corpus, split.seed and split.holdout.
 """
 from __future__ import annotations
@@ -104,13 +105,22 @@ class _Draw:
         return sum(sum(by_rule.values()) for by_rule in self.dropped.values())
 
 
-def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_order=None) -> _Draw:
+def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_order=None,
+          shifted_index=None) -> _Draw:
     held, pool = order[:holdout], order[holdout:]
     pool_codes, held_codes = ({r: c[rows] for r, c in codes[0].items()} for rows in (pool, held))
     drop_pool, by_pool = _dropped(pool_codes, held_codes, len(pool), rules)
     drop_held, by_held = _dropped(held_codes, pool_codes, len(held), rules)
     draw = _Draw(member_index.uids[pool][~drop_pool], member_index.uids[held][~drop_held],
                  {"member pool": by_pool, "held out": by_held})
+    if shifted_index is not None:
+        # Shifted i.i.d. non-members (data.shift): the held-out rows the i.i.d. draw kept, read from
+        # the shifted index and only filtered, like OOD ones, so the member pool stays the i.i.d. one.
+        # Unswapped rows passed this very filter above: at shift 0 the draw is the i.i.d. one.
+        rows = held[~drop_held]
+        drop_shift, by_shift = _dropped({r: c[rows] for r, c in codes[1].items()}, pool_codes, len(rows), rules)
+        draw.nonmembers = shifted_index.uids[rows][~drop_shift]
+        draw.dropped["shifted held out"] = by_shift
     if nonmember_index is not None:
         # OOD non-members are only filtered, so the member pool (and the cached targets) do not
         # depend on the non-member condition: iid and ood attack the very same targets.
@@ -179,9 +189,16 @@ class _Sizes:
         return " ".join(parts)
 
 
-def build_splits(member_index, split_cfg, size, nonmember_index=None) -> Splits:
+def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_index=None) -> Splits:
     """`nonmember_index` is the shifted corpus for the OOD condition, or the audited non-member folder;
-    None means i.i.d. `size` None (audits of a CLIP trained elsewhere) makes every member pair a member."""
+    None means i.i.d. `shifted_index` (data.shift, mia.data.corpus.load_shifted) is the member index
+    row for row with some pairs swapped: i.i.d. non-members are read from it. `size` None (audits of a
+    CLIP trained elsewhere) makes every member pair a member."""
+    if nonmember_index is not None and shifted_index is not None:
+        raise ValueError("non-members come from a corpus of their own or from the shifted held-out pairs, not both")
+    if shifted_index is not None and len(shifted_index) != len(member_index):
+        raise ValueError(f"the shifted index holds {len(shifted_index)} pairs and the member corpus "
+                         f"{len(member_index)}: it must stand in for the member corpus row for row")
     whole = size is None
     sizes = _Sizes(n=0 if whole else parse_size(size, "data.size"),
                    k=parse_size(split_cfg.eval_size, "data.split.eval_size"),
@@ -192,15 +209,17 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None) -> Splits:
     _refuse_duplicate_uids(member_index.uids, "member corpus")
     if nonmember_index is not None:
         _refuse_duplicate_uids(nonmember_index.uids, "non-member (OOD) corpus")
+    if shifted_index is not None:
+        _refuse_duplicate_uids(shifted_index.uids, "shifted member corpus (data.shift)")
 
-    indexes = (member_index,) if nonmember_index is None else (member_index, nonmember_index)
-    codes = _codes(indexes, rules)
+    other = nonmember_index if shifted_index is None else shifted_index
+    codes = _codes((member_index,) if other is None else (member_index, other), rules)
     order = np.random.default_rng(split_cfg.seed).permutation(len(member_index))
     ood_order = None if nonmember_index is None else np.random.default_rng(split_cfg.seed).permutation(
         len(nonmember_index))
 
     def draw(holdout):
-        return _draw(member_index, codes, order, holdout, rules, nonmember_index, ood_order)
+        return _draw(member_index, codes, order, holdout, rules, nonmember_index, ood_order, shifted_index)
 
     d = draw(sizes.holdout) if sizes.holdout < len(member_index) else None
     if whole and d is not None:
@@ -245,7 +264,8 @@ def _problem(d, sizes, size, corpus, rules, ood) -> str | None:
                 f"- holdout {sizes.holdout} - {sum(by_rule.values())} dropped by de-duplication"
                 f"{_by_rule(by_rule)}); lower data.size or use a larger corpus{_fewer_rules(by_rule, rules)}")
     if sizes.need > len(d.nonmembers):
-        by_rule = d.dropped["OOD corpus" if ood else "held out"]
+        sides = ["OOD corpus"] if ood else ["held out", "shifted held out"]
+        by_rule = {r: sum(d.dropped.get(side, {}).get(r, 0) for side in sides) for r in rules}
         dropped = sum(by_rule.values())
         have = (f"the OOD corpus (data.ood_path) holds only {len(d.nonmembers)}" if ood else
                 f"only {len(d.nonmembers)} are held out")

@@ -7,7 +7,8 @@ drawn from the same per-sample generator, so the texture is unrelated to the wor
 only tie them together by memorising the pair.
 
 `style="shifted"` is a sibling corpus with other colours, textures and caption phrasing; it plays
-"another corpus" for the out-of-distribution (OOD) non-member condition.
+"another corpus" for the out-of-distribution (OOD) non-member condition. `mixed_sample` mixes the two
+generators pair by pair for the shift continuum between the conditions (data.shift, docs/design.md §2.6).
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ from PIL import Image
 from tqdm import tqdm
 
 STYLES = ("iid", "shifted")
+SHIFT_PARTS = ("image", "caption")  # what data.shift may swap for the shifted sibling's, in this order
+_COIN_STREAM = len(STYLES)  # the swap coins' RNG stream; a style's samples use stream STYLES.index(style)
+# uid prefix of a pair by what was swapped: both parts make it the shifted sibling's own pair
+_SWAP_PREFIX = {("image",): "mxi", ("caption",): "mxc", SHIFT_PARTS: "ood"}
 
 _COLOURS = {
     "iid": {
@@ -117,10 +122,46 @@ def make_sample(index: int, *, seed: int, style: str = "iid", image_size: int = 
     else:
         parts = [f"one {shape} ({size}, {colour}) placed {pos}" for size, colour, shape, pos in objects]
         caption = f"Image showing {len(objects)} item(s): {'; '.join(parts)}. Backdrop: {bg}. Credit: {people.title()}"
-    uid = f"{'syn' if style == 'iid' else 'ood'}{seed:04d}{index:09d}"
+    uid = _uid("syn" if style == "iid" else "ood", seed, index)
     meta = {"uid": uid, "url": f"https://{style}.synthetic.invalid/{seed}/{index}.jpg", "caption": caption,
             "key": f"{index:09d}", "width": s, "height": s}
     return Image.fromarray(img), caption, meta
+
+
+def _uid(prefix: str, seed: int, index: int) -> str:
+    return f"{prefix}{seed:04d}{index:09d}"
+
+
+def replaced_uid(uid: str) -> str:
+    """The uid of the i.i.d. pair that a pair of `write_swaps` stands in for."""
+    return "syn" + uid[3:]
+
+
+def swaps(index: int, *, seed: int, shift: float, shift_parts) -> tuple:
+    """The parts of pair `index` that data.shift swaps for the shifted sibling's: each part named in
+    `shift_parts` with probability `shift`. One uniform coin per part, drawn whatever `shift_parts`
+    says, from a generator of its own: the pair's own draws are untouched, an image-only shift swaps
+    the very images a two-part shift swaps, and what a shift swaps, every larger shift swaps too."""
+    coins = np.random.default_rng([seed, _COIN_STREAM, index]).random(len(SHIFT_PARTS))
+    return tuple(part for part, coin in zip(SHIFT_PARTS, coins) if part in shift_parts and coin < shift)
+
+
+def mixed_sample(index: int, *, seed: int, shift: float, shift_parts, **sample_kw):
+    """Pair `index` of the i.i.d. corpus with the parts `swaps` names taken from the shifted sibling's
+    pair `index`. Nothing swapped: the i.i.d. pair itself, uid included. A swapped pair gets a uid of
+    its own (its features are cached by uid) and the URL of the style its image comes from."""
+    swapped = swaps(index, seed=seed, shift=shift, shift_parts=shift_parts)
+    if swapped == SHIFT_PARTS:
+        return make_sample(index, seed=seed, style="shifted", **sample_kw)
+    image, caption, meta = make_sample(index, seed=seed, style="iid", **sample_kw)
+    if not swapped:
+        return image, caption, meta
+    other_image, other_caption, other_meta = make_sample(index, seed=seed, style="shifted", **sample_kw)
+    if "image" in swapped:
+        image, meta = other_image, {**meta, "url": other_meta["url"]}
+    else:
+        caption = other_caption
+    return image, caption, {**meta, "uid": _uid(_SWAP_PREFIX[swapped], seed, index), "caption": caption}
 
 
 def write_corpus(out_dir: Path, size: int, *, shard_size: int = 2000, jpeg_quality: int = 95, **sample_kw) -> Path:
@@ -129,23 +170,39 @@ def write_corpus(out_dir: Path, size: int, *, shard_size: int = 2000, jpeg_quali
     Writes `{key}.jpg`, `{key}.txt`, `{key}.json` per sample and `sizes.json` last, so a folder
     with `sizes.json` is complete. The caller owns locking and atomic placement (see mia.cache).
     """
+    samples = (make_sample(i, **sample_kw) for i in range(size))
+    return _write_shards(out_dir, samples, size, shard_size, jpeg_quality, f"corpus {sample_kw.get('style', 'iid')}")
+
+
+def write_swaps(out_dir: Path, size: int, *, shard_size: int, shift: float, shift_parts, seed: int,
+                jpeg_quality: int = 95, **sample_kw) -> Path:
+    """Write, in index order, the pairs of the first `size` whose parts data.shift swaps (`mixed_sample`),
+    and only those: the others are the member corpus's own pairs. Nothing swapped writes no shard."""
+    chosen = [i for i in range(size) if swaps(i, seed=seed, shift=shift, shift_parts=shift_parts)]
+    samples = (mixed_sample(i, seed=seed, shift=shift, shift_parts=shift_parts, **sample_kw) for i in chosen)
+    return _write_shards(out_dir, samples, len(chosen), shard_size, jpeg_quality, f"corpus shift={shift:g}")
+
+
+def _write_shards(out_dir: Path, samples, count: int, shard_size: int, jpeg_quality: int, desc: str) -> Path:
+    """`count` (image, caption, meta) triples into NNNNN.tar shards of `shard_size`, then `sizes.json`."""
     import webdataset as wds
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    bar = tqdm(total=size, desc=f"corpus {sample_kw.get('style', 'iid')}", unit="pair")
-    for shard_no, start in enumerate(range(0, size, shard_size)):
+    samples, sizes = iter(samples), {}
+    bar = tqdm(total=count, desc=desc, unit="pair")
+    for shard_no, start in enumerate(range(0, count, shard_size)):
         name = f"{shard_no:05d}.tar"
+        n = min(start + shard_size, count) - start
         with wds.TarWriter(str(out_dir / name)) as sink:
-            for i in range(start, min(start + shard_size, size)):
-                image, caption, meta = make_sample(i, **sample_kw)
+            for _ in range(n):
+                image, caption, meta = next(samples)
                 buf = io.BytesIO()
                 image.save(buf, format="JPEG", quality=jpeg_quality)
                 sink.write({"__key__": meta["key"], "jpg": buf.getvalue(), "txt": caption,
                             "json": json.dumps(meta)})
                 bar.update()
-        sizes[name] = min(start + shard_size, size) - start
+        sizes[name] = n
     bar.close()
     (out_dir / "sizes.json").write_text(json.dumps(sizes, indent=1))
     return out_dir

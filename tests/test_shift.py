@@ -1,0 +1,236 @@
+"""data.shift: i.i.d. non-members mixed pair by pair with the shifted sibling corpus (docs/design.md §2.6),
+from the generator through the splits to the job and the sweep report."""
+import json
+
+import numpy as np
+import pytest
+
+from mia.data.corpus import load_corpus, load_shifted, shift_settings
+from mia.data.shards import Index
+from mia.data.splits import build_splits, normalise_caption
+from mia.data.synthetic import SHIFT_PARTS, make_sample, mixed_sample, replaced_uid, swaps
+from mia.pipeline import condition, prepare, run
+from mia.report import build_report, load_rows
+from mia.results import report_row
+
+
+def same_pair(a, b) -> bool:
+    return a[1] == b[1] and a[2] == b[2] and np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+
+
+def swapped(n, shift, parts=SHIFT_PARTS, seed=0) -> dict:
+    """{part: indices of the first n pairs whose part the shift swaps}."""
+    got = [swaps(i, seed=seed, shift=shift, shift_parts=parts) for i in range(n)]
+    return {part: {i for i, s in enumerate(got) if part in s} for part in SHIFT_PARTS}
+
+
+def test_shift_zero_is_the_iid_pair_and_shift_one_the_siblings():
+    for i in range(40):
+        iid, shifted = make_sample(i, seed=3), make_sample(i, seed=3, style="shifted")
+        assert same_pair(mixed_sample(i, seed=3, shift=0.0, shift_parts=SHIFT_PARTS), iid)
+        assert same_pair(mixed_sample(i, seed=3, shift=1.0, shift_parts=SHIFT_PARTS), shifted)
+    assert swapped(2000, 0.0) == {"image": set(), "caption": set()}
+    assert swapped(2000, 1.0) == {"image": set(range(2000)), "caption": set(range(2000))}
+
+
+def test_half_shift_swaps_about_half_each_part_independently_and_nested():
+    n = 4000
+    half, quarter = swapped(n, 0.5), swapped(n, 0.25)
+    # Binomial(4000, 1/2) has sd 31.6 and Binomial(4000, 1/4) sd 27.4: 5 sd either side.
+    for part in SHIFT_PARTS:
+        assert abs(len(half[part]) - n / 2) < 5 * 31.6
+        assert quarter[part] <= half[part]  # what a shift swaps, a larger one swaps too
+    assert abs(len(half["image"] & half["caption"]) - n / 4) < 5 * 27.4  # independent coins
+    # The caption template and palette follow the swaps: a shifted caption credits, an i.i.d. one says "photo by".
+    caps = [mixed_sample(i, seed=0, shift=0.5, shift_parts=SHIFT_PARTS)[1] for i in range(300)]
+    assert [c.startswith("Image showing") for c in caps] == [i in half["caption"] for i in range(300)]
+    assert all(("photo by" in c) != c.startswith("Image showing") for c in caps)
+
+
+def test_image_only_and_caption_only_shift_change_only_that_part():
+    for parts, prefix in ((("image",), "mxi"), (("caption",), "mxc")):
+        moved = swapped(200, 0.5, parts)
+        assert moved[parts[0]] == swapped(200, 0.5)[parts[0]]  # the very pairs the two-part shift swaps
+        assert not moved["caption" if parts == ("image",) else "image"]
+        for i in range(200):
+            img, cap, meta = mixed_sample(i, seed=0, shift=0.5, shift_parts=parts)
+            iid, other = make_sample(i, seed=0), make_sample(i, seed=0, style="shifted")
+            if i not in moved[parts[0]]:
+                assert same_pair((img, cap, meta), iid)
+                continue
+            assert meta["uid"] == prefix + iid[2]["uid"][3:] and replaced_uid(meta["uid"]) == iid[2]["uid"]
+            want_img, want_cap = (other, iid) if parts == ("image",) else (iid, other)
+            assert np.array_equal(np.asarray(img), np.asarray(want_img[0])) and cap == want_cap[1]
+            assert meta["url"] == want_img[2]["url"] and meta["caption"] == cap
+
+
+def shifted_splits(make_cfg, tmp_path, *overrides):
+    cfg = make_cfg(*overrides)
+    shift, parts = shift_settings(cfg.data)
+    members = load_corpus(cfg.data, tmp_path / "cache")
+    nonmembers = load_shifted(cfg.data, members, tmp_path / "cache", shift, parts)
+    iid = build_splits(members.index, cfg.data.split, cfg.data.size)
+    return members, nonmembers, iid, build_splits(members.index, cfg.data.split, cfg.data.size,
+                                                  shifted_index=nonmembers.index)
+
+
+SETS = ("members", "member_eval", "nonmember_eval", "nonmember_known", "aux_pool", "aux_is_member")
+
+
+def test_shifted_index_at_zero_gives_the_iid_splits(make_cfg, tmp_path):
+    members, nonmembers, iid, shifted = shifted_splits(make_cfg, tmp_path, "data.shift=0")
+    assert np.array_equal(nonmembers.index.uids, members.index.uids)
+    assert np.array_equal(nonmembers.index.captions, members.index.captions)
+    assert nonmembers.shards == members.shards  # nothing swapped, nothing generated
+    for name in SETS:
+        assert np.array_equal(getattr(iid, name), getattr(shifted, name)), name
+
+
+def test_full_shift_swaps_every_nonmember_and_no_member(make_cfg, tmp_path):
+    members, nonmembers, iid, shifted = shifted_splits(make_cfg, tmp_path, "data.shift=1")
+    assert np.array_equal(iid.members, shifted.members) and np.array_equal(iid.member_eval, shifted.member_eval)
+    assert np.array_equal(iid.aux_pool[iid.aux_is_member], shifted.aux_pool[shifted.aux_is_member])
+    non = np.concatenate([shifted.nonmember_eval, shifted.nonmember_known])
+    assert all(u.startswith("ood") for u in non)
+    # Pair for pair the i.i.d. job's non-members, swapped: none was lost to de-duplication.
+    assert [replaced_uid(u) for u in shifted.nonmember_eval] == list(iid.nonmember_eval)
+    # Never a member's twin, by uid, caption or URL; read back from the swapped shards.
+    ix = nonmembers.index
+    row = {u: i for i, u in enumerate(ix.uids)}
+    caps = {normalise_caption(c) for c in members.index.captions[np.isin(members.index.uids, shifted.members)]}
+    urls = set(members.index.urls[np.isin(members.index.uids, shifted.members)])
+    assert not np.isin(non, shifted.members).any()
+    assert not caps & {normalise_caption(ix.captions[row[u]]) for u in non}
+    assert not urls & {ix.urls[row[u]] for u in non}
+    assert all(ix.captions[row[u]].startswith("Image showing") for u in non)
+
+
+def index(n):
+    """n pairs with distinct normalised captions (digits vanish in normalisation: spell them)."""
+    word = ["".join("abcdefghij"[int(d)] for d in str(i)) for i in range(n)]
+    return Index(np.array([f"u{i}" for i in range(n)]), np.array([f"a caption with {w}q" for w in word]),
+                 np.array([f"http://x/u{i}.jpg" for i in range(n)]))
+
+
+def test_shifted_splits_refuse_overlap_and_drop_member_twins():
+    from omegaconf import OmegaConf
+
+    split = OmegaConf.create({"seed": 0, "holdout": 300, "eval_size": 50, "known_size": 100, "aux_size": 100})
+    members = index(1000)
+    iid = build_splits(members, split, 100)
+    row = {u: i for i, u in enumerate(members.uids)}
+    # A shifted pair whose caption is a member's: dropped like any twin across the boundary.
+    twin = Index(members.uids.copy(), members.captions.astype(object), members.urls.copy())
+    twin.captions[row[iid.nonmember_eval[0]]] = members.captions[row[iid.members[0]]]
+    twin.captions = twin.captions.astype(str)
+    s = build_splits(members, split, 100, shifted_index=twin)
+    assert iid.nonmember_eval[0] not in s.nonmember_eval
+    assert s.dedup_by_rule["caption"] == iid.dedup_by_rule["caption"] + 1
+    assert np.array_equal(s.members, iid.members)
+    # A shifted pair that claims a member's uid (unlike its caption and URL) is refused, whether the
+    # shifted index holds that uid twice or, its own row renamed, once.
+    clash = Index(members.uids.copy(), members.captions, members.urls)
+    clash.uids[row[iid.nonmember_eval[0]]] = iid.members[5]
+    with pytest.raises(ValueError, match="shifted member corpus .*: 1 uids occur more than once"):
+        build_splits(members, split, 100, shifted_index=clash)
+    clash.uids[row[iid.members[5]]] = "renamed"
+    with pytest.raises(ValueError, match="1 uids are in both members and nonmember_eval"):
+        build_splits(members, split, 100, shifted_index=clash)
+    with pytest.raises(ValueError, match="row for row"):
+        build_splits(members, split, 100, shifted_index=index(999))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.shift=1.5"], r"data.shift=1.5: must be a number in \[0, 1\]"),
+    (["data.shift=-0.1"], r"data.shift=-0.1: must be a number in \[0, 1\]"),
+    (["data.shift=lots"], r"data.shift='lots': must be a number in \[0, 1\]"),
+    (["data.shift_parts=[foo]"], r"data.shift_parts=\['foo'\]: must be a non-empty list of distinct parts out "
+                                 r"of \[image,caption\]"),
+    (["data.shift_parts=[]"], r"data.shift_parts=\[\]: must be"),
+    (["data.shift_parts=[image,image]"], r"data.shift_parts=\['image', 'image'\]: must be"),
+    (["data.shift_parts=caption"], r"data.shift_parts='caption': must be"),
+    (["data.nonmembers=ood", "data.shift=0.5"], r"data.shift=0.5 mixes .* data.nonmembers='ood'"),
+    (["data=webdataset", "data.path=/nowhere", "data.shift=0.5"], r"data.shift=0.5: .* data.source='webdataset'"),
+    (["data=glyphs", "data.shift=0.5"], r"data.shift=0.5: .* data.source='glyphs'"),
+    (["data=audit", "data.members=/a", "data.nonmembers=/b", "data.size=300", "data.shift=0.5"],
+     r"data.shift=0.5: .* data.source='audit'"),
+])
+def test_bad_shift_settings_are_refused_naming_the_key(make_cfg, tmp_path, overrides, message):
+    folders = {"data=audit", "data=webdataset"} & set(overrides)  # no corpus: no test-size corpus overrides
+    with pytest.raises(ValueError, match=message):
+        prepare(make_cfg(*overrides, small=not folders))
+    assert not (tmp_path / ".cache").exists()  # refused before any corpus is generated
+
+
+def test_condition_and_record_tell_shifts_apart(make_cfg):
+    assert condition(make_cfg()) == condition(make_cfg("data.shift=0", "data.shift_parts=[image]")) == "iid"
+    assert condition(make_cfg("data.shift=0.25")) == "shift=0.25"
+    assert condition(make_cfg("data.shift=1", "data.shift_parts=[image]")) == "image-shift=1"
+    assert condition(make_cfg("data.shift=0.1", "data.shift_parts=[caption,image]")) == "shift=0.1"
+    assert condition(make_cfg("data.nonmembers=ood")) == "ood"
+
+
+def fake(shift, parts, aucs, nonmembers=None):
+    cond = nonmembers or ("iid" if shift == 0 else f"shift={shift:g}")
+    return {"config": {"logger": {"backend": "none"}},
+            "target": {"size": 1000, "epochs": 40, "model": "tiny", "cache_key": "k"},
+            "data": {"nonmembers": cond, "shift": shift, "shift_parts": parts},
+            "gap": {"value": 0.1, "std": 0.01, "ci95": [0.09, 0.11], "member_mean": 0.6, "nonmember_mean": 0.5,
+                    "member_std": 0.1, "nonmember_std": 0.1, "gaussian_auc": 0.7},
+            "attacks": {n: {"auc": a, "auc_std": 0.01, "tpr_at_fpr_1e-2": 0.02, "tpr_at_fpr_1e-3": 0.0,
+                            "balanced_accuracy": a} for n, a in aucs.items()},
+            "roc": {n: {"fpr": [1e-3, 0.1, 1.0], "tpr": [1e-3, 0.2, 1.0]} for n in aucs}}
+
+
+def test_report_row_subtracts_the_jobs_blind_auc():
+    row = report_row(fake(0.5, ["image", "caption"], {"csa": 0.9, "lira": 0.8, "blind": 0.75}), "0")
+    assert row["csa/auc_minus_blind"] == pytest.approx(0.15) and row["lira/auc_minus_blind"] == pytest.approx(0.05)
+    assert "blind/auc_minus_blind" not in row and (row["shift"], row["shift_parts"]) == (0.5, "image+caption")
+    assert not any(k.endswith("auc_minus_blind") for k in report_row(fake(0.5, None, {"csa": 0.9}), "1"))
+    old = fake(0, None, {"csa": 0.6})  # written before data.shift existed
+    del old["data"]["shift"], old["data"]["shift_parts"]
+    assert report_row(old, "2")["shift"] == 0.0
+    old["data"]["nonmembers"] = "ood"
+    assert report_row(old, "3")["shift"] is None
+
+
+def test_report_draws_auc_against_shift_with_a_row_per_shift(tmp_path):
+    shifts = (0, 0.1, 0.25, 0.5, 1)
+    runs = [fake(s, None if s == 0 else ["image", "caption"], {"csa": 0.6 + 0.4 * s, "blind": 0.5 + 0.5 * s})
+            for s in shifts]
+    runs.append(fake(None, None, {"csa": 1.0, "blind": 1.0}, nonmembers="ood"))
+    for i, r in enumerate(runs):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
+    build_report(tmp_path, wandb_log=False)
+    assert (tmp_path / "auc_vs_shift.png").stat().st_size > 1000
+    rows = load_rows(tmp_path)
+    assert [r["nonmembers"] for r in rows] == ["iid", "shift=0.1", "shift=0.25", "shift=0.5", "shift=1", "ood"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## AUC minus blind AUC" in report and "## AUC against the shift" in report
+    shift_table = report.split("## AUC against the shift")[1].split("##")[0]
+    assert [line.split(" | ")[0] for line in shift_table.splitlines() if line.startswith("| ") and "±" in line] == \
+        ["| 0", "| 0.1", "| 0.25", "| 0.5", "| 1"]
+    assert "| 1000 | 40 | shift=0.25 | +0.075 |" in report  # csa 0.7 - blind 0.625
+    header, *lines = (tmp_path / "results.csv").read_text().splitlines()
+    col = header.split(",").index("csa/auc_minus_blind")
+    assert [float(line.split(",")[col]) for line in lines] == pytest.approx(
+        [0.6 + 0.4 * s - (0.5 + 0.5 * s) for s in shifts] + [0.0])
+
+
+@pytest.mark.slow
+def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg):
+    attacks = "attack=[csa,blind]"
+    iid_uids = prepare(make_cfg(attacks))[2].nonmember_eval
+    assert np.array_equal(prepare(make_cfg(attacks, "data.shift=0"))[2].nonmember_eval, iid_uids)
+    iid = json.loads(run(make_cfg(attacks)).read_text())
+    zero = json.loads(run(make_cfg(attacks, "data.shift=0")).read_text())
+    caption = json.loads(run(make_cfg(attacks, "data.shift=1", "data.shift_parts=[caption]")).read_text())
+    assert zero["target"]["cache_hit"] and zero["data"]["features_cache_hit"]
+    assert zero["target"]["cache_key"] == iid["target"]["cache_key"] == caption["target"]["cache_key"]
+    assert caption["target"]["cache_hit"]  # members are untouched: one target for the sweep
+    for name in ("csa", "blind"):
+        assert zero["attacks"][name]["auc"] == iid["attacks"][name]["auc"]
+    assert zero["data"]["nonmembers"] == "iid" and (zero["data"]["shift"], zero["data"]["shift_parts"]) == (0.0, None)
+    assert caption["data"]["nonmembers"] == "caption-shift=1" and caption["data"]["shift_parts"] == ["caption"]
+    assert caption["attacks"]["blind"]["auc"] > 0.9
