@@ -16,6 +16,7 @@ from mia import distributed, metrics, plots, results, scores, tracking
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
 from mia.data.corpus import load_corpus, load_shifted, shift_settings
+from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED, build_splits
 from mia.features import extract_features
@@ -141,13 +142,15 @@ def _run(cfg, world) -> Path | None:
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks}
         # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
-        table = scores.frame(features, {s: ctx.captions(s) for s in SCORED}, attack_scores)
+        indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
+        table = scores.frame(features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores)
         results.add_scores(record, scores.write(out / scores.FILENAME, table).name)
         path = results.write(out / "results.json", record)
         tracking.log_results(wandb_run, record, images)
         if wandb_run is not None:
-            tracking.log_exposed(wandb_run, scores.most_exposed(table, tracking.EXPOSED_ROWS),
-                                 dict(zip(ctx.uids(MEMBER_EVAL), ctx.pairs(MEMBER_EVAL)[0])))
+            top = scores.most_exposed(table, tracking.EXPOSED_ROWS)
+            thumbnails, _ = load_raw(shards, list(top["uid"]), desc="exposed members")
+            tracking.log_exposed(wandb_run, top, dict(zip(top["uid"], thumbnails)))
     finally:
         tracking.finish(wandb_run)  # a crashed job must not leak its run into the next multirun job
     log.info("gap %.4f (95%% CI %.4f-%.4f)", record["gap"]["value"], *record["gap"]["ci95"])
@@ -207,6 +210,15 @@ def _attack(attacks, ctx, record, cfg, out) -> tuple[dict, dict]:
                  m["tpr_at_fpr_1e-2"])
     images["roc_loglog"] = plots.roc_loglog(curves, out / "roc_loglog.png", f"N={ctx.target.size}")
     return images, attack_scores
+
+
+def _index_captions(uids, indexes) -> list[str]:
+    """The captions of `uids` as the corpus index holds them: no shard is read again for them."""
+    found = {}
+    for index in indexes:
+        keep = np.isin(index.uids, uids)
+        found.update(zip(index.uids[keep], index.captions[keep]))
+    return [str(found[u]) for u in uids]
 
 
 def _str(path) -> str | None:
