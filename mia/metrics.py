@@ -235,7 +235,9 @@ def bootstrap_loglog_slope(x, replicates, point) -> dict:
     (seed_mean_gap_table). The point estimate is the OLS slope through the observed means; each
     replicate is fitted the same way. A replicate with a non-positive gap has no logarithm: it is
     counted in `n_invalid` and left out, and a fit with more than 5% invalid replicates is refused,
-    since its interval would describe only the replicates that happened to stay positive.
+    since its interval would describe only the replicates that happened to stay positive. With three
+    or more points, `curvature` is the quadratic coefficient of log10 gap in log10 x with its interval
+    from the same replicates: an interval away from 0 says the points bend and one slope averages them.
     """
     x = np.asarray(x, np.float64)
     point = np.asarray(point, np.float64)
@@ -251,8 +253,14 @@ def bootstrap_loglog_slope(x, replicates, point) -> dict:
     if n_invalid > 0.05 * len(replicates):
         raise ValueError(f"{n_invalid} of {len(replicates)} bootstrap replicates have a non-positive gap: "
                          "the noisiest point cannot be fitted on a log scale")
-    slopes = np.polyfit(lx, np.log10(replicates[valid]).T, 1)[0]
+    logs = np.log10(replicates[valid]).T
+    slopes = np.polyfit(lx, logs, 1)[0]
     lo, hi = np.percentile(slopes, [2.5, 97.5])
-    return {"slope": float(slope), "intercept": float(intercept), "slope_ci95": [float(lo), float(hi)],
-            "slope_std": float(slopes.std(ddof=1)), "n_points": int(x.size), "n_bootstrap": int(len(replicates)),
-            "n_invalid": n_invalid, "method": "bootstrap over seeds and evaluation pairs"}
+    out = {"slope": float(slope), "intercept": float(intercept), "slope_ci95": [float(lo), float(hi)],
+           "slope_std": float(slopes.std(ddof=1)), "n_points": int(x.size), "n_bootstrap": int(len(replicates)),
+           "n_invalid": n_invalid, "method": "bootstrap over seeds and evaluation pairs",
+           "curvature": None, "curvature_ci95": [None, None]}
+    if x.size >= 3:  # is one line a fair summary? the quadratic term of log10 gap in log10 x, same replicates
+        out["curvature"] = float(np.polyfit(lx, np.log10(point), 2)[0])
+        out["curvature_ci95"] = [float(v) for v in np.percentile(np.polyfit(lx, logs, 2)[0], [2.5, 97.5])]
+    return out

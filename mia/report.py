@@ -359,13 +359,16 @@ def _mean_sd(p, key, spec=".3f"):
 def _md_table(pts, names):
     """One line per point: seed means ± the seeds' sd, the gap's bootstrap interval, the AUC's mean
     bootstrap sd in brackets, and whether the point is in the fitted regime."""
-    head = ["N", "T", "non-members", "seeds", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
+    models = len({(p["model"], p["params"]) for p in pts}) > 1  # a capacity sweep: say which model
+    head = ["N", "T", "non-members"] + ["model (parameters)"] * models + \
+           ["seeds", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
            [f"{n} AUC (± seed sd) [boot sd]" for n in names] + [f"{n} TPR@1%" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pts:
         lo, hi = p["gap_ci"]
         reason = left_out(p) if p["nonmembers"] == "iid" else "(not i.i.d.)"
-        cells = [str(p["size"]), str(p["epochs"]), p["nonmembers"], str(p["n_seeds"]), _mean_sd(p, "gap", ".4f"),
+        cells = [str(p["size"]), str(p["epochs"]), p["nonmembers"]] + \
+                [f"{p['model']} ({p['params'] or '?'})"] * models + [str(p["n_seeds"]), _mean_sd(p, "gap", ".4f"),
                  "" if lo is None else f"[{lo:.4f}, {hi:.4f}]", f"{p['gaussian_auc']:.3f}",
                  "yes" if reason is None else f"no: {reason}"]
         cells += [_mean_sd(p, f"{n}/auc") + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std")
@@ -388,6 +391,13 @@ def _md_fits(fit_results) -> list[str]:
             xs = ", ".join(f"{v:g}" for v in fit["fitted_x"])
             md.append(f"- **{name}**: slope {fit['slope']:.3f} ({ci}) over {xs}; the T/N bound predicts about "
                       f"{fit['expected_slope']:+.0f}{verdict}")
+            c_lo, c_hi = fit.get("curvature_ci95", [None, None])
+            if c_lo is not None:
+                bends = c_lo > 0 or c_hi < 0
+                md.append(f"  - curvature (quadratic term of log10 gap in log10 x) {fit['curvature']:+.2f}, 95% CI "
+                          f"[{c_lo:+.2f}, {c_hi:+.2f}]: " + ("the points bend, so the slope above averages the "
+                                                            "local slopes below rather than describing each part "
+                                                            "of the curve" if bends else "no bend resolved"))
         for ex in fit.get("excluded", []):
             md.append(f"  - left out x={ex['x']:g} (gap {ex['y']:.4g}): {ex['reason']}")
         if fit.get("local_slopes"):

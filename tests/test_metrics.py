@@ -208,14 +208,16 @@ def test_plots_write_png(tmp_path):
     assert plt.get_fignums() == []  # figures closed
 
 
-def _scaling_sweep(rng, sizes, n_seeds, slope=-1.0, seed_sd=0.1, pair_sd=0.01, k=400):
-    """Per-seed (member, non-member) cosines whose seed-mean gap is 0.2 (N / 1000)^slope, with a
-    log-normal training-seed effect (sd `seed_sd` in log10) and Gaussian pair noise."""
+def _scaling_sweep(rng, sizes, n_seeds, slope=-1.0, seed_sd=0.1, pair_sd=0.01, k=400, bend=0.0):
+    """Per-seed (member, non-member) cosines whose seed-mean gap is 0.2 (N / 1000)^slope, bent by
+    `bend` (the quadratic term in log-log), with a log-normal training-seed effect (sd `seed_sd` in
+    log10) and Gaussian pair noise."""
     out = []
     for n in sizes:
         jobs = []
         for _ in range(n_seeds):
-            gap = 0.2 * (n / 1000) ** slope * 10 ** rng.normal(0, seed_sd)
+            lx = np.log10(n / 1000)
+            gap = 0.2 * 10 ** (slope * lx + bend * lx ** 2) * 10 ** rng.normal(0, seed_sd)
             nonmember = rng.normal(0.3, pair_sd, k)
             jobs.append((rng.normal(0.3, pair_sd, k) + gap, nonmember))
         out.append(jobs)
@@ -271,3 +273,19 @@ def test_bootstrap_slope_refuses_unresolved_points():
         bootstrap_loglog_slope([1000, 10000], reps, [0.1, 0.01])
     with pytest.raises(ValueError, match="non-positive mean gap"):
         bootstrap_loglog_slope([1000, 10000], reps, [0.1, -0.01])
+
+
+def test_bootstrap_slope_flags_a_bend():
+    from mia.metrics import bootstrap_loglog_slope, seed_mean_gap_table
+
+    sizes = [1000, 2000, 4000, 8000, 16000]
+    rng = np.random.default_rng(3)
+    straight = _scaling_sweep(rng, sizes, 4, seed_sd=0.02)
+    means = [np.mean([m.mean() - n.mean() for m, n in jobs]) for jobs in straight]
+    fit = bootstrap_loglog_slope(sizes, seed_mean_gap_table(straight, 300), means)
+    assert fit["curvature_ci95"][0] < 0 < fit["curvature_ci95"][1]
+    # Bend it: local slopes from about -0.2 to -1.8, like a target that saturates at small N.
+    bent = _scaling_sweep(rng, sizes, 4, slope=-0.2, bend=-0.7, seed_sd=0.02)
+    means = [np.mean([m.mean() - n.mean() for m, n in jobs]) for jobs in bent]
+    fit = bootstrap_loglog_slope(sizes, seed_mean_gap_table(bent, 300), means)
+    assert fit["curvature"] == pytest.approx(-0.7, abs=0.15) and fit["curvature_ci95"][1] < 0
