@@ -136,13 +136,13 @@ def _run(cfg, world) -> Path | None:
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
                             shadows=ShadowTrainer(spec, shards, cache_dir, target.key) if shadows else None,
                             seed=cfg.seed)
-        record = _record(cfg, target, members, nonmembers, splits, features, features_hit, world)
+        indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
+        record = _record(cfg, target, members, nonmembers, indexes, splits, features, features_hit, world)
         t_attacks = time.time()
         images, attack_scores = _attack(attacks, ctx, record, cfg, out)
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks}
         # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
-        indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
         table = scores.frame(features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores)
         results.add_scores(record, scores.write(out / scores.FILENAME, table).name)
         path = results.write(out / "results.json", record)
@@ -158,16 +158,17 @@ def _run(cfg, world) -> Path | None:
     return path
 
 
-def _record(cfg, target, members, nonmembers, splits, features, features_hit, world) -> dict:
-    """results.json before the attacks: provenance, target, data and the member / non-member gap."""
-    indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
+def _record(cfg, target, members, nonmembers, indexes, splits, features, features_hit, world) -> dict:
+    """results.json before the attacks: provenance, target, data and the member / non-member gap;
+    `indexes` are the corpus indexes the pairs come from (one, or members' and non-members')."""
     gap = metrics.gap(features[MEMBER_EVAL].cos, features[NONMEMBER_EVAL].cos, n_bootstrap=cfg.n_bootstrap,
                       seed=cfg.seed)
     gap["gaussian_auc"] = metrics.gaussian_auc(gap["value"], gap["member_std"], gap["nonmember_std"])
     return results.new(
         config=OmegaConf.to_container(cfg, resolve=True), git=git_revision(), seed=cfg.seed,
         target={"source": cfg.target.source, "size": target.size, "epochs": target.epochs, "model": cfg.model.name,
-                "params": sum(p.numel() for p in target.model.parameters()), "world_size": world.size, "cache_key": target.key, "cache_hit": target.cache_hit,
+                "params": sum(p.numel() for p in target.model.parameters()), "world_size": world.size,
+                "cache_key": target.key, "cache_hit": target.cache_hit,
                 "checkpoint": str(target.checkpoint), "trained_uids": _str(target.trained_uids),
                 "open_clip": _str(target.exported)},
         data={"nonmembers": condition(cfg), **_shift_record(cfg), "corpus": members.name,
@@ -190,11 +191,9 @@ def _attack(attacks, ctx, record, cfg, out) -> tuple[dict, dict]:
     """Run every attack into `record`; returns the plots for W&B ({key: path}) and each attack's
     (member scores, non-member scores) for scores.parquet."""
     curves, images, attack_scores = {}, {}, {}
-    sizes = {s: len(ctx.uids(s)) for s in SCORED}
     for name, attack in attacks.items():
         t1 = time.time()
         res = attack(ctx)
-        scores.check_aligned(name, res.member_scores, res.nonmember_scores, sizes)
         attack_scores[name] = (res.member_scores, res.nonmember_scores)
         both = np.concatenate([res.member_scores, res.nonmember_scores])
         labels = np.r_[np.ones(len(res.member_scores)), np.zeros(len(res.nonmember_scores))]

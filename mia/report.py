@@ -45,7 +45,7 @@ def load_rows(sweep_dir) -> list[dict]:
     for path in sorted(Path(sweep_dir).rglob("results.json")):
         record = results.load(path)
         row = results.report_row(record, str(path.parent.relative_to(sweep_dir)))
-        row["_scores"] = results.scores_path(record, path.parent)
+        row["_results"], row["_scores"] = record, results.scores_path(record, path.parent)
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
@@ -72,12 +72,20 @@ def write_csv(rows, path):
         w.writerows([{k: r.get(k) for k in keys} for r in rows])
 
 
+def _table(row):
+    """The job's scores.parquet, read at most once per report (check_scores and the seed bootstrap
+    both use it); None for results written before jobs kept scores."""
+    if "_table" not in row:
+        row["_table"] = None if row["_scores"] is None else scores.load(row["_scores"])
+    return row["_table"]
+
+
 def _cosines(row):
-    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None."""
-    path = row["_scores"]
-    if path is None or not Path(path).exists():  # older results; a missing file fails check_scores
+    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None (older
+    results, or a file check_scores refused)."""
+    table = _table(row)
+    if table is None:
         return None
-    table = scores.load(path)
     member = table["label"].to_numpy() == 1
     cos = table["cos"].to_numpy()
     return cos[member], cos[~member]
@@ -157,9 +165,10 @@ def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
     out = {}
     for x, expected in (("size", -1.0), ("epochs", 1.0)):
         for name, series in _series(pts, x).items():
-            keep = [p for p in series if left_out(p) is None]
-            excluded = [{"x": float(p[x]), "y": p["gap_mean"], "reason": left_out(p)} for p in series
-                        if left_out(p) is not None]
+            reasons = [left_out(p) for p in series]
+            keep = [p for p, why in zip(series, reasons) if why is None]
+            excluded = [{"x": float(p[x]), "y": p["gap_mean"], "reason": why} for p, why in zip(series, reasons)
+                        if why is not None]
             xs, gaps = [p[x] for p in keep], [p["gap_mean"] for p in keep]
             try:
                 if len(keep) >= 2 and n_bootstrap and all(p["_cos"] is not None for p in keep):
@@ -455,24 +464,25 @@ def _recompute(job, record, df) -> tuple[list[dict], list[str]]:
     return mismatches, problems
 
 
-def check_scores(sweep_dir, rows) -> dict:
+def check_scores(rows) -> dict:
     """Recompute every job's metrics from its scores.parquet and compare them with its results.json.
     Jobs that kept no scores (older results) are listed as not checked; a scores file that results.json
-    names but that is missing, unreadable or inconsistent is an error."""
-    sweep_dir = Path(sweep_dir)
+    names but that is missing, unreadable or inconsistent is an error, and the seed bootstrap (points,
+    fits) then leaves that job's pairs out."""
     checked, not_checked, mismatches, errors = [], [], [], []
     for row in rows:
-        job = row["job"]
-        record = results.load(sweep_dir / job / "results.json")
-        path = results.scores_path(record, sweep_dir / job)
+        job, path = row["job"], row["_scores"]
         if path is None:
             not_checked.append(job)
             continue
         try:
-            found, problems = _recompute(job, record, scores.load(path))
+            found, problems = _recompute(job, row["_results"], _table(row))
         except Exception as err:  # a missing or broken file (NaN scores, say) fails the check, naming it
             errors.append({"job": job, "error": f"{path}: {type(err).__name__}: {err}"})
+            row["_table"] = None
             continue
+        if problems:
+            row["_table"] = None
         checked.append(job)
         mismatches += found
         errors += [{"job": job, "error": f"{path}: {p}"} for p in problems]
@@ -508,11 +518,11 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     rows = load_rows(sweep_dir)
     names = attacks_of(rows)
     write_csv(rows, sweep_dir / "results.csv")
+    checks = check_scores(rows)
     n_bootstrap, seed = _n_bootstrap(rows)
     pts = points(rows, n_bootstrap, seed)
     write_csv(pts, sweep_dir / "points.csv")
     fit_results = fits(pts, n_bootstrap, seed)
-    checks = check_scores(sweep_dir, rows)
     plots = {
         "gap_vs_N": plot_gap(pts, fit_results, "size", sweep_dir / "gap_vs_N.png"),
         "gap_vs_T": plot_gap(pts, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
