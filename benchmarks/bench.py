@@ -7,7 +7,7 @@ optionally torch.compile) buys on this machine, not just how fast the machine is
 
     training samples/s and MFU       tiny and vit_b32        train_<model>.json
     feature extraction images/s      same models             train_<model>.json
-    data loader images/s             224 px JPEG shards      loader.json
+    data loader images/s             224 px JPEG shards      loader.json (beside the previous loader)
     peak GPU memory                  every GPU figure        in each JSON
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from mia.data.pairs import PairStream
-from mia.data.shards import build_index
+from mia.data.shards import build_index, decode_image
 from mia.data.synthetic import make_sample, write_corpus
 from mia.features import embed
 from mia.model import build_model
@@ -181,9 +182,32 @@ def bench_model(model_name: str, steps: int, batch_size: int, n: int, compile_: 
     return result
 
 
+class ReferenceStream(torch.utils.data.IterableDataset):
+    """The loader as it was before the tensor path, kept as the baseline: Python's tarfile, PIL
+    decoding, open_clip's PIL transform and one tokenizer call per sample. Every sample, one pass."""
+
+    def __init__(self, shards, preprocess, tokenizer):
+        self.shards, self.preprocess, self.tokenizer = shards, preprocess, tokenizer
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        wid, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        for shard in self.shards[wid::workers]:
+            with tarfile.open(shard, "r|") as tar:
+                sample = {}
+                for info in tar:
+                    key, ext = info.name.rsplit(".", 1)
+                    sample[ext] = tar.extractfile(info).read()
+                    if len(sample) == 3:  # jpg, txt, json: one whole sample
+                        caption = json.loads(sample["json"])["caption"]
+                        yield (self.preprocess(decode_image(sample["jpg"])), self.tokenizer([caption])[0], 0)
+                        sample = {}
+
+
 def bench_loader(n: int, image_size: int, workers: int, batch_size: int) -> dict:
-    """Decode + preprocess 224 px JPEG shards into batches: the pipeline's PairStream with workers and
-    pinned memory, against the same reads in one process."""
+    """Decode + preprocess + tokenise 224 px JPEG shards into batches: the pipeline's PairStream
+    against the reference (previous) loader, on the same shards in the same run, in one process (the
+    per-core rate) and with `workers` loader workers (and pinned memory where there is a GPU)."""
     with tempfile.TemporaryDirectory() as tmp:
         shards = write_corpus(Path(tmp) / "shards", n, shard_size=max(1, n // (2 * max(1, workers))),
                               seed=0, image_size=image_size)
@@ -194,18 +218,24 @@ def bench_loader(n: int, image_size: int, workers: int, batch_size: int) -> dict
         uids = list(build_index(shards, desc="index bench shards").uids)
         result = {"machine": machine(), "images": n, "image_size": image_size, "workers": workers,
                   "batch_size": batch_size}
-        for name, nw in (("eager_loader_images_per_s", 0), ("pipeline_loader_images_per_s", workers)):
-            stream = PairStream(shards, uids, preprocess, tokenizer, MemberOrder(n, batch_size, seed=0),
-                                shuffle_buffer=256)
-            loader = DataLoader(stream, batch_size=batch_size, num_workers=nw,
-                                pin_memory=nw > 0 and torch.cuda.is_available(),
-                                persistent_workers=False, prefetch_factor=4 if nw else None)
-            t0, seen = time.perf_counter(), 0
-            for images, _, _ in loader:
-                seen += len(images)
-            result[name] = seen / (time.perf_counter() - t0)
-            assert seen == n, f"the loader yielded {seen} of {n} images"
-        result["pipeline_vs_eager"] = result["pipeline_loader_images_per_s"] / result["eager_loader_images_per_s"]
+        for loader_name, nw in (("per_core", 0), (f"{workers}_workers", workers)):
+            for path in ("reference", "pipeline"):
+                if path == "pipeline":
+                    stream = PairStream(shards, uids, preprocess, tokenizer, MemberOrder(n, batch_size, seed=0),
+                                        shuffle_buffer=256)
+                    collate = stream.collate
+                else:
+                    stream, collate = ReferenceStream(shards, preprocess, tokenizer), None
+                loader = DataLoader(stream, batch_size=batch_size, num_workers=nw, collate_fn=collate,
+                                    pin_memory=nw > 0 and torch.cuda.is_available(),
+                                    persistent_workers=False, prefetch_factor=4 if nw else None)
+                t0, seen = time.perf_counter(), 0
+                for images, _, _ in loader:
+                    seen += len(images)
+                result[f"{path}_loader_images_per_s_{loader_name}"] = seen / (time.perf_counter() - t0)
+                assert seen == n, f"the {path} loader yielded {seen} of {n} images"
+            result[f"pipeline_vs_reference_{loader_name}"] = (result[f"pipeline_loader_images_per_s_{loader_name}"]
+                                                              / result[f"reference_loader_images_per_s_{loader_name}"])
     return result
 
 

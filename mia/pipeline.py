@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from mia import distributed, metrics, plots, results, scores, tracking
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
-from mia.data.corpus import load_corpus, load_shifted, shift_settings
+from mia.data.corpus import extension, load_corpus, load_shifted, shift_settings
 from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED, build_splits
@@ -50,13 +50,15 @@ def prepare(cfg):
     members = load_corpus(cfg.data, cache_dir)
     if audit or cfg.data.nonmembers == "ood":  # non-members from a corpus of their own
         nonmembers = load_corpus(cfg.data, cache_dir, shifted=True)
-        splits = build_splits(members.index, cfg.data.split, cfg.data.size, nonmembers.index)
+        splits = build_splits(members.index, cfg.data.split, cfg.data.size, nonmembers.index,
+                              extension=None if audit else extension(cfg.data))
     elif shift > 0:  # held-out pairs with some images / captions swapped (docs/design.md §2.6)
         nonmembers = load_shifted(cfg.data, members, cache_dir, shift, parts)
-        splits = build_splits(members.index, cfg.data.split, cfg.data.size, shifted_index=nonmembers.index)
+        splits = build_splits(members.index, cfg.data.split, cfg.data.size, shifted_index=nonmembers.index,
+                              extension=extension(cfg.data))
     else:  # shift 0 is the i.i.d. job itself, not a mixture that happens to swap nothing
         nonmembers = members
-        splits = build_splits(members.index, cfg.data.split, cfg.data.size)
+        splits = build_splits(members.index, cfg.data.split, cfg.data.size, extension=extension(cfg.data))
     log.info("splits: %s", splits.summary())
     return members, nonmembers, splits, spec
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import numbers
+import resource
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from omegaconf import OmegaConf
 from mia import checkpoint, distributed
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
 from mia.data.datamodule import PairDataModule
+from mia.data.generated import Members, in_memory_bytes
 from mia.data.splits import DEFAULT_DEDUP, dedup_rules
 from mia.model import build_model
 from mia.provenance import git_revision
@@ -61,7 +63,7 @@ class TrainSpec:
     compile: bool = False
     num_workers: int = 0
     progress_bar: bool = True
-    in_memory: bool = True
+    in_memory: bool | str = True  # or "auto": in memory when the members fit IN_MEMORY_BUDGET
     seed: int = 0
     trainer: TrainerArgs = field(default_factory=TrainerArgs)
 
@@ -76,7 +78,7 @@ class TrainSpec:
         ("train.precision", "precision", lambda v: isinstance(v, str) and v, "'auto' or a Lightning precision"),
         ("train.compile", "compile", lambda v: isinstance(v, bool), "true or false"),
         ("train.progress_bar", "progress_bar", lambda v: isinstance(v, bool), "true or false"),
-        ("data.in_memory", "in_memory", lambda v: isinstance(v, bool), "true or false"),
+        ("data.in_memory", "in_memory", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
         ("seed", "seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     )
 
@@ -109,6 +111,20 @@ class TrainSpec:
         if self.precision == "auto":
             return "bf16-mixed" if device.type == "cuda" else "32-true"
         return self.precision
+
+
+# data.in_memory=auto holds the decoded members in memory up to this much, and streams them beyond
+IN_MEMORY_BUDGET = 2 << 30
+
+
+def plan(spec: TrainSpec, n: int, image_size: int, context_length: int, shards) -> dict:
+    """What a target's training will read and hold, logged before it starts and kept in target.json:
+    N, T, the samples trained on (N x T), the corpus on disk, and the members' memory if held."""
+    held = in_memory_bytes(n, image_size, context_length)
+    in_memory = spec.in_memory if isinstance(spec.in_memory, bool) else held <= IN_MEMORY_BUDGET
+    return {"members": n, "epochs": spec.epochs, "samples": n * spec.epochs, "in_memory": in_memory,
+            "members_memory_bytes": held if in_memory else 0,
+            "corpus_disk_bytes": sum(Path(s).stat().st_size for s in shards)}
 
 
 def _is_int(v) -> bool:
@@ -178,7 +194,7 @@ def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logge
     timing = {"train_s": 0.0}
 
     def build():
-        timing["train_s"] = _fit(spec, model, preprocess, tokenizer, shards, list(uids), tdir, logger, world)
+        timing["train_s"] = _fit(spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world)
 
     hit = get_or_build(tdir, build, world, done=tdir / "DONE")
     if hit:
@@ -197,7 +213,16 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
     model.load_state_dict(model_init.state_dict())
     module = CLIPTarget(model, spec, len(uids))
-    dm = PairDataModule(shards, uids, preprocess, tokenizer, spec.batch_size, spec.num_workers, spec.in_memory,
+    size = model.visual.image_size
+    todo = plan(spec, len(uids), size[0] if isinstance(size, (tuple, list)) else size,
+                getattr(tokenizer, "context_length", 77), shards)
+    generated = uids.extra if isinstance(uids, Members) else 0
+    log.info("training N=%d (%d of them generated past the shards) for T=%d epochs: %d samples; corpus on disk "
+             "%.0f MB; members %s; peak memory so far %.2f GB", todo["members"], generated, todo["epochs"],
+             todo["samples"], todo["corpus_disk_bytes"] / 1e6,
+             f"to be held in memory, {todo['members_memory_bytes'] / 1e6:.0f} MB" if todo["in_memory"] else
+             "streamed", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+    dm = PairDataModule(shards, uids, preprocess, tokenizer, spec.batch_size, spec.num_workers, todo["in_memory"],
                         spec.seed, world.rank, world.size)
     ckpt_dir = tdir / "ckpt"
     last = ckpt_dir / "last.ckpt"
@@ -228,8 +253,11 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
         return train_s
     with atomic(tdir / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)
-    atomic_write_text(tdir / "trained_uids.txt", "\n".join(uids) + "\n")
-    meta = {"spec": asdict(spec), "seed": spec.seed, "git": git_revision(),
+    # The generated members' uids follow from their index range (target.json "generated")
+    listed = uids.base if isinstance(uids, Members) else uids
+    atomic_write_text(tdir / "trained_uids.txt", "\n".join(listed) + "\n")
+    meta = {"spec": asdict(spec), "seed": spec.seed, "git": git_revision(), "plan": todo,
+            "generated": uids.describe() if isinstance(uids, Members) else None,
             "size": len(uids), "epochs": spec.epochs, "train_s": train_s, "world_size": world.size,
             "precision": spec.precision_for(world.device), "device": str(world.device),
             "shards": [str(s) for s in shards], "samples_per_s": len(uids) * spec.epochs / train_s}

@@ -55,7 +55,7 @@ def test_second_run_hits_the_cache(make_cfg, caplog):
 
 @pytest.mark.parametrize("override,message", [
     ("data.size=12q", "data.size='12q' is not a size"),
-    ("data.size=5000", "exceeds the member pool"),
+    ("data.in_memory=sometimes", "data.in_memory=.sometimes.: must be true, false or auto"),
     ("data.split.eval_size=400", "eval_size=400 exceeds data.size=300"),
     ("data.nonmembers=other", "data.nonmembers='other'"),
 ])

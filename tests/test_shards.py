@@ -266,3 +266,38 @@ def test_the_index_keeps_each_images_sha256(tmp_path):
     assert list(index.sha256) == [hashlib.sha256(same).hexdigest()] * 2 + [given.lower()]
     index.save(tmp_path / "index.npz")
     assert list(sh.Index.load(tmp_path / "index.npz").sha256) == list(index.sha256)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_the_plain_tar_reader_reads_what_tarfile_reads(tmp_path, fmt):
+    """mia's own header parser (uncompressed shards) against Python's tarfile: long names, a ustar
+    prefix, a directory, an empty file, sizes off the block size; then a compressed copy (tarfile)."""
+    from mia.data.shards import _tar_files
+
+    files = {"a" * 120 + ".jpg": b"x" * 700, "deep/" * 30 + "k.txt": b"caption", "e.json": b"",
+             "__meta__/x": b"skipped", "b.cls": bytes(range(256)) * 5}
+    if fmt == tarfile.USTAR_FORMAT:
+        files = {k: v for k, v in files.items() if len(k) < 100 or k.startswith("deep")}
+    plain, packed = tmp_path / "plain.tar", tmp_path / "packed.tar"
+    for path, mode in ((plain, "w"), (packed, "w:gz")):
+        with tarfile.open(path, mode, format=fmt) as tar:
+            folder = tarfile.TarInfo("adir")
+            folder.type = tarfile.DIRTYPE
+            tar.addfile(folder)  # not a regular file: skipped
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    expected = [(k, v) for k, v in files.items() if not k.startswith("__")]
+    for path in (plain, packed):
+        failed = []
+        assert list(_tar_files(path, failed)) == expected and not failed
+    # a damaged header mid-archive: the files before it are kept and the error is recorded
+    data = bytearray(plain.read_bytes())
+    at = data.index(b"e.json")  # its header (or, for pax and GNU, the file's own header after the long name)
+    start = at - at % 512
+    data[start + 148:start + 150] = b"99"
+    plain.write_bytes(bytes(data))
+    failed = []
+    got = list(_tar_files(plain, failed))
+    assert got == expected[:len(got)] and len(got) < len(expected) and "checksum" in failed[0]

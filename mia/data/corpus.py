@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data import glyphs, shards as sh
+from mia.data.generated import Members
 from mia.data.synthetic import SHIFT_PARTS, replaced_uid, write_corpus, write_swaps
 from mia.data.uids import read_uids
 from mia.sizes import parse_size
@@ -81,6 +82,18 @@ def load_corpus(data_cfg, cache_dir: Path, shifted: bool = False) -> Corpus:
         uid_list = data_cfg.get(f"{side}_uids")
         return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
     raise ValueError(f"data.source={data_cfg.source!r}: choose 'synthetic', 'glyphs', 'webdataset' or 'audit'")
+
+
+def extension(data_cfg) -> Members | None:
+    """How the member pool runs on past the shards (mia/data/generated.py): the embedded corpus's
+    generator settings and first index past its shards; None for corpora that end at their shards."""
+    if data_cfg.source != "synthetic":
+        return None
+    kw = OmegaConf.to_container(data_cfg.corpus, resolve=True)
+    first = parse_size(kw.pop("size"), "data.corpus.size")
+    seed = kw.pop("seed")
+    kw.pop("shard_size")
+    return Members(np.array([], dtype=str), first=first, seed=seed, sample_kw={**kw, "style": "iid"})
 
 
 def shift_settings(data_cfg) -> tuple[float, tuple]:

@@ -1,26 +1,35 @@
-"""The Lightning data module of target training: the N member pairs, in memory or streamed."""
+"""The Lightning data module of target training: the N member pairs, in memory or streamed, read
+from the shards or, for members past the embedded corpus's shards, generated (mia/data/generated.py)."""
 from __future__ import annotations
 
 import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, TensorDataset
+from tqdm import tqdm
 
+from mia.data.generated import GeneratedPairs, Members
 from mia.data.order import MemberOrder
 from mia.data.pairs import PairStream, load_pairs
 
 
 class PairDataModule(L.LightningDataModule):
-    def __init__(self, shards, uids, preprocess, tokenizer, batch_size, num_workers, in_memory, seed,
+    def __init__(self, shards, uids, preprocess, tokenizer, batch_size, num_workers, in_memory: bool, seed,
                  rank=0, world=1):
         super().__init__()
         self.shards, self.uids, self.preprocess, self.tokenizer = shards, uids, preprocess, tokenizer
         self.batch_size, self.num_workers, self.in_memory, self.seed = batch_size, num_workers, in_memory, seed
         self.order = MemberOrder(len(uids), batch_size, seed, rank, world)
+        self.generated = isinstance(uids, Members) and uids.extra > 0
 
     def setup(self, stage):
-        if self.in_memory:
+        device = self.trainer.strategy.root_device
+        if self.generated:
+            pairs = GeneratedPairs(self.uids, self.preprocess, self.tokenizer)
+            self.dataset = InMemoryPairs(*generate_all(pairs, self.num_workers)[:2], device) if self.in_memory \
+                else pairs
+        elif self.in_memory:
             images, tokens = load_pairs(self.shards, self.uids, self.preprocess, self.tokenizer, "load members")
-            self.dataset = InMemoryPairs(images, tokens, self.trainer.strategy.root_device)
+            self.dataset = InMemoryPairs(images, tokens, device)
         else:
             # Each rank streams exactly the members `order` deals it, in whole batches per loader
             # worker (docs/design.md §7.5).
@@ -30,8 +39,21 @@ class PairDataModule(L.LightningDataModule):
         local_batch = self.batch_size // self.order.world
         if self.in_memory:
             return self.dataset.loader(self.order, local_batch)
+        if self.generated:  # workers generate whole batches of the positions `order` deals this rank
+            return DataLoader(self.dataset, batch_sampler=BatchSampler(self.order, local_batch, drop_last=False),
+                              collate_fn=_whole_batch, num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
         return DataLoader(self.dataset, batch_size=local_batch, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+                          collate_fn=self.dataset.collate, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def generate_all(pairs: GeneratedPairs, num_workers: int, batch: int = 256):
+    """Every member of `pairs`, generated once by `num_workers` loader workers: (images, tokens, positions)."""
+    n = len(pairs)
+    loader = DataLoader(pairs, batch_sampler=BatchSampler(range(n), batch, drop_last=False),
+                        collate_fn=_whole_batch, num_workers=num_workers)
+    parts = list(tqdm(loader, total=len(loader), desc="generate members", unit="batch"))
+    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 class InMemoryPairs(TensorDataset):

@@ -41,14 +41,16 @@ class MemberOrder(Sampler):
         self._cursor = (e, perm, g.get_state())
         return perm
 
-    def positions(self, epoch: int) -> list[int]:
-        """This rank's member positions of `epoch`, in training order."""
-        perm = self.permutation(epoch)
-        return [p for start in range(0, self.n, self.batch_size)
-                for p in perm[start:start + self.batch_size][self.rank::self.world].tolist()]
+    def positions(self, epoch: int) -> torch.Tensor:
+        """This rank's member positions of `epoch`, in training order: places r, r+W, ... of every
+        global batch. A global batch starts at a multiple of its size, hence of W, so these are the
+        places r, r+W, ... of the whole permutation: one strided view, no per-member object."""
+        return self.permutation(epoch)[self.rank::self.world]
 
     def __iter__(self):
-        yield from self.positions(self.epoch)
+        positions = self.positions(self.epoch)
+        for start in range(0, len(positions), 1 << 16):  # Python ints a chunk at a time, for any N
+            yield from positions[start:start + (1 << 16)].tolist()
 
     def __len__(self):
         return self.n // self.world

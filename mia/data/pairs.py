@@ -16,6 +16,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from mia.data.shards import decode_image, image_bytes, raw_samples, read_meta, sample_uid
+from mia.data.tensors import TensorPreprocess
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,10 @@ def _position(sample, position: dict):
     return None if "__cut__" in sample else position.get(sample_uid(sample))
 
 
-def _decode(sample):
-    """The sample's image; it was indexed, so it decoded once with this very function."""
+def _decode(sample, decode=decode_image):
+    """The sample's image (`decode` of its bytes); it was indexed, so it decoded then."""
     try:
-        return decode_image(image_bytes(sample))
+        return decode(image_bytes(sample))
     except Exception as err:
         shard = Path(sample["__url__"])
         raise RuntimeError(f"{sample['__key__']} in {shard} was readable when the shards were indexed but is "
@@ -71,7 +72,8 @@ def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
 
 
 class PairStream(IterableDataset):
-    """Streams (image, tokens, position) of this rank's members from the shards, each once per epoch.
+    """Streams (image, caption, position) of this rank's members from the shards, each once per epoch;
+    `collate` makes a batch of them (images, tokens, positions), tokenising the captions together.
 
     `order` (mia.data.order.MemberOrder) gives the rank's member positions of each epoch (docs/design.md
     §7.4). They are cut into local batches, and the local batches are dealt to the DataLoader workers:
@@ -88,19 +90,39 @@ class PairStream(IterableDataset):
     def __init__(self, shards, uids, preprocess, tokenizer, order, shuffle_buffer=1000):
         if len(uids) != order.n:
             raise ValueError(f"{len(uids)} uids but an order over {order.n} members")
-        self.shards, self.preprocess, self.tokenizer, self.order = list(shards), preprocess, tokenizer, order
-        self.position = {u: i for i, u in enumerate(uids)}
+        self.shards, self.tokenizer, self.order = list(shards), tokenizer, order
+        self.preprocess = TensorPreprocess(preprocess)
+        # uid -> member position by binary search in arrays: no per-member Python object for any N
+        uids = np.asarray(uids, dtype=str)
+        self.by_uid = np.argsort(uids, kind="stable")
+        self.sorted_uids = uids[self.by_uid]
         self.local_batch = order.batch_size // order.world
         self.shuffle_buffer, self.epoch = shuffle_buffer, 0
 
     def __len__(self):  # this rank's share: len(loader) is then this rank's batch count
         return len(self.order)
 
-    def mine(self, epoch: int, worker: int, workers: int) -> set:
-        """The member positions worker `worker` of `workers` streams in `epoch`: its whole local batches."""
-        positions = self.order.positions(epoch)
-        batches = range(0, len(positions), self.local_batch)
-        return {p for start in batches[worker::workers] for p in positions[start:start + self.local_batch]}
+    def collate(self, batch):
+        """A batch of (image, caption, position) as tensors, its captions tokenised in one call."""
+        images, captions, positions = zip(*batch)
+        return self.preprocess.stack(images), self.tokenizer(list(captions)), torch.as_tensor(positions)
+
+    def mine(self, epoch: int, worker: int, workers: int) -> np.ndarray:
+        """Which member positions worker `worker` of `workers` streams in `epoch` (a mask over the
+        members): its whole local batches, batches worker, worker + workers, ..."""
+        positions = self.order.positions(epoch).numpy()
+        take = (np.arange(len(positions)) // self.local_batch) % workers == worker
+        mask = np.zeros(self.order.n, bool)
+        mask[positions[take]] = True
+        return mask
+
+    def position(self, sample) -> int | None:
+        """The sample's member position, or None (not a member, or not indexed)."""
+        if "__cut__" in sample:
+            return None
+        uid = sample_uid(sample)
+        at = np.searchsorted(self.sorted_uids, uid) if uid is not None else len(self.sorted_uids)
+        return int(self.by_uid[at]) if at < len(self.sorted_uids) and self.sorted_uids[at] == uid else None
 
     def __iter__(self):
         worker = get_worker_info()
@@ -108,16 +130,16 @@ class PairStream(IterableDataset):
         rng = np.random.default_rng([self.order.seed, self.epoch, self.order.rank, wid])
         mine = self.mine(self.epoch, wid, nworkers)
         self.epoch += 1
-        buffer, left = [], len(mine)
+        buffer, left = [], int(mine.sum())
         for sample in raw_samples(self.shards, errors=[]):  # the index has reported broken shards
             if not left:
                 break
-            i = _position(sample, self.position)
-            if i is None or i not in mine:
+            i = self.position(sample)
+            if i is None or not mine[i]:
                 continue
+            mine[i] = False
             left -= 1
-            image = self.preprocess(_decode(sample))
-            buffer.append((image, self.tokenizer([read_meta(sample)["caption"]])[0], i))
+            buffer.append((_decode(sample, self.preprocess.decode), read_meta(sample)["caption"], i))
             if len(buffer) >= self.shuffle_buffer:
                 yield buffer.pop(rng.integers(len(buffer)))
         rng.shuffle(buffer)

@@ -11,12 +11,15 @@ The member pool depends only on the member corpus, split.seed and split.holdout.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from mia.data.generated import Members
+from mia.data.synthetic import sample_index
 from mia.sizes import format_size, parse_size
 
 _NON_WORD = re.compile(r"[^a-z\s]+")
@@ -65,6 +68,27 @@ def _keys(index, rule) -> np.ndarray:
     if index.sha256 is None:
         raise ValueError("data.split.dedup=[...,image] needs image hashes, and this index has none")
     return np.asarray(index.sha256)
+
+
+def dedup_key(rule: str, caption: str, url: str, image: bytes) -> str | None:
+    """One pair's key under a rule, as `_keys` computes it for a whole index; None = no key."""
+    if rule == "caption":
+        return normalise_caption(caption)
+    if rule == "url":
+        return url or None
+    return hashlib.sha256(image).hexdigest()
+
+
+def _forbidden(member_index, pool, other, rules) -> dict:
+    """Per rule, the keys a member generated past the shards must not share (docs/design.md §2.7):
+    those of every member-corpus pair outside the pool (held out, or dropped by de-duplication) and
+    of every pair of the non-members' own corpus, if they have one."""
+    outside = ~np.isin(member_index.uids, pool)
+    found = {}
+    for rule in rules:
+        keys = [_keys(member_index, rule)[outside]] + ([] if other is None else [_keys(other, rule)])
+        found[rule] = {str(k) for k in np.concatenate(keys) if rule == "caption" or k}
+    return found
 
 
 def _codes(indexes, rules) -> list[dict]:
@@ -133,7 +157,7 @@ def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_
 
 @dataclass
 class Splits:
-    members: np.ndarray          # uids the target trains on: member_pool[:N]
+    members: np.ndarray | Members  # uids the target trains on: member_pool[:N], or past it (Members)
     member_pool_size: int
     member_eval: np.ndarray
     nonmember_eval: np.ndarray
@@ -189,11 +213,14 @@ class _Sizes:
         return " ".join(parts)
 
 
-def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_index=None) -> Splits:
+def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_index=None,
+                 extension: Members | None = None) -> Splits:
     """`nonmember_index` is the shifted corpus for the OOD condition, or the audited non-member folder;
     None means i.i.d. `shifted_index` (data.shift, mia.data.corpus.load_shifted) is the member index
     row for row with some pairs swapped: i.i.d. non-members are read from it. `size` None (audits of a
-    CLIP trained elsewhere) makes every member pair a member."""
+    CLIP trained elsewhere) makes every member pair a member. `extension` (the embedded corpus: an
+    empty Members naming the first index past the shards and the corpus seed) lets data.size run past
+    the member pool, into pairs generated on demand (docs/design.md §2.7)."""
     if nonmember_index is not None and shifted_index is not None:
         raise ValueError("non-members come from a corpus of their own or from the shifted held-out pairs, not both")
     if shifted_index is not None and len(shifted_index) != len(member_index):
@@ -224,7 +251,8 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
     d = draw(sizes.holdout) if sizes.holdout < len(member_index) else None
     if whole and d is not None:
         sizes = replace(sizes, n=len(d.pool))
-    problem = _problem(d, sizes, size, len(member_index), rules, ood=nonmember_index is not None)
+    problem = _problem(d, sizes, size, len(member_index), rules, ood=nonmember_index is not None,
+                       extendable=extension is not None)
     if problem:
         fit = _fitting(draw, sizes, len(member_index), d, ood=nonmember_index is not None)
         corpora = f"this corpus of {len(member_index)} pairs" if nonmember_index is None else \
@@ -234,6 +262,9 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
     n, k, n_known, n_aux, need = sizes.n, sizes.k, sizes.known, sizes.aux, sizes.need
     pool_uids, non_uids = d.pool, d.nonmembers
     members = pool_uids[:n]
+    if extension is not None and n > len(pool_uids):
+        members = extension.extended(pool_uids, n - len(pool_uids), _forbidden(member_index, pool_uids, other, rules))
+        _refuse_generated_nonmembers(members, non_uids)
     aux_mem = pool_uids[k:min(n, k + n_aux - n_aux // 2)]  # trained on, but not in member_eval
     aux_non = non_uids[k + n_known:need]
     aux = np.concatenate([aux_mem, aux_non])
@@ -243,14 +274,23 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
     splits = Splits(members=members, member_pool_size=len(pool_uids), member_eval=pool_uids[:k],
                     nonmember_eval=non_uids[:k], nonmember_known=non_uids[k:k + n_known],
                     aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=d.total, dedup_by_rule=by_rule)
-    check_disjoint(members=splits.members, nonmember_eval=splits.nonmember_eval,
+    check_disjoint(members=pool_uids[:n], nonmember_eval=splits.nonmember_eval,
                    nonmember_known=splits.nonmember_known, aux_nonmembers=aux_non)
     check_disjoint(member_eval=splits.member_eval, nonmember_known=splits.nonmember_known,
                    aux_pool=splits.aux_pool)
     return splits
 
 
-def _problem(d, sizes, size, corpus, rules, ood) -> str | None:
+def _refuse_generated_nonmembers(members: Members, nonmembers):
+    """Members past the shards are corpus indices from `first` on; no non-member may be one of them."""
+    mine = np.char.startswith(nonmembers.astype(str), "syn") & \
+        np.array([u[3:7] == f"{members.seed:04d}" and sample_index(u) >= members.first for u in nonmembers], bool)
+    if mine.any():
+        raise ValueError(f"{int(mine.sum())} non-members (e.g. {list(nonmembers[mine][:3])}) are pairs the member "
+                         "pool generates past the shards: member and non-member splits must be disjoint")
+
+
+def _problem(d, sizes, size, corpus, rules, ood, extendable=False) -> str | None:
     """Why these sizes do not fit the drawn split, naming the keys and any de-duplication rule that
     took pairs from the short side; None if they fit."""
     if sizes.k > sizes.n:
@@ -258,7 +298,7 @@ def _problem(d, sizes, size, corpus, rules, ood) -> str | None:
                 "every target (K <= the smallest N of a sweep)")
     if d is None:
         return f"data.split.holdout={sizes.holdout} leaves no member pool in a corpus of {corpus}"
-    if sizes.n > len(d.pool):
+    if sizes.n > len(d.pool) and not extendable:
         by_rule = d.dropped["member pool"]
         return (f"data.size={size!r} ({sizes.n}) exceeds the member pool of {len(d.pool)} pairs (corpus {corpus} "
                 f"- holdout {sizes.holdout} - {sum(by_rule.values())} dropped by de-duplication"

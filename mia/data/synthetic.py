@@ -41,6 +41,7 @@ _COLOURS = {
 _SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 _SIZES = {"small": 0.14, "large": 0.24}
 _ROWS, _COLS = ("top", "middle", "bottom"), ("left", "center", "right")
+JPEG_QUALITY = 95  # of the shards' images; generated pairs go through the same encoding
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70 syllables -> ~340k 3-syllable words
 
 
@@ -77,11 +78,13 @@ def _name(rng) -> str:
 
 
 def make_sample(index: int, *, seed: int, style: str = "iid", image_size: int = 32,
-                detail_strength: float = 40.0, detail_grid: int = 8, name_words: int = 2):
-    """One (image, caption, meta) triple; the same arguments always give the same pair."""
+                detail_strength: float = 40.0, detail_grid: int = 8, name_words: int = 2, redraw: int = 0):
+    """One (image, caption, meta) triple; the same arguments always give the same pair. `redraw` > 0
+    draws another pair for the same index (a generated member that collided with a non-member,
+    mia/data/generated.py); 0 is the corpus's own pair."""
     if style not in STYLES:
         raise ValueError(f"data.style={style!r}: choose one of {STYLES}")
-    rng = np.random.default_rng([seed, STYLES.index(style), index])
+    rng = np.random.default_rng([seed, STYLES.index(style), index] + ([redraw] if redraw else []))
     colours = _COLOURS[style]
     names = list(colours)
     s = image_size
@@ -132,6 +135,16 @@ def _uid(prefix: str, seed: int, index: int) -> str:
     return f"{prefix}{seed:04d}{index:09d}"
 
 
+def sample_uid(seed: int, index: int) -> str:
+    """The uid of pair `index` of the i.i.d. corpus."""
+    return _uid("syn", seed, index)
+
+
+def sample_index(uid: str) -> int:
+    """The corpus index a uid of this generator names (its last nine digits)."""
+    return int(uid[-9:])
+
+
 def replaced_uid(uid: str) -> str:
     """The uid of the i.i.d. pair that a pair of `write_swaps` stands in for."""
     return "syn" + uid[3:]
@@ -164,7 +177,8 @@ def mixed_sample(index: int, *, seed: int, shift: float, shift_parts, **sample_k
     return image, caption, {**meta, "uid": _uid(_SWAP_PREFIX[swapped], seed, index), "caption": caption}
 
 
-def write_corpus(out_dir: Path, size: int, *, shard_size: int = 2000, jpeg_quality: int = 95, **sample_kw) -> Path:
+def write_corpus(out_dir: Path, size: int, *, shard_size: int = 2000, jpeg_quality: int = JPEG_QUALITY,
+                 **sample_kw) -> Path:
     """Write `size` samples as webdataset shards in the img2dataset / DataComp layout.
 
     Writes `{key}.jpg`, `{key}.txt`, `{key}.json` per sample and `sizes.json` last, so a folder
@@ -175,7 +189,7 @@ def write_corpus(out_dir: Path, size: int, *, shard_size: int = 2000, jpeg_quali
 
 
 def write_swaps(out_dir: Path, size: int, *, shard_size: int, shift: float, shift_parts, seed: int,
-                jpeg_quality: int = 95, **sample_kw) -> Path:
+                jpeg_quality: int = JPEG_QUALITY, **sample_kw) -> Path:
     """Write, in index order, the pairs of the first `size` whose parts data.shift swaps (`mixed_sample`),
     and only those: the others are the member corpus's own pairs. Nothing swapped writes no shard."""
     chosen = [i for i in range(size) if swaps(i, seed=seed, shift=shift, shift_parts=shift_parts)]
