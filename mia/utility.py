@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mia.data.splits import NONMEMBER_EVAL, NONMEMBER_KNOWN
-from mia.data.synthetic import _COLOURS, _SHAPES, _SIZES
+from mia.data.synthetic import _COLOURS, _COLS, _ROWS, _SHAPES, _SIZES, _position_name
 
 KS = (1, 5, 10)
 RETRIEVAL_POOL = NONMEMBER_EVAL             # the fixed candidate pool: held-out, scored by every attack
@@ -21,7 +21,24 @@ ATTRIBUTE_SETS = (NONMEMBER_EVAL, NONMEMBER_KNOWN)  # held-out pairs whose capti
 COLOURS, SHAPES, SIZES = tuple(_COLOURS["iid"]), _SHAPES, tuple(_SIZES)
 # The caption grammar's first object: "a {size} {colour} {shape} on the {pos}" (mia/data/synthetic.py)
 _FIRST = re.compile(rf"^a ({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) (?:on|in) the ")
-PROMPT = "a {size} {colour} {shape}"        # the caption grammar's own words, nothing else
+# The caption grammar's own words for one object, nothing else (mia/data/synthetic.py)
+PROMPT = "a {size} {colour} {shape} {prep} the {pos} on a {bg} background"
+POSITIONS = tuple(_position_name(r, c) for r in range(len(_ROWS)) for c in range(len(_COLS)))
+
+
+def prompts() -> tuple[list[str], np.ndarray]:
+    """Every (size, colour, shape, position) once, each with one background colour other than the
+    object's (rotated, so every background occurs about equally); and each prompt's (colour, shape)."""
+    out, labels = [], []
+    for s in SIZES:
+        for ci, c in enumerate(COLOURS):
+            for hi, h in enumerate(SHAPES):
+                for pi, pos in enumerate(POSITIONS):
+                    bg = COLOURS[(ci + 1 + (pi + hi) % (len(COLOURS) - 1)) % len(COLOURS)]
+                    out.append(PROMPT.format(size=s, colour=c, shape=h, prep="in" if pos == "center" else "on",
+                                             pos=pos, bg=bg))
+                    labels.append((ci, hi))
+    return out, np.array(labels)
 
 
 def recall_at_k(image: np.ndarray, text: np.ndarray, ks=KS) -> dict:
@@ -52,16 +69,17 @@ def parse_attributes(caption: str):
 
 @torch.no_grad()
 def class_embeddings(model, tokenizer, release=None) -> dict:
-    """{attribute: [classes, d]}: each class's prompts, over every value of the other attributes,
-    averaged (CLIP's prompt ensembling) and normalised. `release` perturbs the text embeddings as the
-    defense releases them (keyed by prompt, so a prompt always gets the same answer)."""
-    prompts = [PROMPT.format(size=s, colour=c, shape=h) for s in SIZES for c in COLOURS for h in SHAPES]
+    """{attribute: [classes, d]}: each class's prompts, over the other attributes, averaged (CLIP's
+    prompt ensembling) and normalised. `release` perturbs the text embeddings as the defense releases
+    them (keyed by prompt, so a prompt always gets the same answer)."""
+    texts, labels = prompts()
     device = next(model.parameters()).device
-    emb = model.encode_text(tokenizer(prompts).to(device), normalize=True).float().cpu().numpy()
+    emb = np.concatenate([model.encode_text(tokenizer(texts[i:i + 512]).to(device), normalize=True).float().cpu()
+                          .numpy() for i in range(0, len(texts), 512)])
     if release is not None:
-        emb = release(emb, [f"prompt:{p}" for p in prompts])
-    grid = emb.reshape(len(SIZES), len(COLOURS), len(SHAPES), -1)
-    out = {"colour": grid.mean(axis=(0, 2)), "shape": grid.mean(axis=(0, 1))}
+        emb = release(emb, [f"prompt:{p}" for p in texts])
+    out = {"colour": np.stack([emb[labels[:, 0] == i].mean(0) for i in range(len(COLOURS))]),
+           "shape": np.stack([emb[labels[:, 1] == i].mean(0) for i in range(len(SHAPES))])}
     return {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in out.items()}
 
 

@@ -72,3 +72,13 @@ def test_every_results_json_has_utility_and_w_and_b_gets_it(default_job):
     assert res["defense"] == {"name": "none", "label": "none"}
     flat = results.summary(res)
     assert flat["utility/i2t_r1"] == r["i2t_r1"] and flat["utility/shape_acc"] == a["shape_acc"]
+
+
+def test_prompts_follow_the_grammar_and_cover_every_class_alike():
+    texts, labels = utility.prompts()
+    assert len(texts) == len(set(texts)) == 2 * 12 * 6 * 9
+    assert all(utility.parse_attributes(t + ", photo by x") == (utility.COLOURS[c], utility.SHAPES[h])
+               for t, (c, h) in zip(texts, labels))
+    assert len(set(np.bincount(labels[:, 0]))) == len(set(np.bincount(labels[:, 1]))) == 1
+    # the background is never the object's colour
+    assert not any(t.endswith(f"on a {utility.COLOURS[c]} background") for t, (c, _) in zip(texts, labels))
