@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 # the point itself, fixed before looking at the slope.
 SATURATED_AUC = 0.95   # Gaussian AUC from the gap at or above this: members sit at the model's ceiling
 NOISY_REL_CI = 0.5     # half-width of the gap's 95% interval above this fraction of the gap: noise
-IDENTITY = ("nonmembers", "epochs", "size", "model", "params")  # a point: one condition, any seeds
+# a point: one condition, any seeds (defense and weight decay split the arms of experiment=privacy_utility)
+IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
 
 
 def load_rows(sweep_dir) -> list[dict]:
