@@ -11,6 +11,7 @@ from mia.defenses.base import Defense, check, is_number
 
 class AugmentImage(Defense):
     name = "augment_image"
+    strength = ("max_shift", "noise_std")
     trains = augments = True
 
     def __init__(self, max_shift: float, noise_std: float):

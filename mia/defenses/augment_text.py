@@ -26,6 +26,7 @@ def drop_tokens(tokens: torch.Tensor, p: float, generator) -> torch.Tensor:
 
 class AugmentText(Defense):
     name = "augment_text"
+    strength = ("word_dropout",)
     trains = augments = True
 
     def __init__(self, word_dropout: float):

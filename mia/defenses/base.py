@@ -20,6 +20,7 @@ class Defense:
     augments = False   # `augment` is called on every training batch
     fit = None         # a training loop of its own: fit(spec, model, preprocess, tokenizer, shards, uids, world)
     releases = False   # `release` perturbs the embeddings the target answers with
+    strength = ()      # the settings a label shows: what a privacy-utility sweep varies
 
     def __init__(self, **settings):
         self.settings = dict(settings)
@@ -45,10 +46,9 @@ class Defense:
 
     def label(self) -> str:
         """A short name of the defense and its strength, for tables and plots."""
-        if not self.settings:
+        if not self.strength:
             return self.name
-        return f"{self.name}(" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in sorted(self.settings.items())) + ")"
+        return f"{self.name}(" + ",".join(f"{k}={self.settings[k]:g}" for k in self.strength) + ")"
 
 
 class NoDefense(Defense):

@@ -78,6 +78,7 @@ def clipped_sum(model, params, loss_fn, images, tokens, sampled, group, groups: 
 
 class DPSGD(Defense):
     name = "dp_sgd"
+    strength = ("noise_multiplier",)
     trains = True
 
     def __init__(self, noise_multiplier: float, max_grad_norm: float, delta: float, groups: int):

@@ -12,6 +12,7 @@ from mia.defenses.base import Defense, check, is_number, keyed_normal
 
 class EmbeddingNoise(Defense):
     name = "embedding_noise"
+    strength = ("std",)
     releases = True
 
     def __init__(self, std: float, seed: int):
