@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from mia import metrics, results, scores, tracking
+from mia import metrics, privacy_utility, results, scores, tracking
 from mia.data.splits import MEMBER_EVAL
 from mia.plots import _save, plt, roc_loglog
 
@@ -153,8 +153,10 @@ def _series(pts, x):
     for key, ps in groups.items():
         if len({p[x] for p in ps}) < 2:
             continue
-        fixed, model, params = key
+        fixed, model, params, defense, wd = key
         tag = f",{model}({params} params)" if len(models) > 1 else ""
+        if len({(p["defense"], p["weight_decay"]) for p in pts}) > 1:  # a privacy-utility sweep's arms
+            tag += f",{defense},wd={wd}"
         name = f"gap_vs_N@T={fixed}{tag}" if x == "size" else f"gap_vs_T@N={fixed}{tag}"
         out[name] = sorted(ps, key=lambda p: p[x])
     return dict(sorted(out.items()))
@@ -532,6 +534,8 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
         "auc_vs_shift": plot_auc_vs_shift(rows, sweep_dir / "auc_vs_shift.png"),
     }
+    if privacy_utility.applies(rows):
+        plots["privacy_utility"] = privacy_utility.plot(rows, names, sweep_dir / "privacy_utility.png")
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
 
@@ -548,6 +552,8 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
                "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
                "its signal that the member / non-member distribution shift alone does not explain.", "",
                minus_blind]
+    if privacy_utility.applies(rows):
+        md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
     md += _checks_md(checks)
     md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
           [f"![roc]({Path(p).name})" for p in rocs]
