@@ -266,9 +266,15 @@ def plot_rocs(rows, out_dir) -> list[Path]:
     first = {}
     for r in rows:
         first.setdefault(tuple(r[k] for k in IDENTITY), r)
+    arms = len({(r["defense"], r["weight_decay"]) for r in rows}) > 1  # name the arm, or arms overwrite each other
+
+    def arm(r):
+        return "_" + "".join(c if c.isalnum() or c in "._=" else "_" for c in f"{r['defense']}_wd{r['weight_decay']}") \
+            if arms else ""
     return [roc_loglog({name: (c["fpr"], c["tpr"]) for name, c in r["_roc"].items()},
-                       Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}.png",
-                       f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}")
+                       Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}{arm(r)}.png",
+                       f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}"
+                       + (f", {r['defense']}, wd={r['weight_decay']}" if arms else ""))
             for r in first.values() if r["_roc"]]
 
 
