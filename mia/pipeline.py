@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mia import distributed, metrics, plots, results, scores, tracking
+from mia import defenses, distributed, metrics, plots, results, scores, tracking, utility
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
 from mia.data.corpus import extension, load_corpus, load_shifted, shift_settings
@@ -133,6 +133,8 @@ def _run(cfg, world) -> Path | None:
         features_s = time.time() - t0
         if not world.is_main:
             return None
+        defense = defenses.build(spec.defense)
+        features = defenses.release(defense, features)  # what the attacks and utility see (§11.4)
         # under data.shift the non-members' shards include the member shards: list each shard once
         shards = list(dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else [])))
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
@@ -140,10 +142,14 @@ def _run(cfg, world) -> Path | None:
                             seed=cfg.seed)
         indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
         record = _record(cfg, target, members, nonmembers, indexes, splits, features, features_hit, world)
+        t_utility = time.time()
+        record["defense"] = defense.record(target.dir)
+        record["utility"] = _utility(cfg, target, features, indexes, defense)
+        utility_s = time.time() - t_utility
         t_attacks = time.time()
         images, attack_scores = _attack(attacks, ctx, record, cfg, out)
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
-                            "attacks_s": time.time() - t_attacks}
+                            "attacks_s": time.time() - t_attacks, "utility_s": utility_s}
         # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
         table = scores.frame(features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores)
         results.add_scores(record, scores.write(out / scores.FILENAME, table).name)
@@ -178,6 +184,16 @@ def _record(cfg, target, members, nonmembers, indexes, splits, features, feature
               **corrupt_report(*indexes),
               "features_cache_hit": features_hit, **splits.summary()},
         gap=gap)
+
+
+def _utility(cfg, target, features, indexes, defense) -> dict:
+    """Retrieval on the held-out pool; attributes too on the embedded corpus with i.i.d. non-members
+    (their captions follow the generator's grammar: docs/design.md §11.1)."""
+    captions = None
+    if cfg.data.source == "synthetic" and condition(cfg) == "iid":
+        captions = {s: _index_captions(features[s].uids, indexes) for s in utility.ATTRIBUTE_SETS}
+    release = defense.release if defense.releases else None
+    return utility.measure(features, captions, target.model, target.tokenizer, release)
 
 
 def _shift_record(cfg) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from mia import metrics, results, scores, tracking
+from mia import metrics, privacy_utility, results, scores, tracking
 from mia.data.splits import MEMBER_EVAL
 from mia.plots import _save, plt, roc_loglog
 
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 # the point itself, fixed before looking at the slope.
 SATURATED_AUC = 0.95   # Gaussian AUC from the gap at or above this: members sit at the model's ceiling
 NOISY_REL_CI = 0.5     # half-width of the gap's 95% interval above this fraction of the gap: noise
-IDENTITY = ("nonmembers", "epochs", "size", "model", "params")  # a point: one condition, any seeds
+# a point: one condition, any seeds (defense and weight decay split the arms of experiment=privacy_utility)
+IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
 
 
 def load_rows(sweep_dir) -> list[dict]:
@@ -152,8 +153,10 @@ def _series(pts, x):
     for key, ps in groups.items():
         if len({p[x] for p in ps}) < 2:
             continue
-        fixed, model, params = key
+        fixed, model, params, defense, wd = key
         tag = f",{model}({params} params)" if len(models) > 1 else ""
+        if len({(p["defense"], p["weight_decay"]) for p in pts}) > 1:  # a privacy-utility sweep's arms
+            tag += f",{defense},wd={wd}"
         name = f"gap_vs_N@T={fixed}{tag}" if x == "size" else f"gap_vs_T@N={fixed}{tag}"
         out[name] = sorted(ps, key=lambda p: p[x])
     return dict(sorted(out.items()))
@@ -263,9 +266,15 @@ def plot_rocs(rows, out_dir) -> list[Path]:
     first = {}
     for r in rows:
         first.setdefault(tuple(r[k] for k in IDENTITY), r)
+    arms = len({(r["defense"], r["weight_decay"]) for r in rows}) > 1  # name the arm, or arms overwrite each other
+
+    def arm(r):
+        return "_" + "".join(c if c.isalnum() or c in "._=" else "_" for c in f"{r['defense']}_wd{r['weight_decay']}") \
+            if arms else ""
     return [roc_loglog({name: (c["fpr"], c["tpr"]) for name, c in r["_roc"].items()},
-                       Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}.png",
-                       f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}")
+                       Path(out_dir) / f"roc_N{r['size']}_T{r['epochs']}_{r['nonmembers']}{arm(r)}.png",
+                       f"ROC, N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}"
+                       + (f", {r['defense']}, wd={r['weight_decay']}" if arms else ""))
             for r in first.values() if r["_roc"]]
 
 
@@ -531,6 +540,8 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
         "auc_vs_shift": plot_auc_vs_shift(rows, sweep_dir / "auc_vs_shift.png"),
     }
+    if privacy_utility.applies(rows):
+        plots["privacy_utility"] = privacy_utility.plot(rows, names, sweep_dir / "privacy_utility.png")
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
 
@@ -547,6 +558,8 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
                "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
                "its signal that the member / non-member distribution shift alone does not explain.", "",
                minus_blind]
+    if privacy_utility.applies(rows):
+        md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
     md += _checks_md(checks)
     md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
           [f"![roc]({Path(p).name})" for p in rocs]

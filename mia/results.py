@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mia import utility
 from mia.cache import atomic_write_text
 
 SCHEMA_VERSION = 2
@@ -71,7 +72,20 @@ def summary(results: dict) -> dict:
     for name, m in attack_metrics(results).items():
         out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
     out.update({"target/size": results["target"]["size"], "target/cache_hit": results["target"]["cache_hit"]})
+    out.update(utility.summary(results.get("utility")))
+    out.update(privacy_summary(results))
     return out
+
+
+def defense_label(results: dict) -> str:
+    """The job's defense and its strength (`none` for files written before defenses existed)."""
+    return (results.get("defense") or {}).get("label", "none")
+
+
+def privacy_summary(results: dict) -> dict:
+    """privacy/epsilon and privacy/delta of a dp_sgd target; nothing otherwise."""
+    privacy = (results.get("defense") or {}).get("privacy")
+    return {f"privacy/{k}": privacy[k] for k in ("epsilon", "delta")} if privacy else {}
 
 
 def report_row(results: dict, job: str) -> dict:
@@ -82,6 +96,9 @@ def report_row(results: dict, job: str) -> dict:
            "model": results["target"]["model"], "params": results["target"].get("params"),
            "seed": results.get("seed", 0), "nonmembers": data["nonmembers"], "shift": _shift(data),
            "shift_parts": "+".join(parts) if parts else None, "cache_key": results["target"]["cache_key"],
+           "defense": defense_label(results),
+           "weight_decay": results["config"].get("train", {}).get("weight_decay"),
+           **utility.summary(results.get("utility")), **privacy_summary(results),
            **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
            "gap_ci_lo": gap["ci95"][0], "gap_ci_hi": gap["ci95"][1]}
     by_attack = attack_metrics(results)

@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
-from mia import checkpoint, distributed
+from mia import checkpoint, defenses, distributed
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
 from mia.data.datamodule import PairDataModule
 from mia.data.generated import Members, in_memory_bytes
@@ -66,6 +66,7 @@ class TrainSpec:
     in_memory: bool | str = True  # or "auto": in memory when the members fit IN_MEMORY_BUDGET
     seed: int = 0
     trainer: TrainerArgs = field(default_factory=TrainerArgs)
+    defense: dict = field(default_factory=lambda: dict(defenses.NONE))  # the `defense` group (mia/defenses/)
 
     # (key, field, check, requirement): refused before any corpus is generated or model trained
     _RULES = (
@@ -93,19 +94,26 @@ class TrainSpec:
                 raise ValueError(f"trainer.{key}={value!r}: must be an integer >= 1")
         if not self.model.get("name"):
             raise ValueError("model.name is not set: choose a model config, e.g. model=tiny")
+        defenses.build(self.defense)  # refuses a bad defense.<setting>
 
     @classmethod
     def from_cfg(cls, cfg) -> "TrainSpec":
         train = OmegaConf.to_container(cfg.train, resolve=True)
         return cls(model=OmegaConf.to_container(cfg.model, resolve=True), in_memory=cfg.data.in_memory,
                    seed=cfg.seed, trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
-                   **train)
+                   defense=OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else
+                   dict(defenses.NONE), **train)
 
     def weights_key(self) -> dict:
-        """The part of the spec that defines the trained weights (not how fast or where they train)."""
-        return {"model": self.model, "seed": self.seed,
-                "train": {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                        "warmup_steps")}}
+        """The part of the spec that defines the trained weights (not how fast or where they train). A
+        defense enters only when it changes the weights, so defense=none keeps every existing key."""
+        key = {"model": self.model, "seed": self.seed,
+               "train": {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
+                                                       "warmup_steps")}}
+        defense = defenses.build(self.defense).weights_key()
+        if defense is not None:
+            key["defense"] = defense
+        return key
 
     def precision_for(self, device: torch.device) -> str:
         if self.precision == "auto":
@@ -212,6 +220,10 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     L.seed_everything(spec.seed, workers=True)
     model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
     model.load_state_dict(model_init.state_dict())
+    defense = defenses.build(spec.defense)
+    if defense.fit is not None:  # a training loop of its own (dp_sgd: Poisson-sampled, no resume)
+        seen = defense.fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir)
+        return _save(spec, model, shards, uids, tdir, world, t0, sampled=seen)
     module = CLIPTarget(model, spec, len(uids))
     size = model.visual.image_size
     todo = plan(spec, len(uids), size[0] if isinstance(size, (tuple, list)) else size,
@@ -248,6 +260,12 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     if not bool((seen == spec.epochs).all()):
         raise RuntimeError(f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
                            f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each")
+    return _save(spec, model, shards, uids, tdir, world, t0)
+
+
+def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, sampled=None) -> float:
+    """model.pt, trained_uids.txt, target.json and DONE; `sampled` counts how often each member was
+    drawn where that is random (Poisson sampling), summarised in target.json."""
     train_s = time.time() - t0
     if not world.is_main:
         return train_s
@@ -261,7 +279,10 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
             "size": len(uids), "epochs": spec.epochs, "train_s": train_s, "world_size": world.size,
             "precision": spec.precision_for(world.device), "device": str(world.device),
             "shards": [str(s) for s in shards], "samples_per_s": len(uids) * spec.epochs / train_s}
+    if sampled is not None:
+        meta["times_sampled"] = {"min": int(sampled.min()), "mean": float(sampled.float().mean()),
+                                 "max": int(sampled.max())}
     atomic_write_text(tdir / "target.json", json.dumps(meta, indent=1))
     atomic_write_text(tdir / "DONE", "")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    shutil.rmtree(tdir / "ckpt", ignore_errors=True)
     return train_s

@@ -9,11 +9,14 @@ import lightning as L
 import torch
 from open_clip import ClipLoss
 
+from mia import defenses
+
 
 class CLIPTarget(L.LightningModule):
     def __init__(self, model, spec, n_members: int):
         super().__init__()
         self.model, self.spec = model, spec
+        self.defense = defenses.build(spec.defense)
         # How often each member was trained on; checkpointed, so a resumed run keeps the count.
         self.register_buffer("seen", torch.zeros(n_members, dtype=torch.int32))
 
@@ -26,6 +29,9 @@ class CLIPTarget(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, tokens, position = batch
+        if self.defense.augments:  # seeded by (seed, step): a resumed run draws what it would have
+            g = torch.Generator().manual_seed(self.spec.seed * 1_000_003 + self.global_step)
+            images, tokens = self.defense.augment(images, tokens, g)
         out = self.forward_fn(images, tokens)
         loss = self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         # Counted over all ranks, so every rank (and the checkpoint rank 0 writes) holds the global count.
@@ -36,25 +42,34 @@ class CLIPTarget(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, *args):
-        with torch.no_grad():  # as in open_clip's training loop: temperature at most 100
-            self.model.logit_scale.clamp_(0, math.log(100))
+        clamp_temperature(self.model)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            # open_clip's rule: no weight decay on gains, biases, embeddings' scale
-            (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.spec.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=self.spec.lr, betas=(0.9, 0.98), eps=1e-6,
-                                fused=True)  # fused AdamW: 2x faster steps on the CPU too
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warmup = min(self.spec.warmup_steps, total // 2)
-
-        def schedule(step):  # linear warm-up, then cosine to zero
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        opt, sched = optimizer(self.model, self.spec, self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def optimizer(model, spec, total_steps: int):
+    """(AdamW, warm-up + cosine schedule stepped per batch) of a target; DP-SGD's own loop uses it too."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # open_clip's rule: no weight decay on gains, biases, embeddings' scale
+        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=spec.lr, betas=(0.9, 0.98), eps=1e-6,
+                            fused=True)  # fused AdamW: 2x faster steps on the CPU too
+    total = max(1, total_steps)
+    warmup = min(spec.warmup_steps, total // 2)
+
+    def schedule(step):  # linear warm-up, then cosine to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def clamp_temperature(model):
+    with torch.no_grad():  # as in open_clip's training loop: temperature at most 100
+        model.logit_scale.clamp_(0, math.log(100))

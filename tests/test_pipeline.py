@@ -32,7 +32,7 @@ def test_default_job_end_to_end_with_wandb(default_job):
     csa = res["attacks"]["csa"]
     assert METRIC_KEYS <= set(csa) and csa["n_members"] == csa["n_nonmembers"] == 100
     assert 0 <= csa["auc"] <= 1 and csa["auc_ci95"][0] <= csa["auc"] <= csa["auc_ci95"][1]
-    assert set(res["timing"]) == {"train_s", "features_s", "attacks_s"} and res["timing"]["train_s"] > 0
+    assert set(res["timing"]) == {"train_s", "features_s", "attacks_s", "utility_s"} and res["timing"]["train_s"] > 0
     assert res["data"]["corrupt_skipped"] == 0
     assert (path.parent / "scores_csa.png").stat().st_size > 1000
     runs = list((path.parent / "wandb").glob("offline-run-*/run-*.wandb"))
