@@ -220,11 +220,6 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     L.seed_everything(spec.seed, workers=True)
     model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
     model.load_state_dict(model_init.state_dict())
-    defense = defenses.build(spec.defense)
-    if defense.fit is not None:  # a training loop of its own (dp_sgd: Poisson-sampled, no resume)
-        seen = defense.fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir)
-        return _save(spec, model, shards, uids, tdir, world, t0, sampled=seen)
-    module = CLIPTarget(model, spec, len(uids))
     size = model.visual.image_size
     todo = plan(spec, len(uids), size[0] if isinstance(size, (tuple, list)) else size,
                 getattr(tokenizer, "context_length", 77), shards)
@@ -234,6 +229,14 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
              todo["samples"], todo["corpus_disk_bytes"] / 1e6,
              f"to be held in memory, {todo['members_memory_bytes'] / 1e6:.0f} MB" if todo["in_memory"] else
              "streamed", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+    defense = defenses.build(spec.defense)
+    if defense.fit is not None:  # a training loop of its own (dp_sgd: Poisson-sampled, no resume)
+        if generated:
+            raise ValueError(f"defense={spec.defense['name']} loads its members from the shards, and data.size="
+                             f"{len(uids)} runs {generated} pairs past them: lower data.size to the member pool")
+        seen = defense.fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir)
+        return _save(spec, model, shards, uids, tdir, world, t0, todo, sampled=seen)
+    module = CLIPTarget(model, spec, len(uids))
     dm = PairDataModule(shards, uids, preprocess, tokenizer, spec.batch_size, spec.num_workers, todo["in_memory"],
                         spec.seed, world.rank, world.size)
     ckpt_dir = tdir / "ckpt"
@@ -260,11 +263,11 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     if not bool((seen == spec.epochs).all()):
         raise RuntimeError(f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
                            f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each")
-    return _save(spec, model, shards, uids, tdir, world, t0)
+    return _save(spec, model, shards, uids, tdir, world, t0, todo)
 
 
-def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, sampled=None) -> float:
-    """model.pt, trained_uids.txt, target.json and DONE; `sampled` counts how often each member was
+def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sampled=None) -> float:
+    """model.pt, trained_uids.txt, target.json (with the training `plan`) and DONE; `sampled` counts how often each member was
     drawn where that is random (Poisson sampling), summarised in target.json."""
     train_s = time.time() - t0
     if not world.is_main:
