@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mia import distributed, metrics, plots, results, scores, tracking
+from mia.analysis import dataset_inference
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
 from mia.data.corpus import load_corpus, load_shifted, shift_settings
@@ -107,8 +108,18 @@ def _shadow_training(cfg, attacks) -> bool:
     return False
 
 
+def inference_settings(cfg) -> dict | None:
+    """`analysis.dataset_inference` checked (a bad value names its key), or None where it is off."""
+    di = OmegaConf.to_container(cfg.analysis.dataset_inference, resolve=True) if cfg.get("analysis") and \
+        cfg.analysis.get("dataset_inference") else None
+    if not di or not di.get("enabled", True):
+        return None
+    return dataset_inference.check_settings(di)
+
+
 def _run(cfg, world) -> Path | None:
     attacks = build_attacks(cfg.attack)
+    inference = inference_settings(cfg)
     if cfg.target.source not in ("train", "checkpoint"):
         raise ValueError(f"target.source={cfg.target.source!r}: choose target=train or target=checkpoint")
     shadows = _shadow_training(cfg, attacks)
@@ -142,6 +153,10 @@ def _run(cfg, world) -> Path | None:
         images, attack_scores = _attack(attacks, ctx, record, cfg, out)
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks}
+        if inference is not None:  # from the scores alone, so the report can redo it from scores.parquet
+            results.add_analysis(record, "dataset_inference", {
+                name: dataset_inference.dataset_inference(m, n, inference, seed=cfg.seed)
+                for name, (m, n) in attack_scores.items()})
         # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
         table = scores.frame(features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores)
         results.add_scores(record, scores.write(out / scores.FILENAME, table).name)
