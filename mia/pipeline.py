@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mia import canaries as canary_groups
 from mia import distributed, metrics, plots, results, scores, tracking
 from mia.analysis import dataset_inference
 from mia.attacks.base import AttackContext, ParamError
@@ -123,7 +125,9 @@ def _run(cfg, world) -> Path | None:
     if cfg.target.source not in ("train", "checkpoint"):
         raise ValueError(f"target.source={cfg.target.source!r}: choose target=train or target=checkpoint")
     shadows = _shadow_training(cfg, attacks)
+    canary_groups.settings(cfg.data)  # refused, naming its key, before any corpus is read
     members, nonmembers, splits, spec = prepare(cfg)
+    canaries = canary_groups.draw(cfg.data, splits)
     cache_dir = Path(cfg.paths.cache_dir)
     out, wandb_run = None, None
     if world.is_main:  # the job's folder and W&B run belong to rank 0
@@ -132,13 +136,17 @@ def _run(cfg, world) -> Path | None:
         wandb_run = tracking.start(cfg, out)
     try:
         if cfg.target.source == "train":
-            key = target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size)
-            target = train_target(spec, members.shards, splits.members, cache_dir, key,
-                                  logger=tracking.lightning_logger(wandb_run), world=world)
+            key = target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size,
+                             canaries=canaries.key() if canaries else None)
+            target = train_target(spec, members.shards, canary_groups.training_uids(splits.members, canaries),
+                                  cache_dir, key, logger=tracking.lightning_logger(wandb_run), world=world)
+            target = replace(target, size=len(splits.members))  # N, not N plus the canaries' copies
         else:
             target = load_target(cfg.target, cfg.model, cache_dir)
         t0 = time.time()
         features, features_hit = extract_features(target, splits, members, nonmembers, world)
+        canary_features = None if canaries is None else canary_groups.features_of(
+            lambda s: extract_features(target, s, members, nonmembers, world)[0], splits, canaries)
         features_s = time.time() - t0
         if not world.is_main:
             return None
@@ -153,6 +161,8 @@ def _run(cfg, world) -> Path | None:
         images, attack_scores = _attack(attacks, ctx, record, cfg, out)
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks}
+        if canaries is not None:
+            record["canaries"] = canary_groups.score(attacks, ctx, canaries, canary_features, cfg.n_bootstrap)
         if inference is not None:  # from the scores alone, so the report can redo it from scores.parquet
             results.add_analysis(record, "dataset_inference", {
                 name: dataset_inference.dataset_inference(m, n, inference, seed=cfg.seed)

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from mia import checkpoint, distributed
+from mia.canaries import check_coverage
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
 from mia.data.datamodule import PairDataModule
 from mia.data.splits import DEFAULT_DEDUP, dedup_rules
@@ -119,16 +120,18 @@ def _is_num(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size) -> str:
+def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size, canaries: dict | None = None) -> str:
     """Everything that defines the trained weights, nothing that only concerns evaluation. The
     de-duplication rules shape the member pool, so they are part of it, but only when they are not
-    the default: the keys of targets trained before the rules were selectable stay as they were."""
+    the default: the keys of targets trained before the rules were selectable stay as they were.
+    Likewise the canaries (mia/canaries.py, Canaries.key()) only when there are any."""
     w = spec.weights_key()
     split = {"seed": split_cfg.seed, "holdout": parse_size(split_cfg.holdout)}
     rules = dedup_rules(split_cfg)
     if set(rules) != set(DEFAULT_DEDUP):
         split["dedup"] = sorted(rules)
-    return config_hash({"corpus": corpus_fingerprint, "split": split, "size": parse_size(size), **w})
+    extra = {"canaries": canaries} if canaries else {}
+    return config_hash({"corpus": corpus_fingerprint, "split": split, "size": parse_size(size), **w, **extra})
 
 
 @dataclass
@@ -223,6 +226,8 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     if not bool((seen == spec.epochs).all()):
         raise RuntimeError(f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
                            f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each")
+    if len(set(uids)) < len(uids):  # duplicated canaries: each uid copies x T times (mia/canaries.py)
+        check_coverage(uids, seen.numpy(), spec.epochs)
     train_s = time.time() - t0
     if not world.is_main:
         return train_s
