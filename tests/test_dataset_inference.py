@@ -137,3 +137,14 @@ def test_report_plots_smallest_m_against_n(tmp_path):
     assert rows["predicted_m"].iloc[2] > 250 and rows["calibrated"].all()
     assert (sweep / "m_vs_N.png").stat().st_size > 1000
     assert "> 250 (predicted" in (sweep / "report.md").read_text()
+
+
+def test_an_anticonservative_test_is_caught(monkeypatch):
+    # p-values halved: non-member sets are flagged about 2% of the time, and the check says so.
+    from mia.analysis import dataset_inference as di
+
+    honest = di.rank_test
+    monkeypatch.setattr(di, "rank_test", lambda c, r: honest(c, r) / 2)
+    member, non = _scores(0.0)
+    r = di.dataset_inference(member, non, FAST)
+    assert not r["calibrated"] and r["fpr"] > 0.01 and r["m_above_alpha"]

@@ -102,5 +102,8 @@ def plot_m_vs_n(di_rows, path):
     ax.set(xscale="log", yscale="log", xlabel="training-set size N",
            ylabel=f"smallest m with {r0['power_target']:.0%} power",
            title=f"dataset inference at {r0['alpha']:.0%} FPR (hollow: predicted past the grid)")
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.yaxis.set_major_formatter(ScalarFormatter())  # set sizes read as plain numbers
     ax.legend(fontsize=7)
     return _save(fig, path)
