@@ -104,6 +104,20 @@ def check_coverage(uids, seen, epochs: int):
                            f"{u}: {got[u]} times, expected {want[u]} x {epochs})")
 
 
+def check_trained(trained_uids_file, canaries: Canaries):
+    """Refuse a target whose training list does not hold every canary `copies` times. The canaries are
+    the held-out pairs after the non-member sets, so the evaluation sizes decide which they are, and
+    those sizes are not in the target key: a cached target trained beside other sets would otherwise
+    be scored with wrong membership labels."""
+    trained = Counter(open(trained_uids_file).read().split())
+    wrong = [u for c, group in canaries.groups.items() for u in group if trained[u] != c]
+    if wrong:
+        raise ValueError(f"data.canaries: the cached target {trained_uids_file} was trained on other canaries "
+                         f"({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the held-out "
+                         "pairs after the non-member sets, so data.split.eval_size, known_size and aux_size must "
+                         "be those the target was trained beside")
+
+
 def features_of(extract, splits, canaries: Canaries):
     """The canaries' features, read through the job's own feature extraction with the canaries as the
     member set (its own cache entry beside the evaluation sets')."""

@@ -141,6 +141,8 @@ def _run(cfg, world) -> Path | None:
             target = train_target(spec, members.shards, canary_groups.training_uids(splits.members, canaries),
                                   cache_dir, key, logger=tracking.lightning_logger(wandb_run), world=world)
             target = replace(target, size=len(splits.members))  # N, not N plus the canaries' copies
+            if canaries is not None:
+                canary_groups.check_trained(target.trained_uids, canaries)
         else:
             target = load_target(cfg.target, cfg.model, cache_dir)
         t0 = time.time()

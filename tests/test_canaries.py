@@ -61,6 +61,16 @@ def test_training_list_and_coverage_count_copies():
         canaries.check_coverage(uids, seen, 5)
 
 
+def test_a_target_trained_on_other_canaries_is_refused(tmp_path):
+    c = canaries.Canaries(2, {1: np.array(["c1", "c2"]), 3: np.array(["c3", "c4"])})
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(canaries.training_uids(["m1"], c)) + "\n")
+    canaries.check_trained(good, c)
+    other = canaries.Canaries(2, {1: np.array(["c1", "c2"]), 3: np.array(["c3", "c5"])})
+    with pytest.raises(ValueError, match="data.canaries.*eval_size"):
+        canaries.check_trained(good, other)
+
+
 def test_target_key_holds_canaries_only_when_there_are_some(make_cfg):
     cfg = make_cfg()
     spec = TrainSpec.from_cfg(cfg)
