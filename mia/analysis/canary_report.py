@@ -72,5 +72,10 @@ def plot_auc_vs_copies(c_rows, path):
         ax.set(xscale="log", xlabel="copies per epoch", title=f"N = {n}")
         ax.set_xticks(sorted({r["copies"] for r in c_rows}), [str(c) for c in sorted({r["copies"] for r in c_rows})])
     axes[0][0].set_ylabel("canary AUC")
-    axes[0][-1].legend(fontsize=7)
+    handles = {}
+    for ax in axes[0]:  # one legend for every attack, whichever panels it ran in
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="center right")
+    fig.subplots_adjust(right=0.85)
     return _save(fig, path)

@@ -51,3 +51,11 @@ def test_imgagree_is_seeded(planted_modality):
 def test_imgagree_bad_settings_name_their_key(override, key):
     with pytest.raises(ValueError, match=f"attack.imgagree.{key}"):
         make_attack("imgagree", **override)
+
+
+def test_in_attack_all_and_no_shadows():
+    from tests.helpers.config import compose_config
+
+    assert {"imgagree", "txtagree"} <= set(compose_config("attack=all", "logger=none").attack)
+    no_shadows = set(compose_config("attack=no_shadows", "logger=none").attack)
+    assert no_shadows == set(compose_config("attack=all", "logger=none").attack) - {"lira", "rmia"}
