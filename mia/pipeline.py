@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mia import canaries as canary_groups
 from mia import defenses, distributed, metrics, plots, results, scores, tracking, utility
+from mia.analysis import dataset_inference
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
 from mia.data.corpus import extension, load_corpus, load_shifted, shift_settings
@@ -109,12 +112,24 @@ def _shadow_training(cfg, attacks) -> bool:
     return False
 
 
+def inference_settings(cfg) -> dict | None:
+    """`analysis.dataset_inference` checked (a bad value names its key), or None where it is off."""
+    di = OmegaConf.to_container(cfg.analysis.dataset_inference, resolve=True) if cfg.get("analysis") and \
+        cfg.analysis.get("dataset_inference") else None
+    if not di or not di.get("enabled", True):
+        return None
+    return dataset_inference.check_settings(di)
+
+
 def _run(cfg, world) -> Path | None:
     attacks = build_attacks(cfg.attack)
+    inference = inference_settings(cfg)
     if cfg.target.source not in ("train", "checkpoint"):
         raise ValueError(f"target.source={cfg.target.source!r}: choose target=train or target=checkpoint")
     shadows = _shadow_training(cfg, attacks)
+    canary_groups.settings(cfg.data)  # refused, naming its key, before any corpus is read
     members, nonmembers, splits, spec = prepare(cfg)
+    canaries = canary_groups.draw(cfg.data, splits)
     cache_dir = Path(cfg.paths.cache_dir)
     out, wandb_run = None, None
     if world.is_main:  # the job's folder and W&B run belong to rank 0
@@ -123,13 +138,19 @@ def _run(cfg, world) -> Path | None:
         wandb_run = tracking.start(cfg, out)
     try:
         if cfg.target.source == "train":
-            key = target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size)
-            target = train_target(spec, members.shards, splits.members, cache_dir, key,
-                                  logger=tracking.lightning_logger(wandb_run), world=world)
+            key = target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size,
+                             canaries=canaries.key() if canaries else None)
+            target = train_target(spec, members.shards, canary_groups.training_uids(splits.members, canaries),
+                                  cache_dir, key, logger=tracking.lightning_logger(wandb_run), world=world)
+            target = replace(target, size=len(splits.members))  # N, not N plus the canaries' copies
+            if canaries is not None:
+                canary_groups.check_trained(target.trained_uids, canaries)
         else:
             target = load_target(cfg.target, cfg.model, cache_dir)
         t0 = time.time()
         features, features_hit = extract_features(target, splits, members, nonmembers, world)
+        canary_features = None if canaries is None else canary_groups.features_of(
+            lambda s: extract_features(target, s, members, nonmembers, world)[0], splits, canaries)
         features_s = time.time() - t0
         if not world.is_main:
             return None
@@ -150,6 +171,12 @@ def _run(cfg, world) -> Path | None:
         images, attack_scores = _attack(attacks, ctx, record, cfg, out)
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks, "utility_s": utility_s}
+        if canaries is not None:
+            record["canaries"] = canary_groups.score(attacks, ctx, canaries, canary_features, cfg.n_bootstrap)
+        if inference is not None:  # from the scores alone, so the report can redo it from scores.parquet
+            results.add_analysis(record, "dataset_inference", {
+                name: dataset_inference.dataset_inference(m, n, inference, seed=cfg.seed)
+                for name, (m, n) in attack_scores.items()})
         # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
         table = scores.frame(features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores)
         results.add_scores(record, scores.write(out / scores.FILENAME, table).name)

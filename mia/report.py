@@ -6,7 +6,9 @@ the member / non-member gap against N on log-log axes with its fitted slope (a b
 and evaluation pairs, over the fitted regime; docs/design.md §6.4) next to the T/N bound, the gap
 against T, AUC and TPR@1%FPR against N for every attack with a band over seeds (and the Gaussian
 prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every attack's AUC against
-data.shift beside the blind baseline's (docs/design.md §2.6).
+data.shift beside the blind baseline's (docs/design.md §2.6), and dataset inference per attack and N with
+the smallest m that reaches its power target against N (dataset_inference.csv, m_vs_N.png; §5.1), and
+the duplicated canaries' AUC per copy count (canaries.csv, auc_vs_copies.png; §2.9).
 
 Every metric is also recomputed from each job's scores.parquet and checked against its results.json
 (checks.json, and a line of report.md); a disagreement makes the report fail once it is written.
@@ -26,6 +28,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 
 from mia import metrics, privacy_utility, results, scores, tracking
+from mia.analysis import canary_report, inference_report
 from mia.data.splits import MEMBER_EVAL
 from mia.plots import _save, plt, roc_loglog
 
@@ -542,6 +545,14 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     }
     if privacy_utility.applies(rows):
         plots["privacy_utility"] = privacy_utility.plot(rows, names, sweep_dir / "privacy_utility.png")
+    di_rows = inference_report.inference_rows(rows, _table)
+    if di_rows:
+        write_csv(di_rows, sweep_dir / inference_report.FILENAME)
+    plots["m_vs_N"] = inference_report.plot_m_vs_n(di_rows, sweep_dir / "m_vs_N.png")
+    c_rows = canary_report.canary_rows(rows)
+    if c_rows:
+        write_csv(c_rows, sweep_dir / canary_report.FILENAME)
+    plots["auc_vs_copies"] = canary_report.plot_auc_vs_copies(c_rows, sweep_dir / "auc_vs_copies.png")
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
 
@@ -560,6 +571,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
                minus_blind]
     if privacy_utility.applies(rows):
         md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
+    md += [""] + inference_report.markdown(di_rows) + [""] + canary_report.markdown(c_rows)
     md += _checks_md(checks)
     md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
           [f"![roc]({Path(p).name})" for p in rocs]

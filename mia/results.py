@@ -5,7 +5,7 @@ Schema 2: each attack's entry holds the shared metrics (METRIC_KEYS) and its own
 `diagnostics`, so an attack can never overwrite a metric. Files without `schema_version` (schema 1)
 had the diagnostics beside the metrics; the readers take the metrics of both. `scores`, the path of
 the job's per-pair scores (mia/scores.py) relative to its folder, is absent from files written before
-jobs kept them.
+jobs kept them, as `analysis` (dataset inference, mia/analysis/) is from files written before it existed.
 """
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnost
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
     results["attacks"][name] = {**metrics, "seconds": seconds, "diagnostics": dict(diagnostics)}
     results["roc"][name] = roc
+
+
+def add_analysis(results: dict, name: str, value: dict):
+    """An analysis of the attacks' scores (mia/analysis/), {attack: result}, under `analysis.<name>`."""
+    results.setdefault("analysis", {})[name] = value
 
 
 def add_scores(results: dict, path: str):

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from mia import checkpoint, defenses, distributed
+from mia.canaries import check_coverage
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
 from mia.data.datamodule import PairDataModule
 from mia.data.generated import Members, in_memory_bytes
@@ -143,16 +144,18 @@ def _is_num(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size) -> str:
+def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size, canaries: dict | None = None) -> str:
     """Everything that defines the trained weights, nothing that only concerns evaluation. The
     de-duplication rules shape the member pool, so they are part of it, but only when they are not
-    the default: the keys of targets trained before the rules were selectable stay as they were."""
+    the default: the keys of targets trained before the rules were selectable stay as they were.
+    Likewise the canaries (mia/canaries.py, Canaries.key()) only when there are any."""
     w = spec.weights_key()
     split = {"seed": split_cfg.seed, "holdout": parse_size(split_cfg.holdout)}
     rules = dedup_rules(split_cfg)
     if set(rules) != set(DEFAULT_DEDUP):
         split["dedup"] = sorted(rules)
-    return config_hash({"corpus": corpus_fingerprint, "split": split, "size": parse_size(size), **w})
+    extra = {"canaries": canaries} if canaries else {}
+    return config_hash({"corpus": corpus_fingerprint, "split": split, "size": parse_size(size), **w, **extra})
 
 
 @dataclass
@@ -263,12 +266,15 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     if not bool((seen == spec.epochs).all()):
         raise RuntimeError(f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
                            f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each")
+    # duplicated canaries (mia/canaries.py): each uid copies x T times; generated members are never repeated
+    if not isinstance(uids, Members) and len(set(uids)) < len(uids):
+        check_coverage(uids, seen.numpy(), spec.epochs)
     return _save(spec, model, shards, uids, tdir, world, t0, todo)
 
 
 def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sampled=None) -> float:
-    """model.pt, trained_uids.txt, target.json (with the training `plan`) and DONE; `sampled` counts how often each member was
-    drawn where that is random (Poisson sampling), summarised in target.json."""
+    """model.pt, trained_uids.txt, target.json (with the training `plan`) and DONE; `sampled` counts how
+    often each member was drawn where that is random (Poisson sampling), summarised in target.json."""
     train_s = time.time() - t0
     if not world.is_main:
         return train_s

@@ -39,7 +39,13 @@ def _decode(sample, decode=decode_image):
 
 
 def load_raw(shards, uids, desc="pairs"):
-    """(PIL images, captions) in the order of `uids`; every uid must be readable (the index says so)."""
+    """(PIL images, captions) in the order of `uids`; every uid must be readable (the index says so).
+    A uid listed several times (a duplicated canary, mia/canaries.py) is read once and repeated."""
+    unique = list(dict.fromkeys(uids))
+    if len(unique) < len(uids):
+        images, captions = load_raw(shards, unique, desc)
+        at = {u: i for i, u in enumerate(unique)}
+        return [images[at[u]] for u in uids], [captions[at[u]] for u in uids]
     position = {u: i for i, u in enumerate(uids)}
     images, captions = [None] * len(uids), [None] * len(uids)
     found = 0

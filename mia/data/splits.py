@@ -166,6 +166,8 @@ class Splits:
     aux_is_member: np.ndarray    # ground truth of aux_pool, for diagnostics only, never for attacks
     dedup_dropped: int  # pairs dropped on either side of the boundary
     dedup_by_rule: dict = field(default_factory=dict)  # {rule: pairs it dropped}, summed over the sides
+    # held-out pairs that no non-member set uses, in order: where data.canaries come from (mia/canaries.py)
+    spare: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
 
     def summary(self) -> dict:
         return {"members": len(self.members), "member_pool": self.member_pool_size,
@@ -273,7 +275,8 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
     by_rule = {r: sum(side.get(r, 0) for side in d.dropped.values()) for r in rules}
     splits = Splits(members=members, member_pool_size=len(pool_uids), member_eval=pool_uids[:k],
                     nonmember_eval=non_uids[:k], nonmember_known=non_uids[k:k + n_known],
-                    aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=d.total, dedup_by_rule=by_rule)
+                    aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=d.total, dedup_by_rule=by_rule,
+                    spare=non_uids[need:])
     check_disjoint(members=pool_uids[:n], nonmember_eval=splits.nonmember_eval,
                    nonmember_known=splits.nonmember_known, aux_nonmembers=aux_non)
     check_disjoint(member_eval=splits.member_eval, nonmember_known=splits.nonmember_known,

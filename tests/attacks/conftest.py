@@ -20,7 +20,7 @@ import pytest
 
 from mia.pipeline import prepare
 from mia.target import target_key, train_target
-from tests.helpers.attacks import feature_context, model_context, pool_null_context
+from tests.helpers.attacks import feature_context, modality_context, model_context, pool_null_context
 from tests.helpers.config import MODEL_OVERRIDES, compose_config
 
 
@@ -32,6 +32,17 @@ def planted_features():
 @pytest.fixture
 def null_features():
     return feature_context(planted=False)
+
+
+@pytest.fixture
+def planted_modality():
+    """Stand-in towers on which members' image views and caption perturbations agree (imgagree, txtagree)."""
+    return modality_context(planted=True)
+
+
+@pytest.fixture
+def null_modality():
+    return modality_context(planted=False)
 
 
 @pytest.fixture(scope="session")

@@ -160,3 +160,71 @@ def synthetic_references(planted: bool, num_shadows: int = 8, seed: int = 0) -> 
 def result_of(ref, scores):
     n = ref.offsets["member_eval"].stop
     return AttackResult(scores[:n], scores[n:])
+
+
+# --- one-modality attacks (imgagree, txtagree) --------------------------------------------------
+
+class _BagTowers:
+    """Stand-in towers whose behaviour is known: the image tower a fixed random projection of the
+    pixels, the text tower a fixed random projection of the caption's bag of tokens."""
+
+    def __init__(self, seed=0, d=64, pixels=3 * 16 * 16, vocab=49408):
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        self.w_img, self.w_txt = torch.randn(pixels, d, generator=g), torch.randn(vocab, d, generator=g)
+        self._p = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        yield self._p
+
+    def encode_image(self, x, normalize=True):
+        import torch.nn.functional as F
+
+        return F.normalize(x.flatten(1) @ self.w_img, dim=1)
+
+    def encode_text(self, tokens, normalize=True):
+        import torch
+        import torch.nn.functional as F
+
+        bag = torch.zeros(len(tokens), self.w_txt.shape[0]).scatter_add_(1, tokens, torch.ones(tokens.shape))
+        bag[:, 0] = 0  # padding
+        return F.normalize(bag @ self.w_txt, dim=1)
+
+
+def modality_context(planted: bool, n=100, seed=0) -> AttackContext:
+    """Pairs whose one-modality agreement is planted: a smooth image (a colour and a gentle gradient)
+    hardly moves under a small translation, a noise image moves entirely; a caption of one repeated
+    word has the same bag of words under any dropout or swap, a caption of distinct words does not.
+    Planted: members get the stable kind; null: both sets get one random mix of the two kinds."""
+    import open_clip
+    import torch
+    from PIL import Image
+    from types import SimpleNamespace
+    from torchvision.transforms import functional as TF
+
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(200)]
+
+    def pair(stable):
+        if stable:
+            ramp = np.linspace(0, 60, 16)[None, :, None]
+            img = np.clip(rng.integers(40, 200, 3)[None, None, :] + ramp, 0, 255)
+            return Image.fromarray(np.broadcast_to(img, (16, 16, 3)).astype(np.uint8)), " ".join([rng.choice(words)] * 8)
+        return (Image.fromarray(rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)),
+                " ".join(rng.choice(words, 8, replace=False)))
+
+    towers = _BagTowers(seed)
+    tokenizer = open_clip.SimpleTokenizer(context_length=32)
+    target = SimpleNamespace(model=towers, tokenizer=tokenizer, preprocess=TF.to_tensor)
+    kinds = {"member_eval": np.ones(n, bool), "nonmember_eval": np.zeros(n, bool)} if planted else \
+        {s: rng.random(n) < 0.5 for s in ("member_eval", "nonmember_eval")}
+    features, raw = {}, {}
+    for name, stable in kinds.items():
+        images, captions = zip(*[pair(k) for k in stable])
+        with torch.no_grad():
+            img = towers.encode_image(torch.stack([TF.to_tensor(im) for im in images])).numpy()
+            txt = towers.encode_text(tokenizer(list(captions))).numpy()
+        features[name] = SplitFeatures(np.array([f"{name}{i}" for i in range(n)]), img, txt, (img * txt).sum(1))
+        raw[name] = (list(images), list(captions))
+    return AttackContext(features=features, splits=None, target=target, seed=seed, _raw=raw)

@@ -1,0 +1,161 @@
+"""Duplicated canaries (docs/design.md §2.9): held-out pairs inserted into a target's training list
+with given copy counts, and scored, group by group, as member sets of their own.
+
+Web corpora hold many near-copies, and memorisation grows with the number of copies; the i.i.d.
+member set says nothing about that tail. `data.canaries.copies: [1, 4, 16]` with `count: 100` takes
+300 held-out pairs that no non-member set uses (Splits.spare), and trains on each uid of the c-copy
+group c times per epoch (c x T in all). The member pool, the non-member sets and the evaluated
+members are untouched; only the training list grows. Empty `copies` (the default) is no canary at
+all: the same target key, target and results as before canaries existed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mia import metrics
+from mia.attacks.base import AttackContext
+from mia.data.generated import Members
+from mia.data.splits import MEMBER_EVAL, check_disjoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Canaries:
+    count: int                 # canaries per group
+    groups: dict               # {copies: uids of that group}, in the order of data.canaries.copies
+
+    @property
+    def uids(self) -> np.ndarray:
+        return np.concatenate(list(self.groups.values()))
+
+    def key(self) -> dict:
+        """What the canaries add to the target's cache key (mia.target.target_key)."""
+        return {"copies": list(self.groups), "count": self.count}
+
+
+def settings(data_cfg) -> tuple[list[int], int] | None:
+    """(copies, count) of `data.canaries`, or None where it asks for none; bad values name their key."""
+    cfg = data_cfg.get("canaries") if hasattr(data_cfg, "get") else None
+    if not cfg or not cfg.get("copies"):
+        return None
+    copies, count = list(cfg.get("copies")), cfg.get("count", 100)
+    if any(not _is_int(c) or c < 1 for c in copies) or len(set(copies)) != len(copies):
+        raise ValueError(f"data.canaries.copies={copies!r}: must be distinct integers >= 1, e.g. [1,4,16]")
+    if not _is_int(count) or count < 1:
+        raise ValueError(f"data.canaries.count={count!r}: must be an integer >= 1")
+    if data_cfg.get("source") == "audit":
+        raise ValueError("data.canaries: a target trained elsewhere (data=audit) has no canaries to insert")
+    if data_cfg.get("nonmembers") != "iid" or (data_cfg.get("shift") or 0) > 0:
+        raise ValueError("data.canaries: canaries are held-out pairs of the member corpus, drawn for i.i.d. "
+                         "non-members only (data.nonmembers=iid, data.shift=0)")
+    if not data_cfg.get("in_memory", True):
+        raise ValueError("data.canaries: repeated uids are trained from memory only; set data.in_memory=true")
+    return copies, int(count)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def draw(data_cfg, splits) -> Canaries | None:
+    """The canary groups: consecutive runs of the held-out pairs no non-member set uses, in the order
+    of `copies`. They do not depend on data.size, so every size of a sweep has the same canaries."""
+    s = settings(data_cfg)
+    if s is None:
+        return None
+    copies, count = s
+    need = count * len(copies)
+    if len(splits.spare) < need:
+        raise ValueError(f"data.canaries: {len(copies)} groups of {count} need {need} held-out pairs, but only "
+                         f"{len(splits.spare)} are left after the non-member sets; lower data.canaries.count or "
+                         "raise data.split.holdout")
+    groups = {c: splits.spare[i * count:(i + 1) * count] for i, c in enumerate(copies)}
+    canaries = Canaries(count, groups)
+    for name in ("members", "nonmember_eval", "nonmember_known", "aux_pool"):
+        check_disjoint(canaries=canaries.uids, **{name: getattr(splits, name)})
+    return canaries
+
+
+def training_uids(members, canaries: Canaries | None) -> list:
+    """The target's training list: the N members, then each canary uid once per copy."""
+    if canaries is None:
+        return members  # as it is: a Members list past the shards is never iterated here
+    if isinstance(members, Members) and members.extra:
+        raise ValueError(f"data.canaries: data.size={len(members)} runs past the embedded corpus's shards; canaries "
+                         "train from the shards, so keep data.size within the member pool or set data.canaries.copies=[]")
+    uids = list(members)
+    if canaries is not None:
+        uids += [u for c, group in canaries.groups.items() for u in group for _ in range(c)]
+    return uids
+
+
+def check_coverage(uids, seen, epochs: int):
+    """Every uid trained on (number of times it is listed) x T times: members T, a c-copy canary c x T.
+    `seen` counts per position of `uids` (mia.train.CLIPTarget.seen)."""
+    seen = np.asarray(seen)
+    got = Counter()
+    for u, n in zip(uids, seen.tolist()):
+        got[u] += n
+    want = Counter(uids)
+    bad = [u for u in want if got[u] != want[u] * epochs]
+    if bad:
+        u = bad[0]
+        raise RuntimeError(f"member coverage check failed: {len(bad)} uids not trained on copies x T times (e.g. "
+                           f"{u}: {got[u]} times, expected {want[u]} x {epochs})")
+
+
+def check_trained(trained_uids_file, canaries: Canaries):
+    """Refuse a target whose training list does not hold every canary `copies` times. The canaries are
+    the held-out pairs after the non-member sets, so the evaluation sizes decide which they are, and
+    those sizes are not in the target key: a cached target trained beside other sets would otherwise
+    be scored with wrong membership labels."""
+    trained = Counter(open(trained_uids_file).read().split())
+    wrong = [u for c, group in canaries.groups.items() for u in group if trained[u] != c]
+    if wrong:
+        raise ValueError(f"data.canaries: the cached target {trained_uids_file} was trained on other canaries "
+                         f"({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the held-out "
+                         "pairs after the non-member sets, so data.split.eval_size, known_size and aux_size must "
+                         "be those the target was trained beside")
+
+
+def features_of(extract, splits, canaries: Canaries):
+    """The canaries' features, read through the job's own feature extraction with the canaries as the
+    member set (its own cache entry beside the evaluation sets')."""
+    features = extract(replace(splits, member_eval=canaries.uids))
+    return None if features is None else features[MEMBER_EVAL]  # only rank 0 gets features back
+
+
+def score(attacks, ctx: AttackContext, canaries: Canaries, canary_features, n_bootstrap: int) -> dict:
+    """{"count", "copies", "attacks": {name: {"copies=<c>": metrics}}, "skipped": {name: why}}. Each group
+    is scored like member_eval, against the same non-members: every attack is run again with the group
+    in member_eval's place. Attacks that train shadow models are skipped: their reference pool holds
+    member_eval, so another member set would need shadows of its own."""
+    out = {"count": canaries.count, "copies": list(canaries.groups), "attacks": {}, "skipped": {}, "seconds": {}}
+    row = {u: i for i, u in enumerate(canary_features.uids)}
+    for name, attack in attacks.items():
+        if attack.needs_shadows:
+            out["skipped"][name] = "trains shadow models whose pool holds member_eval"
+            continue
+        t0, per_copy = time.time(), {}
+        for c, group in canaries.groups.items():
+            idx = np.array([row[u] for u in group])
+            f = canary_features
+            feats = {**ctx.features, MEMBER_EVAL: type(f)(f.uids[idx], f.image[idx], f.text[idx], f.cos[idx])}
+            sub = replace(ctx, features=feats, splits=replace(ctx.splits, member_eval=group),
+                          _raw={k: v for k, v in ctx._raw.items() if k != MEMBER_EVAL})
+            res = attack(sub)
+            ctx._raw.update({k: v for k, v in sub._raw.items() if k != MEMBER_EVAL})  # read the other sets once
+            both = np.concatenate([res.member_scores, res.nonmember_scores])
+            labels = np.r_[np.ones(len(res.member_scores)), np.zeros(len(res.nonmember_scores))]
+            per_copy[f"copies={c}"] = metrics.roc_metrics(both, labels, n_bootstrap=n_bootstrap, seed=ctx.seed)
+            log.info("canaries %s, %d copies: AUC %.3f, TPR@1%%FPR %.3f", name, c, per_copy[f"copies={c}"]["auc"],
+                     per_copy[f"copies={c}"]["tpr_at_fpr_1e-2"])
+        out["attacks"][name] = per_copy
+        out["seconds"][name] = time.time() - t0
+    return out
