@@ -66,8 +66,8 @@ class TensorPreprocess:
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (one or a batch) as ToTensor and Normalize leave them: the same operations,
-        in the same order, so the same floats."""
-        return images.to(torch.float32).div(255).sub_(self.mean).div_(self.std)
+        in the same order, so the same floats (in place after the one conversion)."""
+        return images.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)
 
     def stack(self, decoded) -> torch.Tensor:
         """A batch of `decode`'s results as one float tensor."""
