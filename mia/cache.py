@@ -12,7 +12,7 @@ Layout under `paths.cache_dir`:
     targets/<key>/                 one trained target or shadow model
         ckpt/last.ckpt             while training (resume point; removed once done)
         model.pt                   final weights (state_dict)
-        trained_uids.txt           the uids trained on, one per line, each seen exactly T times
+        trained_uids.txt           the uids trained on that the shards hold, one per line (generated ones: target.json)
         target.json                resolved config, seed, git revision, timings
         DONE                       written last: without it the target is incomplete and never served
         features/<key>.npz         embeddings of evaluation / reference pairs under this model
