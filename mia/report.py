@@ -115,6 +115,8 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
     for key, rs in groups.items():
         p = dict(zip(IDENTITY, key), n_seeds=len(rs), seeds=sorted(r["seed"] for r in rs), _rows=rs)
         p.update(_spread("gap", [r["gap_value"] for r in rs]))
+        for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
+            p.update(_spread(f"{side}_cos", [r.get(f"gap_{side}_mean") for r in rs]))
         p["gaussian_auc"] = float(np.mean([r["gap_gaussian_auc"] for r in rs]))
         cos = [_cosines(r) for r in rs]
         p["_cos"] = None if any(c is None for c in cos) else cos
@@ -263,6 +265,29 @@ def plot_attack_vs_n(pts, metric, path):
     return _save(fig, path)
 
 
+def plot_cosines_vs_n(pts, path):
+    """Mean member and non-member cosine against N: whether the gap closes because members are fitted
+    less tightly (capacity) or because non-members are matched better (generalisation)."""
+    series = {k: [p for p in ps if p.get("member_cos_mean") is not None] for k, ps in _series(pts, "size").items()}
+    series = {k: ps for k, ps in series.items() if len(ps) > 1}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for s_no, (name, ps) in enumerate(series.items()):
+        tag = f" ({name.split('@')[1]})" if len(series) > 1 else ""
+        xs = np.array([p["size"] for p in ps], float)
+        for side, style in (("member", "-"), ("nonmember", "--")):
+            ys = np.array([p[f"{side}_cos_mean"] for p in ps])
+            sd = np.array([p.get(f"{side}_cos_seed_std") or 0.0 for p in ps])
+            ax.plot(xs, ys, style, marker="o", color=f"C{s_no}", label=f"{side.replace('non', 'non-')}s{tag}")
+            if sd.any():
+                ax.fill_between(xs, ys - sd, ys + sd, color=f"C{s_no}", alpha=0.2)
+    ax.set(xscale="log", xlabel="training-set size N", ylabel="mean cosine of the evaluation pairs",
+           title="the gap's two sides against N (i.i.d. non-members)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_rocs(rows, out_dir) -> list[Path]:
     """The jobs' log-log ROCs side by side in the sweep folder, named by condition; one seed per
     condition (the lowest), since seeds' curves overlap."""
@@ -377,19 +402,24 @@ def _mean_sd(p, key, spec=".3f"):
     return "" if mean is None else _fmt(mean, spec) + ("" if sd is None else f" ± {_fmt(sd, spec)}")
 
 
+def _sides(p) -> str:
+    member, nonmember = p.get("member_cos_mean"), p.get("nonmember_cos_mean")
+    return "" if member is None or nonmember is None else f"{member:.3f} / {nonmember:.3f}"
+
+
 def _md_table(pts, names):
     """One line per point: seed means ± the seeds' sd, the gap's bootstrap interval, the AUC's mean
     bootstrap sd in brackets, and whether the point is in the fitted regime."""
     models = len({(p["model"], p["params"]) for p in pts}) > 1  # a capacity sweep: say which model
     head = ["N", "T", "non-members"] + ["model (parameters)"] * models + \
-           ["seeds", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
+           ["seeds", "member / non-member cos", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
            [f"{n} AUC (± seed sd) [boot sd]" for n in names] + [f"{n} TPR@1%" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pts:
         lo, hi = p["gap_ci"]
         reason = left_out(p) if p["nonmembers"] == "iid" else "(not i.i.d.)"
         cells = [str(p["size"]), str(p["epochs"]), p["nonmembers"]] + \
-                [f"{p['model']} ({p['params'] or '?'})"] * models + [str(p["n_seeds"]), _mean_sd(p, "gap", ".4f"),
+                [f"{p['model']} ({p['params'] or '?'})"] * models + [str(p["n_seeds"]), _sides(p), _mean_sd(p, "gap", ".4f"),
                  "" if lo is None else f"[{lo:.4f}, {hi:.4f}]", f"{p['gaussian_auc']:.3f}",
                  "yes" if reason is None else f"no: {reason}"]
         cells += [_mean_sd(p, f"{n}/auc") + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std")
@@ -538,6 +568,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     plots = {
         "gap_vs_N": plot_gap(pts, fit_results, "size", sweep_dir / "gap_vs_N.png"),
         "gap_vs_T": plot_gap(pts, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
+        "cos_vs_N": plot_cosines_vs_n(pts, sweep_dir / "cos_vs_N.png"),
         "auc_vs_N": plot_attack_vs_n(pts, "auc", sweep_dir / "auc_vs_N.png"),
         "tpr_vs_N": plot_attack_vs_n(pts, "tpr_at_fpr_1e-2", sweep_dir / "tpr_vs_N.png"),
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),

@@ -58,6 +58,20 @@ def test_rows_are_sorted_and_fit_skips_single_points(tmp_path):
     assert set(fits(points(rows, 0))) == {"gap_vs_N@T=40"}  # one T value: no gap-vs-T series
 
 
+def test_points_keep_the_gaps_two_sides_and_plot_them(tmp_path):
+    # members fixed at 0.5 + gap, non-members at 0.5: the seed mean and sd of each side per N
+    runs = [fake_result(n, 40, g, seed=s) for n, gaps in ((1000, (0.2, 0.3)), (4000, (0.05, 0.07)))
+            for s, g in enumerate(gaps)]
+    sweep = write_sweep(tmp_path, runs)
+    pts = {p["size"]: p for p in points(load_rows(sweep), 0)}
+    assert pts[1000]["member_cos_mean"] == pytest.approx(0.75)
+    assert pts[1000]["member_cos_seed_std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
+    assert pts[4000]["nonmember_cos_mean"] == pytest.approx(0.5) and pts[4000]["nonmember_cos_seed_std"] == 0
+    build_report(sweep, wandb_log=False)
+    assert (sweep / "cos_vs_N.png").stat().st_size > 1000
+    assert "| 0.750 / 0.500 |" in (sweep / "report.md").read_text()
+
+
 def test_empty_sweep_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         build_report(tmp_path, wandb_log=False)
@@ -124,6 +138,7 @@ def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
     assert fit["method"].startswith("bootstrap") and fit["contains_expected"] is True
     assert len(fit["local_slopes"]) == 5
     report = (sweep / "report.md").read_text()
-    assert "| 4000 | 40 | iid | 2 | 0.0500 ± 0.0071 |" in report and "no: saturated" in report
+    row = next(line for line in report.splitlines() if line.startswith("| 4000 | 40 | iid | 2 |"))
+    assert "| 0.0500 ± 0.0071 |" in row and "no: saturated" in report
     assert "12 jobs, all agree" in report
     assert len((sweep / "points.csv").read_text().splitlines()) == 1 + len(sizes)
