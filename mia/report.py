@@ -236,6 +236,15 @@ def plot_gap(pts, fit_results, x, path):
     return _save(fig, path)
 
 
+def _band(ax, xs, ps, key, colour, label, style="-"):
+    """The points' seed mean of `key` against xs, with a band of +-1 seed sd where there is one."""
+    ys = np.array([p[f"{key}_mean"] for p in ps])
+    sd = np.array([p.get(f"{key}_seed_std") or 0.0 for p in ps])
+    ax.plot(xs, ys, style, marker="o", color=colour, label=label)
+    if sd.any():
+        ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.2)
+
+
 def plot_attack_vs_n(pts, metric, path):
     series = _series(pts, "size")
     if not series:
@@ -245,13 +254,8 @@ def plot_attack_vs_n(pts, metric, path):
         tag = f" ({name.split('@')[1]})" if len(series) > 1 else ""
         for a_no, attack in enumerate(attacks_of([r for p in ps for r in p["_rows"]])):
             have = [p for p in ps if p.get(f"{attack}/{metric}_mean") is not None]
-            xs = np.array([p["size"] for p in have], float)
-            ys = np.array([p[f"{attack}/{metric}_mean"] for p in have])
-            sd = np.array([p[f"{attack}/{metric}_seed_std"] or 0.0 for p in have])
-            colour = f"C{(a_no + 3 * s_no) % 10}"
-            ax.plot(xs, ys, marker="o", color=colour, label=f"{attack}{tag}")
-            if sd.any():
-                ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.2)
+            _band(ax, np.array([p["size"] for p in have], float), have, f"{attack}/{metric}",
+                  f"C{(a_no + 3 * s_no) % 10}", f"{attack}{tag}")
         if metric == "auc":
             ax.plot([p["size"] for p in ps], [p["gaussian_auc"] for p in ps], "k:", marker="x",
                     label=f"Gaussian prediction from the gap{tag}")
@@ -277,11 +281,7 @@ def plot_cosines_vs_n(pts, path):
         tag = f" ({name.split('@')[1]})" if len(series) > 1 else ""
         xs = np.array([p["size"] for p in ps], float)
         for side, style in (("member", "-"), ("nonmember", "--")):
-            ys = np.array([p[f"{side}_cos_mean"] for p in ps])
-            sd = np.array([p.get(f"{side}_cos_seed_std") or 0.0 for p in ps])
-            ax.plot(xs, ys, style, marker="o", color=f"C{s_no}", label=f"{side.replace('non', 'non-')}s{tag}")
-            if sd.any():
-                ax.fill_between(xs, ys - sd, ys + sd, color=f"C{s_no}", alpha=0.2)
+            _band(ax, xs, ps, f"{side}_cos", f"C{s_no}", f"{side.replace('non', 'non-')}s{tag}", style)
     ax.set(xscale="log", xlabel="training-set size N", ylabel="mean cosine of the evaluation pairs",
            title="the gap's two sides against N (i.i.d. non-members)")
     ax.legend(fontsize=7)
