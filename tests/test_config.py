@@ -73,3 +73,24 @@ def test_experiment_needs_no_plus(make_cfg):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=["experiment=epoch_scaling"], return_hydra_config=True)
     assert cfg.data.size == "4k" and cfg.hydra.sweeper.params["train.epochs"] == "10,20,40"
+
+
+def test_gap_scaling_sweeps_five_log_spaced_sizes_within_the_member_pool():
+    """The default study's design (issue: >= 5 log-spaced sizes, >= 2 seeds, T held fixed); every size
+    must train on shard members only and score its K evaluation members from its own training set."""
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from mia.sizes import parse_size
+    from tests.helpers.config import CONF
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=gap_scaling"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    sizes = [parse_size(s) for s in params["data.size"].split(",")]
+    seeds = params["seed"].split(",")
+    assert len(sizes) >= 5 and len(set(seeds)) >= 2 and "train.epochs" not in params
+    ratios = np.diff(np.log(sizes))
+    assert (ratios > 0).all() and ratios.max() / ratios.min() < 1.1  # log-spaced to within 10%
+    pool = parse_size(cfg.data.corpus.size) - cfg.data.split.holdout
+    assert sizes[-1] <= pool and sizes[0] >= cfg.data.split.eval_size
