@@ -1,4 +1,6 @@
 """Train target CLIPs, attack them, write results.json:  python run.py [-m] key=value ..."""
+import sys
+
 import hydra
 
 
@@ -10,4 +12,7 @@ def main(cfg):
 
 
 if __name__ == "__main__":
+    # The experiment group sits in the defaults list (as null), so Hydra would refuse its usual
+    # `+experiment=<name>` spelling; here both spellings select the study.
+    sys.argv = [a[1:] if a.startswith("+experiment=") else a for a in sys.argv]
     main()

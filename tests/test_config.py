@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from hydra.utils import instantiate
 
@@ -94,3 +96,17 @@ def test_gap_scaling_sweeps_five_log_spaced_sizes_within_the_member_pool():
     assert (ratios > 0).all() and ratios.max() / ratios.min() < 1.1  # log-spaced to within 10%
     pool = parse_size(cfg.data.corpus.size) - cfg.data.split.holdout
     assert sizes[-1] <= pool and sizes[0] >= cfg.data.split.eval_size
+
+
+def test_plus_experiment_selects_the_study_as_experiment_does():
+    """`python run.py +experiment=gap_scaling` (Hydra's usual spelling) is the same study as experiment=."""
+    import subprocess
+    import sys
+
+    from tests.helpers.config import CONF
+
+    root = Path(CONF).parent
+    out = [subprocess.run([sys.executable, str(root / "run.py"), spelling, "--cfg", "job"], cwd=root,
+                          capture_output=True, text=True, check=True).stdout
+           for spelling in ("+experiment=gap_scaling", "experiment=gap_scaling")]
+    assert out[0] == out[1] and "epochs: 28" in out[0]
