@@ -68,12 +68,9 @@ def test_bad_attack_settings_name_the_instance_key(make_cfg, tmp_path):
 
 
 def test_experiment_needs_no_plus(make_cfg):
-    from hydra import compose, initialize_config_dir
+    from tests.helpers.config import compose_study
 
-    from tests.helpers.config import CONF
-
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=epoch_scaling"], return_hydra_config=True)
+    cfg = compose_study("epoch_scaling")
     assert cfg.data.size == "4k" and cfg.hydra.sweeper.params["train.epochs"] == "10,20,40"
 
 
@@ -81,13 +78,11 @@ def test_gap_scaling_sweeps_five_log_spaced_sizes_within_the_member_pool():
     """The default study's design (issue: >= 5 log-spaced sizes, >= 2 seeds, T held fixed); every size
     must train on shard members only and score its K evaluation members from its own training set."""
     import numpy as np
-    from hydra import compose, initialize_config_dir
 
     from mia.sizes import parse_size
-    from tests.helpers.config import CONF
+    from tests.helpers.config import compose_study
 
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=gap_scaling"], return_hydra_config=True)
+    cfg = compose_study("gap_scaling")
     params = cfg.hydra.sweeper.params
     sizes = [parse_size(s) for s in params["data.size"].split(",")]
     seeds = params["seed"].split(",")

@@ -21,3 +21,9 @@ def compose_config(*overrides):
     """conf/config.yaml with these overrides, as `python run.py <overrides>` would see it."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def compose_study(name):
+    """conf/config.yaml with experiment=<name>, Hydra's own config (the sweep's params) included."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
