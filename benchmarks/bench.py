@@ -35,8 +35,8 @@ from mia.features import embed
 from mia.model import build_model
 from mia.data.datamodule import InMemoryPairs
 from mia.data.order import MemberOrder
-from mia.target import TrainSpec
-from mia.train import CLIPTarget
+from mia.training.spec import TrainSpec
+from mia.training.module import CLIPTarget
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 # Dense bf16 peak of the GPUs we expect, in FLOP/s (vendor data sheets, SXM parts).

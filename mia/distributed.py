@@ -68,7 +68,7 @@ class World:
 
 
 def world_size(trainer) -> int:
-    """Ranks of a job whose `trainer` group (or mia.target.TrainerArgs) is given."""
+    """Ranks of a job whose `trainer` group (or mia.training.stage.TrainerArgs) is given."""
     return int(trainer.devices) * int(trainer.num_nodes)
 
 

@@ -94,3 +94,16 @@ def extract_features(target, splits, member_corpus, nonmember_corpus, world):
             idx = np.array([row[u] for u in uids], dtype=int)
             out[name] = SplitFeatures(uids, img[idx], txt[idx], cos[idx])
     return out, hit
+
+
+def released(defense, features: dict) -> dict:
+    """The feature store as the target releases it under `defense` (mia/defenses/): every set's embeddings through `defense.release`
+    (keyed by uid, so a pair's answer is the same in every set and job), cosines recomputed."""
+    if not defense.releases:
+        return features
+    out = {}
+    for name, f in features.items():
+        image = defense.release(f.image, [f"image:{u}" for u in f.uids])
+        text = defense.release(f.text, [f"text:{u}" for u in f.uids])
+        out[name] = SplitFeatures(f.uids, image, text, (image * text).sum(1))
+    return out

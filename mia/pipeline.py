@@ -13,19 +13,21 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mia import canaries as canary_groups
-from mia import defenses, distributed, metrics, plots, results, scores, tracking, utility
-from mia.analysis import dataset_inference
+from mia import defenses, distributed, plots, tracking
+from mia.data import canaries as canary_groups
+from mia.evaluation import dataset_inference, metrics, results, scores, utility
+from mia.evaluation.scoring import labelled, score_attack, score_canaries
 from mia.attacks.base import AttackContext, ParamError
 from mia.attacks.shadows import ShadowTrainer
 from mia.data.corpus import extension, load_corpus, load_shifted, shift_settings
 from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED, build_splits
-from mia.features import extract_features
+from mia.features import extract_features, released
 from mia.provenance import git_revision
 from mia.sizes import parse_size
-from mia.target import TrainSpec, load_target, target_key, train_target
+from mia.training.spec import TrainSpec, target_key
+from mia.training.stage import load_target, train_target
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,7 @@ def _run(cfg, world) -> Path | None:
         if not world.is_main:
             return None
         defense = defenses.build(spec.defense)
-        features = defenses.release(defense, features)  # what the attacks and utility see (§11.4)
+        features = released(defense, features)  # what the attacks and utility see (§11.4)
         # under data.shift the non-members' shards include the member shards: list each shard once
         shards = list(dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else [])))
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
@@ -172,7 +174,7 @@ def _run(cfg, world) -> Path | None:
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks, "utility_s": utility_s}
         if canaries is not None:
-            record["canaries"] = canary_groups.score(attacks, ctx, canaries, canary_features, cfg.n_bootstrap)
+            record["canaries"] = score_canaries(attacks, ctx, canaries, canary_features, cfg.n_bootstrap)
         if inference is not None:  # from the scores alone, so the report can redo it from scores.parquet
             results.add_analysis(record, "dataset_inference", {
                 name: dataset_inference.dataset_inference(m, n, inference, seed=cfg.seed)
@@ -237,15 +239,12 @@ def _attack(attacks, ctx, record, cfg, out) -> tuple[dict, dict]:
     (member scores, non-member scores) for scores.parquet."""
     curves, images, attack_scores = {}, {}, {}
     for name, attack in attacks.items():
-        t1 = time.time()
-        res = attack(ctx)
+        scored = score_attack(attack, ctx, cfg.n_bootstrap, cfg.seed)
+        res, m = scored.result, scored.metrics
         attack_scores[name] = (res.member_scores, res.nonmember_scores)
-        both = np.concatenate([res.member_scores, res.nonmember_scores])
-        labels = np.r_[np.ones(len(res.member_scores)), np.zeros(len(res.nonmember_scores))]
-        m = metrics.roc_metrics(both, labels, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-        table = metrics.roc_table(both, labels)
+        table = metrics.roc_table(*labelled(res.member_scores, res.nonmember_scores))
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
-        results.add_attack(record, name, m, time.time() - t1, res.diagnostics,
+        results.add_attack(record, name, m, scored.seconds, res.diagnostics,
                            {"fpr": curves[name][0], "tpr": curves[name][1]})
         images[f"scores/{name}"] = plots.score_histogram(
             res.member_scores, res.nonmember_scores, out / f"scores_{name}.png",

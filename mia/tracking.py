@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mia import results, scores
+from mia.evaluation import results, scores
 from mia.cache import config_hash
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def log_results(run, record: dict, images: dict):
 
 
 def log_exposed(run, top, images: dict):
-    """The `exposed_members` table: the members of `top` (mia.scores.most_exposed: highest exposure
+    """The `exposed_members` table: the members of `top` (mia.evaluation.scores.most_exposed: highest exposure
     first) with a thumbnail of each pair's image (`images`: {uid: PIL image}), caption, exposure and
     every attack's score."""
     if run is None:

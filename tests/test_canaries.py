@@ -1,4 +1,4 @@
-"""Duplicated canaries (mia/canaries.py, docs/design.md §2.9): settings and refusals, where they come
+"""Duplicated canaries (mia/data/canaries.py, docs/design.md §2.9): settings and refusals, where they come
 from, the training list and its coverage check, the target key, and a job that scores them."""
 import json
 from pathlib import Path
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mia import canaries
+from mia.data import canaries
 from mia.data.pairs import load_raw
 from mia.pipeline import prepare, run
-from mia.target import TrainSpec, target_key
+from mia.training.spec import TrainSpec, target_key
 
 
 def _data(**kw):

@@ -1,4 +1,4 @@
-"""Dataset inference (mia/analysis/dataset_inference.py, docs/design.md §5.1): calibrated on the null,
+"""Dataset inference (mia/evaluation/dataset_inference.py, docs/design.md §5.1): calibrated on the null,
 powerful on a weak planted signal, Noether's prediction, refusals, and its place in results.json and
 the sweep report."""
 import json
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mia.analysis.dataset_inference import DEFAULTS, check_settings, dataset_inference, predicted_m
+from mia.evaluation.dataset_inference import DEFAULTS, check_settings, dataset_inference, predicted_m
 from mia.report import build_report
-from mia.scores import FILENAME, write
+from mia.evaluation.scores import FILENAME, write
 from tests.test_report import fake_result, write_sweep
 
 FAST = {"draws": 1000}
@@ -112,7 +112,7 @@ def test_job_records_it_and_report_recomputes_it(default_job, tmp_path):
 
 def test_report_plots_smallest_m_against_n(tmp_path):
     # Three sizes whose signal weakens with N: m grows with N, and the largest N is past the grid.
-    from mia import metrics
+    from mia.evaluation import metrics
 
     runs, tables = [], []
     for i, (n, shift) in enumerate(((1000, 2.0), (4000, 0.6), (16000, 0.1))):
@@ -141,7 +141,7 @@ def test_report_plots_smallest_m_against_n(tmp_path):
 
 def test_an_anticonservative_test_is_caught(monkeypatch):
     # p-values halved: non-member sets are flagged about 2% of the time, and the check says so.
-    from mia.analysis import dataset_inference as di
+    from mia.evaluation import dataset_inference as di
 
     honest = di.rank_test
     monkeypatch.setattr(di, "rank_test", lambda c, r: honest(c, r) / 2)

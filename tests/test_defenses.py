@@ -15,7 +15,7 @@ from mia.defenses.augment_text import drop_tokens
 from mia.defenses.dp_sgd import DPSGD, clipped_sum, epsilon, group_of, steps_for
 from mia.defenses.embedding_noise import EmbeddingNoise
 from mia.model import build_model
-from mia.target import TrainSpec, target_key
+from mia.training.spec import TrainSpec, target_key
 from tests.helpers.config import compose_config
 
 

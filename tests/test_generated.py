@@ -10,7 +10,8 @@ import torch
 from mia.data.corpus import extension, load_corpus
 from mia.data.generated import GeneratedPairs, Members
 from mia.data.pairs import load_pairs
-from mia.data.splits import build_splits, normalise_caption
+from mia.data.dedup import normalise_caption
+from mia.data.splits import build_splits
 from mia.data.synthetic import make_sample
 from mia.model import build_model
 from mia.pipeline import prepare, run

@@ -8,7 +8,7 @@ import pytest
 from mia.data import glyphs
 from mia.data import shards as sh
 from mia.data.corpus import load_corpus
-from mia.data.splits import normalise_caption
+from mia.data.dedup import normalise_caption
 
 try:
     glyphs.find_font(), glyphs.find_unihan()

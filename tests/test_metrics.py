@@ -9,8 +9,9 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mia import metrics, plots
-from mia.metrics import fit_loglog, gap, gaussian_auc, roc_metrics, roc_table, tpr_at_fpr
+from mia import plots
+from mia.evaluation import metrics
+from mia.evaluation.metrics import fit_loglog, gap, gaussian_auc, roc_metrics, roc_table, tpr_at_fpr
 
 
 def labelled(members, nonmembers):
@@ -225,7 +226,7 @@ def _scaling_sweep(rng, sizes, n_seeds, slope=-1.0, seed_sd=0.1, pair_sd=0.01, k
 
 
 def test_bootstrap_slope_recovers_known_slope_and_spread():
-    from mia.metrics import bootstrap_loglog_slope, seed_mean_gap_table
+    from mia.evaluation.metrics import bootstrap_loglog_slope, seed_mean_gap_table
 
     sizes = [1000, 2000, 4000, 8000, 16000]
     rng = np.random.default_rng(0)
@@ -252,7 +253,7 @@ def test_bootstrap_slope_recovers_known_slope_and_spread():
 
 
 def test_seed_mean_gaps_resample_seeds_and_pairs():
-    from mia.metrics import seed_mean_gaps
+    from mia.evaluation.metrics import seed_mean_gaps
 
     members, nonmembers = np.full(50, 0.5), np.full(50, 0.2)
     # Two seeds with constant cosines: only the draw of seeds moves the mean, to 0.3, 0.35 or 0.4.
@@ -265,7 +266,7 @@ def test_seed_mean_gaps_resample_seeds_and_pairs():
 
 
 def test_bootstrap_slope_refuses_unresolved_points():
-    from mia.metrics import bootstrap_loglog_slope
+    from mia.evaluation.metrics import bootstrap_loglog_slope
 
     reps = np.tile([0.1, 0.01], (100, 1))
     reps[:10, 1] = -0.001  # 10% of the replicates lose the gap at the large end
@@ -276,7 +277,7 @@ def test_bootstrap_slope_refuses_unresolved_points():
 
 
 def test_bootstrap_slope_flags_a_bend():
-    from mia.metrics import bootstrap_loglog_slope, seed_mean_gap_table
+    from mia.evaluation.metrics import bootstrap_loglog_slope, seed_mean_gap_table
 
     sizes = [1000, 2000, 4000, 8000, 16000]
     rng = np.random.default_rng(3)

@@ -1,5 +1,5 @@
 """The privacy-utility table and plot of a sweep report, from report rows."""
-from mia import privacy_utility as pu
+from mia.report import privacy_utility as pu
 
 
 def _row(defense="none", wd=0.1, epochs=40, auc=0.9, tpr=0.3, r1=0.2, eps=None):

@@ -93,7 +93,7 @@ def job_with_scores(root, name, size, epochs, member, nonmember, seed, gaussian_
     """A job folder whose results.json agrees with its scores.parquet (csa = the cosine)."""
     import pandas as pd
 
-    from mia import metrics, scores
+    from mia.evaluation import metrics, scores
 
     cos = np.r_[member, nonmember]
     labels = np.r_[np.ones(member.size), np.zeros(nonmember.size)].astype("int8")

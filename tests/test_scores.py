@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mia import metrics, report, results, scores, tracking
+from mia import report, tracking
+from mia.evaluation import metrics, results, scores
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.features import SplitFeatures
 from mia.pipeline import prepare
@@ -62,7 +63,7 @@ def test_misaligned_attacks_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="attack.cos: the name is a fixed column"):
         scores.frame(feats, captions, {"cos": (np.zeros(7), np.zeros(5))})
     pd.DataFrame({"uid": ["a"]}).to_parquet(tmp_path / "other.parquet")
-    with pytest.raises(ValueError, match="other.parquet: no mia.scores.schema_version"):
+    with pytest.raises(ValueError, match="other.parquet: no mia.evaluation.scores.schema_version"):
         scores.load(tmp_path / "other.parquet")
 
 

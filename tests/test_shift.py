@@ -7,11 +7,12 @@ import pytest
 
 from mia.data.corpus import load_corpus, load_shifted, shift_settings
 from mia.data.shards import Index
-from mia.data.splits import build_splits, normalise_caption
+from mia.data.dedup import normalise_caption
+from mia.data.splits import build_splits
 from mia.data.synthetic import SHIFT_PARTS, make_sample, mixed_sample, replaced_uid, swaps
 from mia.pipeline import condition, prepare, run
 from mia.report import build_report, load_rows
-from mia.results import report_row
+from mia.evaluation.results import report_row
 
 
 def same_pair(a, b) -> bool:

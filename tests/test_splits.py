@@ -7,9 +7,10 @@ from omegaconf import OmegaConf
 
 from mia.data.corpus import load_corpus
 from mia.data.shards import Index
-from mia.data.splits import build_splits, check_disjoint, normalise_caption
+from mia.data.dedup import normalise_caption
+from mia.data.splits import build_splits, check_disjoint
 from mia.sizes import parse_size
-from mia.target import TrainSpec, target_key
+from mia.training.spec import TrainSpec, target_key
 
 SPLIT = OmegaConf.create({"seed": 0, "holdout": 300, "eval_size": 50, "known_size": 100, "aux_size": 100})
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from mia import results, utility
+from mia.evaluation import results, utility
 from mia.data.synthetic import make_sample
 
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from mia.data.pairs import load_raw, to_tensors
+from mia.data.splits import MEMBER_EVAL
 
 
 @dataclass
@@ -15,7 +16,7 @@ class AttackContext:
     here: `splits.aux_is_member` is ground truth for diagnostics only, never for scoring.
 
     features:  set name -> mia.features.SplitFeatures (mia.data.splits.EVAL_SETS), all from the target
-    target:    mia.target.Target; white-box attacks use target.model / tokenizer / preprocess
+    target:    mia.training.stage.Target; white-box attacks use target.model / tokenizer / preprocess
     shards:    where every set's pairs can be read (member corpus, plus the OOD corpus or data.shift's swapped pairs)
     shadows:   mia.attacks.shadows.ShadowTrainer, or None where no shadow models can be trained
     """
@@ -25,16 +26,25 @@ class AttackContext:
     shards: list = field(default_factory=list)
     shadows: object = None
     seed: int = 0
-    _raw: dict = field(default_factory=dict, repr=False)
+    _raw: dict = field(default_factory=dict, repr=False)  # pairs read, by set; shared with with_members' contexts
+    _members_as: str = field(default=MEMBER_EVAL, repr=False)  # the key member_eval's pairs are kept under
 
     def uids(self, name: str) -> np.ndarray:
         return self.features[name].uids
 
     def pairs(self, name: str):
         """(PIL images, captions) of a set, in the order of its features; read once, then kept."""
-        if name not in self._raw:
-            self._raw[name] = load_raw(self.shards, list(self.uids(name)), desc=f"load {name}")
-        return self._raw[name]
+        key = self._members_as if name == MEMBER_EVAL else name
+        if key not in self._raw:
+            self._raw[key] = load_raw(self.shards, list(self.uids(name)), desc=f"load {name}")
+        return self._raw[key]
+
+    def with_members(self, features) -> "AttackContext":
+        """This context with another member set (mia.features.SplitFeatures) scored in member_eval's
+        place, as the canaries are; the other sets' pairs are read once for both."""
+        return replace(self, features={**self.features, MEMBER_EVAL: features},
+                       splits=replace(self.splits, member_eval=features.uids),
+                       _members_as=f"{MEMBER_EVAL}:{features.uids[0]}+{len(features.uids)}")
 
     def captions(self, name: str) -> list[str]:
         return self.pairs(name)[1]

@@ -40,7 +40,7 @@ from mia.attacks.base import ParamError
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data.splits import EVAL_SETS, NONMEMBER_KNOWN, SCORED
 from mia.features import embed
-from mia.target import train_target
+from mia.training.stage import train_target
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mia.data.dedup import dedup_key
 from mia.data.shards import decode_image
 from mia.data.synthetic import JPEG_QUALITY, make_sample, sample_uid, sample_index
 
@@ -133,8 +134,6 @@ def jpeg(image) -> bytes:
 
 def _collision(forbidden: dict, caption: str, url: str, data: bytes) -> str | None:
     """The first de-duplication rule under which this pair's key is a non-member's, or None."""
-    from mia.data.splits import dedup_key  # splits imports this module
-
     for rule, keys in forbidden.items():
         if dedup_key(rule, caption, url, data) in keys:
             return rule

@@ -10,7 +10,7 @@ What a model can learn: the radical (a shared component, visible in the glyph an
 caption) and the phonetic series behind the readings are structure that generalises; the
 glyph's exact shape, its definition and a seeded jitter of its position and size are per-sample
 detail that only memorisation ties together. Characters whose normalised caption repeats an
-earlier one (`mia.data.splits.normalise_caption`) are dropped, first code point kept.
+earlier one (`mia.data.dedup.normalise_caption`) are dropped, first code point kept.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
+
+from mia.data.dedup import normalise_caption
 
 FIELDS = ("kDefinition", "kRSUnicode", "kMandarin", "kCantonese", "kJapaneseOn", "kJapaneseKun", "kKorean",
           "kVietnamese")
@@ -169,8 +171,6 @@ def font_coverage(font: Path, face: int) -> set[int]:
 @lru_cache(maxsize=4)
 def glyph_table(unihan: Path, font: Path, face: int) -> tuple[list, dict]:
     """[(code point, caption)] in code-point order with distinct normalised captions, and the counts."""
-    from mia.data.splits import normalise_caption
-
     rows, covered = read_unihan(unihan), font_coverage(font, face)
     table, seen, dropped = [], set(), 0
     in_font = [cp for cp in sorted(rows) if cp in covered]

@@ -40,7 +40,7 @@ def _decode(sample, decode=decode_image):
 
 def load_raw(shards, uids, desc="pairs"):
     """(PIL images, captions) in the order of `uids`; every uid must be readable (the index says so).
-    A uid listed several times (a duplicated canary, mia/canaries.py) is read once and repeated."""
+    A uid listed several times (a duplicated canary, mia/data/canaries.py) is read once and repeated."""
     unique = list(dict.fromkeys(uids))
     if len(unique) < len(uids):
         images, captions = load_raw(shards, unique, desc)

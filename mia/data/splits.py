@@ -11,18 +11,14 @@ The member pool depends only on the member corpus, split.seed and split.holdout.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from mia.data import dedup
 from mia.data.generated import Members
 from mia.data.synthetic import sample_index
 from mia.sizes import format_size, parse_size
-
-_NON_WORD = re.compile(r"[^a-z\s]+")
 
 # The sets an attacker holds features of, by the names every module uses for them.
 MEMBER_EVAL = "member_eval"          # scored members: the first K uids of the member pool
@@ -31,79 +27,6 @@ NONMEMBER_KNOWN = "nonmember_known"  # D_no: non-members the attacker knows to b
 AUX_POOL = "aux_pool"                # D_all: unlabelled, half members and half non-members
 EVAL_SETS = (MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN, AUX_POOL)
 SCORED = (MEMBER_EVAL, NONMEMBER_EVAL)  # the two sets every attack scores, in this order
-
-
-def normalise_caption(caption: str) -> str:
-    """Ko et al. appendix E: strip, lower-case, drop digits, punctuation and English stop words."""
-    words = _NON_WORD.sub(" ", caption.strip().lower()).split()
-    return " ".join(w for w in words if w not in ENGLISH_STOP_WORDS)
-
-
-# De-duplication rules (data.split.dedup): a pair is dropped from both sides of the member /
-# non-member boundary when its key under a rule occurs on both sides (docs/design.md §2.4).
-DEDUP_RULES = ("caption", "url", "image")  # normalised caption, non-empty URL, image sha256
-DEFAULT_DEDUP = ("caption", "url")
-
-
-def dedup_rules(split_cfg) -> tuple:
-    """The rules of `data.split.dedup`, in order (default [caption, url]); refused unless a list of them."""
-    rules = split_cfg.get("dedup", list(DEFAULT_DEDUP))
-    rules = [] if rules is None else rules
-    if isinstance(rules, str) or not all(r in DEDUP_RULES for r in rules) or len(set(rules)) != len(rules):
-        raise ValueError(f"data.split.dedup={_listed(rules) if not isinstance(rules, str) else repr(rules)}: "
-                         f"must be a list of distinct rules out of {_listed(DEDUP_RULES)}, e.g. "
-                         "data.split.dedup=[caption,url] (the default) or data.split.dedup=[]")
-    return tuple(rules)
-
-
-def _listed(rules) -> str:
-    return "[" + ",".join(str(r) for r in rules) + "]"
-
-
-def _keys(index, rule) -> np.ndarray:
-    if rule == "caption":
-        return np.array([normalise_caption(c) for c in index.captions])
-    if rule == "url":
-        return np.asarray(index.urls)
-    if index.sha256 is None:
-        raise ValueError("data.split.dedup=[...,image] needs image hashes, and this index has none")
-    return np.asarray(index.sha256)
-
-
-def dedup_key(rule: str, caption: str, url: str, image: bytes) -> str | None:
-    """One pair's key under a rule, as `_keys` computes it for a whole index; None = no key."""
-    if rule == "caption":
-        return normalise_caption(caption)
-    if rule == "url":
-        return url or None
-    return hashlib.sha256(image).hexdigest()
-
-
-def _forbidden(member_index, pool, other, rules) -> dict:
-    """Per rule, the keys a member generated past the shards must not share (docs/design.md §2.7):
-    those of every member-corpus pair outside the pool (held out, or dropped by de-duplication) and
-    of every pair of the non-members' own corpus, if they have one."""
-    outside = ~np.isin(member_index.uids, pool)
-    found = {}
-    for rule in rules:
-        keys = [_keys(member_index, rule)[outside]] + ([] if other is None else [_keys(other, rule)])
-        found[rule] = {str(k) for k in np.concatenate(keys) if rule == "caption" or k}
-    return found
-
-
-def _codes(indexes, rules) -> list[dict]:
-    """Per index, per rule: each pair's key as an integer shared across the indexes; -1 = no key. An
-    empty URL or hash is no key. An empty normalised caption is one, as it always was."""
-    codes = [{} for _ in indexes]
-    for rule in rules:
-        keys = [_keys(index, rule) for index in indexes]
-        values, inverse = np.unique(np.concatenate(keys), return_inverse=True)
-        inverse = inverse.astype(np.int64)
-        if rule != "caption":
-            inverse[values[inverse] == ""] = -1
-        for c, part in zip(codes, np.split(inverse, np.cumsum([len(k) for k in keys])[:-1])):
-            c[rule] = part
-    return codes
 
 
 def _dropped(side: dict, other: dict, n: int, rules):
@@ -166,7 +89,7 @@ class Splits:
     aux_is_member: np.ndarray    # ground truth of aux_pool, for diagnostics only, never for attacks
     dedup_dropped: int  # pairs dropped on either side of the boundary
     dedup_by_rule: dict = field(default_factory=dict)  # {rule: pairs it dropped}, summed over the sides
-    # held-out pairs that no non-member set uses, in order: where data.canaries come from (mia/canaries.py)
+    # held-out pairs that no non-member set uses, in order: where data.canaries come from (mia/data/canaries.py)
     spare: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
 
     def summary(self) -> dict:
@@ -234,7 +157,7 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
                    known=parse_size(split_cfg.known_size, "data.split.known_size"),
                    aux=parse_size(split_cfg.aux_size, "data.split.aux_size"),
                    holdout=parse_size(split_cfg.holdout, "data.split.holdout", minimum=0))
-    rules = dedup_rules(split_cfg)
+    rules = dedup.dedup_rules(split_cfg)
     _refuse_duplicate_uids(member_index.uids, "member corpus")
     if nonmember_index is not None:
         _refuse_duplicate_uids(nonmember_index.uids, "non-member (OOD) corpus")
@@ -242,7 +165,7 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
         _refuse_duplicate_uids(shifted_index.uids, "shifted member corpus (data.shift)")
 
     other = nonmember_index if shifted_index is None else shifted_index
-    codes = _codes((member_index,) if other is None else (member_index, other), rules)
+    codes = dedup.codes((member_index,) if other is None else (member_index, other), rules)
     order = np.random.default_rng(split_cfg.seed).permutation(len(member_index))
     ood_order = None if nonmember_index is None else np.random.default_rng(split_cfg.seed).permutation(
         len(nonmember_index))
@@ -265,7 +188,7 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
     pool_uids, non_uids = d.pool, d.nonmembers
     members = pool_uids[:n]
     if extension is not None and n > len(pool_uids):
-        members = extension.extended(pool_uids, n - len(pool_uids), _forbidden(member_index, pool_uids, other, rules))
+        members = extension.extended(pool_uids, n - len(pool_uids), dedup.forbidden(member_index, pool_uids, other, rules))
         _refuse_generated_nonmembers(members, non_uids)
     aux_mem = pool_uids[k:min(n, k + n_aux - n_aux // 2)]  # trained on, but not in member_eval
     aux_non = non_uids[k + n_known:need]
@@ -329,7 +252,7 @@ def _fewer_rules(by_rule: dict, rules) -> str:
     if not sum(by_rule.values()):
         return ""
     worst = max(by_rule, key=by_rule.get)
-    return f", or set data.split.dedup={_listed(r for r in rules if r != worst)}"
+    return f", or set data.split.dedup={dedup.listed(r for r in rules if r != worst)}"
 
 
 def _fitting(draw, sizes: _Sizes, corpus: int, d, ood: bool) -> _Sizes | None:

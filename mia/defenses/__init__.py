@@ -26,18 +26,3 @@ def build(settings: dict | None) -> Defense:
         raise ValueError(f"defense.{key}: {'not a setting' if unknown else 'missing'} of defense={name} "
                          f"(its settings: {sorted(cls.setting_names()) or 'none'})")
     return cls(**settings)
-
-
-def release(defense: Defense, features: dict) -> dict:
-    """The feature store as the target releases it: every set's embeddings through `defense.release`
-    (keyed by uid, so a pair's answer is the same in every set and job), cosines recomputed."""
-    if not defense.releases:
-        return features
-    from mia.features import SplitFeatures
-
-    out = {}
-    for name, f in features.items():
-        image = defense.release(f.image, [f"image:{u}" for u in f.uids])
-        text = defense.release(f.text, [f"text:{u}" for u in f.uids])
-        out[name] = SplitFeatures(f.uids, image, text, (image * text).sum(1))
-    return out

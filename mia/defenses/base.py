@@ -18,7 +18,7 @@ class Defense:
     name = "none"
     trains = False     # changes the trained weights: its settings enter the target's cache key
     augments = False   # `augment` is called on every training batch
-    fit = None         # a training loop of its own: fit(spec, model, preprocess, tokenizer, shards, uids, world)
+    fit = None         # a training loop of its own: fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
     releases = False   # `release` perturbs the embeddings the target answers with
     strength = ()      # the settings a label shows: what a privacy-utility sweep varies
 

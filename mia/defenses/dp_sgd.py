@@ -29,6 +29,8 @@ import torch
 from open_clip import ClipLoss
 from tqdm import tqdm
 
+from mia.cache import atomic_write_text
+from mia.data.pairs import load_pairs
 from mia.defenses.base import Defense, check, is_number
 
 log = logging.getLogger(__name__)
@@ -105,11 +107,9 @@ class DPSGD(Defense):
         out["privacy"] = json.loads(path.read_text()) if path is not None and path.exists() else None
         return out
 
-    def fit(self, spec, model, preprocess, tokenizer, shards, uids, world, tdir) -> torch.Tensor:
-        """Train `model` in place; returns how often each member was sampled. Writes privacy.json."""
-        from mia.data.pairs import load_pairs
-        from mia.train import clamp_temperature, optimizer
-
+    def fit(self, spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim) -> torch.Tensor:
+        """Train `model` in place with the training stage's `optim` (optimizer, clamp_temperature);
+        returns how often each member was sampled. Writes privacy.json."""
         if world.size > 1:
             raise ValueError("defense=dp_sgd trains in one process: use trainer=default")
         n, s = len(uids), self.settings
@@ -123,7 +123,7 @@ class DPSGD(Defense):
         q, steps = spec.batch_size / n, steps_for(n, spec.batch_size, spec.epochs)
         model.to(device).train()
         params = [p for p in model.parameters() if p.requires_grad]
-        opt, sched = optimizer(model, spec, steps)
+        opt, sched = optim.optimizer(model, spec, steps)
         loss_fn = ClipLoss()
         g = torch.Generator().manual_seed(spec.seed)
         seen = torch.zeros(n, dtype=torch.int32)
@@ -142,12 +142,11 @@ class DPSGD(Defense):
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            clamp_temperature(model)
+            optim.clamp_temperature(model)
         model.cpu().eval()
         record = {**self.accounting(n, spec.batch_size, spec.epochs), "groups": s["groups"],
                   "max_grad_norm": C, "mean_sampled_per_step": float(seen.sum()) / steps,
                   "fraction_of_group_gradients_clipped": float(np.mean(clipped_frac)) if clipped_frac else None}
-        from mia.cache import atomic_write_text
         atomic_write_text(tdir / PRIVACY_FILE, json.dumps(record, indent=1))
         log.info("dp_sgd: epsilon %.3g at delta %g (sigma %g, q %.4f, %d steps)", record["epsilon"],
                  s["delta"], s["noise_multiplier"], q, steps)

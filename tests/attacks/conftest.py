@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from mia.pipeline import prepare
-from mia.target import target_key, train_target
+from mia.training.stage import train_target
+from mia.training.spec import target_key
 from tests.helpers.attacks import feature_context, modality_context, model_context, pool_null_context
 from tests.helpers.config import MODEL_OVERRIDES, compose_config
 

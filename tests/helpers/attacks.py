@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from mia import distributed, metrics
+from mia import distributed
+from mia.evaluation import metrics
 from mia.attacks.base import AttackContext, AttackResult
 from mia.attacks.shadows import References, ShadowTrainer, halves
 from mia.data.splits import EVAL_SETS

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from mia import scores
-from mia.analysis.dataset_inference import dataset_inference
+from mia.evaluation import scores
+from mia.evaluation.dataset_inference import dataset_inference
 from mia.plots import _save, plt
 
 FILENAME = "dataset_inference.csv"

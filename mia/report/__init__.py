@@ -27,8 +27,11 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from mia import metrics, privacy_utility, results, scores, tracking
-from mia.analysis import canary_report, inference_report
+from mia import tracking
+from mia.evaluation import metrics, results, scores
+from mia.report import privacy_utility
+from mia.report import canaries as canary_report
+from mia.report import inference as inference_report
 from mia.data.splits import MEMBER_EVAL
 from mia.plots import _save, plt, roc_loglog
 
@@ -683,6 +686,3 @@ def main(argv=None):
         print(err, file=sys.stderr)
         sys.exit(1)
 
-
-if __name__ == "__main__":
-    main()

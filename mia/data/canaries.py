@@ -11,14 +11,11 @@ all: the same target key, target and results as before canaries existed.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mia import metrics
-from mia.attacks.base import AttackContext
 from mia.data.generated import Members
 from mia.data.splits import MEMBER_EVAL, check_disjoint
 
@@ -35,7 +32,7 @@ class Canaries:
         return np.concatenate(list(self.groups.values()))
 
     def key(self) -> dict:
-        """What the canaries add to the target's cache key (mia.target.target_key)."""
+        """What the canaries add to the target's cache key (mia.training.spec.target_key)."""
         return {"copies": list(self.groups), "count": self.count}
 
 
@@ -97,7 +94,7 @@ def training_uids(members, canaries: Canaries | None) -> list:
 
 def check_coverage(uids, seen, epochs: int):
     """Every uid trained on (number of times it is listed) x T times: members T, a c-copy canary c x T.
-    `seen` counts per position of `uids` (mia.train.CLIPTarget.seen)."""
+    `seen` counts per position of `uids` (mia.training.module.CLIPTarget.seen)."""
     seen = np.asarray(seen)
     got = Counter()
     for u, n in zip(uids, seen.tolist()):
@@ -129,33 +126,3 @@ def features_of(extract, splits, canaries: Canaries):
     member set (its own cache entry beside the evaluation sets')."""
     features = extract(replace(splits, member_eval=canaries.uids))
     return None if features is None else features[MEMBER_EVAL]  # only rank 0 gets features back
-
-
-def score(attacks, ctx: AttackContext, canaries: Canaries, canary_features, n_bootstrap: int) -> dict:
-    """{"count", "copies", "attacks": {name: {"copies=<c>": metrics}}, "skipped": {name: why}}. Each group
-    is scored like member_eval, against the same non-members: every attack is run again with the group
-    in member_eval's place. Attacks that train shadow models are skipped: their reference pool holds
-    member_eval, so another member set would need shadows of its own."""
-    out = {"count": canaries.count, "copies": list(canaries.groups), "attacks": {}, "skipped": {}, "seconds": {}}
-    row = {u: i for i, u in enumerate(canary_features.uids)}
-    for name, attack in attacks.items():
-        if attack.needs_shadows:
-            out["skipped"][name] = "trains shadow models whose pool holds member_eval"
-            continue
-        t0, per_copy = time.time(), {}
-        for c, group in canaries.groups.items():
-            idx = np.array([row[u] for u in group])
-            f = canary_features
-            feats = {**ctx.features, MEMBER_EVAL: type(f)(f.uids[idx], f.image[idx], f.text[idx], f.cos[idx])}
-            sub = replace(ctx, features=feats, splits=replace(ctx.splits, member_eval=group),
-                          _raw={k: v for k, v in ctx._raw.items() if k != MEMBER_EVAL})
-            res = attack(sub)
-            ctx._raw.update({k: v for k, v in sub._raw.items() if k != MEMBER_EVAL})  # read the other sets once
-            both = np.concatenate([res.member_scores, res.nonmember_scores])
-            labels = np.r_[np.ones(len(res.member_scores)), np.zeros(len(res.nonmember_scores))]
-            per_copy[f"copies={c}"] = metrics.roc_metrics(both, labels, n_bootstrap=n_bootstrap, seed=ctx.seed)
-            log.info("canaries %s, %d copies: AUC %.3f, TPR@1%%FPR %.3f", name, c, per_copy[f"copies={c}"]["auc"],
-                     per_copy[f"copies={c}"]["tpr_at_fpr_1e-2"])
-        out["attacks"][name] = per_copy
-        out["seconds"][name] = time.time() - t0
-    return out

@@ -4,7 +4,7 @@ report and W&B take what they need through the readers below, never by poking at
 Schema 2: each attack's entry holds the shared metrics (METRIC_KEYS) and its own diagnostics under
 `diagnostics`, so an attack can never overwrite a metric. Files without `schema_version` (schema 1)
 had the diagnostics beside the metrics; the readers take the metrics of both. `scores`, the path of
-the job's per-pair scores (mia/scores.py) relative to its folder, is absent from files written before
+the job's per-pair scores (mia/evaluation/scores.py) relative to its folder, is absent from files written before
 jobs kept them, as `analysis` (dataset inference, mia/analysis/) is from files written before it existed.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mia import utility
+from mia.evaluation import utility
 from mia.cache import atomic_write_text
 
 SCHEMA_VERSION = 2
@@ -30,7 +30,7 @@ def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) 
 
 
 def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnostics: dict, roc: dict):
-    """One attack's metrics (from mia.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
+    """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
     the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots."""
     unknown = set(metrics) - set(METRIC_KEYS)
     if unknown:
@@ -45,7 +45,7 @@ def add_analysis(results: dict, name: str, value: dict):
 
 
 def add_scores(results: dict, path: str):
-    """Where the job's per-pair scores lie (mia/scores.py), relative to the job's folder, so that a
+    """Where the job's per-pair scores lie (mia/evaluation/scores.py), relative to the job's folder, so that a
     sweep folder can be moved or copied whole."""
     if Path(path).is_absolute():
         raise ValueError(f"scores path {path!r}: must be relative to the job's folder")
