@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -102,6 +103,8 @@ def get_or_build(path: Path, build, world=None, done: Path | None = None) -> boo
         with locked(path) if is_main else nullcontext():
             hit = world.broadcast(done.exists()) if ranks > 1 else done.exists()  # built while we waited?
             if not hit:
+                if is_main:
+                    _discard_partials(path)
                 build()
             if ranks > 1:
                 world.barrier()  # the artefact is complete before any rank reads it
@@ -115,14 +118,29 @@ def atomic(path: Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+    _remove(tmp)  # left by a killed process that had this pid: its files must not join ours
     try:
         yield tmp
         tmp.replace(path)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
+
+
+def _discard_partials(path: Path):
+    """Remove what killed builds of `path` left under `atomic`'s temporary names. Only with the lock
+    held: then no live build is writing one."""
+    name = re.compile(rf"{re.escape(path.stem)}\.tmp\d+{re.escape(path.suffix)}")
+    for tmp in path.parent.iterdir():
+        if name.fullmatch(tmp.name):
+            log.info("discarding %s, left by a killed build", tmp)
+            _remove(tmp)
+
+
+def _remove(path: Path):
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str):

@@ -1,0 +1,162 @@
+"""results.json (mia/results.py, docs/design.md §10): a record built as mia/pipeline.py builds it holds
+every key its readers read, carries the current schema version, and a schema-1 file still loads."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from mia import defenses, metrics, results, scores, utility
+from mia.analysis.dataset_inference import check_settings, dataset_inference
+from mia.report import build_report, check_scores, load_rows
+from tests.helpers.config import SMALL, compose_config
+
+ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
+
+# Every key of results.json that a reader reads: the sweep report (mia/report.py, mia/privacy_utility.py,
+# mia/analysis/*_report.py, through mia.results' readers) and the W&B summary (mia/tracking.py, through
+# results.summary). <attack> stands for each attack of the job, <copies> for each canary copy count.
+READ = [
+    "config.n_bootstrap", "config.data.split.seed",         # report._n_bootstrap
+    "config.train.weight_decay",                            # results.report_row: privacy_utility's arms
+    "config.logger.backend",                                # tracking.start, for the report's W&B run
+    "config.analysis.dataset_inference.enabled",            # inference_report._settings
+    "seed", "scores",                                       # results.report_row, results.scores_path
+    "target.size", "target.epochs", "target.model", "target.params", "target.cache_key",  # results.report_row
+    "target.cache_hit",                                     # results.summary
+    "data.nonmembers", "data.shift", "data.shift_parts",    # results.report_row
+    "gap.value", "gap.ci95", "gap.member_mean", "gap.nonmember_mean",  # report_row, report.points, _recompute
+    "gap.gaussian_auc",                                     # report.points
+    "attacks.<attack>.auc", "attacks.<attack>.auc_std", "attacks.<attack>.tpr_at_fpr_1e-2",
+    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.balanced_accuracy",  # results.REPORTED, report.RECOMPUTED
+    "attacks.<attack>.n_members", "attacks.<attack>.n_nonmembers",             # report.RECOMPUTED_EXACT
+    "roc.<attack>.fpr", "roc.<attack>.tpr",                 # report.plot_rocs, tracking.log_results
+    "defense.label",                                        # results.defense_label
+    "defense.privacy.epsilon", "defense.privacy.delta",     # results.privacy_summary
+    "utility.retrieval.pool_size", "utility.retrieval.i2t_r1", "utility.retrieval.t2i_r1",
+    "utility.retrieval.chance_r1",                          # privacy_utility.table / plot, via utility.summary
+    "utility.attributes.colour_acc", "utility.attributes.colour_chance",
+    "utility.attributes.shape_acc", "utility.attributes.shape_chance",  # privacy_utility.table
+    "canaries.count", "canaries.attacks.<attack>.<copies>.auc",         # canary_report.canary_rows
+    "canaries.attacks.<attack>.<copies>.auc_ci95", "canaries.attacks.<attack>.<copies>.tpr_at_fpr_1e-2",
+]
+
+
+def expanded(keys):
+    return [k.replace("<attack>", a).replace("<copies>", c) for k in keys
+            for a in (ATTACKS if "<attack>" in k else [""]) for c in (COPIES if "<copies>" in k else [""])]
+
+
+def lookup(record, key):
+    """record["a"]["b"]... for key "a.b...", failing with the first missing part."""
+    node = record
+    for part in key.split("."):
+        assert isinstance(node, dict) and part in node, f"{key}: no {part!r} in results.json"
+        node = node[part]
+    return node
+
+
+def scored(rng, n=40):
+    """(member, non-member) scores of a weakly separating attack."""
+    return rng.normal(0.5, 1, n), rng.normal(0, 1, n)
+
+
+def evaluated(member, nonmember):
+    """(metrics, ROC table) of one attack's scores, as mia.pipeline._attack computes them."""
+    both, labels = np.r_[member, nonmember], np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
+    return metrics.roc_metrics(both, labels, n_bootstrap=20), metrics.roc_table(both, labels)
+
+
+def write_job(job_dir):
+    """A job's results.json and scores.parquet, built as mia/pipeline.py builds them, from fake scores."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    cfg = compose_config(*SMALL, "defense=dp_sgd", "logger=none", f"paths.root_dir={job_dir}")
+    rng = np.random.default_rng(0)
+    cos = scored(rng)
+    gap = metrics.gap(*cos, n_bootstrap=20)
+    gap["gaussian_auc"] = metrics.gaussian_auc(gap["value"], gap["member_std"], gap["nonmember_std"])
+    record = results.new(  # target and data as mia.pipeline._record fills them
+        config=OmegaConf.to_container(cfg, resolve=True), git="0123abc", seed=cfg.seed,
+        target={"source": "train", "size": 300, "epochs": 2, "model": cfg.model.name, "params": 12345,
+                "world_size": 1, "cache_key": "key", "cache_hit": False, "checkpoint": "model.pt",
+                "trained_uids": "trained_uids.txt", "open_clip": "open_clip"},
+        data={"nonmembers": "iid", "shift": 0.0, "shift_parts": None, "corpus": "synthetic-iid",
+              "nonmember_corpus": "synthetic-iid", "member_eval": 40, "nonmember_eval": 40},
+        gap=gap)
+    target_dir = job_dir / "target"  # the target's cache folder, where dp_sgd's accountant leaves its figures
+    target_dir.mkdir()
+    (target_dir / "privacy.json").write_text(json.dumps({"epsilon": 8.0, "delta": 1e-5, "steps": 10}))
+    record["defense"] = defenses.build(OmegaConf.to_container(cfg.defense, resolve=True)).record(target_dir)
+    image, text = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
+    classes = {"colour": rng.normal(size=(len(utility.COLOURS), 8)), "shape": rng.normal(size=(len(utility.SHAPES), 8))}
+    labels = [(utility.COLOURS[i % len(utility.COLOURS)], utility.SHAPES[i % len(utility.SHAPES)]) for i in range(40)]
+    record["utility"] = {"retrieval": utility.recall_at_k(image, text),  # as utility.measure assembles them
+                         "attributes": utility.attribute_accuracy(image, labels, classes)}
+    attack_scores = {name: scored(rng) for name in ATTACKS}
+    for name, pair in attack_scores.items():
+        m, table = evaluated(*pair)
+        results.add_attack(record, name, m, 0.1, {"a_diagnostic": 1},
+                           {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]})
+    record["timing"] = {"train_s": 1.0, "features_s": 1.0, "attacks_s": 0.2, "utility_s": 0.1}
+    record["canaries"] = {"count": 10, "copies": [1, 4], "skipped": {}, "seconds": {a: 0.1 for a in ATTACKS},
+                          "attacks": {a: {c: evaluated(*scored(rng, 10))[0] for c in COPIES} for a in ATTACKS}}
+    settings = check_settings({**cfg.analysis.dataset_inference, "draws": 50})
+    results.add_analysis(record, "dataset_inference",
+                         {a: dataset_inference(*pair, settings, seed=cfg.seed) for a, pair in attack_scores.items()})
+    sets = {"member_eval": SimpleNamespace(uids=[f"m{i}" for i in range(40)], cos=cos[0]),
+            "nonmember_eval": SimpleNamespace(uids=[f"n{i}" for i in range(40)], cos=cos[1])}
+    table = scores.frame(sets, {s: ["a caption"] * 40 for s in sets}, attack_scores)
+    results.add_scores(record, scores.write(job_dir / scores.FILENAME, table).name)
+    return results.write(job_dir / "results.json", record)
+
+
+def test_every_key_a_reader_reads_is_written(tmp_path):
+    write_job(tmp_path / "job")
+    rows = load_rows(tmp_path)  # the report's loader
+    for key in expanded(READ):
+        lookup(rows[0]["_results"], key)
+    checks = check_scores(rows)  # and the values agree with the per-pair scores they came from
+    assert checks["agree"] and checks["checked"] == ["job"], checks
+
+
+def test_the_schema_version_written_is_the_current_one(tmp_path):
+    path = write_job(tmp_path)
+    assert json.loads(path.read_text())["schema_version"] == results.SCHEMA_VERSION == 2
+
+
+def schema_1_record(nonmembers):
+    """results.json as mia/pipeline.py wrote it before results.py existed (schema 1, up to commit 4b16b77):
+    no schema_version, an attack's diagnostics beside its metrics, and none of what came later (target.params,
+    data.shift, defense, utility, canaries, analysis, scores)."""
+    return {
+        "config": {"n_bootstrap": 50, "logger": {"backend": "none"}, "train": {"weight_decay": 0.1}},
+        "git": "4b16b77", "seed": 0,
+        "target": {"size": 300, "epochs": 2, "model": "tiny", "world_size": 1, "cache_key": "key",
+                   "cache_hit": False, "checkpoint": "model.pt", "trained_uids": "trained_uids.txt"},
+        "data": {"nonmembers": nonmembers, "corpus": "synthetic-iid", "corrupt_skipped": 0,
+                 "features_cache_hit": False, "member_eval": 100, "nonmember_eval": 100},
+        "gap": {"value": 0.05, "std": 0.01, "ci95": [0.03, 0.07], "member_mean": 0.3, "nonmember_mean": 0.25,
+                "member_std": 0.05, "nonmember_std": 0.05, "gaussian_auc": 0.76},
+        "attacks": {"wsa": {"auc": 0.7, "auc_std": 0.02, "auc_ci95": [0.66, 0.74], "tpr_at_fpr_1e-2": 0.05,
+                            "tpr_at_fpr_1e-3": 0.0, "balanced_accuracy": 0.65, "n_members": 100,
+                            "n_nonmembers": 100, "seconds": 1.5,
+                            "variant": "ko", "n_inputs": 16, "lam": 0.5, "n_pseudo_members": 40}},
+        "roc": {"wsa": {"fpr": [0.01, 0.1, 1.0], "tpr": [0.05, 0.3, 1.0]}},
+        "timing": {"train_s": 3.0, "features_s": 1.0, "attacks_s": 1.5},
+    }
+
+
+def test_a_schema_1_file_still_loads(tmp_path):
+    for condition in ("iid", "ood"):
+        (tmp_path / condition).mkdir()
+        (tmp_path / condition / "results.json").write_text(json.dumps(schema_1_record(condition)))
+    rows = {r["job"]: r for r in load_rows(tmp_path)}
+    assert rows["iid"]["wsa/auc"] == 0.7 and not any(k.startswith("wsa/n_pseudo") for k in rows["iid"])
+    assert results.attack_metrics(rows["iid"]["_results"])["wsa"] == {
+        k: v for k, v in schema_1_record("iid")["attacks"]["wsa"].items() if k in results.METRIC_KEYS}
+    assert "wsa/n_inputs" not in results.summary(rows["iid"]["_results"])  # diagnostics stay out of W&B
+    assert (rows["iid"]["shift"], rows["ood"]["shift"]) == (0.0, None)  # before data.shift: i.i.d. was shift 0
+    assert rows["iid"]["params"] is None and rows["iid"]["defense"] == "none" and rows["iid"]["_scores"] is None
+    build_report(tmp_path, wandb_log=False)
+    checks = json.loads((tmp_path / "checks.json").read_text())["scores"]
+    assert checks["agree"] and checks["not_checked"] == ["iid", "ood"]  # no scores.parquet: listed, not failed
