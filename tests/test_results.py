@@ -6,15 +6,16 @@ from types import SimpleNamespace
 import numpy as np
 from omegaconf import OmegaConf
 
-from mia import defenses, metrics, results, scores, utility
-from mia.analysis.dataset_inference import check_settings, dataset_inference
+from mia import defenses
+from mia.evaluation import metrics, results, scores, utility
+from mia.evaluation.dataset_inference import check_settings, dataset_inference
 from mia.report import build_report, check_scores, load_rows
 from tests.helpers.config import SMALL, compose_config
 
 ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
 
 # Every key of results.json that a reader reads: the sweep report (mia/report.py, mia/privacy_utility.py,
-# mia/analysis/*_report.py, through mia.results' readers) and the W&B summary (mia/tracking.py, through
+# mia/report/canaries.py and inference.py, through mia.evaluation.results' readers) and the W&B summary (mia/tracking.py, through
 # results.summary). <attack> stands for each attack of the job, <copies> for each canary copy count.
 READ = [
     "config.n_bootstrap", "config.data.split.seed",         # report._n_bootstrap
