@@ -39,14 +39,10 @@ def export(model, model_cfg, folder: Path) -> Path:
     return folder
 
 
-def load(target_cfg, model_cfg, cache_dir):
+def load(path, tag, model_cfg, cache_dir):
     """(model, tokenizer, preprocess, fingerprint) of the CLIP `target.path` or `target.pretrained`
-    names, built by open_clip. `model_cfg` (the `model` group) gives the architecture of a weights
-    file; an exported folder carries its own."""
-    path, tag = target_cfg.get("path"), target_cfg.get("pretrained")
-    if bool(path) == bool(tag):
-        raise ValueError("target=checkpoint needs exactly one of target.path (a checkpoint file or an exported "
-                         "open_clip folder) and target.pretrained (an open_clip pretrained tag)")
+    (exactly one of them) names, built by open_clip. `model_cfg` (the `model` group) gives the
+    architecture of a weights file; an exported folder carries its own."""
     if tag:
         name = model_cfg["name"]
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, output_dict=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import open_clip
 from omegaconf import OmegaConf
 
+from mia.validate import ConfigError
+
 
 def model_config(model_cfg) -> dict:
     """open_clip's model config (embed_dim, vision_cfg, text_cfg, ...) of the `model` group."""
@@ -12,7 +14,7 @@ def model_config(model_cfg) -> dict:
         return OmegaConf.to_container(arch, resolve=True) if OmegaConf.is_config(arch) else dict(arch)
     cfg = open_clip.get_model_config(model_cfg["name"])
     if cfg is None:
-        raise ValueError(f"model.name={model_cfg['name']!r} is not an open_clip architecture "
+        raise ConfigError("model.name", need=f"={model_cfg['name']!r} is not an open_clip architecture "
                          "(see open_clip.list_models()) and model.arch is not set")
     return cfg
 

@@ -6,7 +6,12 @@ under its own key (`lam`) and is re-raised under the instance's (`attack.wsa_gom
 """
 from __future__ import annotations
 
+import inspect
 import numbers
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import OmegaConf
 
 _UNSET = object()
 
@@ -17,8 +22,11 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value=_UNSET, need: str = ""):
         self.key, self.value, self.need = key, value, need
-        head = key if value is _UNSET else f"{key}={value!r}:"
-        super().__init__(f"{head} {need}".strip())
+        if value is not _UNSET:
+            message = f"{key}={value!r}: {need}"
+        else:  # a message of its own after the key: "=<value> ...", ": ..." or " ..."
+            message = key + (need if need[:1] in ("=", ":") else f" {need}")
+        super().__init__(message.strip())
 
     def under(self, prefix: str) -> "ConfigError":
         return ConfigError(f"{prefix}.{self.key}", self.value, self.need)
@@ -36,3 +44,41 @@ def is_int(v) -> bool:
 
 def is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def build(node, key: str, relative: bool = False):
+    """The object a config node's `_target_` names, built by Hydra with plain containers; a setting the
+    class does not take, or one it needs and the node lacks, is refused as `<key>.<setting>`. With
+    `relative`, the class's own ConfigErrors name keys inside the node and are re-raised under `key`."""
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    target = node.get("_target_")
+    require(bool(target), key, node, "names no _target_: choose one of its config group's options")
+    params = _settings(get_object(target))
+    for name in sorted(set(node) - {"_target_"} - set(params)):
+        raise ConfigError(f"{key}.{name}", need=f"is not a setting of {key} (its settings: "
+                          f"{', '.join(sorted(params)) or 'none'})")
+    for name, p in params.items():
+        if p.default is p.empty and name not in node:
+            raise ConfigError(f"{key}.{name}", need=f"is missing: {key} needs it")
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError):
+            raise (cause.under(key) if relative else cause) from None
+        raise
+
+
+def _settings(cls) -> dict:
+    """The keyword settings a class takes, following `**kwargs` up to the base class that takes them."""
+    found = {}
+    for klass in cls.__mro__ if isinstance(cls, type) else [cls]:
+        init = klass.__init__ if isinstance(cls, type) else klass
+        if isinstance(cls, type) and "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(init).parameters
+        found.update({n: p for n, p in params.items() if n != "self" and n not in found and
+                      p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return found

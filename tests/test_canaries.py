@@ -11,29 +11,26 @@ from mia.data import canaries
 from mia.data.pairs import load_raw
 from mia.pipeline import prepare, run
 from mia.training.spec import TrainSpec, target_key
+from mia.validate import build
 
 
-def _data(**kw):
-    base = {"source": "synthetic", "nonmembers": "iid", "shift": 0.0, "in_memory": True,
-            "canaries": {"copies": [1, 4], "count": 10}}
-    return OmegaConf.create({**base, **kw})
+def _settings(copies=(1, 4), count=10, iid=True, in_memory=True, audit=False):
+    return canaries.settings({"copies": list(copies), "count": count}, iid=iid, in_memory=in_memory, audit=audit)
 
 
 def test_no_canaries_by_default(make_cfg):
     cfg = make_cfg()
-    assert list(cfg.data.canaries.copies) == [] and canaries.settings(cfg.data) is None
+    assert list(cfg.data.canaries.copies) == [] and build(cfg.data, "data").canaries is None
     assert canaries.training_uids(["a", "b"], None) == ["a", "b"]
 
 
 @pytest.mark.parametrize("change, key", [
-    ({"canaries": {"copies": [1, 1], "count": 10}}, "data.canaries.copies"),
-    ({"canaries": {"copies": [0], "count": 10}}, "data.canaries.copies"),
-    ({"canaries": {"copies": [2], "count": 0}}, "data.canaries.count"),
-    ({"nonmembers": "ood"}, "data.canaries"), ({"shift": 0.5}, "data.canaries"),
-    ({"in_memory": False}, "data.in_memory"), ({"source": "audit"}, "data=audit")])
+    ({"copies": [1, 1]}, "data.canaries.copies"), ({"copies": [0]}, "data.canaries.copies"),
+    ({"count": 0}, "data.canaries.count"), ({"iid": False}, "i.i.d. non-members only"),
+    ({"in_memory": False}, "data.in_memory=true"), ({"audit": True}, "data=audit")])
 def test_bad_settings_are_refused_naming_the_key(change, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        canaries.settings(_data(**change))
+        _settings(**change)
 
 
 def test_canaries_are_spare_held_out_pairs_the_same_at_every_size(make_cfg):

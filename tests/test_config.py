@@ -9,7 +9,7 @@ from mia.model import build_model
 
 def test_default_config_composes(make_cfg):
     cfg = make_cfg(small=False)
-    assert cfg.data.source == "synthetic" and cfg.data.size == "1k"
+    assert cfg.data._target_ == "mia.data.corpus.Synthetic" and cfg.data.size == "1k"
     assert cfg.model.name == "tiny" and cfg.train.precision == "auto"
     assert cfg.logger.backend == "none"
     assert set(cfg.attack) == {"csa"}

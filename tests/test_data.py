@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mia.data import shards as sh
-from mia.data.corpus import load_corpus
+from mia.validate import build
 from mia.data.synthetic import make_sample, write_corpus
 
 
@@ -64,14 +64,14 @@ def test_corrupt_jpeg_is_skipped_and_counted(tmp_path):
 def test_missing_or_empty_shard_folder(tmp_path, make_cfg):
     cfg = make_cfg("data=webdataset", f"data.path={tmp_path / 'nope'}", small=False)
     with pytest.raises(FileNotFoundError, match="data.path=.*no such shard folder"):
-        load_corpus(cfg.data, tmp_path / "cache")
+        build(cfg.data, "data").member_corpus(tmp_path / "cache")
     (tmp_path / "empty").mkdir()
     cfg = make_cfg("data=webdataset", f"data.path={tmp_path / 'empty'}", small=False)
     with pytest.raises(ValueError, match="data.path=.*holds no .tar shards"):
-        load_corpus(cfg.data, tmp_path / "cache")
+        build(cfg.data, "data").member_corpus(tmp_path / "cache")
     cfg = make_cfg("data=webdataset", small=False)
     with pytest.raises(ValueError, match="data.path is not set"):
-        load_corpus(cfg.data, tmp_path / "cache")
+        build(cfg.data, "data").member_corpus(tmp_path / "cache")
 
 
 def test_shards_without_readable_samples(tmp_path):
@@ -86,8 +86,8 @@ def test_shards_without_readable_samples(tmp_path):
 
 def test_synthetic_corpus_is_generated_once(make_cfg, tmp_path):
     cfg = make_cfg()
-    first = load_corpus(cfg.data, tmp_path / "cache")
+    first = build(cfg.data, "data").member_corpus(tmp_path / "cache")
     mtime = first.shards[0].stat().st_mtime
-    second = load_corpus(cfg.data, tmp_path / "cache")
+    second = build(cfg.data, "data").member_corpus(tmp_path / "cache")
     assert second.shards[0].stat().st_mtime == mtime and second.fingerprint == first.fingerprint
     assert len(second.index) == 1200

@@ -9,7 +9,6 @@ import pytest
 import torch
 from open_clip import ClipLoss, SimpleTokenizer
 
-from mia import defenses
 from mia.defenses.augment_image import AugmentImage
 from mia.defenses.augment_text import drop_tokens
 from mia.defenses.dp_sgd import DPSGD, clipped_sum, epsilon, group_of, steps_for
@@ -29,22 +28,22 @@ def _key(*overrides):
 @pytest.mark.parametrize("override,message", [
     ("defense.noise_multiplier=0", "defense.noise_multiplier=0"),
     ("defense.groups=0", "defense.groups=0"),
-    ("+defense.clip=1", "defense.clip: not a setting of defense=dp_sgd"),
+    ("+defense.clip=1", "defense.clip is not a setting of defense"),
 ])
 def test_bad_dp_settings_are_refused_by_key(override, message):
     with pytest.raises(ValueError, match=message):
         TrainSpec.from_cfg(compose_config("defense=dp_sgd", override))
 
 
-def test_unknown_defense_is_refused_by_key():
-    with pytest.raises(ValueError, match="defense.name='dp'"):
-        defenses.build({"name": "dp"})
+def test_a_missing_setting_is_refused_by_key():
+    with pytest.raises(ValueError, match="defense.groups is missing"):
+        TrainSpec.from_cfg(compose_config("defense=dp_sgd", "~defense.groups"))
 
 
 def test_none_keeps_the_key_targets_had_before_defenses():
     cfg = compose_config()
     spec = TrainSpec.from_cfg(cfg)
-    assert spec.defense == {"name": "none"} and "defense" not in spec.weights_key()
+    assert spec.defense.name == "none" and "defense" not in spec.weights_key()
     # a spec built without any defense (as code before the group existed did) has the same key
     bare = {k: getattr(spec, k) for k in ("model", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps")}
     assert target_key(TrainSpec(**bare, seed=spec.seed), "corpus", cfg.data.split, cfg.data.size) == _key()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mia.data.corpus import extension, load_corpus
+from mia.validate import build
 from mia.data.generated import GeneratedPairs, Members
 from mia.data.pairs import load_pairs
 from mia.data.dedup import normalise_caption
@@ -22,7 +22,7 @@ def corpus(tmp_path_factory):
     from tests.helpers.config import SMALL, compose_config
 
     cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('generated')}", "logger=none")
-    return cfg, load_corpus(cfg.data, Path(cfg.paths.cache_dir))
+    return cfg, build(cfg.data, "data").member_corpus(Path(cfg.paths.cache_dir))
 
 
 def test_a_generated_pair_is_the_shards_pair(corpus):
@@ -30,7 +30,7 @@ def test_a_generated_pair_is_the_shards_pair(corpus):
     model, tokenizer, preprocess = build_model(cfg.model)
     uids = members.index.uids[[0, 7, 500, 1199]]
     images, tokens = load_pairs(members.shards, list(uids), preprocess, tokenizer)
-    pairs = GeneratedPairs(extension(cfg.data).extended(uids, 0, {}), preprocess, tokenizer)
+    pairs = GeneratedPairs(build(cfg.data, "data").extension().extended(uids, 0, {}), preprocess, tokenizer)
     got_images, got_tokens, positions = pairs.__getitems__([0, 1, 2, 3])
     assert torch.equal(got_images, images) and torch.equal(got_tokens, tokens)  # bit for bit
     assert positions.tolist() == [0, 1, 2, 3]
@@ -38,7 +38,7 @@ def test_a_generated_pair_is_the_shards_pair(corpus):
 
 def test_the_pool_runs_past_the_shards_nested_and_disjoint(corpus):
     cfg, members = corpus
-    ext = extension(cfg.data)
+    ext = build(cfg.data, "data").extension()
     small = build_splits(members.index, cfg.data.split, 300, extension=ext)
     assert isinstance(small.members, np.ndarray)  # inside the pool: the arrays it always was
     big = build_splits(members.index, cfg.data.split, 5000, extension=ext)
@@ -60,7 +60,7 @@ def test_the_pool_runs_past_the_shards_nested_and_disjoint(corpus):
 
 def test_a_generated_member_that_collides_with_a_non_member_is_redrawn(corpus, caplog):
     cfg, members = corpus
-    big = build_splits(members.index, cfg.data.split, 2000, extension=extension(cfg.data))
+    big = build_splits(members.index, cfg.data.split, 2000, extension=build(cfg.data, "data").extension())
     _, tokenizer, preprocess = build_model(cfg.model)
     at = len(big.members.base)  # the first generated member, corpus pair 1200
     own = make_sample(1200, seed=0)[1]

@@ -7,7 +7,7 @@ import pytest
 
 from mia.data import glyphs
 from mia.data import shards as sh
-from mia.data.corpus import load_corpus
+from mia.validate import build
 from mia.data.dedup import normalise_caption
 
 try:
@@ -96,13 +96,13 @@ def test_too_large_a_corpus_is_refused(tmp_path):
 @needs_sources
 def test_load_corpus_builds_glyphs_once(make_cfg, tmp_path):
     cfg = make_cfg("data=glyphs", "data.corpus.size=240")
-    first = load_corpus(cfg.data, tmp_path / "cache")
+    first = build(cfg.data, "data").member_corpus(tmp_path / "cache")
     mtime = first.shards[0].stat().st_mtime
-    second = load_corpus(cfg.data, tmp_path / "cache")
+    second = build(cfg.data, "data").member_corpus(tmp_path / "cache")
     assert second.shards[0].stat().st_mtime == mtime and second.fingerprint == first.fingerprint
     assert len(second.index) == 240 and first.shards[0].parent.name.startswith("glyphs-")
     with pytest.raises(ValueError, match="no shifted sibling"):
-        load_corpus(cfg.data, tmp_path / "cache", shifted=True)
+        build(cfg.data, "data").sibling_corpus(tmp_path / "cache")
 
 
 @needs_sources

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 from omegaconf import OmegaConf
 
-from mia import defenses
 from mia.evaluation import metrics, results, scores, utility
 from mia.evaluation.dataset_inference import check_settings, dataset_inference
 from mia.report import build_report, check_scores, load_rows
+from mia.validate import build
 from tests.helpers.config import SMALL, compose_config
 
 ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
@@ -87,7 +87,7 @@ def write_job(job_dir):
     target_dir = job_dir / "target"  # the target's cache folder, where dp_sgd's accountant leaves its figures
     target_dir.mkdir()
     (target_dir / "privacy.json").write_text(json.dumps({"epsilon": 8.0, "delta": 1e-5, "steps": 10}))
-    record["defense"] = defenses.build(OmegaConf.to_container(cfg.defense, resolve=True)).record(target_dir)
+    record["defense"] = build(cfg.defense, "defense").record(target_dir)
     image, text = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
     classes = {"colour": rng.normal(size=(len(utility.COLOURS), 8)), "shape": rng.normal(size=(len(utility.SHAPES), 8))}
     labels = [(utility.COLOURS[i % len(utility.COLOURS)], utility.SHAPES[i % len(utility.SHAPES)]) for i in range(40)]

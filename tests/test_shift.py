@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from mia.data.corpus import load_corpus, load_shifted, shift_settings
+from mia.data.corpus import load_shifted
+from mia.validate import build
 from mia.data.shards import Index
 from mia.data.dedup import normalise_caption
 from mia.data.splits import build_splits
@@ -67,9 +68,9 @@ def test_image_only_and_caption_only_shift_change_only_that_part():
 
 def shifted_splits(make_cfg, tmp_path, *overrides):
     cfg = make_cfg(*overrides)
-    shift, parts = shift_settings(cfg.data)
-    members = load_corpus(cfg.data, tmp_path / "cache")
-    nonmembers = load_shifted(cfg.data, members, tmp_path / "cache", shift, parts)
+    data = build(cfg.data, "data")
+    members = data.member_corpus(tmp_path / "cache")
+    nonmembers = load_shifted(data.corpus, members, tmp_path / "cache", data.shift, data.shift_parts)
     iid = build_splits(members.index, cfg.data.split, cfg.data.size)
     return members, nonmembers, iid, build_splits(members.index, cfg.data.split, cfg.data.size,
                                                   shifted_index=nonmembers.index)
@@ -151,10 +152,10 @@ def test_shifted_splits_refuse_overlap_and_drop_member_twins():
     (["data.shift_parts=[image,image]"], r"data.shift_parts=\['image', 'image'\]: must be"),
     (["data.shift_parts=caption"], r"data.shift_parts='caption': must be"),
     (["data.nonmembers=ood", "data.shift=0.5"], r"data.shift=0.5 mixes .* data.nonmembers='ood'"),
-    (["data=webdataset", "data.path=/nowhere", "data.shift=0.5"], r"data.shift=0.5: .* data.source='webdataset'"),
-    (["data=glyphs", "data.shift=0.5"], r"data.shift=0.5: .* data.source='glyphs'"),
+    (["data=webdataset", "data.path=/nowhere", "data.shift=0.5"], r"data.shift=0.5: .* data=webdataset"),
+    (["data=glyphs", "data.shift=0.5"], r"data.shift=0.5: .* data=glyphs"),
     (["data=audit", "data.members=/a", "data.nonmembers=/b", "data.size=300", "data.shift=0.5"],
-     r"data.shift=0.5: .* data.source='audit'"),
+     r"data.shift=0.5: .* data=audit"),
 ])
 def test_bad_shift_settings_are_refused_naming_the_key(make_cfg, tmp_path, overrides, message):
     folders = {"data=audit", "data=webdataset"} & set(overrides)  # no corpus: no test-size corpus overrides

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mia.data.corpus import load_corpus
+from mia.validate import build
 from mia.data.shards import Index
 from mia.data.dedup import normalise_caption
 from mia.data.splits import build_splits, check_disjoint
@@ -132,8 +132,8 @@ def test_default_dedup_keeps_the_splits_bit_for_bit(dedup):
 
 def embedded_digests(make_cfg, tmp_path, *overrides, small=True):
     cfg = make_cfg(*overrides, small=small)
-    members = load_corpus(cfg.data, tmp_path / "cache")
-    ood = load_corpus(cfg.data, tmp_path / "cache", shifted=True)
+    members = build(cfg.data, "data").member_corpus(tmp_path / "cache")
+    ood = build(cfg.data, "data").sibling_corpus(tmp_path / "cache")
     return {"iid": split_digest(build_splits(members.index, cfg.data.split, cfg.data.size)),
             "ood": split_digest(build_splits(members.index, cfg.data.split, cfg.data.size, ood.index))}
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from mia.data.generated import Members
 from mia.data.splits import MEMBER_EVAL, check_disjoint
+from mia.validate import ConfigError, is_int, require
 
 log = logging.getLogger(__name__)
 
@@ -36,40 +37,33 @@ class Canaries:
         return {"copies": list(self.groups), "count": self.count}
 
 
-def settings(data_cfg) -> tuple[list[int], int] | None:
+def settings(cfg, *, iid: bool, in_memory, audit: bool) -> tuple[list[int], int] | None:
     """(copies, count) of `data.canaries`, or None where it asks for none; bad values name their key."""
-    cfg = data_cfg.get("canaries") if hasattr(data_cfg, "get") else None
     if not cfg or not cfg.get("copies"):
         return None
     copies, count = list(cfg.get("copies")), cfg.get("count", 100)
-    if any(not _is_int(c) or c < 1 for c in copies) or len(set(copies)) != len(copies):
-        raise ValueError(f"data.canaries.copies={copies!r}: must be distinct integers >= 1, e.g. [1,4,16]")
-    if not _is_int(count) or count < 1:
-        raise ValueError(f"data.canaries.count={count!r}: must be an integer >= 1")
-    if data_cfg.get("source") == "audit":
-        raise ValueError("data.canaries: a target trained elsewhere (data=audit) has no canaries to insert")
-    if data_cfg.get("nonmembers") != "iid" or (data_cfg.get("shift") or 0) > 0:
-        raise ValueError("data.canaries: canaries are held-out pairs of the member corpus, drawn for i.i.d. "
-                         "non-members only (data.nonmembers=iid, data.shift=0)")
-    if not data_cfg.get("in_memory", True):
-        raise ValueError("data.canaries: repeated uids are trained from memory only; set data.in_memory=true")
+    require(all(is_int(c) and c >= 1 for c in copies) and len(set(copies)) == len(copies), "data.canaries.copies",
+            copies, "must be distinct integers >= 1, e.g. 'data.canaries.copies=[1,4,16]'")
+    require(is_int(count) and count >= 1, "data.canaries.count", count, "must be an integer >= 1")
+    require(not audit, "data.canaries.copies", copies, "a target trained elsewhere (data=audit) has no canaries "
+            "to insert; set data.canaries.copies=[]")
+    require(iid, "data.canaries.copies", copies, "canaries are held-out pairs of the member corpus, drawn for "
+            "i.i.d. non-members only (data.nonmembers=iid, data.shift=0)")
+    require(in_memory is not False, "data.canaries.copies", copies, "repeated uids are trained from memory only; "
+            "set data.in_memory=true")
     return copies, int(count)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def draw(data_cfg, splits) -> Canaries | None:
-    """The canary groups: consecutive runs of the held-out pairs no non-member set uses, in the order
-    of `copies`. They do not depend on data.size, so every size of a sweep has the same canaries."""
-    s = settings(data_cfg)
-    if s is None:
+def draw(settings: tuple[list[int], int] | None, splits) -> Canaries | None:
+    """The canary groups of `settings` (copies, count): consecutive runs of the held-out pairs no
+    non-member set uses, in the order of `copies`. They do not depend on data.size, so every size of a
+    sweep has the same canaries."""
+    if settings is None:
         return None
-    copies, count = s
+    copies, count = settings
     need = count * len(copies)
     if len(splits.spare) < need:
-        raise ValueError(f"data.canaries: {len(copies)} groups of {count} need {need} held-out pairs, but only "
+        raise ConfigError("data.canaries", need=f": {len(copies)} groups of {count} need {need} held-out pairs, but only "
                          f"{len(splits.spare)} are left after the non-member sets; lower data.canaries.count or "
                          "raise data.split.holdout")
     groups = {c: splits.spare[i * count:(i + 1) * count] for i, c in enumerate(copies)}
@@ -84,7 +78,7 @@ def training_uids(members, canaries: Canaries | None) -> list:
     if canaries is None:
         return members  # as it is: a Members list past the shards is never iterated here
     if isinstance(members, Members) and members.extra:
-        raise ValueError(f"data.canaries: data.size={len(members)} runs past the embedded corpus's shards; canaries "
+        raise ConfigError("data.canaries", need=f": data.size={len(members)} runs past the embedded corpus's shards; canaries "
                          "train from the shards, so keep data.size within the member pool or set data.canaries.copies=[]")
     uids = list(members)
     if canaries is not None:
@@ -115,7 +109,7 @@ def check_trained(trained_uids_file, canaries: Canaries):
     trained = Counter(open(trained_uids_file).read().split())
     wrong = [u for c, group in canaries.groups.items() for u in group if trained[u] != c]
     if wrong:
-        raise ValueError(f"data.canaries: the cached target {trained_uids_file} was trained on other canaries "
+        raise ConfigError("data.canaries", need=f": the cached target {trained_uids_file} was trained on other canaries "
                          f"({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the held-out "
                          "pairs after the non-member sets, so data.split.eval_size, known_size and aux_size must "
                          "be those the target was trained beside")

@@ -1,21 +1,26 @@
-"""Where a job's pairs come from: the embedded synthetic corpus or the glyph corpus (generated
-once, cached) or a folder of the user's own shards. Either way the job gets shards plus a cached index.
-With data.shift the embedded corpus's non-members are mixed with its shifted sibling (`load_shifted`)."""
+"""Where a job's pairs come from: the `data` group's classes (each data option's `_target_`). The
+embedded synthetic corpus or the glyph corpus (generated once, cached), a folder of the user's own
+shards, or an audited CLIP's member and non-member folders. Either way the job gets shards plus a
+cached index. With data.shift the embedded corpus's non-members are mixed with its shifted sibling
+(`load_shifted`)."""
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data import glyphs, shards as sh
+from mia.data.canaries import settings as canary_settings
 from mia.data.generated import Members
+from mia.data.splits import SplitSpec, Splits, build_splits
 from mia.data.synthetic import SHIFT_PARTS, replaced_uid, write_corpus, write_swaps
 from mia.data.uids import read_uids
 from mia.sizes import parse_size
+from mia.validate import is_number, require
 
 log = logging.getLogger(__name__)
 
@@ -53,78 +58,200 @@ def _indexed(name: str, shards: list[Path], cache_dir: Path) -> Corpus:
     return Corpus(name, shards, sh.Index.load(path), fingerprint)
 
 
-def load_corpus(data_cfg, cache_dir: Path, shifted: bool = False) -> Corpus:
-    """The member corpus, or with `shifted=True` the corpus OOD non-members come from."""
-    cache_dir = Path(cache_dir)
-    if data_cfg.source == "synthetic":
-        style = "shifted" if shifted else "iid"
-        folder = _generated_shards(f"synthetic-{style}", {**data_cfg.corpus, "style": style}, cache_dir)
+class Data(ABC):
+    """The `data` group, parsed once (docs/design.md §2): N as an integer, the non-member condition,
+    the shift, the split sizes and the canaries, each refused naming its key before any corpus is
+    generated or read. A subclass per corpus (each data option's `_target_`) says where the pairs live."""
+    name = "data"
+    extendable = False   # members may run past the shards (the embedded corpus generates them)
+    has_sibling = False  # a shifted sibling corpus exists (nonmembers=ood, data.shift > 0)
+    attributes = False   # captions follow a grammar the utility's attribute probe reads (docs/design.md §11.1)
+
+    def __init__(self, *, size, nonmembers="iid", shift=0.0, shift_parts=("image", "caption"), in_memory="auto",
+                 split, canaries=None, corpus=None):
+        self.size = self._size(size)
+        self.nonmembers = self._nonmembers(nonmembers)
+        self.shift, self.shift_parts = self._shift(shift, shift_parts)
+        require(isinstance(in_memory, bool) or in_memory == "auto", "data.in_memory", in_memory,
+                "must be true, false or auto")
+        self.in_memory = in_memory
+        self.corpus = corpus
+        self.split = SplitSpec.parse(split)
+        self.canaries = canary_settings(canaries, iid=self.condition == "iid", in_memory=in_memory,
+                                        audit=isinstance(self, Audit))
+
+    def _size(self, size) -> int | None:
+        return parse_size(size, "data.size")
+
+    def _nonmembers(self, nonmembers) -> str:
+        require(nonmembers in ("iid", "ood"), "data.nonmembers", nonmembers, "choose iid or ood")
+        require(nonmembers == "iid" or self.has_sibling, "data.nonmembers", nonmembers,
+                f"{self.name} has no shifted sibling corpus; use data.nonmembers=iid" if self.name != "webdataset"
+                else "needs data.ood_path")
+        return nonmembers
+
+    def _shift(self, shift, parts) -> tuple[float, tuple]:
+        """(data.shift, data.shift_parts in SHIFT_PARTS order); a shift above 0 only for a corpus with a
+        sibling to mix in, with i.i.d. non-members (docs/design.md §2.6)."""
+        parts = list(parts) if isinstance(parts, (list, tuple)) else parts
+        require(is_number(shift) and 0 <= shift <= 1, "data.shift", shift,
+                "must be a number in [0, 1], the probability that a non-member's image or caption comes from "
+                "the shifted sibling corpus (0: i.i.d. non-members)")
+        require(isinstance(parts, list) and parts and len(set(map(str, parts))) == len(parts) and
+                all(p in SHIFT_PARTS for p in parts), "data.shift_parts", parts,
+                f"must be a non-empty list of distinct parts out of [{','.join(SHIFT_PARTS)}], e.g. "
+                "data.shift_parts=[caption]")
+        require(shift == 0 or self.has_sibling and self.name == "synthetic", "data.shift", shift,
+                f"only the embedded corpus has a shifted sibling to mix into the non-members, and this is "
+                f"data={self.name}; set data.shift=0")
+        require(shift == 0 or self.nonmembers == "iid", "data.shift", shift,
+                f"mixes the shifted corpus into i.i.d. non-members, and data.nonmembers={self.nonmembers!r} "
+                "already takes every non-member from it; set data.shift=0 or data.nonmembers=iid")
+        return float(shift), tuple(p for p in SHIFT_PARTS if p in parts)
+
+    @property
+    def condition(self) -> str:
+        """iid, ood (a corpus of their own), audit, or under data.shift > 0: shift=<s> (images and
+        captions), image-shift=<s> or caption-shift=<s>, so that a sweep report never pools two shifts."""
+        if self.shift == 0:
+            return self.nonmembers
+        return f"{'' if len(self.shift_parts) > 1 else self.shift_parts[0] + '-'}shift={self.shift:g}"
+
+    def shift_record(self) -> dict:
+        """data.shift and its parts as applied: null where non-members have a corpus of their own."""
+        if self.nonmembers != "iid":
+            return {"shift": None, "shift_parts": None}
+        return {"shift": self.shift, "shift_parts": list(self.shift_parts) if self.shift > 0 else None}
+
+    @abstractmethod
+    def member_corpus(self, cache_dir: Path) -> Corpus:
+        """The corpus the members come from (and the i.i.d. non-members)."""
+
+    def sibling_corpus(self, cache_dir: Path) -> Corpus:
+        """The corpus OOD non-members come from; only where `has_sibling` (data.nonmembers=ood is refused
+        before any work otherwise)."""
+        raise RuntimeError(f"data={self.name} has no sibling corpus")
+
+    def extension(self) -> Members | None:
+        """How the member pool runs on past the shards (mia/data/generated.py); None where it ends there."""
+        return None
+
+    def load(self, cache_dir: Path) -> tuple[Corpus, Corpus, Splits]:
+        """(member corpus, non-member corpus, splits): the non-members are the member corpus's held-out
+        pairs, those pairs partly swapped (data.shift), or a corpus of their own."""
+        cache_dir = Path(cache_dir)
+        members = self.member_corpus(cache_dir)
+        if self.nonmembers == "ood":
+            nonmembers = self.sibling_corpus(cache_dir)
+            return members, nonmembers, build_splits(members.index, self.split, self.size, nonmembers.index,
+                                                     extension=self.extension())
+        if self.shift > 0:  # held-out pairs with some images / captions swapped (docs/design.md §2.6)
+            nonmembers = load_shifted(self.corpus, members, cache_dir, self.shift, self.shift_parts)
+            return members, nonmembers, build_splits(members.index, self.split, self.size,
+                                                     shifted_index=nonmembers.index, extension=self.extension())
+        # shift 0 is the i.i.d. job itself, not a mixture that happens to swap nothing
+        return members, members, build_splits(members.index, self.split, self.size, extension=self.extension())
+
+
+class Synthetic(Data):
+    """data=synthetic: the embedded corpus (mia/data/synthetic.py), generated once into the cache, with
+    members past its shards generated in the loader and a shifted sibling for OOD non-members."""
+    name, extendable, has_sibling = "synthetic", True, True
+
+    def _generated(self, style: str, cache_dir: Path) -> Corpus:
+        folder = _generated_shards(f"synthetic-{style}", {**self.corpus, "style": style}, cache_dir)
         return _indexed(f"synthetic-{style}", sh.list_shards(folder, "data.corpus"), cache_dir)
-    if data_cfg.source == "glyphs":  # mia.data.glyphs; the resolved sources are part of the cache key
-        if shifted:
-            raise ValueError("data.nonmembers=ood: the glyph corpus has no shifted sibling; use nonmembers=iid")
-        gen = {**data_cfg.corpus, "font": str(glyphs.find_font(data_cfg.corpus.font)),
-               "unihan": str(glyphs.find_unihan(data_cfg.corpus.unihan))}
+
+    def member_corpus(self, cache_dir: Path) -> Corpus:
+        return self._generated("iid", cache_dir)
+
+    def sibling_corpus(self, cache_dir: Path) -> Corpus:
+        return self._generated("shifted", cache_dir)
+
+    def extension(self) -> Members:
+        kw = dict(self.corpus)
+        first = parse_size(kw.pop("size"), "data.corpus.size")
+        seed = kw.pop("seed")
+        kw.pop("shard_size")
+        return Members(np.array([], dtype=str), first=first, seed=seed, sample_kw={**kw, "style": "iid"})
+
+    @property
+    def attributes(self) -> bool:
+        return self.condition == "iid"
+
+
+class Glyphs(Data):
+    """data=glyphs: CJK ideographs rendered and captioned (mia/data/glyphs.py); the resolved font and
+    Unihan sources are part of the corpus's cache key."""
+    name = "glyphs"
+
+    def member_corpus(self, cache_dir: Path) -> Corpus:
+        gen = {**self.corpus, "font": str(glyphs.find_font(self.corpus["font"])),
+               "unihan": str(glyphs.find_unihan(self.corpus["unihan"]))}
         folder = _generated_shards("glyphs", gen, cache_dir, glyphs.write_glyph_corpus)
         return _indexed("glyphs", sh.list_shards(folder, "data.corpus"), cache_dir)
-    if data_cfg.source == "webdataset":
-        key = "data.ood_path" if shifted else "data.path"
-        path = data_cfg.ood_path if shifted else data_cfg.path
-        if path is None:
-            raise ValueError(f"{key} is not set: point it at a folder of img2dataset / DataComp shards")
-        return _indexed(Path(path).name, sh.list_shards(path, key), cache_dir)
-    if data_cfg.source == "audit":
-        side = "nonmembers" if shifted else "members"
-        if data_cfg.get(side) is None:
-            raise ValueError(f"data.{side} is not set: point it at the shard folder of the audited CLIP's {side}")
-        corpus = _indexed(f"{side}-{Path(data_cfg[side]).name}", sh.list_shards(data_cfg[side], f"data.{side}"),
-                          cache_dir)
-        uid_list = data_cfg.get(f"{side}_uids")
+
+
+class WebDataset(Data):
+    """data=webdataset: the user's own img2dataset / DataComp shard folder (data.path), and for OOD
+    non-members another corpus's folder (data.ood_path)."""
+    name = "webdataset"
+
+    def __init__(self, *, path, ood_path=None, **common):
+        require(path is not None, "data.path", path, "is not set: point it at a folder of img2dataset / DataComp shards")
+        self.path, self.ood_path = path, ood_path
+        self.has_sibling = ood_path is not None
+        super().__init__(**common)
+
+    def member_corpus(self, cache_dir: Path) -> Corpus:
+        return _indexed(Path(self.path).name, sh.list_shards(self.path, "data.path"), cache_dir)
+
+    def sibling_corpus(self, cache_dir: Path) -> Corpus:
+        return _indexed(Path(self.ood_path).name, sh.list_shards(self.ood_path, "data.ood_path"), cache_dir)
+
+
+class Audit(Data):
+    """data=audit (and ko, gomez): the audited CLIP's owner's member and non-member shard folders,
+    optionally narrowed by uid lists. Nothing is held out of the members; size None = every member."""
+    name, has_sibling = "audit", True
+
+    def __init__(self, *, members, nonmembers, members_uids=None, nonmembers_uids=None, **common):
+        for key, folder in (("data.members", members), ("data.nonmembers", nonmembers)):
+            require(folder is not None, key, folder, f"is not set: point it at the shard folder of the audited "
+                    f"CLIP's {key.split('.')[1]}")
+        self.folders = {"members": members, "nonmembers": nonmembers}
+        self.uid_lists = {"members": members_uids, "nonmembers": nonmembers_uids}
+        super().__init__(nonmembers="ood", **common)
+
+    def _size(self, size) -> int | None:
+        return None if size is None else parse_size(size, "data.size")
+
+    @property
+    def condition(self) -> str:
+        return "audit"
+
+    def _side(self, side: str, cache_dir: Path) -> Corpus:
+        folder = self.folders[side]
+        corpus = _indexed(f"{side}-{Path(folder).name}", sh.list_shards(folder, f"data.{side}"), cache_dir)
+        uid_list = self.uid_lists[side]
         return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
-    raise ValueError(f"data.source={data_cfg.source!r}: choose 'synthetic', 'glyphs', 'webdataset' or 'audit'")
 
+    def member_corpus(self, cache_dir: Path) -> Corpus:
+        return self._side("members", cache_dir)
 
-def extension(data_cfg) -> Members | None:
-    """How the member pool runs on past the shards (mia/data/generated.py): the embedded corpus's
-    generator settings and first index past its shards; None for corpora that end at their shards."""
-    if data_cfg.source != "synthetic":
+    def sibling_corpus(self, cache_dir: Path) -> Corpus:
+        return self._side("nonmembers", cache_dir)
+
+    def extension(self) -> None:
         return None
-    kw = OmegaConf.to_container(data_cfg.corpus, resolve=True)
-    first = parse_size(kw.pop("size"), "data.corpus.size")
-    seed = kw.pop("seed")
-    kw.pop("shard_size")
-    return Members(np.array([], dtype=str), first=first, seed=seed, sample_kw={**kw, "style": "iid"})
 
 
-def shift_settings(data_cfg) -> tuple[float, tuple]:
-    """(data.shift, data.shift_parts in SHIFT_PARTS order), each refused naming its key unless it is a
-    number in [0, 1] and a list of distinct parts; a shift above 0 only for the embedded corpus with
-    i.i.d. non-members, the one setting with a sibling corpus to mix in (docs/design.md §2.6)."""
-    shift, parts = data_cfg.shift, data_cfg.shift_parts
-    parts = OmegaConf.to_container(parts) if OmegaConf.is_list(parts) else parts
-    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 <= shift <= 1:
-        raise ValueError(f"data.shift={shift!r}: must be a number in [0, 1], the probability that a non-member's "
-                         "image or caption comes from the shifted sibling corpus (0: i.i.d. non-members)")
-    if not isinstance(parts, list) or not parts or len(set(map(str, parts))) != len(parts) or \
-            not all(p in SHIFT_PARTS for p in parts):
-        raise ValueError(f"data.shift_parts={parts!r}: must be a non-empty list of distinct parts out of "
-                         f"[{','.join(SHIFT_PARTS)}], e.g. data.shift_parts=[caption]")
-    if shift > 0 and data_cfg.source != "synthetic":
-        raise ValueError(f"data.shift={shift}: only the embedded corpus has a shifted sibling to mix into the "
-                         f"non-members, and data.source={data_cfg.source!r}; set data.shift=0")
-    if shift > 0 and data_cfg.nonmembers != "iid":
-        raise ValueError(f"data.shift={shift} mixes the shifted corpus into i.i.d. non-members, and "
-                         f"data.nonmembers={data_cfg.nonmembers!r} already takes every non-member from it; "
-                         "set data.shift=0 or data.nonmembers=iid")
-    return float(shift), tuple(p for p in SHIFT_PARTS if p in parts)
-
-
-def load_shifted(data_cfg, members: Corpus, cache_dir: Path, shift: float, parts: tuple) -> Corpus:
+def load_shifted(corpus: dict, members: Corpus, cache_dir: Path, shift: float, parts: tuple) -> Corpus:
     """The member corpus as the non-members see it under data.shift (docs/design.md §2.6): row for row
     `members`, but each pair whose image or caption the shift swaps is its swapped version. Only the
     swapped pairs are generated (cached by the corpus settings, shift and parts); the others are read
     from the member shards, so no uid lives in two shard folders."""
-    gen = {**data_cfg.corpus, "shift": shift, "shift_parts": list(parts)}
+    gen = {**corpus, "shift": shift, "shift_parts": list(parts)}
     folder = _generated_shards("synthetic-swaps", gen, Path(cache_dir), write_swaps)
     if any(folder.glob("*.tar")):
         swapped = _indexed("synthetic-swaps", sh.list_shards(folder, "data.corpus"), Path(cache_dir))

@@ -9,6 +9,8 @@ import re
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from mia.validate import ConfigError
+
 _NON_WORD = re.compile(r"[^a-z\s]+")
 
 
@@ -29,7 +31,7 @@ def dedup_rules(split_cfg) -> tuple:
     rules = split_cfg.get("dedup", list(DEFAULT_DEDUP))
     rules = [] if rules is None else rules
     if isinstance(rules, str) or not all(r in DEDUP_RULES for r in rules) or len(set(rules)) != len(rules):
-        raise ValueError(f"data.split.dedup={listed(rules) if not isinstance(rules, str) else repr(rules)}: "
+        raise ConfigError("data.split.dedup", need=f"={listed(rules) if not isinstance(rules, str) else repr(rules)}: "
                          f"must be a list of distinct rules out of {listed(DEDUP_RULES)}, e.g. "
                          "data.split.dedup=[caption,url] (the default) or data.split.dedup=[]")
     return tuple(rules)
@@ -45,7 +47,7 @@ def index_keys(index, rule) -> np.ndarray:
     if rule == "url":
         return np.asarray(index.urls)
     if index.sha256 is None:
-        raise ValueError("data.split.dedup=[...,image] needs image hashes, and this index has none")
+        raise ConfigError("data.split.dedup", need="=[...,image] needs image hashes, and this index has none")
     return np.asarray(index.sha256)
 
 

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from mia.data.dedup import normalise_caption
+from mia.validate import ConfigError
 
 FIELDS = ("kDefinition", "kRSUnicode", "kMandarin", "kCantonese", "kJapaneseOn", "kJapaneseKun", "kKorean",
           "kVietnamese")
@@ -219,11 +220,11 @@ def write_glyph_corpus(out_dir, size: int, *, image_size: int = 32, seed: int = 
 
     font, unihan = find_font(font), find_unihan(unihan)
     if font_face not in FONT_FACES:
-        raise ValueError(f"data.corpus.font_face={font_face!r}: choose one of {list(FONT_FACES)}")
+        raise ConfigError("data.corpus.font_face", need=f"={font_face!r}: choose one of {list(FONT_FACES)}")
     face = FONT_FACES[font_face]
     table, stats = glyph_table(unihan, font, face)
     if size > len(table):
-        raise ValueError(f"data.corpus.size={size} exceeds the {len(table)} glyphs with distinct captions "
+        raise ConfigError("data.corpus.size", need=f"={size} exceeds the {len(table)} glyphs with distinct captions "
                          f"({stats['defined']} defined in {unihan}, {stats['in_font']} in the font)")
     chosen = np.sort(np.random.default_rng(seed).choice(len(table), size, replace=False))
     out_dir = Path(out_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
+from mia.validate import ConfigError
+
 
 class MemberOrder(Sampler):
     """The positions one rank trains on in an epoch. Each epoch's seeded permutation of the N members
@@ -16,10 +18,10 @@ class MemberOrder(Sampler):
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if batch_size % world:
-            raise ValueError(f"train.batch_size={batch_size} (the global batch) must divide by the "
+            raise ConfigError("train.batch_size", need=f"={batch_size} (the global batch) must divide by the "
                              f"{world} ranks")
         if n % world:
-            raise ValueError(f"data.size={n} must divide by the {world} ranks: with equal batches on every "
+            raise ConfigError("data.size", need=f"={n} must divide by the {world} ranks: with equal batches on every "
                              "rank, anything else would drop or repeat members")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.epoch, self._cursor = 0, None  # (epoch, its permutation, generator state after it)

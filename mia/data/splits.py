@@ -19,6 +19,7 @@ from mia.data import dedup
 from mia.data.generated import Members
 from mia.data.synthetic import sample_index
 from mia.sizes import format_size, parse_size
+from mia.validate import ConfigError, is_int, require
 
 # The sets an attacker holds features of, by the names every module uses for them.
 MEMBER_EVAL = "member_eval"          # scored members: the first K uids of the member pool
@@ -78,6 +79,26 @@ def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_
     return draw
 
 
+@dataclass(frozen=True)
+class SplitSpec:
+    """`data.split`, parsed once: sizes as integers, the de-duplication rules checked."""
+    seed: int
+    holdout: int      # held-out non-member pairs (before de-duplication)
+    eval_size: int    # K members and K non-members scored
+    known_size: int   # D_no
+    aux_size: int     # D_all
+    dedup: tuple = dedup.DEFAULT_DEDUP
+
+    @classmethod
+    def parse(cls, cfg) -> "SplitSpec":
+        """From the `data.split` mapping; a bad value is refused naming its key."""
+        require(is_int(cfg["seed"]) and cfg["seed"] >= 0, "data.split.seed", cfg["seed"], "must be an integer >= 0")
+        return cls(seed=int(cfg["seed"]), holdout=parse_size(cfg["holdout"], "data.split.holdout", minimum=0),
+                   eval_size=parse_size(cfg["eval_size"], "data.split.eval_size"),
+                   known_size=parse_size(cfg["known_size"], "data.split.known_size"),
+                   aux_size=parse_size(cfg["aux_size"], "data.split.aux_size"), dedup=dedup.dedup_rules(cfg))
+
+
 @dataclass
 class Splits:
     members: np.ndarray | Members  # uids the target trains on: member_pool[:N], or past it (Members)
@@ -132,13 +153,13 @@ class _Sizes:
         return self.k + self.known + self.aux // 2
 
     def overrides(self, size) -> str:
-        parts = [] if size is None or self.n == parse_size(size) else [f"data.size={format_size(self.n)}"]
+        parts = [] if size is None or self.n == size else [f"data.size={format_size(self.n)}"]
         parts += [f"data.split.{key}={format_size(getattr(self, f))}" for key, f in
                   (("holdout", "holdout"), ("eval_size", "k"), ("known_size", "known"), ("aux_size", "aux"))]
         return " ".join(parts)
 
 
-def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_index=None,
+def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmember_index=None, shifted_index=None,
                  extension: Members | None = None) -> Splits:
     """`nonmember_index` is the shifted corpus for the OOD condition, or the audited non-member folder;
     None means i.i.d. `shifted_index` (data.shift, mia.data.corpus.load_shifted) is the member index
@@ -151,13 +172,13 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
     if shifted_index is not None and len(shifted_index) != len(member_index):
         raise ValueError(f"the shifted index holds {len(shifted_index)} pairs and the member corpus "
                          f"{len(member_index)}: it must stand in for the member corpus row for row")
+    # a parsed SplitSpec and an integer N from the job spec; a mapping and "1k" from a notebook or test
+    split = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
+    size = None if size is None else parse_size(size, "data.size")
     whole = size is None
-    sizes = _Sizes(n=0 if whole else parse_size(size, "data.size"),
-                   k=parse_size(split_cfg.eval_size, "data.split.eval_size"),
-                   known=parse_size(split_cfg.known_size, "data.split.known_size"),
-                   aux=parse_size(split_cfg.aux_size, "data.split.aux_size"),
-                   holdout=parse_size(split_cfg.holdout, "data.split.holdout", minimum=0))
-    rules = dedup.dedup_rules(split_cfg)
+    sizes = _Sizes(n=0 if whole else size, k=split.eval_size, known=split.known_size, aux=split.aux_size,
+                   holdout=split.holdout)
+    rules = split.dedup
     _refuse_duplicate_uids(member_index.uids, "member corpus")
     if nonmember_index is not None:
         _refuse_duplicate_uids(nonmember_index.uids, "non-member (OOD) corpus")
@@ -166,8 +187,8 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
 
     other = nonmember_index if shifted_index is None else shifted_index
     codes = dedup.codes((member_index,) if other is None else (member_index, other), rules)
-    order = np.random.default_rng(split_cfg.seed).permutation(len(member_index))
-    ood_order = None if nonmember_index is None else np.random.default_rng(split_cfg.seed).permutation(
+    order = np.random.default_rng(split.seed).permutation(len(member_index))
+    ood_order = None if nonmember_index is None else np.random.default_rng(split.seed).permutation(
         len(nonmember_index))
 
     def draw(holdout):
@@ -182,7 +203,9 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
         fit = _fitting(draw, sizes, len(member_index), d, ood=nonmember_index is not None)
         corpora = f"this corpus of {len(member_index)} pairs" if nonmember_index is None else \
             f"these corpora of {len(member_index)} and {len(nonmember_index)} pairs"
-        raise ValueError(problem + (f". Sizes that fit {corpora}: {fit.overrides(size)}" if fit else ""))
+        message = problem + (f". Sizes that fit {corpora}: {fit.overrides(size)}" if fit else "")
+        key = problem.split("=")[0] if problem.startswith("data.") else "data.split"
+        raise ConfigError(key, need=message[len(key):] if message.startswith(key) else f": {message}")
 
     n, k, n_known, n_aux, need = sizes.n, sizes.k, sizes.known, sizes.aux, sizes.need
     pool_uids, non_uids = d.pool, d.nonmembers
@@ -194,7 +217,7 @@ def build_splits(member_index, split_cfg, size, nonmember_index=None, shifted_in
     aux_non = non_uids[k + n_known:need]
     aux = np.concatenate([aux_mem, aux_non])
     truth = np.concatenate([np.ones(len(aux_mem), bool), np.zeros(len(aux_non), bool)])
-    perm = np.random.default_rng(split_cfg.seed + 1).permutation(len(aux))  # attackers see no order
+    perm = np.random.default_rng(split.seed + 1).permutation(len(aux))  # attackers see no order
     by_rule = {r: sum(side.get(r, 0) for side in d.dropped.values()) for r in rules}
     splits = Splits(members=members, member_pool_size=len(pool_uids), member_eval=pool_uids[:k],
                     nonmember_eval=non_uids[:k], nonmember_known=non_uids[k:k + n_known],
@@ -226,7 +249,7 @@ def _problem(d, sizes, size, corpus, rules, ood, extendable=False) -> str | None
         return f"data.split.holdout={sizes.holdout} leaves no member pool in a corpus of {corpus}"
     if sizes.n > len(d.pool) and not extendable:
         by_rule = d.dropped["member pool"]
-        return (f"data.size={size!r} ({sizes.n}) exceeds the member pool of {len(d.pool)} pairs (corpus {corpus} "
+        return (f"data.size={sizes.n} exceeds the member pool of {len(d.pool)} pairs (corpus {corpus} "
                 f"- holdout {sizes.holdout} - {sum(by_rule.values())} dropped by de-duplication"
                 f"{_by_rule(by_rule)}); lower data.size or use a larger corpus{_fewer_rules(by_rule, rules)}")
     if sizes.need > len(d.nonmembers):

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from mia.validate import ConfigError
+
 STYLES = ("iid", "shifted")
 SHIFT_PARTS = ("image", "caption")  # what data.shift may swap for the shifted sibling's, in this order
 _COIN_STREAM = len(STYLES)  # the swap coins' RNG stream; a style's samples use stream STYLES.index(style)
@@ -83,7 +85,7 @@ def make_sample(index: int, *, seed: int, style: str = "iid", image_size: int = 
     draws another pair for the same index (a generated member that collided with a non-member,
     mia/data/generated.py); 0 is the corpus's own pair."""
     if style not in STYLES:
-        raise ValueError(f"data.style={style!r}: choose one of {STYLES}")
+        raise ConfigError("data.style", need=f"={style!r}: choose one of {STYLES}")
     rng = np.random.default_rng([seed, STYLES.index(style), index] + ([redraw] if redraw else []))
     colours = _COLOURS[style]
     names = list(colours)

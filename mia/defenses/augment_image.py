@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mia.defenses.base import Defense, check, is_number
+from mia.validate import is_number
+from mia.defenses.base import Defense, check
 
 
 class AugmentImage(Defense):

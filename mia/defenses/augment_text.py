@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from mia.defenses.base import Defense, check, is_number
+from mia.validate import is_number
+from mia.defenses.base import Defense, check
 
 
 def drop_tokens(tokens: torch.Tensor, p: float, generator) -> torch.Tensor:

@@ -4,7 +4,8 @@
 - `fit`: a training loop of its own instead of the ordinary one (dp_sgd);
 - `release`: the embeddings the target answers queries with (embedding_noise).
 
-Settings are keyword arguments with no defaults in code: conf/defense/<name>.yaml holds them.
+Settings are keyword arguments with no defaults in code: conf/defense/<name>.yaml holds them and
+names the class (`_target_`); the job builds it once (mia/training/spec.py).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import hashlib
 import inspect
 
 import numpy as np
+
+from mia.validate import require
 
 
 class Defense:
@@ -59,13 +62,8 @@ class NoDefense(Defense):
 
 
 def check(key: str, value, ok: bool, requirement: str):
-    """Refuse a bad setting, naming its config key."""
-    if not ok:
-        raise ValueError(f"defense.{key}={value!r}: must be {requirement}")
-
-
-def is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """Refuse a bad setting, naming its config key, defense.<key>."""
+    require(ok, f"defense.{key}", value, f"must be {requirement}")
 
 
 def keyed_normal(seed: int, key: str, shape) -> np.ndarray:

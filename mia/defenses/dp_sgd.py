@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from mia.cache import atomic_write_text
 from mia.data.pairs import load_pairs
-from mia.defenses.base import Defense, check, is_number
+from mia.validate import ConfigError, is_int, is_number
+from mia.defenses.base import Defense, check
 
 log = logging.getLogger(__name__)
 PRIVACY_FILE = "privacy.json"   # the accountant's figures, in the target's cache folder
@@ -88,7 +89,7 @@ class DPSGD(Defense):
               "a number > 0")
         check("max_grad_norm", max_grad_norm, is_number(max_grad_norm) and max_grad_norm > 0, "a number > 0")
         check("delta", delta, is_number(delta) and 0 < delta < 1, "in (0, 1)")
-        check("groups", groups, isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1,
+        check("groups", groups, is_int(groups) and groups >= 1,
               "an integer >= 1")
         super().__init__(noise_multiplier=float(noise_multiplier), max_grad_norm=float(max_grad_norm),
                          delta=float(delta), groups=groups)
@@ -111,10 +112,10 @@ class DPSGD(Defense):
         """Train `model` in place with the training stage's `optim` (optimizer, clamp_temperature);
         returns how often each member was sampled. Writes privacy.json."""
         if world.size > 1:
-            raise ValueError("defense=dp_sgd trains in one process: use trainer=default")
+            raise ConfigError("defense", need="=dp_sgd trains in one process: use trainer=default")
         n, s = len(uids), self.settings
         if spec.batch_size > n:
-            raise ValueError(f"train.batch_size={spec.batch_size} exceeds data.size={n}: the sample rate "
+            raise ConfigError("train.batch_size", need=f"={spec.batch_size} exceeds data.size={n}: the sample rate "
                              "B / N of defense=dp_sgd must be at most 1")
         device = world.device
         images, tokens = load_pairs(shards, uids, preprocess, tokenizer, "load members")

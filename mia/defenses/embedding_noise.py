@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mia.defenses.base import Defense, check, is_number, keyed_normal
+from mia.validate import is_int, is_number
+from mia.defenses.base import Defense, check, keyed_normal
 
 
 class EmbeddingNoise(Defense):
@@ -17,7 +18,7 @@ class EmbeddingNoise(Defense):
 
     def __init__(self, std: float, seed: int):
         check("std", std, is_number(std) and std >= 0, "a number >= 0")
-        check("seed", seed, isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "an integer >= 0")
+        check("seed", seed, is_int(seed) and seed >= 0, "an integer >= 0")
         super().__init__(std=std, seed=seed)
 
     def release(self, embeddings: np.ndarray, keys: list[str]) -> np.ndarray:

@@ -26,6 +26,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from mia.validate import ConfigError
+
 # conf/analysis/default.yaml restates these; the report uses them for jobs run before that group existed.
 DEFAULTS = {"m": [2, 3, 5, 10, 20, 30, 50, 75, 100, 150, 200, 250], "draws": 2000, "alpha": 0.01,
             "power": 0.9}
@@ -36,12 +38,12 @@ def check_settings(settings) -> dict:
     s = {**DEFAULTS, **{k: v for k, v in (dict(settings) if settings else {}).items() if k != "enabled"}}
     unknown = set(s) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"analysis.dataset_inference: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise ConfigError("analysis.dataset_inference", need=f": unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     m = list(s["m"])
     if not m or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in m) or m != sorted(set(m)):
-        raise ValueError(f"analysis.dataset_inference.m={m!r}: must be increasing integers >= 1")
+        raise ConfigError("analysis.dataset_inference.m", need=f"={m!r}: must be increasing integers >= 1")
     if not (isinstance(s["draws"], int) and s["draws"] >= 10):
-        raise ValueError(f"analysis.dataset_inference.draws={s['draws']!r}: must be an integer >= 10")
+        raise ConfigError("analysis.dataset_inference.draws", need=f"={s['draws']!r}: must be an integer >= 10")
     for key in ("alpha", "power"):
         if not 0 < float(s[key]) < 1:
             raise ValueError(f"analysis.dataset_inference.{key}={s[key]!r}: must lie strictly between 0 and 1")
@@ -115,7 +117,7 @@ def dataset_inference(member_scores, nonmember_scores, settings=None, seed: int 
         by_m.append({"m": m, "reference": ref, "power": float((p_member <= s["alpha"]).mean()),
                      "fpr": flagged / s["draws"], "fpr_ci95": clopper_pearson(flagged, s["draws"])})
     if not by_m:
-        raise ValueError(f"analysis.dataset_inference.m={s['m']}: no m fits {n1} members and {n0} non-members "
+        raise ConfigError("analysis.dataset_inference.m", need=f"={s['m']}: no m fits {n1} members and {n0} non-members "
                          "(m must be at most the members and half the non-members)")
     reached = [r["m"] for r in by_m if r["power"] >= s["power"]]
     auc = float(stats.mannwhitneyu(member, non).statistic / (n1 * n0))

@@ -7,7 +7,6 @@ import lightning as L
 import torch
 from open_clip import ClipLoss
 
-from mia import defenses
 from mia.training.optim import clamp_temperature, optimizer
 
 
@@ -15,7 +14,7 @@ class CLIPTarget(L.LightningModule):
     def __init__(self, model, spec, n_members: int):
         super().__init__()
         self.model, self.spec = model, spec
-        self.defense = defenses.build(spec.defense)
+        self.defense = spec.defense
         # How often each member was trained on; checkpointed, so a resumed run keeps the count.
         self.register_buffer("seen", torch.zeros(n_members, dtype=torch.int32))
 

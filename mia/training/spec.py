@@ -2,18 +2,19 @@
 checked before any work starts), the training plan, and the target's cache key."""
 from __future__ import annotations
 
-import numbers
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from mia import defenses
 from mia.cache import config_hash
-from mia.data.dedup import DEFAULT_DEDUP, dedup_rules
+from mia.data.dedup import DEFAULT_DEDUP
 from mia.data.generated import in_memory_bytes
+from mia.data.splits import SplitSpec
 from mia.sizes import parse_size
+from mia.defenses.base import Defense, NoDefense
+from mia.validate import ConfigError, build, is_int, is_number, require
 
 
 @dataclass(frozen=True)
@@ -49,43 +50,49 @@ class TrainSpec:
     in_memory: bool | str = True  # or "auto": in memory when the members fit IN_MEMORY_BUDGET
     seed: int = 0
     trainer: TrainerArgs = field(default_factory=TrainerArgs)
-    defense: dict = field(default_factory=lambda: dict(defenses.NONE))  # the `defense` group (mia/defenses/)
+    defense: Defense = field(default_factory=NoDefense)  # the `defense` group, built (mia/defenses/)
 
     # (key, field, check, requirement): refused before any corpus is generated or model trained
     _RULES = (
-        ("train.epochs", "epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        ("train.batch_size", "batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        ("train.lr", "lr", lambda v: _is_num(v) and v > 0, "a number > 0"),
-        ("train.weight_decay", "weight_decay", lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-        ("train.warmup_steps", "warmup_steps", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-        ("train.num_workers", "num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("train.epochs", "epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ("train.batch_size", "batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ("train.lr", "lr", lambda v: is_number(v) and v > 0, "a number > 0"),
+        ("train.weight_decay", "weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
+        ("train.warmup_steps", "warmup_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+        ("train.num_workers", "num_workers", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
         ("train.precision", "precision", lambda v: isinstance(v, str) and v, "'auto' or a Lightning precision"),
         ("train.compile", "compile", lambda v: isinstance(v, bool), "true or false"),
         ("train.progress_bar", "progress_bar", lambda v: isinstance(v, bool), "true or false"),
         ("data.in_memory", "in_memory", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
-        ("seed", "seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("seed", "seed", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     )
 
     def __post_init__(self):
         for key, name, ok, requirement in self._RULES:
             value = getattr(self, name)
-            if not ok(value):
-                raise ValueError(f"{key}={value!r}: must be {requirement}")
+            require(ok(value), key, value, f"must be {requirement}")
         for key in ("devices", "num_nodes"):
             value = getattr(self.trainer, key)
-            if not (_is_int(value) and value >= 1):
-                raise ValueError(f"trainer.{key}={value!r}: must be an integer >= 1")
+            require(is_int(value) and value >= 1, f"trainer.{key}", value, "must be an integer >= 1")
         if not self.model.get("name"):
-            raise ValueError("model.name is not set: choose a model config, e.g. model=tiny")
-        defenses.build(self.defense)  # refuses a bad defense.<setting>
+            raise ConfigError("model.name", need="is not set: choose a model config, e.g. model=tiny")
 
     @classmethod
     def from_cfg(cls, cfg) -> "TrainSpec":
+        """From the job's config; the defense is built here, once (conf/defense/<name>.yaml's `_target_`)."""
         train = OmegaConf.to_container(cfg.train, resolve=True)
+        unknown = sorted(set(train) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"train.{unknown[0]}", need="is not a setting of train (conf/train/default.yaml)")
         return cls(model=OmegaConf.to_container(cfg.model, resolve=True), in_memory=cfg.data.in_memory,
                    seed=cfg.seed, trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
-                   defense=OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else
-                   dict(defenses.NONE), **train)
+                   defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(), **train)
+
+    def record(self) -> dict:
+        """The spec as target.json keeps it (the defense as its settings)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trainer", "defense")}
+        return {**out, "trainer": asdict(self.trainer),
+                "defense": {"name": self.defense.name, **self.defense.settings}}
 
     def weights_key(self) -> dict:
         """The part of the spec that defines the trained weights (not how fast or where they train). A
@@ -93,7 +100,7 @@ class TrainSpec:
         key = {"model": self.model, "seed": self.seed,
                "train": {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                        "warmup_steps")}}
-        defense = defenses.build(self.defense).weights_key()
+        defense = self.defense.weights_key()
         if defense is not None:
             key["defense"] = defense
         return key
@@ -118,25 +125,17 @@ def plan(spec: TrainSpec, n: int, image_size: int, context_length: int, shards) 
             "corpus_disk_bytes": sum(Path(s).stat().st_size for s in shards)}
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def target_key(spec: TrainSpec, corpus_fingerprint: str, split_cfg, size, canaries: dict | None = None) -> str:
+def target_key(spec: TrainSpec, corpus_fingerprint: str, split: SplitSpec, size: int, canaries: dict | None = None) -> str:
     """Everything that defines the trained weights, nothing that only concerns evaluation. The
     de-duplication rules shape the member pool, so they are part of it, but only when they are not
     the default: the keys of targets trained before the rules were selectable stay as they were.
     Likewise the canaries (mia/data/canaries.py, Canaries.key()) only when there are any."""
     w = spec.weights_key()
-    split = {"seed": split_cfg.seed, "holdout": parse_size(split_cfg.holdout)}
-    rules = dedup_rules(split_cfg)
-    if set(rules) != set(DEFAULT_DEDUP):
-        split["dedup"] = sorted(rules)
+    split = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
+    drawn = {"seed": split.seed, "holdout": split.holdout}
+    if set(split.dedup) != set(DEFAULT_DEDUP):
+        drawn["dedup"] = sorted(split.dedup)
     extra = {"canaries": canaries} if canaries else {}
-    return config_hash({"corpus": corpus_fingerprint, "split": split, "size": parse_size(size), **w, **extra})
+    return config_hash({"corpus": corpus_fingerprint, "split": drawn, "size": parse_size(size), **w, **extra})
 
 

@@ -8,14 +8,14 @@ import logging
 import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from mia import checkpoint, defenses, distributed
+from mia import checkpoint, distributed
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
 from mia.data.canaries import check_coverage
 from mia.data.datamodule import PairDataModule
@@ -24,7 +24,8 @@ from mia.model import build_model
 from mia.provenance import git_revision
 from mia.training import optim
 from mia.training.module import CLIPTarget
-from mia.training.spec import TrainSpec, plan
+from mia.training.spec import TrainSpec, plan, target_key
+from mia.validate import ConfigError, require
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +52,41 @@ class Target:
         return self.dir / "open_clip" if self.trained_uids is not None else None
 
 
-def load_target(target_cfg, model_cfg, cache_dir) -> Target:
-    """A CLIP trained elsewhere (target=checkpoint), loaded by open_clip; nothing is trained, and its
-    features are cached by the checkpoint's content hash."""
-    model, tokenizer, preprocess, fingerprint = checkpoint.load(target_cfg, model_cfg, cache_dir)
-    key = f"checkpoint-{config_hash(fingerprint)}"
-    source = target_cfg.get("path") or target_cfg.get("pretrained")
-    log.info("target %s loaded from %s (nothing trained)", key, source)
-    return Target(key, Layout(cache_dir).checkpoint(key), model, tokenizer, preprocess, cache_hit=True,
-                  train_s=0.0, size=target_cfg.get("size"), epochs=target_cfg.get("epochs"), checkpoint=source)
+class TrainHere:
+    """target=train: the target is trained here on the job's members, cached by `target_key`."""
+    trains = True
+    trains_shadows = True
+    size = epochs = None  # N and T are the job's own
+
+    def obtain(self, spec: TrainSpec, *, corpus, split, size: int, uids, canaries, model_cfg, cache_dir, logger,
+               world) -> Target:
+        key = target_key(spec, corpus.fingerprint, split, size, canaries=canaries)
+        return train_target(spec, corpus.shards, uids, cache_dir, key, logger=logger, world=world, size=size)
+
+
+class FromCheckpoint:
+    """target=checkpoint: a CLIP trained elsewhere, loaded by open_clip (mia/checkpoint.py); nothing is
+    trained, and its features are cached by the checkpoint's content hash."""
+    trains = False
+
+    def __init__(self, path=None, pretrained=None, size=None, epochs=None, train_shadows=False):
+        require(bool(path) != bool(pretrained), "target.path", path, "target=checkpoint needs exactly one of "
+                "target.path (a checkpoint file or an exported open_clip folder) and target.pretrained (an open_clip "
+                "pretrained tag)")
+        require(isinstance(train_shadows, bool), "target.train_shadows", train_shadows, "must be true or false")
+        self.path, self.pretrained, self.size, self.epochs = path, pretrained, size, epochs
+        self.trains_shadows = train_shadows
+
+    def obtain(self, spec: TrainSpec, *, model_cfg, cache_dir, **_) -> Target:
+        model, tokenizer, preprocess, fingerprint = checkpoint.load(self.path, self.pretrained, model_cfg, cache_dir)
+        key = f"checkpoint-{config_hash(fingerprint)}"
+        log.info("target %s loaded from %s (nothing trained)", key, self.path or self.pretrained)
+        return Target(key, Layout(cache_dir).checkpoint(key), model, tokenizer, preprocess, cache_hit=True,
+                      train_s=0.0, size=self.size, epochs=self.epochs, checkpoint=self.path or self.pretrained)
 
 
 def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logger=None, world=None,
-                 export: bool = True) -> Target:
+                 export: bool = True, size: int | None = None) -> Target:
     """Train (or load from the cache) a CLIP on exactly `uids`, read from `shards`, for T epochs.
 
     `key` names the cache entry: `target_key(...)` for the audited target; reference-model attacks
@@ -85,7 +108,7 @@ def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logge
     model.eval()
     if export and world.is_main and not (tdir / "open_clip" / checkpoint.CONFIG_FILE).exists():
         checkpoint.export(model, spec.model, tdir / "open_clip")
-    return Target(key, tdir, model, tokenizer, preprocess, hit, timing["train_s"], len(uids), spec.epochs,
+    return Target(key, tdir, model, tokenizer, preprocess, hit, timing["train_s"], size or len(uids), spec.epochs,
                   checkpoint=tdir / "model.pt", trained_uids=tdir / "trained_uids.txt")
 
 
@@ -103,11 +126,11 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
              todo["samples"], todo["corpus_disk_bytes"] / 1e6,
              f"to be held in memory, {todo['members_memory_bytes'] / 1e6:.0f} MB" if todo["in_memory"] else
              "streamed", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
-    defense = defenses.build(spec.defense)
+    defense = spec.defense
     if defense.fit is not None:  # a training loop of its own (dp_sgd: Poisson-sampled, no resume)
         if generated:
-            raise ValueError(f"defense={spec.defense['name']} loads its members from the shards, and data.size="
-                             f"{len(uids)} runs {generated} pairs past them: lower data.size to the member pool")
+            raise ConfigError("data.size", len(uids), f"runs {generated} pairs past the shards, and defense="
+                              f"{defense.name} loads its members from them: lower data.size to the member pool")
         seen = defense.fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
         return _save(spec, model, shards, uids, tdir, world, t0, todo, sampled=seen)
     module = CLIPTarget(model, spec, len(uids))
@@ -154,7 +177,7 @@ def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sam
     # The generated members' uids follow from their index range (target.json "generated")
     listed = uids.base if isinstance(uids, Members) else uids
     atomic_write_text(tdir / "trained_uids.txt", "\n".join(listed) + "\n")
-    meta = {"spec": asdict(spec), "seed": spec.seed, "git": git_revision(), "plan": todo,
+    meta = {"spec": spec.record(), "seed": spec.seed, "git": git_revision(), "plan": todo,
             "generated": uids.describe() if isinstance(uids, Members) else None,
             "size": len(uids), "epochs": spec.epochs, "train_s": train_s, "world_size": world.size,
             "precision": spec.precision_for(world.device), "device": str(world.device),

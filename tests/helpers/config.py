@@ -5,10 +5,8 @@ from hydra import compose, initialize_config_dir
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
-# A corpus and splits small enough that a full job takes seconds on a CPU.
-SMALL = ["data.size=300", "data.corpus.size=1200", "data.corpus.shard_size=400",
-         "data.split.holdout=500", "data.split.eval_size=100", "data.split.known_size=150",
-         "data.split.aux_size=200", "train.epochs=2", "train.progress_bar=false", "n_bootstrap=50"]
+# A corpus and splits small enough that a full job takes seconds on a CPU (conf/debug/small.yaml).
+SMALL = ["debug=small"]
 
 # The attacks' trained fixture (tests/attacks/conftest.py): 200 members, 30 epochs, so they are memorised.
 MODEL_OVERRIDES = ["data.size=200", "data.corpus.size=1200", "data.corpus.shard_size=400",

@@ -1,0 +1,66 @@
+"""The job spec: the whole config parsed and checked once, before any corpus is generated or indexed
+and any model trained. Every stage takes the part it needs; nothing is parsed twice or overwritten
+after the fact. A bad value ends the job with one line naming its key (mia/validate.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from mia.data.corpus import Data
+from mia.evaluation import dataset_inference
+from mia.training.spec import TrainSpec
+from mia.validate import ConfigError, build, is_int, require
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    data: Data            # conf/data/<option>: corpus, N, non-members, shift, split sizes, canaries
+    target: object        # conf/target/<option>: mia.training.stage.TrainHere or FromCheckpoint
+    train: TrainSpec      # model, train, trainer, defense (built), seed
+    attacks: dict         # {name: Attack}, in the order of the attack group
+    inference: dict | None  # analysis.dataset_inference, checked; None where it is off
+    seed: int
+    n_bootstrap: int
+    cache_dir: Path
+
+    @classmethod
+    def parse(cls, cfg) -> "JobSpec":
+        require(is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
+        require(is_int(cfg.n_bootstrap) and cfg.n_bootstrap >= 0, "n_bootstrap", cfg.n_bootstrap,
+                "must be an integer >= 0 (0: no intervals)")
+        attacks = build_attacks(cfg.attack)
+        target = build(cfg.target, "target")
+        data = build(cfg.data, "data")
+        if data.size is None and target.trains:
+            raise ConfigError("data.size", None, "is not set: target=train trains on the first N members; set "
+                              "e.g. data.size=10k")
+        shadows = [name for name, attack in attacks.items() if attack.needs_shadows]
+        if shadows and not target.trains_shadows:
+            raise ConfigError("target.train_shadows", False, f"attack.{shadows[0]} needs shadow models: set "
+                              "target.train_shadows=true (they then train like a target of the model and train "
+                              f"groups: model=..., train.epochs, ...) or leave {shadows[0]} out of attack")
+        return cls(data=data, target=target, train=TrainSpec.from_cfg(cfg), attacks=attacks,
+                   inference=inference_settings(cfg), seed=int(cfg.seed), n_bootstrap=int(cfg.n_bootstrap),
+                   cache_dir=Path(cfg.paths.cache_dir))
+
+
+def build_attacks(attack_cfg) -> dict:
+    """{name: Attack} of the `attack` group; a bad setting is refused naming attack.<name>.<key>."""
+    if not attack_cfg:
+        raise ConfigError("attack", None, "is empty: choose at least one, e.g. attack=csa or 'attack=[csa,wsa]'")
+    attacks = {}
+    for name, acfg in attack_cfg.items():
+        attacks[name] = build(acfg, f"attack.{name}", relative=True)
+        attacks[name].key = f"attack.{name}"
+    return attacks
+
+
+def inference_settings(cfg) -> dict | None:
+    """`analysis.dataset_inference` checked (a bad value names its key), or None where it is off."""
+    node = cfg.get("analysis") and cfg.analysis.get("dataset_inference")
+    di = OmegaConf.to_container(node, resolve=True) if node else None
+    if not di or not di.get("enabled", True):
+        return None
+    return dataset_inference.check_settings(di)
