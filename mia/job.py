@@ -34,7 +34,7 @@ class JobSpec:
         target = build(cfg.target, "target")
         data = build(cfg.data, "data")
         if data.size is None and target.trains:
-            raise ConfigError("data.size", None, "is not set: target=train trains on the first N members; set "
+            raise ConfigError("data.size", need="is not set: target=train trains on the first N members; set "
                               "e.g. data.size=10k")
         shadows = [name for name, attack in attacks.items() if attack.needs_shadows]
         if shadows and not target.trains_shadows:
@@ -49,7 +49,7 @@ class JobSpec:
 def build_attacks(attack_cfg) -> dict:
     """{name: Attack} of the `attack` group; a bad setting is refused naming attack.<name>.<key>."""
     if not attack_cfg:
-        raise ConfigError("attack", None, "is empty: choose at least one, e.g. attack=csa or 'attack=[csa,wsa]'")
+        raise ConfigError("attack", need="is empty: choose at least one, e.g. attack=csa or 'attack=[csa,wsa]'")
     attacks = {}
     for name, acfg in attack_cfg.items():
         attacks[name] = build(acfg, f"attack.{name}", relative=True)

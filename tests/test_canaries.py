@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from mia.data import canaries
+from mia.evaluation.scoring import score_canaries
 from mia.data.pairs import load_raw
 from mia.pipeline import prepare, run
 from mia.training.spec import TrainSpec, target_key
@@ -36,15 +36,15 @@ def test_bad_settings_are_refused_naming_the_key(change, key):
 def test_canaries_are_spare_held_out_pairs_the_same_at_every_size(make_cfg):
     cfg = make_cfg("data.canaries.copies=[1,4,16]", "data.canaries.count=30")
     _, _, splits, _ = prepare(cfg)
-    c = canaries.draw(cfg.data, splits)
+    c = canaries.draw(build(cfg.data, "data").canaries, splits)
     assert list(c.groups) == [1, 4, 16] and all(len(g) == 30 for g in c.groups.values())
     assert len(set(c.uids)) == 90
     for name in ("members", "member_eval", "nonmember_eval", "nonmember_known", "aux_pool"):
         assert not set(c.uids) & set(getattr(splits, name)), name
     _, _, other, _ = prepare(make_cfg("data.canaries.copies=[1,4,16]", "data.canaries.count=30", "data.size=200"))
-    assert (canaries.draw(cfg.data, other).uids == c.uids).all()
+    assert (canaries.draw(build(cfg.data, "data").canaries, other).uids == c.uids).all()
     with pytest.raises(ValueError, match="data.canaries.count"):
-        canaries.draw(make_cfg("data.canaries.copies=[1,4,16]", "data.canaries.count=1000").data, splits)
+        canaries.draw(build(make_cfg("data.canaries.copies=[1,4,16]", "data.canaries.count=1000").data, "data").canaries, splits)
 
 
 def test_training_list_and_coverage_count_copies():
@@ -112,5 +112,5 @@ def test_shadow_attacks_are_skipped():
         needs_shadows = True
 
     c = canaries.Canaries(1, {2: planted_features.uids("member_eval")[:1]})
-    out = canaries.score({"lira": Shadowed()}, planted_features, c, planted_features.features["member_eval"], 0)
+    out = score_canaries({"lira": Shadowed()}, planted_features, c, planted_features.features["member_eval"], 0)
     assert out["attacks"] == {} and "shadow" in out["skipped"]["lira"]

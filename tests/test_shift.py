@@ -11,7 +11,7 @@ from mia.data.shards import Index
 from mia.data.dedup import normalise_caption
 from mia.data.splits import build_splits
 from mia.data.synthetic import SHIFT_PARTS, make_sample, mixed_sample, replaced_uid, swaps
-from mia.pipeline import condition, prepare, run
+from mia.pipeline import prepare, run
 from mia.report import build_report, load_rows
 from mia.evaluation.results import report_row
 
@@ -151,7 +151,7 @@ def test_shifted_splits_refuse_overlap_and_drop_member_twins():
     (["data.shift_parts=[]"], r"data.shift_parts=\[\]: must be"),
     (["data.shift_parts=[image,image]"], r"data.shift_parts=\['image', 'image'\]: must be"),
     (["data.shift_parts=caption"], r"data.shift_parts='caption': must be"),
-    (["data.nonmembers=ood", "data.shift=0.5"], r"data.shift=0.5 mixes .* data.nonmembers='ood'"),
+    (["data.nonmembers=ood", "data.shift=0.5"], r"data.shift=0.5: mixes .* data.nonmembers='ood'"),
     (["data=webdataset", "data.path=/nowhere", "data.shift=0.5"], r"data.shift=0.5: .* data=webdataset"),
     (["data=glyphs", "data.shift=0.5"], r"data.shift=0.5: .* data=glyphs"),
     (["data=audit", "data.members=/a", "data.nonmembers=/b", "data.size=300", "data.shift=0.5"],
@@ -162,6 +162,10 @@ def test_bad_shift_settings_are_refused_naming_the_key(make_cfg, tmp_path, overr
     with pytest.raises(ValueError, match=message):
         prepare(make_cfg(*overrides, small=not folders))
     assert not (tmp_path / ".cache").exists()  # refused before any corpus is generated
+
+
+def condition(cfg) -> str:
+    return build(cfg.data, "data").condition
 
 
 def test_condition_and_record_tell_shifts_apart(make_cfg):

@@ -62,7 +62,7 @@ def test_normalise_caption():
 
 
 def test_size_larger_than_pool():
-    with pytest.raises(ValueError, match=r"data.size='900' \(900\) exceeds the member pool of 700"):
+    with pytest.raises(ValueError, match=r"data.size=900 exceeds the member pool of 700"):
         build_splits(index(1000), SPLIT, "900")
 
 

@@ -20,7 +20,7 @@ from mia.data.splits import SplitSpec, Splits, build_splits
 from mia.data.synthetic import SHIFT_PARTS, replaced_uid, write_corpus, write_swaps
 from mia.data.uids import read_uids
 from mia.sizes import parse_size
-from mia.validate import is_number, require
+from mia.validate import ConfigError, is_number, require
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ class WebDataset(Data):
     name = "webdataset"
 
     def __init__(self, *, path, ood_path=None, **common):
-        require(path is not None, "data.path", path, "is not set: point it at a folder of img2dataset / DataComp shards")
+        if path is None:
+            raise ConfigError("data.path", need="is not set: point it at a folder of img2dataset / DataComp shards")
         self.path, self.ood_path = path, ood_path
         self.has_sibling = ood_path is not None
         super().__init__(**common)
@@ -217,8 +218,9 @@ class Audit(Data):
 
     def __init__(self, *, members, nonmembers, members_uids=None, nonmembers_uids=None, **common):
         for key, folder in (("data.members", members), ("data.nonmembers", nonmembers)):
-            require(folder is not None, key, folder, f"is not set: point it at the shard folder of the audited "
-                    f"CLIP's {key.split('.')[1]}")
+            if folder is None:
+                raise ConfigError(key, need=f"is not set: point it at the shard folder of the audited CLIP's "
+                                  f"{key.split('.')[1]}")
         self.folders = {"members": members, "nonmembers": nonmembers}
         self.uid_lists = {"members": members_uids, "nonmembers": nonmembers_uids}
         super().__init__(nonmembers="ood", **common)

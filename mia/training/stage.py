@@ -70,9 +70,10 @@ class FromCheckpoint:
     trains = False
 
     def __init__(self, path=None, pretrained=None, size=None, epochs=None, train_shadows=False):
-        require(bool(path) != bool(pretrained), "target.path", path, "target=checkpoint needs exactly one of "
-                "target.path (a checkpoint file or an exported open_clip folder) and target.pretrained (an open_clip "
-                "pretrained tag)")
+        if bool(path) == bool(pretrained):
+            raise ConfigError("target.path", need=f"{'and target.pretrained are both' if path else 'is not'} set: "
+                              "target=checkpoint needs exactly one of target.path (a checkpoint file or an exported "
+                              "open_clip folder) and target.pretrained (an open_clip pretrained tag)")
         require(isinstance(train_shadows, bool), "target.train_shadows", train_shadows, "must be true or false")
         self.path, self.pretrained, self.size, self.epochs = path, pretrained, size, epochs
         self.trains_shadows = train_shadows

@@ -12,7 +12,7 @@ from mia.attacks.base import AttackContext, AttackResult
 from mia.attacks.shadows import References, ShadowTrainer, halves
 from mia.data.splits import EVAL_SETS
 from mia.features import SplitFeatures, extract_features
-from mia.pipeline import build_attacks
+from mia.job import build_attacks
 from tests.helpers.config import CONF
 
 NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (one set serves both)
