@@ -15,7 +15,7 @@ def model_config(model_cfg) -> dict:
     cfg = open_clip.get_model_config(model_cfg["name"])
     if cfg is None:
         raise ConfigError("model.name", need=f"={model_cfg['name']!r} is not an open_clip architecture "
-                         "(see open_clip.list_models()) and model.arch is not set")
+                          "(see open_clip.list_models()) and model.arch is not set")
     return cfg
 
 

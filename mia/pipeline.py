@@ -119,7 +119,8 @@ def _record(cfg, job, target, members, nonmembers, indexes, splits, features, fe
     gap["gaussian_auc"] = metrics.gaussian_auc(gap["value"], gap["member_std"], gap["nonmember_std"])
     return results.new(
         config=OmegaConf.to_container(cfg, resolve=True), git=git_revision(), seed=job.seed,
-        target={"source": "train" if job.target.trains else "checkpoint", "size": target.size, "epochs": target.epochs, "model": cfg.model.name,
+        target={"source": "train" if job.target.trains else "checkpoint", "size": target.size,
+                "epochs": target.epochs, "model": cfg.model.name,
                 "params": sum(p.numel() for p in target.model.parameters()), "world_size": world.size,
                 "cache_key": target.key, "cache_hit": target.cache_hit,
                 "checkpoint": str(target.checkpoint), "trained_uids": _str(target.trained_uids),

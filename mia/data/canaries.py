@@ -63,9 +63,9 @@ def draw(settings: tuple[list[int], int] | None, splits) -> Canaries | None:
     copies, count = settings
     need = count * len(copies)
     if len(splits.spare) < need:
-        raise ConfigError("data.canaries", need=f": {len(copies)} groups of {count} need {need} held-out pairs, but only "
-                         f"{len(splits.spare)} are left after the non-member sets; lower data.canaries.count or "
-                         "raise data.split.holdout")
+        raise ConfigError("data.canaries", need=f": {len(copies)} groups of {count} need {need} held-out pairs, "
+                          f"but only {len(splits.spare)} are left after the non-member sets; lower "
+                          "data.canaries.count or raise data.split.holdout")
     groups = {c: splits.spare[i * count:(i + 1) * count] for i, c in enumerate(copies)}
     canaries = Canaries(count, groups)
     for name in ("members", "nonmember_eval", "nonmember_known", "aux_pool"):
@@ -78,12 +78,9 @@ def training_uids(members, canaries: Canaries | None) -> list:
     if canaries is None:
         return members  # as it is: a Members list past the shards is never iterated here
     if isinstance(members, Members) and members.extra:
-        raise ConfigError("data.canaries", need=f": data.size={len(members)} runs past the embedded corpus's shards; canaries "
-                         "train from the shards, so keep data.size within the member pool or set data.canaries.copies=[]")
-    uids = list(members)
-    if canaries is not None:
-        uids += [u for c, group in canaries.groups.items() for u in group for _ in range(c)]
-    return uids
+        raise ConfigError("data.size", len(members), "runs past the embedded corpus's shards, and canaries train "
+                          "from the shards: keep data.size within the member pool or set data.canaries.copies=[]")
+    return list(members) + [u for c, group in canaries.groups.items() for u in group for _ in range(c)]
 
 
 def check_coverage(uids, seen, epochs: int):
@@ -109,10 +106,10 @@ def check_trained(trained_uids_file, canaries: Canaries):
     trained = Counter(open(trained_uids_file).read().split())
     wrong = [u for c, group in canaries.groups.items() for u in group if trained[u] != c]
     if wrong:
-        raise ConfigError("data.canaries", need=f": the cached target {trained_uids_file} was trained on other canaries "
-                         f"({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the held-out "
-                         "pairs after the non-member sets, so data.split.eval_size, known_size and aux_size must "
-                         "be those the target was trained beside")
+        raise ConfigError("data.canaries", need=f": the cached target {trained_uids_file} was trained on other "
+                          f"canaries ({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the "
+                          "held-out pairs after the non-member sets, so data.split.eval_size, known_size and "
+                          "aux_size must be those the target was trained beside")
 
 
 def features_of(extract, splits, canaries: Canaries):

@@ -32,8 +32,8 @@ def dedup_rules(split_cfg) -> tuple:
     rules = [] if rules is None else rules
     if isinstance(rules, str) or not all(r in DEDUP_RULES for r in rules) or len(set(rules)) != len(rules):
         raise ConfigError("data.split.dedup", need=f"={listed(rules) if not isinstance(rules, str) else repr(rules)}: "
-                         f"must be a list of distinct rules out of {listed(DEDUP_RULES)}, e.g. "
-                         "data.split.dedup=[caption,url] (the default) or data.split.dedup=[]")
+                          f"must be a list of distinct rules out of {listed(DEDUP_RULES)}, e.g. "
+                          "data.split.dedup=[caption,url] (the default) or data.split.dedup=[]")
     return tuple(rules)
 
 

@@ -225,7 +225,7 @@ def write_glyph_corpus(out_dir, size: int, *, image_size: int = 32, seed: int = 
     table, stats = glyph_table(unihan, font, face)
     if size > len(table):
         raise ConfigError("data.corpus.size", need=f"={size} exceeds the {len(table)} glyphs with distinct captions "
-                         f"({stats['defined']} defined in {unihan}, {stats['in_font']} in the font)")
+                          f"({stats['defined']} defined in {unihan}, {stats['in_font']} in the font)")
     chosen = np.sort(np.random.default_rng(seed).choice(len(table), size, replace=False))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,10 @@ class MemberOrder(Sampler):
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if batch_size % world:
             raise ConfigError("train.batch_size", need=f"={batch_size} (the global batch) must divide by the "
-                             f"{world} ranks")
+                              f"{world} ranks")
         if n % world:
             raise ConfigError("data.size", need=f"={n} must divide by the {world} ranks: with equal batches on every "
-                             "rank, anything else would drop or repeat members")
+                              "rank, anything else would drop or repeat members")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.epoch, self._cursor = 0, None  # (epoch, its permutation, generator state after it)
 

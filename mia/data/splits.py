@@ -211,7 +211,8 @@ def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmemb
     pool_uids, non_uids = d.pool, d.nonmembers
     members = pool_uids[:n]
     if extension is not None and n > len(pool_uids):
-        members = extension.extended(pool_uids, n - len(pool_uids), dedup.forbidden(member_index, pool_uids, other, rules))
+        forbidden = dedup.forbidden(member_index, pool_uids, other, rules)
+        members = extension.extended(pool_uids, n - len(pool_uids), forbidden)
         _refuse_generated_nonmembers(members, non_uids)
     aux_mem = pool_uids[k:min(n, k + n_aux - n_aux // 2)]  # trained on, but not in member_eval
     aux_non = non_uids[k + n_known:need]

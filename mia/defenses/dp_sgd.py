@@ -116,7 +116,7 @@ class DPSGD(Defense):
         n, s = len(uids), self.settings
         if spec.batch_size > n:
             raise ConfigError("train.batch_size", need=f"={spec.batch_size} exceeds data.size={n}: the sample rate "
-                             "B / N of defense=dp_sgd must be at most 1")
+                              "B / N of defense=dp_sgd must be at most 1")
         device = world.device
         images, tokens = load_pairs(shards, uids, preprocess, tokenizer, "load members")
         images, tokens = images.to(device), tokens.to(device)

@@ -125,7 +125,8 @@ def plan(spec: TrainSpec, n: int, image_size: int, context_length: int, shards) 
             "corpus_disk_bytes": sum(Path(s).stat().st_size for s in shards)}
 
 
-def target_key(spec: TrainSpec, corpus_fingerprint: str, split: SplitSpec, size: int, canaries: dict | None = None) -> str:
+def target_key(spec: TrainSpec, corpus_fingerprint: str, split: SplitSpec, size: int,
+               canaries: dict | None = None) -> str:
     """Everything that defines the trained weights, nothing that only concerns evaluation. The
     de-duplication rules shape the member pool, so they are part of it, but only when they are not
     the default: the keys of targets trained before the rules were selectable stay as they were.
