@@ -8,7 +8,7 @@ needs them. Nothing of them is written; a larger N extends a smaller one's membe
 stay where they are.
 
 Each generated pair goes through the shards' own JPEG round trip, so a pair reads the same whether
-it comes from a shard or from the generator (tests/test_generated.py holds the two equal).
+it comes from a shard or from the generator (tests/data/test_generated.py holds the two equal).
 """
 from __future__ import annotations
 

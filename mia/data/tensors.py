@@ -4,7 +4,7 @@ open_clip's eval transform is Resize (bicubic, PIL), CenterCrop, RGB, ToTensor, 
 3-component JPEG already at the model's input size, Resize and CenterCrop do nothing, and the rest
 is tensor arithmetic: `TensorPreprocess` then decodes with torchvision.io (libjpeg-turbo, as PIL's
 decoder) straight to a uint8 tensor and scales and normalises it. That gives bit for bit the
-tensor of the PIL path (tests/test_tensors.py), at a fraction of the cost. Any other image (PNG,
+tensor of the PIL path (tests/data/test_tensors.py), at a fraction of the cost. Any other image (PNG,
 CMYK or greyscale JPEG, another size, a JPEG torchvision refuses) takes the PIL path unchanged.
 Resizing stays with PIL, so what a CLIP trained elsewhere sees is what open_clip shows it.
 """

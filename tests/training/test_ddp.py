@@ -17,7 +17,7 @@ from mia.model import build_model
 from mia.pipeline import run
 from tests.helpers.config import SMALL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def batches(order, epoch, local_batch):

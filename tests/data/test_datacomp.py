@@ -21,7 +21,7 @@ from mia.data import shards as sh
 from mia.data.datacomp import fetch, main, member_mask
 from mia.data.uids import read_uids
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SEED = 3
 needs_img2dataset = pytest.mark.skipif(find_spec("img2dataset") is None, reason="img2dataset is not installed "
                                        "(pip install --no-deps img2dataset==1.47.0, see docs/datacomp.md)")
