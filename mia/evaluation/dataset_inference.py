@@ -26,7 +26,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from mia.validate import ConfigError
+from mia.validate import ConfigError, is_int, is_number, require
 
 # conf/analysis/default.yaml restates these; the report uses them for jobs run before that group existed.
 DEFAULTS = {"m": [2, 3, 5, 10, 20, 30, 50, 75, 100, 150, 200, 250], "draws": 2000, "alpha": 0.01,
@@ -41,13 +41,13 @@ def check_settings(settings) -> dict:
         raise ConfigError("analysis.dataset_inference", need=f": unknown keys {sorted(unknown)}; known: "
                           f"{sorted(DEFAULTS)}")
     m = list(s["m"])
-    if not m or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in m) or m != sorted(set(m)):
-        raise ConfigError("analysis.dataset_inference.m", need=f"={m!r}: must be increasing integers >= 1")
-    if not (isinstance(s["draws"], int) and s["draws"] >= 10):
-        raise ConfigError("analysis.dataset_inference.draws", need=f"={s['draws']!r}: must be an integer >= 10")
+    require(m and all(is_int(v) and v >= 1 for v in m) and m == sorted(set(m)), "analysis.dataset_inference.m", m,
+            "must be increasing integers >= 1")
+    require(is_int(s["draws"]) and s["draws"] >= 10, "analysis.dataset_inference.draws", s["draws"],
+            "must be an integer >= 10")
     for key in ("alpha", "power"):
-        if not 0 < float(s[key]) < 1:
-            raise ValueError(f"analysis.dataset_inference.{key}={s[key]!r}: must lie strictly between 0 and 1")
+        require(is_number(s[key]) and 0 < s[key] < 1, f"analysis.dataset_inference.{key}", s[key],
+                "must lie strictly between 0 and 1")
     return {"m": m, "draws": int(s["draws"]), "alpha": float(s["alpha"]), "power": float(s["power"])}
 
 
