@@ -28,7 +28,7 @@ _COIN_STREAM = len(STYLES)  # the swap coins' RNG stream; a style's samples use 
 # uid prefix of a pair by what was swapped: both parts make it the shifted sibling's own pair
 _SWAP_PREFIX = {("image",): "mxi", ("caption",): "mxc", SHIFT_PARTS: "ood"}
 
-_COLOURS = {
+COLOURS = {
     "iid": {
         "red": (215, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 215), "yellow": (235, 215, 40),
         "purple": (130, 50, 170), "orange": (240, 130, 30), "cyan": (40, 200, 215), "pink": (235, 120, 180),
@@ -40,21 +40,21 @@ _COLOURS = {
         "slate": (90, 105, 120), "peach": (250, 205, 165), "plum": (140, 70, 110), "khaki": (190, 180, 120),
     },
 }
-_SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
-_SIZES = {"small": 0.14, "large": 0.24}
-_ROWS, _COLS = ("top", "middle", "bottom"), ("left", "center", "right")
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
+SIZES = {"small": 0.14, "large": 0.24}
+ROWS, COLS = ("top", "middle", "bottom"), ("left", "center", "right")
 JPEG_QUALITY = 95  # of the shards' images; generated pairs go through the same encoding
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70 syllables -> ~340k 3-syllable words
 
 
-def _position_name(row: int, col: int) -> str:
+def position_name(row: int, col: int) -> str:
     if row == 1 and col == 1:
         return "center"
     if row == 1:
-        return _COLS[col]
+        return COLS[col]
     if col == 1:
-        return _ROWS[row]
-    return f"{_ROWS[row]} {_COLS[col]}"
+        return ROWS[row]
+    return f"{ROWS[row]} {COLS[col]}"
 
 
 def _mask(shape: str, yy, xx, cy, cx, r):
@@ -87,7 +87,7 @@ def make_sample(index: int, *, seed: int, style: str = "iid", image_size: int = 
     if style not in STYLES:
         raise ConfigError("data.style", need=f"={style!r}: choose one of {STYLES}")
     rng = np.random.default_rng([seed, STYLES.index(style), index] + ([redraw] if redraw else []))
-    colours = _COLOURS[style]
+    colours = COLOURS[style]
     names = list(colours)
     s = image_size
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
@@ -102,11 +102,11 @@ def make_sample(index: int, *, seed: int, style: str = "iid", image_size: int = 
         colour = names[rng.integers(len(names))]
         while colour == bg:
             colour = names[rng.integers(len(names))]
-        shape, size = _SHAPES[rng.integers(len(_SHAPES))], list(_SIZES)[rng.integers(2)]
+        shape, size = SHAPES[rng.integers(len(SHAPES))], list(SIZES)[rng.integers(2)]
         cy = (row + 0.5) * s / 3 + rng.uniform(-0.06, 0.06) * s
         cx = (col + 0.5) * s / 3 + rng.uniform(-0.06, 0.06) * s
-        img[_mask(shape, yy, xx, cy, cx, _SIZES[size] * s)] = colours[colour]
-        objects.append((size, colour, shape, _position_name(row, col)))
+        img[_mask(shape, yy, xx, cy, cx, SIZES[size] * s)] = colours[colour]
+        objects.append((size, colour, shape, position_name(row, col)))
 
     # Per-sample detail: a random texture only memorisation can tie to this caption.
     if style == "iid":

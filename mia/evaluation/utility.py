@@ -12,18 +12,19 @@ import re
 import numpy as np
 import torch
 
+from mia.data import synthetic
 from mia.data.splits import NONMEMBER_EVAL, NONMEMBER_KNOWN
-from mia.data.synthetic import _COLOURS, _COLS, _ROWS, _SHAPES, _SIZES, _position_name
 
 KS = (1, 5, 10)
 RETRIEVAL_POOL = NONMEMBER_EVAL             # the fixed candidate pool: held-out, scored by every attack
 ATTRIBUTE_SETS = (NONMEMBER_EVAL, NONMEMBER_KNOWN)  # held-out pairs whose captions name their attributes
-COLOURS, SHAPES, SIZES = tuple(_COLOURS["iid"]), _SHAPES, tuple(_SIZES)
+COLOURS, SHAPES, SIZES = tuple(synthetic.COLOURS["iid"]), synthetic.SHAPES, tuple(synthetic.SIZES)
 # The caption grammar's first object: "a {size} {colour} {shape} on the {pos}" (mia/data/synthetic.py)
 _FIRST = re.compile(rf"^a ({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) (?:on|in) the ")
 # The caption grammar's own words for one object, nothing else (mia/data/synthetic.py)
 PROMPT = "a {size} {colour} {shape} {prep} the {pos} on a {bg} background"
-POSITIONS = tuple(_position_name(r, c) for r in range(len(_ROWS)) for c in range(len(_COLS)))
+POSITIONS = tuple(synthetic.position_name(r, c) for r in range(len(synthetic.ROWS))
+                  for c in range(len(synthetic.COLS)))
 
 
 def prompts() -> tuple[list[str], np.ndarray]:
