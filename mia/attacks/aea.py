@@ -19,8 +19,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
+from mia.validate import ConfigError, require
 
 BILINEAR = v2.InterpolationMode.BILINEAR
 
@@ -97,15 +98,13 @@ class AEA(Attack):
         self.transforms = [transforms] if isinstance(transforms, str) else list(transforms)
         self.params = copy.deepcopy(_plain(params) or {})
         for name in self.params:
-            if name not in SINGLE:
-                raise ParamError(f"params.{name}", self.params[name], f"unknown AEA transform; choose from {list(SINGLE)}")
+            require(name in SINGLE, f"params.{name}", self.params[name], f"unknown AEA transform; choose from {list(SINGLE)}")
         for name in self.transforms:
-            if name not in (*SINGLE, "combined"):
-                raise ParamError("transforms", self.transforms, f"unknown transform {name!r}; choose from "
-                                 f"{[*SINGLE, 'combined']}")
+            require(name in (*SINGLE, "combined"), "transforms", self.transforms,
+                    f"unknown transform {name!r}; choose from {[*SINGLE, 'combined']}")
             for used in (SINGLE if name == "combined" else [name]):
                 if used not in self.params:
-                    raise ParamError(f"params.{used}", None, "not set: the transform's strength is needed")
+                    raise ConfigError(f"params.{used}", need="is not set: the transform's strength is needed")
         self.repeats = repeats
         self.batch_size = batch_size
         self._built = {name: build_transform(name, self.params) for name in self.transforms}

@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
                                           pseudo_label_diagnostics)
 from mia.data.splits import EVAL_SETS, SCORED
+from mia.validate import require
 
 
 def encoder(d_in, dims, dropout) -> nn.Sequential:
@@ -102,9 +103,8 @@ class CLMIA(Attack):
 
     def __init__(self, *, lam: float, known_size, features, contrastive_sets, encoder_dims, dropout: float,
                  temperature: float, epochs: int, batch_size: int, lr: float, head_epochs: int, head_lr: float):
-        unknown = set(contrastive_sets) - set(EVAL_SETS)
-        if unknown:
-            raise ParamError("contrastive_sets", list(contrastive_sets), f"choose from {list(EVAL_SETS)}")
+        require(set(contrastive_sets) <= set(EVAL_SETS), "contrastive_sets", list(contrastive_sets),
+                f"choose from {list(EVAL_SETS)}")
         self.lam, self.known_size = float(lam), known_size
         self.features, self.contrastive_sets = list(features), list(contrastive_sets)
         self.encoder_dims, self.dropout, self.temperature = list(encoder_dims), float(dropout), float(temperature)

@@ -21,8 +21,9 @@ import torch
 from torchvision.transforms import v2
 
 from mia.attacks.aea import SINGLE, _plain, build_transform, sample_seed
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
+from mia.validate import ConfigError, is_int, require
 
 STATISTICS = ("to_original", "pairwise")
 
@@ -33,17 +34,14 @@ class ImageAgreement(Attack):
     def __init__(self, *, transforms, params, repeats: int, statistic: str, batch_size: int):
         self.transforms = list(_plain(transforms))
         self.params = copy.deepcopy(_plain(params) or {})
-        if not self.transforms:
-            raise ParamError("transforms", self.transforms, "list at least one transform")
+        require(len(self.transforms) > 0, "transforms", self.transforms, "list at least one transform")
         for name in self.transforms:
-            if name not in SINGLE:
-                raise ParamError("transforms", self.transforms, f"unknown transform {name!r}; choose from {list(SINGLE)}")
+            require(name in SINGLE, "transforms", self.transforms, f"unknown transform {name!r}; choose from {list(SINGLE)}")
             if name not in self.params:
-                raise ParamError(f"params.{name}", None, "not set: the transform's strength is needed")
-        if statistic not in STATISTICS:
-            raise ParamError("statistic", statistic, f"choose from {list(STATISTICS)}")
-        if not isinstance(repeats, int) or repeats < (2 if statistic == "pairwise" else 1):
-            raise ParamError("repeats", repeats, "an integer >= 1 (>= 2 for statistic: pairwise)")
+                raise ConfigError(f"params.{name}", need="is not set: the transform's strength is needed")
+        require(statistic in STATISTICS, "statistic", statistic, f"choose from {list(STATISTICS)}")
+        require(is_int(repeats) and repeats >= (2 if statistic == "pairwise" else 1), "repeats", repeats,
+                "an integer >= 1 (>= 2 for statistic: pairwise)")
         self.repeats, self.statistic, self.batch_size = repeats, statistic, batch_size
         self._t = v2.Compose([build_transform(n, self.params) for n in self.transforms])
 

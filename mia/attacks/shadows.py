@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from mia.attacks.base import ParamError
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data.splits import EVAL_SETS, NONMEMBER_KNOWN, SCORED
 from mia.features import embed
 from mia.training.stage import train_target
+from mia.validate import ConfigError, is_int, require
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ def pool(ctx):
 
 def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
     """[num_shadows, n] membership: shadows 2j and 2j+1 split the pool in two complementary halves."""
-    if num_shadows < 2 or num_shadows % 2:
-        raise ParamError("num_shadows", num_shadows, "use an even number >= 2 (complementary halves "
-                         "put every pair IN exactly half of the shadows)")
+    check_num_shadows(num_shadows)
     order = np.argsort(uids)  # halves depend on the pool's content, not on the order sets come in
     inside = np.zeros((num_shadows, len(uids)), dtype=bool)
     for j in range(num_shadows // 2):
@@ -141,16 +139,18 @@ def pair_statistic(image, text, tau, bank, exclude, statistic):
         return np.arctanh(np.clip((image * text).sum(1).astype(np.float64), -1 + 1e-6, 1 - 1e-6))
     if statistic == "logodds":
         return contrastive_logodds(image.astype(np.float64), text.astype(np.float64), tau, bank, exclude)
-    raise ParamError("statistic", statistic, f"choose one of {STATISTICS}")
+    raise ConfigError("statistic", statistic, f"choose one of {STATISTICS}")
+
+
+def check_num_shadows(num_shadows):
+    require(is_int(num_shadows) and num_shadows >= 2 and num_shadows % 2 == 0, "num_shadows", num_shadows,
+            "an even number >= 2 (complementary halves put every pair IN exactly half of the shadows)")
 
 
 def check_shadow_settings(num_shadows, statistic: str):
     """Refuse bad shadow settings when the attack is configured, before any model is trained."""
-    if not isinstance(num_shadows, int) or num_shadows < 2 or num_shadows % 2:
-        raise ParamError("num_shadows", num_shadows, "use an even number >= 2 (complementary halves "
-                         "put every pair IN exactly half of the shadows)")
-    if statistic not in STATISTICS:
-        raise ParamError("statistic", statistic, f"choose one of {STATISTICS}")
+    check_num_shadows(num_shadows)
+    require(statistic in STATISTICS, "statistic", statistic, f"choose one of {STATISTICS}")
 
 
 def _tau(model) -> float:

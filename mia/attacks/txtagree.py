@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from mia.attacks.aea import sample_seed
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
+from mia.validate import is_int, is_number, require
 
 STATISTICS = ("pairwise", "to_original")
 
@@ -38,16 +39,13 @@ class TextAgreement(Attack):
     name = "txtagree"
 
     def __init__(self, *, word_dropout: float, swaps: int, repeats: int, statistic: str, batch_size: int):
-        if not 0 <= word_dropout < 1:
-            raise ParamError("word_dropout", word_dropout, "a probability in [0, 1)")
-        if not isinstance(swaps, int) or swaps < 0:
-            raise ParamError("swaps", swaps, "an integer >= 0")
-        if word_dropout == 0 and swaps == 0:
-            raise ParamError("word_dropout", word_dropout, "with swaps: 0 the captions are never perturbed")
-        if statistic not in STATISTICS:
-            raise ParamError("statistic", statistic, f"choose from {list(STATISTICS)}")
-        if not isinstance(repeats, int) or repeats < (2 if statistic == "pairwise" else 1):
-            raise ParamError("repeats", repeats, "an integer >= 1 (>= 2 for statistic: pairwise)")
+        require(is_number(word_dropout) and 0 <= word_dropout < 1, "word_dropout", word_dropout, "a probability in [0, 1)")
+        require(is_int(swaps) and swaps >= 0, "swaps", swaps, "an integer >= 0")
+        require(word_dropout > 0 or swaps > 0, "word_dropout", word_dropout,
+                "with swaps: 0 the captions are never perturbed")
+        require(statistic in STATISTICS, "statistic", statistic, f"choose from {list(STATISTICS)}")
+        require(is_int(repeats) and repeats >= (2 if statistic == "pairwise" else 1), "repeats", repeats,
+                "an integer >= 1 (>= 2 for statistic: pairwise)")
         self.word_dropout, self.swaps, self.repeats = word_dropout, swaps, repeats
         self.statistic, self.batch_size = statistic, batch_size
 

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from mia.attacks.base import AttackContext, ParamError
+from mia.attacks.base import AttackContext
 from mia.data.splits import AUX_POOL, NONMEMBER_KNOWN, SCORED
 from mia.sizes import parse_size
+from mia.validate import require
 
 GRAD_FEATURES = ("loss", "grad_norm")
 
@@ -40,15 +41,13 @@ def pseudo_label(ctx: AttackContext, lam: float, known_size=None) -> PseudoLabel
     None = all; 500 or "1k"); pseudo-members = aux_pool pairs whose cosine reaches mu + lam * sigma of D_no."""
     known_cos = ctx.features[NONMEMBER_KNOWN].cos
     n_known = len(known_cos) if known_size is None else parse_size(known_size, "known_size")
-    if not 2 <= n_known <= len(known_cos):
-        raise ParamError("known_size", known_size, f"need 2 to {len(known_cos)} known non-members")
+    require(2 <= n_known <= len(known_cos), "known_size", known_size, f"need 2 to {len(known_cos)} known non-members")
     known = np.arange(n_known)
     mu, sigma = float(known_cos[known].mean()), float(known_cos[known].std(ddof=1))
     pl = PseudoLabels(known, np.flatnonzero(ctx.features[AUX_POOL].cos >= mu + lam * sigma), float(lam), mu, sigma)
-    if len(pl.members) == 0:
-        raise ParamError("lam", lam, f"no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} "
-                         f"(mu {mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
-                         "no pseudo-members to train on; lower it")
+    require(len(pl.members) > 0, "lam", lam, f"no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} "
+            f"(mu {mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
+            "no pseudo-members to train on; lower it")
     return pl
 
 
@@ -67,8 +66,7 @@ def feature_matrix(sf, features) -> np.ndarray:
     columns = {"image": lambda: sf.image, "text": lambda: sf.text, "product": lambda: sf.image * sf.text,
                "cos": lambda: sf.cos[:, None]}
     unknown = set(features) - set(columns)
-    if unknown:
-        raise ParamError("features", list(features), f"{sorted(unknown)} unknown: choose from {list(columns)}")
+    require(not unknown, "features", list(features), f"{sorted(unknown)} unknown: choose from {list(columns)}")
     return np.concatenate([columns[f]() for f in features], axis=1).astype(np.float32)
 
 

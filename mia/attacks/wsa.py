@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
                                           pseudo_label_diagnostics)
 from mia.data.splits import SCORED
+from mia.validate import require
 
 # Each variant's published classifier inputs (`features: null` in the yaml); its training settings
 # are the keyword arguments of its trainer below, all set in conf/attack/wsa.yaml / wsa_gomez.yaml.
@@ -114,16 +115,14 @@ class WSA(Attack):
     def __init__(self, *, variant: str, lam: float, known_size, features, ko: dict | None = None,
                  gomez: dict | None = None):
         trainers = {"ko": train_ko, "gomez": train_gomez}
-        if variant not in trainers:
-            raise ParamError("variant", variant, f"choose one of {list(trainers)}")
+        require(variant in trainers, "variant", variant, f"choose one of {list(trainers)}")
         self.variant, self.lam, self.known_size = variant, float(lam), known_size
         self.train = trainers[variant]
         # The variant's settings block must name exactly its trainer's keyword arguments.
         given = dict({"ko": ko, "gomez": gomez}[variant] or {})
         expected = list(inspect.signature(self.train).parameters)[3:]  # after x, y, g
-        if set(given) != set(expected):
-            raise ParamError(variant, given, f"unknown keys {sorted(set(given) - set(expected))}, missing keys "
-                             f"{sorted(set(expected) - set(given))}: set exactly {expected}")
+        require(set(given) == set(expected), variant, given, f"unknown keys {sorted(set(given) - set(expected))}, "
+                f"missing keys {sorted(set(expected) - set(given))}: set exactly {expected}")
         self.settings = given
         self.features = list(features or FEATURES[variant])
 

@@ -6,6 +6,7 @@ from hydra.utils import instantiate
 
 from mia.attacks.aea import AEA, COMBINED_ORDER, SINGLE, sample_seed
 from mia.features import SplitFeatures
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, assert_null, assert_planted
 from tests.helpers.config import compose_config
 
@@ -82,7 +83,7 @@ def test_aea_config_and_params():
     a = make_attack("aea", transforms="rotation", params={"rotation": {"degrees": 30}, "crop": {"scale": [0.5, 0.7]}})
     assert a.transforms == ["rotation"] and "30" in repr(a._built["rotation"])
     assert a.params["crop"] == {"scale": [0.5, 0.7], "ratio": list(cfg.attack.aea.params.crop.ratio)}
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"attack\.aea\.transforms"):
         make_attack("aea", transforms=["blur"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"attack\.aea\.params\.blur"):
         make_attack("aea", params={"blur": {"sigma": 1}})

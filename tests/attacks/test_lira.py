@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 
 from mia.attacks.lira import LiRA
 from mia.attacks.shadows import halves, pool, references
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
 from tests.helpers.config import compose_config
 
@@ -41,7 +42,7 @@ def test_halves_are_balanced_complementary_and_reusable():
     assert not (halves(uids, 8, seed=4) == inside).all()    # seeded
     perm = np.random.default_rng(0).permutation(101)        # membership follows the uid, not the order
     assert (halves(uids[perm], 8, seed=3) == inside[:, perm]).all()
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(ConfigError, match="num_shadows=3: an even number"):
         halves(uids, 3, seed=0)
 
 
@@ -109,7 +110,9 @@ def test_lira_config_and_validation():
     attack = instantiate(cfg.attack.lira)
     assert isinstance(attack, LiRA) and attack.mode == "online" and attack.statistic == "fisher"
     assert attack.num_shadows == cfg.attack.lira.num_shadows
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ConfigError, match=r"attack\.lira\.mode"):
         make_attack("lira", mode="both")
-    with pytest.raises(ValueError, match="variance"):
+    with pytest.raises(ConfigError, match=r"attack\.lira\.variance"):
         make_attack("lira", variance="local")
+    with pytest.raises(ConfigError, match=r"attack\.lira\.num_shadows"):
+        make_attack("lira", num_shadows=True)  # a bool is not a count

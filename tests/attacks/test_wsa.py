@@ -19,6 +19,7 @@ from mia.attacks.base import AttackContext
 from mia.attacks.weak_supervision import labelled_training_set, pseudo_label, pseudo_label_diagnostics
 from mia.attacks.wsa import WSA
 from mia.features import SplitFeatures
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, FeatureSplits, assert_null, assert_planted, feature_context, shifted_members
 from tests.helpers.config import compose_config
 
@@ -107,7 +108,7 @@ def test_pseudo_label_diagnostics_known_truth():
 
 
 def test_wsa_no_pseudo_members_names_lam(planted_features):
-    with pytest.raises(ValueError, match=r"attack\.wsa\.lam"):
+    with pytest.raises(ConfigError, match=r"attack\.wsa\.lam"):
         make_attack("wsa", lam=100)(planted_features)
 
 
@@ -119,9 +120,9 @@ def test_wsa_seeded_and_settings_honoured(planted_features):
     d = make_attack("wsa", variant="ko", known_size=100, ko={"max_epochs": 2, "patience": 5}).run(planted_features).diagnostics
     assert d["n_known"] == 100 and d["epochs"] == 2
     assert make_attack("wsa", variant="gomez", gomez={"epochs": 1}).run(planted_features).diagnostics["epochs"] == 1
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ConfigError, match=r"attack\.wsa\.gomez=.*unknown keys \['max_epochs'\]"):
         make_attack("wsa", variant="gomez", gomez={"max_epochs": 3})
-    with pytest.raises(ValueError, match="variant"):
+    with pytest.raises(ConfigError, match=r"attack\.wsa\.variant"):
         make_attack("wsa", variant="nope")
 
 
