@@ -15,7 +15,6 @@ import hashlib
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -86,17 +85,12 @@ def sample_seed(seed: int, uid, transform: str, repeat: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _plain(x):
-    return OmegaConf.to_container(x, resolve=True) if isinstance(x, (DictConfig, ListConfig)) else x
-
-
 class AEA(Attack):
     name = "aea"
 
     def __init__(self, *, transforms, params, repeats: int, batch_size: int):
-        transforms = _plain(transforms)
         self.transforms = [transforms] if isinstance(transforms, str) else list(transforms)
-        self.params = copy.deepcopy(_plain(params) or {})
+        self.params = copy.deepcopy(params or {})
         for name in self.params:
             require(name in SINGLE, f"params.{name}", self.params[name], f"unknown AEA transform; choose from {list(SINGLE)}")
         for name in self.transforms:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from mia.attacks.aea import SINGLE, _plain, build_transform, sample_seed
+from mia.attacks.aea import SINGLE, build_transform, sample_seed
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.validate import ConfigError, is_int, require
@@ -32,8 +32,8 @@ class ImageAgreement(Attack):
     name = "imgagree"
 
     def __init__(self, *, transforms, params, repeats: int, statistic: str, batch_size: int):
-        self.transforms = list(_plain(transforms))
-        self.params = copy.deepcopy(_plain(params) or {})
+        self.transforms = list(transforms)
+        self.params = copy.deepcopy(params or {})
         require(len(self.transforms) > 0, "transforms", self.transforms, "list at least one transform")
         for name in self.transforms:
             require(name in SINGLE, "transforms", self.transforms, f"unknown transform {name!r}; choose from {list(SINGLE)}")

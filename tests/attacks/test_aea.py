@@ -74,9 +74,10 @@ def test_sample_seed_is_stable_and_distinct():
 
 def test_aea_config_and_params():
     cfg = compose_config("attack=aea", "logger=none")
-    attack = instantiate(cfg.attack.aea)
+    attack = instantiate(cfg.attack.aea, _convert_="all")
     assert isinstance(attack, AEA) and attack.transforms == ["combined"]
     assert attack.params["rotation"] == {"degrees": 5}
+    assert type(attack.params["crop"]["scale"]) is list  # plain containers, as a job instantiates attacks
     # The yaml sets the strength of every transform (the code holds none).
     assert set(cfg.attack.aea.params) == set(SINGLE)
     # Overrides are merged key by key and reach the torchvision transform.

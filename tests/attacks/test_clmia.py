@@ -71,6 +71,6 @@ def test_nt_xent_prefers_matching_views():
 
 def test_clmia_yaml_instantiates(tmp_path):
     cfg = compose_config("attack=clmia", "attack.clmia.dropout=0.2", f"paths.root_dir={tmp_path}")
-    attack = instantiate(cfg.attack.clmia)
+    attack = instantiate(cfg.attack.clmia, _convert_="all")
     assert isinstance(attack, CLMIA) and attack.dropout == 0.2 and attack.temperature == 0.05
     assert attack.features == ["image", "text", "product", "cos"] and attack.encoder_dims == [256, 128]

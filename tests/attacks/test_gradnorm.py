@@ -79,7 +79,7 @@ def test_pseudo_labels_without_candidates_fall_back():
 
 def test_yaml_instantiates():
     cfg = compose_config("attack=gradnorm", "attack.gradnorm.negatives=fixed")
-    attack = instantiate(cfg.attack.gradnorm)
+    attack = instantiate(cfg.attack.gradnorm, _convert_="all")
     assert isinstance(attack, GradNorm) and attack.negatives == "fixed" and attack.batch_size == 64
     with pytest.raises(ConfigError, match=r"attack\.gradnorm\.negatives"):
         make_attack("gradnorm", negatives="other")

@@ -107,7 +107,7 @@ def test_lira_synthetic_null(mode):
 
 def test_lira_config_and_validation():
     cfg = compose_config("attack=lira", "logger=none")
-    attack = instantiate(cfg.attack.lira)
+    attack = instantiate(cfg.attack.lira, _convert_="all")
     assert isinstance(attack, LiRA) and attack.mode == "online" and attack.statistic == "fisher"
     assert attack.num_shadows == cfg.attack.lira.num_shadows
     with pytest.raises(ConfigError, match=r"attack\.lira\.mode"):

@@ -76,7 +76,7 @@ def test_select_params(tiny):
 
 def test_yaml_instantiates():
     cfg = compose_config("attack=paramgrad", "attack.paramgrad.params=last_blocks")
-    attack = instantiate(cfg.attack.paramgrad)
+    attack = instantiate(cfg.attack.paramgrad, _convert_="all")
     assert isinstance(attack, ParamGrad) and attack.params == "last_blocks" and attack.last_blocks == 1
 
 

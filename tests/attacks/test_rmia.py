@@ -84,7 +84,7 @@ def test_gamma_num_z_and_ties_are_honoured():
 
 def test_rmia_config_and_validation():
     cfg = compose_config("attack=rmia", "logger=none")
-    attack = instantiate(cfg.attack.rmia)
+    attack = instantiate(cfg.attack.rmia, _convert_="all")
     assert isinstance(attack, RMIA) and attack.mode == "offline" and attack.offline_a == "auto"
     assert (attack.gamma, attack.num_z) == (cfg.attack.rmia.gamma, cfg.attack.rmia.num_z)
     for key, bad in [("mode", "both"), ("offline_a", 1.5), ("offline_a", "half"), ("gamma", 0)]:

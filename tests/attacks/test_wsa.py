@@ -128,6 +128,6 @@ def test_wsa_seeded_and_settings_honoured(planted_features):
 
 def test_wsa_yaml_instantiates(tmp_path):
     cfg = compose_config("attack=wsa", "attack.wsa.variant=gomez", f"paths.root_dir={tmp_path}")
-    attack = instantiate(cfg.attack.wsa)
+    attack = instantiate(cfg.attack.wsa, _convert_="all")
     assert isinstance(attack, WSA) and attack.variant == "gomez" and attack.features == ["image", "text", "cos"]
     assert attack.settings == {"lr": 1e-3, "weight_decay": 0.01, "batch_size": 1024, "epochs": 5}
