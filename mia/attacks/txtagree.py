@@ -10,19 +10,17 @@ whose embedding the model never pinned down:
 
 P_r drops each word with probability `word_dropout` (never all of them) and then swaps `swaps`
 random pairs of neighbouring words. No image and no image tower are used. Every draw is seeded
-from (seed, uid, repeat).
+from (seed, uid, repeat) (mia/attacks/augment.py, with the agreement statistic).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from mia.attacks.aea import sample_seed
+from mia.attacks.augment import STATISTICS, agreement, sample_seed
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.validate import is_int, is_number, require
-
-STATISTICS = ("pairwise", "to_original")
 
 
 def perturb(caption: str, rng: np.random.Generator, word_dropout: float, swaps: int) -> str:
@@ -62,12 +60,8 @@ class TextAgreement(Attack):
         return torch.cat(out).numpy().astype(np.float64)
 
     def score(self, ctx: AttackContext, set_name: str) -> np.ndarray:
-        v = np.stack([self._embed(ctx, self.perturbed(ctx, set_name, r)) for r in range(self.repeats)])
-        if self.statistic == "to_original":
-            return np.einsum("rnd,nd->n", v, ctx.features[set_name].text.astype(np.float64)) / self.repeats
-        total = np.einsum("rnd,snd->n", v, v)
-        diagonal = np.einsum("rnd,rnd->n", v, v)
-        return (total - diagonal) / (self.repeats * (self.repeats - 1))
+        views = np.stack([self._embed(ctx, self.perturbed(ctx, set_name, r)) for r in range(self.repeats)])
+        return agreement(views, ctx.features[set_name].text, self.statistic)
 
     def run(self, ctx: AttackContext) -> AttackResult:
         s = {name: self.score(ctx, name) for name in SCORED}

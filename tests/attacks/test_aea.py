@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from mia.attacks.aea import AEA, COMBINED_ORDER, SINGLE, sample_seed
+from mia.attacks.aea import AEA
+from mia.attacks.augment import COMBINED_ORDER, SINGLE
 from mia.features import SplitFeatures
 from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, assert_null, assert_planted
@@ -63,13 +64,6 @@ def test_aea_score_independent_of_batch(planted_model):
     # ... and the draws do depend on the job's seed.
     reseeded = make_attack("aea", **attack, batch_size=5).run(replace(_subset(planted_model, picks), seed=planted_model.seed + 1))
     assert not np.allclose(reseeded.member_scores, part.member_scores)
-
-
-def test_sample_seed_is_stable_and_distinct():
-    assert sample_seed(0, "u1", "crop", 0) == sample_seed(0, "u1", "crop", 0)
-    seeds = {sample_seed(s, u, t, r) for s in (0, 1) for u in ("u1", "u2") for t in ("crop", "rotation")
-             for r in (0, 1)}
-    assert len(seeds) == 16 and all(0 <= s < 2 ** 63 for s in seeds)
 
 
 def test_aea_config_and_params():
