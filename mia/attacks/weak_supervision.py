@@ -3,11 +3,13 @@ eq. 2; Gomez's white-box variant): known non-members D_no get label 0, pairs of 
 D_all that look like members get label 1, and a classifier learns the difference.
 
 - `pseudo_label` / `labelled_training_set`: the cosine rule mu + lam * sigma of D_no (wsa, clmia);
-- `pseudo_label_scores`: the z-scored (loss, gradient norm) rule (gradnorm, paramgrad).
+- `pseudo_label_scores`: the z-scored (loss, gradient norm) rule (gradnorm, paramgrad);
+- `seeded` / `shuffled_batches` / `p_member`: training and scoring the torch classifiers (wsa, clmia).
 No evaluation uid is ever labelled or trained on (docs/design.md §4).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +83,21 @@ def labelled_training_set(ctx: AttackContext, pl: PseudoLabels, features):
     x = np.concatenate([feature_matrix(known, features)[pl.known], feature_matrix(aux, features)[pl.members]])
     y = np.r_[np.zeros(len(pl.known)), np.ones(len(pl.members))].astype(np.int64)
     return x, y, uids
+
+
+@contextmanager
+def seeded(seed: int):
+    """Seed a classifier's init and dropout (torch's global RNG) and yield the generator of its
+    batch order; the caller's torch RNG state is restored on exit."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed)
+
+
+def shuffled_batches(n: int, batch_size: int, g) -> list:
+    """Index tensors of one epoch: a permutation of range(n) drawn from `g`, cut into batches."""
+    order = torch.randperm(n, generator=g)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 @torch.no_grad()

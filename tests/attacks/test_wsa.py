@@ -13,10 +13,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from mia.attacks.base import AttackContext
-from mia.attacks.weak_supervision import labelled_training_set, pseudo_label, pseudo_label_diagnostics
+from mia.attacks.weak_supervision import (labelled_training_set, pseudo_label, pseudo_label_diagnostics, seeded,
+                                          shuffled_batches)
 from mia.attacks.wsa import WSA
 from mia.features import SplitFeatures
 from mia.validate import ConfigError
@@ -124,6 +126,21 @@ def test_wsa_seeded_and_settings_honoured(planted_features):
         make_attack("wsa", variant="gomez", gomez={"max_epochs": 3})
     with pytest.raises(ConfigError, match=r"attack\.wsa\.variant"):
         make_attack("wsa", variant="nope")
+
+
+def test_seeded_training_restores_the_callers_rng():
+    # wsa and clmia seed their classifier's init and batch order from the job seed alone, and the
+    # job's own torch RNG goes on as if they had not run.
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    with seeded(3) as g:
+        init, batches = torch.rand(1), shuffled_batches(10, 4, g)
+    assert torch.equal(torch.rand(2), expected)
+    with seeded(3) as g:
+        assert torch.equal(torch.rand(1), init)
+        assert all(torch.equal(a, b) for a, b in zip(shuffled_batches(10, 4, g), batches))
+    assert [len(b) for b in batches] == [4, 4, 2] and sorted(torch.cat(batches).tolist()) == list(range(10))
 
 
 def test_wsa_yaml_instantiates(tmp_path):
