@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.shadows import check_shadow_settings, references
+from mia.attacks.shadows import check_shadow_settings, masked_mean, references
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 from mia.validate import ConfigError, require
 
@@ -36,7 +36,7 @@ from mia.validate import ConfigError, require
 def gaussian_fit(stats, mask, variance: str):
     """Per-pair mean and std of stats[m, k] over the shadows with mask[m, k] (each pair has >= 1)."""
     count = mask.sum(0)
-    mean = np.where(mask, stats, 0).sum(0) / count
+    mean = masked_mean(stats, mask)
     sq = np.where(mask, (stats - mean) ** 2, 0).sum(0)
     if variance == "per_pair":
         require(count.min() >= 2, "variance", variance, "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
@@ -80,8 +80,7 @@ class LiRA(Attack):
         ref = references(ctx, self.num_shadows, self.statistic)
         score = self.score(ref)
         ev = ref.eval_rows()
-        mu_in = np.where(ref.inside, ref.shadow_stats, 0).sum(0) / ref.inside.sum(0)
-        mu_out = np.where(~ref.inside, ref.shadow_stats, 0).sum(0) / (~ref.inside).sum(0)
+        mu_in, mu_out = masked_mean(ref.shadow_stats, ref.inside), masked_mean(ref.shadow_stats, ~ref.inside)
         diagnostics = {**ref.diagnostics(), "mode": self.mode, "variance": self.variance,
                        # how far training moves a pair's statistic in the shadows, and the target's
                        # member / non-member difference: far apart (i.i.d. splits) = miscalibrated shadows

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.shadows import check_shadow_settings, references
+from mia.attacks.shadows import check_shadow_settings, masked_mean, references
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_KNOWN
 from mia.validate import is_number, require
 
@@ -40,8 +40,7 @@ def reference_log_prob(shadow_probs, inside, mode: str, offline_a: float):
     """log Pr(x) for every pool pair, from its probabilities under the shadows [m, n]."""
     if mode == "online":
         return np.log(shadow_probs.mean(0))
-    out = ~inside
-    p_out = np.where(out, shadow_probs, 0).sum(0) / out.sum(0)
+    p_out = masked_mean(shadow_probs, ~inside)
     return np.log(((1 + offline_a) * p_out + (1 - offline_a)) / 2)
 
 

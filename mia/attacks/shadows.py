@@ -114,6 +114,11 @@ def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
     return inside
 
 
+def masked_mean(stats, mask) -> np.ndarray:
+    """Per-pair mean of stats[m, k] over the shadows m with mask[m, k] (IN or OUT; each pair has >= 1)."""
+    return np.where(mask, stats, 0).sum(0) / mask.sum(0)
+
+
 def shadow_tag(seed: int, index: int) -> str:
     return f"reference-half/seed{seed}/shadow{index}"
 
