@@ -1,11 +1,17 @@
 """The contrastive (InfoNCE) loss of a pair and its gradient norm, shared by gradnorm (gradients
-w.r.t. the embeddings) and paramgrad (gradients w.r.t. the parameters)."""
+w.r.t. the embeddings) and paramgrad (gradients w.r.t. the parameters), and the model's logit
+scale they and the shadows' statistics (shadows.py) put on the cosines."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from mia.validate import is_int, require
+
+
+def logit_scale(model) -> float:
+    """exp(logit_scale): the factor a CLIP puts on its cosines before the softmax (1 / temperature)."""
+    return float(model.logit_scale.detach().exp())
 
 
 def batch_losses(img, txt, scale):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.contrastive import loss_and_grad_norm, split_known
+from mia.attacks.contrastive import logit_scale, loss_and_grad_norm, split_known
 from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
 from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.validate import require
@@ -56,7 +56,7 @@ class GradNorm(Attack):
         return out
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        scale = float(ctx.target.model.logit_scale.detach().exp())
+        scale = logit_scale(ctx.target.model)
         known = ctx.features[NONMEMBER_KNOWN]
         keep, bank = np.arange(len(known.uids)), None
         if self.negatives == "fixed":

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
+from mia.attacks.contrastive import logit_scale
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data.splits import EVAL_SETS, NONMEMBER_KNOWN, SCORED
 from mia.features import embed
@@ -158,10 +159,6 @@ def check_shadow_settings(num_shadows, statistic: str):
     require(statistic in STATISTICS, "statistic", statistic, f"choose one of {STATISTICS}")
 
 
-def _tau(model) -> float:
-    return float(model.logit_scale.detach().exp())
-
-
 def _load_tensors(ctx):
     """Pool images and tokens, read and preprocessed once per call (only if some shadow needs them)."""
     parts = [ctx.tensors(name) for name in EVAL_SETS]
@@ -176,7 +173,7 @@ def shadow_embeddings(shadow, pool_key: str, tensors):
     def build():
         image, text, _ = embed(shadow.model, *tensors(), desc=f"shadow {shadow.key} features")
         with atomic(path) as tmp:
-            np.savez(tmp, image=image, text=text, tau=_tau(shadow.model))
+            np.savez(tmp, image=image, text=text, tau=logit_scale(shadow.model))
 
     get_or_build(path, build)
     with np.load(path) as z:
@@ -214,7 +211,7 @@ def references(ctx, num_shadows: int, statistic: str = "fisher") -> References:
 
     image = np.concatenate([ctx.features[name].image for name in EVAL_SETS])
     text = np.concatenate([ctx.features[name].text for name in EVAL_SETS])
-    target = pair_statistic(image, text, _tau(ctx.target.model), bank, exclude, statistic)
+    target = pair_statistic(image, text, logit_scale(ctx.target.model), bank, exclude, statistic)
     log.info("reference models: %d shadows (%d trained now) on halves of a pool of %d pairs",
              num_shadows, trained, len(uids))
     return References(uids, offsets, inside, np.stack(stats), target, keys, dirs, trained, statistic)
