@@ -8,6 +8,7 @@ import numpy as np
 
 from mia.data.pairs import load_raw, to_tensors
 from mia.data.splits import MEMBER_EVAL
+from mia.validate import ConfigError
 
 
 @dataclass
@@ -54,19 +55,6 @@ class AttackContext:
         return to_tensors(*self.pairs(name), self.target.preprocess, self.target.tokenizer)
 
 
-class ParamError(ValueError):
-    """A bad attack setting. `param` is its key inside the attack's config (`lam`, `gomez.epochs`);
-    the pipeline prefixes the instance's own key (`attack.wsa_gomez.`), so the message names the
-    very key to fix, whichever config instance of the attack raised it."""
-
-    def __init__(self, param: str, value, message: str):
-        self.param, self.value, self.message = param, value, message
-        super().__init__(f"{param}={value!r}: {message}")
-
-    def under(self, prefix: str) -> "ParamError":
-        return ParamError(f"{prefix}.{self.param}", self.value, self.message)
-
-
 @dataclass
 class AttackResult:
     member_scores: np.ndarray
@@ -81,10 +69,12 @@ class Attack(ABC):
     key: str = "attack"          # this instance's config key, attack.<name>; set by pipeline.build_attacks
 
     def __call__(self, ctx: AttackContext) -> AttackResult:
-        """`run`, with a bad setting reported under this instance's own key (attack.wsa_gomez.lam)."""
+        """`run`, with a bad setting reported under this instance's own key (attack.wsa_gomez.lam):
+        attacks raise mia.validate.ConfigError under their own keys (`lam`, `gomez.epochs`), so the
+        message names the very key to fix, whichever config instance of the attack raised it."""
         try:
             return self.run(ctx)
-        except ParamError as err:
+        except ConfigError as err:
             raise err.under(self.key) from None
 
     @abstractmethod

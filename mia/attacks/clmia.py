@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
-                                          pseudo_label_diagnostics)
+                                          pseudo_label_diagnostics, seeded, shuffled_batches)
 from mia.data.splits import EVAL_SETS, SCORED
+from mia.validate import require
 
 
 def encoder(d_in, dims, dropout) -> nn.Sequential:
@@ -54,9 +55,7 @@ def pretrain(enc, x, g, epochs, batch_size, lr, temperature):
     losses = []
     for _ in range(epochs):
         total = 0.0
-        order = torch.randperm(len(x), generator=g)
-        batches = [order[i:i + batch_size] for i in range(0, len(x), batch_size)]
-        batches = [b for b in batches if len(b) > 1]  # a lone row has no negatives
+        batches = [b for b in shuffled_batches(len(x), batch_size, g) if len(b) > 1]  # a lone row has no negatives
         for b in batches:
             opt.zero_grad()
             loss = nt_xent(enc(x[b]), enc(x[b]), temperature)  # two passes = two dropout masks
@@ -102,9 +101,8 @@ class CLMIA(Attack):
 
     def __init__(self, *, lam: float, known_size, features, contrastive_sets, encoder_dims, dropout: float,
                  temperature: float, epochs: int, batch_size: int, lr: float, head_epochs: int, head_lr: float):
-        unknown = set(contrastive_sets) - set(EVAL_SETS)
-        if unknown:
-            raise ParamError("contrastive_sets", list(contrastive_sets), f"choose from {list(EVAL_SETS)}")
+        require(set(contrastive_sets) <= set(EVAL_SETS), "contrastive_sets", list(contrastive_sets),
+                f"choose from {list(EVAL_SETS)}")
         self.lam, self.known_size = float(lam), known_size
         self.features, self.contrastive_sets = list(features), list(contrastive_sets)
         self.encoder_dims, self.dropout, self.temperature = list(encoder_dims), float(dropout), float(temperature)
@@ -119,9 +117,7 @@ class CLMIA(Attack):
         # embedding coordinates otherwise, and dropout noise should be on one scale for all columns.
         mean, std = x_pool.mean(0), x_pool.std(0) + 1e-6
         scale = lambda a: torch.from_numpy((a - mean) / std).float()  # noqa: E731
-        with torch.random.fork_rng(devices=[]):  # seeded init and dropout, caller's RNG untouched
-            torch.manual_seed(ctx.seed)
-            g = torch.Generator().manual_seed(ctx.seed)
+        with seeded(ctx.seed) as g:
             enc = encoder(x_pool.shape[1], self.encoder_dims, self.dropout)
             losses = pretrain(enc, scale(x_pool), g, self.epochs, self.batch_size, self.lr, self.temperature)
             model = _Frozen(enc, self.encoder_dims[-1])

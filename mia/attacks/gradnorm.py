@@ -30,18 +30,18 @@ import math
 import numpy as np
 import torch
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
-from mia.attacks.contrastive import loss_and_grad_norm, split_known
+from mia.attacks.base import Attack, AttackContext, AttackResult
+from mia.attacks.contrastive import logit_scale, loss_and_grad_norm, split_known
 from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
 from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
+from mia.validate import require
 
 
 class GradNorm(Attack):
     name = "gradnorm"
 
     def __init__(self, *, negatives: str, batch_size: int, bank_size: int, C: float):
-        if negatives not in ("batch", "fixed"):
-            raise ParamError("negatives", negatives, "choose 'batch' or 'fixed'")
+        require(negatives in ("batch", "fixed"), "negatives", negatives, "choose 'batch' or 'fixed'")
         self.negatives, self.batch_size, self.bank_size, self.C = negatives, batch_size, bank_size, C
 
     def _features(self, img, txt, scale, seed, bank):
@@ -56,7 +56,7 @@ class GradNorm(Attack):
         return out
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        scale = float(ctx.target.model.logit_scale.detach().exp())
+        scale = logit_scale(ctx.target.model)
         known = ctx.features[NONMEMBER_KNOWN]
         keep, bank = np.arange(len(known.uids)), None
         if self.negatives == "fixed":

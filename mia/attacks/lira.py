@@ -27,19 +27,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
-from mia.attacks.shadows import check_shadow_settings, references
+from mia.attacks.base import Attack, AttackContext, AttackResult
+from mia.attacks.shadows import check_shadow_settings, masked_mean, references
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
+from mia.validate import ConfigError, require
 
 
 def gaussian_fit(stats, mask, variance: str):
     """Per-pair mean and std of stats[m, k] over the shadows with mask[m, k] (each pair has >= 1)."""
     count = mask.sum(0)
-    mean = np.where(mask, stats, 0).sum(0) / count
+    mean = masked_mean(stats, mask)
     sq = np.where(mask, (stats - mean) ** 2, 0).sum(0)
     if variance == "per_pair":
-        if count.min() < 2:
-            raise ParamError("variance", variance, "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
+        require(count.min() >= 2, "variance", variance, "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
         std = np.sqrt(sq / (count - 1))
     elif variance == "global":
         if count.min() >= 2:  # pooled within-pair variance
@@ -47,7 +47,7 @@ def gaussian_fit(stats, mask, variance: str):
         else:                 # one shadow per side: only the spread across pairs is left
             std = np.full_like(mean, stats[mask].std())
     else:
-        raise ParamError("variance", variance, "choose 'global' or 'per_pair'")
+        raise ConfigError("variance", variance, "choose 'global' or 'per_pair'")
     return mean, np.maximum(std, 1e-6)
 
 
@@ -60,10 +60,8 @@ class LiRA(Attack):
     needs_shadows = True
 
     def __init__(self, *, num_shadows: int, mode: str, variance: str, statistic: str):
-        if mode not in ("online", "offline"):
-            raise ParamError("mode", mode, "choose 'online' or 'offline'")
-        if variance not in ("global", "per_pair"):
-            raise ParamError("variance", variance, "choose 'global' or 'per_pair'")
+        require(mode in ("online", "offline"), "mode", mode, "choose 'online' or 'offline'")
+        require(variance in ("global", "per_pair"), "variance", variance, "choose 'global' or 'per_pair'")
         check_shadow_settings(num_shadows, statistic)
         self.num_shadows, self.mode, self.variance, self.statistic = num_shadows, mode, variance, statistic
 
@@ -82,8 +80,7 @@ class LiRA(Attack):
         ref = references(ctx, self.num_shadows, self.statistic)
         score = self.score(ref)
         ev = ref.eval_rows()
-        mu_in = np.where(ref.inside, ref.shadow_stats, 0).sum(0) / ref.inside.sum(0)
-        mu_out = np.where(~ref.inside, ref.shadow_stats, 0).sum(0) / (~ref.inside).sum(0)
+        mu_in, mu_out = masked_mean(ref.shadow_stats, ref.inside), masked_mean(ref.shadow_stats, ~ref.inside)
         diagnostics = {**ref.diagnostics(), "mode": self.mode, "variance": self.variance,
                        # how far training moves a pair's statistic in the shadows, and the target's
                        # member / non-member difference: far apart (i.i.d. splits) = miscalibrated shadows

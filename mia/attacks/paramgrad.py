@@ -42,10 +42,11 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.contrastive import bank_losses, split_known
 from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
 from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
+from mia.validate import ConfigError, is_int, require
 
 TOWERS = ("visual.transformer.resblocks", "transformer.resblocks")
 # Everything after the last residual block of each tower, plus the temperature.
@@ -59,16 +60,15 @@ def select_params(model, params: str = "all", last_blocks: int = 1) -> list[str]
     names = [n for n, _ in model.named_parameters()]
     if params == "all":
         return names
-    if params != "last_blocks":
-        raise ParamError("params", params, "choose 'all' or 'last_blocks'")
+    require(params == "last_blocks", "params", params, "choose 'all' or 'last_blocks'")
     keep = []
     for tower in TOWERS:
         try:
             depth = len(model.get_submodule(tower))
         except AttributeError as e:
-            raise ParamError("params", params, f"needs transformer towers; {tower} not found") from e
-        if not 0 <= last_blocks <= depth:
-            raise ParamError("last_blocks", last_blocks, f"outside [0, {depth}] for {tower}")
+            raise ConfigError("params", params, f"needs transformer towers; {tower} not found") from e
+        require(is_int(last_blocks) and 0 <= last_blocks <= depth, "last_blocks", last_blocks,
+                f"an integer in [0, {depth}] for {tower}")
         keep += [f"{tower}.{i}." for i in range(depth - last_blocks, depth)]
     return [n for n in names if n.startswith(tuple(keep)) or n.startswith(HEAD)]
 
@@ -207,8 +207,7 @@ class ParamGrad(Attack):
     name = "paramgrad"
 
     def __init__(self, *, params: str, last_blocks: int, bank_size: int, chunk_size: int, device: str, C: float):
-        if params not in ("all", "last_blocks"):
-            raise ParamError("params", params, "choose 'all' or 'last_blocks'")
+        require(params in ("all", "last_blocks"), "params", params, "choose 'all' or 'last_blocks'")
         self.params, self.last_blocks, self.bank_size = params, last_blocks, bank_size
         self.chunk_size, self.device, self.C = chunk_size, device, C
 

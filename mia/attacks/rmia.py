@@ -24,9 +24,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
-from mia.attacks.shadows import check_shadow_settings, references
+from mia.attacks.base import Attack, AttackContext, AttackResult
+from mia.attacks.shadows import check_shadow_settings, masked_mean, references
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_KNOWN
+from mia.validate import is_number, require
 
 A_GRID = np.round(np.arange(0, 1.01, 0.1), 2)
 
@@ -39,8 +40,7 @@ def reference_log_prob(shadow_probs, inside, mode: str, offline_a: float):
     """log Pr(x) for every pool pair, from its probabilities under the shadows [m, n]."""
     if mode == "online":
         return np.log(shadow_probs.mean(0))
-    out = ~inside
-    p_out = np.where(out, shadow_probs, 0).sum(0) / out.sum(0)
+    p_out = masked_mean(shadow_probs, ~inside)
     return np.log(((1 + offline_a) * p_out + (1 - offline_a)) / 2)
 
 
@@ -49,8 +49,7 @@ def tune_offline_a(shadow_logodds, inside) -> tuple[float, dict]:
     non-members, using the remaining shadows as references (mean AUC over shadows). The score is
     monotone in LR(x), so the AUC of log LR stands in for the z comparison."""
     m = len(inside)
-    if m < 4:
-        raise ParamError("offline_a", "auto", "needs num_shadows >= 4 (each pair must stay OUT of some reference)")
+    require(m >= 4, "offline_a", "auto", "needs num_shadows >= 4 (each pair must stay OUT of some reference)")
     probs = np.exp(log_sigmoid(shadow_logodds))
     auc = {}
     for a in A_GRID:
@@ -68,12 +67,10 @@ class RMIA(Attack):
     needs_shadows = True
 
     def __init__(self, *, num_shadows: int, mode: str, gamma: float, num_z: int, offline_a, break_ties: bool):
-        if mode not in ("online", "offline"):
-            raise ParamError("mode", mode, "choose 'online' or 'offline'")
-        if offline_a != "auto" and not 0 <= float(offline_a) <= 1:
-            raise ParamError("offline_a", offline_a, "'auto' or a number in [0, 1]")
-        if gamma <= 0:
-            raise ParamError("gamma", gamma, "must be > 0")
+        require(mode in ("online", "offline"), "mode", mode, "choose 'online' or 'offline'")
+        require(offline_a == "auto" or (is_number(offline_a) and 0 <= offline_a <= 1), "offline_a", offline_a,
+                "'auto' or a number in [0, 1]")
+        require(is_number(gamma) and gamma > 0, "gamma", gamma, "a number > 0")
         check_shadow_settings(num_shadows, "logodds")
         self.num_shadows, self.mode, self.gamma, self.num_z, self.offline_a = num_shadows, mode, gamma, num_z, offline_a
         self.break_ties = break_ties

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from mia.attacks.base import ParamError
+from mia.attacks.contrastive import logit_scale
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data.splits import EVAL_SETS, NONMEMBER_KNOWN, SCORED
 from mia.features import embed
 from mia.training.stage import train_target
+from mia.validate import ConfigError, is_int, require
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,7 @@ def pool(ctx):
 
 def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
     """[num_shadows, n] membership: shadows 2j and 2j+1 split the pool in two complementary halves."""
-    if num_shadows < 2 or num_shadows % 2:
-        raise ParamError("num_shadows", num_shadows, "use an even number >= 2 (complementary halves "
-                         "put every pair IN exactly half of the shadows)")
+    check_num_shadows(num_shadows)
     order = np.argsort(uids)  # halves depend on the pool's content, not on the order sets come in
     inside = np.zeros((num_shadows, len(uids)), dtype=bool)
     for j in range(num_shadows // 2):
@@ -114,6 +113,11 @@ def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
         inside[2 * j, order[first]] = True
         inside[2 * j + 1] = ~inside[2 * j]
     return inside
+
+
+def masked_mean(stats, mask) -> np.ndarray:
+    """Per-pair mean of stats[m, k] over the shadows m with mask[m, k] (IN or OUT; each pair has >= 1)."""
+    return np.where(mask, stats, 0).sum(0) / mask.sum(0)
 
 
 def shadow_tag(seed: int, index: int) -> str:
@@ -141,20 +145,18 @@ def pair_statistic(image, text, tau, bank, exclude, statistic):
         return np.arctanh(np.clip((image * text).sum(1).astype(np.float64), -1 + 1e-6, 1 - 1e-6))
     if statistic == "logodds":
         return contrastive_logodds(image.astype(np.float64), text.astype(np.float64), tau, bank, exclude)
-    raise ParamError("statistic", statistic, f"choose one of {STATISTICS}")
+    raise ConfigError("statistic", statistic, f"choose one of {STATISTICS}")
+
+
+def check_num_shadows(num_shadows):
+    require(is_int(num_shadows) and num_shadows >= 2 and num_shadows % 2 == 0, "num_shadows", num_shadows,
+            "an even number >= 2 (complementary halves put every pair IN exactly half of the shadows)")
 
 
 def check_shadow_settings(num_shadows, statistic: str):
     """Refuse bad shadow settings when the attack is configured, before any model is trained."""
-    if not isinstance(num_shadows, int) or num_shadows < 2 or num_shadows % 2:
-        raise ParamError("num_shadows", num_shadows, "use an even number >= 2 (complementary halves "
-                         "put every pair IN exactly half of the shadows)")
-    if statistic not in STATISTICS:
-        raise ParamError("statistic", statistic, f"choose one of {STATISTICS}")
-
-
-def _tau(model) -> float:
-    return float(model.logit_scale.detach().exp())
+    check_num_shadows(num_shadows)
+    require(statistic in STATISTICS, "statistic", statistic, f"choose one of {STATISTICS}")
 
 
 def _load_tensors(ctx):
@@ -171,7 +173,7 @@ def shadow_embeddings(shadow, pool_key: str, tensors):
     def build():
         image, text, _ = embed(shadow.model, *tensors(), desc=f"shadow {shadow.key} features")
         with atomic(path) as tmp:
-            np.savez(tmp, image=image, text=text, tau=_tau(shadow.model))
+            np.savez(tmp, image=image, text=text, tau=logit_scale(shadow.model))
 
     get_or_build(path, build)
     with np.load(path) as z:
@@ -209,7 +211,7 @@ def references(ctx, num_shadows: int, statistic: str = "fisher") -> References:
 
     image = np.concatenate([ctx.features[name].image for name in EVAL_SETS])
     text = np.concatenate([ctx.features[name].text for name in EVAL_SETS])
-    target = pair_statistic(image, text, _tau(ctx.target.model), bank, exclude, statistic)
+    target = pair_statistic(image, text, logit_scale(ctx.target.model), bank, exclude, statistic)
     log.info("reference models: %d shadows (%d trained now) on halves of a pool of %d pairs",
              num_shadows, trained, len(uids))
     return References(uids, offsets, inside, np.stack(stats), target, keys, dirs, trained, statistic)

@@ -10,18 +10,17 @@ whose embedding the model never pinned down:
 
 P_r drops each word with probability `word_dropout` (never all of them) and then swaps `swaps`
 random pairs of neighbouring words. No image and no image tower are used. Every draw is seeded
-from (seed, uid, repeat).
+from (seed, uid, repeat) (mia/attacks/augment.py, with the agreement statistic).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from mia.attacks.aea import sample_seed
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.augment import STATISTICS, agreement, sample_seed
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
-
-STATISTICS = ("pairwise", "to_original")
+from mia.validate import is_int, is_number, require
 
 
 def perturb(caption: str, rng: np.random.Generator, word_dropout: float, swaps: int) -> str:
@@ -38,16 +37,13 @@ class TextAgreement(Attack):
     name = "txtagree"
 
     def __init__(self, *, word_dropout: float, swaps: int, repeats: int, statistic: str, batch_size: int):
-        if not 0 <= word_dropout < 1:
-            raise ParamError("word_dropout", word_dropout, "a probability in [0, 1)")
-        if not isinstance(swaps, int) or swaps < 0:
-            raise ParamError("swaps", swaps, "an integer >= 0")
-        if word_dropout == 0 and swaps == 0:
-            raise ParamError("word_dropout", word_dropout, "with swaps: 0 the captions are never perturbed")
-        if statistic not in STATISTICS:
-            raise ParamError("statistic", statistic, f"choose from {list(STATISTICS)}")
-        if not isinstance(repeats, int) or repeats < (2 if statistic == "pairwise" else 1):
-            raise ParamError("repeats", repeats, "an integer >= 1 (>= 2 for statistic: pairwise)")
+        require(is_number(word_dropout) and 0 <= word_dropout < 1, "word_dropout", word_dropout, "a probability in [0, 1)")
+        require(is_int(swaps) and swaps >= 0, "swaps", swaps, "an integer >= 0")
+        require(word_dropout > 0 or swaps > 0, "word_dropout", word_dropout,
+                "with swaps: 0 the captions are never perturbed")
+        require(statistic in STATISTICS, "statistic", statistic, f"choose from {list(STATISTICS)}")
+        require(is_int(repeats) and repeats >= (2 if statistic == "pairwise" else 1), "repeats", repeats,
+                "an integer >= 1 (>= 2 for statistic: pairwise)")
         self.word_dropout, self.swaps, self.repeats = word_dropout, swaps, repeats
         self.statistic, self.batch_size = statistic, batch_size
 
@@ -64,12 +60,8 @@ class TextAgreement(Attack):
         return torch.cat(out).numpy().astype(np.float64)
 
     def score(self, ctx: AttackContext, set_name: str) -> np.ndarray:
-        v = np.stack([self._embed(ctx, self.perturbed(ctx, set_name, r)) for r in range(self.repeats)])
-        if self.statistic == "to_original":
-            return np.einsum("rnd,nd->n", v, ctx.features[set_name].text.astype(np.float64)) / self.repeats
-        total = np.einsum("rnd,snd->n", v, v)
-        diagonal = np.einsum("rnd,rnd->n", v, v)
-        return (total - diagonal) / (self.repeats * (self.repeats - 1))
+        views = np.stack([self._embed(ctx, self.perturbed(ctx, set_name, r)) for r in range(self.repeats)])
+        return agreement(views, ctx.features[set_name].text, self.statistic)
 
     def run(self, ctx: AttackContext) -> AttackResult:
         s = {name: self.score(ctx, name) for name in SCORED}

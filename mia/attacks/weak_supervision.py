@@ -3,20 +3,23 @@ eq. 2; Gomez's white-box variant): known non-members D_no get label 0, pairs of 
 D_all that look like members get label 1, and a classifier learns the difference.
 
 - `pseudo_label` / `labelled_training_set`: the cosine rule mu + lam * sigma of D_no (wsa, clmia);
-- `pseudo_label_scores`: the z-scored (loss, gradient norm) rule (gradnorm, paramgrad).
+- `pseudo_label_scores`: the z-scored (loss, gradient norm) rule (gradnorm, paramgrad);
+- `seeded` / `shuffled_batches` / `p_member`: training and scoring the torch classifiers (wsa, clmia).
 No evaluation uid is ever labelled or trained on (docs/design.md §4).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from mia.attacks.base import AttackContext, ParamError
+from mia.attacks.base import AttackContext
 from mia.data.splits import AUX_POOL, NONMEMBER_KNOWN, SCORED
 from mia.sizes import parse_size
+from mia.validate import require
 
 GRAD_FEATURES = ("loss", "grad_norm")
 
@@ -40,15 +43,13 @@ def pseudo_label(ctx: AttackContext, lam: float, known_size=None) -> PseudoLabel
     None = all; 500 or "1k"); pseudo-members = aux_pool pairs whose cosine reaches mu + lam * sigma of D_no."""
     known_cos = ctx.features[NONMEMBER_KNOWN].cos
     n_known = len(known_cos) if known_size is None else parse_size(known_size, "known_size")
-    if not 2 <= n_known <= len(known_cos):
-        raise ParamError("known_size", known_size, f"need 2 to {len(known_cos)} known non-members")
+    require(2 <= n_known <= len(known_cos), "known_size", known_size, f"need 2 to {len(known_cos)} known non-members")
     known = np.arange(n_known)
     mu, sigma = float(known_cos[known].mean()), float(known_cos[known].std(ddof=1))
     pl = PseudoLabels(known, np.flatnonzero(ctx.features[AUX_POOL].cos >= mu + lam * sigma), float(lam), mu, sigma)
-    if len(pl.members) == 0:
-        raise ParamError("lam", lam, f"no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} "
-                         f"(mu {mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
-                         "no pseudo-members to train on; lower it")
+    require(len(pl.members) > 0, "lam", lam, f"no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} "
+            f"(mu {mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
+            "no pseudo-members to train on; lower it")
     return pl
 
 
@@ -67,8 +68,7 @@ def feature_matrix(sf, features) -> np.ndarray:
     columns = {"image": lambda: sf.image, "text": lambda: sf.text, "product": lambda: sf.image * sf.text,
                "cos": lambda: sf.cos[:, None]}
     unknown = set(features) - set(columns)
-    if unknown:
-        raise ParamError("features", list(features), f"{sorted(unknown)} unknown: choose from {list(columns)}")
+    require(not unknown, "features", list(features), f"{sorted(unknown)} unknown: choose from {list(columns)}")
     return np.concatenate([columns[f]() for f in features], axis=1).astype(np.float32)
 
 
@@ -83,6 +83,21 @@ def labelled_training_set(ctx: AttackContext, pl: PseudoLabels, features):
     x = np.concatenate([feature_matrix(known, features)[pl.known], feature_matrix(aux, features)[pl.members]])
     y = np.r_[np.zeros(len(pl.known)), np.ones(len(pl.members))].astype(np.int64)
     return x, y, uids
+
+
+@contextmanager
+def seeded(seed: int):
+    """Seed a classifier's init and dropout (torch's global RNG) and yield the generator of its
+    batch order; the caller's torch RNG state is restored on exit."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed)
+
+
+def shuffled_batches(n: int, batch_size: int, g) -> list:
+    """Index tensors of one epoch: a permutation of range(n) drawn from `g`, cut into batches."""
+    order = torch.randperm(n, generator=g)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 @torch.no_grad()

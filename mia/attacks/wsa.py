@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mia.attacks.base import Attack, AttackContext, AttackResult, ParamError
+from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
-                                          pseudo_label_diagnostics)
+                                          pseudo_label_diagnostics, seeded, shuffled_batches)
 from mia.data.splits import SCORED
+from mia.validate import require
 
 # Each variant's published classifier inputs (`features: null` in the yaml); its training settings
 # are the keyword arguments of its trainer below, all set in conf/attack/wsa.yaml / wsa_gomez.yaml.
@@ -37,11 +38,6 @@ FEATURES = {"ko": ["image", "text"], "gomez": ["image", "text", "cos"]}
 
 
 # ----------------------------------------------------------------------------- classifiers
-
-def _batches(n, batch_size, g):
-    order = torch.randperm(n, generator=g)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
 
 def mlp(sizes) -> nn.Sequential:
     """Linear layers of the given sizes with ReLU between them (none after the last)."""
@@ -67,7 +63,7 @@ def train_ko(x, y, g, hidden, lr, batch_size, max_epochs, val_fraction, patience
     best, stale, epochs, val_loss = float("inf"), 0, 0, float("nan")
     for epochs in range(1, max_epochs + 1):
         model.train()
-        for b in _batches(len(tr), batch_size, g):
+        for b in shuffled_batches(len(tr), batch_size, g):
             opt.zero_grad()
             loss_fn(model(x[tr[b]]), y[tr[b]]).backward()
             opt.step()
@@ -99,7 +95,7 @@ def train_gomez(x, y, g, lr, weight_decay, batch_size, epochs):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     for _ in range(epochs):
-        for b in _batches(len(y), batch_size, g):
+        for b in shuffled_batches(len(y), batch_size, g):
             opt.zero_grad()
             loss_fn(model(x[b])[:, 1], y[b]).backward()
             opt.step()
@@ -114,16 +110,14 @@ class WSA(Attack):
     def __init__(self, *, variant: str, lam: float, known_size, features, ko: dict | None = None,
                  gomez: dict | None = None):
         trainers = {"ko": train_ko, "gomez": train_gomez}
-        if variant not in trainers:
-            raise ParamError("variant", variant, f"choose one of {list(trainers)}")
+        require(variant in trainers, "variant", variant, f"choose one of {list(trainers)}")
         self.variant, self.lam, self.known_size = variant, float(lam), known_size
         self.train = trainers[variant]
         # The variant's settings block must name exactly its trainer's keyword arguments.
         given = dict({"ko": ko, "gomez": gomez}[variant] or {})
         expected = list(inspect.signature(self.train).parameters)[3:]  # after x, y, g
-        if set(given) != set(expected):
-            raise ParamError(variant, given, f"unknown keys {sorted(set(given) - set(expected))}, missing keys "
-                             f"{sorted(set(expected) - set(given))}: set exactly {expected}")
+        require(set(given) == set(expected), variant, given, f"unknown keys {sorted(set(given) - set(expected))}, "
+                f"missing keys {sorted(set(expected) - set(given))}: set exactly {expected}")
         self.settings = given
         self.features = list(features or FEATURES[variant])
 
@@ -134,9 +128,7 @@ class WSA(Attack):
 
     def run(self, ctx: AttackContext) -> AttackResult:
         x, y, _, pl = self.training_set(ctx)
-        with torch.random.fork_rng(devices=[]):  # seeds the init without touching the caller's torch RNG
-            torch.manual_seed(ctx.seed)
-            g = torch.Generator().manual_seed(ctx.seed)
+        with seeded(ctx.seed) as g:
             model, info = self.train(x, y, g, **self.settings)
         scores = [p_member(model, feature_matrix(ctx.features[s], self.features)) for s in SCORED]
         diagnostics = {"variant": self.variant, "features": self.features, "n_inputs": int(x.shape[1]),

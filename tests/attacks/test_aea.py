@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from mia.attacks.aea import AEA, COMBINED_ORDER, SINGLE, sample_seed
+from mia.attacks.aea import AEA
+from mia.attacks.augment import COMBINED_ORDER, SINGLE
 from mia.features import SplitFeatures
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, assert_null, assert_planted
 from tests.helpers.config import compose_config
 
@@ -64,25 +66,19 @@ def test_aea_score_independent_of_batch(planted_model):
     assert not np.allclose(reseeded.member_scores, part.member_scores)
 
 
-def test_sample_seed_is_stable_and_distinct():
-    assert sample_seed(0, "u1", "crop", 0) == sample_seed(0, "u1", "crop", 0)
-    seeds = {sample_seed(s, u, t, r) for s in (0, 1) for u in ("u1", "u2") for t in ("crop", "rotation")
-             for r in (0, 1)}
-    assert len(seeds) == 16 and all(0 <= s < 2 ** 63 for s in seeds)
-
-
 def test_aea_config_and_params():
     cfg = compose_config("attack=aea", "logger=none")
-    attack = instantiate(cfg.attack.aea)
+    attack = instantiate(cfg.attack.aea, _convert_="all")
     assert isinstance(attack, AEA) and attack.transforms == ["combined"]
     assert attack.params["rotation"] == {"degrees": 5}
+    assert type(attack.params["crop"]["scale"]) is list  # plain containers, as a job instantiates attacks
     # The yaml sets the strength of every transform (the code holds none).
     assert set(cfg.attack.aea.params) == set(SINGLE)
     # Overrides are merged key by key and reach the torchvision transform.
     a = make_attack("aea", transforms="rotation", params={"rotation": {"degrees": 30}, "crop": {"scale": [0.5, 0.7]}})
     assert a.transforms == ["rotation"] and "30" in repr(a._built["rotation"])
     assert a.params["crop"] == {"scale": [0.5, 0.7], "ratio": list(cfg.attack.aea.params.crop.ratio)}
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"attack\.aea\.transforms"):
         make_attack("aea", transforms=["blur"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"attack\.aea\.params\.blur"):
         make_attack("aea", params={"blur": {"sigma": 1}})

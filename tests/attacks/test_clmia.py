@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from mia.attacks.clmia import CLMIA, nt_xent
 from mia.features import SplitFeatures
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, assert_null, assert_planted, feature_context, shifted_members
 from tests.helpers.config import compose_config
 
@@ -51,7 +52,7 @@ def test_clmia_never_trains_head_on_evaluation_uids(planted_features):
 
 
 def test_clmia_no_pseudo_members_names_lam(planted_features):
-    with pytest.raises(ValueError, match=r"attack\.clmia\.lam"):
+    with pytest.raises(ConfigError, match=r"attack\.clmia\.lam"):
         make_attack("clmia", lam=100)(planted_features)
 
 
@@ -70,6 +71,6 @@ def test_nt_xent_prefers_matching_views():
 
 def test_clmia_yaml_instantiates(tmp_path):
     cfg = compose_config("attack=clmia", "attack.clmia.dropout=0.2", f"paths.root_dir={tmp_path}")
-    attack = instantiate(cfg.attack.clmia)
+    attack = instantiate(cfg.attack.clmia, _convert_="all")
     assert isinstance(attack, CLMIA) and attack.dropout == 0.2 and attack.temperature == 0.05
     assert attack.features == ["image", "text", "product", "cos"] and attack.encoder_dims == [256, 128]

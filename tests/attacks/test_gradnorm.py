@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from mia.attacks.contrastive import bank_losses, loss_and_grad_norm, split_known
 from mia.attacks.gradnorm import GradNorm
 from mia.attacks.weak_supervision import pseudo_label_scores
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, assert_null, assert_planted, feature_context
 from tests.helpers.config import compose_config
 
@@ -65,7 +66,7 @@ def test_split_known():
     bank, rest = split_known(100, 30, seed=0)
     assert len(bank) == 30 and len(rest) == 70 and not set(bank) & set(rest)
     assert np.array_equal(bank, split_known(100, 30, seed=0)[0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="bank_size"):
         split_known(10, 9, seed=0)
 
 
@@ -78,9 +79,9 @@ def test_pseudo_labels_without_candidates_fall_back():
 
 def test_yaml_instantiates():
     cfg = compose_config("attack=gradnorm", "attack.gradnorm.negatives=fixed")
-    attack = instantiate(cfg.attack.gradnorm)
+    attack = instantiate(cfg.attack.gradnorm, _convert_="all")
     assert isinstance(attack, GradNorm) and attack.negatives == "fixed" and attack.batch_size == 64
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"attack\.gradnorm\.negatives"):
         make_attack("gradnorm", negatives="other")
 
 

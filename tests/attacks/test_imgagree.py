@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from mia.validate import ConfigError
 from tests.helpers.attacks import assert_null, assert_planted, make_attack
 
 
@@ -49,7 +50,7 @@ def test_imgagree_is_seeded(planted_modality):
                                            ({"statistic": "pairwise", "repeats": 1}, "repeats"),
                                            ({"transforms": ["crop"], "params": {}}, "params.crop")])
 def test_imgagree_bad_settings_name_their_key(override, key):
-    with pytest.raises(ValueError, match=f"attack.imgagree.{key}"):
+    with pytest.raises(ConfigError, match=f"attack.imgagree.{key}"):
         make_attack("imgagree", **override)
 
 

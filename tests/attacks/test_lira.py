@@ -23,7 +23,8 @@ import pytest
 from hydra.utils import instantiate
 
 from mia.attacks.lira import LiRA
-from mia.attacks.shadows import halves, pool, references
+from mia.attacks.shadows import halves, masked_mean, pool, references
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
 from tests.helpers.config import compose_config
 
@@ -41,8 +42,15 @@ def test_halves_are_balanced_complementary_and_reusable():
     assert not (halves(uids, 8, seed=4) == inside).all()    # seeded
     perm = np.random.default_rng(0).permutation(101)        # membership follows the uid, not the order
     assert (halves(uids[perm], 8, seed=3) == inside[:, perm]).all()
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(ConfigError, match="num_shadows=3: an even number"):
         halves(uids, 3, seed=0)
+
+
+def test_masked_mean_averages_each_pair_over_its_own_shadows():
+    stats = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    inside = np.array([[True, False], [True, True], [False, True]])
+    np.testing.assert_array_equal(masked_mean(stats, inside), [2.0, 5.0])
+    np.testing.assert_array_equal(masked_mean(stats, ~inside), [5.0, 2.0])
 
 
 def test_each_eval_pair_is_in_exactly_the_shadows_that_trained_on_it(planted_model):
@@ -106,10 +114,12 @@ def test_lira_synthetic_null(mode):
 
 def test_lira_config_and_validation():
     cfg = compose_config("attack=lira", "logger=none")
-    attack = instantiate(cfg.attack.lira)
+    attack = instantiate(cfg.attack.lira, _convert_="all")
     assert isinstance(attack, LiRA) and attack.mode == "online" and attack.statistic == "fisher"
     assert attack.num_shadows == cfg.attack.lira.num_shadows
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ConfigError, match=r"attack\.lira\.mode"):
         make_attack("lira", mode="both")
-    with pytest.raises(ValueError, match="variance"):
+    with pytest.raises(ConfigError, match=r"attack\.lira\.variance"):
         make_attack("lira", variance="local")
+    with pytest.raises(ConfigError, match=r"attack\.lira\.num_shadows"):
+        make_attack("lira", num_shadows=True)  # a bool is not a count

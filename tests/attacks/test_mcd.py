@@ -100,5 +100,5 @@ def test_attention_dropout_other_blocks(vision):
 
 def test_mcd_config():
     cfg = compose_config("attack=mcd", "logger=none")
-    attack = instantiate(cfg.attack.mcd)
+    attack = instantiate(cfg.attack.mcd, _convert_="all")
     assert isinstance(attack, MCD) and (attack.p, attack.passes) == (0.05, 10)

@@ -9,6 +9,7 @@ from mia.attacks.paramgrad import ParamGrad, ghost_sq_norm, per_sample_grad_norm
 from benchmarks.bench import synthetic_batch
 from benchmarks.bench_paramgrad import loop_grad_norms
 from mia.model import build_model
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, assert_null, assert_planted
 from tests.helpers.config import compose_config
 
@@ -67,15 +68,15 @@ def test_select_params(tiny):
     assert not any(".resblocks.0." in n or "embedding" in n or "conv1" in n for n in last)
     head = select_params(model, "last_blocks", last_blocks=0)
     assert not any("resblocks" in n for n in head) and "logit_scale" in head
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="last_blocks"):
         select_params(model, "last_blocks", last_blocks=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"attack\.paramgrad\.params"):
         make_attack("paramgrad", params="some")
 
 
 def test_yaml_instantiates():
     cfg = compose_config("attack=paramgrad", "attack.paramgrad.params=last_blocks")
-    attack = instantiate(cfg.attack.paramgrad)
+    attack = instantiate(cfg.attack.paramgrad, _convert_="all")
     assert isinstance(attack, ParamGrad) and attack.params == "last_blocks" and attack.last_blocks == 1
 
 

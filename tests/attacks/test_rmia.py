@@ -11,6 +11,7 @@ import pytest
 from hydra.utils import instantiate
 
 from mia.attacks.rmia import RMIA, reference_log_prob, tune_offline_a
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, result_of, synthetic_references
 from tests.helpers.config import compose_config
 
@@ -55,7 +56,7 @@ def test_offline_a_tuning_finds_the_shift():
     ref = synthetic_references(planted=True)
     a, auc = tune_offline_a(ref.shadow_stats, ref.inside)
     assert a >= 0.8 and auc[a] > auc[0.0]
-    with pytest.raises(ValueError, match="num_shadows"):
+    with pytest.raises(ConfigError, match="num_shadows"):
         tune_offline_a(ref.shadow_stats[:2], ref.inside[:2])
 
 
@@ -83,9 +84,9 @@ def test_gamma_num_z_and_ties_are_honoured():
 
 def test_rmia_config_and_validation():
     cfg = compose_config("attack=rmia", "logger=none")
-    attack = instantiate(cfg.attack.rmia)
+    attack = instantiate(cfg.attack.rmia, _convert_="all")
     assert isinstance(attack, RMIA) and attack.mode == "offline" and attack.offline_a == "auto"
     assert (attack.gamma, attack.num_z) == (cfg.attack.rmia.gamma, cfg.attack.rmia.num_z)
-    for bad in [{"mode": "both"}, {"offline_a": 1.5}, {"gamma": 0}]:
-        with pytest.raises(ValueError):
-            make_attack("rmia", **bad)
+    for key, bad in [("mode", "both"), ("offline_a", 1.5), ("offline_a", "half"), ("gamma", 0)]:
+        with pytest.raises(ConfigError, match=rf"attack\.rmia\.{key}"):
+            make_attack("rmia", **{key: bad})

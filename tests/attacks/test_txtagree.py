@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mia.attacks.txtagree import perturb
+from mia.validate import ConfigError
 from tests.helpers.attacks import assert_null, assert_planted, auc_of, make_attack
 
 
@@ -57,5 +58,5 @@ def test_perturb_is_seeded_and_keeps_a_word():
                                            ({"word_dropout": 0.0, "swaps": 0}, "word_dropout"),
                                            ({"statistic": "max"}, "statistic"), ({"repeats": 1}, "repeats")])
 def test_txtagree_bad_settings_name_their_key(override, key):
-    with pytest.raises(ValueError, match=f"attack.txtagree.{key}"):
+    with pytest.raises(ConfigError, match=f"attack.txtagree.{key}"):
         make_attack("txtagree", **override)

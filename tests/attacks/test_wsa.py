@@ -13,12 +13,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from mia.attacks.base import AttackContext
-from mia.attacks.weak_supervision import labelled_training_set, pseudo_label, pseudo_label_diagnostics
+from mia.attacks.weak_supervision import (labelled_training_set, pseudo_label, pseudo_label_diagnostics, seeded,
+                                          shuffled_batches)
 from mia.attacks.wsa import WSA
 from mia.features import SplitFeatures
+from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, FeatureSplits, assert_null, assert_planted, feature_context, shifted_members
 from tests.helpers.config import compose_config
 
@@ -107,7 +110,7 @@ def test_pseudo_label_diagnostics_known_truth():
 
 
 def test_wsa_no_pseudo_members_names_lam(planted_features):
-    with pytest.raises(ValueError, match=r"attack\.wsa\.lam"):
+    with pytest.raises(ConfigError, match=r"attack\.wsa\.lam"):
         make_attack("wsa", lam=100)(planted_features)
 
 
@@ -119,14 +122,29 @@ def test_wsa_seeded_and_settings_honoured(planted_features):
     d = make_attack("wsa", variant="ko", known_size=100, ko={"max_epochs": 2, "patience": 5}).run(planted_features).diagnostics
     assert d["n_known"] == 100 and d["epochs"] == 2
     assert make_attack("wsa", variant="gomez", gomez={"epochs": 1}).run(planted_features).diagnostics["epochs"] == 1
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ConfigError, match=r"attack\.wsa\.gomez=.*unknown keys \['max_epochs'\]"):
         make_attack("wsa", variant="gomez", gomez={"max_epochs": 3})
-    with pytest.raises(ValueError, match="variant"):
+    with pytest.raises(ConfigError, match=r"attack\.wsa\.variant"):
         make_attack("wsa", variant="nope")
+
+
+def test_seeded_training_restores_the_callers_rng():
+    # wsa and clmia seed their classifier's init and batch order from the job seed alone, and the
+    # job's own torch RNG goes on as if they had not run.
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    with seeded(3) as g:
+        init, batches = torch.rand(1), shuffled_batches(10, 4, g)
+    assert torch.equal(torch.rand(2), expected)
+    with seeded(3) as g:
+        assert torch.equal(torch.rand(1), init)
+        assert all(torch.equal(a, b) for a, b in zip(shuffled_batches(10, 4, g), batches))
+    assert [len(b) for b in batches] == [4, 4, 2] and sorted(torch.cat(batches).tolist()) == list(range(10))
 
 
 def test_wsa_yaml_instantiates(tmp_path):
     cfg = compose_config("attack=wsa", "attack.wsa.variant=gomez", f"paths.root_dir={tmp_path}")
-    attack = instantiate(cfg.attack.wsa)
+    attack = instantiate(cfg.attack.wsa, _convert_="all")
     assert isinstance(attack, WSA) and attack.variant == "gomez" and attack.features == ["image", "text", "cos"]
     assert attack.settings == {"lr": 1e-3, "weight_decay": 0.01, "batch_size": 1024, "epochs": 5}
