@@ -33,7 +33,7 @@ from mia.report import privacy_utility
 from mia.report import canaries as canary_report
 from mia.report import inference as inference_report
 from mia.data.splits import MEMBER_EVAL
-from mia.plots import _save, plt, roc_loglog
+from mia.plots import plt, roc_loglog, save
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def plot_gap(pts, fit_results, x, path):
     ax.set(xscale="log", yscale="log", xlabel="training-set size N" if x == "size" else "epochs T",
            ylabel="gap: mean cos(member) - mean cos(non-member)", title="member / non-member gap")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _band(ax, xs, ps, key, colour, label, style="-"):
@@ -269,7 +269,7 @@ def plot_attack_vs_n(pts, metric, path):
     ax.set(xscale="log", xlabel="training-set size N", ylabel="AUC" if metric == "auc" else "TPR at 1% FPR",
            title=f"{'AUC' if metric == 'auc' else 'TPR@1%FPR'} vs N, i.i.d. non-members{band}")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_cosines_vs_n(pts, path):
@@ -288,7 +288,7 @@ def plot_cosines_vs_n(pts, path):
     ax.set(xscale="log", xlabel="training-set size N", ylabel="mean cosine of the evaluation pairs",
            title="the gap's two sides against N (i.i.d. non-members)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_rocs(rows, out_dir) -> list[Path]:
@@ -326,7 +326,7 @@ def plot_ood_vs_iid(rows, path):
     ax.set(xticks=x, xticklabels=names, ylim=(0, 1.05), ylabel="AUC",
            title=f"same target (N={iid['size']}, T={iid['epochs']}): i.i.d. vs OOD non-members")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _shift_series(rows) -> dict:
@@ -362,7 +362,7 @@ def plot_auc_vs_shift(rows, path):
         ax.set(xlabel=f"data.shift: P(a non-member's part is swapped), parts {parts.replace('+', ', ')}",
                ylabel="AUC", title=f"AUC vs distribution shift (N={n}, T={t})")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _md_shift(rows, names) -> list[str]:

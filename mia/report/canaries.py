@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from mia.plots import _save, plt
+from mia.plots import plt, save
 
 FILENAME = "canaries.csv"
 
@@ -78,4 +78,4 @@ def plot_auc_vs_copies(c_rows, path):
             handles.setdefault(label, h)
     fig.legend(handles.values(), handles.keys(), fontsize=7, loc="center right")
     fig.subplots_adjust(right=0.85)
-    return _save(fig, path)
+    return save(fig, path)

@@ -9,7 +9,7 @@ import numpy as np
 
 from mia.evaluation import scores
 from mia.evaluation.dataset_inference import dataset_inference
-from mia.plots import _save, plt
+from mia.plots import plt, save
 
 FILENAME = "dataset_inference.csv"
 
@@ -106,4 +106,4 @@ def plot_m_vs_n(di_rows, path):
 
     ax.yaxis.set_major_formatter(ScalarFormatter())  # set sizes read as plain numbers
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)

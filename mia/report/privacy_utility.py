@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mia.plots import _save, plt
+from mia.plots import plt, save
 
 METRICS = (("auc", "AUC"), ("tpr_at_fpr_1e-2", "TPR@1%FPR"))
 
@@ -106,7 +106,7 @@ def plot(rows, names, path) -> Path:
                plt.Line2D([], [], ls=":", color="grey", label="Recall@1 chance")]
     axes[-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     fig.suptitle("Leakage against utility, per defense and strength")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _f(v, spec=".3f"):
