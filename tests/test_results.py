@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 from omegaconf import OmegaConf
 
-from mia import defenses
+from mia import defenses, tracking
 from mia.evaluation import metrics, results, scores, utility
 from mia.evaluation.dataset_inference import check_settings, dataset_inference
 from mia.report import build_report, check_scores, load_rows
@@ -15,8 +15,8 @@ from tests.helpers.config import SMALL, compose_config
 ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
 
 # Every key of results.json that a reader reads: the sweep report (mia/report.py, mia/privacy_utility.py,
-# mia/report/canaries.py and inference.py, through mia.evaluation.results' readers) and the W&B summary (mia/tracking.py, through
-# results.summary). <attack> stands for each attack of the job, <copies> for each canary copy count.
+# mia/report/canaries.py and inference.py, through mia.evaluation.results' readers) and the W&B summary (mia/tracking.py:
+# tracking.summary). <attack> stands for each attack of the job, <copies> for each canary copy count.
 READ = [
     "config.n_bootstrap", "config.data.split.seed",         # report._n_bootstrap
     "config.train.weight_decay",                            # results.report_row: privacy_utility's arms
@@ -24,7 +24,7 @@ READ = [
     "config.analysis.dataset_inference.enabled",            # inference_report._settings
     "seed", "scores",                                       # results.report_row, results.scores_path
     "target.size", "target.epochs", "target.model", "target.params", "target.cache_key",  # results.report_row
-    "target.cache_hit",                                     # results.summary
+    "target.cache_hit",                                     # tracking.summary
     "data.nonmembers", "data.shift", "data.shift_parts",    # results.report_row
     "gap.value", "gap.ci95", "gap.member_mean", "gap.nonmember_mean",  # report_row, report.points, _recompute
     "gap.gaussian_auc",                                     # report.points
@@ -155,7 +155,7 @@ def test_a_schema_1_file_still_loads(tmp_path):
     assert rows["iid"]["wsa/auc"] == 0.7 and not any(k.startswith("wsa/n_pseudo") for k in rows["iid"])
     assert results.attack_metrics(rows["iid"]["_results"])["wsa"] == {
         k: v for k, v in schema_1_record("iid")["attacks"]["wsa"].items() if k in results.METRIC_KEYS}
-    assert "wsa/n_inputs" not in results.summary(rows["iid"]["_results"])  # diagnostics stay out of W&B
+    assert "wsa/n_inputs" not in tracking.summary(rows["iid"]["_results"])  # diagnostics stay out of W&B
     assert (rows["iid"]["shift"], rows["ood"]["shift"]) == (0.0, None)  # before data.shift: i.i.d. was shift 0
     assert rows["iid"]["params"] is None and rows["iid"]["defense"] == "none" and rows["iid"]["_scores"] is None
     build_report(tmp_path, wandb_log=False)

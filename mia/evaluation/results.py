@@ -71,17 +71,6 @@ def attack_metrics(results: dict) -> dict:
     return {name: {k: v for k, v in entry.items() if k in METRIC_KEYS} for name, entry in results["attacks"].items()}
 
 
-def summary(results: dict) -> dict:
-    """Flat scalars for a W&B run summary: gap/<key>, <attack>/<metric>, target/size, target/cache_hit."""
-    out = {f"gap/{k}": v for k, v in results["gap"].items() if _scalar(v)}
-    for name, m in attack_metrics(results).items():
-        out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
-    out.update({"target/size": results["target"]["size"], "target/cache_hit": results["target"]["cache_hit"]})
-    out.update(utility.summary(results.get("utility")))
-    out.update(privacy_summary(results))
-    return out
-
-
 def defense_label(results: dict) -> str:
     """The job's defense and its strength (`none` for files written before defenses existed)."""
     return (results.get("defense") or {}).get("label", "none")
@@ -124,7 +113,3 @@ def _shift(data: dict) -> float | None:
     if "shift" in data:
         return data["shift"]
     return 0.0 if data["nonmembers"] == "iid" else None
-
-
-def _scalar(v) -> bool:
-    return isinstance(v, (int, float))
