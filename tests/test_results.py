@@ -19,17 +19,17 @@ ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
 # tracking.summary). <attack> stands for each attack of the job, <copies> for each canary copy count.
 READ = [
     "config.n_bootstrap", "config.data.split.seed",         # report._n_bootstrap
-    "config.train.weight_decay",                            # results.report_row: privacy_utility's arms
+    "config.train.weight_decay",                            # report.rows.report_row: privacy_utility's arms
     "config.logger.backend",                                # tracking.start, for the report's W&B run
     "config.analysis.dataset_inference.enabled",            # inference_report._settings
-    "seed", "scores",                                       # results.report_row, results.scores_path
-    "target.size", "target.epochs", "target.model", "target.params", "target.cache_key",  # results.report_row
+    "seed", "scores",                                       # report.rows.report_row, results.scores_path
+    "target.size", "target.epochs", "target.model", "target.params", "target.cache_key",  # report.rows.report_row
     "target.cache_hit",                                     # tracking.summary
-    "data.nonmembers", "data.shift", "data.shift_parts",    # results.report_row
+    "data.nonmembers", "data.shift", "data.shift_parts",    # report.rows.report_row
     "gap.value", "gap.ci95", "gap.member_mean", "gap.nonmember_mean",  # report_row, report.points, _recompute
     "gap.gaussian_auc",                                     # report.points
     "attacks.<attack>.auc", "attacks.<attack>.auc_std", "attacks.<attack>.tpr_at_fpr_1e-2",
-    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.balanced_accuracy",  # results.REPORTED, report.RECOMPUTED
+    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.balanced_accuracy",  # report.rows.REPORTED, report.RECOMPUTED
     "attacks.<attack>.n_members", "attacks.<attack>.n_nonmembers",             # report.RECOMPUTED_EXACT
     "roc.<attack>.fpr", "roc.<attack>.tpr",                 # report.plot_rocs, tracking.log_results
     "defense.label",                                        # results.defense_label

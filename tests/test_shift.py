@@ -12,7 +12,7 @@ from mia.data.splits import build_splits
 from mia.data.synthetic import SHIFT_PARTS, make_sample, mixed_sample, replaced_uid, swaps
 from mia.pipeline import condition, prepare, run
 from mia.report import build_report, load_rows
-from mia.evaluation.results import report_row
+from mia.report.rows import report_row
 
 
 def same_pair(a, b) -> bool:

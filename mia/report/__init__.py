@@ -32,6 +32,7 @@ from mia.evaluation import metrics, results, scores
 from mia.report import privacy_utility
 from mia.report import canaries as canary_report
 from mia.report import inference as inference_report
+from mia.report.rows import BLIND, attacks_of, columns, cosines, load_rows, scores_table, write_csv
 from mia.data.splits import MEMBER_EVAL
 from mia.plots import plt, roc_loglog, save
 
@@ -44,58 +45,6 @@ SATURATED_AUC = 0.95   # Gaussian AUC from the gap at or above this: members sit
 NOISY_REL_CI = 0.5     # half-width of the gap's 95% interval above this fraction of the gap: noise
 # a point: one condition, any seeds (defense and weight decay split the arms of experiment=privacy_utility)
 IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
-
-
-def load_rows(sweep_dir) -> list[dict]:
-    """One flat row per job, sorted by shift, condition, epochs, model, size and seed."""
-    rows = []
-    for path in sorted(Path(sweep_dir).rglob("results.json")):
-        record = results.load(path)
-        row = results.report_row(record, str(path.parent.relative_to(sweep_dir)))
-        row["_results"], row["_scores"] = record, results.scores_path(record, path.parent)
-        rows.append(row)
-    if not rows:
-        raise FileNotFoundError(f"no results.json under {sweep_dir}")
-    # i.i.d. first by shift, ood / audit last; then condition, epochs, model, size and seed
-    return sorted(rows, key=lambda r: (r["shift"] is None, r["shift"] or 0.0, r["nonmembers"], r["epochs"],
-                                       str(r["model"]), r["params"] or 0, r["size"], r["seed"]))
-
-
-def attacks_of(rows) -> list[str]:
-    names = {k.split("/")[0] for r in rows for k in r if k.endswith("/auc")}
-    return sorted(names, key=lambda n: (n != "csa", n))
-
-
-def columns(rows) -> list[str]:
-    """The table's columns, in first-seen order; `_`-keys are kept for plots only."""
-    return [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_")]
-
-
-def write_csv(rows, path):
-    keys = columns(rows)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows([{k: r.get(k) for k in keys} for r in rows])
-
-
-def _table(row):
-    """The job's scores.parquet, read at most once per report (check_scores and the seed bootstrap
-    both use it); None for results written before jobs kept scores."""
-    if "_table" not in row:
-        row["_table"] = None if row["_scores"] is None else scores.load(row["_scores"])
-    return row["_table"]
-
-
-def _cosines(row):
-    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None (older
-    results, or a file check_scores refused)."""
-    table = _table(row)
-    if table is None:
-        return None
-    member = table["label"].to_numpy() == 1
-    cos = table["cos"].to_numpy()
-    return cos[member], cos[~member]
 
 
 def _spread(name, values) -> dict:
@@ -121,7 +70,7 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
         for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
             p.update(_spread(f"{side}_cos", [r.get(f"gap_{side}_mean") for r in rs]))
         p["gaussian_auc"] = float(np.mean([r["gap_gaussian_auc"] for r in rs]))
-        cos = [_cosines(r) for r in rs]
+        cos = [cosines(r) for r in rs]
         p["_cos"] = None if any(c is None for c in cos) else cos
         if p["_cos"] is not None and n_bootstrap:
             lo, hi = np.percentile(metrics.seed_mean_gaps(p["_cos"], n_bootstrap, seed), [2.5, 97.5])
@@ -356,7 +305,7 @@ def plot_auc_vs_shift(rows, path):
             pts = [(r["shift"], r[f"{name}/auc"], r[f"{name}/auc_std"]) for r in rs if r.get(f"{name}/auc") is not None]
             xs, ys, sd = zip(*pts)
             style = dict(color="k", ls="--", lw=2, marker="s", label=f"{name} (captions only, no model)") \
-                if name == results.BLIND else dict(marker="o", label=name)
+                if name == BLIND else dict(marker="o", label=name)
             ax.errorbar(xs, ys, yerr=sd, capsize=3, **style)
         ax.axhline(0.5, color="gray", lw=0.8)
         ax.set(xlabel=f"data.shift: P(a non-member's part is swapped), parts {parts.replace('+', ', ')}",
@@ -521,7 +470,7 @@ def check_scores(rows) -> dict:
             not_checked.append(job)
             continue
         try:
-            found, problems = _recompute(job, row["_results"], _table(row))
+            found, problems = _recompute(job, row["_results"], scores_table(row))
         except Exception as err:  # a missing or broken file (NaN scores, say) fails the check, naming it
             errors.append({"job": job, "error": f"{path}: {type(err).__name__}: {err}"})
             row["_table"] = None
@@ -579,7 +528,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     }
     if privacy_utility.applies(rows):
         plots["privacy_utility"] = privacy_utility.plot(rows, names, sweep_dir / "privacy_utility.png")
-    di_rows = inference_report.inference_rows(rows, _table)
+    di_rows = inference_report.inference_rows(rows, scores_table)
     if di_rows:
         write_csv(di_rows, sweep_dir / inference_report.FILENAME)
     plots["m_vs_N"] = inference_report.plot_m_vs_n(di_rows, sweep_dir / "m_vs_N.png")
@@ -597,7 +546,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
           f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
           f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
           "gap); the plot shows every point.", ""] + _md_fits(fit_results) + [""] + _md_shift(rows, names)
-    minus_blind = _md_minus_blind(rows, [n for n in names if n != results.BLIND])
+    minus_blind = _md_minus_blind(rows, [n for n in names if n != BLIND])
     if minus_blind:
         md += ["## AUC minus blind AUC", "",
                "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
