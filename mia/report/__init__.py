@@ -16,12 +16,10 @@ Every metric is also recomputed from each job's scores.parquet and checked again
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -32,126 +30,17 @@ from mia.evaluation import metrics, results, scores
 from mia.report import privacy_utility
 from mia.report import canaries as canary_report
 from mia.report import inference as inference_report
-from mia.report.rows import BLIND, attacks_of, columns, cosines, load_rows, scores_table, write_csv
+from mia.report.fits import NOISY_REL_CI, SATURATED_AUC, fits, left_out
+from mia.report.rows import BLIND, attacks_of, columns, load_rows, scores_table, write_csv
+from mia.report.stats import IDENTITY, bootstrap_settings, point_series, points, shift_series
 from mia.data.splits import MEMBER_EVAL
 from mia.plots import plt, roc_loglog, save
 
 log = logging.getLogger(__name__)
 
 
-# When a point of a scaling curve is left out of the fit (docs/design.md §6.4). Both are properties of
-# the point itself, fixed before looking at the slope.
-SATURATED_AUC = 0.95   # Gaussian AUC from the gap at or above this: members sit at the model's ceiling
-NOISY_REL_CI = 0.5     # half-width of the gap's 95% interval above this fraction of the gap: noise
-# a point: one condition, any seeds (defense and weight decay split the arms of experiment=privacy_utility)
-IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
-
-
-def _spread(name, values) -> dict:
-    """Mean over seeds and the seeds' standard deviation (None with one seed)."""
-    values = np.asarray([v for v in values if v is not None], float)
-    if not values.size:
-        return {}
-    return {f"{name}_mean": float(values.mean()),
-            f"{name}_seed_std": float(values.std(ddof=1)) if values.size > 1 else None}
-
-
-def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
-    """One point per condition (non-members, T, N, model): mean and spread over its training seeds,
-    and a 95% interval of the seed-mean gap from a bootstrap over seeds and evaluation pairs where
-    every job left its per-pair cosines (scores.parquet), or the job's own interval with one seed."""
-    groups = defaultdict(list)
-    for r in rows:
-        groups[tuple(r[k] for k in IDENTITY)].append(r)
-    out = []
-    for key, rs in groups.items():
-        p = dict(zip(IDENTITY, key), n_seeds=len(rs), seeds=sorted(r["seed"] for r in rs), _rows=rs)
-        p.update(_spread("gap", [r["gap_value"] for r in rs]))
-        for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
-            p.update(_spread(f"{side}_cos", [r.get(f"gap_{side}_mean") for r in rs]))
-        p["gaussian_auc"] = float(np.mean([r["gap_gaussian_auc"] for r in rs]))
-        cos = [cosines(r) for r in rs]
-        p["_cos"] = None if any(c is None for c in cos) else cos
-        if p["_cos"] is not None and n_bootstrap:
-            lo, hi = np.percentile(metrics.seed_mean_gaps(p["_cos"], n_bootstrap, seed), [2.5, 97.5])
-            p["gap_ci"] = [float(lo), float(hi)]
-        else:
-            p["gap_ci"] = [rs[0]["gap_ci_lo"], rs[0]["gap_ci_hi"]] if len(rs) == 1 else [None, None]
-        for name in attacks_of(rs):
-            for metric in ("auc", "tpr_at_fpr_1e-2"):
-                p.update(_spread(f"{name}/{metric}", [r.get(f"{name}/{metric}") for r in rs]))
-            boot = [r.get(f"{name}/auc_std") for r in rs if r.get(f"{name}/auc_std") is not None]
-            p[f"{name}/auc_boot_std"] = float(np.mean(boot)) if boot else None
-        out.append(p)
-    return sorted(out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"] or 0, p["size"]))
-
-
-def left_out(p) -> str | None:
-    """Why a point stays out of a scaling fit, or None: it is in the fitted regime."""
-    mean, (lo, hi) = p["gap_mean"], p["gap_ci"]
-    if mean <= 0:
-        return "non-positive gap"
-    if p["gaussian_auc"] >= SATURATED_AUC:
-        return (f"saturated: Gaussian AUC {p['gaussian_auc']:.3f} >= {SATURATED_AUC} (members at the "
-                "model's ceiling)")
-    if lo is not None and (lo <= 0 or (hi - lo) / 2 > NOISY_REL_CI * mean):
-        return f"noisy: 95% CI [{lo:.4g}, {hi:.4g}] is wider than +-{NOISY_REL_CI:.0%} of the gap"
-    return None
-
-
-def _series(pts, x):
-    """i.i.d. points grouped by everything but `x` (and the seed), each group sorted by x."""
-    groups = defaultdict(list)
-    for p in pts:
-        if p["nonmembers"] == "iid":
-            groups[tuple(p[k] for k in IDENTITY if k not in (x, "nonmembers"))].append(p)
-    models = {(p["model"], p["params"]) for p in pts}
-    out = {}
-    for key, ps in groups.items():
-        if len({p[x] for p in ps}) < 2:
-            continue
-        fixed, model, params, defense, wd = key
-        tag = f",{model}({params} params)" if len(models) > 1 else ""
-        if len({(p["defense"], p["weight_decay"]) for p in pts}) > 1:  # a privacy-utility sweep's arms
-            tag += f",{defense},wd={wd}"
-        name = f"gap_vs_N@T={fixed}{tag}" if x == "size" else f"gap_vs_T@N={fixed}{tag}"
-        out[name] = sorted(ps, key=lambda p: p[x])
-    return dict(sorted(out.items()))
-
-
-def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
-    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (docs/design.md §6.4), over
-    the points in the fitted regime; the curve's local slopes cover every point."""
-    out = {}
-    for x, expected in (("size", -1.0), ("epochs", 1.0)):
-        for name, series in _series(pts, x).items():
-            reasons = [left_out(p) for p in series]
-            keep = [p for p, why in zip(series, reasons) if why is None]
-            excluded = [{"x": float(p[x]), "y": p["gap_mean"], "reason": why} for p, why in zip(series, reasons)
-                        if why is not None]
-            xs, gaps = [p[x] for p in keep], [p["gap_mean"] for p in keep]
-            try:
-                if len(keep) >= 2 and n_bootstrap and all(p["_cos"] is not None for p in keep):
-                    reps = metrics.seed_mean_gap_table([p["_cos"] for p in keep], n_bootstrap, seed)
-                    fit = metrics.bootstrap_loglog_slope(xs, reps, gaps)
-                else:  # results without per-pair scores: a t-interval through the seed means
-                    fit = {**metrics.fit_loglog(xs, gaps), "method": "OLS t-interval through the seed means"}
-                    fit.pop("excluded")
-                lo, hi = fit["slope_ci95"]
-                fit["contains_expected"] = None if lo is None else bool(lo <= expected <= hi)
-            except ValueError as err:
-                fit = {"error": str(err)}
-            pos = [p for p in series if p["gap_mean"] > 0]
-            local = [{"from": a[x], "to": b[x], "slope": float(np.log10(b["gap_mean"] / a["gap_mean"]) /
-                                                                 np.log10(b[x] / a[x]))}
-                     for a, b in zip(pos, pos[1:])]
-            out[name] = {**fit, "x": x, "fitted_x": xs, "excluded": excluded, "local_slopes": local,
-                         "expected_slope": expected}
-    return out
-
-
 def plot_gap(pts, fit_results, x, path):
-    series = _series(pts, x)
+    series = point_series(pts, x)
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
@@ -198,7 +87,7 @@ def _band(ax, xs, ps, key, colour, label, style="-"):
 
 
 def plot_attack_vs_n(pts, metric, path):
-    series = _series(pts, "size")
+    series = point_series(pts, "size")
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -224,7 +113,7 @@ def plot_attack_vs_n(pts, metric, path):
 def plot_cosines_vs_n(pts, path):
     """Mean member and non-member cosine against N: whether the gap closes because members are fitted
     less tightly (capacity) or because non-members are matched better (generalisation)."""
-    series = {k: [p for p in ps if p.get("member_cos_mean") is not None] for k, ps in _series(pts, "size").items()}
+    series = {k: [p for p in ps if p.get("member_cos_mean") is not None] for k, ps in point_series(pts, "size").items()}
     series = {k: ps for k, ps in series.items() if len(ps) > 1}
     if not series:
         return None
@@ -278,25 +167,10 @@ def plot_ood_vs_iid(rows, path):
     return save(fig, path)
 
 
-def _shift_series(rows) -> dict:
-    """{(N, T, shifted parts): rows by increasing shift} for every target and parts a sweep shifts
-    at two values or more. A shift-0 job (the i.i.d. one, whatever its parts) joins every series."""
-    shifted = [r for r in rows if r["shift"] is not None]
-    out = {}
-    for n, t, parts in sorted({(r["size"], r["epochs"], r["shift_parts"]) for r in shifted if r["shift"] > 0}):
-        points = {}
-        for r in shifted:
-            if (r["size"], r["epochs"]) == (n, t) and (r["shift"] == 0 or r["shift_parts"] == parts):
-                points.setdefault(r["shift"], r)
-        if len(points) >= 2:
-            out[(n, t, parts)] = [points[s] for s in sorted(points)]
-    return out
-
-
 def plot_auc_vs_shift(rows, path):
     """Every attack's AUC (bootstrap std as error bars) against data.shift, one panel per target and
     shifted parts; the caption-only blind baseline in black, dashed: what the shift alone buys."""
-    series = _shift_series(rows)
+    series = shift_series(rows)
     if not series:
         return None
     fig, axes = plt.subplots(1, len(series), figsize=(6.5 * len(series), 4.5), squeeze=False)
@@ -317,7 +191,7 @@ def plot_auc_vs_shift(rows, path):
 def _md_shift(rows, names) -> list[str]:
     """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std."""
     md = []
-    for (n, t, parts), rs in _shift_series(rows).items():
+    for (n, t, parts), rs in shift_series(rows).items():
         head = ["shift"] + [n_ for n_ in names if any(r.get(f"{n_}/auc") is not None for r in rs)]
         md += [f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})", "",
                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -407,12 +281,6 @@ def _md_fits(fit_results) -> list[str]:
             md.append("  - local slopes over the whole curve: " + ", ".join(
                 f"{s['from']:g}->{s['to']:g}: {s['slope']:.2f}" for s in fit["local_slopes"]))
     return md or ["No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit."]
-
-
-def _n_bootstrap(rows) -> tuple[int, int]:
-    """The sweep's own bootstrap size and seed (config keys n_bootstrap and split seed)."""
-    cfg = rows[0]["_config"]
-    return int(cfg.get("n_bootstrap", 200)), int(cfg.get("data", {}).get("split", {}).get("seed", 0))
 
 
 # Metrics recomputed from scores.parquet: equal to results.json's up to this relative tolerance
@@ -513,7 +381,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     names = attacks_of(rows)
     write_csv(rows, sweep_dir / "results.csv")
     checks = check_scores(rows)
-    n_bootstrap, seed = _n_bootstrap(rows)
+    n_bootstrap, seed = bootstrap_settings(rows)
     pts = points(rows, n_bootstrap, seed)
     write_csv(pts, sweep_dir / "points.csv")
     fit_results = fits(pts, n_bootstrap, seed)
@@ -584,7 +452,7 @@ def _log_wandb(sweep_dir, rows, pts, names, plots, rocs):
         payload = {"results": _wandb_table(rows), "points": _wandb_table(pts),
                    **{f"plots/{k}": wandb.Image(str(p)) for k, p in plots.items()},
                    **{f"roc/{Path(p).stem}": wandb.Image(str(p)) for p in rocs}}
-        for name, series in _series(pts, "size").items():
+        for name, series in point_series(pts, "size").items():
             tag = name.split("@")[1]
             for key in ["gap"] + [f"{n}/auc" for n in names]:
                 have = [p for p in series if p.get(f"{key}_mean") is not None]
@@ -634,4 +502,3 @@ def main(argv=None):
     except ScoresMismatch as err:
         print(err, file=sys.stderr)
         sys.exit(1)
-
