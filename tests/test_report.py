@@ -4,7 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from mia.report import ReportCallback, build_report, fits, load_rows, points
+from mia.report import ReportCallback, build_report
+from mia.report.fits import fits
+from mia.report.rows import load_rows
+from mia.report.stats import points
 
 
 def fake_result(size, epochs, gap, nonmembers="iid", aucs=None, seed=0, gaussian_auc=0.6):

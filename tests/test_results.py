@@ -9,7 +9,9 @@ from omegaconf import OmegaConf
 from mia import defenses, tracking
 from mia.evaluation import metrics, results, scores, utility
 from mia.evaluation.dataset_inference import check_settings, dataset_inference
-from mia.report import build_report, check_scores, load_rows
+from mia.report import build_report
+from mia.report.checks import check_scores
+from mia.report.rows import load_rows
 from tests.helpers.config import SMALL, compose_config
 
 ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")

@@ -11,8 +11,8 @@ from mia.data.dedup import normalise_caption
 from mia.data.splits import build_splits
 from mia.data.synthetic import SHIFT_PARTS, make_sample, mixed_sample, replaced_uid, swaps
 from mia.pipeline import condition, prepare, run
-from mia.report import build_report, load_rows
-from mia.report.rows import report_row
+from mia.report import build_report
+from mia.report.rows import load_rows, report_row
 
 
 def same_pair(a, b) -> bool:
