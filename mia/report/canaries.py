@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from mia.plots import plt, save
+from mia.report.rows import attack_order
 
 FILENAME = "canaries.csv"
 
@@ -39,7 +40,7 @@ def markdown(c_rows) -> list[str]:
     groups = defaultdict(dict)
     for r in c_rows:
         groups[(r["size"], r["epochs"], r["seed"], r["attack"])][r["copies"]] = r
-    for (n, t, seed, attack), by in sorted(groups.items(), key=lambda kv: (kv[0][3] != "csa", kv[0][3], kv[0][:3])):
+    for (n, t, seed, attack), by in sorted(groups.items(), key=lambda kv: (attack_order(kv[0][3]), kv[0][:3])):
         cells = [_cell(by.get(c)) for c in copies]
         aucs = [by[c]["auc"] for c in copies if c in by]
         rises = all(b > a for a, b in zip(aucs, aucs[1:]))
@@ -62,7 +63,7 @@ def plot_auc_vs_copies(c_rows, path):
         return None
     sizes = sorted({r["size"] for r in c_rows})
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.2), squeeze=False, sharey=True)
-    attacks = sorted({r["attack"] for r in c_rows}, key=lambda a: (a != "csa", a))
+    attacks = sorted({r["attack"] for r in c_rows}, key=attack_order)
     for ax, n in zip(axes[0], sizes):
         for i, attack in enumerate(attacks):
             pts = sorted((r["copies"], r["auc"]) for r in c_rows if r["size"] == n and r["attack"] == attack)

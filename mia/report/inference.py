@@ -10,6 +10,7 @@ import numpy as np
 from mia.evaluation import scores
 from mia.evaluation.dataset_inference import dataset_inference
 from mia.plots import plt, save
+from mia.report.rows import attack_order
 
 FILENAME = "dataset_inference.csv"
 
@@ -62,8 +63,8 @@ def markdown(di_rows) -> list[str]:
           "95% interval; *calibrated*: at most alpha, and no single m significantly above it.", "",
           "| N | T | non-members | seed | attack | AUC | m for power | non-member FPR (95% CI) | max over m | calibrated |",
           "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(di_rows, key=lambda r: (r["nonmembers"], r["epochs"], r["attack"] != "csa", r["attack"],
-                                            r["size"], r["seed"])):
+    for r in sorted(di_rows, key=lambda r: (r["nonmembers"], r["epochs"], *attack_order(r["attack"]), r["size"],
+                                            r["seed"])):
         md.append(f"| {r['size']} | {r['epochs']} | {r['nonmembers']} | {r['seed']} | {r['attack']} | "
                   f"{r['auc']:.3f} | {_m_cell(r)} | {r['fpr']:.4f} ({r['fpr_ci_lo']:.4f}-{r['fpr_ci_hi']:.4f}) | "
                   f"{r['fpr_max']:.4f} | {'yes' if r['calibrated'] else 'no'} |")
@@ -88,7 +89,7 @@ def plot_m_vs_n(di_rows, path):
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     tagged = len({t for _, t in series}) > 1
-    for i, ((attack, t), by_n) in enumerate(sorted(series.items(), key=lambda kv: (kv[0][0] != "csa", kv[0]))):
+    for i, ((attack, t), by_n) in enumerate(sorted(series.items(), key=lambda kv: (*attack_order(kv[0][0]), kv[0][1]))):
         ns = sorted(by_n)
         ms = [float(np.median([m for m, _ in by_n[n]])) for n in ns]
         predicted = [any(p for _, p in by_n[n]) for n in ns]

@@ -60,9 +60,16 @@ def _shift(data: dict) -> float | None:
     return 0.0 if data["nonmembers"] == "iid" else None
 
 
+def attack_order(name: str) -> tuple[bool, str]:
+    """Sort key of an attack in every table and plot of the report: csa, the reference attack, first,
+    then by name."""
+    return name != "csa", name
+
+
 def attacks_of(rows) -> list[str]:
+    """The attacks the rows report, in attack_order."""
     names = {k.split("/")[0] for r in rows for k in r if k.endswith("/auc")}
-    return sorted(names, key=lambda n: (n != "csa", n))
+    return sorted(names, key=attack_order)
 
 
 def columns(rows) -> list[str]:
