@@ -27,7 +27,7 @@ from mia.report.checks import markdown as checks_markdown
 from mia.report.figures import (plot_attack_vs_n, plot_auc_vs_shift, plot_cosines_vs_n, plot_gap,
                                  plot_ood_vs_iid, plot_rocs)
 from mia.report.fits import NOISY_REL_CI, SATURATED_AUC, fits
-from mia.report.rows import BLIND, attacks_of, columns, load_rows, scores_table, write_csv
+from mia.report.rows import BLIND, attacks_of, columns, load_rows, write_csv
 from mia.report.stats import bootstrap_settings, point_series, points
 
 
@@ -52,7 +52,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     }
     if privacy_utility.applies(rows):
         plots["privacy_utility"] = privacy_utility.plot(rows, names, sweep_dir / "privacy_utility.png")
-    di_rows = inference_report.inference_rows(rows, scores_table)
+    di_rows = inference_report.inference_rows(rows)
     if di_rows:
         write_csv(di_rows, sweep_dir / inference_report.FILENAME)
     plots["m_vs_N"] = inference_report.plot_m_vs_n(di_rows, sweep_dir / "m_vs_N.png")

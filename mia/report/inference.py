@@ -10,7 +10,7 @@ import numpy as np
 from mia.evaluation import scores
 from mia.evaluation.dataset_inference import dataset_inference
 from mia.plots import plt, save
-from mia.report.rows import attack_order
+from mia.report.rows import attack_order, scores_table
 
 FILENAME = "dataset_inference.csv"
 
@@ -21,12 +21,12 @@ def _settings(config: dict) -> dict | None:
     return None if di.get("enabled", True) is False else di
 
 
-def inference_rows(rows, table) -> list[dict]:
+def inference_rows(rows) -> list[dict]:
     """One row per (job, attack): the power target's smallest m, the non-member sets' flag rate, and
-    the power at every m. `table(row)` is the job's scores.parquet as a frame, or None."""
+    the power at every m; none for a job whose scores.parquet failed the check."""
     out = []
     for r in rows:
-        df, settings = table(r), _settings(r["_config"])
+        df, settings = scores_table(r), _settings(r["_config"])
         if df is None or settings is None:
             continue
         member = df["label"].to_numpy() == 1
