@@ -73,7 +73,7 @@ def summary(record: dict) -> dict:
     for name, m in results.attack_metrics(record).items():
         out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
     out.update({"target/size": record["target"]["size"], "target/cache_hit": record["target"]["cache_hit"]})
-    out.update(utility.summary(record.get("utility")))
+    out.update(utility.summary(record["utility"]))
     out.update(results.privacy_summary(record))
     return out
 

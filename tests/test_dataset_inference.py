@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from mia.evaluation.dataset_inference import DEFAULTS, check_settings, dataset_inference, predicted_m
+from mia.evaluation.scores import FILENAME
 from mia.report import build_report
-from mia.evaluation.scores import FILENAME, write
-from tests.test_report import fake_result, write_sweep
+from tests.helpers.sweeps import fake_job, write_sweep
 
 FAST = {"draws": 1000}
 
@@ -112,24 +112,10 @@ def test_job_records_it_and_report_recomputes_it(default_job, tmp_path):
 
 def test_report_plots_smallest_m_against_n(tmp_path):
     # Three sizes whose signal weakens with N: m grows with N, and the largest N is past the grid.
-    from mia.evaluation import metrics
-
-    runs, tables = [], []
-    for i, (n, shift) in enumerate(((1000, 2.0), (4000, 0.6), (16000, 0.1))):
-        member, non = _scores(shift, seed=i)
-        x, labels = np.r_[member, non], np.r_[np.ones(500), np.zeros(500)]
-        r = fake_result(n, 40, 0.1)
-        r["attacks"] = {"csa": metrics.roc_metrics(x, labels, n_bootstrap=0)}  # what the check recomputes
-        r["gap"].update({k: v for k, v in metrics.gap(member, non, n_bootstrap=0).items() if v is not None})
-        r["config"]["analysis"] = {"dataset_inference": {"draws": 500}}
-        r["scores"] = FILENAME
-        runs.append(r)
-        tables.append(pd.DataFrame({"uid": [f"u{k}" for k in range(1000)],
-                                    "set": ["member_eval"] * 500 + ["nonmember_eval"] * 500,
-                                    "label": labels.astype(np.int8), "caption": ["c"] * 1000, "cos": x, "csa": x}))
+    runs = [fake_job(n, 40, cos=_scores(shift, seed=i), attacks={"csa": _scores(shift, seed=i)},
+                     dataset_inference={"draws": 500})
+            for i, (n, shift) in enumerate(((1000, 2.0), (4000, 0.6), (16000, 0.1)))]
     sweep = write_sweep(tmp_path, runs)
-    for i, df in enumerate(tables):
-        write(sweep / str(i) / FILENAME, df)
     build_report(sweep, wandb_log=False)
     rows = pd.read_csv(sweep / "dataset_inference.csv").sort_values("size")
     found = list(rows["smallest_m"])

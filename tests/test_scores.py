@@ -143,18 +143,11 @@ def test_job_logs_the_most_exposed_members(default_job):
 def test_report_recomputes_metrics_and_fails_on_tampering(default_job, tmp_path, capsys):
     _, path = default_job
     sweep = tmp_path / "sweep"
-    for job in ("good", "old"):
-        shutil.copytree(path.parent, sweep / job, ignore=shutil.ignore_patterns("wandb"))
-    old = results.load(sweep / "old" / "results.json")
-    del old["scores"]  # as written before jobs kept scores
-    results.write(sweep / "old" / "results.json", old)
-    (sweep / "old" / "scores.parquet").unlink()
+    shutil.copytree(path.parent, sweep / "good", ignore=shutil.ignore_patterns("wandb"))
     report.build_report(sweep, wandb_log=False)
-    md = (sweep / "report.md").read_text()
-    assert "metrics recomputed from scores.parquet: 1 jobs, all agree" in md
-    assert "not checked (no scores.parquet): old" in md
+    assert "metrics recomputed from scores.parquet: 1 jobs, all agree" in (sweep / "report.md").read_text()
     checks = json.loads((sweep / "checks.json").read_text())["scores"]
-    assert checks["agree"] and checks["checked"] == ["good"] and checks["not_checked"] == ["old"]
+    assert checks["agree"] and checks["checked"] == ["good"]
 
     shutil.copytree(path.parent, sweep / "tampered", ignore=shutil.ignore_patterns("wandb"))
     df = scores.load(sweep / "tampered" / "scores.parquet")
@@ -167,7 +160,7 @@ def test_report_recomputes_metrics_and_fails_on_tampering(default_job, tmp_path,
     err = capsys.readouterr().err
     reported = results.load(path)["attacks"]["csa"]["auc"]
     assert f"tampered: csa auc: results.json {reported!r}, scores.parquet " in err
-    assert "good:" not in err and "old:" not in err
+    assert "good:" not in err
     checks = json.loads((sweep / "checks.json").read_text())["scores"]  # written before the exit
     assert not checks["agree"] and {(m["job"], m["attack"], m["metric"]) for m in checks["mismatches"]} >= \
         {("tampered", "csa", "auc")}

@@ -2,11 +2,9 @@
 report's rows (mia/report/rows.py) and the W&B summary (mia/tracking.py), go through the readers
 below wherever a key needs a rule to read (an attack's metrics without its diagnostics, say).
 
-Schema 2: each attack's entry holds the shared metrics (METRIC_KEYS) and its own diagnostics under
-`diagnostics`, so an attack can never overwrite a metric. Files without `schema_version` (schema 1)
-had the diagnostics beside the metrics; the readers take the metrics of both. `scores`, the path of
-the job's per-pair scores (mia/evaluation/scores.py) relative to its folder, is absent from files written before
-jobs kept them, as `analysis` (dataset inference, mia/analysis/) is from files written before it existed.
+Each attack's entry holds the shared metrics (METRIC_KEYS) and its own diagnostics under
+`diagnostics`, so an attack can never overwrite a metric. `scores` is the path of the job's per-pair
+scores (mia/evaluation/scores.py) relative to its folder.
 """
 from __future__ import annotations
 
@@ -37,7 +35,7 @@ def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnost
 
 
 def add_analysis(results: dict, name: str, value: dict):
-    """An analysis of the attacks' scores (mia/analysis/), {attack: result}, under `analysis.<name>`."""
+    """An analysis of the attacks' scores (dataset inference, say), {attack: result}, under `analysis.<name>`."""
     results.setdefault("analysis", {})[name] = value
 
 
@@ -49,9 +47,9 @@ def add_scores(results: dict, path: str):
     results["scores"] = str(path)
 
 
-def scores_path(results: dict, job_dir: Path) -> Path | None:
-    """The job's scores.parquet, or None for a job that kept none (written before scores were kept)."""
-    return Path(job_dir) / results["scores"] if results.get("scores") else None
+def scores_path(results: dict, job_dir: Path) -> Path:
+    """The job's scores.parquet."""
+    return Path(job_dir) / results["scores"]
 
 
 def write(path: Path, results: dict) -> Path:
@@ -64,18 +62,11 @@ def load(path: Path) -> dict:
 
 
 def attack_metrics(results: dict) -> dict:
-    """{attack: {metric: value}}: the shared metrics only, whatever the schema version."""
+    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics."""
     return {name: {k: v for k, v in entry.items() if k in METRIC_KEYS} for name, entry in results["attacks"].items()}
-
-
-def defense_label(results: dict) -> str:
-    """The job's defense and its strength (`none` for files written before defenses existed)."""
-    return (results.get("defense") or {}).get("label", "none")
 
 
 def privacy_summary(results: dict) -> dict:
     """privacy/epsilon and privacy/delta of a dp_sgd target; nothing otherwise."""
-    privacy = (results.get("defense") or {}).get("privacy")
+    privacy = results["defense"].get("privacy")  # dp_sgd's accounting; other defenses have none
     return {f"privacy/{k}": privacy[k] for k in ("epsilon", "delta")} if privacy else {}
-
-

@@ -14,16 +14,16 @@ def canary_rows(rows) -> list[dict]:
     """One row per (job, attack, copy count); the attack's member_eval AUC beside it for reference."""
     out = []
     for r in rows:
-        c = r["_results"].get("canaries") if "_results" in r else None
+        c = r["_results"].get("canaries")  # only where data.canaries.copies asked for some
         if not c:
             continue
         for attack, by_copy in c["attacks"].items():
             for label, m in by_copy.items():
                 out.append({"job": r["job"], "size": r["size"], "epochs": r["epochs"], "seed": r["seed"],
                             "attack": attack, "copies": int(label.split("=")[1]), "count": c["count"],
-                            "auc": m["auc"], "auc_ci_lo": m["auc_ci95"][0] if m.get("auc_ci95") else None,
-                            "auc_ci_hi": m["auc_ci95"][1] if m.get("auc_ci95") else None,
-                            "tpr_at_fpr_1e-2": m["tpr_at_fpr_1e-2"], "member_eval_auc": r.get(f"{attack}/auc")})
+                            "auc": m["auc"], "auc_ci_lo": m["auc_ci95"][0] if m["auc_ci95"] else None,
+                            "auc_ci_hi": m["auc_ci95"][1] if m["auc_ci95"] else None,  # none: n_bootstrap=0
+                            "tpr_at_fpr_1e-2": m["tpr_at_fpr_1e-2"], "member_eval_auc": r[f"{attack}/auc"]})
     return out
 
 
@@ -45,7 +45,7 @@ def markdown(c_rows) -> list[str]:
         aucs = [by[c]["auc"] for c in copies if c in by]
         rises = all(b > a for a, b in zip(aucs, aucs[1:]))
         member = next(iter(by.values()))["member_eval_auc"]
-        md.append(f"| {n} | {t} | {seed} | {attack} | {'' if member is None else f'{member:.3f}'} | "
+        md.append(f"| {n} | {t} | {seed} | {attack} | {member:.3f} | "
                   + " | ".join(cells) + f" | {'yes' if rises else 'no'} |")
     return md
 

@@ -20,7 +20,7 @@ def plot_gap(pts, fit_results, x, path):
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     for name, ps in series.items():
-        fit = fit_results.get(name, {})
+        fit = fit_results[name]
         label = name.split("@")[1]
         for r in (r for p in ps for r in p["_rows"] if r["gap_value"] > 0 and p["n_seeds"] > 1):
             ax.plot(r[x], r["gap_value"], ".", color="gray", ms=4, alpha=0.7)
@@ -88,8 +88,7 @@ def plot_attack_vs_n(pts, metric, path):
 def plot_cosines_vs_n(pts, path):
     """Mean member and non-member cosine against N: whether the gap closes because members are fitted
     less tightly (capacity) or because non-members are matched better (generalisation)."""
-    series = {k: [p for p in ps if p.get("member_cos_mean") is not None] for k, ps in point_series(pts, "size").items()}
-    series = {k: ps for k, ps in series.items() if len(ps) > 1}
+    series = point_series(pts, "size")
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

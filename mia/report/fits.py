@@ -41,7 +41,7 @@ def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
                 if len(keep) >= 2 and n_bootstrap and all(p["_cos"] is not None for p in keep):
                     reps = seed_mean_gap_table([p["_cos"] for p in keep], n_bootstrap, seed)
                     fit = bootstrap_loglog_slope(xs, reps, gaps)
-                else:  # results without per-pair scores: a t-interval through the seed means
+                else:  # a job's scores.parquet failed the check, or n_bootstrap=0: a t-interval through the means
                     fit = {**fit_loglog(xs, gaps), "method": "OLS t-interval through the seed means"}
                     fit.pop("excluded")
                 lo, hi = fit["slope_ci95"]

@@ -16,9 +16,9 @@ FILENAME = "dataset_inference.csv"
 
 
 def _settings(config: dict) -> dict | None:
-    """The job's settings; a job run before the analysis group existed gets the defaults."""
-    di = (config.get("analysis") or {}).get("dataset_inference", {})
-    return None if di.get("enabled", True) is False else di
+    """The job's own settings, or None where it turned dataset inference off."""
+    di = config["analysis"]["dataset_inference"]
+    return di if di["enabled"] else None
 
 
 def inference_rows(rows) -> list[dict]:

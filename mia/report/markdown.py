@@ -19,7 +19,7 @@ def points_table(pts, names):
         lo, hi = p["gap_ci"]
         reason = left_out(p) if p["nonmembers"] == "iid" else "(not i.i.d.)"
         cells = [str(p["size"]), str(p["epochs"]), p["nonmembers"]] + \
-                [f"{p['model']} ({p['params'] or '?'})"] * models + [str(p["n_seeds"]), _sides(p), _mean_sd(p, "gap", ".4f"),
+                [f"{p['model']} ({p['params']})"] * models + [str(p["n_seeds"]), _sides(p), _mean_sd(p, "gap", ".4f"),
                  "" if lo is None else f"[{lo:.4f}, {hi:.4f}]", f"{p['gaussian_auc']:.3f}",
                  "yes" if reason is None else f"no: {reason}"]
         cells += [_mean_sd(p, f"{n}/auc") + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std")
@@ -49,9 +49,9 @@ def fit_lines(fit_results) -> list[str]:
                           f"[{c_lo:+.2f}, {c_hi:+.2f}]: " + ("the points bend, so the slope above averages the "
                                                             "local slopes below rather than describing each part "
                                                             "of the curve" if bends else "no bend resolved"))
-        for ex in fit.get("excluded", []):
+        for ex in fit["excluded"]:
             md.append(f"  - left out x={ex['x']:g} (gap {ex['y']:.4g}): {ex['reason']}")
-        if fit.get("local_slopes"):
+        if fit["local_slopes"]:
             md.append("  - local slopes over the whole curve: " + ", ".join(
                 f"{s['from']:g}->{s['to']:g}: {s['slope']:.2f}" for s in fit["local_slopes"]))
     return md or ["No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit."]
@@ -98,5 +98,4 @@ def _mean_sd(p, key, spec=".3f"):
 
 
 def _sides(p) -> str:
-    member, nonmember = p.get("member_cos_mean"), p.get("nonmember_cos_mean")
-    return "" if member is None or nonmember is None else f"{member:.3f} / {nonmember:.3f}"
+    return f"{p['member_cos_mean']:.3f} / {p['nonmember_cos_mean']:.3f}"

@@ -24,40 +24,30 @@ def load_rows(sweep_dir) -> list[dict]:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
     # i.i.d. first by shift, ood / audit last; then condition, epochs, model, size and seed
     return sorted(rows, key=lambda r: (r["shift"] is None, r["shift"] or 0.0, r["nonmembers"], r["epochs"],
-                                       str(r["model"]), r["params"] or 0, r["size"], r["seed"]))
+                                       str(r["model"]), r["params"], r["size"], r["seed"]))
 
 
 def report_row(record: dict, job: str) -> dict:
     """One flat row of the sweep report; `_`-keys carry what only the plots need."""
     gap, data = record["gap"], record["data"]
-    parts = data.get("shift_parts")
+    parts = data["shift_parts"]  # null where nothing is shifted
     row = {"job": job, "size": record["target"]["size"], "epochs": record["target"]["epochs"],
-           "model": record["target"]["model"], "params": record["target"].get("params"),
-           "seed": record.get("seed", 0), "nonmembers": data["nonmembers"], "shift": _shift(data),
+           "model": record["target"]["model"], "params": record["target"]["params"],
+           "seed": record["seed"], "nonmembers": data["nonmembers"], "shift": data["shift"],
            "shift_parts": "+".join(parts) if parts else None, "cache_key": record["target"]["cache_key"],
-           "defense": results.defense_label(record),
-           "weight_decay": record["config"].get("train", {}).get("weight_decay"),
-           **utility.summary(record.get("utility")), **results.privacy_summary(record),
+           "defense": record["defense"]["label"], "weight_decay": record["config"]["train"]["weight_decay"],
+           **utility.summary(record["utility"]), **results.privacy_summary(record),
            **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
            "gap_ci_lo": gap["ci95"][0], "gap_ci_hi": gap["ci95"][1]}
     by_attack = results.attack_metrics(record)
     for name, m in by_attack.items():
-        row.update({f"{name}/{k}": m.get(k) for k in REPORTED})
-    blind = by_attack.get(BLIND, {}).get("auc")
-    if blind is not None:  # the part of each AUC that the member / non-member shift alone does not explain
-        row.update({f"{name}/auc_minus_blind": m["auc"] - blind for name, m in by_attack.items()
-                    if name != BLIND and m.get("auc") is not None})
-    row["_roc"] = record.get("roc", {})
+        row.update({f"{name}/{k}": m[k] for k in REPORTED})
+    if BLIND in by_attack:  # the part of each AUC that the member / non-member shift alone does not explain
+        row.update({f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"] for name, m in by_attack.items()
+                    if name != BLIND})
+    row["_roc"] = record["roc"]
     row["_config"] = record["config"]
     return row
-
-
-def _shift(data: dict) -> float | None:
-    """data.shift of an i.i.d. job; files written before data.shift existed had none (shift 0). None
-    where non-members come from a corpus of their own (ood, audit)."""
-    if "shift" in data:
-        return data["shift"]
-    return 0.0 if data["nonmembers"] == "iid" else None
 
 
 def attack_order(name: str) -> tuple[bool, str]:
@@ -87,15 +77,15 @@ def write_csv(rows, path):
 
 def scores_table(row):
     """The job's scores.parquet, read at most once per report (check_scores and the seed bootstrap
-    both use it); None for results written before jobs kept scores."""
+    both use it); None once check_scores refused it."""
     if "_table" not in row:
-        row["_table"] = None if row["_scores"] is None else scores.load(row["_scores"])
+        row["_table"] = scores.load(row["_scores"])
     return row["_table"]
 
 
 def cosines(row):
-    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None (older
-    results, or a file check_scores refused)."""
+    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None where
+    check_scores refused the file."""
     table = scores_table(row)
     if table is None:
         return None

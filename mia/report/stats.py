@@ -25,8 +25,8 @@ def _spread(name, values) -> dict:
 
 def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
     """One point per condition (non-members, T, N, model): mean and spread over its training seeds,
-    and a 95% interval of the seed-mean gap from a bootstrap over seeds and evaluation pairs where
-    every job left its per-pair cosines (scores.parquet), or the job's own interval with one seed."""
+    and a 95% interval of the seed-mean gap from a bootstrap over seeds and evaluation pairs; where a
+    job's scores.parquet failed the check, or with n_bootstrap=0, the job's own interval with one seed."""
     groups = defaultdict(list)
     for r in rows:
         groups[tuple(r[k] for k in IDENTITY)].append(r)
@@ -35,7 +35,7 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
         p = dict(zip(IDENTITY, key), n_seeds=len(rs), seeds=sorted(r["seed"] for r in rs), _rows=rs)
         p.update(_spread("gap", [r["gap_value"] for r in rs]))
         for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
-            p.update(_spread(f"{side}_cos", [r.get(f"gap_{side}_mean") for r in rs]))
+            p.update(_spread(f"{side}_cos", [r[f"gap_{side}_mean"] for r in rs]))
         p["gaussian_auc"] = float(np.mean([r["gap_gaussian_auc"] for r in rs]))
         cos = [cosines(r) for r in rs]
         p["_cos"] = None if any(c is None for c in cos) else cos
@@ -50,7 +50,7 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
             boot = [r.get(f"{name}/auc_std") for r in rs if r.get(f"{name}/auc_std") is not None]
             p[f"{name}/auc_boot_std"] = float(np.mean(boot)) if boot else None
         out.append(p)
-    return sorted(out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"] or 0, p["size"]))
+    return sorted(out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"], p["size"]))
 
 
 def point_series(pts, x):
@@ -91,7 +91,7 @@ def shift_series(rows) -> dict:
 def bootstrap_settings(rows) -> tuple[int, int]:
     """The sweep's own bootstrap size and seed (config keys n_bootstrap and split seed)."""
     cfg = rows[0]["_config"]
-    return int(cfg.get("n_bootstrap", 200)), int(cfg.get("data", {}).get("split", {}).get("seed", 0))
+    return int(cfg["n_bootstrap"]), int(cfg["data"]["split"]["seed"])
 
 
 def seed_mean_gaps(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
