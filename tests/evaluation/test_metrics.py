@@ -3,13 +3,11 @@
 import json
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mia import plots
 from mia.evaluation import metrics
 from mia.evaluation.metrics import gap, gaussian_auc, roc_metrics, roc_table, tpr_at_fpr
 
@@ -170,13 +168,3 @@ def test_non_finite_scores_raise():
         roc_metrics(scores, labels)
     with pytest.raises(ValueError, match="1 NaN"):
         gap([0.1, np.nan], [0.1, 0.2])
-
-
-def test_plots_write_png(tmp_path):
-    rng = np.random.default_rng(0)
-    h = plots.score_histogram(rng.normal(1, 1, 100), rng.normal(0, 1, 80), tmp_path / "h.png", "hist")
-    fpr, tpr, _ = roc_curve(*labelled(rng.normal(1, 1, 100), rng.normal(0, 1, 80))[::-1])
-    r = plots.roc_loglog({"csa": (fpr, tpr), "chance-ish": (fpr, fpr)}, tmp_path / "sub" / "r.png", "roc")
-    for p in (h, r):
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
-    assert plt.get_fignums() == []  # figures closed
