@@ -32,6 +32,8 @@ from mia.report.stats import bootstrap_settings, point_series, points
 
 
 def build_report(sweep_dir, wandb_log: bool = True) -> Path:
+    """Write the sweep's report into `sweep_dir` (the files above) and return report.md's path; raise
+    ScoresMismatch, once everything is written, where a results.json disagrees with its scores.parquet."""
     sweep_dir = Path(sweep_dir)
     rows = load_rows(sweep_dir)
     names = attacks_of(rows)
