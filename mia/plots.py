@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 FPR_MIN = 1e-4  # left edge of the log-log ROC; zeros are clipped here to stay on the axis
 
 
-def _save(fig, path):
+def save(fig, path):
+    """Write `fig` to `path`, making its folder, and close it; the report's figures end here too."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -33,7 +34,7 @@ def score_histogram(member_scores, nonmember_scores, path, title):
     ax.hist(n, bins=bins, alpha=0.5, label=f"non-members (n={n.size})")
     ax.set(xlabel="score", ylabel="count", title=title)
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def roc_loglog(curves, path, title):
@@ -45,4 +46,4 @@ def roc_loglog(curves, path, title):
     ax.set(xscale="log", yscale="log", xlim=(FPR_MIN, 1), ylim=(FPR_MIN, 1),
            xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)

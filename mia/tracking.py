@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mia.evaluation import results, scores
+from mia.evaluation import results, scores, utility
 from mia.cache import config_hash
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,27 @@ def log_results(run, record: dict, images: dict):
         return
     import wandb
 
-    run.summary.update(results.summary(record))
+    run.summary.update(summary(record))
     payload = {f"roc_table/{name}": wandb.Table(columns=["fpr", "tpr"], data=[list(p) for p in zip(c["fpr"], c["tpr"])])
                for name, c in record["roc"].items()}
     payload.update({key: wandb.Image(str(path)) for key, path in images.items()})
     run.log(payload)
+
+
+def summary(record: dict) -> dict:
+    """Flat scalars of a job's results.json for its W&B run summary: gap/<key>, <attack>/<metric>,
+    target/size, target/cache_hit, utility/<key> and privacy/<key>."""
+    out = {f"gap/{k}": v for k, v in record["gap"].items() if _scalar(v)}
+    for name, m in results.attack_metrics(record).items():
+        out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
+    out.update({"target/size": record["target"]["size"], "target/cache_hit": record["target"]["cache_hit"]})
+    out.update(utility.summary(record["utility"]))
+    out.update(results.privacy_summary(record))
+    return out
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (int, float))
 
 
 def log_exposed(run, top, images: dict):

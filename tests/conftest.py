@@ -19,7 +19,7 @@ def make_cfg(tmp_path):
 @pytest.fixture(scope="session")
 def default_job(tmp_path_factory):
     """(config, results.json path) of the default job (attack=csa) at test size, logged to W&B offline.
-    One run serves tests/test_pipeline.py and tests/test_scores.py; tests that change its files copy it."""
+    One run serves tests/test_pipeline.py, tests/evaluation/ and tests/report/; tests that change its files copy it."""
     from mia.pipeline import run
 
     cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('default_job')}", "logger=wandb")

@@ -1,5 +1,5 @@
-"""Attack metrics (docs/design.md §5, §6): ROC / AUC / TPR@FPR, the cosine gap, the Gaussian
-AUC prediction and the log-log scaling fit.
+"""Attack metrics (docs/design.md §5, §6): ROC / AUC / TPR@FPR, the cosine gap and the Gaussian
+AUC prediction. The scaling fits across jobs are the sweep report's (mia/report/fits.py).
 
 Plain functions: numpy arrays in, python floats / ints / lists out, so results go straight into
 JSON. Higher score = more likely member; labels are 1 for member, 0 for non-member.
@@ -17,7 +17,8 @@ FPR_TARGETS = {"tpr_at_fpr_1e-2": 1e-2, "tpr_at_fpr_1e-3": 1e-3}
 _CHUNK = 4_000_000  # max resample elements held in memory at once by the bootstraps
 
 
-def _check_finite(x: np.ndarray, name: str) -> None:
+def check_finite(x: np.ndarray, name: str) -> None:
+    """Refuse NaN and inf, counting each (the report's seed bootstrap checks cosines with it too)."""
     bad = ~np.isfinite(x)
     if bad.any():
         raise ValueError(f"{name} contain {int(np.isnan(x).sum())} NaN and "
@@ -32,7 +33,7 @@ def _split(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"scores ({scores.size}) and labels ({labels.size}) differ in length")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 (non-member) or 1 (member)")
-    _check_finite(scores, "scores")
+    check_finite(scores, "scores")
     pos, neg = scores[labels == 1], scores[labels == 0]
     if pos.size == 0 or neg.size == 0:
         raise ValueError(f"need both classes, got {pos.size} members and {neg.size} non-members")
@@ -117,8 +118,8 @@ def gap(member_cos, nonmember_cos, *, n_bootstrap: int = 200, seed: int = 0) -> 
     """Delta = mean member cosine - mean non-member cosine, with a stratified bootstrap."""
     m = np.asarray(member_cos, dtype=np.float64).ravel()
     n = np.asarray(nonmember_cos, dtype=np.float64).ravel()
-    _check_finite(m, "member cosines")
-    _check_finite(n, "non-member cosines")
+    check_finite(m, "member cosines")
+    check_finite(n, "non-member cosines")
     if m.size < 2 or n.size < 2:
         raise ValueError(f"need >= 2 values per class for a std, got {m.size} and {n.size}")
     diffs = (_bootstrap(n_bootstrap, (m.size, n.size), seed,
@@ -148,119 +149,3 @@ def roc_table(scores, labels, n_points: int = 50) -> list[dict]:
     # geomspace sets both endpoints exactly, so 1/n0 is not lost to rounding.
     grid = np.geomspace(max(1e-4, 1.0 / neg.size), 1.0, n_points)
     return [{"fpr": float(g), "tpr": tpr_at_fpr(fpr, tpr, g)} for g in grid]
-
-
-def fit_loglog(x, y) -> dict:
-    """OLS of log10 y on log10 x with a t-based 95% interval on the slope.
-
-    Points with y <= 0 (a gap that vanished or flipped sign) or x <= 0 have no logarithm;
-    they are excluded and listed, not silently dropped.
-    """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x ({x.size}) and y ({y.size}) differ in length")
-    excluded = []
-    for xi, yi in zip(x, y):
-        reason = ("non-finite value" if not (np.isfinite(xi) and np.isfinite(yi))
-                  else "non-positive x" if xi <= 0 else "non-positive gap" if yi <= 0 else None)
-        if reason:
-            excluded.append({"x": float(xi), "y": float(yi), "reason": reason})
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if keep.sum() < 2:
-        raise ValueError(f"need >= 2 points with x > 0 and y > 0, got {int(keep.sum())}")
-    lx, ly = np.log10(x[keep]), np.log10(y[keep])
-    if np.ptp(lx) == 0:
-        raise ValueError("all usable x values are equal; the slope is undefined")
-    fit = stats.linregress(lx, ly)
-    dof = lx.size - 2
-    if dof > 0:  # with two points the line is exact and no interval exists
-        half = stats.t.ppf(0.975, dof) * fit.stderr
-        ci = [float(fit.slope - half), float(fit.slope + half)]
-    else:
-        ci = [None, None]
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "slope_ci95": ci,
-            "n_points": int(lx.size), "excluded": excluded}
-
-
-def seed_mean_gaps(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
-    """Bootstrap replicates of the seed-mean gap of one condition: [n_bootstrap].
-
-    `jobs` is one (member_cos, nonmember_cos) pair per training seed. Each replicate draws the seeds
-    with replacement, and for every drawn seed the member and non-member evaluation pairs with
-    replacement (a two-level bootstrap: training runs, then evaluation pairs), and averages the
-    drawn seeds' gaps. See seed_mean_gap_table for the coupled form a scaling fit uses.
-    """
-    return seed_mean_gap_table([jobs], n_bootstrap, seed)[:, 0]
-
-
-def seed_mean_gap_table(conditions, n_bootstrap: int, seed: int = 0) -> np.ndarray:
-    """Two-level bootstrap of the seed-mean gap of several conditions at once: [n_bootstrap, n_conditions].
-
-    `conditions[c]` is one (member_cos, nonmember_cos) pair per seed. Where every job scored the same
-    number of members and of non-members (the i.i.d. splits of a sweep score the same evaluation uids,
-    in the same order, at every N and seed), one draw of evaluation pairs per replicate is shared by
-    all jobs, so a pair that is easy everywhere moves every point of the curve together, as it would
-    in a new experiment; otherwise each job draws its own pairs. Training seeds are drawn per condition.
-    """
-    rng = np.random.default_rng(seed)
-    arrays = [[(np.asarray(m, np.float64), np.asarray(n, np.float64)) for m, n in jobs] for jobs in conditions]
-    for jobs in arrays:
-        if not jobs:
-            raise ValueError("a condition has no jobs")
-        for m, n in jobs:
-            _check_finite(m, "member cosines")
-            _check_finite(n, "non-member cosines")
-    shapes = {(m.size, n.size) for jobs in arrays for m, n in jobs}
-    out = np.empty((n_bootstrap, len(arrays)))
-    for b in range(n_bootstrap):
-        shared = None
-        if len(shapes) == 1:
-            n_m, n_n = next(iter(shapes))
-            shared = rng.integers(0, n_m, n_m), rng.integers(0, n_n, n_n)
-        for c, jobs in enumerate(arrays):
-            gaps = []
-            for j in rng.integers(0, len(jobs), len(jobs)):
-                m, n = jobs[j]
-                mi, ni = shared or (rng.integers(0, m.size, m.size), rng.integers(0, n.size, n.size))
-                gaps.append(m[mi].mean() - n[ni].mean())
-            out[b, c] = np.mean(gaps)
-    return out
-
-
-def bootstrap_loglog_slope(x, replicates, point) -> dict:
-    """Slope of log10 gap on log10 x with a percentile 95% interval from bootstrap replicates.
-
-    `point[i]` is the observed seed-mean gap at x[i], `replicates` [B, len(x)] its bootstrap draws
-    (seed_mean_gap_table). The point estimate is the OLS slope through the observed means; each
-    replicate is fitted the same way. A replicate with a non-positive gap has no logarithm: it is
-    counted in `n_invalid` and left out, and a fit with more than 5% invalid replicates is refused,
-    since its interval would describe only the replicates that happened to stay positive. With three
-    or more points, `curvature` is the quadratic coefficient of log10 gap in log10 x with its interval
-    from the same replicates: an interval away from 0 says the points bend and one slope averages them.
-    """
-    x = np.asarray(x, np.float64)
-    point = np.asarray(point, np.float64)
-    replicates = np.asarray(replicates, np.float64)
-    if x.size < 2 or np.ptp(np.log10(x)) == 0:
-        raise ValueError(f"need >= 2 distinct x values, got {x.tolist()}")
-    if (point <= 0).any():
-        raise ValueError(f"non-positive mean gap at x={x[point <= 0].tolist()}: no logarithm")
-    lx = np.log10(x)
-    slope, intercept = np.polyfit(lx, np.log10(point), 1)
-    valid = (replicates > 0).all(axis=1)
-    n_invalid = int((~valid).sum())
-    if n_invalid > 0.05 * len(replicates):
-        raise ValueError(f"{n_invalid} of {len(replicates)} bootstrap replicates have a non-positive gap: "
-                         "the noisiest point cannot be fitted on a log scale")
-    logs = np.log10(replicates[valid]).T
-    slopes = np.polyfit(lx, logs, 1)[0]
-    lo, hi = np.percentile(slopes, [2.5, 97.5])
-    out = {"slope": float(slope), "intercept": float(intercept), "slope_ci95": [float(lo), float(hi)],
-           "slope_std": float(slopes.std(ddof=1)), "n_points": int(x.size), "n_bootstrap": int(len(replicates)),
-           "n_invalid": n_invalid, "method": "bootstrap over seeds and evaluation pairs",
-           "curvature": None, "curvature_ci95": [None, None]}
-    if x.size >= 3:  # is one line a fair summary? the quadratic term of log10 gap in log10 x, same replicates
-        out["curvature"] = float(np.polyfit(lx, np.log10(point), 2)[0])
-        out["curvature_ci95"] = [float(v) for v in np.percentile(np.polyfit(lx, logs, 2)[0], [2.5, 97.5])]
-    return out

@@ -1,4 +1,4 @@
 """`python -m mia.report <sweep dir>`: the sweep report, rebuilt from the jobs' results."""
-from mia.report import main
+from mia.report.cli import main
 
 main()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from mia.plots import _save, plt
+from mia.plots import plt, save
+from mia.report.rows import attack_order
 
 FILENAME = "canaries.csv"
 
@@ -13,16 +14,16 @@ def canary_rows(rows) -> list[dict]:
     """One row per (job, attack, copy count); the attack's member_eval AUC beside it for reference."""
     out = []
     for r in rows:
-        c = r["_results"].get("canaries") if "_results" in r else None
+        c = r["_results"].get("canaries")  # only where data.canaries.copies asked for some
         if not c:
             continue
         for attack, by_copy in c["attacks"].items():
             for label, m in by_copy.items():
                 out.append({"job": r["job"], "size": r["size"], "epochs": r["epochs"], "seed": r["seed"],
                             "attack": attack, "copies": int(label.split("=")[1]), "count": c["count"],
-                            "auc": m["auc"], "auc_ci_lo": m["auc_ci95"][0] if m.get("auc_ci95") else None,
-                            "auc_ci_hi": m["auc_ci95"][1] if m.get("auc_ci95") else None,
-                            "tpr_at_fpr_1e-2": m["tpr_at_fpr_1e-2"], "member_eval_auc": r.get(f"{attack}/auc")})
+                            "auc": m["auc"], "auc_ci_lo": m["auc_ci95"][0] if m["auc_ci95"] else None,
+                            "auc_ci_hi": m["auc_ci95"][1] if m["auc_ci95"] else None,  # none: n_bootstrap=0
+                            "tpr_at_fpr_1e-2": m["tpr_at_fpr_1e-2"], "member_eval_auc": r[f"{attack}/auc"]})
     return out
 
 
@@ -39,12 +40,12 @@ def markdown(c_rows) -> list[str]:
     groups = defaultdict(dict)
     for r in c_rows:
         groups[(r["size"], r["epochs"], r["seed"], r["attack"])][r["copies"]] = r
-    for (n, t, seed, attack), by in sorted(groups.items(), key=lambda kv: (kv[0][3] != "csa", kv[0][3], kv[0][:3])):
+    for (n, t, seed, attack), by in sorted(groups.items(), key=lambda kv: (attack_order(kv[0][3]), kv[0][:3])):
         cells = [_cell(by.get(c)) for c in copies]
         aucs = [by[c]["auc"] for c in copies if c in by]
         rises = all(b > a for a, b in zip(aucs, aucs[1:]))
         member = next(iter(by.values()))["member_eval_auc"]
-        md.append(f"| {n} | {t} | {seed} | {attack} | {'' if member is None else f'{member:.3f}'} | "
+        md.append(f"| {n} | {t} | {seed} | {attack} | {member:.3f} | "
                   + " | ".join(cells) + f" | {'yes' if rises else 'no'} |")
     return md
 
@@ -62,7 +63,7 @@ def plot_auc_vs_copies(c_rows, path):
         return None
     sizes = sorted({r["size"] for r in c_rows})
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.2), squeeze=False, sharey=True)
-    attacks = sorted({r["attack"] for r in c_rows}, key=lambda a: (a != "csa", a))
+    attacks = sorted({r["attack"] for r in c_rows}, key=attack_order)
     for ax, n in zip(axes[0], sizes):
         for i, attack in enumerate(attacks):
             pts = sorted((r["copies"], r["auc"]) for r in c_rows if r["size"] == n and r["attack"] == attack)
@@ -78,4 +79,4 @@ def plot_auc_vs_copies(c_rows, path):
             handles.setdefault(label, h)
     fig.legend(handles.values(), handles.keys(), fontsize=7, loc="center right")
     fig.subplots_adjust(right=0.85)
-    return _save(fig, path)
+    return save(fig, path)

@@ -9,23 +9,24 @@ import numpy as np
 
 from mia.evaluation import scores
 from mia.evaluation.dataset_inference import dataset_inference
-from mia.plots import _save, plt
+from mia.plots import plt, save
+from mia.report.rows import attack_order, scores_table
 
 FILENAME = "dataset_inference.csv"
 
 
 def _settings(config: dict) -> dict | None:
-    """The job's settings; a job run before the analysis group existed gets the defaults."""
-    di = (config.get("analysis") or {}).get("dataset_inference", {})
-    return None if di.get("enabled", True) is False else di
+    """The job's own settings, or None where it turned dataset inference off."""
+    di = config["analysis"]["dataset_inference"]
+    return di if di["enabled"] else None
 
 
-def inference_rows(rows, table) -> list[dict]:
+def inference_rows(rows) -> list[dict]:
     """One row per (job, attack): the power target's smallest m, the non-member sets' flag rate, and
-    the power at every m. `table(row)` is the job's scores.parquet as a frame, or None."""
+    the power at every m; none for a job whose scores.parquet failed the check."""
     out = []
     for r in rows:
-        df, settings = table(r), _settings(r["_config"])
+        df, settings = scores_table(r), _settings(r["_config"])
         if df is None or settings is None:
             continue
         member = df["label"].to_numpy() == 1
@@ -62,8 +63,8 @@ def markdown(di_rows) -> list[str]:
           "95% interval; *calibrated*: at most alpha, and no single m significantly above it.", "",
           "| N | T | non-members | seed | attack | AUC | m for power | non-member FPR (95% CI) | max over m | calibrated |",
           "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(di_rows, key=lambda r: (r["nonmembers"], r["epochs"], r["attack"] != "csa", r["attack"],
-                                            r["size"], r["seed"])):
+    for r in sorted(di_rows, key=lambda r: (r["nonmembers"], r["epochs"], *attack_order(r["attack"]), r["size"],
+                                            r["seed"])):
         md.append(f"| {r['size']} | {r['epochs']} | {r['nonmembers']} | {r['seed']} | {r['attack']} | "
                   f"{r['auc']:.3f} | {_m_cell(r)} | {r['fpr']:.4f} ({r['fpr_ci_lo']:.4f}-{r['fpr_ci_hi']:.4f}) | "
                   f"{r['fpr_max']:.4f} | {'yes' if r['calibrated'] else 'no'} |")
@@ -88,7 +89,7 @@ def plot_m_vs_n(di_rows, path):
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     tagged = len({t for _, t in series}) > 1
-    for i, ((attack, t), by_n) in enumerate(sorted(series.items(), key=lambda kv: (kv[0][0] != "csa", kv[0]))):
+    for i, ((attack, t), by_n) in enumerate(sorted(series.items(), key=lambda kv: (*attack_order(kv[0][0]), kv[0][1]))):
         ns = sorted(by_n)
         ms = [float(np.median([m for m, _ in by_n[n]])) for n in ns]
         predicted = [any(p for _, p in by_n[n]) for n in ns]
@@ -106,4 +107,4 @@ def plot_m_vs_n(di_rows, path):
 
     ax.yaxis.set_major_formatter(ScalarFormatter())  # set sizes read as plain numbers
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)

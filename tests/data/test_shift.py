@@ -12,8 +12,9 @@ from mia.data.dedup import normalise_caption
 from mia.data.splits import build_splits
 from mia.data.synthetic import SHIFT_PARTS, make_sample, mixed_sample, replaced_uid, swaps
 from mia.pipeline import prepare, run
-from mia.report import build_report, load_rows
-from mia.evaluation.results import report_row
+from mia.report import build_report
+from mia.report.rows import load_rows, report_row
+from tests.helpers.sweeps import fake_job, write_sweep
 
 
 def same_pair(a, b) -> bool:
@@ -178,26 +179,14 @@ def test_condition_and_record_tell_shifts_apart(make_cfg):
 
 def fake(shift, parts, aucs, nonmembers=None):
     cond = nonmembers or ("iid" if shift == 0 else f"shift={shift:g}")
-    return {"config": {"logger": {"backend": "none"}},
-            "target": {"size": 1000, "epochs": 40, "model": "tiny", "cache_key": "k"},
-            "data": {"nonmembers": cond, "shift": shift, "shift_parts": parts},
-            "gap": {"value": 0.1, "std": 0.01, "ci95": [0.09, 0.11], "member_mean": 0.6, "nonmember_mean": 0.5,
-                    "member_std": 0.1, "nonmember_std": 0.1, "gaussian_auc": 0.7},
-            "attacks": {n: {"auc": a, "auc_std": 0.01, "tpr_at_fpr_1e-2": 0.02, "tpr_at_fpr_1e-3": 0.0,
-                            "balanced_accuracy": a} for n, a in aucs.items()},
-            "roc": {n: {"fpr": [1e-3, 0.1, 1.0], "tpr": [1e-3, 0.2, 1.0]} for n in aucs}}
+    return fake_job(1000, 40, 0.1, aucs=aucs, nonmembers=cond, shift=shift, shift_parts=parts)
 
 
 def test_report_row_subtracts_the_jobs_blind_auc():
-    row = report_row(fake(0.5, ["image", "caption"], {"csa": 0.9, "lira": 0.8, "blind": 0.75}), "0")
+    row = report_row(fake(0.5, ["image", "caption"], {"csa": 0.9, "lira": 0.8, "blind": 0.75}).record, "0")
     assert row["csa/auc_minus_blind"] == pytest.approx(0.15) and row["lira/auc_minus_blind"] == pytest.approx(0.05)
     assert "blind/auc_minus_blind" not in row and (row["shift"], row["shift_parts"]) == (0.5, "image+caption")
-    assert not any(k.endswith("auc_minus_blind") for k in report_row(fake(0.5, None, {"csa": 0.9}), "1"))
-    old = fake(0, None, {"csa": 0.6})  # written before data.shift existed
-    del old["data"]["shift"], old["data"]["shift_parts"]
-    assert report_row(old, "2")["shift"] == 0.0
-    old["data"]["nonmembers"] = "ood"
-    assert report_row(old, "3")["shift"] is None
+    assert not any(k.endswith("auc_minus_blind") for k in report_row(fake(0.5, None, {"csa": 0.9}).record, "1"))
 
 
 def test_report_draws_auc_against_shift_with_a_row_per_shift(tmp_path):
@@ -205,9 +194,7 @@ def test_report_draws_auc_against_shift_with_a_row_per_shift(tmp_path):
     runs = [fake(s, None if s == 0 else ["image", "caption"], {"csa": 0.6 + 0.4 * s, "blind": 0.5 + 0.5 * s})
             for s in shifts]
     runs.append(fake(None, None, {"csa": 1.0, "blind": 1.0}, nonmembers="ood"))
-    for i, r in enumerate(runs):
-        (tmp_path / str(i)).mkdir()
-        (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
+    write_sweep(tmp_path, runs)
     build_report(tmp_path, wandb_log=False)
     assert (tmp_path / "auc_vs_shift.png").stat().st_size > 1000
     rows = load_rows(tmp_path)

@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 
 from mia.evaluation.dataset_inference import DEFAULTS, check_settings, dataset_inference, predicted_m
+from mia.evaluation.scores import FILENAME
 from mia.report import build_report
-from mia.evaluation.scores import FILENAME, write
-from tests.test_report import fake_result, write_sweep
 
 FAST = {"draws": 1000}
 
@@ -108,35 +107,6 @@ def test_job_records_it_and_report_recomputes_it(default_job, tmp_path):
     assert row["attack"] == "csa" and row["fpr"] == pytest.approx(di["fpr"])
     assert row["power@m=20"] == pytest.approx(next(b["power"] for b in di["by_m"] if b["m"] == 20))
     assert "## Dataset inference" in (tmp_path / "sweep" / "report.md").read_text()
-
-
-def test_report_plots_smallest_m_against_n(tmp_path):
-    # Three sizes whose signal weakens with N: m grows with N, and the largest N is past the grid.
-    from mia.evaluation import metrics
-
-    runs, tables = [], []
-    for i, (n, shift) in enumerate(((1000, 2.0), (4000, 0.6), (16000, 0.1))):
-        member, non = _scores(shift, seed=i)
-        x, labels = np.r_[member, non], np.r_[np.ones(500), np.zeros(500)]
-        r = fake_result(n, 40, 0.1)
-        r["attacks"] = {"csa": metrics.roc_metrics(x, labels, n_bootstrap=0)}  # what the check recomputes
-        r["gap"].update({k: v for k, v in metrics.gap(member, non, n_bootstrap=0).items() if v is not None})
-        r["config"]["analysis"] = {"dataset_inference": {"draws": 500}}
-        r["scores"] = FILENAME
-        runs.append(r)
-        tables.append(pd.DataFrame({"uid": [f"u{k}" for k in range(1000)],
-                                    "set": ["member_eval"] * 500 + ["nonmember_eval"] * 500,
-                                    "label": labels.astype(np.int8), "caption": ["c"] * 1000, "cos": x, "csa": x}))
-    sweep = write_sweep(tmp_path, runs)
-    for i, df in enumerate(tables):
-        write(sweep / str(i) / FILENAME, df)
-    build_report(sweep, wandb_log=False)
-    rows = pd.read_csv(sweep / "dataset_inference.csv").sort_values("size")
-    found = list(rows["smallest_m"])
-    assert found[0] < found[1] and np.isnan(found[2])  # past the grid at the largest N
-    assert rows["predicted_m"].iloc[2] > 250 and rows["calibrated"].all()
-    assert (sweep / "m_vs_N.png").stat().st_size > 1000
-    assert "> 250 (predicted" in (sweep / "report.md").read_text()
 
 
 def test_an_anticonservative_test_is_caught(monkeypatch):

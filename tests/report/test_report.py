@@ -4,44 +4,28 @@ import json
 import numpy as np
 import pytest
 
-from mia.report import ReportCallback, build_report, fits, load_rows, points
-
-
-def fake_result(size, epochs, gap, nonmembers="iid", aucs=None, seed=0, gaussian_auc=0.6):
-    aucs = aucs or {"csa": 0.5 + min(gap, 0.45), "blind": 0.5}
-    return {
-        "config": {"logger": {"backend": "none"}, "n_bootstrap": 200},
-        "seed": seed,
-        "target": {"size": size, "epochs": epochs, "model": "tiny", "cache_key": f"k{size}_{epochs}"},
-        "data": {"nonmembers": nonmembers},
-        "gap": {"value": gap, "std": 0.001, "ci95": [gap - 0.002, gap + 0.002], "member_mean": 0.5 + gap,
-                "nonmember_mean": 0.5, "member_std": 0.1, "nonmember_std": 0.1, "gaussian_auc": gaussian_auc},
-        "attacks": {name: {"auc": a, "auc_std": 0.01, "tpr_at_fpr_1e-2": 0.02, "tpr_at_fpr_1e-3": 0.0,
-                           "balanced_accuracy": a} for name, a in aucs.items()},
-        "roc": {name: {"fpr": [1e-3, 0.1, 1.0], "tpr": [1e-3, 0.2, 1.0]} for name in aucs},
-    }
-
-
-def write_sweep(root, results):
-    for i, r in enumerate(results):
-        (root / str(i)).mkdir()
-        (root / str(i) / "results.json").write_text(json.dumps(r))
-    return root
+from mia.report import ReportCallback, build_report
+from mia.report.checks import ScoresMismatch, check_scores
+from mia.report.fits import fits
+from mia.report.rows import load_rows
+from mia.report.stats import points
+from tests.helpers.sweeps import fake_job, write_job, write_sweep
 
 
 def test_report_recovers_known_slopes_and_lists_exclusions(tmp_path):
     # gap = 50 T / N exactly: slope -1 in N at fixed T, +1 in T at fixed N; one flipped gap.
-    runs = [fake_result(n, 40, 50 * 40 / n) for n in (1000, 4000, 16000, 64000)]
-    runs += [fake_result(4000, t, 50 * t / 4000) for t in (10, 20)]
-    runs.append(fake_result(256000, 40, -0.001))
-    runs += [fake_result(4000, 40, 50 * 40 / 4000, "ood", {"csa": 0.99, "blind": 0.9})]
+    runs = [fake_job(n, 40, 50 * 40 / n) for n in (1000, 4000, 16000, 64000)]
+    runs += [fake_job(4000, t, 50 * t / 4000) for t in (10, 20)]
+    runs.append(fake_job(256000, 40, -0.001))
+    runs += [fake_job(4000, 40, 50 * 40 / 4000, nonmembers="ood", shift=None, aucs={"csa": 0.99, "blind": 0.9})]
     sweep = write_sweep(tmp_path, runs)
     build_report(sweep, wandb_log=False)
     fit = json.loads((sweep / "fits.json").read_text())
     n_fit, t_fit = fit["gap_vs_N@T=40"], fit["gap_vs_T@N=4000"]
     assert n_fit["slope"] == pytest.approx(-1.0) and n_fit["intercept"] == pytest.approx(np.log10(2000))
     assert t_fit["slope"] == pytest.approx(1.0)
-    assert n_fit["n_points"] == 4 and n_fit["excluded"] == [{"x": 256000.0, "y": -0.001, "reason": "non-positive gap"}]
+    assert n_fit["n_points"] == 4
+    assert n_fit["excluded"] == [{"x": 256000.0, "y": pytest.approx(-0.001), "reason": "non-positive gap"}]
     report = (sweep / "report.md").read_text()
     assert "left out x=256000" in report and "non-positive gap" in report
     for png in ("gap_vs_N.png", "gap_vs_T.png", "auc_vs_N.png", "tpr_vs_N.png", "ood_vs_iid.png",
@@ -52,7 +36,7 @@ def test_report_recovers_known_slopes_and_lists_exclusions(tmp_path):
 
 
 def test_rows_are_sorted_and_fit_skips_single_points(tmp_path):
-    sweep = write_sweep(tmp_path, [fake_result(4000, 40, 0.1), fake_result(1000, 40, 0.2)])
+    sweep = write_sweep(tmp_path, [fake_job(4000, 40, 0.1), fake_job(1000, 40, 0.2)])
     rows = load_rows(sweep)
     assert [r["size"] for r in rows] == [1000, 4000]
     assert set(fits(points(rows, 0))) == {"gap_vs_N@T=40"}  # one T value: no gap-vs-T series
@@ -60,7 +44,7 @@ def test_rows_are_sorted_and_fit_skips_single_points(tmp_path):
 
 def test_points_keep_the_gaps_two_sides_and_plot_them(tmp_path):
     # members fixed at 0.5 + gap, non-members at 0.5: the seed mean and sd of each side per N
-    runs = [fake_result(n, 40, g, seed=s) for n, gaps in ((1000, (0.2, 0.3)), (4000, (0.05, 0.07)))
+    runs = [fake_job(n, 40, g, seed=s) for n, gaps in ((1000, (0.2, 0.3)), (4000, (0.05, 0.07)))
             for s, g in enumerate(gaps)]
     sweep = write_sweep(tmp_path, runs)
     pts = {p["size"]: p for p in points(load_rows(sweep), 0)}
@@ -84,30 +68,9 @@ def test_callback_writes_report_and_survives_empty_sweep(tmp_path):
     cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
     ReportCallback().on_multirun_end(cfg)            # nothing to report: warns, does not raise
     assert not (sweep / "report.md").exists()
-    write_sweep(sweep, [fake_result(1000, 40, 0.2), fake_result(4000, 40, 0.05)])
+    write_sweep(sweep, [fake_job(1000, 40, 0.2), fake_job(4000, 40, 0.05)])
     ReportCallback().on_multirun_end(cfg)
     assert (sweep / "report.md").exists() and (sweep / "gap_vs_N.png").exists()
-
-
-def job_with_scores(root, name, size, epochs, member, nonmember, seed, gaussian_auc):
-    """A job folder whose results.json agrees with its scores.parquet (csa = the cosine)."""
-    import pandas as pd
-
-    from mia.evaluation import metrics, scores
-
-    cos = np.r_[member, nonmember]
-    labels = np.r_[np.ones(member.size), np.zeros(nonmember.size)].astype("int8")
-    gap = {**metrics.gap(member, nonmember, n_bootstrap=0), "gaussian_auc": gaussian_auc, "ci95": [None, None]}
-    csa = metrics.roc_metrics(cos, labels, n_bootstrap=0)
-    result = {**fake_result(size, epochs, gap["value"], seed=seed), "gap": gap, "scores": "scores.parquet",
-              "attacks": {"csa": {**csa, "auc_std": 0.01}}, "roc": {}}
-    folder = root / name
-    folder.mkdir()
-    (folder / "results.json").write_text(json.dumps(result))
-    table = pd.DataFrame({"uid": [f"u{j}" for j in range(cos.size)],
-                          "set": np.where(labels == 1, "member_eval", "nonmember_eval").astype(object),
-                          "label": labels, "caption": ["c"] * cos.size, "cos": cos, "csa": cos})
-    scores.write(folder / "scores.parquet", table)
 
 
 def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
@@ -120,9 +83,9 @@ def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
             gap = 0.2 * (1000 / n) * (1.1 if seed else 0.9)
             noise = 0.02 if n < 32000 else 0.4  # the largest N plays noise
             member, nonmember = rng.normal(0.3, noise, 300), rng.normal(0.3, noise, 300)
-            job_with_scores(tmp_path, f"{n}_{seed}", n, 40, member - member.mean() + 0.3 + gap,
-                            nonmember - nonmember.mean() + 0.3, seed,
-                            gaussian_auc=0.99 if n == 1000 else 0.7)  # the smallest N plays a memorised target
+            cos = member - member.mean() + 0.3 + gap, nonmember - nonmember.mean() + 0.3
+            write_job(tmp_path / f"{n}_{seed}", fake_job(n, 40, cos=cos, attacks={"csa": cos}, seed=seed,
+                                                         gaussian_auc=0.99 if n == 1000 else 0.7))  # memorised at 1k
     sweep = tmp_path
     build_report(sweep, wandb_log=False)
     pts = {p["size"]: p for p in points(load_rows(sweep), 200)}
@@ -142,3 +105,21 @@ def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
     assert "| 0.0500 ± 0.0071 |" in row and "no: saturated" in report
     assert "12 jobs, all agree" in report
     assert len((sweep / "points.csv").read_text().splitlines()) == 1 + len(sizes)
+
+
+def test_a_job_whose_scores_fail_the_check_falls_back_to_its_own_interval(tmp_path):
+    """A scores.parquet that is missing fails the check (the report is written, then refused), and the
+    job's point and the fit fall back to what results.json holds: the job's own interval, a t-interval."""
+    sweep = write_sweep(tmp_path, [fake_job(1000, 40, 0.2), fake_job(4000, 40, 0.05)])
+    (sweep / "1" / "scores.parquet").unlink()
+    with pytest.raises(ScoresMismatch, match="1: .*scores.parquet: FileNotFoundError"):
+        build_report(sweep, wandb_log=False)
+    checks = json.loads((sweep / "checks.json").read_text())["scores"]
+    assert checks["checked"] == ["0"] and [e["job"] for e in checks["errors"]] == ["1"] and not checks["agree"]
+    fit = json.loads((sweep / "fits.json").read_text())["gap_vs_N@T=40"]
+    assert fit["method"] == "OLS t-interval through the seed means" and fit["fitted_x"] == [1000, 4000]
+    rows = load_rows(sweep)
+    check_scores(rows)  # refuses job 1's scores: the seed bootstrap leaves its pairs out
+    pts = {p["size"]: p for p in points(rows, 200)}
+    assert pts[4000]["gap_ci"] == [rows[1]["gap_ci_lo"], rows[1]["gap_ci_hi"]]
+    assert pts[1000]["gap_ci"] != [rows[0]["gap_ci_lo"], rows[0]["gap_ci_hi"]]  # the bootstrap of its pairs

@@ -3,15 +3,13 @@
 import json
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mia import plots
 from mia.evaluation import metrics
-from mia.evaluation.metrics import fit_loglog, gap, gaussian_auc, roc_metrics, roc_table, tpr_at_fpr
+from mia.evaluation.metrics import gap, gaussian_auc, roc_metrics, roc_table, tpr_at_fpr
 
 
 def labelled(members, nonmembers):
@@ -141,33 +139,6 @@ def test_gaussian_auc():
     assert values == sorted(values) and len(set(values)) == len(values)
 
 
-def test_fit_loglog_exact_and_exclusion():
-    x = [1e1, 1e2, 1e3, 1e4, 1e5]
-    y = [10.0, 1.0, 0.1, 0.01, -0.003]  # y = 100 / x, last gap flipped sign
-    f = fit_loglog(x, y)
-    assert f["slope"] == pytest.approx(-1) and f["intercept"] == pytest.approx(2)
-    assert f["slope_ci95"] == pytest.approx([-1, -1], abs=1e-9)
-    assert f["n_points"] == 4
-    assert f["excluded"] == [{"x": 1e5, "y": -0.003, "reason": "non-positive gap"}]
-
-
-def test_fit_loglog_interval_by_hand():
-    # log x = 0 1 2, log y = 0 1.1 2: slope 1, intercept 1/30, residuals -1/30 2/30 -1/30,
-    # SSE = 6/900, s^2 = SSE / 1, se = sqrt(s^2 / 2) = 0.0577350, t(0.975, 1) = 12.7062047.
-    f = fit_loglog([1, 10, 100], [1, 10**1.1, 100])
-    assert f["slope"] == pytest.approx(1) and f["intercept"] == pytest.approx(1 / 30)
-    half = 12.706204736174698 * math.sqrt(6 / 900 / 2)
-    assert f["slope_ci95"] == pytest.approx([1 - half, 1 + half])
-
-
-def test_fit_loglog_two_points_and_too_few():
-    f = fit_loglog([10, 100], [1.0, 0.1])
-    assert f["slope"] == pytest.approx(-1) and f["slope_ci95"] == [None, None]
-    json.dumps(f)
-    with pytest.raises(ValueError, match="2 points"):
-        fit_loglog([10, 100, 1000], [1.0, 0.0, -0.1])
-
-
 def test_roc_table_matches_bruteforce_step():
     rng = np.random.default_rng(2)
     scores, labels = labelled(rng.normal(1, 1, 300), rng.normal(0, 1, 500))
@@ -197,96 +168,3 @@ def test_non_finite_scores_raise():
         roc_metrics(scores, labels)
     with pytest.raises(ValueError, match="1 NaN"):
         gap([0.1, np.nan], [0.1, 0.2])
-
-
-def test_plots_write_png(tmp_path):
-    rng = np.random.default_rng(0)
-    h = plots.score_histogram(rng.normal(1, 1, 100), rng.normal(0, 1, 80), tmp_path / "h.png", "hist")
-    fpr, tpr, _ = roc_curve(*labelled(rng.normal(1, 1, 100), rng.normal(0, 1, 80))[::-1])
-    r = plots.roc_loglog({"csa": (fpr, tpr), "chance-ish": (fpr, fpr)}, tmp_path / "sub" / "r.png", "roc")
-    for p in (h, r):
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
-    assert plt.get_fignums() == []  # figures closed
-
-
-def _scaling_sweep(rng, sizes, n_seeds, slope=-1.0, seed_sd=0.1, pair_sd=0.01, k=400, bend=0.0):
-    """Per-seed (member, non-member) cosines whose seed-mean gap is 0.2 (N / 1000)^slope, bent by
-    `bend` (the quadratic term in log-log), with a log-normal training-seed effect (sd `seed_sd` in
-    log10) and Gaussian pair noise."""
-    out = []
-    for n in sizes:
-        jobs = []
-        for _ in range(n_seeds):
-            lx = np.log10(n / 1000)
-            gap = 0.2 * 10 ** (slope * lx + bend * lx ** 2) * 10 ** rng.normal(0, seed_sd)
-            nonmember = rng.normal(0.3, pair_sd, k)
-            jobs.append((rng.normal(0.3, pair_sd, k) + gap, nonmember))
-        out.append(jobs)
-    return out
-
-
-def test_bootstrap_slope_recovers_known_slope_and_spread():
-    from mia.evaluation.metrics import bootstrap_loglog_slope, seed_mean_gap_table
-
-    sizes = [1000, 2000, 4000, 8000, 16000]
-    rng = np.random.default_rng(0)
-
-    def ols(conditions):
-        means = [np.mean([m.mean() - n.mean() for m, n in jobs]) for jobs in conditions]
-        return np.polyfit(np.log10(sizes), np.log10(means), 1)[0], means
-
-    # The spread of the slope over fresh experiments, which the bootstrap of one experiment must match.
-    true_sd = np.std([ols(_scaling_sweep(rng, sizes, 6))[0] for _ in range(300)], ddof=1)
-    conditions = _scaling_sweep(rng, sizes, 6)
-    slope, means = ols(conditions)
-    fit = bootstrap_loglog_slope(sizes, seed_mean_gap_table(conditions, 400, seed=1), means)
-    assert fit["slope"] == pytest.approx(slope)
-    assert abs(fit["slope"] + 1) < 3 * true_sd
-    assert fit["slope_ci95"][0] < -1 < fit["slope_ci95"][1]
-    assert 0.6 < fit["slope_std"] / true_sd < 1.5, (fit["slope_std"], true_sd)
-    assert fit["n_invalid"] == 0 and fit["n_points"] == 5
-
-    # Without a seed effect the interval is narrower: the bootstrap sees the training seeds' spread.
-    quiet = bootstrap_loglog_slope(sizes, seed_mean_gap_table(_scaling_sweep(rng, sizes, 6, seed_sd=0.0), 400),
-                                   means)
-    assert quiet["slope_std"] < 0.6 * fit["slope_std"]
-
-
-def test_seed_mean_gaps_resample_seeds_and_pairs():
-    from mia.evaluation.metrics import seed_mean_gaps
-
-    members, nonmembers = np.full(50, 0.5), np.full(50, 0.2)
-    # Two seeds with constant cosines: only the draw of seeds moves the mean, to 0.3, 0.35 or 0.4.
-    reps = seed_mean_gaps([(members, nonmembers), (members + 0.1, nonmembers)], 300, seed=0)
-    assert set(np.round(reps, 6)) == {0.3, 0.35, 0.4}
-    # One seed: only the pairs move it, around the observed gap.
-    noisy = np.random.default_rng(0).normal(0.5, 0.1, 50)
-    reps = seed_mean_gaps([(noisy, nonmembers)], 300, seed=0)
-    assert reps.std() == pytest.approx(0.1 / np.sqrt(50), rel=0.3)
-
-
-def test_bootstrap_slope_refuses_unresolved_points():
-    from mia.evaluation.metrics import bootstrap_loglog_slope
-
-    reps = np.tile([0.1, 0.01], (100, 1))
-    reps[:10, 1] = -0.001  # 10% of the replicates lose the gap at the large end
-    with pytest.raises(ValueError, match="non-positive gap"):
-        bootstrap_loglog_slope([1000, 10000], reps, [0.1, 0.01])
-    with pytest.raises(ValueError, match="non-positive mean gap"):
-        bootstrap_loglog_slope([1000, 10000], reps, [0.1, -0.01])
-
-
-def test_bootstrap_slope_flags_a_bend():
-    from mia.evaluation.metrics import bootstrap_loglog_slope, seed_mean_gap_table
-
-    sizes = [1000, 2000, 4000, 8000, 16000]
-    rng = np.random.default_rng(3)
-    straight = _scaling_sweep(rng, sizes, 4, seed_sd=0.02)
-    means = [np.mean([m.mean() - n.mean() for m, n in jobs]) for jobs in straight]
-    fit = bootstrap_loglog_slope(sizes, seed_mean_gap_table(straight, 300), means)
-    assert fit["curvature_ci95"][0] < 0 < fit["curvature_ci95"][1]
-    # Bend it: local slopes from about -0.2 to -1.8, like a target that saturates at small N.
-    bent = _scaling_sweep(rng, sizes, 4, slope=-0.2, bend=-0.7, seed_sd=0.02)
-    means = [np.mean([m.mean() - n.mean() for m, n in jobs]) for jobs in bent]
-    fit = bootstrap_loglog_slope(sizes, seed_mean_gap_table(bent, 300), means)
-    assert fit["curvature"] == pytest.approx(-0.7, abs=0.15) and fit["curvature_ci95"][1] < 0

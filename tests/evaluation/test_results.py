@@ -1,44 +1,48 @@
-"""results.json (mia/results.py, docs/design.md §10): a record built as mia/pipeline.py builds it holds
-every key its readers read, carries the current schema version, and a schema-1 file still loads."""
+"""results.json (mia/evaluation/results.py, docs/design.md §10): a record built as mia/pipeline.py builds it
+holds every key its readers read, carries the current schema version, and keeps the attacks' diagnostics
+out of the report's rows and the W&B summary."""
 import json
 from types import SimpleNamespace
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from mia import tracking
 from mia.evaluation import metrics, results, scores, utility
 from mia.evaluation.dataset_inference import check_settings, dataset_inference
-from mia.report import build_report, check_scores, load_rows
+from mia.report import build_report
+from mia.report.checks import check_scores
+from mia.report.rows import load_rows
 from mia.validate import build
 from tests.helpers.config import SMALL, compose_config
 
 ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
 
-# Every key of results.json that a reader reads: the sweep report (mia/report.py, mia/privacy_utility.py,
-# mia/report/canaries.py and inference.py, through mia.evaluation.results' readers) and the W&B summary (mia/tracking.py, through
-# results.summary). <attack> stands for each attack of the job, <copies> for each canary copy count.
+# Every key of results.json that a reader reads: the sweep report (mia/report/: rows.py, stats.py,
+# checks.py, privacy_utility.py, canaries.py, inference.py, build.py) and the W&B summary (tracking.summary).
+# <attack> stands for each attack of the job, <copies> for each canary copy count.
 READ = [
-    "config.n_bootstrap", "config.data.split.seed",         # report._n_bootstrap
-    "config.train.weight_decay",                            # results.report_row: privacy_utility's arms
+    "config.n_bootstrap", "config.data.split.seed",         # report.stats.bootstrap_settings
+    "config.train.weight_decay",                            # report.rows.report_row: privacy_utility's arms
     "config.logger.backend",                                # tracking.start, for the report's W&B run
-    "config.analysis.dataset_inference.enabled",            # inference_report._settings
-    "seed", "scores",                                       # results.report_row, results.scores_path
-    "target.size", "target.epochs", "target.model", "target.params", "target.cache_key",  # results.report_row
-    "target.cache_hit",                                     # results.summary
-    "data.nonmembers", "data.shift", "data.shift_parts",    # results.report_row
-    "gap.value", "gap.ci95", "gap.member_mean", "gap.nonmember_mean",  # report_row, report.points, _recompute
-    "gap.gaussian_auc",                                     # report.points
+    "config.analysis.dataset_inference.enabled",            # report.inference._settings
+    "seed", "scores",                                       # report.rows.report_row, results.scores_path
+    "target.size", "target.epochs", "target.model", "target.params", "target.cache_key",  # report.rows.report_row
+    "target.cache_hit",                                     # tracking.summary
+    "data.nonmembers", "data.shift", "data.shift_parts",    # report.rows.report_row
+    "gap.value", "gap.ci95", "gap.member_mean", "gap.nonmember_mean",  # report_row, report.checks
+    "gap.gaussian_auc",                                     # report.stats.points
     "attacks.<attack>.auc", "attacks.<attack>.auc_std", "attacks.<attack>.tpr_at_fpr_1e-2",
-    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.balanced_accuracy",  # results.REPORTED, report.RECOMPUTED
-    "attacks.<attack>.n_members", "attacks.<attack>.n_nonmembers",             # report.RECOMPUTED_EXACT
-    "roc.<attack>.fpr", "roc.<attack>.tpr",                 # report.plot_rocs, tracking.log_results
-    "defense.label",                                        # results.defense_label
+    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.balanced_accuracy",  # report.rows.REPORTED, checks
+    "attacks.<attack>.n_members", "attacks.<attack>.n_nonmembers",             # report.checks.RECOMPUTED_EXACT
+    "roc.<attack>.fpr", "roc.<attack>.tpr",                 # report.figures.plot_rocs, tracking.log_results
+    "defense.label",                                        # report.rows.report_row
     "defense.privacy.epsilon", "defense.privacy.delta",     # results.privacy_summary
     "utility.retrieval.pool_size", "utility.retrieval.i2t_r1", "utility.retrieval.t2i_r1",
     "utility.retrieval.chance_r1",                          # privacy_utility.table / plot, via utility.summary
     "utility.attributes.colour_acc", "utility.attributes.colour_chance",
     "utility.attributes.shape_acc", "utility.attributes.shape_chance",  # privacy_utility.table
-    "canaries.count", "canaries.attacks.<attack>.<copies>.auc",         # canary_report.canary_rows
+    "canaries.count", "canaries.attacks.<attack>.<copies>.auc",         # report.canaries.canary_rows
     "canaries.attacks.<attack>.<copies>.auc_ci95", "canaries.attacks.<attack>.<copies>.tpr_at_fpr_1e-2",
 ]
 
@@ -118,6 +122,8 @@ def test_every_key_a_reader_reads_is_written(tmp_path):
         lookup(rows[0]["_results"], key)
     checks = check_scores(rows)  # and the values agree with the per-pair scores they came from
     assert checks["agree"] and checks["checked"] == ["job"], checks
+    build_report(tmp_path, wandb_log=False)  # every section of the report reads them
+    assert "## Privacy and utility" in (tmp_path / "report.md").read_text()
 
 
 def test_the_schema_version_written_is_the_current_one(tmp_path):
@@ -125,39 +131,11 @@ def test_the_schema_version_written_is_the_current_one(tmp_path):
     assert json.loads(path.read_text())["schema_version"] == results.SCHEMA_VERSION == 2
 
 
-def schema_1_record(nonmembers):
-    """results.json as mia/pipeline.py wrote it before results.py existed (schema 1, up to commit 4b16b77):
-    no schema_version, an attack's diagnostics beside its metrics, and none of what came later (target.params,
-    data.shift, defense, utility, canaries, analysis, scores)."""
-    return {
-        "config": {"n_bootstrap": 50, "logger": {"backend": "none"}, "train": {"weight_decay": 0.1}},
-        "git": "4b16b77", "seed": 0,
-        "target": {"size": 300, "epochs": 2, "model": "tiny", "world_size": 1, "cache_key": "key",
-                   "cache_hit": False, "checkpoint": "model.pt", "trained_uids": "trained_uids.txt"},
-        "data": {"nonmembers": nonmembers, "corpus": "synthetic-iid", "corrupt_skipped": 0,
-                 "features_cache_hit": False, "member_eval": 100, "nonmember_eval": 100},
-        "gap": {"value": 0.05, "std": 0.01, "ci95": [0.03, 0.07], "member_mean": 0.3, "nonmember_mean": 0.25,
-                "member_std": 0.05, "nonmember_std": 0.05, "gaussian_auc": 0.76},
-        "attacks": {"wsa": {"auc": 0.7, "auc_std": 0.02, "auc_ci95": [0.66, 0.74], "tpr_at_fpr_1e-2": 0.05,
-                            "tpr_at_fpr_1e-3": 0.0, "balanced_accuracy": 0.65, "n_members": 100,
-                            "n_nonmembers": 100, "seconds": 1.5,
-                            "variant": "ko", "n_inputs": 16, "lam": 0.5, "n_pseudo_members": 40}},
-        "roc": {"wsa": {"fpr": [0.01, 0.1, 1.0], "tpr": [0.05, 0.3, 1.0]}},
-        "timing": {"train_s": 3.0, "features_s": 1.0, "attacks_s": 1.5},
-    }
-
-
-def test_a_schema_1_file_still_loads(tmp_path):
-    for condition in ("iid", "ood"):
-        (tmp_path / condition).mkdir()
-        (tmp_path / condition / "results.json").write_text(json.dumps(schema_1_record(condition)))
-    rows = {r["job"]: r for r in load_rows(tmp_path)}
-    assert rows["iid"]["wsa/auc"] == 0.7 and not any(k.startswith("wsa/n_pseudo") for k in rows["iid"])
-    assert results.attack_metrics(rows["iid"]["_results"])["wsa"] == {
-        k: v for k, v in schema_1_record("iid")["attacks"]["wsa"].items() if k in results.METRIC_KEYS}
-    assert "wsa/n_inputs" not in results.summary(rows["iid"]["_results"])  # diagnostics stay out of W&B
-    assert (rows["iid"]["shift"], rows["ood"]["shift"]) == (0.0, None)  # before data.shift: i.i.d. was shift 0
-    assert rows["iid"]["params"] is None and rows["iid"]["defense"] == "none" and rows["iid"]["_scores"] is None
-    build_report(tmp_path, wandb_log=False)
-    checks = json.loads((tmp_path / "checks.json").read_text())["scores"]
-    assert checks["agree"] and checks["not_checked"] == ["iid", "ood"]  # no scores.parquet: listed, not failed
+def test_diagnostics_stay_out_of_the_rows_and_the_w_and_b_summary(tmp_path):
+    write_job(tmp_path / "job")
+    row = load_rows(tmp_path)[0]
+    record = row["_results"]
+    assert record["attacks"]["csa"]["diagnostics"] == {"a_diagnostic": 1}
+    assert results.attack_metrics(record)["csa"] == {k: v for k, v in record["attacks"]["csa"].items()
+                                                     if k != "diagnostics"}
+    assert not any("a_diagnostic" in k for k in row) and not any("a_diagnostic" in k for k in tracking.summary(record))

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from mia.evaluation import results, utility
+from mia import tracking
+from mia.evaluation import utility
 from mia.data.synthetic import make_sample
 
 
@@ -70,7 +71,7 @@ def test_every_results_json_has_utility_and_w_and_b_gets_it(default_job):
     a = res["utility"]["attributes"]
     assert a["n_images"] > 50 and 0 <= a["shape_acc"] <= 1 and a["shape_chance"] == 1 / 6
     assert res["defense"] == {"name": "none", "label": "none"}
-    flat = results.summary(res)
+    flat = tracking.summary(res)
     assert flat["utility/i2t_r1"] == r["i2t_r1"] and flat["utility/shape_acc"] == a["shape_acc"]
 
 

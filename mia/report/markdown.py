@@ -1,0 +1,101 @@
+"""report.md's own tables: one line per point, the scaling fits, each attack's AUC against the shift,
+and each attack's AUC minus the blind baseline's. The sections with data of their own (canaries,
+dataset inference, privacy-utility, checks) write theirs."""
+from __future__ import annotations
+
+from mia.report.fits import left_out
+from mia.report.stats import shift_series
+
+
+def points_table(pts, names):
+    """One line per point: seed means ± the seeds' sd, the gap's bootstrap interval, the AUC's mean
+    bootstrap sd in brackets, and whether the point is in the fitted regime."""
+    models = len({(p["model"], p["params"]) for p in pts}) > 1  # a capacity sweep: say which model
+    head = ["N", "T", "non-members"] + ["model (parameters)"] * models + \
+           ["seeds", "member / non-member cos", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
+           [f"{n} AUC (± seed sd) [boot sd]" for n in names] + [f"{n} TPR@1%" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in pts:
+        lo, hi = p["gap_ci"]
+        reason = left_out(p) if p["nonmembers"] == "iid" else "(not i.i.d.)"
+        cells = [str(p["size"]), str(p["epochs"]), p["nonmembers"]] + \
+                [f"{p['model']} ({p['params']})"] * models + [str(p["n_seeds"]), _sides(p), _mean_sd(p, "gap", ".4f"),
+                 "" if lo is None else f"[{lo:.4f}, {hi:.4f}]", f"{p['gaussian_auc']:.3f}",
+                 "yes" if reason is None else f"no: {reason}"]
+        cells += [_mean_sd(p, f"{n}/auc") + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std")
+                                             is not None else "") for n in names]
+        cells += [_mean_sd(p, f"{n}/tpr_at_fpr_1e-2") for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fit_lines(fit_results) -> list[str]:
+    md = []
+    for name, fit in fit_results.items():
+        if "error" in fit:
+            md.append(f"- **{name}**: no fit ({fit['error']})")
+        else:
+            lo, hi = fit["slope_ci95"]
+            ci = f"95% CI [{lo:.2f}, {hi:.2f}], {fit['method']}" if lo is not None else "no interval with 2 points"
+            verdict = "" if fit["contains_expected"] is None else \
+                f"; the interval {'contains' if fit['contains_expected'] else 'excludes'} {fit['expected_slope']:+.0f}"
+            xs = ", ".join(f"{v:g}" for v in fit["fitted_x"])
+            md.append(f"- **{name}**: slope {fit['slope']:.3f} ({ci}) over {xs}; the T/N bound predicts about "
+                      f"{fit['expected_slope']:+.0f}{verdict}")
+            c_lo, c_hi = fit.get("curvature_ci95", [None, None])
+            if c_lo is not None:
+                bends = c_lo > 0 or c_hi < 0
+                md.append(f"  - curvature (quadratic term of log10 gap in log10 x) {fit['curvature']:+.2f}, 95% CI "
+                          f"[{c_lo:+.2f}, {c_hi:+.2f}]: " + ("the points bend, so the slope above averages the "
+                                                            "local slopes below rather than describing each part "
+                                                            "of the curve" if bends else "no bend resolved"))
+        for ex in fit["excluded"]:
+            md.append(f"  - left out x={ex['x']:g} (gap {ex['y']:.4g}): {ex['reason']}")
+        if fit["local_slopes"]:
+            md.append("  - local slopes over the whole curve: " + ", ".join(
+                f"{s['from']:g}->{s['to']:g}: {s['slope']:.2f}" for s in fit["local_slopes"]))
+    return md or ["No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit."]
+
+
+def shift_tables(rows, names) -> list[str]:
+    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std."""
+    md = []
+    for (n, t, parts), rs in shift_series(rows).items():
+        head = ["shift"] + [n_ for n_ in names if any(r.get(f"{n_}/auc") is not None for r in rs)]
+        md += [f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})", "",
+               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rs:
+            cells = [f"{r['shift']:g}"] + [f"{r[f'{a}/auc']:.3f} ± {r[f'{a}/auc_std']:.3f}"
+                                           if r.get(f"{a}/auc") is not None else "" for a in head[1:]]
+            md.append("| " + " | ".join(cells) + " |")
+        md.append("")
+    return md
+
+
+def minus_blind_table(rows, names):
+    """The table of attack AUC minus the same job's blind AUC, or None if no job ran blind."""
+    names = [n for n in names if any(f"{n}/auc_minus_blind" in r for r in rows)]
+    rows = [r for r in rows if any(f"{n}/auc_minus_blind" in r for n in names)]
+    if not rows:
+        return None
+    head = ["N", "T", "non-members"] + names
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["size"]), str(r["epochs"]), r["nonmembers"]]
+        cells += [f"{r[f'{n}/auc_minus_blind']:+.3f}" if f"{n}/auc_minus_blind" in r else "" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value, spec=".3f"):
+    return "" if value is None else format(value, spec)
+
+
+def _mean_sd(p, key, spec=".3f"):
+    """'mean' with one seed, 'mean ± seed sd' with several."""
+    mean, sd = p.get(f"{key}_mean"), p.get(f"{key}_seed_std")
+    return "" if mean is None else _fmt(mean, spec) + ("" if sd is None else f" ± {_fmt(sd, spec)}")
+
+
+def _sides(p) -> str:
+    return f"{p['member_cos_mean']:.3f} / {p['nonmember_cos_mean']:.3f}"

@@ -1,0 +1,94 @@
+"""The sweep report's rows: one flat row per job, from its results.json, with its scores.parquet read
+on demand; and the attacks' order in every table and plot."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from mia.evaluation import results, scores, utility
+
+# Each attack's columns in the report's rows.
+REPORTED = ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy")
+BLIND = "blind"  # the caption-only baseline's attack key (conf/attack/blind.yaml): what shift alone scores
+
+
+def load_rows(sweep_dir) -> list[dict]:
+    """One flat row per job, sorted by shift, condition, epochs, model, size and seed."""
+    rows = []
+    for path in sorted(Path(sweep_dir).rglob("results.json")):
+        record = results.load(path)
+        row = report_row(record, str(path.parent.relative_to(sweep_dir)))
+        row["_results"], row["_scores"] = record, results.scores_path(record, path.parent)
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no results.json under {sweep_dir}")
+    # i.i.d. first by shift, ood / audit last; then condition, epochs, model, size and seed
+    return sorted(rows, key=lambda r: (r["shift"] is None, r["shift"] or 0.0, r["nonmembers"], r["epochs"],
+                                       str(r["model"]), r["params"], r["size"], r["seed"]))
+
+
+def report_row(record: dict, job: str) -> dict:
+    """One flat row of the sweep report; `_`-keys carry what only the plots need."""
+    gap, data = record["gap"], record["data"]
+    parts = data["shift_parts"]  # null where nothing is shifted
+    row = {"job": job, "size": record["target"]["size"], "epochs": record["target"]["epochs"],
+           "model": record["target"]["model"], "params": record["target"]["params"],
+           "seed": record["seed"], "nonmembers": data["nonmembers"], "shift": data["shift"],
+           "shift_parts": "+".join(parts) if parts else None, "cache_key": record["target"]["cache_key"],
+           "defense": record["defense"]["label"], "weight_decay": record["config"]["train"]["weight_decay"],
+           **utility.summary(record["utility"]), **results.privacy_summary(record),
+           **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
+           "gap_ci_lo": gap["ci95"][0], "gap_ci_hi": gap["ci95"][1]}
+    by_attack = results.attack_metrics(record)
+    for name, m in by_attack.items():
+        row.update({f"{name}/{k}": m[k] for k in REPORTED})
+    if BLIND in by_attack:  # the part of each AUC that the member / non-member shift alone does not explain
+        row.update({f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"] for name, m in by_attack.items()
+                    if name != BLIND})
+    row["_roc"] = record["roc"]
+    row["_config"] = record["config"]
+    return row
+
+
+def attack_order(name: str) -> tuple[bool, str]:
+    """Sort key of an attack in every table and plot of the report: csa, the reference attack, first,
+    then by name."""
+    return name != "csa", name
+
+
+def attacks_of(rows) -> list[str]:
+    """The attacks the rows report, in attack_order."""
+    names = {k.split("/")[0] for r in rows for k in r if k.endswith("/auc")}
+    return sorted(names, key=attack_order)
+
+
+def columns(rows) -> list[str]:
+    """The table's columns, in first-seen order; `_`-keys are kept for plots only."""
+    return [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_")]
+
+
+def write_csv(rows, path):
+    keys = columns(rows)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows([{k: r.get(k) for k in keys} for r in rows])
+
+
+def scores_table(row):
+    """The job's scores.parquet, read at most once per report (check_scores and the seed bootstrap
+    both use it); None once check_scores refused it."""
+    if "_table" not in row:
+        row["_table"] = scores.load(row["_scores"])
+    return row["_table"]
+
+
+def cosines(row):
+    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None where
+    check_scores refused the file."""
+    table = scores_table(row)
+    if table is None:
+        return None
+    member = table["label"].to_numpy() == 1
+    cos = table["cos"].to_numpy()
+    return cos[member], cos[~member]

@@ -1,0 +1,139 @@
+"""The sweep report's points: one per condition, its training seeds pooled into a mean and a band of
++-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap; and the
+series the figures and tables draw (points against N or T, rows against data.shift)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from mia.evaluation import metrics
+from mia.report.rows import attacks_of, cosines
+
+# a point: one condition, any seeds (defense and weight decay split the arms of experiment=privacy_utility)
+IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
+
+
+def _spread(name, values) -> dict:
+    """Mean over seeds and the seeds' standard deviation (None with one seed)."""
+    values = np.asarray([v for v in values if v is not None], float)
+    if not values.size:
+        return {}
+    return {f"{name}_mean": float(values.mean()),
+            f"{name}_seed_std": float(values.std(ddof=1)) if values.size > 1 else None}
+
+
+def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
+    """One point per condition (non-members, T, N, model): mean and spread over its training seeds,
+    and a 95% interval of the seed-mean gap from a bootstrap over seeds and evaluation pairs; where a
+    job's scores.parquet failed the check, or with n_bootstrap=0, the job's own interval with one seed."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in IDENTITY)].append(r)
+    out = []
+    for key, rs in groups.items():
+        p = dict(zip(IDENTITY, key), n_seeds=len(rs), seeds=sorted(r["seed"] for r in rs), _rows=rs)
+        p.update(_spread("gap", [r["gap_value"] for r in rs]))
+        for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
+            p.update(_spread(f"{side}_cos", [r[f"gap_{side}_mean"] for r in rs]))
+        p["gaussian_auc"] = float(np.mean([r["gap_gaussian_auc"] for r in rs]))
+        cos = [cosines(r) for r in rs]
+        p["_cos"] = None if any(c is None for c in cos) else cos
+        if p["_cos"] is not None and n_bootstrap:
+            lo, hi = np.percentile(seed_mean_gaps(p["_cos"], n_bootstrap, seed), [2.5, 97.5])
+            p["gap_ci"] = [float(lo), float(hi)]
+        else:
+            p["gap_ci"] = [rs[0]["gap_ci_lo"], rs[0]["gap_ci_hi"]] if len(rs) == 1 else [None, None]
+        for name in attacks_of(rs):
+            for metric in ("auc", "tpr_at_fpr_1e-2"):
+                p.update(_spread(f"{name}/{metric}", [r.get(f"{name}/{metric}") for r in rs]))
+            boot = [r.get(f"{name}/auc_std") for r in rs if r.get(f"{name}/auc_std") is not None]
+            p[f"{name}/auc_boot_std"] = float(np.mean(boot)) if boot else None
+        out.append(p)
+    return sorted(out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"], p["size"]))
+
+
+def point_series(pts, x):
+    """i.i.d. points grouped by everything but `x` (and the seed), each group sorted by x."""
+    groups = defaultdict(list)
+    for p in pts:
+        if p["nonmembers"] == "iid":
+            groups[tuple(p[k] for k in IDENTITY if k not in (x, "nonmembers"))].append(p)
+    models = {(p["model"], p["params"]) for p in pts}
+    out = {}
+    for key, ps in groups.items():
+        if len({p[x] for p in ps}) < 2:
+            continue
+        fixed, model, params, defense, wd = key
+        tag = f",{model}({params} params)" if len(models) > 1 else ""
+        if len({(p["defense"], p["weight_decay"]) for p in pts}) > 1:  # a privacy-utility sweep's arms
+            tag += f",{defense},wd={wd}"
+        name = f"gap_vs_N@T={fixed}{tag}" if x == "size" else f"gap_vs_T@N={fixed}{tag}"
+        out[name] = sorted(ps, key=lambda p: p[x])
+    return dict(sorted(out.items()))
+
+
+def shift_series(rows) -> dict:
+    """{(N, T, shifted parts): rows by increasing shift} for every target and parts a sweep shifts
+    at two values or more. A shift-0 job (the i.i.d. one, whatever its parts) joins every series."""
+    shifted = [r for r in rows if r["shift"] is not None]
+    out = {}
+    for n, t, parts in sorted({(r["size"], r["epochs"], r["shift_parts"]) for r in shifted if r["shift"] > 0}):
+        points = {}
+        for r in shifted:
+            if (r["size"], r["epochs"]) == (n, t) and (r["shift"] == 0 or r["shift_parts"] == parts):
+                points.setdefault(r["shift"], r)
+        if len(points) >= 2:
+            out[(n, t, parts)] = [points[s] for s in sorted(points)]
+    return out
+
+
+def bootstrap_settings(rows) -> tuple[int, int]:
+    """The sweep's own bootstrap size and seed (config keys n_bootstrap and split seed)."""
+    cfg = rows[0]["_config"]
+    return int(cfg["n_bootstrap"]), int(cfg["data"]["split"]["seed"])
+
+
+def seed_mean_gaps(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of the seed-mean gap of one condition: [n_bootstrap].
+
+    `jobs` is one (member_cos, nonmember_cos) pair per training seed. Each replicate draws the seeds
+    with replacement, and for every drawn seed the member and non-member evaluation pairs with
+    replacement (a two-level bootstrap: training runs, then evaluation pairs), and averages the
+    drawn seeds' gaps. See seed_mean_gap_table for the coupled form a scaling fit uses.
+    """
+    return seed_mean_gap_table([jobs], n_bootstrap, seed)[:, 0]
+
+
+def seed_mean_gap_table(conditions, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """Two-level bootstrap of the seed-mean gap of several conditions at once: [n_bootstrap, n_conditions].
+
+    `conditions[c]` is one (member_cos, nonmember_cos) pair per seed. Where every job scored the same
+    number of members and of non-members (the i.i.d. splits of a sweep score the same evaluation uids,
+    in the same order, at every N and seed), one draw of evaluation pairs per replicate is shared by
+    all jobs, so a pair that is easy everywhere moves every point of the curve together, as it would
+    in a new experiment; otherwise each job draws its own pairs. Training seeds are drawn per condition.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [[(np.asarray(m, np.float64), np.asarray(n, np.float64)) for m, n in jobs] for jobs in conditions]
+    for jobs in arrays:
+        if not jobs:
+            raise ValueError("a condition has no jobs")
+        for m, n in jobs:
+            metrics.check_finite(m, "member cosines")
+            metrics.check_finite(n, "non-member cosines")
+    shapes = {(m.size, n.size) for jobs in arrays for m, n in jobs}
+    out = np.empty((n_bootstrap, len(arrays)))
+    for b in range(n_bootstrap):
+        shared = None
+        if len(shapes) == 1:
+            n_m, n_n = next(iter(shapes))
+            shared = rng.integers(0, n_m, n_m), rng.integers(0, n_n, n_n)
+        for c, jobs in enumerate(arrays):
+            gaps = []
+            for j in rng.integers(0, len(jobs), len(jobs)):
+                m, n = jobs[j]
+                mi, ni = shared or (rng.integers(0, m.size, m.size), rng.integers(0, n.size, n.size))
+                gaps.append(m[mi].mean() - n[ni].mean())
+            out[b, c] = np.mean(gaps)
+    return out
