@@ -28,7 +28,7 @@ from scipy import stats
 
 from mia.validate import ConfigError, is_int, is_number, require
 
-# conf/analysis/default.yaml restates these; the report uses them for jobs run before that group existed.
+# Settings left out of analysis.dataset_inference take these (conf/analysis/default.yaml restates them).
 DEFAULTS = {"m": [2, 3, 5, 10, 20, 30, 50, 75, 100, 150, 200, 250], "draws": 2000, "alpha": 0.01,
             "power": 0.9}
 

@@ -114,10 +114,8 @@ def measure(features: dict, captions: dict | None, model, tokenizer, release=Non
     return out
 
 
-def summary(utility: dict | None) -> dict:
+def summary(utility: dict) -> dict:
     """Flat scalars for W&B and the sweep report: utility/<key>."""
-    if not utility:
-        return {}
     flat = {f"utility/{k}": v for k, v in utility["retrieval"].items() if isinstance(v, (int, float))}
     flat.update({f"utility/{k}": v for k, v in (utility.get("attributes") or {}).items()
                  if isinstance(v, (int, float))})
