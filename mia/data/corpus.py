@@ -33,7 +33,7 @@ class Corpus:
     fingerprint: str     # identifies the content; part of every cache key downstream
 
 
-def _generated_shards(name: str, gen_cfg: dict, cache_dir: Path, write=write_corpus) -> Path:
+def generated_shards(name: str, gen_cfg: dict, cache_dir: Path, write=write_corpus) -> Path:
     """Run `write` once per distinct config into cache_dir/corpus, under a lock, atomically."""
     kw = dict(gen_cfg)
     size = parse_size(kw.pop("size"), "data.corpus.size")
@@ -49,7 +49,7 @@ def _generated_shards(name: str, gen_cfg: dict, cache_dir: Path, write=write_cor
     return final
 
 
-def _indexed(name: str, shards: list[Path], cache_dir: Path) -> Corpus:
+def indexed(name: str, shards: list[Path], cache_dir: Path) -> Corpus:
     fingerprint = config_hash(sh.shard_fingerprint(shards))
     # The index file is keyed by the format too, so an index built by older reading rules is rebuilt;
     # the corpus fingerprint (part of every target key) stays the folder's alone.
@@ -159,8 +159,8 @@ class Synthetic(Data):
     name, extendable, has_sibling = "synthetic", True, True
 
     def _generated(self, style: str, cache_dir: Path) -> Corpus:
-        folder = _generated_shards(f"synthetic-{style}", {**self.corpus, "style": style}, cache_dir)
-        return _indexed(f"synthetic-{style}", sh.list_shards(folder, "data.corpus"), cache_dir)
+        folder = generated_shards(f"synthetic-{style}", {**self.corpus, "style": style}, cache_dir)
+        return indexed(f"synthetic-{style}", sh.list_shards(folder, "data.corpus"), cache_dir)
 
     def member_corpus(self, cache_dir: Path) -> Corpus:
         return self._generated("iid", cache_dir)
@@ -188,8 +188,8 @@ class Glyphs(Data):
     def member_corpus(self, cache_dir: Path) -> Corpus:
         gen = {**self.corpus, "font": str(glyphs.find_font(self.corpus["font"])),
                "unihan": str(glyphs.find_unihan(self.corpus["unihan"]))}
-        folder = _generated_shards("glyphs", gen, cache_dir, glyphs.write_glyph_corpus)
-        return _indexed("glyphs", sh.list_shards(folder, "data.corpus"), cache_dir)
+        folder = generated_shards("glyphs", gen, cache_dir, glyphs.write_glyph_corpus)
+        return indexed("glyphs", sh.list_shards(folder, "data.corpus"), cache_dir)
 
 
 class WebDataset(Data):
@@ -205,10 +205,10 @@ class WebDataset(Data):
         super().__init__(**common)
 
     def member_corpus(self, cache_dir: Path) -> Corpus:
-        return _indexed(Path(self.path).name, sh.list_shards(self.path, "data.path"), cache_dir)
+        return indexed(Path(self.path).name, sh.list_shards(self.path, "data.path"), cache_dir)
 
     def sibling_corpus(self, cache_dir: Path) -> Corpus:
-        return _indexed(Path(self.ood_path).name, sh.list_shards(self.ood_path, "data.ood_path"), cache_dir)
+        return indexed(Path(self.ood_path).name, sh.list_shards(self.ood_path, "data.ood_path"), cache_dir)
 
 
 class Audit(Data):
@@ -234,7 +234,7 @@ class Audit(Data):
 
     def _side(self, side: str, cache_dir: Path) -> Corpus:
         folder = self.folders[side]
-        corpus = _indexed(f"{side}-{Path(folder).name}", sh.list_shards(folder, f"data.{side}"), cache_dir)
+        corpus = indexed(f"{side}-{Path(folder).name}", sh.list_shards(folder, f"data.{side}"), cache_dir)
         uid_list = self.uid_lists[side]
         return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
 
@@ -254,9 +254,9 @@ def load_shifted(corpus: dict, members: Corpus, cache_dir: Path, shift: float, p
     swapped pairs are generated (cached by the corpus settings, shift and parts); the others are read
     from the member shards, so no uid lives in two shard folders."""
     gen = {**corpus, "shift": shift, "shift_parts": list(parts)}
-    folder = _generated_shards("synthetic-swaps", gen, Path(cache_dir), write_swaps)
+    folder = generated_shards("synthetic-swaps", gen, Path(cache_dir), write_swaps)
     if any(folder.glob("*.tar")):
-        swapped = _indexed("synthetic-swaps", sh.list_shards(folder, "data.corpus"), Path(cache_dir))
+        swapped = indexed("synthetic-swaps", sh.list_shards(folder, "data.corpus"), Path(cache_dir))
         shards, new, fingerprint = swapped.shards, swapped.index, swapped.fingerprint
     else:  # a shift so small that it swapped nothing
         none = np.array([], dtype=str)
