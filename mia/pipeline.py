@@ -161,8 +161,12 @@ def _attack(job, ctx, record, out) -> tuple[dict, dict]:
         images[f"scores/{name}"] = plots.score_histogram(
             res.member_scores, res.nonmember_scores, out / f"scores_{name}.png",
             f"{name}: N={ctx.target.size}, AUC={m['auc']:.3f}")
-        log.info("%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f", name, m["auc"], *m["auc_ci95"],
-                 m["tpr_at_fpr_1e-2"])
+        log.info("%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f%s", name, m["auc"], *m["auc_ci95"],
+                 m["tpr_at_fpr_1e-2"], "" if m["low_fpr_resolved"]["1e-2"] else " (unresolved)")
+        if vs_csa is not None:
+            log.info("%s vs CSA: delta AUC %+.3f (95%% CI %s), DeLong p %.3g", name, vs_csa["delta_auc"],
+                     "%+.3f to %+.3f" % tuple(vs_csa["delta_auc_ci95"]) if vs_csa["delta_auc_ci95"] else "none",
+                     vs_csa["delong_p_value"])
     images["roc_loglog"] = plots.roc_loglog(curves, out / "roc_loglog.png", f"N={ctx.target.size}")
     return images, attack_scores
 
