@@ -38,14 +38,17 @@ def score_attack(attack, ctx: AttackContext, n_bootstrap: int, seed: int) -> Sco
     return Scored(res, m, time.time() - t0)
 
 
-# Attacks (by Attack.name) that fit on D_no, the known non-members: their scores on D_no come from a
-# model that saw those very pairs, so a threshold set on them is flagged threshold_from_training_pairs.
-# tests/evaluation/test_scoring.py checks that every attack module reading D_no is listed.
-FITS_ON_KNOWN = frozenset({"wsa", "clmia", "gradnorm", "paramgrad", "rmia"})
-# Attacks whose scores are no function of a pair alone: scoring D_no in member_eval's place would fit
-# another model, whose scores say nothing of the evaluation's. No calibrated thresholds for them.
-NOT_CALIBRATED = {"blind": "fits a classifier on the evaluation labels (cross-validated): a run with D_no as "
+# Attacks (by Attack.name) that fit on D_no, the known non-members, and can score D_no all the same
+# (z-scoring and loss banks from D_no): their scores on D_no come from a model that saw those very
+# pairs, so a threshold set on them is flagged threshold_from_training_pairs.
+FITS_ON_KNOWN = frozenset({"gradnorm", "paramgrad"})
+# Attacks whose D_no scores cannot be had without changing the attack. No calibrated thresholds for them.
+_TRAINS_ON_KNOWN = ("trains its classifier on D_no and refuses to score a pair it trained on "
+                    "(mia.attacks.weak_supervision.labelled_training_set)")
+NOT_CALIBRATED = {"wsa": _TRAINS_ON_KNOWN, "clmia": _TRAINS_ON_KNOWN,
+                  "blind": "fits a classifier on the evaluation labels (cross-validated): a run with D_no as "
                            "members scores D_no with another classifier"}
+# tests/evaluation/test_scoring.py checks that every attack module reading D_no is in one of the two.
 SHADOWS_SKIPPED = "trains shadow models whose pool holds member_eval: scoring D_no would need shadows of its own"
 
 

@@ -14,7 +14,7 @@ from mia.attacks.base import Attack, AttackResult
 from mia.attacks.csa import CSA
 from mia.data.splits import EVAL_SETS, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.evaluation import metrics, scoring
-from tests.helpers.attacks import feature_context
+from tests.helpers.attacks import feature_context, make_attack
 
 
 @dataclass
@@ -62,7 +62,7 @@ def test_any_other_attack_scores_d_no_in_a_second_run_as_members():
     known, fitted, why = scoring.known_scores(Aligned(), ctx)
     np.testing.assert_array_equal(known, ctx.features[NONMEMBER_KNOWN].cos + 1.0)
     assert not fitted and why is None
-    fits = type("Fits", (Aligned,), {"name": "wsa"})()  # an attack that fits on D_no is flagged
+    fits = type("Fits", (Aligned,), {"name": "gradnorm"})()  # an attack that fits on D_no is flagged
     cal, _ = scoring.calibrate(fits, fits(ctx), ctx)
     assert all(e["threshold_from_training_pairs"] for e in cal)
 
@@ -75,11 +75,24 @@ def test_shadow_attacks_and_blind_get_no_thresholds_and_say_why():
     blind = type("Blindish", (Aligned,), {"name": "blind"})()
     cal, why = scoring.calibrate(blind, blind(ctx), ctx)
     assert cal is None and "evaluation labels" in why
+    wsa = type("Wsaish", (Aligned,), {"name": "wsa"})()
+    cal, why = scoring.calibrate(wsa, wsa(ctx), ctx)
+    assert cal is None and "refuses to score a pair it trained on" in why
+
+
+def test_wsa_refuses_d_no_as_members_which_is_why_it_gets_no_thresholds():
+    ctx = context()
+    wsa = make_attack("wsa")
+    with pytest.raises(ValueError, match="evaluation uids are in D_no"):
+        wsa(ctx.with_members(ctx.features[NONMEMBER_KNOWN]))
+    cal, why = scoring.calibrate(wsa, wsa(ctx), ctx)
+    assert cal is None and why == scoring.NOT_CALIBRATED["wsa"]
 
 
 def test_every_attack_that_reads_known_non_members_is_flagged():
     """An attack module that reads D_no (NONMEMBER_KNOWN, or weak supervision's pseudo-labels from it)
-    defines attacks that fit on it: each must be in FITS_ON_KNOWN or train shadows (no thresholds)."""
+    defines attacks that fit on it: each must be flagged (FITS_ON_KNOWN), have no thresholds
+    (NOT_CALIBRATED) or train shadows (no thresholds either)."""
     found = {}
     for info in pkgutil.iter_modules(mia.attacks.__path__):
         module = importlib.import_module(f"mia.attacks.{info.name}")
@@ -90,7 +103,8 @@ def test_every_attack_that_reads_known_non_members_is_flagged():
                 found[cls.name] = (reads, cls.needs_shadows)
     for name, (reads, shadows) in found.items():
         if reads and not shadows:
-            assert name in scoring.FITS_ON_KNOWN, f"{name} reads D_no and is not in FITS_ON_KNOWN"
+            assert name in scoring.FITS_ON_KNOWN | set(scoring.NOT_CALIBRATED), \
+                f"{name} reads D_no and is neither in FITS_ON_KNOWN nor in NOT_CALIBRATED"
     assert scoring.FITS_ON_KNOWN <= set(found), "FITS_ON_KNOWN names an attack that does not exist"
     assert set(scoring.NOT_CALIBRATED) <= set(found)
 
