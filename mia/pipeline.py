@@ -19,7 +19,7 @@ from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.evaluation import dataset_inference, metrics, results, scores, utility
-from mia.evaluation.scoring import labelled, score_attack, score_canaries
+from mia.evaluation.scoring import calibrate, compare_with_csa, labelled, score_attack, score_canaries
 from mia.features import extract_features, released
 from mia.job import JobSpec
 from mia.provenance import git_revision
@@ -143,8 +143,9 @@ def _utility(job, target, features, indexes, defense) -> dict:
 
 
 def _attack(job, ctx, record, out) -> tuple[dict, dict]:
-    """Run every attack into `record`; returns the plots for W&B ({key: path}) and each attack's
-    (member scores, non-member scores) for scores.parquet."""
+    """Run every attack into `record`, with its paired comparison with CSA (but csa's own) and its
+    thresholds calibrated on D_no (docs/design.md §5); returns the plots for W&B ({key: path}) and each
+    attack's (member scores, non-member scores) for scores.parquet."""
     curves, images, attack_scores = {}, {}, {}
     for name, attack in job.attacks.items():
         scored = score_attack(attack, ctx, job.n_bootstrap, job.seed)
@@ -152,13 +153,20 @@ def _attack(job, ctx, record, out) -> tuple[dict, dict]:
         attack_scores[name] = (res.member_scores, res.nonmember_scores)
         table = metrics.roc_table(*labelled(res.member_scores, res.nonmember_scores))
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
+        vs_csa = None if name == results.REFERENCE else compare_with_csa(res, ctx, job.n_bootstrap, job.seed)
+        calibrated, why_not = calibrate(attack, res, ctx)
         results.add_attack(record, name, m, scored.seconds, res.diagnostics,
-                           {"fpr": curves[name][0], "tpr": curves[name][1]})
+                           {"fpr": curves[name][0], "tpr": curves[name][1]}, vs_csa=vs_csa,
+                           calibrated=calibrated, calibrated_skipped=why_not)
         images[f"scores/{name}"] = plots.score_histogram(
             res.member_scores, res.nonmember_scores, out / f"scores_{name}.png",
             f"{name}: N={ctx.target.size}, AUC={m['auc']:.3f}")
-        log.info("%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f", name, m["auc"], *m["auc_ci95"],
-                 m["tpr_at_fpr_1e-2"])
+        log.info("%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f%s", name, m["auc"], *m["auc_ci95"],
+                 m["tpr_at_fpr_1e-2"], "" if m["low_fpr_resolved"]["1e-2"] else " (unresolved)")
+        if vs_csa is not None:
+            log.info("%s vs CSA: delta AUC %+.3f (95%% CI %s), DeLong p %.3g", name, vs_csa["delta_auc"],
+                     "%+.3f to %+.3f" % tuple(vs_csa["delta_auc_ci95"]) if vs_csa["delta_auc_ci95"] else "none",
+                     vs_csa["delong_p_value"])
     images["roc_loglog"] = plots.roc_loglog(curves, out / "roc_loglog.png", f"N={ctx.target.size}")
     return images, attack_scores
 

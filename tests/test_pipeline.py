@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from mia.pipeline import run
 from tests.helpers.config import SMALL
@@ -13,7 +15,7 @@ from tests.helpers.config import SMALL
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-METRIC_KEYS = {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy",
+METRIC_KEYS = {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "oracle_balanced_accuracy",
                "n_members", "n_nonmembers", "seconds"}
 
 
@@ -32,6 +34,8 @@ def test_default_job_end_to_end_with_wandb(default_job):
     csa = res["attacks"]["csa"]
     assert METRIC_KEYS <= set(csa) and csa["n_members"] == csa["n_nonmembers"] == 100
     assert 0 <= csa["auc"] <= 1 and csa["auc_ci95"][0] <= csa["auc"] <= csa["auc_ci95"][1]
+    assert "vs_csa" not in csa and [c["fpr_target"] for c in csa["calibrated"]] == [0.01, 0.001]
+    assert not any(c["threshold_from_training_pairs"] for c in csa["calibrated"])
     assert set(res["timing"]) == {"train_s", "features_s", "attacks_s", "utility_s"} and res["timing"]["train_s"] > 0
     assert res["data"]["corrupt_skipped"] == 0
     assert (path.parent / "scores_csa.png").stat().st_size > 1000
@@ -92,9 +96,13 @@ def test_cli_bad_size_fails_with_named_key(tmp_path):
 def test_shadow_attack_through_the_pipeline(make_cfg):
     """A reference-model attack end to end: shadows trained through the cached stage (not exported),
     their pool embeddings cached beside them, diagnostics nested under the attack's metrics."""
-    res = json.loads(run(make_cfg("attack=lira", "attack.lira.num_shadows=2")).read_text())
+    path = run(make_cfg("attack=lira", "attack.lira.num_shadows=2"))
+    res = json.loads(path.read_text())
     lira = res["attacks"]["lira"]
-    assert res["schema_version"] == 2 and 0 <= lira["auc"] <= 1
+    assert res["schema_version"] == 3 and 0 <= lira["auc"] <= 1
+    table = pd.read_parquet(path.parent / res["scores"])  # compared with CSA though the job did not run csa
+    assert lira["vs_csa"]["delta_auc"] == pytest.approx(lira["auc"] - roc_auc_score(table["label"], table["cos"]))
+    assert lira["calibrated"] is None and "shadow" in lira["calibrated_skipped"]
     diag = lira["diagnostics"]
     assert diag["num_shadows"] == 2 and diag["shadows_trained"] == 2 and "num_shadows" not in lira
     for shadow in map(Path, diag["shadow_dirs"]):

@@ -1,5 +1,6 @@
-"""Attack metrics (docs/design.md §5, §6): ROC / AUC / TPR@FPR, the cosine gap and the Gaussian
-AUC prediction. The scaling fits across jobs are the sweep report's (mia/report/fits.py).
+"""Attack metrics (docs/design.md §5, §6): ROC / AUC / TPR@FPR with stratified bootstrap intervals,
+the paired comparison of two attacks on the same pairs (bootstrap and DeLong), thresholds calibrated
+on known non-members, the cosine gap and the Gaussian AUC prediction. The scaling fits across jobs are the sweep report's (mia/report/fits.py).
 
 Plain functions: numpy arrays in, python floats / ints / lists out, so results go straight into
 JSON. Higher score = more likely member; labels are 1 for member, 0 for non-member.
@@ -14,6 +15,8 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_TARGETS = {"tpr_at_fpr_1e-2": 1e-2, "tpr_at_fpr_1e-3": 1e-3}
+# A TPR at FPR f rests on K_nonmembers * f false positives; below this many it is not resolved.
+MIN_FALSE_POSITIVES = 10
 _CHUNK = 4_000_000  # max resample elements held in memory at once by the bootstraps
 
 
@@ -96,22 +99,177 @@ def _summary(values: np.ndarray) -> tuple[float | None, list | None]:
     return float(values.std(ddof=1)), [float(lo), float(hi)]
 
 
+def low_fpr_resolved(n_nonmembers: int, fpr: float) -> bool:
+    """Whether n_nonmembers resolve a TPR at `fpr`: at least MIN_FALSE_POSITIVES false positives allowed."""
+    return n_nonmembers * fpr >= MIN_FALSE_POSITIVES - 1e-9  # 1e-9: 1000 * 0.01 is 10 up to rounding
+
+
+def _allowed_false_positives(n0: int, target: float) -> int:
+    """The largest k with k / n0 <= target, compared exactly as tpr_at_fpr compares FPRs."""
+    k = int(math.floor(target * n0))
+    while (k + 1) / n0 <= target:
+        k += 1
+    while k > 0 and k / n0 > target:
+        k -= 1
+    return k
+
+
+def auc_resampler(pos, neg):
+    """f(pos_idx, neg_idx) -> the AUC of each resample (rows of indices into pos and neg), ties 1/2."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    return _resampled_aucs(pos, neg)
+
+
+def _resampled_tprs(pos, neg, target: float):
+    """Return f(pos_idx, neg_idx) -> TPR at FPR <= `target` of each resample, equal to tpr_at_fpr on it.
+
+    With k false positives allowed, the best ROC point's threshold lies just above v, the (k+1)-th
+    largest non-member score; its TPR is the share of members strictly above v (1 when k >= n0).
+    """
+    n0 = neg.size
+    k = _allowed_false_positives(n0, target)
+
+    def tprs(pos_idx, neg_idx):
+        if k >= n0:
+            return np.ones(len(pos_idx))
+        drawn = neg[neg_idx]
+        v = np.partition(drawn, n0 - 1 - k, axis=1)[:, n0 - 1 - k]
+        return (pos[pos_idx] > v[:, None]).mean(axis=1)
+
+    return tprs
+
+
+def _resampled_metrics(pos, neg):
+    """f(pos_idx, neg_idx) -> [resamples, 1 + len(FPR_TARGETS)]: the AUC and each TPR@FPR of each resample."""
+    fns = [_resampled_aucs(pos, neg)] + [_resampled_tprs(pos, neg, t) for t in FPR_TARGETS.values()]
+    return lambda pi, ni: np.stack([f(pi, ni) for f in fns], axis=1)
+
+
 def roc_metrics(scores, labels, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
-    """AUC (with bootstrap std and 95% CI), TPR at 1% and 0.1% FPR, balanced accuracy."""
+    """AUC (with bootstrap std and 95% CI), TPR at 1% and 0.1% FPR (with 95% CIs from the same
+    resamples, and whether the non-members resolve them), and the oracle balanced accuracy."""
     pos, neg = _split(scores, labels)
     y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
     s = np.r_[pos, neg]
     # Raw scores, full curve: every threshold counts for the low-FPR figures.
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     auc = float(roc_auc_score(y, s))
-    aucs = (_bootstrap(n_bootstrap, (pos.size, neg.size), seed, _resampled_aucs(pos, neg))
-            if n_bootstrap else np.empty(0))
-    auc_std, auc_ci = _summary(aucs)
+    boot = (_bootstrap(n_bootstrap, (pos.size, neg.size), seed, _resampled_metrics(pos, neg))
+            if n_bootstrap else np.empty((0, 1 + len(FPR_TARGETS))))
+    auc_std, auc_ci = _summary(boot[:, 0])
     out = {"auc": auc, "auc_std": auc_std, "auc_ci95": auc_ci}
-    out.update({k: tpr_at_fpr(fpr, tpr, t) for k, t in FPR_TARGETS.items()})
-    out["balanced_accuracy"] = float(np.max(1 - (fpr + 1 - tpr) / 2))
+    for j, (k, t) in enumerate(FPR_TARGETS.items(), start=1):
+        out[k] = tpr_at_fpr(fpr, tpr, t)
+        out[f"{k}_ci95"] = _summary(boot[:, j])[1]
+    out["low_fpr_resolved"] = {k.rsplit("_", 1)[1]: low_fpr_resolved(neg.size, t) for k, t in FPR_TARGETS.items()}
+    # The best threshold chosen on the evaluation labels themselves: an oracle, no attacker's decision.
+    out["oracle_balanced_accuracy"] = float(np.max(1 - (fpr + 1 - tpr) / 2))
     out["n_members"], out["n_nonmembers"] = int(pos.size), int(neg.size)
     return out
+
+
+def _bootstrap_p_value(deltas: np.ndarray) -> float | None:
+    """Two-sided bootstrap p-value of "no difference": twice the smaller share of replicates on
+    either side of 0 (ties at 0 count for both sides), with the +1 correction, at most 1."""
+    if deltas.size == 0:
+        return None
+    b = deltas.size
+    below, above = (deltas <= 0).sum(), (deltas >= 0).sum()
+    return float(min(1.0, 2 * (1 + min(below, above)) / (b + 1)))
+
+
+def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
+    """Attack A against attack B on the same evaluation pairs: a = (A's member scores, A's non-member
+    scores), b likewise, in the same pair order. Differences are A - B.
+
+    Paired bootstrap: each replicate draws member and non-member indices once (stratified, with
+    _bootstrap's seed, so the very resamples of roc_metrics) and applies them to both attacks.
+    Returns delta_auc, delta_auc_ci95, delta_tpr_at_fpr_1e-2 and its ci95, p_value (two-sided,
+    bootstrap, of Delta AUC) and delong_p_value (DeLong's test of Delta AUC, delong below).
+    """
+    (a_pos, a_neg), (b_pos, b_neg) = (_split(*_labelled(*a)), _split(*_labelled(*b)))
+    if (a_pos.size, a_neg.size) != (b_pos.size, b_neg.size):
+        raise ValueError(f"paired comparison needs the same pairs: {a_pos.size}+{a_neg.size} against "
+                         f"{b_pos.size}+{b_neg.size} scores")
+    fa, fb = _resampled_metrics(a_pos, a_neg), _resampled_metrics(b_pos, b_neg)
+    deltas = (_bootstrap(n_bootstrap, (a_pos.size, a_neg.size), seed, lambda pi, ni: fa(pi, ni) - fb(pi, ni))
+              if n_bootstrap else np.empty((0, 1 + len(FPR_TARGETS))))
+    ma = roc_metrics(*_labelled(a_pos, a_neg), n_bootstrap=0)
+    mb = roc_metrics(*_labelled(b_pos, b_neg), n_bootstrap=0)
+    return {"delta_auc": ma["auc"] - mb["auc"], "delta_auc_ci95": _summary(deltas[:, 0])[1],
+            "delta_tpr_at_fpr_1e-2": ma["tpr_at_fpr_1e-2"] - mb["tpr_at_fpr_1e-2"],
+            "delta_tpr_at_fpr_1e-2_ci95": _summary(deltas[:, 1])[1],
+            "p_value": _bootstrap_p_value(deltas[:, 0]),
+            "delong_p_value": delong(a, b)["p_value"], "n_bootstrap": int(n_bootstrap)}
+
+
+def _labelled(member, nonmember):
+    member, nonmember = np.asarray(member, np.float64).ravel(), np.asarray(nonmember, np.float64).ravel()
+    return np.r_[member, nonmember], np.r_[np.ones(member.size), np.zeros(nonmember.size)]
+
+
+def _structural_components(pos, neg):
+    """DeLong's placements by midranks (Sun & Xu 2014): V10[i] = share of non-members below member i
+    (ties 1/2), V01[j] = share of members above non-member j (ties 1/2); their means are the AUC."""
+    n1, n0 = pos.size, neg.size
+    both = stats.rankdata(np.r_[pos, neg])
+    v10 = (both[:n1] - stats.rankdata(pos)) / n0
+    v01 = 1.0 - (both[n1:] - stats.rankdata(neg)) / n1
+    return v10, v01
+
+
+def delong(a, b) -> dict:
+    """DeLong's test (DeLong, DeLong & Clarke-Pearson 1988) of AUC(A) = AUC(B) for two attacks scored
+    on the same pairs, by the fast midrank algorithm of Sun & Xu (2014).
+
+    a, b: (member scores, non-member scores) in the same pair order. Each AUC is the mean of its
+    members' placements V10 and of its non-members' placements V01; the variance of Delta AUC is
+    var(V10_A - V10_B) / n1 + var(V01_A - V01_B) / n0 (sample variances, ddof 1), and
+    z = Delta / sd gives a two-sided normal p-value. Identical placements give var 0: p = 1.
+    """
+    (a_pos, a_neg), (b_pos, b_neg) = _split(*_labelled(*a)), _split(*_labelled(*b))
+    if (a_pos.size, a_neg.size) != (b_pos.size, b_neg.size) or min(a_pos.size, a_neg.size) < 2:
+        raise ValueError("DeLong's test needs the same pairs for both attacks, at least 2 per class")
+    a10, a01 = _structural_components(a_pos, a_neg)
+    b10, b01 = _structural_components(b_pos, b_neg)
+    delta = float(a10.mean() - b10.mean())
+    var = float(np.var(a10 - b10, ddof=1) / a_pos.size + np.var(a01 - b01, ddof=1) / a_neg.size)
+    if var <= 0:
+        return {"auc_a": float(a10.mean()), "auc_b": float(b10.mean()), "delta": delta, "var": 0.0,
+                "z": None, "p_value": 1.0 if delta == 0 else 0.0}
+    z = delta / math.sqrt(var)
+    return {"auc_a": float(a10.mean()), "auc_b": float(b10.mean()), "delta": delta, "var": var,
+            "z": float(z), "p_value": float(2 * stats.norm.sf(abs(z)))}
+
+
+def calibrated_thresholds(known_scores, member_scores, nonmember_scores, targets=(1e-2, 1e-3)) -> list[dict]:
+    """Thresholds an auditor can set without the evaluation labels: for each FPR target f, the (1 - f)
+    quantile of the attack's scores on known non-members (D_no; numpy's linear interpolation), and a
+    pair called a member when its score is strictly above it. Each entry holds the target, the
+    threshold, how many known non-members set it and whether they resolve f (low_fpr_resolved),
+    and on the evaluation sets the realised FPR and the TPR with Clopper-Pearson 95% intervals."""
+    known = np.asarray(known_scores, np.float64).ravel()
+    member = np.asarray(member_scores, np.float64).ravel()
+    nonmember = np.asarray(nonmember_scores, np.float64).ravel()
+    for x, name in ((known, "known non-member scores"), (member, "member scores"),
+                    (nonmember, "non-member scores")):
+        check_finite(x, name)
+        if x.size == 0:
+            raise ValueError(f"no {name}")
+    out = []
+    for f in targets:
+        threshold = float(np.quantile(known, 1 - f))
+        fp, tp = int((nonmember > threshold).sum()), int((member > threshold).sum())
+        out.append({"fpr_target": f, "threshold": threshold, "n_known": int(known.size),
+                    "resolved": low_fpr_resolved(known.size, f),
+                    "realised_fpr": fp / nonmember.size, "realised_fpr_ci95": _clopper_pearson(fp, nonmember.size),
+                    "tpr": tp / member.size, "tpr_ci95": _clopper_pearson(tp, member.size)})
+    return out
+
+
+def _clopper_pearson(k: int, n: int) -> list[float]:
+    ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+    return [float(ci.low), float(ci.high)]
 
 
 def gap(member_cos, nonmember_cos, *, n_bootstrap: int = 200, seed: int = 0) -> dict:

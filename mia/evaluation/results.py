@@ -13,9 +13,15 @@ from pathlib import Path
 
 from mia.cache import atomic_write_text
 
-SCHEMA_VERSION = 2
-METRIC_KEYS = ("auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy",
-               "n_members", "n_nonmembers", "seconds")
+SCHEMA_VERSION = 3  # 3: oracle_balanced_accuracy (was balanced_accuracy), TPR intervals, vs_csa, calibrated
+METRIC_KEYS = ("auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-2_ci95", "tpr_at_fpr_1e-3",
+               "tpr_at_fpr_1e-3_ci95", "low_fpr_resolved", "oracle_balanced_accuracy", "n_members", "n_nonmembers",
+               "seconds")
+REFERENCE = "csa"  # every other attack is compared with CSA on the same pairs (vs_csa)
+
+
+class SchemaError(ValueError):
+    """A results.json of a schema version this code does not read."""
 
 
 def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) -> dict:
@@ -24,13 +30,26 @@ def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) 
             "data": data, "gap": gap, "attacks": {}, "roc": {}, "timing": {}}
 
 
-def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnostics: dict, roc: dict):
+def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnostics: dict, roc: dict, *,
+               vs_csa: dict | None = None, calibrated: list | None = None, calibrated_skipped: str | None = None):
     """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
-    the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots."""
+    the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots. `vs_csa` is its paired
+    comparison with CSA (metrics.paired_comparison; every attack but csa), `calibrated` its thresholds set on the
+    known non-members (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`."""
     unknown = set(metrics) - set(METRIC_KEYS)
     if unknown:
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
-    results["attacks"][name] = {**metrics, "seconds": seconds, "diagnostics": dict(diagnostics)}
+    if (name == REFERENCE) != (vs_csa is None):
+        raise ValueError(f"{name}: every attack but {REFERENCE} has vs_csa, and {REFERENCE} has none")
+    if (calibrated is None) == (calibrated_skipped is None):
+        raise ValueError(f"{name}: either calibrated thresholds or the reason there are none")
+    entry = {**metrics, "seconds": seconds}
+    if vs_csa is not None:
+        entry["vs_csa"] = vs_csa
+    entry["calibrated"] = calibrated
+    if calibrated_skipped is not None:
+        entry["calibrated_skipped"] = calibrated_skipped
+    results["attacks"][name] = {**entry, "diagnostics": dict(diagnostics)}
     results["roc"][name] = roc
 
 
@@ -58,11 +77,20 @@ def write(path: Path, results: dict) -> Path:
 
 
 def load(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A results.json of this schema version; SchemaError for any other. Version 2 files (balanced_accuracy,
+    no TPR intervals, no vs_csa) are refused too: the report reads the keys version 3 added, and no
+    version 2 file is kept (docs/outputs.md)."""
+    record = json.loads(Path(path).read_text())
+    version = record.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"{path}: results.json schema {version}; this code reads schema {SCHEMA_VERSION} "
+                          f"only ({'a newer mia wrote it' if version > SCHEMA_VERSION else 'run the job again'})")
+    return record
 
 
 def attack_metrics(results: dict) -> dict:
-    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics."""
+    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its comparison
+    with CSA or its calibrated thresholds."""
     return {name: {k: v for k, v in entry.items() if k in METRIC_KEYS} for name, entry in results["attacks"].items()}
 
 

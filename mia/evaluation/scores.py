@@ -1,6 +1,6 @@
 """scores.parquet: every scored pair's per-attack score, written beside results.json (docs/design.md §10.1).
 
-Schema 1 (the parquet file's metadata key `mia.evaluation.scores.schema_version`). One row per scored evaluation
+Schema 1 (the parquet file's metadata key `mia.scores.schema_version`). One row per scored evaluation
 pair: member_eval, then nonmember_eval, each in the order of its features (mia.features):
 
     uid      string   the pair's uid
@@ -29,7 +29,10 @@ SCHEMA_VERSION = 1
 FILENAME = "scores.parquet"
 FIXED = ("uid", "set", "label", "caption", "cos")
 EXPOSURE = "exposure"  # added by most_exposed: no attack may take this name either
-_VERSION_KEY = b"mia.evaluation.scores.schema_version"
+# The metadata key of docs/design.md §10.1. The layout change (commit 97448cb) wrote it as
+# mia.evaluation.scores.schema_version by mistake; files written so are read too.
+_VERSION_KEY = b"mia.scores.schema_version"
+_VERSION_KEYS = (_VERSION_KEY, b"mia.evaluation.scores.schema_version")
 
 
 def check_aligned(name: str, member_scores, nonmember_scores, sizes: dict):
@@ -91,7 +94,8 @@ def load(path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    version = (table.schema.metadata or {}).get(_VERSION_KEY)
+    metadata = table.schema.metadata or {}
+    version = next((metadata[k] for k in _VERSION_KEYS if k in metadata), None)
     if version is None:
         raise ValueError(f"{path}: no {_VERSION_KEY.decode()} in its metadata; not a mia scores file")
     if int(version) > SCHEMA_VERSION:

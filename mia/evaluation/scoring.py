@@ -1,4 +1,6 @@
-"""One way from an attack's scores to its metrics, for the evaluation sets and the canaries alike."""
+"""One way from an attack's scores to its metrics, for the evaluation sets and the canaries alike; each
+attack's paired comparison with CSA, and its thresholds calibrated on the known non-members D_no
+(docs/design.md §5)."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +11,7 @@ import numpy as np
 
 from mia.attacks.base import AttackContext, AttackResult
 from mia.data.canaries import Canaries
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.evaluation import metrics
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,59 @@ def score_attack(attack, ctx: AttackContext, n_bootstrap: int, seed: int) -> Sco
     res = attack(ctx)
     m = metrics.roc_metrics(*labelled(res.member_scores, res.nonmember_scores), n_bootstrap=n_bootstrap, seed=seed)
     return Scored(res, m, time.time() - t0)
+
+
+# Attacks (by Attack.name) that fit on D_no, the known non-members, and can score D_no all the same
+# (z-scoring and loss banks from D_no): their scores on D_no come from a model that saw those very
+# pairs, so a threshold set on them is flagged threshold_from_training_pairs.
+FITS_ON_KNOWN = frozenset({"gradnorm", "paramgrad"})
+# Attacks whose D_no scores cannot be had without changing the attack. No calibrated thresholds for them.
+_TRAINS_ON_KNOWN = ("trains its classifier on D_no and refuses to score a pair it trained on "
+                    "(mia.attacks.weak_supervision.labelled_training_set)")
+NOT_CALIBRATED = {"wsa": _TRAINS_ON_KNOWN, "clmia": _TRAINS_ON_KNOWN,
+                  "blind": "fits a classifier on the evaluation labels (cross-validated): a run with D_no as "
+                           "members scores D_no with another classifier"}
+# tests/evaluation/test_scoring.py checks that every attack module reading D_no is in one of the two.
+SHADOWS_SKIPPED = "trains shadow models whose pool holds member_eval: scoring D_no would need shadows of its own"
+
+
+def csa_scores(ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:
+    """CSA's scores of the evaluation pairs: their image-text cosines, exactly what attack csa returns, so
+    every attack can be compared with CSA whether or not the job runs it."""
+    return ctx.features[MEMBER_EVAL].cos, ctx.features[NONMEMBER_EVAL].cos
+
+
+def compare_with_csa(result: AttackResult, ctx: AttackContext, n_bootstrap: int, seed: int) -> dict:
+    """vs_csa: metrics.paired_comparison of the attack (A) against CSA (B) on the same evaluation pairs."""
+    return metrics.paired_comparison((result.member_scores, result.nonmember_scores), csa_scores(ctx),
+                                     n_bootstrap=n_bootstrap, seed=seed)
+
+
+def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, str | None]:
+    """(the attack's scores on D_no, whether it fitted on those pairs, why there are none) of a job.
+
+    CSA's are D_no's cosines. Any other attack runs again with D_no in member_eval's place
+    (AttackContext.with_members, as the canaries do) and its member scores are D_no's. Attacks with
+    shadow models and those of NOT_CALIBRATED get none; those of FITS_ON_KNOWN are flagged.
+    """
+    known = ctx.features[NONMEMBER_KNOWN]
+    if attack.name == "csa":
+        return np.asarray(known.cos), False, None
+    if attack.needs_shadows:
+        return None, False, SHADOWS_SKIPPED
+    if attack.name in NOT_CALIBRATED:
+        return None, False, NOT_CALIBRATED[attack.name]
+    return np.asarray(attack(ctx.with_members(known)).member_scores), attack.name in FITS_ON_KNOWN, None
+
+
+def calibrate(attack, result: AttackResult, ctx: AttackContext) -> tuple[list | None, str | None]:
+    """(calibrated, why not): metrics.calibrated_thresholds of the attack's D_no scores, applied to its
+    evaluation scores, each entry with threshold_from_training_pairs; (None, reason) where it has none."""
+    known, fitted, why = known_scores(attack, ctx)
+    if known is None:
+        return None, why
+    entries = metrics.calibrated_thresholds(known, result.member_scores, result.nonmember_scores)
+    return [{**e, "threshold_from_training_pairs": fitted} for e in entries], None
 
 
 def score_canaries(attacks, ctx: AttackContext, canaries: Canaries, canary_features, n_bootstrap: int) -> dict:

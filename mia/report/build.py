@@ -68,7 +68,11 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     seeds = sorted({r["seed"] for r in rows})
     md = [f"# Sweep report: {sweep_dir.name}", "",
           f"{len(rows)} jobs, {len(pts)} conditions, training seeds {seeds}; attacks: {', '.join(names)}.", "",
-          markdown.points_table(pts, names), "", "## Scaling fits (log10 gap on log10 x)", "",
+          markdown.points_table(pts, names), "",
+          "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at 1% FPR. "
+          "vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% interval from a paired "
+          "bootstrap over seeds and pairs; \"beats\" / \"below\" only where it excludes 0 "
+          "(docs/design.md §5).", "", "## Scaling fits (log10 gap on log10 x)", "",
           f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
           f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
           "gap); the plot shows every point.", ""] + markdown.fit_lines(fit_results) + [""] + \

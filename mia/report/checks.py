@@ -11,7 +11,8 @@ from mia.report.rows import scores_table
 
 # Metrics recomputed from scores.parquet: equal to results.json's up to this relative tolerance
 # (the same functions on the same float64 values: in practice bit for bit); counts exactly.
-RECOMPUTED = ("auc", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy")
+RECOMPUTED = ("auc", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "oracle_balanced_accuracy")
+RECOMPUTED_VS_CSA = ("delta_auc", "delta_tpr_at_fpr_1e-2", "delong_p_value")  # against the cos column
 RECOMPUTED_EXACT = ("n_members", "n_nonmembers")
 RECOMPUTED_GAP = ("value", "member_mean", "nonmember_mean")
 REL_TOL = 1e-9
@@ -49,6 +50,13 @@ def _recompute(job, record, df) -> tuple[list[dict], list[str]]:
         m = metrics.roc_metrics(df[name].to_numpy(), labels, n_bootstrap=0)
         for k in RECOMPUTED + RECOMPUTED_EXACT:
             compare(name, k, reported[name][k], m[k], exact=k in RECOMPUTED_EXACT)
+        vs = record["attacks"][name].get("vs_csa")
+        if vs is not None:
+            member = labels == 1
+            d = metrics.paired_comparison((df[name].to_numpy()[member], df[name].to_numpy()[~member]),
+                                          (cos[member], cos[~member]), n_bootstrap=0)
+            for k in RECOMPUTED_VS_CSA:
+                compare(name, f"vs_csa.{k}", vs[k], d[k])
     return mismatches, problems
 
 

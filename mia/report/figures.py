@@ -69,7 +69,9 @@ def plot_attack_vs_n(pts, metric, path):
     for s_no, (name, ps) in enumerate(series.items()):
         tag = f" ({name.split('@')[1]})" if len(series) > 1 else ""
         for a_no, attack in enumerate(attacks_of([r for p in ps for r in p["_rows"]])):
-            have = [p for p in ps if p.get(f"{attack}/{metric}_mean") is not None]
+            # a TPR at low FPR only where the non-members resolve it (docs/design.md §5)
+            have = [p for p in ps if p.get(f"{attack}/{metric}_mean") is not None
+                    and p.get(f"{attack}/{metric}_resolved", True)]
             _band(ax, np.array([p["size"] for p in have], float), have, f"{attack}/{metric}",
                   f"C{(a_no + 3 * s_no) % 10}", f"{attack}{tag}")
         if metric == "auc":
@@ -80,7 +82,8 @@ def plot_attack_vs_n(pts, metric, path):
     seeds = max(p["n_seeds"] for ps in series.values() for p in ps)
     band = f"; band: +-1 sd over {seeds} training seeds" if seeds > 1 else ""
     ax.set(xscale="log", xlabel="training-set size N", ylabel="AUC" if metric == "auc" else "TPR at 1% FPR",
-           title=f"{'AUC' if metric == 'auc' else 'TPR@1%FPR'} vs N, i.i.d. non-members{band}")
+           title=f"{'AUC' if metric == 'auc' else 'TPR@1%FPR'} vs N, i.i.d. non-members{band}"
+           + ("" if metric == "auc" else "\n(points with < 10 false positives allowed left out)"))
     ax.legend(fontsize=7)
     return save(fig, path)
 

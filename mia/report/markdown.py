@@ -3,17 +3,21 @@ and each attack's AUC minus the blind baseline's. The sections with data of thei
 dataset inference, privacy-utility, checks) write theirs."""
 from __future__ import annotations
 
+from mia.evaluation.results import REFERENCE
 from mia.report.fits import left_out
 from mia.report.stats import shift_series
 
 
 def points_table(pts, names):
     """One line per point: seed means ± the seeds' sd, the gap's bootstrap interval, the AUC's mean
-    bootstrap sd in brackets, and whether the point is in the fitted regime."""
+    bootstrap sd in brackets, whether the point is in the fitted regime, each attack's TPR@1%FPR
+    ("(unresolved)" where its non-members allow fewer than 10 false positives), and each attack's
+    verdict against CSA (vs_csa_cell)."""
     models = len({(p["model"], p["params"]) for p in pts}) > 1  # a capacity sweep: say which model
     head = ["N", "T", "non-members"] + ["model (parameters)"] * models + \
            ["seeds", "member / non-member cos", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
-           [f"{n} AUC (± seed sd) [boot sd]" for n in names] + [f"{n} TPR@1%" for n in names]
+           [f"{n} AUC (± seed sd) [boot sd]" for n in names] + [f"{n} TPR@1%" for n in names] + \
+           [f"{n} vs CSA: ΔAUC [95% CI]" for n in names if n != REFERENCE]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pts:
         lo, hi = p["gap_ci"]
@@ -24,9 +28,33 @@ def points_table(pts, names):
                  "yes" if reason is None else f"no: {reason}"]
         cells += [_mean_sd(p, f"{n}/auc") + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std")
                                              is not None else "") for n in names]
-        cells += [_mean_sd(p, f"{n}/tpr_at_fpr_1e-2") for n in names]
+        cells += [_mean_sd(p, f"{n}/tpr_at_fpr_1e-2") + ("" if p.get(f"{n}/tpr_at_fpr_1e-2_resolved", True)
+                                                          or p.get(f"{n}/tpr_at_fpr_1e-2_mean") is None
+                                                          else " (unresolved)") for n in names]
+        cells += [vs_csa_cell(p, n) for n in names if n != REFERENCE]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def verdict(ci) -> str | None:
+    """"beats CSA" / "below CSA" where the paired 95% interval of the difference excludes 0, "no difference"
+    where it holds 0, None without an interval."""
+    lo, hi = ci if ci is not None else (None, None)
+    if lo is None or hi is None:
+        return None
+    return "beats CSA" if lo > 0 else "below CSA" if hi < 0 else "no difference"
+
+
+def vs_csa_cell(p, name) -> str:
+    """'beats CSA: +0.031 [+0.012, +0.050]': the point's verdict, seed-mean ΔAUC and its interval."""
+    mean = p.get(f"{name}/delta_auc_vs_csa_mean")
+    if mean is None:
+        return ""
+    ci = p.get(f"{name}/delta_auc_vs_csa_ci")
+    v = verdict(ci)
+    if v is None:
+        return f"{mean:+.3f} (no interval)"
+    return f"{v}: {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 def fit_lines(fit_results) -> list[str]:

@@ -8,7 +8,10 @@ from pathlib import Path
 from mia.evaluation import results, scores, utility
 
 # Each attack's columns in the report's rows.
-REPORTED = ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "balanced_accuracy")
+REPORTED = ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "oracle_balanced_accuracy")
+# Each attack's comparison with CSA in the rows: vs_csa's keys, and the row's column names for them.
+VS_CSA = {"delta_auc": "delta_auc_vs_csa", "delta_tpr_at_fpr_1e-2": "delta_tpr_at_fpr_1e-2_vs_csa",
+          "p_value": "p_value_vs_csa", "delong_p_value": "delong_p_value_vs_csa"}
 BLIND = "blind"  # the caption-only baseline's attack key (conf/attack/blind.yaml): what shift alone scores
 
 
@@ -42,6 +45,13 @@ def report_row(record: dict, job: str) -> dict:
     by_attack = results.attack_metrics(record)
     for name, m in by_attack.items():
         row.update({f"{name}/{k}": m[k] for k in REPORTED})
+        row.update({f"{name}/{k}_resolved": m["low_fpr_resolved"][k.rsplit("_", 1)[1]]
+                    for k in ("tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3")})
+        vs = record["attacks"][name].get("vs_csa")  # every attack but csa
+        if vs is not None:
+            row.update({f"{name}/{col}": vs[k] for k, col in VS_CSA.items()})
+            lo, hi = vs["delta_auc_ci95"] or (None, None)
+            row[f"{name}/delta_auc_vs_csa_ci_lo"], row[f"{name}/delta_auc_vs_csa_ci_hi"] = lo, hi
     if BLIND in by_attack:  # the part of each AUC that the member / non-member shift alone does not explain
         row.update({f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"] for name, m in by_attack.items()
                     if name != BLIND})
@@ -81,6 +91,17 @@ def scores_table(row):
     if "_table" not in row:
         row["_table"] = scores.load(row["_scores"])
     return row["_table"]
+
+
+def attack_scores(row, name):
+    """(member, non-member) scores of one attack of a job from its scores.parquet, or None where
+    check_scores refused the file or it has no such column."""
+    table = scores_table(row)
+    if table is None or name not in table.columns:
+        return None
+    member = table["label"].to_numpy() == 1
+    s = table[name].to_numpy()
+    return s[member], s[~member]
 
 
 def cosines(row):

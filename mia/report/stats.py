@@ -1,5 +1,6 @@
 """The sweep report's points: one per condition, its training seeds pooled into a mean and a band of
-+-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap; and the
++-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap and of each
+attack's seed-mean AUC difference from CSA (paired: the same pairs for both); and the
 series the figures and tables draw (points against N or T, rows against data.shift)."""
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections import defaultdict
 import numpy as np
 
 from mia.evaluation import metrics
-from mia.report.rows import attacks_of, cosines
+from mia.evaluation.results import REFERENCE
+from mia.report.rows import attack_scores, attacks_of, cosines
 
 # a point: one condition, any seeds (defense and weight decay split the arms of experiment=privacy_utility)
 IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
@@ -49,8 +51,61 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
                 p.update(_spread(f"{name}/{metric}", [r.get(f"{name}/{metric}") for r in rs]))
             boot = [r.get(f"{name}/auc_std") for r in rs if r.get(f"{name}/auc_std") is not None]
             p[f"{name}/auc_boot_std"] = float(np.mean(boot)) if boot else None
+            for k in ("tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3"):  # resolved only where every seed's non-members do
+                p[f"{name}/{k}_resolved"] = all(r.get(f"{name}/{k}_resolved", True) for r in rs)
+            if name != REFERENCE:
+                p.update(_vs_csa(rs, name, n_bootstrap, seed))
         out.append(p)
     return sorted(out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"], p["size"]))
+
+
+def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
+    """A point's seed-mean AUC difference from CSA with its 95% interval (seed_mean_delta_aucs); with one
+    seed and no scores to resample, that job's own paired interval; with none at all, no interval."""
+    deltas = [r.get(f"{name}/delta_auc_vs_csa") for r in rs]
+    if any(d is None for d in deltas):  # a job that did not run the attack
+        return {}
+    out = {f"{name}/delta_auc_vs_csa_mean": float(np.mean(deltas)), f"{name}/delta_auc_vs_csa_ci": [None, None]}
+    jobs = [(attack_scores(r, name), cosines(r)) for r in rs]
+    if n_bootstrap and all(a is not None and c is not None for a, c in jobs):
+        lo, hi = np.percentile(seed_mean_delta_aucs(jobs, n_bootstrap, seed), [2.5, 97.5])
+        out[f"{name}/delta_auc_vs_csa_ci"] = [float(lo), float(hi)]
+    elif len(rs) == 1:
+        out[f"{name}/delta_auc_vs_csa_ci"] = [rs[0][f"{name}/delta_auc_vs_csa_ci_lo"],
+                                             rs[0][f"{name}/delta_auc_vs_csa_ci_hi"]]
+    return out
+
+
+def seed_mean_delta_aucs(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of the seed-mean AUC difference of attack A from attack B: [n_bootstrap].
+
+    `jobs` is one ((A's member, A's non-member scores), (B's member, B's non-member scores)) per
+    training seed, both on the same pairs in the same order. Each replicate draws the seeds with
+    replacement, and for every drawn seed its member and non-member pairs with replacement, the same
+    indices for A and B (paired), and averages the drawn seeds' AUC(A) - AUC(B): the seed_mean_gaps
+    bootstrap, applied to a paired difference.
+    """
+    rng = np.random.default_rng(seed)
+    prepared = []
+    for (a_m, a_n), (b_m, b_n) in jobs:
+        a_m, a_n, b_m, b_n = (np.asarray(x, np.float64) for x in (a_m, a_n, b_m, b_n))
+        for x, what in ((a_m, "member scores"), (a_n, "non-member scores"), (b_m, "member scores"),
+                        (b_n, "non-member scores")):
+            metrics.check_finite(x, what)
+        if (a_m.size, a_n.size) != (b_m.size, b_n.size):
+            raise ValueError("a paired difference needs both attacks' scores of the same pairs")
+        prepared.append((a_m.size, a_n.size, metrics.auc_resampler(a_m, a_n), metrics.auc_resampler(b_m, b_n)))
+    if not prepared:
+        raise ValueError("no jobs")
+    out = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        deltas = []
+        for j in rng.integers(0, len(prepared), len(prepared)):
+            n1, n0, fa, fb = prepared[j]
+            pi, ni = rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0))
+            deltas.append(fa(pi, ni)[0] - fb(pi, ni)[0])
+        out[b] = np.mean(deltas)
+    return out
 
 
 def point_series(pts, x):

@@ -34,14 +34,14 @@ def test_perfect_separation():
     r = roc_metrics(scores, labels, n_bootstrap=20)
     assert r["auc"] == 1.0
     assert r["tpr_at_fpr_1e-3"] == 1.0 and r["tpr_at_fpr_1e-2"] == 1.0
-    assert r["balanced_accuracy"] == 1.0
+    assert r["oracle_balanced_accuracy"] == 1.0
     assert r["auc_ci95"] == [1.0, 1.0]
 
 
 def test_hand_worked_example():
     r = roc_metrics(*HAND, n_bootstrap=50)
     assert r["auc"] == pytest.approx(0.71875)
-    assert r["balanced_accuracy"] == pytest.approx(0.75)
+    assert r["oracle_balanced_accuracy"] == pytest.approx(0.75)
     assert r["tpr_at_fpr_1e-2"] == 0.25  # only the fpr = 0 points qualify with 4 non-members
     assert (r["n_members"], r["n_nonmembers"]) == (4, 4)
     fpr, tpr, _ = roc_curve(HAND[1], HAND[0], drop_intermediate=False)
@@ -63,11 +63,15 @@ def test_low_fpr_uses_full_roc():
 
 def test_result_is_plain_json():
     r = roc_metrics(*HAND, n_bootstrap=10)
-    assert set(r) == {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3",
-                      "balanced_accuracy", "n_members", "n_nonmembers"}
+    assert set(r) == {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-2_ci95", "tpr_at_fpr_1e-3",
+                      "tpr_at_fpr_1e-3_ci95", "low_fpr_resolved", "oracle_balanced_accuracy", "n_members",
+                      "n_nonmembers"}
+    lists = ("auc_ci95", "tpr_at_fpr_1e-2_ci95", "tpr_at_fpr_1e-3_ci95")
     # np.float64 subclasses float, so check the exact type, not just json.dumps.
-    assert all(type(r[k]) is float for k in r if k not in ("auc_ci95", "n_members", "n_nonmembers"))
-    assert all(type(v) is float for v in r["auc_ci95"])
+    assert all(type(r[k]) is float for k in r if k not in lists + ("low_fpr_resolved", "n_members", "n_nonmembers"))
+    assert all(type(v) is float for k in lists for v in r[k])
+    assert r["low_fpr_resolved"] == {"1e-2": False, "1e-3": False}
+    assert all(type(v) is bool for v in r["low_fpr_resolved"].values())
     assert type(r["n_members"]) is int
     json.dumps(r)
     json.dumps(gap([0.1, 0.2], [0.0, 0.1], n_bootstrap=5))

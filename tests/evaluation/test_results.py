@@ -5,6 +5,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from mia import tracking
@@ -33,7 +34,11 @@ READ = [
     "gap.value", "gap.ci95", "gap.member_mean", "gap.nonmember_mean",  # report_row, report.checks
     "gap.gaussian_auc",                                     # report.stats.points
     "attacks.<attack>.auc", "attacks.<attack>.auc_std", "attacks.<attack>.tpr_at_fpr_1e-2",
-    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.balanced_accuracy",  # report.rows.REPORTED, checks
+    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.oracle_balanced_accuracy",  # report.rows.REPORTED, checks
+    "attacks.<attack>.low_fpr_resolved.1e-2", "attacks.<attack>.low_fpr_resolved.1e-3",  # report.rows.report_row
+    "attacks.blind.vs_csa.delta_auc", "attacks.blind.vs_csa.delta_auc_ci95",  # report.rows.report_row, checks
+    "attacks.blind.vs_csa.delta_tpr_at_fpr_1e-2", "attacks.blind.vs_csa.p_value",
+    "attacks.blind.vs_csa.delong_p_value",
     "attacks.<attack>.n_members", "attacks.<attack>.n_nonmembers",             # report.checks.RECOMPUTED_EXACT
     "roc.<attack>.fpr", "roc.<attack>.tpr",                 # report.figures.plot_rocs, tracking.log_results
     "defense.label",                                        # report.rows.report_row
@@ -100,8 +105,10 @@ def write_job(job_dir):
     attack_scores = {name: scored(rng) for name in ATTACKS}
     for name, pair in attack_scores.items():
         m, table = evaluated(*pair)
+        vs_csa = None if name == "csa" else metrics.paired_comparison(pair, cos, n_bootstrap=20)
         results.add_attack(record, name, m, 0.1, {"a_diagnostic": 1},
-                           {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]})
+                           {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]}, vs_csa=vs_csa,
+                           calibrated=metrics.calibrated_thresholds(rng.normal(0, 1, 200), *pair))
     record["timing"] = {"train_s": 1.0, "features_s": 1.0, "attacks_s": 0.2, "utility_s": 0.1}
     record["canaries"] = {"count": 10, "copies": [1, 4], "skipped": {}, "seconds": {a: 0.1 for a in ATTACKS},
                           "attacks": {a: {c: evaluated(*scored(rng, 10))[0] for c in COPIES} for a in ATTACKS}}
@@ -128,7 +135,29 @@ def test_every_key_a_reader_reads_is_written(tmp_path):
 
 def test_the_schema_version_written_is_the_current_one(tmp_path):
     path = write_job(tmp_path)
-    assert json.loads(path.read_text())["schema_version"] == results.SCHEMA_VERSION == 2
+    assert json.loads(path.read_text())["schema_version"] == results.SCHEMA_VERSION == 3
+
+
+def test_other_schema_versions_are_refused(tmp_path):
+    path = write_job(tmp_path)
+    record = json.loads(path.read_text())
+    for version in (2, 4):
+        record["schema_version"] = version
+        results.write(path, record)
+        with pytest.raises(results.SchemaError, match=f"schema {version}"):
+            results.load(path)
+
+
+def test_add_attack_requires_the_comparison_and_the_calibration(tmp_path):
+    m, table = evaluated(*scored(np.random.default_rng(0)))
+    roc = {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]}
+    record = results.new({}, "x", 0, {}, {}, {})
+    with pytest.raises(ValueError, match="vs_csa"):  # an attack but csa without its comparison
+        results.add_attack(record, "wsa", m, 0.1, {}, roc, calibrated_skipped="why")
+    with pytest.raises(ValueError, match="vs_csa"):  # csa compared with itself
+        results.add_attack(record, "csa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why")
+    with pytest.raises(ValueError, match="calibrated"):  # neither thresholds nor a reason
+        results.add_attack(record, "csa", m, 0.1, {}, roc)
 
 
 def test_diagnostics_stay_out_of_the_rows_and_the_w_and_b_summary(tmp_path):
@@ -137,5 +166,5 @@ def test_diagnostics_stay_out_of_the_rows_and_the_w_and_b_summary(tmp_path):
     record = row["_results"]
     assert record["attacks"]["csa"]["diagnostics"] == {"a_diagnostic": 1}
     assert results.attack_metrics(record)["csa"] == {k: v for k, v in record["attacks"]["csa"].items()
-                                                     if k != "diagnostics"}
+                                                     if k not in ("diagnostics", "calibrated")}
     assert not any("a_diagnostic" in k for k in row) and not any("a_diagnostic" in k for k in tracking.summary(record))

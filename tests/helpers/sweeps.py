@@ -40,6 +40,7 @@ def fake_job(size=1000, epochs=40, gap=0.1, *, aucs=None, cos=None, attacks=None
     whose attacks have the AUCs `aucs` ({attack: AUC}, on the grid of scores_with_auc) or the scores
     `attacks` ({attack: (member, non-member)}); by default csa scores 0.5 + gap (at most 0.95) and the
     blind baseline 0.5. Every metric comes from those arrays, as mia.pipeline computes it;
+    Attacks but csa are compared with CSA's scores, the cosines (vs_csa), as a job compares them;
     `gaussian_auc` overrides the gap's own, to place the point in or out of the saturated regime.
     Dataset inference runs in the report only with `dataset_inference` settings."""
     member_cos, nonmember_cos = cos if cos is not None else cosines_with_gap(gap)
@@ -65,8 +66,12 @@ def fake_job(size=1000, epochs=40, gap=0.1, *, aucs=None, cos=None, attacks=None
         both = np.r_[member, nonmember]
         labels = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
         roc = metrics.roc_table(both, labels)
+        # compared with CSA's scores, the cosines, as mia.evaluation.scoring.compare_with_csa does
+        vs_csa = None if name == results.REFERENCE else metrics.paired_comparison(
+            (member, nonmember), (member_cos, nonmember_cos), n_bootstrap=20, seed=seed)
         results.add_attack(record, name, metrics.roc_metrics(both, labels, n_bootstrap=20), 0.1, {},
-                           {"fpr": [r["fpr"] for r in roc], "tpr": [r["tpr"] for r in roc]})
+                           {"fpr": [r["fpr"] for r in roc], "tpr": [r["tpr"] for r in roc]}, vs_csa=vs_csa,
+                           calibrated=None, calibrated_skipped="a fake job has no known non-members")
     results.add_scores(record, scores.FILENAME)
     sets = {MEMBER_EVAL: SimpleNamespace(uids=[f"m{i}" for i in range(len(member_cos))], cos=member_cos),
             NONMEMBER_EVAL: SimpleNamespace(uids=[f"n{i}" for i in range(len(nonmember_cos))], cos=nonmember_cos)}

@@ -9,7 +9,8 @@ from mia.report.checks import ScoresMismatch, check_scores
 from mia.report.fits import fits
 from mia.report.rows import load_rows
 from mia.report.stats import points
-from tests.helpers.sweeps import fake_job, write_job, write_sweep
+from mia.report.markdown import verdict
+from tests.helpers.sweeps import fake_job, scores_with_auc, write_job, write_sweep
 
 
 def test_report_recovers_known_slopes_and_lists_exclusions(tmp_path):
@@ -123,3 +124,40 @@ def test_a_job_whose_scores_fail_the_check_falls_back_to_its_own_interval(tmp_pa
     pts = {p["size"]: p for p in points(rows, 200)}
     assert pts[4000]["gap_ci"] == [rows[1]["gap_ci_lo"], rows[1]["gap_ci_hi"]]
     assert pts[1000]["gap_ci"] != [rows[0]["gap_ci_lo"], rows[0]["gap_ci_hi"]]  # the bootstrap of its pairs
+
+
+def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval_says_so(tmp_path):
+    """Three seeds of one condition, CSA (the cosines) at AUC 0.75 on 100 pairs a side: an attack at 0.95
+    beats it, one at 0.5 is below it, and the cosines under another name are no different (Delta 0 on
+    every resample). TPR@1%FPR rests on one false positive at 100 non-members: marked unresolved."""
+    cos = scores_with_auc(0.75, 100)
+    attacks = {"csa": cos, "better": scores_with_auc(0.95, 100), "worse": scores_with_auc(0.5, 100), "same": cos}
+    sweep = write_sweep(tmp_path, [fake_job(1000, 40, cos=cos, attacks=attacks, seed=s) for s in range(3)])
+    build_report(sweep, wandb_log=False)
+    (p,) = points(load_rows(sweep), 200)
+    assert p["better/delta_auc_vs_csa_mean"] == pytest.approx(0.2) and p["better/delta_auc_vs_csa_ci"][0] > 0
+    assert p["worse/delta_auc_vs_csa_ci"][1] < 0 and p["same/delta_auc_vs_csa_ci"] == [0.0, 0.0]
+    report = (sweep / "report.md").read_text()
+    head = next(line for line in report.splitlines() if line.startswith("| N |"))
+    assert "better vs CSA" in head and "csa vs CSA" not in head
+    row = next(line for line in report.splitlines() if line.startswith("| 1000 | 40 | iid | 3 |"))
+    cells = dict(zip([c.strip() for c in head.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["better vs CSA: ΔAUC [95% CI]"].startswith("beats CSA: +0.200 [")
+    assert cells["worse vs CSA: ΔAUC [95% CI]"].startswith("below CSA: -0.250 [")
+    assert cells["same vs CSA: ΔAUC [95% CI]"] == "no difference: +0.000 [+0.000, +0.000]"
+    assert cells["csa TPR@1%"].endswith("(unresolved)")
+    assert "3 jobs, all agree" in report  # vs_csa recomputed from scores.parquet too
+
+
+def test_a_tampered_comparison_fails_the_check(tmp_path):
+    cos = scores_with_auc(0.75, 40)
+    job = fake_job(1000, 40, cos=cos, attacks={"csa": cos, "other": scores_with_auc(0.9, 40)})
+    job.record["attacks"]["other"]["vs_csa"]["delta_auc"] += 0.01
+    sweep = write_sweep(tmp_path, [job])
+    with pytest.raises(ScoresMismatch, match="other vs_csa.delta_auc"):
+        build_report(sweep, wandb_log=False)
+
+
+def test_verdict_reads_the_interval():
+    assert verdict([0.01, 0.2]) == "beats CSA" and verdict([-0.2, -0.01]) == "below CSA"
+    assert verdict([-0.01, 0.2]) == verdict([0.0, 0.0]) == "no difference" and verdict([None, None]) is None

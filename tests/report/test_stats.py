@@ -1,8 +1,10 @@
-"""The two-level bootstrap of a condition's seed-mean gap (mia/report/stats.py)."""
+"""The two-level bootstraps of a condition's seed-mean gap and seed-mean AUC difference (mia/report/stats.py)."""
 import numpy as np
 import pytest
 
-from mia.report.stats import seed_mean_gaps
+from sklearn.metrics import roc_auc_score
+
+from mia.report.stats import seed_mean_delta_aucs, seed_mean_gaps
 
 
 def test_seed_mean_gaps_resample_seeds_and_pairs():
@@ -14,3 +16,18 @@ def test_seed_mean_gaps_resample_seeds_and_pairs():
     noisy = np.random.default_rng(0).normal(0.5, 0.1, 50)
     reps = seed_mean_gaps([(noisy, nonmembers)], 300, seed=0)
     assert reps.std() == pytest.approx(0.1 / np.sqrt(50), rel=0.3)
+
+
+def test_seed_mean_delta_aucs_are_paired_and_pool_seeds():
+    rng = np.random.default_rng(0)
+    a = (rng.normal(1, 1, 200), rng.normal(0, 1, 200))
+    assert not seed_mean_delta_aucs([(a, a)] * 3, 100).any()  # the same scores: 0 on every resample
+    b = (a[0] + rng.normal(0, 1, 200), a[1] + rng.normal(0, 1, 200))
+    jobs = [(a, b), (b, a)]  # one seed +delta, the other -delta: the seed mean is 0, its spread the seeds'
+    reps = seed_mean_delta_aucs(jobs, 400)
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    assert lo < 0 < hi and hi - lo > roc_auc_score(*both(a)) - roc_auc_score(*both(b))
+
+
+def both(pair):
+    return np.r_[np.ones(len(pair[0])), np.zeros(len(pair[1]))], np.r_[pair[0], pair[1]]
