@@ -29,10 +29,8 @@ SCHEMA_VERSION = 1
 FILENAME = "scores.parquet"
 FIXED = ("uid", "set", "label", "caption", "cos")
 EXPOSURE = "exposure"  # added by most_exposed: no attack may take this name either
-# The metadata key of docs/design.md §10.1. The layout change (commit 97448cb) wrote it as
-# mia.evaluation.scores.schema_version by mistake; files written so are read too.
+# The metadata key of docs/design.md §10.1 (a data format: it keeps its name whatever the module's)
 _VERSION_KEY = b"mia.scores.schema_version"
-_VERSION_KEYS = (_VERSION_KEY, b"mia.evaluation.scores.schema_version")
 
 
 def check_aligned(name: str, member_scores, nonmember_scores, sizes: dict):
@@ -95,7 +93,7 @@ def load(path) -> pd.DataFrame:
 
     table = pq.read_table(path)
     metadata = table.schema.metadata or {}
-    version = next((metadata[k] for k in _VERSION_KEYS if k in metadata), None)
+    version = metadata.get(_VERSION_KEY)
     if version is None:
         raise ValueError(f"{path}: no {_VERSION_KEY.decode()} in its metadata; not a mia scores file")
     if int(version) > SCHEMA_VERSION:

@@ -52,15 +52,10 @@ def test_round_trip_is_bit_for_bit_with_the_schema_types(tmp_path):
         assert back[name].to_numpy().tobytes() == np.concatenate([m, n]).astype(np.float64).tobytes(), name
 
 
-def test_the_version_is_stored_under_the_documented_key_and_the_misnamed_one_is_read(tmp_path):
+def test_the_version_is_stored_under_the_documented_key(tmp_path):
     *_, df = _frame(np.random.default_rng(0))
     path = scores.write(tmp_path / "scores.parquet", df)
     assert pq.read_schema(path).metadata[b"mia.scores.schema_version"] == b"1"  # docs/design.md §10.1
-    table = pq.read_table(path)  # as the layout change wrote it for a while
-    meta = {k: v for k, v in table.schema.metadata.items() if k != b"mia.scores.schema_version"}
-    pq.write_table(table.replace_schema_metadata({**meta, b"mia.evaluation.scores.schema_version": b"1"}),
-                   tmp_path / "old.parquet")
-    pd.testing.assert_frame_equal(scores.load(tmp_path / "old.parquet"), df, check_exact=True)
 
 
 def test_misaligned_attacks_and_foreign_files_are_refused(tmp_path):
