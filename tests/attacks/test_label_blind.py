@@ -8,7 +8,8 @@ Every attack config in conf/attack/ is checked, on one context with a real (untr
 and random pairs (tests/helpers/attacks.py: untrained_model_context), except:
 - lira and rmia: their shadows train on halves of the reference pool, which holds the evaluation
   pairs; an untrained context has no shadows to give them, and the shadow fixtures of test_lira.py
-  train CLIPs (minutes). Their scores are per pair against per-pair shadow statistics;
+  train CLIPs (minutes). The halves are drawn from the uid-sorted pool (shadows.halves), but no
+  test here checks their scores;
 - blind: a caption classifier cross-validated ON the evaluation labels, by design (it measures the
   distribution shift between the two sets, not membership). It is checked to read the labels.
 """
