@@ -20,7 +20,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from mia.validate import ConfigError
-
 from tests.helpers.attacks import make_attack, relabelled, scores_by_uid, untrained_model_context
 from tests.helpers.config import CONF
 
