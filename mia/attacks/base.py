@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from mia.data.pairs import load_raw, to_tensors
-from mia.data.splits import MEMBER_EVAL
+from mia.data.splits import MEMBER_EVAL, SCORED
 from mia.validate import ConfigError
 
 
@@ -46,6 +46,21 @@ class AttackContext:
         return replace(self, features={**self.features, MEMBER_EVAL: features},
                        splits=replace(self.splits, member_eval=features.uids),
                        _members_as=f"{MEMBER_EVAL}:{features.uids[0]}+{len(features.uids)}")
+
+    def scored_order(self, tag: int) -> np.ndarray:
+        """Label-blind order of the scored pairs (docs/design.md §4, label-blind scoring): positions in
+        the concatenation member_eval + nonmember_eval, as a shuffle seeded by (seed, tag) of the pairs
+        sorted by uid. It depends on which pairs are scored, never on which of the two sets holds a
+        pair: an attack whose score depends on batch-mates (or on a position in a random stream) cuts
+        its batches from this order, so exchanging the two sets gives every pair the same batch."""
+        uids = np.concatenate([self.uids(s) for s in SCORED])
+        by_uid = np.argsort(uids, kind="stable")
+        return by_uid[np.random.default_rng([self.seed, tag]).permutation(len(uids))]
+
+    def split_scored(self, values) -> tuple:
+        """(member_eval part, nonmember_eval part) of an array over the concatenation member_eval + nonmember_eval."""
+        n = len(self.uids(MEMBER_EVAL))
+        return values[:n], values[n:]
 
     def captions(self, name: str) -> list[str]:
         return self.pairs(name)[1]

@@ -6,7 +6,8 @@ through a shadow model with dropout gives a positive pair. A CLIP target has no 
 training shadow CLIPs is what this attack avoids, so a sample here is the target's per-pair feature
 vector [f_img, f_txt, f_img * f_txt, cos], and the two dropout masks are drawn inside the attack
 encoder instead (dropout on its input and hidden layers, as in SimCSE). The encoder learns by NT-Xent
-on every pair an auditor holds without labels (aux_pool, D_no, the evaluation pairs); CLMIA's small
+on every pair an auditor holds without labels (aux_pool, D_no, the evaluation pairs, taken in uid
+order, never member_eval first: docs/design.md §4, label-blind scoring); CLMIA's small
 labelled set becomes what WSA can label, D_no (0) and pseudo-members (1), for a head on the frozen encoder.
 
 Settings: temperature 0.05 as in the paper; dropout 0.3 rather than its 0.1: on feature vectors 0.1
@@ -103,6 +104,8 @@ class CLMIA(Attack):
                  temperature: float, epochs: int, batch_size: int, lr: float, head_epochs: int, head_lr: float):
         require(set(contrastive_sets) <= set(EVAL_SETS), "contrastive_sets", list(contrastive_sets),
                 f"choose from {list(EVAL_SETS)}")
+        require(len(set(contrastive_sets) & set(SCORED)) != 1, "contrastive_sets", list(contrastive_sets),
+                f"list both of {list(SCORED)} or neither: an auditor cannot tell them apart (label-blind scoring)")
         self.lam, self.known_size = float(lam), known_size
         self.features, self.contrastive_sets = list(features), list(contrastive_sets)
         self.encoder_dims, self.dropout, self.temperature = list(encoder_dims), float(dropout), float(temperature)
@@ -112,7 +115,10 @@ class CLMIA(Attack):
     def run(self, ctx: AttackContext) -> AttackResult:
         pl = pseudo_label(ctx, self.lam, self.known_size)
         x_lab, y_lab, _ = labelled_training_set(ctx, pl, self.features)
-        x_pool = np.concatenate([feature_matrix(ctx.features[s], self.features) for s in self.contrastive_sets])
+        # The pool in uid order: its batches never depend on which evaluation set a pair sits in
+        # (docs/design.md §4, label-blind scoring), as they would if member_eval came first.
+        by_uid = np.argsort(np.concatenate([ctx.uids(s) for s in self.contrastive_sets]), kind="stable")
+        x_pool = np.concatenate([feature_matrix(ctx.features[s], self.features) for s in self.contrastive_sets])[by_uid]
         # Standardise with the unlabelled pool's statistics: cos and products are tiny next to the
         # embedding coordinates otherwise, and dropout noise should be on one scale for all columns.
         mean, std = x_pool.mean(0), x_pool.std(0) + 1e-6

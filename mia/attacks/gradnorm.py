@@ -11,14 +11,25 @@ pseudo-members; a logistic regression (D_no = 0, pseudo-members = 1) on (l, g) g
 It is fitted on the z-scored features (the original fits raw ones: same model up to the L2
 penalty, better conditioned).
 
-Two ways to choose the negatives each pair is contrasted with (`negatives`):
-- batch: the original. Groups of `batch_size` pairs of ONE set (members only meet members),
-  shuffled with the seed. The batch loss is the sum of the per-sample losses, as in the original
-  code. Sets are cut into near-equal batches (never one short tail batch whose smaller softmax
-  would shift its losses).
+Three ways to choose the negatives each pair is contrasted with (`negatives`):
+- mixed (default): the scored pairs are cut into batches of `batch_size` from ONE seeded shuffle
+  of their union (AttackContext.scored_order), so a pair's batch-mates are members and
+  non-members alike, drawn without looking at which set it sits in: its score does not depend on
+  its label (the label-blind invariant, docs/design.md §4). D_no and D_all are featurised the same
+  way, each as a seeded shuffle cut into batches (D_all mixes members and non-members, as the
+  scored batches do, so the regression is fitted on features of the kind it scores).
+- pure: the published script (lluisgomez/CLIP-MIA-Bench), kept to reproduce it. Batches of ONE
+  evaluation set: members only meet members, non-members only non-members. A pair's loss then
+  depends on its label through its batch-mates (member batch-mates are fitted too, so they
+  sharpen its softmax): a leak no auditor could exploit, which inflates the AUC (docs/design.md §4).
+  `batch`, this mode's old name, is refused.
 - fixed: every pair against the same bank of `bank_size` known non-members: its image vs [its
   text, bank texts] and its text vs [its image, bank images]. The bank is drawn from D_no with the
   seed and left out of the D_no used for z-scoring and training (a bank pair would meet itself).
+  Each pair's loss depends on that pair alone.
+In mixed and pure, the batch loss is the sum of the per-sample losses, as in the original code, and
+a set is cut into near-equal batches (never one short tail batch whose smaller softmax would shift
+its losses).
 
 The embeddings come from the feature store: no tower is re-run, the loss and gradient are a few
 matrix products (torch autograd): mia/attacks/contrastive.py, shared with `paramgrad`.
@@ -33,24 +44,32 @@ import torch
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.contrastive import logit_scale, loss_and_grad_norm, split_known
 from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
-from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
+from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN, SCORED
 from mia.validate import require
+
+
+NEGATIVES = ("mixed", "pure", "fixed")
 
 
 class GradNorm(Attack):
     name = "gradnorm"
 
     def __init__(self, *, negatives: str, batch_size: int, bank_size: int, C: float):
-        require(negatives in ("batch", "fixed"), "negatives", negatives, "choose 'batch' or 'fixed'")
+        require(negatives != "batch", "negatives", negatives,
+                "renamed 'pure' (batches of one evaluation set, the published script, which leaks the labels); "
+                "the label-blind default is 'mixed'")
+        require(negatives in NEGATIVES, "negatives", negatives, f"choose from {list(NEGATIVES)}")
         self.negatives, self.batch_size, self.bank_size, self.C = negatives, batch_size, bank_size, C
 
-    def _features(self, img, txt, scale, seed, bank):
-        """[n, 2] (loss, grad norm) of one set, in the set's order."""
+    def _features(self, img, txt, scale, seed, bank, order=None):
+        """[n, 2] (loss, grad norm) of one set of pairs, in the set's order; batches are cut from
+        `order` (positions in the set), by default a shuffle seeded by `seed`."""
         img, txt = torch.as_tensor(img, dtype=torch.float32), torch.as_tensor(txt, dtype=torch.float32)
         if bank is not None:  # each pair's loss is independent of the others: one group
             return torch.stack(loss_and_grad_norm(img, txt, scale, bank), 1).numpy()
         out = np.empty((len(img), 2), dtype=np.float32)
-        order = np.random.default_rng(seed).permutation(len(img))
+        if order is None:
+            order = np.random.default_rng(seed).permutation(len(img))
         for idx in np.array_split(order, math.ceil(len(img) / self.batch_size)):
             out[idx] = torch.stack(loss_and_grad_norm(img[idx], txt[idx], scale), 1).numpy()
         return out
@@ -62,19 +81,27 @@ class GradNorm(Attack):
         if self.negatives == "fixed":
             bank_idx, keep = split_known(len(known.uids), self.bank_size, ctx.seed)
             bank = (torch.as_tensor(known.image[bank_idx]), torch.as_tensor(known.text[bank_idx]))
-        sets = {NONMEMBER_KNOWN: keep, AUX_POOL: None, MEMBER_EVAL: None, NONMEMBER_EVAL: None}
+        # pure featurises each evaluation set alone (seeds 2, 3), mixed their union (seed 4)
+        sets = {NONMEMBER_KNOWN: keep, AUX_POOL: None}
+        if self.negatives != "mixed":
+            sets.update({MEMBER_EVAL: None, NONMEMBER_EVAL: None})
         feats = {}
         for i, (name, rows) in enumerate(sets.items()):
             f = ctx.features[name]
             img, txt = (f.image, f.text) if rows is None else (f.image[rows], f.text[rows])
             feats[name] = self._features(img, txt, scale, [ctx.seed, i], bank)
+        if self.negatives == "mixed":
+            img, txt = (np.concatenate([ctx.features[s].image for s in SCORED]),
+                        np.concatenate([ctx.features[s].text for s in SCORED]))
+            feats[MEMBER_EVAL], feats[NONMEMBER_EVAL] = ctx.split_scored(
+                self._features(img, txt, scale, None, None, order=ctx.scored_order(4)))
 
         (mem, non), diag = pseudo_label_scores(feats[NONMEMBER_KNOWN], feats[AUX_POOL],
                                                [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]],
                                                ctx.splits.aux_is_member, C=self.C)
         diagnostics = {"negatives": self.negatives, "logit_scale": scale, **diag,
                        "raw_means": feature_means(feats)}
-        if self.negatives == "batch":
+        if self.negatives != "fixed":
             diagnostics["batch_size"] = self.batch_size
         else:
             diagnostics["bank_size"] = self.bank_size

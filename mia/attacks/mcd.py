@@ -1,6 +1,10 @@
 """MCD, the Monte-Carlo dropout attack (docs/design.md §4): attention dropout p in every residual block of
 both towers, score = mean image-text cosine over `passes` stochastic forward passes.
 
+The pairs run in the label-blind order of their union (AttackContext.scored_order): a pass's
+dropout masks are drawn batch after batch, so a pair's masks, and its score, would otherwise depend
+on whether it sits among the members (first) or the non-members.
+
 Dropout runs on a deep copy of the target, so the target (shared with every other attack) is never
 touched. Only the attention modules are put in training mode; everything else (LayerNorm,
 BatchNorm of RN50, patch dropout, ...) stays in eval mode, so the only randomness is the dropout
@@ -81,9 +85,13 @@ class MCD(Attack):
         model, counts = with_attention_dropout(ctx.target.model, self.p)
         (mi, mt), (ni, nt) = ctx.tensors(MEMBER_EVAL), ctx.tensors(NONMEMBER_EVAL)
         images, tokens, n = torch.cat([mi, ni]), torch.cat([mt, nt]), len(mi)
-        # One seed per pass, derived from the job's seed: [passes, n] cosines.
+        # A pass's dropout masks are drawn in batch order, so a pair's masks depend on its position:
+        # the pairs run in the label-blind order of their union (docs/design.md §4), never members first.
+        order = torch.as_tensor(ctx.scored_order(0))
+        images, tokens = images[order], tokens[order]
+        # One seed per pass, derived from the job's seed: [passes, n] cosines, back in member + non-member order.
         seeds = np.random.SeedSequence(ctx.seed).generate_state(self.passes, dtype=np.uint64) >> 1
-        cos = np.stack([self.pass_cos(model, images, tokens, int(s)) for s in seeds])
+        cos = np.stack([self.pass_cos(model, images, tokens, int(s)) for s in seeds])[:, np.argsort(order.numpy())]
         score, std = cos.mean(0), cos.std(0)
         diagnostics = {
             "p": float(self.p),

@@ -1,6 +1,7 @@
 """What the attack tests share besides fixtures: the planted / null bars, synthetic feature
 contexts, and the shadow machinery's null context and synthetic statistics (LiRA and RMIA)."""
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,12 @@ from mia import distributed
 from mia.evaluation import metrics
 from mia.attacks.base import AttackContext, AttackResult
 from mia.attacks.shadows import References, ShadowTrainer, halves
+from mia.data.pairs import to_tensors
 from mia.data.splits import EVAL_SETS
 from mia.features import SplitFeatures, extract_features
 from mia.job import build_attacks
-from tests.helpers.config import CONF
+from mia.model import build_model
+from tests.helpers.config import CONF, compose_config
 
 NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (one set serves both)
 
@@ -230,3 +233,63 @@ def modality_context(planted: bool, n=100, seed=0) -> AttackContext:
         features[name] = SplitFeatures(np.array([f"{name}{i}" for i in range(n)]), img, txt, (img * txt).sum(1))
         raw[name] = (list(images), list(captions))
     return AttackContext(features=features, splits=None, target=target, seed=seed, _raw=raw)
+
+
+# --- label-blind scoring (tests/attacks/test_label_blind.py) -----------------------------------
+
+def untrained_model_context(n_eval=40, n_known=100, n_aux=100, seed=0) -> AttackContext:
+    """Every evaluation set, with raw pairs, features and a real (untrained) tiny CLIP
+    (conf/model/tiny.yaml): random images and captions of a small vocabulary, so every attack runs
+    on it in seconds. Label-blindness needs no memorisation, only a score for each pair."""
+    import torch
+    from PIL import Image
+
+    cfg = compose_config("logger=none")
+    torch.manual_seed(seed)
+    model, tokenizer, preprocess = build_model(cfg.model)
+    model.eval()
+    rng = np.random.default_rng(seed)
+    side, words = cfg.data.corpus.image_size, [f"w{i}" for i in range(40)]
+    sizes = {"member_eval": n_eval, "nonmember_eval": n_eval, "nonmember_known": n_known, "aux_pool": n_aux}
+    features, raw = {}, {}
+    for k, (name, size) in enumerate(sizes.items()):
+        images = [Image.fromarray(rng.integers(0, 256, (side, side, 3)).astype(np.uint8)) for _ in range(size)]
+        captions = [" ".join(rng.choice(words, int(rng.integers(4, 9)))) for _ in range(size)]
+        img_t, tok = to_tensors(images, captions, preprocess, tokenizer)
+        with torch.no_grad():
+            img = model.encode_image(img_t, normalize=True).numpy()
+            txt = model.encode_text(tok, normalize=True).numpy()
+        # uids interleave across sets, so that sorting them mixes the sets
+        uids = np.array([f"pair{i:04d}.{k}" for i in rng.permutation(size)])
+        features[name] = SplitFeatures(uids, img, txt, (img * txt).sum(1))
+        raw[name] = (images, captions)
+    splits = FeatureSplits(features, np.arange(n_aux) % 2 == 0)
+    target = SimpleNamespace(model=model, tokenizer=tokenizer, preprocess=preprocess, key="untrained")
+    return AttackContext(features=features, splits=splits, target=target, seed=seed, _raw=raw)
+
+
+def relabelled(ctx: AttackContext, moved: float = 1.0) -> AttackContext:
+    """The same pairs with the evaluation labels changed: the last `moved` share of member_eval and of
+    nonmember_eval cross over to the other set (1.0: the two sets exchange places; 0.5: half of each
+    moves, so every set is regrouped). What an attack that never looks at the labels cannot tell
+    from ctx. Compare scores by uid (scores_by_uid)."""
+    a, b = "member_eval", "nonmember_eval"
+    fa, fb = ctx.features[a], ctx.features[b]
+    ka, kb = len(fa.uids) - round(moved * len(fa.uids)), len(fb.uids) - round(moved * len(fb.uids))
+
+    def join(f, g, k, m):  # f's first k pairs, then g's pairs from m on
+        return SplitFeatures(*(np.concatenate([x[:k], y[m:]]) for x, y in
+                               zip((f.uids, f.image, f.text, f.cos), (g.uids, g.image, g.text, g.cos))))
+
+    features = {**ctx.features, a: join(fa, fb, ka, kb), b: join(fb, fa, kb, ka)}
+    raw = dict(ctx._raw)
+    if a in raw and b in raw:
+        (ia, ca), (ib, cb) = ctx._raw[a], ctx._raw[b]
+        raw[a] = (list(ia[:ka]) + list(ib[kb:]), list(ca[:ka]) + list(cb[kb:]))
+        raw[b] = (list(ib[:kb]) + list(ia[ka:]), list(cb[:kb]) + list(ca[ka:]))
+    return replace(ctx, features=features, splits=FeatureSplits(features, ctx.splits.aux_is_member), _raw=raw)
+
+
+def scores_by_uid(ctx: AttackContext, result) -> dict:
+    return dict(zip(np.r_[ctx.uids("member_eval"), ctx.uids("nonmember_eval")],
+                    np.r_[result.member_scores, result.nonmember_scores]))
