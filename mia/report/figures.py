@@ -61,13 +61,23 @@ def _band(ax, xs, ps, key, colour, label, style="-"):
         ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.2)
 
 
-def plot_attack_vs_n(pts, metric, path):
+def _size_series(pts):
+    """(figure, axes, [(series number, its tag in labels, its points)]) of the points against N, or
+    None where there are none."""
     series = point_series(pts, "size")
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for s_no, (name, ps) in enumerate(series.items()):
-        tag = f" ({name.split('@')[1]})" if len(series) > 1 else ""
+    return fig, ax, [(s_no, f" ({name.split('@')[1]})" if len(series) > 1 else "", ps)
+                     for s_no, (name, ps) in enumerate(series.items())]
+
+
+def plot_attack_vs_n(pts, metric, path):
+    drawn = _size_series(pts)
+    if drawn is None:
+        return None
+    fig, ax, series = drawn
+    for s_no, tag, ps in series:
         for a_no, attack in enumerate(attacks_of([r for p in ps for r in p["_rows"]])):
             # a TPR at low FPR only where the non-members resolve it (docs/design.md §5)
             have = [p for p in ps if p.get(f"{attack}/{metric}_mean") is not None
@@ -79,7 +89,7 @@ def plot_attack_vs_n(pts, metric, path):
                     label=f"Gaussian prediction from the gap{tag}")
     if metric == "auc":
         ax.axhline(0.5, color="gray", lw=0.8)
-    seeds = max(p["n_seeds"] for ps in series.values() for p in ps)
+    seeds = max(p["n_seeds"] for _, _, ps in series for p in ps)
     band = f"; band: +-1 sd over {seeds} training seeds" if seeds > 1 else ""
     ax.set(xscale="log", xlabel="training-set size N", ylabel="AUC" if metric == "auc" else "TPR at 1% FPR",
            title=f"{'AUC' if metric == 'auc' else 'TPR@1%FPR'} vs N, i.i.d. non-members{band}"
@@ -91,12 +101,11 @@ def plot_attack_vs_n(pts, metric, path):
 def plot_cosines_vs_n(pts, path):
     """Mean member and non-member cosine against N: whether the gap closes because members are fitted
     less tightly (capacity) or because non-members are matched better (generalisation)."""
-    series = point_series(pts, "size")
-    if not series:
+    drawn = _size_series(pts)
+    if drawn is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for s_no, (name, ps) in enumerate(series.items()):
-        tag = f" ({name.split('@')[1]})" if len(series) > 1 else ""
+    fig, ax, series = drawn
+    for s_no, tag, ps in series:
         xs = np.array([p["size"] for p in ps], float)
         for side, style in (("member", "-"), ("nonmember", "--")):
             _band(ax, xs, ps, f"{side}_cos", f"C{s_no}", f"{side.replace('non', 'non-')}s{tag}", style)
