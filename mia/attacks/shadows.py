@@ -22,7 +22,7 @@ Scale (`shadows.size`, one setting for lira and rmia, conf/shadows/default.yaml)
   scored pairs first (member_eval, nonmember_eval), then nonmember_known, then aux_pool, the last
   tier that fits in part drawn with the seed; the pairs left out are OUT of every shadow. Shadows
   are seeded by `shadows.seed`, not the job's seed, and their cache key holds neither the target's
-  key nor its seed, so the seeds of a sweep (and canary or defense-free... jobs of one N) share them.
+  key nor its seed, so the seeds of a sweep (and jobs with or without canaries) share them.
   A pool too small for N is refused right after the splits, before any model trains
   (`check_scale`), naming attack.<name>.shadows.size, the need and what would fit.
 - pool: today's shadows exactly (halves of the pool, seeded by the job's seed, keyed by the target).
@@ -33,7 +33,7 @@ Statistics (`statistic`), all per pair and computed alike for every shadow and t
   logit-scaled confidence LiRA uses for classifiers. Memorised pairs pile up just below a cosine
   ceiling; atanh spreads that pile out, so IN and OUT values are closer to Gaussian. On the planted
   test fixture it beat the raw cosine and the log-odds below (online 0.946 vs 0.937 / 0.881 AUC,
-  offline 0.893 vs 0.835 / 0.833, 8 shadows).
+  offline 0.893 vs 0.835 / 0.833, 8 shadows of shadows.size=pool).
 - cos: the raw cosine.
 - logodds: the contrastive log-odds of the pair against a fixed bank (nonmember_known, the pair
   itself left out), with the model's own temperature tau,
@@ -341,9 +341,11 @@ def check_scale(attacks: dict, size, splits, trainer: ShadowTrainer, epochs: int
                               f"reference pool ({n_pool // 2} of {n_pool} pairs), and {filler.where} holds "
                               f"{len(filler.uids)}; {fix}, or set shadows.size=pool (shadows on halves of the "
                               f"pool, {n_pool - n_pool // 2} pairs)")
-        log.info("%s: %d shadows x %d pairs (%d from halves of the reference pool of %d, %d filler from %s) x "
-                 "%d epochs = %d samples (shadows.size=target; the target: %d x %d)", name, m, size,
-                 size - need, n_pool, need, filler.where, epochs, m * size * epochs, size, epochs)
+        source = (f"{size - need} from halves of the reference pool of {n_pool}, {need} filler from {filler.where}"
+                  if 2 * size >= n_pool else f"halves of {2 * size} of the reference pool's {n_pool} pairs, "
+                  "the scored ones first; no filler")
+        log.info("%s: %d shadows x %d pairs (%s) x %d epochs = %d samples (shadows.size=target; the target: "
+                 "%d x %d)", name, m, size, source, epochs, m * size * epochs, size, epochs)
 
 
 def _load_tensors(ctx):

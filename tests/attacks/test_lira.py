@@ -33,7 +33,9 @@ from mia.attacks.rmia import RMIA
 from mia.attacks.shadows import (Filler, ShadowSettings, ShadowTrainer, check_scale, draw_filler, filler_need,
                                  halves, masked_mean, pool, references, scaled_halves, shadow_tag)
 from mia.cache import config_hash
-from mia.data.splits import EVAL_SETS
+from mia.data.shards import Index
+from mia.pipeline import run
+from mia.data.splits import EVAL_SETS, build_splits
 from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, pool_null_context, NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
 from tests.helpers.config import compose_config
@@ -119,6 +121,21 @@ def test_a_pool_too_small_for_n_is_refused_naming_the_key_the_need_and_the_fix(c
     check_scale(pooled, 16000, splits, trainer, 40)                    # pool: no filler, nothing refused
     with pytest.raises(ConfigError, match=r"attack\.lira\.shadows\.size='target': needs the target's N"):
         check_scale(attacks, None, splits, trainer, 40)
+
+
+def test_the_pairs_past_every_split_are_iid_held_out_pairs_no_set_uses():
+    def index(prefix, n):
+        return Index(np.array([f"{prefix}{i}" for i in range(n)]), np.array([f"{prefix}x " + "".join(chr(107 + int(d)) for d in str(i)) for i in range(n)]),
+                     np.array([f"http://{prefix}/{i}" for i in range(n)]))
+
+    split = {"seed": 0, "holdout": 400, "eval_size": 50, "known_size": 100, "aux_size": 100}
+    iid = build_splits(index("u", 1000), split, 200)
+    assert 190 <= len(iid.past) <= 400 - (50 + 100 + 50) and (iid.past == iid.spare).all()  # some de-duplicated
+    ood = build_splits(index("u", 1000), split, 200, nonmember_index=index("o", 800))
+    assert len(ood.past) > 390 and all(u.startswith("u") for u in ood.past)  # the member corpus's held out
+    for splits in (iid, ood):
+        for name in ("members", *EVAL_SETS):
+            assert not set(splits.past) & set(getattr(splits, name))
 
 
 def test_filler_never_takes_a_pair_of_a_split():
@@ -258,3 +275,10 @@ def test_lira_config_and_validation():
     cfg = compose_config("attack=[lira,rmia]", "shadows.size=pool", "logger=none")
     built = [instantiate(cfg.attack[name], _convert_="all") for name in ("lira", "rmia")]
     assert isinstance(built[1], RMIA) and {a.shadows.size for a in built} == {"pool"}
+
+
+def test_a_job_whose_pool_is_too_small_for_n_is_refused_before_any_training(make_cfg, tmp_path):
+    """debug=small: the held-out pairs past the splits are 150; N = 600 needs 325 filler pairs."""
+    with pytest.raises(ConfigError, match=r"attack\.lira\.shadows\.size='target': N = 600 needs 325 filler pairs"):
+        run(make_cfg("attack=lira", "data.size=600"))
+    assert not (tmp_path / ".cache" / "targets").exists()  # neither the target nor a shadow trained
