@@ -282,3 +282,20 @@ def test_a_job_whose_pool_is_too_small_for_n_is_refused_before_any_training(make
     with pytest.raises(ConfigError, match=r"attack\.lira\.shadows\.size='target': N = 600 needs 325 filler pairs"):
         run(make_cfg("attack=lira", "data.size=600"))
     assert not (tmp_path / ".cache" / "targets").exists()  # neither the target nor a shadow trained
+
+
+def test_filler_from_an_auditor_folder_leaves_out_the_splits_and_is_refused_when_short(planted_model):
+    """shadows.pool: the fixture's own shard folder stands in for the auditor's folder."""
+    ctx = planted_model
+    folder = str(Path(ctx.shards[0]).parent)
+    uids, _ = pool(ctx)
+    taken = np.concatenate([uids, ctx.splits.members])
+    trainer = ShadowTrainer(ctx.shadows.spec, ctx.shards, ctx.shadows.cache_dir, None, taken=taken)
+    filler = trainer.filler(folder)
+    assert len(filler.uids) == 1200 - len(set(taken)) and not set(filler.uids) & set(taken)
+    attacks = {"lira": make_attack("lira", shadows={**TARGET, "pool": folder})}
+    check_scale(attacks, 275 + len(filler.uids), ctx.splits, trainer, 30)  # fits exactly
+    with pytest.raises(ConfigError, match=rf"attack\.lira\.shadows\.size='target': N = 2000 needs 1725 filler pairs.*"
+                       rf"the folder shadows\.pool={folder} holds {len(filler.uids)}; point shadows\.pool at a "
+                       r"folder of at least 1725 pairs"):
+        check_scale(attacks, 2000, ctx.splits, trainer, 30)
