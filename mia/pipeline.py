@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from mia import distributed, plots, tracking
 from mia.attacks.base import AttackContext
-from mia.attacks.shadows import ShadowTrainer
+from mia.attacks.shadows import shadow_trainer
 from mia.data import canaries as canary_groups
 from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
@@ -53,6 +53,9 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
     members, nonmembers, splits = data.load(cache_dir)
     log.info("splits: %s", splits.summary())
     canaries = canary_groups.draw(data.canaries, splits)
+    # lira / rmia: a shadows.size=target whose filler pool is too small for N is refused here, before any training
+    shadows = shadow_trainer(job.attacks, job.train, splits, cache_dir, job.data.size if job.target.trains else
+                             job.target.size, canaries, job.data.split.holdout) if job.target.trains_shadows else None
     out, wandb_run = None, None
     if world.is_main:  # the job's folder and W&B run belong to rank 0
         out = output_dir(cfg)
@@ -77,8 +80,7 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
         # under data.shift the non-members' shards include the member shards: list each shard once
         shards = list(dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else [])))
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
-                            shadows=ShadowTrainer(job.train, shards, cache_dir, target.key)
-                            if job.target.trains_shadows else None, seed=job.seed)
+                            shadows=None if shadows is None else shadows(shards, target.key), seed=job.seed)
         indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
         record = _record(cfg, job, target, members, nonmembers, indexes, splits, features, features_hit, world)
         t_utility = time.time()

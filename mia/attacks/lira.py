@@ -1,6 +1,6 @@
 """LiRA, the likelihood ratio attack (Carlini et al. 2022), with shadow CLIPs trained on random
-halves of the auditor's reference pool (mia/attacks/shadows.py, which also defines the per-pair
-statistic s: by default atanh of the pair's cosine).
+halves of the auditor's reference pool, at the target's N by default (mia/attacks/shadows.py, which
+also defines the per-pair statistic s: by default atanh of the pair's cosine).
 
 For a pair with statistic s under the target, fit Gaussians to its statistic under the shadows
 that trained on it (IN) and those that did not (OUT):
@@ -34,16 +34,21 @@ from mia.validate import ConfigError, require
 
 
 def gaussian_fit(stats, mask, variance: str):
-    """Per-pair mean and std of stats[m, k] over the shadows with mask[m, k] (each pair has >= 1)."""
+    """Per-pair mean and std of stats[m, k] over the shadows with mask[m, k]. A pair no shadow has on
+    that side (left out of every shadow under shadows.size=target; never a scored pair) gets NaN and
+    takes no part in the pooled variance."""
     count = mask.sum(0)
+    seen = count > 0
     mean = masked_mean(stats, mask)
     sq = np.where(mask, (stats - mean) ** 2, 0).sum(0)
     if variance == "per_pair":
-        require(count.min() >= 2, "variance", variance, "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
-        std = np.sqrt(sq / (count - 1))
+        require(count[seen].min() >= 2, "variance", variance,
+                "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = np.sqrt(sq / (count - 1))
     elif variance == "global":
-        if count.min() >= 2:  # pooled within-pair variance
-            std = np.full_like(mean, np.sqrt(sq.sum() / (count - 1).sum()))
+        if count[seen].min() >= 2:  # pooled within-pair variance
+            std = np.full_like(mean, np.sqrt(sq[seen].sum() / (count[seen] - 1).sum()))
         else:                 # one shadow per side: only the spread across pairs is left
             std = np.full_like(mean, stats[mask].std())
     else:
@@ -59,10 +64,10 @@ class LiRA(Attack):
     name = "lira"
     needs_shadows = True
 
-    def __init__(self, *, num_shadows: int, mode: str, variance: str, statistic: str):
+    def __init__(self, *, num_shadows: int, mode: str, variance: str, statistic: str, shadows: dict):
         require(mode in ("online", "offline"), "mode", mode, "choose 'online' or 'offline'")
         require(variance in ("global", "per_pair"), "variance", variance, "choose 'global' or 'per_pair'")
-        check_shadow_settings(num_shadows, statistic)
+        self.shadows = check_shadow_settings(num_shadows, statistic, shadows)
         self.num_shadows, self.mode, self.variance, self.statistic = num_shadows, mode, variance, statistic
 
     def score(self, ref) -> np.ndarray:
@@ -77,7 +82,7 @@ class LiRA(Attack):
         return score[ref.eval_rows()]
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        ref = references(ctx, self.num_shadows, self.statistic)
+        ref = references(ctx, self.num_shadows, self.statistic, self.shadows)
         score = self.score(ref)
         ev = ref.eval_rows()
         mu_in, mu_out = masked_mean(ref.shadow_stats, ref.inside), masked_mean(ref.shadow_stats, ~ref.inside)

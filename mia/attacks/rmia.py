@@ -66,12 +66,13 @@ class RMIA(Attack):
     name = "rmia"
     needs_shadows = True
 
-    def __init__(self, *, num_shadows: int, mode: str, gamma: float, num_z: int, offline_a, break_ties: bool):
+    def __init__(self, *, num_shadows: int, mode: str, gamma: float, num_z: int, offline_a, break_ties: bool,
+                 shadows: dict):
         require(mode in ("online", "offline"), "mode", mode, "choose 'online' or 'offline'")
         require(offline_a == "auto" or (is_number(offline_a) and 0 <= offline_a <= 1), "offline_a", offline_a,
                 "'auto' or a number in [0, 1]")
         require(is_number(gamma) and gamma > 0, "gamma", gamma, "a number > 0")
-        check_shadow_settings(num_shadows, "logodds")
+        self.shadows = check_shadow_settings(num_shadows, "logodds", shadows)
         self.num_shadows, self.mode, self.gamma, self.num_z, self.offline_a = num_shadows, mode, gamma, num_z, offline_a
         self.break_ties = break_ties
         self.tuning: dict = {}
@@ -97,7 +98,7 @@ class RMIA(Attack):
         return score
 
     def run(self, ctx: AttackContext) -> AttackResult:
-        ref = references(ctx, self.num_shadows, "logodds")
+        ref = references(ctx, self.num_shadows, "logodds", self.shadows)
         score = self.score(ref, ctx.seed)
         n_mem = len(ctx.features[MEMBER_EVAL].uids)
         diagnostics = {**ref.diagnostics(), "mode": self.mode, "gamma": float(self.gamma),

@@ -47,6 +47,9 @@ class _Draw:
     pool: np.ndarray        # member pool uids, in order
     nonmembers: np.ndarray  # held-out (or OOD) uids, in order
     dropped: dict           # {"member pool" | "held out" | "OOD corpus": {rule: pairs dropped there}}
+    # the member-corpus (i.i.d.) uids of the held-out pairs: row for row with `nonmembers` where those are
+    # held-out pairs (i.i.d. or swapped), every kept held-out pair where the non-members are OOD
+    held: np.ndarray = None
 
     @property
     def total(self) -> int:
@@ -61,6 +64,7 @@ def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_
     drop_held, by_held = _dropped(held_codes, pool_codes, len(held), rules)
     draw = _Draw(member_index.uids[pool][~drop_pool], member_index.uids[held][~drop_held],
                  {"member pool": by_pool, "held out": by_held})
+    draw.held = draw.nonmembers
     if shifted_index is not None:
         # Shifted i.i.d. non-members (data.shift): the held-out rows the i.i.d. draw kept, read from
         # the shifted index and only filtered, like OOD ones, so the member pool stays the i.i.d. one.
@@ -68,6 +72,7 @@ def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_
         rows = held[~drop_held]
         drop_shift, by_shift = _dropped({r: c[rows] for r, c in codes[1].items()}, pool_codes, len(rows), rules)
         draw.nonmembers = shifted_index.uids[rows][~drop_shift]
+        draw.held = member_index.uids[rows][~drop_shift]
         draw.dropped["shifted held out"] = by_shift
     if nonmember_index is not None:
         # OOD non-members are only filtered, so the member pool (and the cached targets) do not
@@ -112,6 +117,9 @@ class Splits:
     dedup_by_rule: dict = field(default_factory=dict)  # {rule: pairs it dropped}, summed over the sides
     # held-out pairs that no non-member set uses, in order: where data.canaries come from (mia/data/canaries.py)
     spare: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    # i.i.d. member-corpus pairs past every split: held out, used by no set in any version (swapped or not);
+    # the same as `spare` for i.i.d. non-members. Shadow models take filler from it (mia/attacks/shadows.py)
+    past: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
 
     def summary(self) -> dict:
         return {"members": len(self.members), "member_pool": self.member_pool_size,
@@ -223,7 +231,7 @@ def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmemb
     splits = Splits(members=members, member_pool_size=len(pool_uids), member_eval=pool_uids[:k],
                     nonmember_eval=non_uids[:k], nonmember_known=non_uids[k:k + n_known],
                     aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=d.total, dedup_by_rule=by_rule,
-                    spare=non_uids[need:])
+                    spare=non_uids[need:], past=d.held if nonmember_index is not None else d.held[need:])
     check_disjoint(members=pool_uids[:n], nonmember_eval=splits.nonmember_eval,
                    nonmember_known=splits.nonmember_known, aux_nonmembers=aux_non)
     check_disjoint(member_eval=splits.member_eval, nonmember_known=splits.nonmember_known,

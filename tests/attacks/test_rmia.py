@@ -1,7 +1,8 @@
 """RMIA (offline and online) on the trained fixture and on synthetic statistics.
 
-The fixtures and the shadows are those of test_lira.py (same pool, same tags: one set of 8
-shadows serves both files; see its docstring). Measured on planted_model with 8 shadows: offline
+The fixtures and the shadows are those of test_lira.py (same pool, same settings: one set of 8
+shadows at the target's scale serves both files, and the null tests reuse the shadows.size=pool
+set; see its docstring). Measured on planted_model with 8 shadows: offline
 (a tuned to 0.8) 0.930 AUC, online 0.940; with 4 shadows 0.915 and 0.937.
 """
 import json
@@ -14,6 +15,9 @@ from mia.attacks.rmia import RMIA, reference_log_prob, tune_offline_a
 from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, result_of, synthetic_references
 from tests.helpers.config import compose_config
+
+TARGET = {"size": "target", "pool": None, "seed": 0}  # conf/shadows/default.yaml
+POOL = {**TARGET, "size": "pool"}                      # the shadows of before shadows.size existed
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
@@ -30,7 +34,7 @@ def test_rmia_planted_model(planted_model, mode):
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_rmia_null_model(pool_null, mode):
-    res = make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode).run(pool_null)
+    res = make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode, shadows=POOL).run(pool_null)
     assert res.diagnostics["shadows_trained"] == 0  # the planted pool's shadows, reused
     assert_null(res)
 
@@ -87,6 +91,8 @@ def test_rmia_config_and_validation():
     attack = instantiate(cfg.attack.rmia, _convert_="all")
     assert isinstance(attack, RMIA) and attack.mode == "offline" and attack.offline_a == "auto"
     assert (attack.gamma, attack.num_z) == (cfg.attack.rmia.gamma, cfg.attack.rmia.num_z)
-    for key, bad in [("mode", "both"), ("offline_a", 1.5), ("offline_a", "half"), ("gamma", 0)]:
+    assert attack.shadows.size == cfg.shadows.size == "target"
+    for key, bad in [("mode", "both"), ("offline_a", 1.5), ("offline_a", "half"), ("gamma", 0),
+                     ("shadows.size", "half")]:
         with pytest.raises(ConfigError, match=rf"attack\.rmia\.{key}"):
-            make_attack("rmia", **{key: bad})
+            make_attack("rmia", **({key: bad} if "." not in key else {"shadows": {**TARGET, key.split(".")[1]: bad}}))

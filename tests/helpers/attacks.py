@@ -111,7 +111,9 @@ def make_attack(name: str, **overrides):
     merged key by key, built as a job builds it: pipeline.build_attacks, which instantiates with
     _convert_="all" (the attack gets plain dicts and lists) and names a bad key attack.<name>.<key>."""
     cfg = OmegaConf.load(Path(CONF) / "attack" / f"{name}.yaml")[name]
-    return build_attacks(OmegaConf.create({name: OmegaConf.merge(cfg, overrides)}))[name]
+    root = OmegaConf.create({"attack": {name: OmegaConf.merge(cfg, overrides)},  # ${shadows} resolves here
+                             "shadows": OmegaConf.load(Path(CONF) / "shadows" / "default.yaml")})
+    return build_attacks(root.attack)[name]
 
 
 # --- shadows (LiRA, RMIA) ---------------------------------------------------------------------
