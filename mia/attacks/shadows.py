@@ -55,7 +55,7 @@ from scipy.special import logsumexp
 from mia.attacks.contrastive import logit_scale
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data import shards as sh
-from mia.data.corpus import _indexed
+from mia.data.corpus import indexed
 from mia.data.generated import Members
 from mia.data.splits import AUX_POOL, EVAL_SETS, NONMEMBER_KNOWN, SCORED
 from mia.features import embed
@@ -133,8 +133,8 @@ class ShadowTrainer:
             if folder is None:
                 uids, shards, where = self.past, [], "the held-out pool past the splits"
             else:
-                corpus = _indexed(f"shadows-{Path(folder).name}", sh.list_shards(folder, "shadows.pool"),
-                                  Path(self.cache_dir))
+                corpus = indexed(f"shadows-{Path(folder).name}", sh.list_shards(folder, "shadows.pool"),
+                                 Path(self.cache_dir))
                 uids, shards, where = corpus.index.uids, corpus.shards, f"the folder shadows.pool={folder}"
             self._fillers[folder] = Filler(np.sort(np.setdiff1d(uids, self.taken)), list(shards), where)
         return self._fillers[folder]

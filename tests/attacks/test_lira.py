@@ -37,7 +37,7 @@ from mia.data.shards import Index
 from mia.pipeline import run
 from mia.data.splits import EVAL_SETS, build_splits
 from mia.validate import ConfigError
-from tests.helpers.attacks import make_attack, pool_null_context, NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
+from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
 from tests.helpers.config import compose_config
 
 TARGET = {"size": "target", "pool": None, "seed": 0}  # conf/shadows/default.yaml
