@@ -101,8 +101,8 @@ def test_load_corpus_builds_glyphs_once(make_cfg, tmp_path):
     second = build(cfg.data, "data").member_corpus(tmp_path / "cache")
     assert second.shards[0].stat().st_mtime == mtime and second.fingerprint == first.fingerprint
     assert len(second.index) == 240 and first.shards[0].parent.name.startswith("glyphs-")
-    with pytest.raises(ValueError, match="no shifted sibling"):
-        build(cfg.data, "data").sibling_corpus(tmp_path / "cache")
+    with pytest.raises(ValueError, match="data.nonmembers='ood': glyphs has no shifted sibling"):
+        build(make_cfg("data=glyphs", "data.nonmembers=ood").data, "data")
 
 
 @needs_sources
