@@ -97,12 +97,18 @@ def seed_mean_delta_aucs(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
         prepared.append((a_m.size, a_n.size, metrics.auc_resampler(a_m, a_n), metrics.auc_resampler(b_m, b_n)))
     if not prepared:
         raise ValueError("no jobs")
+    # The seeds of a sweep score the same evaluation pairs: one draw of pairs per replicate serves
+    # every drawn seed, so repeating a job adds no confidence (as seed_mean_gap_table does).
+    shapes = {(n1, n0) for n1, n0, _, _ in prepared}
     out = np.empty(n_bootstrap)
     for b in range(n_bootstrap):
+        if len(shapes) == 1:
+            n1, n0 = next(iter(shapes))
+            shared = rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0))
         deltas = []
         for j in rng.integers(0, len(prepared), len(prepared)):
             n1, n0, fa, fb = prepared[j]
-            pi, ni = rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0))
+            pi, ni = shared if len(shapes) == 1 else (rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0)))
             deltas.append(fa(pi, ni)[0] - fb(pi, ni)[0])
         out[b] = np.mean(deltas)
     return out

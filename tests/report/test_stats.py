@@ -31,3 +31,13 @@ def test_seed_mean_delta_aucs_are_paired_and_pool_seeds():
 
 def both(pair):
     return np.r_[np.ones(len(pair[0])), np.zeros(len(pair[1]))], np.r_[pair[0], pair[1]]
+
+
+def test_repeating_one_job_as_seeds_adds_no_confidence():
+    """The seeds of a sweep score the same pairs: S copies of one job give one job's interval."""
+    rng = np.random.default_rng(1)
+    a = (rng.normal(0.3, 1, 300), rng.normal(0, 1, 300))
+    b = (a[0] + rng.normal(0, 1, 300), a[1] + rng.normal(0, 1, 300))
+    one = seed_mean_delta_aucs([(a, b)], 400, seed=3)
+    four = seed_mean_delta_aucs([(a, b)] * 4, 400, seed=3)
+    assert four.std() == pytest.approx(one.std(), rel=0.15)
