@@ -19,7 +19,7 @@ from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.evaluation import dataset_inference, metrics, results, scores, utility
-from mia.evaluation.scoring import calibrate, compare_with_csa, labelled, score_attack, score_canaries
+from mia.evaluation.scoring import calibrate, compare_with_csa, score_attack, score_canaries
 from mia.features import extract_features, released
 from mia.job import JobSpec
 from mia.provenance import git_revision
@@ -77,6 +77,8 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
             return None
         defense = job.train.defense
         features = released(defense, features)  # what the attacks and utility see (§11.4)
+        if canary_features is not None:  # the canaries are answered as every other query is
+            canary_features = released(defense, {MEMBER_EVAL: canary_features})[MEMBER_EVAL]
         # under data.shift the non-members' shards include the member shards: list each shard once
         shards = list(dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else [])))
         ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
@@ -153,7 +155,7 @@ def _attack(job, ctx, record, out) -> tuple[dict, dict]:
         scored = score_attack(attack, ctx, job.n_bootstrap, job.seed)
         res, m = scored.result, scored.metrics
         attack_scores[name] = (res.member_scores, res.nonmember_scores)
-        table = metrics.roc_table(*labelled(res.member_scores, res.nonmember_scores))
+        table = metrics.roc_table(*metrics.labelled(res.member_scores, res.nonmember_scores))
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
         vs_csa = None if name == results.REFERENCE else compare_with_csa(res, ctx, job.n_bootstrap, job.seed)
         calibrated, why_not = calibrate(attack, res, ctx)

@@ -45,7 +45,7 @@ from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.contrastive import logit_scale, loss_and_grad_norm, split_known
 from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
 from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN, SCORED
-from mia.validate import require
+from mia.validate import is_int, is_number, require
 
 
 NEGATIVES = ("mixed", "pure", "fixed")
@@ -59,6 +59,10 @@ class GradNorm(Attack):
                 "renamed 'pure' (batches of one evaluation set, the published script, which leaks the labels); "
                 "the label-blind default is 'mixed'")
         require(negatives in NEGATIVES, "negatives", negatives, f"choose from {list(NEGATIVES)}")
+        require(is_int(batch_size) and batch_size >= 2, "batch_size", batch_size,
+                "an integer >= 2 (a pair needs negatives)")
+        require(is_int(bank_size) and bank_size >= 1, "bank_size", bank_size, "an integer >= 1")
+        require(is_number(C) and C > 0, "C", C, "a number > 0")
         self.negatives, self.batch_size, self.bank_size, self.C = negatives, batch_size, bank_size, C
 
     def _features(self, img, txt, scale, seed, bank, order=None):

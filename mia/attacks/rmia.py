@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.shadows import check_shadow_settings, masked_mean, references
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_KNOWN
-from mia.validate import is_number, require
+from mia.validate import is_int, is_number, require
 
 A_GRID = np.round(np.arange(0, 1.01, 0.1), 2)
 
@@ -72,6 +72,8 @@ class RMIA(Attack):
         require(offline_a == "auto" or (is_number(offline_a) and 0 <= offline_a <= 1), "offline_a", offline_a,
                 "'auto' or a number in [0, 1]")
         require(is_number(gamma) and gamma > 0, "gamma", gamma, "a number > 0")
+        require(is_int(num_z) and num_z >= 1, "num_z", num_z, "an integer >= 1")
+        require(isinstance(break_ties, bool), "break_ties", break_ties, "true or false")
         self.shadows = check_shadow_settings(num_shadows, "logodds", shadows)
         self.num_shadows, self.mode, self.gamma, self.num_z, self.offline_a = num_shadows, mode, gamma, num_z, offline_a
         self.break_ties = break_ties

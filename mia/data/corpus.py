@@ -63,8 +63,9 @@ class Data(ABC):
     the shift, the split sizes and the canaries, each refused naming its key before any corpus is
     generated or read. A subclass per corpus (each data option's `_target_`) says where the pairs live."""
     name = "data"
-    extendable = False   # members may run past the shards (the embedded corpus generates them)
-    has_sibling = False  # a shifted sibling corpus exists (nonmembers=ood, data.shift > 0)
+    has_sibling = False  # a corpus of its own for the non-members exists (nonmembers=ood)
+    mixes_shift = False  # data.shift > 0 can swap the sibling's images and captions in, pair by pair
+    sibling_fix = "use data.nonmembers=iid"  # how to get OOD non-members where there is no sibling
     attributes = False   # captions follow a grammar the utility's attribute probe reads (docs/design.md §11.1)
 
     def __init__(self, *, size, nonmembers="iid", shift=0.0, shift_parts=("image", "caption"), in_memory="auto",
@@ -86,8 +87,7 @@ class Data(ABC):
     def _nonmembers(self, nonmembers) -> str:
         require(nonmembers in ("iid", "ood"), "data.nonmembers", nonmembers, "choose iid or ood")
         require(nonmembers == "iid" or self.has_sibling, "data.nonmembers", nonmembers,
-                f"{self.name} has no shifted sibling corpus; use data.nonmembers=iid" if self.name != "webdataset"
-                else "needs data.ood_path")
+                f"{self.name} has no shifted sibling corpus; {self.sibling_fix}")
         return nonmembers
 
     def _shift(self, shift, parts) -> tuple[float, tuple]:
@@ -101,7 +101,7 @@ class Data(ABC):
                 all(p in SHIFT_PARTS for p in parts), "data.shift_parts", parts,
                 f"must be a non-empty list of distinct parts out of [{','.join(SHIFT_PARTS)}], e.g. "
                 "data.shift_parts=[caption]")
-        require(shift == 0 or self.has_sibling and self.name == "synthetic", "data.shift", shift,
+        require(shift == 0 or self.mixes_shift, "data.shift", shift,
                 f"only the embedded corpus has a shifted sibling to mix into the non-members, and this is "
                 f"data={self.name}; set data.shift=0")
         require(shift == 0 or self.nonmembers == "iid", "data.shift", shift,
@@ -156,7 +156,7 @@ class Data(ABC):
 class Synthetic(Data):
     """data=synthetic: the embedded corpus (mia/data/synthetic.py), generated once into the cache, with
     members past its shards generated in the loader and a shifted sibling for OOD non-members."""
-    name, extendable, has_sibling = "synthetic", True, True
+    name, has_sibling, mixes_shift = "synthetic", True, True
 
     def _generated(self, style: str, cache_dir: Path) -> Corpus:
         folder = generated_shards(f"synthetic-{style}", {**self.corpus, "style": style}, cache_dir)
@@ -195,7 +195,7 @@ class Glyphs(Data):
 class WebDataset(Data):
     """data=webdataset: the user's own img2dataset / DataComp shard folder (data.path), and for OOD
     non-members another corpus's folder (data.ood_path)."""
-    name = "webdataset"
+    name, sibling_fix = "webdataset", "point data.ood_path at another corpus's shards"
 
     def __init__(self, *, path, ood_path=None, **common):
         if path is None:
@@ -243,9 +243,6 @@ class Audit(Data):
 
     def sibling_corpus(self, cache_dir: Path) -> Corpus:
         return self._side("nonmembers", cache_dir)
-
-    def extension(self) -> None:
-        return None
 
 
 def load_shifted(corpus: dict, members: Corpus, cache_dir: Path, shift: float, parts: tuple) -> Corpus:

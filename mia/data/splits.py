@@ -11,7 +11,7 @@ The member pool depends only on the member corpus, split.seed and split.holdout.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -97,6 +97,8 @@ class SplitSpec:
     @classmethod
     def parse(cls, cfg) -> "SplitSpec":
         """From the `data.split` mapping; a bad value is refused naming its key."""
+        for key in sorted(set(cfg) - {f.name for f in fields(cls)}):
+            raise ConfigError(f"data.split.{key}", need="is not a setting of data.split (conf/shared/data.yaml)")
         require(is_int(cfg["seed"]) and cfg["seed"] >= 0, "data.split.seed", cfg["seed"], "must be an integer >= 0")
         return cls(seed=int(cfg["seed"]), holdout=parse_size(cfg["holdout"], "data.split.holdout", minimum=0),
                    eval_size=parse_size(cfg["eval_size"], "data.split.eval_size"),

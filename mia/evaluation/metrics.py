@@ -187,15 +187,15 @@ def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
     Returns delta_auc, delta_auc_ci95, delta_tpr_at_fpr_1e-2 and its ci95, p_value (two-sided,
     bootstrap, of Delta AUC) and delong_p_value (DeLong's test of Delta AUC, delong below).
     """
-    (a_pos, a_neg), (b_pos, b_neg) = (_split(*_labelled(*a)), _split(*_labelled(*b)))
+    (a_pos, a_neg), (b_pos, b_neg) = (_split(*labelled(*a)), _split(*labelled(*b)))
     if (a_pos.size, a_neg.size) != (b_pos.size, b_neg.size):
         raise ValueError(f"paired comparison needs the same pairs: {a_pos.size}+{a_neg.size} against "
                          f"{b_pos.size}+{b_neg.size} scores")
     fa, fb = _resampled_metrics(a_pos, a_neg), _resampled_metrics(b_pos, b_neg)
     deltas = (_bootstrap(n_bootstrap, (a_pos.size, a_neg.size), seed, lambda pi, ni: fa(pi, ni) - fb(pi, ni))
               if n_bootstrap else np.empty((0, 1 + len(FPR_TARGETS))))
-    ma = roc_metrics(*_labelled(a_pos, a_neg), n_bootstrap=0)
-    mb = roc_metrics(*_labelled(b_pos, b_neg), n_bootstrap=0)
+    ma = roc_metrics(*labelled(a_pos, a_neg), n_bootstrap=0)
+    mb = roc_metrics(*labelled(b_pos, b_neg), n_bootstrap=0)
     return {"delta_auc": ma["auc"] - mb["auc"], "delta_auc_ci95": _summary(deltas[:, 0])[1],
             "delta_tpr_at_fpr_1e-2": ma["tpr_at_fpr_1e-2"] - mb["tpr_at_fpr_1e-2"],
             "delta_tpr_at_fpr_1e-2_ci95": _summary(deltas[:, 1])[1],
@@ -203,7 +203,8 @@ def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
             "delong_p_value": delong(a, b)["p_value"], "n_bootstrap": int(n_bootstrap)}
 
 
-def _labelled(member, nonmember):
+def labelled(member, nonmember):
+    """(scores, labels) of two scored sets, members first: labels 1 for a member, 0 for a non-member."""
     member, nonmember = np.asarray(member, np.float64).ravel(), np.asarray(nonmember, np.float64).ravel()
     return np.r_[member, nonmember], np.r_[np.ones(member.size), np.zeros(nonmember.size)]
 
@@ -227,7 +228,7 @@ def delong(a, b) -> dict:
     var(V10_A - V10_B) / n1 + var(V01_A - V01_B) / n0 (sample variances, ddof 1), and
     z = Delta / sd gives a two-sided normal p-value. Identical placements give var 0: p = 1.
     """
-    (a_pos, a_neg), (b_pos, b_neg) = _split(*_labelled(*a)), _split(*_labelled(*b))
+    (a_pos, a_neg), (b_pos, b_neg) = _split(*labelled(*a)), _split(*labelled(*b))
     if (a_pos.size, a_neg.size) != (b_pos.size, b_neg.size) or min(a_pos.size, a_neg.size) < 2:
         raise ValueError("DeLong's test needs the same pairs for both attacks, at least 2 per class")
     a10, a01 = _structural_components(a_pos, a_neg)

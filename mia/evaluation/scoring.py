@@ -17,11 +17,6 @@ from mia.evaluation import metrics
 log = logging.getLogger(__name__)
 
 
-def labelled(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, labels) of the two scored sets, members first: labels 1 for a member, 0 for a non-member."""
-    scores = np.concatenate([member_scores, nonmember_scores])
-    return scores, np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-
 
 @dataclass
 class Scored:
@@ -34,7 +29,8 @@ def score_attack(attack, ctx: AttackContext, n_bootstrap: int, seed: int) -> Sco
     """Run `attack` on `ctx` and measure its scores against the membership labels."""
     t0 = time.time()
     res = attack(ctx)
-    m = metrics.roc_metrics(*labelled(res.member_scores, res.nonmember_scores), n_bootstrap=n_bootstrap, seed=seed)
+    m = metrics.roc_metrics(*metrics.labelled(res.member_scores, res.nonmember_scores), n_bootstrap=n_bootstrap,
+                            seed=seed)
     return Scored(res, m, time.time() - t0)
 
 

@@ -25,7 +25,8 @@ from mia.provenance import git_revision
 from mia.training import optim
 from mia.training.module import CLIPTarget
 from mia.training.spec import TrainSpec, plan, target_key
-from mia.validate import ConfigError, require
+from mia.sizes import parse_size
+from mia.validate import ConfigError, is_int, require
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,10 @@ class FromCheckpoint:
                               "target=checkpoint needs exactly one of target.path (a checkpoint file or an exported "
                               "open_clip folder) and target.pretrained (an open_clip pretrained tag)")
         require(isinstance(train_shadows, bool), "target.train_shadows", train_shadows, "must be true or false")
-        self.path, self.pretrained, self.size, self.epochs = path, pretrained, size, epochs
+        require(epochs is None or (is_int(epochs) and epochs >= 1), "target.epochs", epochs,
+                "must be null (unknown) or an integer >= 1")
+        self.path, self.pretrained, self.epochs = path, pretrained, epochs
+        self.size = None if size is None else parse_size(size, "target.size")
         self.trains_shadows = train_shadows
 
     def obtain(self, spec: TrainSpec, *, model_cfg, cache_dir, **_) -> Target:
