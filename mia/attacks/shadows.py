@@ -371,10 +371,9 @@ def shadow_embeddings(shadow, pool_key: str, tensors):
 
 def references(ctx, num_shadows: int, statistic: str = "fisher", settings: ShadowSettings | None = None) -> References:
     """Train (or load) the shadows and compute the statistic of every pool pair under each.
-    `settings` None: shadows.size=pool."""
+    `settings` None: shadows.size=pool. The attack checked num_shadows and statistic when it was built
+    (check_shadow_settings)."""
     settings = settings or ShadowSettings("pool", None, 0)
-    check_num_shadows(num_shadows)
-    require(statistic in STATISTICS, "statistic", statistic, f"choose one of {STATISTICS}")
     if ctx.shadows is None:
         raise ValueError("this attack needs shadow models, and this job has no way to train them")
     uids, offsets = pool(ctx)
