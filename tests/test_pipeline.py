@@ -60,7 +60,7 @@ def test_second_run_hits_the_cache(make_cfg, caplog):
 @pytest.mark.parametrize("override,message", [
     ("data.size=12q", "data.size='12q' is not a size"),
     ("data.in_memory=sometimes", "data.in_memory=.sometimes.: must be true, false or auto"),
-    ("data.split.eval_size=400", "eval_size=400 exceeds data.size=300"),
+    ("data.split.known_size=100k", "the non-member sets need 100"),
     ("data.nonmembers=other", "data.nonmembers='other'"),
 ])
 def test_bad_input_is_refused_before_training(make_cfg, tmp_path, override, message):

@@ -3,10 +3,11 @@ disjoint before anything is trained.
 
 Member corpus, after a seeded permutation:  [ held out (H) | member pool ]
 - member pool: a target with data.size=N trains on its first N uids (nested across a sweep);
-- member_eval: the first K uids of the pool, so members of every target with N >= K;
+- member_eval: the first K uids of the pool (K = scored_size: eval_size, at most N - aux_size/2);
 - held out (or the shifted corpus, for nonmembers=ood): nonmember_eval (K), then
   nonmember_known (D_no), then the non-member half of aux_pool (D_all). Under data.shift the
   held-out pairs are read from the member corpus with some images or captions swapped (§2.6).
+When the held-out part is short of the non-member sets, it grows from the far end of the pool (_grow).
 The member pool depends only on the member corpus, split.seed and split.holdout.
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ class _Draw:
     # the member-corpus (i.i.d.) uids of the held-out pairs: row for row with `nonmembers` where those are
     # held-out pairs (i.i.d. or swapped), every kept held-out pair where the non-members are OOD
     held: np.ndarray = None
+    extra: int = 0          # held-out pairs taken from the far end of the permutation (_grow)
 
     @property
     def total(self) -> int:
@@ -57,19 +59,26 @@ class _Draw:
 
 
 def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_order=None,
-          shifted_index=None) -> _Draw:
-    held, pool = order[:holdout], order[holdout:]
+          shifted_index=None, extra: int = 0) -> _Draw:
+    """`extra` > 0 grows the held-out part from the far end of the permutation (see _grow): those pairs
+    are only filtered against the pool, like OOD ones, so the pool's first uids stay what they were."""
+    end = len(order) - extra
+    held, pool, far = order[:holdout], order[holdout:end], order[end:]
     pool_codes, held_codes = ({r: c[rows] for r, c in codes[0].items()} for rows in (pool, held))
     drop_pool, by_pool = _dropped(pool_codes, held_codes, len(pool), rules)
     drop_held, by_held = _dropped(held_codes, pool_codes, len(held), rules)
-    draw = _Draw(member_index.uids[pool][~drop_pool], member_index.uids[held][~drop_held],
-                 {"member pool": by_pool, "held out": by_held})
+    rows = held[~drop_held]
+    dropped = {"member pool": by_pool, "held out": by_held}
+    if extra:
+        drop_far, dropped["held out (far end)"] = _dropped({r: c[far] for r, c in codes[0].items()}, pool_codes,
+                                                          len(far), rules)
+        rows = np.concatenate([rows, far[~drop_far]])
+    draw = _Draw(member_index.uids[pool][~drop_pool], member_index.uids[rows], dropped)
     draw.held = draw.nonmembers
     if shifted_index is not None:
         # Shifted i.i.d. non-members (data.shift): the held-out rows the i.i.d. draw kept, read from
         # the shifted index and only filtered, like OOD ones, so the member pool stays the i.i.d. one.
         # Unswapped rows passed this very filter above: at shift 0 the draw is the i.i.d. one.
-        rows = held[~drop_held]
         drop_shift, by_shift = _dropped({r: c[rows] for r, c in codes[1].items()}, pool_codes, len(rows), rules)
         draw.nonmembers = shifted_index.uids[rows][~drop_shift]
         draw.held = member_index.uids[rows][~drop_shift]
@@ -81,9 +90,27 @@ def _draw(member_index, codes, order, holdout, rules, nonmember_index=None, ood_
         drop_ood, by_ood = _dropped(ood_codes, pool_codes, len(ood_order), rules)
         draw.nonmembers = nonmember_index.uids[ood_order][~drop_ood]
         draw.dropped["OOD corpus"] = by_ood
+    draw.extra = extra
     return draw
 
 
+def _grow(draw, d: _Draw, sizes: "_Sizes", corpus: int) -> _Draw:
+    """The draw whose held-out part holds the i.i.d. non-member sets, grown from the far end of the
+    permutation when `data.split.holdout` is short (large eval_size): the member pool loses pairs only
+    past its first N, so members, member_eval and the cached targets stay the same. `d` itself when it
+    needs no growth, or when growing would reach into the first N pairs of the pool."""
+    extra, got = 0, d
+    for _ in range(5):  # de-duplication may drop a few of the far-end pairs: grow by the shortfall again
+        short = sizes.need - len(got.nonmembers)
+        if short <= 0:
+            return got
+        extra += short
+        if sizes.holdout + extra >= corpus:
+            return d
+        got = draw(sizes.holdout, extra)
+        if len(got.pool) < sizes.n:
+            return d
+    return d
 @dataclass(frozen=True)
 class SplitSpec:
     """`data.split`, parsed once: sizes as integers, the de-duplication rules checked."""
@@ -110,6 +137,7 @@ class SplitSpec:
 class Splits:
     members: np.ndarray | Members  # uids the target trains on: member_pool[:N], or past it (Members)
     member_pool_size: int
+    held_out_extra: int  # held-out pairs taken from the far end of the member pool (large eval_size), or 0
     member_eval: np.ndarray
     nonmember_eval: np.ndarray
     nonmember_known: np.ndarray
@@ -125,6 +153,7 @@ class Splits:
 
     def summary(self) -> dict:
         return {"members": len(self.members), "member_pool": self.member_pool_size,
+                "held_out_extra": self.held_out_extra,
                 **{name: len(getattr(self, name)) for name in EVAL_SETS},
                 "aux_members": int(self.aux_is_member.sum()), "dedup_dropped": self.dedup_dropped,
                 "dedup_by_rule": dict(self.dedup_by_rule)}
@@ -147,6 +176,14 @@ def _refuse_duplicate_uids(uids, where):
         dup = values[counts > 1]
         raise ValueError(f"{where}: {len(dup)} uids occur more than once (e.g. {list(dup[:3])}); a uid could "
                          "land on both sides of the member / non-member boundary, so the split is refused")
+
+
+def scored_size(n: int, eval_size: int, aux_size: int) -> int:
+    """K, the members (and non-members) scored: data.split.eval_size, but at most the members D_all does
+    not need, N - its member half, so weak supervision keeps trained members to learn from (at least
+    min(N, eval_size) when N is below that half)."""
+    room = n - (aux_size - aux_size // 2)
+    return min(eval_size, room) if room >= 1 else min(eval_size, n)
 
 
 @dataclass(frozen=True)
@@ -201,12 +238,15 @@ def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmemb
     ood_order = None if nonmember_index is None else np.random.default_rng(split.seed).permutation(
         len(nonmember_index))
 
-    def draw(holdout):
-        return _draw(member_index, codes, order, holdout, rules, nonmember_index, ood_order, shifted_index)
+    def draw(holdout, extra=0):
+        return _draw(member_index, codes, order, holdout, rules, nonmember_index, ood_order, shifted_index, extra)
 
     d = draw(sizes.holdout) if sizes.holdout < len(member_index) else None
     if whole and d is not None:
         sizes = replace(sizes, n=len(d.pool))
+    sizes = replace(sizes, k=scored_size(sizes.n, sizes.k, sizes.aux))
+    if d is not None and not whole and nonmember_index is None:
+        d = _grow(draw, d, sizes, len(member_index))
     problem = _problem(d, sizes, size, len(member_index), rules, ood=nonmember_index is not None,
                        extendable=extension is not None)
     if problem:
@@ -230,7 +270,7 @@ def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmemb
     truth = np.concatenate([np.ones(len(aux_mem), bool), np.zeros(len(aux_non), bool)])
     perm = np.random.default_rng(split.seed + 1).permutation(len(aux))  # attackers see no order
     by_rule = {r: sum(side.get(r, 0) for side in d.dropped.values()) for r in rules}
-    splits = Splits(members=members, member_pool_size=len(pool_uids), member_eval=pool_uids[:k],
+    splits = Splits(members=members, member_pool_size=len(pool_uids), held_out_extra=d.extra, member_eval=pool_uids[:k],
                     nonmember_eval=non_uids[:k], nonmember_known=non_uids[k:k + n_known],
                     aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=d.total, dedup_by_rule=by_rule,
                     spare=non_uids[need:], past=d.held if nonmember_index is not None else d.held[need:])
@@ -253,9 +293,6 @@ def _refuse_generated_nonmembers(members: Members, nonmembers):
 def _problem(d, sizes, size, corpus, rules, ood, extendable=False) -> str | None:
     """Why these sizes do not fit the drawn split, naming the keys and any de-duplication rule that
     took pairs from the short side; None if they fit."""
-    if sizes.k > sizes.n:
-        return (f"data.split.eval_size={sizes.k} exceeds data.size={sizes.n}: member_eval must be members of "
-                "every target (K <= the smallest N of a sweep)")
     if d is None:
         return f"data.split.holdout={sizes.holdout} leaves no member pool in a corpus of {corpus}"
     if sizes.n > len(d.pool) and not extendable:
@@ -270,10 +307,13 @@ def _problem(d, sizes, size, corpus, rules, ood, extendable=False) -> str | None
         have = (f"the OOD corpus (data.ood_path) holds only {len(d.nonmembers)}" if ood else
                 f"only {len(d.nonmembers)} are held out")
         after = f" after de-duplication dropped {dropped}{_by_rule(by_rule)}" if dropped else ""
+        far = "" if ood else (f", and the far end of the member pool past data.size={sizes.n} holds only "
+                              f"{max(0, len(d.pool) - sizes.n)} more")
         remedy = "lower those sizes or use a larger OOD corpus" if ood else \
-            "raise data.split.holdout or lower those sizes"
-        return (f"non-member sets need {sizes.need} pairs (eval_size + known_size + aux_size/2) but {have}"
-                f"{after}; {remedy}{_fewer_rules(by_rule, rules)}")
+            "raise data.split.holdout or data.corpus.size, or lower those sizes"
+        return (f"data.split.eval_size={sizes.k}: the non-member sets need {sizes.need} pairs (eval_size {sizes.k} + "
+                f"known_size {sizes.known} + aux_size/2 {sizes.aux // 2}) but {have}{after}{far}; "
+                f"{remedy}{_fewer_rules(by_rule, rules)}")
     return None
 
 

@@ -66,15 +66,46 @@ def test_size_larger_than_pool():
         build_splits(index(1000), SPLIT, "900")
 
 
-def test_eval_larger_than_size():
-    with pytest.raises(ValueError, match="eval_size=50 exceeds data.size=20"):
-        build_splits(index(1000), SPLIT, 20)
+def test_eval_size_is_capped_so_aux_keeps_its_members():
+    """K = min(eval_size, N - D_all's member half): weak supervision keeps trained members to learn from."""
+    big = OmegaConf.merge(SPLIT, {"eval_size": 400})
+    s = build_splits(index(1000), big, 200)
+    assert len(s.member_eval) == len(s.nonmember_eval) == 150 and s.aux_is_member.sum() == 50
+    assert np.isin(s.member_eval, s.members).all()
+    tiny = build_splits(index(1000), SPLIT, 20)   # N below D_all's member half: K = min(N, eval_size)
+    assert len(s.member_eval) == 150 and len(tiny.member_eval) == len(tiny.nonmember_eval) == 20
+
+
+def test_held_out_part_grows_from_the_far_end_without_touching_the_members():
+    idx = index(1000)
+    base = build_splits(idx, SPLIT, 200)
+    big = build_splits(idx, OmegaConf.merge(SPLIT, {"eval_size": 150, "known_size": 200}), 200)
+    assert base.held_out_extra == 0 and big.held_out_extra == 150 + 200 + 50 - 300
+    assert np.array_equal(big.members, base.members)                 # the same target
+    assert np.array_equal(big.member_eval, base.members[:150])
+    assert np.array_equal(big.nonmember_eval[:50], base.nonmember_eval)
+    assert len(big.nonmember_eval) == 150 and len(big.nonmember_known) == 200
+    assert big.member_pool_size == base.member_pool_size - big.held_out_extra
+    non = np.concatenate([big.nonmember_eval, big.nonmember_known, big.aux_pool[~big.aux_is_member]])
+    check_disjoint(members=big.members, nonmembers=non)
+    # Training data of every N the shortened pool holds is unchanged; the far end is only filtered, so
+    # de-duplication never takes a member from the pool because of it.
+    rep, _ = repetitive_index()
+    r0 = build_splits(rep, SPLIT, 100)
+    r1 = build_splits(rep, OmegaConf.merge(SPLIT, {"eval_size": 100, "known_size": 150}), 100)
+    assert r1.held_out_extra > 0 and np.array_equal(r0.members, r1.members)
+    caps = dict(zip(rep.uids, (normalise_caption(c) for c in rep.captions)))
+    assert not {caps[u] for u in r1.members} & {caps[u] for u in np.concatenate([r1.nonmember_eval,
+                                                                                 r1.nonmember_known])}
 
 
 def test_too_few_held_out():
+    """Growth may not reach into the first N pairs of the pool: then the sizes are refused with a fit."""
     cfg = OmegaConf.merge(SPLIT, {"known_size": 400})
-    with pytest.raises(ValueError, match="raise data.split.holdout"):
-        build_splits(index(1000), cfg, 100)
+    with pytest.raises(ValueError, match=r"data.split.eval_size=50: the non-member sets need 500 pairs .*far end "
+                                         r"of the member pool past data.size=600 holds only 100 more; raise "
+                                         r"data.split.holdout.*Sizes that fit"):
+        build_splits(index(1000), cfg, 600)
 
 
 def test_overlapping_uids_are_refused():
@@ -203,7 +234,8 @@ def test_errors_name_the_rule_and_suggest_sizes_that_fit():
         build_splits(idx, split, 1000)
     message = str(err.value)
     assert re.search(r"non-member sets need 2000 pairs .* but only \d+ are held out after de-duplication "
-                     r"dropped \d+ \(caption: \d+, url: \d+\); raise data.split.holdout or lower those sizes, or "
+                     r"dropped \d+ \(caption: \d+, url: \d+\), and the far end of the member pool past data.size=1000 "
+                     r"holds only \d+ more; raise data.split.holdout or data.corpus.size, or lower those sizes, or "
                      r"set data.split.dedup=\[url\]\. Sizes that fit this corpus of 8115 pairs: data.split.holdout=",
                      message), message
     fitted = build_splits(idx, *refit(err.value, split, 1000))
