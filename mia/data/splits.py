@@ -120,6 +120,8 @@ class SplitSpec:
     known_size: int   # D_no
     aux_size: int     # D_all
     dedup: tuple = dedup.DEFAULT_DEDUP
+    validation: int = 0   # V members and V non-members set aside for choosing settings (docs/design.md §2.3)
+    scored: str = "eval"  # which pairs the attacks score: eval (the reported ones) or validation
 
     @classmethod
     def parse(cls, cfg) -> "SplitSpec":
@@ -130,7 +132,9 @@ class SplitSpec:
         return cls(seed=int(cfg["seed"]), holdout=parse_size(cfg["holdout"], "data.split.holdout", minimum=0),
                    eval_size=parse_size(cfg["eval_size"], "data.split.eval_size"),
                    known_size=parse_size(cfg["known_size"], "data.split.known_size"),
-                   aux_size=parse_size(cfg["aux_size"], "data.split.aux_size"), dedup=dedup.dedup_rules(cfg))
+                   aux_size=parse_size(cfg["aux_size"], "data.split.aux_size"), dedup=dedup.dedup_rules(cfg),
+                   validation=parse_size(cfg.get("validation", 0), "data.split.validation", minimum=0),
+                   scored=_scored(cfg.get("scored", "eval"), cfg.get("validation", 0)))
 
 
 @dataclass
@@ -145,6 +149,8 @@ class Splits:
     aux_is_member: np.ndarray    # ground truth of aux_pool, for diagnostics only, never for attacks
     dedup_dropped: int  # pairs dropped on either side of the boundary
     dedup_by_rule: dict = field(default_factory=dict)  # {rule: pairs it dropped}, summed over the sides
+    scored: str = "eval"  # eval: member_eval / nonmember_eval are the evaluation pairs; validation: the
+    #   validation pairs stand in their place, and the evaluation pairs are in no set at all
     # held-out pairs that no non-member set uses, in order: where data.canaries come from (mia/data/canaries.py)
     spare: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
     # i.i.d. member-corpus pairs past every split: held out, used by no set in any version (swapped or not);
@@ -155,7 +161,7 @@ class Splits:
         return {"members": len(self.members), "member_pool": self.member_pool_size,
                 "held_out_extra": self.held_out_extra,
                 **{name: len(getattr(self, name)) for name in EVAL_SETS},
-                "aux_members": int(self.aux_is_member.sum()), "dedup_dropped": self.dedup_dropped,
+                "aux_members": int(self.aux_is_member.sum()), "scored": self.scored, "dedup_dropped": self.dedup_dropped,
                 "dedup_by_rule": dict(self.dedup_by_rule)}
 
 
@@ -178,12 +184,19 @@ def _refuse_duplicate_uids(uids, where):
                          "land on both sides of the member / non-member boundary, so the split is refused")
 
 
+def _scored(value, validation) -> str:
+    require(value in ("eval", "validation"), "data.split.scored", value, "must be eval or validation")
+    require(value == "eval" or parse_size(validation, "data.split.validation", minimum=0) > 0, "data.split.scored",
+            value, "needs validation pairs: set data.split.validation (e.g. 500)")
+    return value
+
+
 def scored_size(n: int, eval_size: int, aux_size: int) -> int:
     """K, the members (and non-members) scored: data.split.eval_size, but at most the members D_all does
     not need, N - its member half, so weak supervision keeps trained members to learn from (at least
     min(N, eval_size) when N is below that half)."""
     room = n - (aux_size - aux_size // 2)
-    return min(eval_size, room) if room >= 1 else min(eval_size, n)
+    return min(eval_size, room) if room >= 1 else max(0, min(eval_size, n))
 
 
 @dataclass(frozen=True)
@@ -193,11 +206,13 @@ class _Sizes:
     known: int     # data.split.known_size
     aux: int       # data.split.aux_size
     holdout: int   # data.split.holdout
+    val: int = 0   # data.split.validation
 
     @property
     def need(self) -> int:
-        """Non-members the sets take: nonmember_eval, nonmember_known and aux_pool's non-member half."""
-        return self.k + self.known + self.aux // 2
+        """Non-members the sets take: nonmember_eval, nonmember_known, aux_pool's non-member half and the
+        validation non-members."""
+        return self.k + self.known + self.aux // 2 + self.val
 
     def overrides(self, size) -> str:
         parts = [] if size is None or self.n == size else [f"data.size={format_size(self.n)}"]
@@ -224,7 +239,7 @@ def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmemb
     size = None if size is None else parse_size(size, "data.size")
     whole = size is None
     sizes = _Sizes(n=0 if whole else size, k=split.eval_size, known=split.known_size, aux=split.aux_size,
-                   holdout=split.holdout)
+                   holdout=split.holdout, val=split.validation)
     rules = split.dedup
     _refuse_duplicate_uids(member_index.uids, "member corpus")
     if nonmember_index is not None:
@@ -244,7 +259,9 @@ def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmemb
     d = draw(sizes.holdout) if sizes.holdout < len(member_index) else None
     if whole and d is not None:
         sizes = replace(sizes, n=len(d.pool))
-    sizes = replace(sizes, k=scored_size(sizes.n, sizes.k, sizes.aux))
+    sizes = replace(sizes, k=scored_size(sizes.n - sizes.val, sizes.k, sizes.aux))
+    require(sizes.k >= 1, "data.split.validation", sizes.val, f"leaves no member of data.size={sizes.n} to score: "
+            "lower it or raise data.size")
     if d is not None and not whole and nonmember_index is None:
         d = _grow(draw, d, sizes, len(member_index))
     problem = _problem(d, sizes, size, len(member_index), rules, ood=nonmember_index is not None,
@@ -265,17 +282,26 @@ def build_splits(member_index, split: SplitSpec, size: int | str | None, nonmemb
         members = extension.extended(pool_uids, n - len(pool_uids), forbidden)
         _refuse_generated_nonmembers(members, non_uids)
     aux_mem = pool_uids[k:min(n, k + n_aux - n_aux // 2)]  # trained on, but not in member_eval
-    aux_non = non_uids[k + n_known:need]
+    aux_non = non_uids[k + n_known:need - sizes.val]
+    val_mem = pool_uids[k + len(aux_mem):min(n, k + len(aux_mem) + sizes.val)]  # trained on, in no other set
+    val_non = non_uids[need - sizes.val:need]
+    if len(val_mem) < sizes.val:
+        raise ConfigError("data.split.validation", sizes.val, f"needs {sizes.val} trained members beside "
+                          f"member_eval ({k}) and aux_pool's members ({len(aux_mem)}), and data.size={n} leaves "
+                          f"{len(val_mem)}: lower it to {len(val_mem)} or raise data.size")
     aux = np.concatenate([aux_mem, aux_non])
     truth = np.concatenate([np.ones(len(aux_mem), bool), np.zeros(len(aux_non), bool)])
     perm = np.random.default_rng(split.seed + 1).permutation(len(aux))  # attackers see no order
     by_rule = {r: sum(side.get(r, 0) for side in d.dropped.values()) for r in rules}
-    splits = Splits(members=members, member_pool_size=len(pool_uids), held_out_extra=d.extra, member_eval=pool_uids[:k],
-                    nonmember_eval=non_uids[:k], nonmember_known=non_uids[k:k + n_known],
+    scored = (val_mem, val_non) if split.scored == "validation" else (pool_uids[:k], non_uids[:k])
+    splits = Splits(members=members, member_pool_size=len(pool_uids), held_out_extra=d.extra, member_eval=scored[0],
+                    nonmember_eval=scored[1], nonmember_known=non_uids[k:k + n_known],
                     aux_pool=aux[perm], aux_is_member=truth[perm], dedup_dropped=d.total, dedup_by_rule=by_rule,
+                    scored=split.scored,
                     spare=non_uids[need:], past=d.held if nonmember_index is not None else d.held[need:])
-    check_disjoint(members=pool_uids[:n], nonmember_eval=splits.nonmember_eval,
+    check_disjoint(members=pool_uids[:n], nonmember_eval=non_uids[:k], validation_nonmembers=val_non,
                    nonmember_known=splits.nonmember_known, aux_nonmembers=aux_non)
+    check_disjoint(member_eval=pool_uids[:k], validation_members=val_mem, aux_members=aux_mem)
     check_disjoint(member_eval=splits.member_eval, nonmember_known=splits.nonmember_known,
                    aux_pool=splits.aux_pool)
     return splits

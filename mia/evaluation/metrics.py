@@ -139,7 +139,7 @@ def _resampled_tprs(pos, neg, target: float):
     return tprs
 
 
-def _resampled_metrics(pos, neg):
+def resampled_metrics(pos, neg):
     """f(pos_idx, neg_idx) -> [resamples, 1 + len(FPR_TARGETS)]: the AUC and each TPR@FPR of each resample."""
     fns = [_resampled_aucs(pos, neg)] + [_resampled_tprs(pos, neg, t) for t in FPR_TARGETS.values()]
     return lambda pi, ni: np.stack([f(pi, ni) for f in fns], axis=1)
@@ -154,7 +154,7 @@ def roc_metrics(scores, labels, *, n_bootstrap: int = 200, seed: int = 0) -> dic
     # Raw scores, full curve: every threshold counts for the low-FPR figures.
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     auc = float(roc_auc_score(y, s))
-    boot = (_bootstrap(n_bootstrap, (pos.size, neg.size), seed, _resampled_metrics(pos, neg))
+    boot = (_bootstrap(n_bootstrap, (pos.size, neg.size), seed, resampled_metrics(pos, neg))
             if n_bootstrap else np.empty((0, 1 + len(FPR_TARGETS))))
     auc_std, auc_ci = _summary(boot[:, 0])
     out = {"auc": auc, "auc_std": auc_std, "auc_ci95": auc_ci}
@@ -191,7 +191,7 @@ def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
     if (a_pos.size, a_neg.size) != (b_pos.size, b_neg.size):
         raise ValueError(f"paired comparison needs the same pairs: {a_pos.size}+{a_neg.size} against "
                          f"{b_pos.size}+{b_neg.size} scores")
-    fa, fb = _resampled_metrics(a_pos, a_neg), _resampled_metrics(b_pos, b_neg)
+    fa, fb = resampled_metrics(a_pos, a_neg), resampled_metrics(b_pos, b_neg)
     deltas = (_bootstrap(n_bootstrap, (a_pos.size, a_neg.size), seed, lambda pi, ni: fa(pi, ni) - fb(pi, ni))
               if n_bootstrap else np.empty((0, 1 + len(FPR_TARGETS))))
     ma = roc_metrics(*labelled(a_pos, a_neg), n_bootstrap=0)

@@ -78,39 +78,47 @@ def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
 
 def seed_mean_delta_aucs(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
     """Bootstrap replicates of the seed-mean AUC difference of attack A from attack B: [n_bootstrap].
-
     `jobs` is one ((A's member, A's non-member scores), (B's member, B's non-member scores)) per
-    training seed, both on the same pairs in the same order. Each replicate draws the seeds with
-    replacement, and for every drawn seed its member and non-member pairs with replacement, the same
-    indices for A and B (paired), and averages the drawn seeds' AUC(A) - AUC(B): the seed_mean_gaps
-    bootstrap, applied to a paired difference.
+    training seed, both on the same pairs in the same order (seed_mean_metrics)."""
+    return seed_mean_metrics(jobs, n_bootstrap, seed)[:, 0]
+
+
+def seed_mean_metrics(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of the seed-mean AUC, TPR at 1% and TPR at 0.1% FPR of attack A, or of their
+    differences from attack B: [n_bootstrap, 3].
+
+    `jobs` is one (A's (member, non-member) scores, B's or None) per training seed, A and B on the same
+    pairs in the same order. Each replicate draws the seeds with replacement, and for every drawn seed
+    its member and non-member pairs with replacement, the same indices for A and B (paired), and
+    averages the drawn seeds' metrics (A - B where B is given): the seed_mean_gaps bootstrap.
     """
     rng = np.random.default_rng(seed)
     prepared = []
-    for (a_m, a_n), (b_m, b_n) in jobs:
-        a_m, a_n, b_m, b_n = (np.asarray(x, np.float64) for x in (a_m, a_n, b_m, b_n))
-        for x, what in ((a_m, "member scores"), (a_n, "non-member scores"), (b_m, "member scores"),
-                        (b_n, "non-member scores")):
+    for a, b in jobs:
+        arrays = [np.asarray(x, np.float64) for x in (*a, *(b or ()))]
+        for x, what in zip(arrays, ("member scores", "non-member scores") * 2):
             metrics.check_finite(x, what)
-        if (a_m.size, a_n.size) != (b_m.size, b_n.size):
+        if b is not None and (arrays[0].size, arrays[1].size) != (arrays[2].size, arrays[3].size):
             raise ValueError("a paired difference needs both attacks' scores of the same pairs")
-        prepared.append((a_m.size, a_n.size, metrics.auc_resampler(a_m, a_n), metrics.auc_resampler(b_m, b_n)))
+        fa = metrics.resampled_metrics(arrays[0], arrays[1])
+        fb = None if b is None else metrics.resampled_metrics(arrays[2], arrays[3])
+        prepared.append((arrays[0].size, arrays[1].size, fa, fb))
     if not prepared:
         raise ValueError("no jobs")
     # The seeds of a sweep score the same evaluation pairs: one draw of pairs per replicate serves
     # every drawn seed, so repeating a job adds no confidence (as seed_mean_gap_table does).
     shapes = {(n1, n0) for n1, n0, _, _ in prepared}
-    out = np.empty(n_bootstrap)
-    for b in range(n_bootstrap):
+    out = np.empty((n_bootstrap, 3))
+    for r in range(n_bootstrap):
         if len(shapes) == 1:
             n1, n0 = next(iter(shapes))
             shared = rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0))
-        deltas = []
+        values = []
         for j in rng.integers(0, len(prepared), len(prepared)):
             n1, n0, fa, fb = prepared[j]
             pi, ni = shared if len(shapes) == 1 else (rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0)))
-            deltas.append(fa(pi, ni)[0] - fb(pi, ni)[0])
-        out[b] = np.mean(deltas)
+            values.append(fa(pi, ni)[0] - (0 if fb is None else fb(pi, ni)[0]))
+        out[r] = np.mean(values, axis=0)
     return out
 
 

@@ -276,3 +276,31 @@ def test_only_rules_other_than_the_default_change_the_target_key(make_cfg):
     assert target_key(spec, "corpus", swapped.data.split, cfg.data.size) == key
     other = make_cfg("data.split.dedup=[url]")
     assert target_key(spec, "corpus", other.data.split, cfg.data.size) != key
+
+
+def test_validation_pairs_sit_in_no_other_set_and_leave_the_evaluation_pairs_alone():
+    idx = index(1000)
+    base = build_splits(idx, SPLIT, 300)
+    val = build_splits(idx, OmegaConf.merge(SPLIT, {"validation": 60}), 300)
+    swapped = build_splits(idx, OmegaConf.merge(SPLIT, {"validation": 60, "scored": "validation"}), 300)
+    for name in ("members", "member_eval", "nonmember_eval", "nonmember_known", "aux_pool"):
+        assert np.array_equal(getattr(val, name), getattr(base, name)), name
+    assert np.array_equal(swapped.nonmember_known, base.nonmember_known)
+    assert np.array_equal(swapped.aux_pool, base.aux_pool)
+    assert len(swapped.member_eval) == len(swapped.nonmember_eval) == 60 and swapped.scored == "validation"
+    assert np.isin(swapped.member_eval, base.members).all()                 # trained on
+    others = np.concatenate([base.member_eval, base.nonmember_eval, base.nonmember_known, base.aux_pool])
+    assert not np.isin(np.concatenate([swapped.member_eval, swapped.nonmember_eval]), others).any()
+    assert not np.isin(swapped.nonmember_eval, base.members).any()
+    assert not np.isin(swapped.nonmember_eval, val.spare).any() and len(val.spare) == len(base.spare) - 60
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"scored": "validation"}, r"data.split.scored='validation': needs validation pairs"),
+    ({"scored": "test", "validation": 10}, r"data.split.scored='test': must be eval or validation"),
+    ({"validation": 250}, r"data.split.validation=250: needs 250 trained members beside member_eval"),
+    ({"validation": 500}, r"data.split.validation=500: leaves no member of data.size=300 to score"),
+])
+def test_bad_validation_settings_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        build_splits(index(1000), OmegaConf.merge(SPLIT, changes), 300)
