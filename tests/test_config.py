@@ -93,6 +93,24 @@ def test_gap_scaling_sweeps_five_log_spaced_sizes_within_the_member_pool():
     assert sizes[-1] <= pool and sizes[0] >= cfg.data.split.eval_size
 
 
+def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
+    """experiment=tn_grid: >= 2 values of T and of N, >= 2 seeds, CSA only, the learning rate and warm-up
+    not swept, every size within the member pool, and cells of equal T*N for the epochs-or-steps ratio."""
+    from mia.sizes import parse_size
+    from tests.helpers.config import compose_study
+
+    cfg = compose_study("tn_grid")
+    params = cfg.hydra.sweeper.params
+    epochs = [int(t) for t in params["train.epochs"].split(",")]
+    sizes = [parse_size(s) for s in params["data.size"].split(",")]
+    assert len(epochs) >= 2 and len(sizes) >= 2 and len(params["seed"].split(",")) >= 2
+    assert set(cfg.attack) == {"csa"} and not {"train.lr", "train.warmup_steps", "train.batch_size"} & set(params)
+    assert max(sizes) <= parse_size(cfg.data.corpus.size) - cfg.data.split.holdout
+    assert min(sizes) >= cfg.data.split.eval_size
+    steps = [t * n for t in epochs for n in sizes]
+    assert len(steps) - len(set(steps)) >= 2
+
+
 def test_plus_experiment_selects_the_study_as_experiment_does():
     """`python run.py +experiment=gap_scaling` (Hydra's usual spelling) is the same study as experiment=."""
     import subprocess

@@ -8,7 +8,10 @@ against T, AUC and TPR@1%FPR against N for every attack with a band over seeds (
 prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every attack's AUC against
 data.shift beside the blind baseline's (docs/design.md §2.6), and dataset inference per attack and N with
 the smallest m that reaches its power target against N (dataset_inference.csv, m_vs_N.png; §5.1), and
-the duplicated canaries' AUC per copy count (canaries.csv, auc_vs_copies.png; §2.9).
+the duplicated canaries' AUC per copy count (canaries.csv, auc_vs_copies.png; §2.9). Where a sweep varies
+both T and N: the two-factor fit log10 gap = a + alpha log10 T - beta log10 N (fits.json's tn_law) and
+the gap against T per N and against N per T (gap_vs_T_by_N.png, gap_vs_N_by_T.png; §6.7). Where jobs
+can be compared: the overlap of their most exposed members across seeds and sizes (exposure.json; §6.8).
 
 Every metric is also recomputed from each job's scores.parquet and checked against its results.json
 (checks.json, and a line of report.md); a disagreement makes the report fail once it is written.
@@ -19,13 +22,13 @@ import json
 from pathlib import Path
 
 from mia import tracking
-from mia.report import markdown, privacy_utility
+from mia.report import exposure, law, markdown, privacy_utility
 from mia.report import canaries as canary_report
 from mia.report import inference as inference_report
 from mia.report.checks import ScoresMismatch, check_scores, mismatch_lines
 from mia.report.checks import markdown as checks_markdown
 from mia.report.figures import (plot_attack_vs_n, plot_auc_vs_shift, plot_cosines_vs_n, plot_gap,
-                                 plot_ood_vs_iid, plot_rocs)
+                                 plot_gap_grid, plot_ood_vs_iid, plot_rocs)
 from mia.report.fits import NOISY_REL_CI, SATURATED_AUC, fits
 from mia.report.rows import BLIND, attacks_of, columns, load_rows, write_csv
 from mia.report.stats import bootstrap_settings, point_series, points
@@ -43,6 +46,9 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     pts = points(rows, n_bootstrap, seed)
     write_csv(pts, sweep_dir / "points.csv")
     fit_results = fits(pts, n_bootstrap, seed)
+    grids = law.grids(pts)
+    law_results = {name: law.fit_law(ps, n_bootstrap, seed) for name, ps in grids.items()}
+    exposed = exposure.analyse(rows, seed=seed)
     plots = {
         "gap_vs_N": plot_gap(pts, fit_results, "size", sweep_dir / "gap_vs_N.png"),
         "gap_vs_T": plot_gap(pts, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
@@ -52,6 +58,10 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
         "auc_vs_shift": plot_auc_vs_shift(rows, sweep_dir / "auc_vs_shift.png"),
     }
+    for i, (name, ps) in enumerate(grids.items()):  # numbered where a sweep has several models or arms
+        for x, stem in (("epochs", "gap_vs_T_by_N"), ("size", "gap_vs_N_by_T")):
+            stem += f"_{i}" if len(grids) > 1 else ""
+            plots[stem] = plot_gap_grid(ps, law_results[name], x, sweep_dir / f"{stem}.png")
     if privacy_utility.applies(rows):
         plots["privacy_utility"] = privacy_utility.plot(rows, names, sweep_dir / "privacy_utility.png")
     di_rows = inference_report.inference_rows(rows)
@@ -76,7 +86,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
           f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
           f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
           "gap); the plot shows every point.", ""] + markdown.fit_lines(fit_results) + [""] + \
-        markdown.shift_tables(rows, names)
+        law.markdown(law_results) + [""] + markdown.shift_tables(rows, names)
     minus_blind = markdown.minus_blind_table(rows, [n for n in names if n != BLIND])
     if minus_blind:
         md += ["## AUC minus blind AUC", "",
@@ -86,12 +96,15 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     if privacy_utility.applies(rows):
         md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
     md += [""] + inference_report.markdown(di_rows) + [""] + canary_report.markdown(c_rows)
+    md += [""] + exposure.markdown(exposed)
     md += checks_markdown(checks)
     md += ["", "## Plots", ""] + [f"![{k}]({Path(p).name})" for k, p in plots.items()] + \
           [f"![roc]({Path(p).name})" for p in rocs]
     path = sweep_dir / "report.md"
     path.write_text("\n".join(md) + "\n")
-    (sweep_dir / "fits.json").write_text(json.dumps(fit_results, indent=1))
+    (sweep_dir / "fits.json").write_text(json.dumps({**fit_results, **law_results}, indent=1))
+    if exposed is not None:
+        (sweep_dir / exposure.FILENAME).write_text(json.dumps(exposed, indent=1))
     (sweep_dir / "checks.json").write_text(json.dumps({"scores": checks}, indent=1))
     if wandb_log:
         _log_wandb(sweep_dir, rows, pts, names, plots, rocs)

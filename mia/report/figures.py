@@ -1,6 +1,7 @@
-"""The sweep report's figures: the gap against N and T with its fit, each attack's AUC and TPR@1%FPR
-against N with a band over seeds, the gap's two sides against N, log-log ROCs, i.i.d. against OOD
-non-members, and every attack's AUC against data.shift. Each writes one PNG and returns its path, or
+"""The sweep report's figures: the gap against N and T with its fit, the gap of a T x N grid against
+either factor with the two-factor fit, each attack's AUC and TPR@1%FPR against N with a band over
+seeds, the gap's two sides against N, log-log ROCs, i.i.d. against OOD non-members, and every attack's
+AUC against data.shift. Each writes one PNG and returns its path, or
 None where the sweep has nothing to draw."""
 from __future__ import annotations
 
@@ -48,6 +49,44 @@ def plot_gap(pts, fit_results, x, path):
         ax.plot([], [], ".", color="gray", label="one training seed")
     ax.set(xscale="log", yscale="log", xlabel="training-set size N" if x == "size" else "epochs T",
            ylabel="gap: mean cos(member) - mean cos(non-member)", title="member / non-member gap")
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def plot_gap_grid(ps, law, x, path):
+    """The gap of a T x N grid (law.grids) against `x` ("epochs" or "size") on log-log axes, one line per
+    value of the other factor: seed means with their 95% interval, hollow where left out of the fit,
+    each seed as a dot, and the two-factor fit `law` (law.fit_law) dashed in the line's colour."""
+    other = "size" if x == "epochs" else "epochs"
+    name = {"epochs": "T", "size": "N"}
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for i, v in enumerate(sorted({p[other] for p in ps})):
+        colour, line = f"C{i % 10}", [p for p in ps if p[other] == v and p["gap_mean"] > 0]
+        if not line:
+            continue
+        xs = np.array([p[x] for p in line], float)
+        ax.plot(xs, [p["gap_mean"] for p in line], "-", color=colour, label=f"{name[other]} = {v:g}")
+        for p in line:
+            lo, hi = p["gap_ci"]
+            err = None if lo is None else np.clip([[p["gap_mean"] - lo], [hi - p["gap_mean"]]], 0, None)
+            ax.errorbar(p[x], p["gap_mean"], yerr=err, fmt="o", capsize=3, color=colour,
+                        mfc=colour if left_out(p) is None else "white")
+            seeds = [r["gap_value"] for r in p["_rows"] if r["gap_value"] > 0]  # a log axis has no room for the rest
+            ax.plot([p[x]] * len(seeds), seeds, ".", color=colour, ms=3, alpha=0.5)
+        if "alpha" in law:  # the plane's cut at this value of the other factor
+            grid = np.geomspace(xs.min(), xs.max(), 50)
+            t, n = (grid, v) if x == "epochs" else (v, grid)
+            ax.plot(grid, 10 ** law["a"] * np.power(t, law["alpha"]) * np.power(n, -law["beta"]), "--",
+                    color=colour, lw=0.9)
+    if "alpha" in law:
+        ax.plot([], [], "k--", lw=0.9, label=f"fit: alpha {law['alpha']:.2f}, beta {law['beta']:.2f}")
+    ax.plot([], [], "o", color="gray", mfc="white", label="left out of the fit")
+    ax.set(xscale="log", yscale="log", xlabel="epochs T" if x == "epochs" else "training-set size N",
+           ylabel="gap: mean cos(member) - mean cos(non-member)",
+           title=f"gap against {name[x]}, one line per {name[other]} (95% CI; dots: training seeds)")
+    ticks = sorted({p[x] for p in ps})  # the grid's own values, not powers of ten
+    ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+    ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
     ax.legend(fontsize=7)
     return save(fig, path)
 

@@ -161,3 +161,30 @@ def test_a_tampered_comparison_fails_the_check(tmp_path):
 def test_verdict_reads_the_interval():
     assert verdict([0.01, 0.2]) == "beats CSA" and verdict([-0.2, -0.01]) == "below CSA"
     assert verdict([-0.01, 0.2]) == verdict([0.0, 0.0]) == "no difference" and verdict([None, None]) is None
+
+
+def test_a_t_by_n_grid_gets_the_two_factor_fit_its_figures_and_the_exposure_analysis(tmp_path):
+    """2 T x 2 N x 2 seeds with gap = 5 T / N and the same per-pair ranking in every job: the plane is
+    T/N's, cells of equal T*N differ by T/N's ratio, and the same members are the most exposed."""
+    rng = np.random.default_rng(0)
+    base, nonmember = rng.normal(0.3, 0.002, 200), rng.normal(0.3, 0.002, 200)
+    base += nonmember.mean() - base.mean()  # the gap is exactly the shift added below
+    for t in (10, 40):
+        for n in (1000, 4000):
+            for seed in (0, 1):
+                cos = base + 5 * t / n * (1.02 if seed else 0.98), nonmember
+                write_job(tmp_path / f"{t}_{n}_{seed}", fake_job(n, t, cos=cos, attacks={"csa": cos}, seed=seed))
+    build_report(tmp_path, wandb_log=False)
+    law = json.loads((tmp_path / "fits.json").read_text())["tn_law"]
+    assert law["alpha"] == pytest.approx(1.0, abs=0.01) and law["beta"] == pytest.approx(1.0, abs=0.01)
+    assert law["verdict"] == "T/N holds" and law["n_points"] == 4 and law["enough_cells"] is False
+    (steps,) = law["equal_steps"]  # 40 x 1000 = 10 x 4000
+    assert steps["ratio"] == pytest.approx(16, rel=0.01) and steps["contains_t_over_n"] and not steps["contains_1"]
+    for png in ("gap_vs_T_by_N.png", "gap_vs_N_by_T.png"):
+        assert (tmp_path / png).stat().st_size > 1000, png
+    exposed = json.loads((tmp_path / "exposure.json").read_text())
+    assert len(exposed["across_seeds"]) == 4 and all(o["overlap"] == 50 for o in exposed["across_seeds"])
+    assert len(exposed["across_sizes"]) == 4 and exposed["persistent"][0]["n"] == 50
+    assert {r["size"] for r in exposed["tpr_at_fpr_1e-3_at_largest_n"]} == {4000}
+    report = (tmp_path / "report.md").read_text()
+    assert "**T/N holds**" in report and "## Exposure" in report and "gap_vs_T_by_N.png" in report
