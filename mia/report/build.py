@@ -12,6 +12,8 @@ the duplicated canaries' AUC per copy count (canaries.csv, auc_vs_copies.png; §
 both T and N: the two-factor fit log10 gap = a + alpha log10 T - beta log10 N (fits.json's tn_law) and
 the gap against T per N and against N per T (gap_vs_T_by_N.png, gap_vs_N_by_T.png; §6.7). Where jobs
 can be compared: the overlap of their most exposed members across seeds and sizes (exposure.json; §6.8).
+Every attack's seed-mean AUC and TPRs with intervals, its paired difference from CSA and from its base
+attack (gradnorm_pure against gradnorm), and its calibrated TPR (comparison.csv; §6.9).
 
 Every metric is also recomputed from each job's scores.parquet and checked against its results.json
 (checks.json, and a line of report.md); a disagreement makes the report fail once it is written.
@@ -22,7 +24,7 @@ import json
 from pathlib import Path
 
 from mia import tracking
-from mia.report import exposure, law, markdown, privacy_utility
+from mia.report import comparison, exposure, law, markdown, privacy_utility
 from mia.report import canaries as canary_report
 from mia.report import inference as inference_report
 from mia.report.checks import ScoresMismatch, check_scores, mismatch_lines
@@ -49,6 +51,9 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     grids = law.grids(pts)
     law_results = {name: law.fit_law(ps, n_bootstrap, seed) for name, ps in grids.items()}
     exposed = exposure.analyse(rows, seed=seed)
+    compared = comparison.comparison_rows(pts, names, n_bootstrap, seed)
+    if compared:
+        write_csv(compared, sweep_dir / comparison.FILENAME)
     plots = {
         "gap_vs_N": plot_gap(pts, fit_results, "size", sweep_dir / "gap_vs_N.png"),
         "gap_vs_T": plot_gap(pts, fit_results, "epochs", sweep_dir / "gap_vs_T.png"),
@@ -82,7 +87,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
           "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at 1% FPR. "
           "vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% interval from a paired "
           "bootstrap over seeds and pairs; \"beats\" / \"below\" only where it excludes 0 "
-          "(docs/design.md §5).", "", "## Scaling fits (log10 gap on log10 x)", "",
+          "(docs/design.md §5).", ""] + comparison.markdown(compared) + ["## Scaling fits (log10 gap on log10 x)", "",
           f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
           f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
           "gap); the plot shows every point.", ""] + markdown.fit_lines(fit_results) + [""] + \

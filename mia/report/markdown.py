@@ -36,13 +36,13 @@ def points_table(pts, names):
     return "\n".join(lines)
 
 
-def verdict(ci) -> str | None:
+def verdict(ci, than: str = "CSA") -> str | None:
     """"beats CSA" / "below CSA" where the paired 95% interval of the difference excludes 0, "no difference"
     where it holds 0, None without an interval."""
     lo, hi = ci if ci is not None else (None, None)
     if lo is None or hi is None:
         return None
-    return "beats CSA" if lo > 0 else "below CSA" if hi < 0 else "no difference"
+    return f"beats {than}" if lo > 0 else f"below {than}" if hi < 0 else "no difference"
 
 
 def vs_csa_cell(p, name) -> str:

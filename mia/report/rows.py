@@ -47,6 +47,9 @@ def report_row(record: dict, job: str) -> dict:
         row.update({f"{name}/{k}": m[k] for k in REPORTED})
         row.update({f"{name}/{k}_resolved": m["low_fpr_resolved"][k.rsplit("_", 1)[1]]
                     for k in ("tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3")})
+        for c in record["attacks"][name].get("calibrated") or []:  # the threshold set on D_no, as an auditor would
+            tag = f"{c['fpr_target']:.0e}".replace("e-0", "e-")
+            row[f"{name}/calibrated_tpr_{tag}"], row[f"{name}/calibrated_fpr_{tag}"] = c["tpr"], c["realised_fpr"]
         vs = record["attacks"][name].get("vs_csa")  # every attack but csa
         if vs is not None:
             row.update({f"{name}/{col}": vs[k] for k, col in VS_CSA.items()})
