@@ -21,6 +21,7 @@ class JobSpec:
     train: TrainSpec      # model, train, trainer, defense (built), seed
     attacks: dict         # {name: Attack}, in the order of the attack group
     inference: dict | None  # analysis.dataset_inference, checked; None where it is off
+    fpr_targets: tuple      # analysis.calibrated.fpr_targets: the FPRs an auditor's thresholds aim at
     seed: int
     n_bootstrap: int
     cache_dir: Path
@@ -42,7 +43,7 @@ class JobSpec:
                               "target.train_shadows=true (they then train like a target of the model and train "
                               f"groups: model=..., train.epochs, ...) or leave {shadows[0]} out of attack")
         return cls(data=data, target=target, train=TrainSpec.from_cfg(cfg), attacks=attacks,
-                   inference=inference_settings(cfg), seed=int(cfg.seed), n_bootstrap=int(cfg.n_bootstrap),
+                   inference=inference_settings(cfg), fpr_targets=fpr_targets(cfg), seed=int(cfg.seed), n_bootstrap=int(cfg.n_bootstrap),
                    cache_dir=Path(cfg.paths.cache_dir))
 
 
@@ -64,3 +65,15 @@ def inference_settings(cfg) -> dict | None:
     if not di or not di.get("enabled", True):
         return None
     return dataset_inference.check_settings(di)
+
+
+def fpr_targets(cfg) -> tuple:
+    """`analysis.calibrated.fpr_targets`, each a false-positive rate strictly between 0 and 1."""
+    node = cfg.get("analysis") and cfg.analysis.get("calibrated")
+    targets = OmegaConf.to_container(node, resolve=True).get("fpr_targets") if node else [0.01, 0.001]
+    key = "analysis.calibrated.fpr_targets"
+    require(isinstance(targets, list) and targets, key, targets, "must be a non-empty list of FPRs, e.g. [0.01, 0.001]")
+    for f in targets:
+        require(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1, key, targets,
+                f"holds {f!r}: each target must be a false-positive rate strictly between 0 and 1, e.g. 0.01")
+    return tuple(float(f) for f in targets)

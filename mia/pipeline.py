@@ -158,7 +158,7 @@ def _attack(job, ctx, record, out) -> tuple[dict, dict]:
         table = metrics.roc_table(*metrics.labelled(res.member_scores, res.nonmember_scores))
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
         vs_csa = None if name == results.REFERENCE else compare_with_csa(res, ctx, job.n_bootstrap, job.seed)
-        calibrated, why_not = calibrate(attack, res, ctx)
+        calibrated, why_not = calibrate(attack, res, ctx, job.fpr_targets)
         results.add_attack(record, name, m, scored.seconds, res.diagnostics,
                            {"fpr": curves[name][0], "tpr": curves[name][1]}, vs_csa=vs_csa,
                            calibrated=calibrated, calibrated_skipped=why_not)

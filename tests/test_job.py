@@ -41,6 +41,11 @@ def test_the_default_job_parses_into_typed_parts():
     (["target=checkpoint", "target.path=/x", "attack=lira"], "target.train_shadows"),
     (["analysis.dataset_inference.alpha=2"], "analysis.dataset_inference.alpha"),
     (["+attack.csa.scale=2"], "attack.csa.scale"),
+    (["analysis.calibrated.fpr_targets=[0.01,-0.001]"], "analysis.calibrated.fpr_targets"),
+    (["analysis.calibrated.fpr_targets=[]"], "analysis.calibrated.fpr_targets"),
+    (["analysis.calibrated.fpr_targets=[1]"], "analysis.calibrated.fpr_targets"),
+    (["data.split.scored=test"], "data.split.scored"), (["data.split.scored=validation"], "data.split.scored"),
+    (["data.split.validation=-1"], "data.split.validation"),
 ])
 def test_bad_values_are_refused_before_any_work_naming_the_key(tmp_path, overrides, key):
     cfg = compose_config(*overrides, f"paths.root_dir={tmp_path}")

@@ -77,13 +77,13 @@ def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, s
     return np.asarray(attack(ctx.with_members(known)).member_scores), attack.name in FITS_ON_KNOWN, None
 
 
-def calibrate(attack, result: AttackResult, ctx: AttackContext) -> tuple[list | None, str | None]:
+def calibrate(attack, result: AttackResult, ctx: AttackContext, targets=(1e-2, 1e-3)) -> tuple[list | None, str | None]:
     """(calibrated, why not): metrics.calibrated_thresholds of the attack's D_no scores, applied to its
     evaluation scores, each entry with threshold_from_training_pairs; (None, reason) where it has none."""
     known, fitted, why = known_scores(attack, ctx)
     if known is None:
         return None, why
-    entries = metrics.calibrated_thresholds(known, result.member_scores, result.nonmember_scores)
+    entries = metrics.calibrated_thresholds(known, result.member_scores, result.nonmember_scores, targets)
     return [{**e, "threshold_from_training_pairs": fitted} for e in entries], None
 
 

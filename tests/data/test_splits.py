@@ -179,6 +179,16 @@ def test_default_embedded_corpus_splits_are_pinned(make_cfg, tmp_path):
     assert embedded_digests(make_cfg, tmp_path, "logger=none", small=False) == PINNED_EMBEDDED_DEFAULT
 
 
+@pytest.mark.slow
+def test_the_default_corpus_scores_5k_a_side_at_16k_without_touching_the_members(make_cfg, tmp_path):
+    cfg = make_cfg("logger=none", small=False)
+    members = build(cfg.data, "data").member_corpus(tmp_path / "cache")
+    base = build_splits(members.index, cfg.data.split, "16k")
+    big = build_splits(members.index, OmegaConf.merge(cfg.data.split, {"eval_size": "5k"}), "16k")
+    assert len(big.member_eval) == len(big.nonmember_eval) == 5000 and big.held_out_extra > 0
+    assert np.array_equal(big.members, base.members) and np.array_equal(big.member_eval[:500], base.member_eval)
+
+
 def test_dedup_rules_are_selectable_and_each_rule_counted():
     """A pair two rules would drop counts for the first rule in data.split.dedup, so the counts add up."""
     idx, _ = repetitive_index()
