@@ -109,3 +109,12 @@ def test_shadow_attack_through_the_pipeline(make_cfg):
         assert (shadow / "DONE").exists() and not (shadow / "open_clip").exists()
         assert len(list((shadow / "features").glob("pool-*.npz"))) == 1
     assert Path(res["target"]["open_clip"], "open_clip_config.json").exists()
+
+
+def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_same_target(make_cfg):
+    evaluation = json.loads(run(make_cfg("analysis.calibrated.fpr_targets=[0.05]")).read_text())
+    validation = json.loads(run(make_cfg("data.split.validation=40", "data.split.scored=validation")).read_text())
+    assert validation["target"]["cache_key"] == evaluation["target"]["cache_key"] and validation["target"]["cache_hit"]
+    assert evaluation["data"]["scored"] == "eval" and validation["data"]["scored"] == "validation"
+    assert validation["attacks"]["csa"]["n_members"] == validation["attacks"]["csa"]["n_nonmembers"] == 40
+    assert [c["fpr_target"] for c in evaluation["attacks"]["csa"]["calibrated"]] == [0.05]
