@@ -177,9 +177,9 @@ def test_condition_and_record_tell_shifts_apart(make_cfg):
     assert condition(make_cfg("data.nonmembers=ood")) == "ood"
 
 
-def fake(shift, parts, aucs, nonmembers=None):
+def fake(shift, parts, aucs, nonmembers=None, swapped=None):
     cond = nonmembers or ("iid" if shift == 0 else f"shift={shift:g}")
-    return fake_job(1000, 40, 0.1, aucs=aucs, nonmembers=cond, shift=shift, shift_parts=parts)
+    return fake_job(1000, 40, 0.1, aucs=aucs, nonmembers=cond, shift=shift, shift_parts=parts, swapped=swapped)
 
 
 def test_report_row_subtracts_the_jobs_blind_auc():
@@ -227,3 +227,33 @@ def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg):
     assert zero["data"]["nonmembers"] == "iid" and (zero["data"]["shift"], zero["data"]["shift_parts"]) == (0.0, None)
     assert caption["data"]["nonmembers"] == "caption-shift=1" and caption["data"]["shift_parts"] == ["caption"]
     assert caption["attacks"]["blind"]["auc"] > 0.9
+
+
+@pytest.mark.slow
+def test_a_shifted_job_scores_each_attack_on_its_unswapped_nonmembers_too(make_cfg):
+    """auc_unshifted is the AUC of the members against the non-members whose uid is still the i.i.d. corpus's
+    (`syn…`: a swapped pair's is `mxi…`, `mxc…` or `ood…`), counted by hand from scores.parquet; a job that
+    shifts nothing has none of it."""
+    from sklearn.metrics import roc_auc_score
+
+    from mia.evaluation import results, scores
+
+    attacks = "attack=[csa,blind]"
+    path = run(make_cfg(attacks, "data.shift=0.5"))
+    record = json.loads(path.read_text())
+    table = scores.load(path.parent / record["scores"])
+    kept = (table["label"] == 1) | table["uid"].str.startswith("syn")
+    assert 0 < (~kept).sum() < (table["label"] == 0).sum()
+    by_hand = {name: roc_auc_score(table["label"][kept], table[name][kept]) for name in ("csa", "blind")}
+    for name, auc in by_hand.items():
+        entry = record["attacks"][name]
+        assert entry["auc_unshifted"] == pytest.approx(auc, abs=1e-12)
+        assert entry["n_unshifted"] == (kept & (table["label"] == 0)).sum()
+        lo, hi = entry["auc_unshifted_ci95"]
+        assert lo <= auc <= hi
+    vs = record["attacks"]["blind"]["vs_csa_unshifted"]
+    assert vs["delta_auc"] == pytest.approx(by_hand["blind"] - by_hand["csa"], abs=1e-12)
+    # blind reads captions: the swapped ones give it its edge, which the unswapped non-members take away
+    assert by_hand["blind"] < record["attacks"]["blind"]["auc"]
+    zero = json.loads(run(make_cfg(attacks, "data.shift=0")).read_text())
+    assert not any(key in entry for entry in zero["attacks"].values() for key in results.UNSHIFTED_KEYS)
