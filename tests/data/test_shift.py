@@ -211,6 +211,32 @@ def test_report_draws_auc_against_shift_with_a_row_per_shift(tmp_path):
         [0.6 + 0.4 * s - (0.5 + 0.5 * s) for s in shifts] + [0.0])
 
 
+def test_report_sets_each_attacks_auc_on_the_unswapped_nonmembers_beside_its_auc(tmp_path):
+    """The shift table: every attack's AUC and, where the shift swapped some non-members, its AUC on the others
+    with its interval and their count; then each attack's difference from CSA on those non-members (at shift
+    0 on all of them, vs_csa itself)."""
+    from tests.helpers.sweeps import PAIRS, scores_with_auc
+
+    swapped = np.arange(PAIRS) < PAIRS // 2  # the non-members every attack scores lowest: the easy half
+    runs = [fake(0, None, {"csa": 0.6, "wsa": 0.55}),
+            fake(0.5, ["caption"], {"csa": 0.8, "wsa": 0.9}, nonmembers="caption-shift=0.5", swapped=swapped)]
+    write_sweep(tmp_path, runs)
+    build_report(tmp_path, wandb_log=False)
+    row = next(r for r in load_rows(tmp_path) if r["shift"])
+    member, nonmember = scores_with_auc(0.9)
+    by_hand = float(np.mean(member[:, None] > nonmember[~swapped][None, :]))
+    assert row["wsa/auc_unshifted"] == pytest.approx(by_hand) and row["n_unshifted"] == PAIRS // 2
+    table = (tmp_path / "report.md").read_text().split("## AUC against the shift")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| 0")]
+    assert lines[0].startswith("| 0 | all | 0.600 ± ") and "unshifted" not in lines[0]
+    assert lines[1].startswith(f"| 0.5 | {PAIRS // 2} | 0.800 ± ") and f"(unshifted {by_hand:.3f} [" in lines[1]
+    vs = [line for line in table.splitlines() if line.startswith("| shift | wsa |")]
+    delta = row["wsa/delta_auc_vs_csa_unshifted"]
+    zero, shifted = table.split(vs[0])[1].splitlines()[2:4]  # after the header's rest and the separator
+    assert shifted.startswith("| 0.5 | ") and f"{delta:+.3f} [" in shifted
+    assert f"{load_rows(tmp_path)[0]['wsa/delta_auc_vs_csa']:+.3f} [" in zero  # shift 0: vs_csa itself
+
+
 @pytest.mark.slow
 def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg):
     attacks = "attack=[csa,blind]"
