@@ -19,7 +19,7 @@ from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.evaluation import dataset_inference, metrics, results, scores, utility
-from mia.evaluation.scoring import calibrate, compare_with_csa, score_attack, score_canaries
+from mia.evaluation.scoring import calibrate, compare_with_csa, csa_scores, score_attack, score_canaries, unshifted
 from mia.features import extract_features, released
 from mia.job import JobSpec
 from mia.provenance import git_revision
@@ -90,7 +90,8 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
         record["utility"] = _utility(job, target, features, indexes, defense)
         utility_s = time.time() - t_utility
         t_attacks = time.time()
-        images, attack_scores = _attack(job, ctx, record, out)
+        swapped = data.swapped(features[NONMEMBER_EVAL].uids, members)  # None unless data.shift swapped some
+        images, attack_scores = _attack(job, ctx, record, out, swapped)
         record["timing"] = {"train_s": target.train_s, "features_s": features_s,
                             "attacks_s": time.time() - t_attacks, "utility_s": utility_s}
         if canaries is not None:
@@ -146,9 +147,10 @@ def _utility(job, target, features, indexes, defense) -> dict:
     return utility.measure(features, captions, target.model, target.tokenizer, release)
 
 
-def _attack(job, ctx, record, out) -> tuple[dict, dict]:
-    """Run every attack into `record`, with its paired comparison with CSA (but csa's own) and its
-    thresholds calibrated on D_no (docs/design.md §5); returns the plots for W&B ({key: path}) and each
+def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
+    """Run every attack into `record`, with its paired comparison with CSA (but csa's own), its
+    thresholds calibrated on D_no (docs/design.md §5) and, where `swapped` marks the non-members
+    data.shift swapped, its AUC on the others (§2.6); returns the plots for W&B ({key: path}) and each
     attack's (member scores, non-member scores) for scores.parquet."""
     curves, images, attack_scores = {}, {}, {}
     for name, attack in job.attacks.items():
@@ -159,14 +161,19 @@ def _attack(job, ctx, record, out) -> tuple[dict, dict]:
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
         vs_csa = None if name == results.REFERENCE else compare_with_csa(res, ctx, job.n_bootstrap, job.seed)
         calibrated, why_not = calibrate(attack, res, ctx, job.fpr_targets)
+        kept = None if swapped is None else unshifted(
+            attack_scores[name], swapped, None if name == results.REFERENCE else csa_scores(ctx), job.n_bootstrap,
+            job.seed)
         results.add_attack(record, name, m, scored.seconds, res.diagnostics,
                            {"fpr": curves[name][0], "tpr": curves[name][1]}, vs_csa=vs_csa,
-                           calibrated=calibrated, calibrated_skipped=why_not)
+                           calibrated=calibrated, calibrated_skipped=why_not, unshifted=kept)
         images[f"scores/{name}"] = plots.score_histogram(
             res.member_scores, res.nonmember_scores, out / f"scores_{name}.png",
             f"{name}: N={ctx.target.size}, AUC={m['auc']:.3f}")
         log.info("%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f%s", name, m["auc"], *m["auc_ci95"],
                  m["tpr_at_fpr_1e-2"], "" if m["low_fpr_resolved"]["1e-2"] else " (unresolved)")
+        if kept is not None and kept["auc_unshifted"] is not None:
+            log.info("%s on the %d unshifted non-members: AUC %.3f", name, kept["n_unshifted"], kept["auc_unshifted"])
         if vs_csa is not None:
             log.info("%s vs CSA: delta AUC %+.3f (95%% CI %s), DeLong p %.3g", name, vs_csa["delta_auc"],
                      "%+.3f to %+.3f" % tuple(vs_csa["delta_auc_ci95"]) if vs_csa["delta_auc_ci95"] else "none",

@@ -123,3 +123,102 @@ def test_plus_experiment_selects_the_study_as_experiment_does():
                           capture_output=True, text=True, check=True).stdout
            for spelling in ("+experiment=gap_scaling", "experiment=gap_scaling")]
     assert out[0] == out[1] and "epochs: 28" in out[0]
+
+
+STUDIES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_study_builds_its_job_spec(name):
+    """Each experiment composes and its first job's spec is built and checked (mia/job.py), no corpus read."""
+    from mia.job import JobSpec
+    from tests.helpers.config import compose_config
+
+    assert JobSpec.parse(compose_config(f"experiment={name}")).attacks
+
+
+def _sweep(cfg, key) -> list[str]:
+    """The values a study's sweeper gives `key`, as Hydra splits them ([] where it does not sweep it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = cfg.hydra.sweeper.params
+    if key not in params:
+        return []
+    return list(OverridesParser.create().parse_overrides([f"{key}={params[key]}"])[0].sweep_string_iterator())
+
+
+def _target_settings(cfg) -> dict:
+    """What a target's cache key holds from the config (mia/training/spec.py: target_key): the corpus, the
+    split's seed, holdout and rules, the model and the training recipe."""
+    from omegaconf import OmegaConf
+
+    split = cfg.data.split
+    return OmegaConf.to_container(OmegaConf.create({"corpus": cfg.data.corpus, "seed": split.seed,
+                                                    "holdout": split.holdout, "dedup": split.dedup,
+                                                    "model": cfg.model, "train": cfg.train}), resolve=True)
+
+
+@pytest.mark.parametrize("name", ["ko_regime_search", "ko_regime"])
+def test_ko_regime_studies_attack_attack_comparisons_16k_target_with_room_for_their_sets(name):
+    from mia.sizes import parse_size
+    from tests.helpers.config import compose_study
+
+    cfg, reference = compose_study(name), compose_study("attack_comparison")
+    assert _target_settings(cfg) == _target_settings(reference) and cfg.seed == 0 and not _sweep(cfg, "seed")
+    assert cfg.data.size in _sweep(reference, "data.size")
+    split = cfg.data.split
+    need = sum(parse_size(split[k]) for k in ("eval_size", "known_size")) + parse_size(split.aux_size) // 2
+    assert need + parse_size(split.validation, "v", minimum=0) <= parse_size(split.holdout)  # before de-duplication
+
+
+def test_ko_regime_search_chooses_the_shift_on_validation_pairs_with_ko_regimes_attacker():
+    """The search scores validation pairs only, with the evaluation job's D_no and D_all (the same split but
+    for the validation pairs), at several shifts of at least one parts list holding the caption, which the
+    blind baseline reads."""
+    from tests.helpers.config import compose_study
+
+    cfg, final = compose_study("ko_regime_search"), compose_study("ko_regime")
+    assert cfg.data.split.scored == "validation" and cfg.data.split.validation > 0
+    assert {k: v for k, v in cfg.data.split.items() if k not in ("validation", "scored")} == \
+        {k: v for k, v in final.data.split.items() if k not in ("validation", "scored")}
+    assert list(cfg.attack) == ["blind", "csa", "wsa"]
+    shifts = [float(s) for s in _sweep(cfg, "data.shift")]
+    assert len(shifts) >= 3 and all(0 < s < 1 for s in shifts)
+    assert any("caption" in parts for parts in _sweep(cfg, "data.shift_parts"))
+
+
+def test_ko_regime_runs_every_attack_and_wsas_knobs_with_and_without_shift():
+    from mia.job import JobSpec
+    from mia.report.comparison import base_of
+    from tests.helpers.config import compose_config, compose_study
+
+    cfg = compose_study("ko_regime")
+    shifts = sorted(float(s) for s in _sweep(cfg, "data.shift"))
+    assert len(shifts) == 2 and shifts[0] == 0 < shifts[1]
+    every = set(compose_config("attack=all").attack)
+    attacks = JobSpec.parse(compose_config("experiment=ko_regime")).attacks
+    assert every <= set(attacks)
+    variants = {n: a for n, a in attacks.items() if n.startswith("wsa_") and n not in every}
+    assert all(base_of(n, attacks) for n in variants)  # the report sets each against its base on the same pairs
+    knobs = {(a.known_size, a.lam) for a in [attacks["wsa"], *variants.values()] if a.features == ["image", "text"]}
+    assert knobs == {(k, lam) for k in (None, "1k") for lam in (-0.5, 0.5, 1.5)}
+    assert cfg.data.split.known_size == "10k"  # known_size null: all 10k of D_no, against its first 1k
+    assert [a.features for a in variants.values()].count(list(cfg.attack.clmia.features)) == 1
+    lean = compose_config("experiment=ko_regime", "attack=no_shadows")
+    assert not {"lira", "rmia"} & set(lean.attack) and set(variants) <= set(lean.attack)
+
+
+def test_glyph_gap_sweeps_four_sizes_and_two_seeds_at_one_t_within_two_hours():
+    """experiment=glyph_gap: the glyph corpus, CSA only, >= 4 sizes in the member pool, >= 2 seeds, T held fixed,
+    and its training samples within 2 h at 1,200 samples/s (its comment's estimate)."""
+    from mia.sizes import parse_size
+    from tests.helpers.config import compose_study
+
+    cfg = compose_study("glyph_gap")
+    sizes, seeds = [parse_size(s) for s in _sweep(cfg, "data.size")], _sweep(cfg, "seed")
+    assert cfg.data._target_ == "mia.data.corpus.Glyphs" and list(cfg.attack) == ["csa"]
+    assert len(set(sizes)) >= 4 and len(set(seeds)) >= 2 and not _sweep(cfg, "train.epochs")
+    split = cfg.data.split
+    assert max(sizes) <= parse_size(cfg.data.corpus.size) - split.holdout
+    assert parse_size(split.eval_size) + split.known_size + split.aux_size // 2 <= split.holdout
+    assert cfg.train.epochs * sum(sizes) * len(seeds) <= 120 * 60 * 1200

@@ -123,6 +123,13 @@ class Data(ABC):
             return {"shift": None, "shift_parts": None}
         return {"shift": self.shift, "shift_parts": list(self.shift_parts) if self.shift > 0 else None}
 
+    def swapped(self, uids, members: Corpus) -> np.ndarray | None:
+        """Which of the non-member `uids` data.shift swapped (a part or both, docs/design.md §2.6): a swapped
+        pair has a uid of its own, which the member corpus does not hold. None where nothing is shifted."""
+        if self.nonmembers != "iid" or self.shift == 0:
+            return None
+        return ~np.isin(np.asarray(uids, dtype=str), members.index.uids)
+
     @abstractmethod
     def member_corpus(self, cache_dir: Path) -> Corpus:
         """The corpus the members come from (and the i.i.d. non-members)."""

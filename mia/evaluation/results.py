@@ -18,6 +18,8 @@ METRIC_KEYS = ("auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-2
                "tpr_at_fpr_1e-3_ci95", "low_fpr_resolved", "oracle_balanced_accuracy", "n_members", "n_nonmembers",
                "seconds")
 REFERENCE = "csa"  # every other attack is compared with CSA on the same pairs (vs_csa)
+# Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped (mia.evaluation.scoring.unshifted)
+UNSHIFTED_KEYS = ("auc_unshifted", "auc_unshifted_ci95", "n_unshifted", "vs_csa_unshifted")
 
 
 class SchemaError(ValueError):
@@ -31,11 +33,14 @@ def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) 
 
 
 def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnostics: dict, roc: dict, *,
-               vs_csa: dict | None = None, calibrated: list | None = None, calibrated_skipped: str | None = None):
+               vs_csa: dict | None = None, calibrated: list | None = None, calibrated_skipped: str | None = None,
+               unshifted: dict | None = None):
     """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
     the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots. `vs_csa` is its paired
     comparison with CSA (metrics.paired_comparison; every attack but csa), `calibrated` its thresholds set on the
-    known non-members (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`."""
+    known non-members (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`.
+    `unshifted` (only where data.shift swapped non-members) is its AUC on the unswapped ones
+    (mia.evaluation.scoring.unshifted: UNSHIFTED_KEYS, vs_csa_unshifted for every attack but csa)."""
     unknown = set(metrics) - set(METRIC_KEYS)
     if unknown:
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
@@ -43,12 +48,17 @@ def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnost
         raise ValueError(f"{name}: every attack but {REFERENCE} has vs_csa, and {REFERENCE} has none")
     if (calibrated is None) == (calibrated_skipped is None):
         raise ValueError(f"{name}: either calibrated thresholds or the reason there are none")
+    if unshifted is not None:
+        want = {k for k in UNSHIFTED_KEYS if k != "vs_csa_unshifted" or name != REFERENCE}
+        if set(unshifted) != want:
+            raise ValueError(f"{name}: the unshifted metrics are {sorted(want)}, got {sorted(unshifted)}")
     entry = {**metrics, "seconds": seconds}
     if vs_csa is not None:
         entry["vs_csa"] = vs_csa
     entry["calibrated"] = calibrated
     if calibrated_skipped is not None:
         entry["calibrated_skipped"] = calibrated_skipped
+    entry.update(unshifted or {})
     results["attacks"][name] = {**entry, "diagnostics": dict(diagnostics)}
     results["roc"][name] = roc
 

@@ -1,6 +1,6 @@
 """One way from an attack's scores to its metrics, for the evaluation sets and the canaries alike; each
-attack's paired comparison with CSA, and its thresholds calibrated on the known non-members D_no
-(docs/design.md §5)."""
+attack's paired comparison with CSA, its thresholds calibrated on the known non-members D_no
+(docs/design.md §5), and under data.shift its AUC on the non-members the shift left unswapped (§2.6)."""
 from __future__ import annotations
 
 import logging
@@ -58,6 +58,30 @@ def compare_with_csa(result: AttackResult, ctx: AttackContext, n_bootstrap: int,
     """vs_csa: metrics.paired_comparison of the attack (A) against CSA (B) on the same evaluation pairs."""
     return metrics.paired_comparison((result.member_scores, result.nonmember_scores), csa_scores(ctx),
                                      n_bootstrap=n_bootstrap, seed=seed)
+
+
+def unshifted(scores: tuple, swapped: np.ndarray, csa: tuple | None, n_bootstrap: int, seed: int) -> dict:
+    """An attack's AUC on the non-members data.shift left as they were (docs/design.md §2.6): `scores` are its
+    (member, non-member) scores, `swapped` marks the non-members whose image or caption was swapped, `csa`
+    CSA's scores of the same pairs (None for csa itself). auc_unshifted with its 95% interval (members
+    against the unswapped non-members, the bootstrap of metrics.roc_metrics), n_unshifted, and
+    vs_csa_unshifted, the paired comparison with CSA on those pairs; the AUCs are null where every
+    non-member was swapped."""
+    member, nonmember = (np.asarray(s, dtype=np.float64) for s in scores)
+    kept = ~np.asarray(swapped, dtype=bool)
+    if kept.shape != nonmember.shape:
+        raise ValueError(f"{kept.size} swapped flags for {nonmember.size} non-member scores")
+    out = {"auc_unshifted": None, "auc_unshifted_ci95": None, "n_unshifted": int(kept.sum())}
+    if csa is not None:
+        out["vs_csa_unshifted"] = None
+    if not kept.any():
+        return out
+    m = metrics.roc_metrics(*metrics.labelled(member, nonmember[kept]), n_bootstrap=n_bootstrap, seed=seed)
+    out["auc_unshifted"], out["auc_unshifted_ci95"] = m["auc"], m["auc_ci95"]
+    if csa is not None:
+        out["vs_csa_unshifted"] = metrics.paired_comparison(
+            (member, nonmember[kept]), (csa[0], np.asarray(csa[1])[kept]), n_bootstrap=n_bootstrap, seed=seed)
+    return out
 
 
 def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, str | None]:

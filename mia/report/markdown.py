@@ -1,6 +1,6 @@
-"""report.md's own tables: one line per point, the scaling fits, each attack's AUC against the shift,
-and each attack's AUC minus the blind baseline's. The sections with data of their own (canaries,
-dataset inference, privacy-utility, checks) write theirs."""
+"""report.md's own tables: one line per point, the scaling fits, each attack's AUC against the shift
+(and on the non-members the shift left unswapped), and each attack's AUC minus the blind baseline's.
+The sections with data of their own (canaries, dataset inference, privacy-utility, checks) write theirs."""
 from __future__ import annotations
 
 from mia.evaluation.results import REFERENCE
@@ -86,18 +86,57 @@ def fit_lines(fit_results) -> list[str]:
 
 
 def shift_tables(rows, names) -> list[str]:
-    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std."""
+    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std and, where
+    the jobs record it, its AUC on the non-members the shift left unswapped with its 95% interval (at shift 0
+    every non-member is unswapped); then each attack's paired difference from CSA on those non-members."""
     md = []
     for (n, t, parts), rs in shift_series(rows).items():
-        head = ["shift"] + [n_ for n_ in names if any(r.get(f"{n_}/auc") is not None for r in rs)]
+        attacks = [a for a in names if any(r.get(f"{a}/auc") is not None for r in rs)]
+        kept = any("n_unshifted" in r for r in rs)
+        head = ["shift"] + ["unshifted non-members"] * kept + attacks
         md += [f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})", "",
                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rs:
-            cells = [f"{r['shift']:g}"] + [f"{r[f'{a}/auc']:.3f} ± {r[f'{a}/auc_std']:.3f}"
-                                           if r.get(f"{a}/auc") is not None else "" for a in head[1:]]
+            cells = [f"{r['shift']:g}"] + [_n_unshifted(r)] * kept + [_shift_cell(r, a) for a in attacks]
             md.append("| " + " | ".join(cells) + " |")
         md.append("")
+        if kept:
+            md += _vs_csa_unshifted(rs, [a for a in attacks if a != REFERENCE])
     return md
+
+
+def _n_unshifted(r) -> str:
+    return "all" if r["shift"] == 0 else str(r.get("n_unshifted", ""))
+
+
+def _shift_cell(r, a) -> str:
+    """'0.812 ± 0.010 (unshifted 0.701 [0.684, 0.719])'; the plain AUC alone at shift 0."""
+    if r.get(f"{a}/auc") is None:
+        return ""
+    cell = _fmt(r[f"{a}/auc"]) + ("" if r.get(f"{a}/auc_std") is None else f" ± {r[f'{a}/auc_std']:.3f}")
+    u, lo = r.get(f"{a}/auc_unshifted"), r.get(f"{a}/auc_unshifted_ci_lo")
+    if r["shift"] == 0 or u is None:
+        return cell
+    return cell + f" (unshifted {u:.3f}" + ("" if lo is None else f" [{lo:.3f}, {r[f'{a}/auc_unshifted_ci_hi']:.3f}]") + ")"
+
+
+def _vs_csa_unshifted(rs, attacks) -> list[str]:
+    """Each attack's AUC minus CSA's on the members and the unswapped non-members, by shift: does it beat
+    CSA without the shifted pairs' help?"""
+    if not attacks:
+        return []
+    md = ["Each attack's AUC minus CSA's on the members and the non-members the shift left unswapped (all of "
+          "them at shift 0), with its paired 95% interval; \"beats\" / \"below\" only where it excludes 0.", "",
+          "| shift | " + " | ".join(attacks) + " |", "|" + "---|" * (len(attacks) + 1)]
+    for r in rs:
+        tag = "" if r["shift"] == 0 else "_unshifted"  # at shift 0 vs_csa is on the unshifted non-members already
+        cells = []
+        for a in attacks:
+            d, lo, hi = (r.get(f"{a}/delta_auc_vs_csa{tag}{k}") for k in ("", "_ci_lo", "_ci_hi"))
+            v = None if d is None else verdict((lo, hi))
+            cells.append("" if d is None else f"{d:+.3f}" if v is None else f"{v}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        md.append(f"| {r['shift']:g} | " + " | ".join(cells) + " |")
+    return md + [""]
 
 
 def minus_blind_table(rows, names):

@@ -55,12 +55,29 @@ def report_row(record: dict, job: str) -> dict:
             row.update({f"{name}/{col}": vs[k] for k, col in VS_CSA.items()})
             lo, hi = vs["delta_auc_ci95"] or (None, None)
             row[f"{name}/delta_auc_vs_csa_ci_lo"], row[f"{name}/delta_auc_vs_csa_ci_hi"] = lo, hi
+        row.update(_unshifted(name, record["attacks"][name]))
     if BLIND in by_attack:  # the part of each AUC that the member / non-member shift alone does not explain
         row.update({f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"] for name, m in by_attack.items()
                     if name != BLIND})
     row["_roc"] = record["roc"]
     row["_config"] = record["config"]
     return row
+
+
+def _unshifted(name: str, entry: dict) -> dict:
+    """An attack's AUC on the non-members data.shift left unswapped, and its difference from CSA's on them,
+    each with its interval; nothing where the job shifted none (docs/design.md §2.6)."""
+    if "n_unshifted" not in entry:
+        return {}
+    lo, hi = entry["auc_unshifted_ci95"] or (None, None)
+    out = {"n_unshifted": entry["n_unshifted"], f"{name}/auc_unshifted": entry["auc_unshifted"],
+           f"{name}/auc_unshifted_ci_lo": lo, f"{name}/auc_unshifted_ci_hi": hi}
+    vs = entry.get("vs_csa_unshifted")  # every attack but csa, null where no non-member is left
+    if vs is not None:
+        lo, hi = vs["delta_auc_ci95"] or (None, None)
+        out.update({f"{name}/delta_auc_vs_csa_unshifted": vs["delta_auc"],
+                    f"{name}/delta_auc_vs_csa_unshifted_ci_lo": lo, f"{name}/delta_auc_vs_csa_unshifted_ci_hi": hi})
+    return out
 
 
 def attack_order(name: str) -> tuple[bool, str]:

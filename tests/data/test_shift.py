@@ -177,9 +177,9 @@ def test_condition_and_record_tell_shifts_apart(make_cfg):
     assert condition(make_cfg("data.nonmembers=ood")) == "ood"
 
 
-def fake(shift, parts, aucs, nonmembers=None):
+def fake(shift, parts, aucs, nonmembers=None, swapped=None):
     cond = nonmembers or ("iid" if shift == 0 else f"shift={shift:g}")
-    return fake_job(1000, 40, 0.1, aucs=aucs, nonmembers=cond, shift=shift, shift_parts=parts)
+    return fake_job(1000, 40, 0.1, aucs=aucs, nonmembers=cond, shift=shift, shift_parts=parts, swapped=swapped)
 
 
 def test_report_row_subtracts_the_jobs_blind_auc():
@@ -211,6 +211,32 @@ def test_report_draws_auc_against_shift_with_a_row_per_shift(tmp_path):
         [0.6 + 0.4 * s - (0.5 + 0.5 * s) for s in shifts] + [0.0])
 
 
+def test_report_sets_each_attacks_auc_on_the_unswapped_nonmembers_beside_its_auc(tmp_path):
+    """The shift table: every attack's AUC and, where the shift swapped some non-members, its AUC on the others
+    with its interval and their count; then each attack's difference from CSA on those non-members (at shift
+    0 on all of them, vs_csa itself)."""
+    from tests.helpers.sweeps import PAIRS, scores_with_auc
+
+    swapped = np.arange(PAIRS) < PAIRS // 2  # the non-members every attack scores lowest: the easy half
+    runs = [fake(0, None, {"csa": 0.6, "wsa": 0.55}),
+            fake(0.5, ["caption"], {"csa": 0.8, "wsa": 0.9}, nonmembers="caption-shift=0.5", swapped=swapped)]
+    write_sweep(tmp_path, runs)
+    build_report(tmp_path, wandb_log=False)
+    row = next(r for r in load_rows(tmp_path) if r["shift"])
+    member, nonmember = scores_with_auc(0.9)
+    by_hand = float(np.mean(member[:, None] > nonmember[~swapped][None, :]))
+    assert row["wsa/auc_unshifted"] == pytest.approx(by_hand) and row["n_unshifted"] == PAIRS // 2
+    table = (tmp_path / "report.md").read_text().split("## AUC against the shift")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| 0")]
+    assert lines[0].startswith("| 0 | all | 0.600 ± ") and "unshifted" not in lines[0]
+    assert lines[1].startswith(f"| 0.5 | {PAIRS // 2} | 0.800 ± ") and f"(unshifted {by_hand:.3f} [" in lines[1]
+    vs = [line for line in table.splitlines() if line.startswith("| shift | wsa |")]
+    delta = row["wsa/delta_auc_vs_csa_unshifted"]
+    zero, shifted = table.split(vs[0])[1].splitlines()[2:4]  # after the header's rest and the separator
+    assert shifted.startswith("| 0.5 | ") and f"{delta:+.3f} [" in shifted
+    assert f"{load_rows(tmp_path)[0]['wsa/delta_auc_vs_csa']:+.3f} [" in zero  # shift 0: vs_csa itself
+
+
 @pytest.mark.slow
 def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg):
     attacks = "attack=[csa,blind]"
@@ -227,3 +253,33 @@ def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg):
     assert zero["data"]["nonmembers"] == "iid" and (zero["data"]["shift"], zero["data"]["shift_parts"]) == (0.0, None)
     assert caption["data"]["nonmembers"] == "caption-shift=1" and caption["data"]["shift_parts"] == ["caption"]
     assert caption["attacks"]["blind"]["auc"] > 0.9
+
+
+@pytest.mark.slow
+def test_a_shifted_job_scores_each_attack_on_its_unswapped_nonmembers_too(make_cfg):
+    """auc_unshifted is the AUC of the members against the non-members whose uid is still the i.i.d. corpus's
+    (`syn…`: a swapped pair's is `mxi…`, `mxc…` or `ood…`), counted by hand from scores.parquet; a job that
+    shifts nothing has none of it."""
+    from sklearn.metrics import roc_auc_score
+
+    from mia.evaluation import results, scores
+
+    attacks = "attack=[csa,blind]"
+    path = run(make_cfg(attacks, "data.shift=0.5"))
+    record = json.loads(path.read_text())
+    table = scores.load(path.parent / record["scores"])
+    kept = (table["label"] == 1) | table["uid"].str.startswith("syn")
+    assert 0 < (~kept).sum() < (table["label"] == 0).sum()
+    by_hand = {name: roc_auc_score(table["label"][kept], table[name][kept]) for name in ("csa", "blind")}
+    for name, auc in by_hand.items():
+        entry = record["attacks"][name]
+        assert entry["auc_unshifted"] == pytest.approx(auc, abs=1e-12)
+        assert entry["n_unshifted"] == (kept & (table["label"] == 0)).sum()
+        lo, hi = entry["auc_unshifted_ci95"]
+        assert lo <= auc <= hi
+    vs = record["attacks"]["blind"]["vs_csa_unshifted"]
+    assert vs["delta_auc"] == pytest.approx(by_hand["blind"] - by_hand["csa"], abs=1e-12)
+    # blind reads captions: the swapped ones give it its edge, which the unswapped non-members take away
+    assert by_hand["blind"] < record["attacks"]["blind"]["auc"]
+    zero = json.loads(run(make_cfg(attacks, "data.shift=0")).read_text())
+    assert not any(key in entry for entry in zero["attacks"].values() for key in results.UNSHIFTED_KEYS)

@@ -168,3 +168,21 @@ def test_diagnostics_stay_out_of_the_rows_and_the_w_and_b_summary(tmp_path):
     assert results.attack_metrics(record)["csa"] == {k: v for k, v in record["attacks"]["csa"].items()
                                                      if k not in ("diagnostics", "calibrated")}
     assert not any("a_diagnostic" in k for k in row) and not any("a_diagnostic" in k for k in tracking.summary(record))
+
+
+def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
+    """Under data.shift: auc_unshifted, its interval, n_unshifted and (but for csa) vs_csa_unshifted, beside the
+    metrics and out of the shared metric keys that every job has."""
+    m, table = evaluated(*scored(np.random.default_rng(0)))
+    roc = {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]}
+    kept = {"auc_unshifted": 0.6, "auc_unshifted_ci95": [0.5, 0.7], "n_unshifted": 25}
+    record = results.new({}, "x", 0, {}, {}, {})
+    results.add_attack(record, "csa", m, 0.1, {}, roc, calibrated_skipped="why", unshifted=kept)
+    results.add_attack(record, "wsa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why",
+                       unshifted={**kept, "vs_csa_unshifted": None})
+    assert record["attacks"]["wsa"]["n_unshifted"] == 25 and "auc_unshifted" not in results.attack_metrics(record)["csa"]
+    with pytest.raises(ValueError, match="unshifted metrics"):  # csa compared with itself
+        results.add_attack(record, "csa", m, 0.1, {}, roc, calibrated_skipped="why",
+                           unshifted={**kept, "vs_csa_unshifted": None})
+    with pytest.raises(ValueError, match="unshifted metrics"):  # an attack but csa without its comparison
+        results.add_attack(record, "wsa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why", unshifted=kept)

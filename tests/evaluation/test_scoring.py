@@ -116,3 +116,31 @@ def test_calibrated_thresholds_of_a_planted_attack_hold_their_fpr_on_d_no():
     assert np.mean(known > cal[0]["threshold"]) <= 0.01
     assert cal[0] == {**metrics.calibrated_thresholds(known, *scoring.csa_scores(ctx))[0],
                       "threshold_from_training_pairs": False}
+
+
+def test_unshifted_auc_leaves_the_swapped_nonmembers_out():
+    """scoring.unshifted: the AUC of the members against the unswapped non-members alone, counted by hand, with
+    its interval, its count and its paired difference from CSA on the same pairs."""
+    rng = np.random.default_rng(0)
+    member, nonmember = rng.normal(1, 1, 300), rng.normal(0, 1, 400)
+    swapped = rng.random(400) < 0.4
+    nonmember[swapped] -= 3  # swapped pairs are easy to tell from members
+    csa = rng.normal(0.5, 1, 300), rng.normal(0, 1, 400)
+    got = scoring.unshifted((member, nonmember), swapped, csa, 50, 0)
+
+    def by_hand(m, n):  # the share of member / non-member pairs ranked right (no ties in continuous draws)
+        return float(np.mean(m[:, None] > n[None, :]))
+
+    kept = ~swapped
+    assert got["n_unshifted"] == kept.sum()
+    assert got["auc_unshifted"] == pytest.approx(by_hand(member, nonmember[kept]), abs=1e-12)
+    assert got["auc_unshifted"] < by_hand(member, nonmember) - 0.1  # the swapped pairs made the attack look better
+    lo, hi = got["auc_unshifted_ci95"]
+    assert lo < got["auc_unshifted"] < hi
+    vs = got["vs_csa_unshifted"]
+    assert vs["delta_auc"] == pytest.approx(by_hand(member, nonmember[kept]) - by_hand(csa[0], csa[1][kept]), abs=1e-12)
+    assert "vs_csa_unshifted" not in scoring.unshifted((member, nonmember), swapped, None, 50, 0)  # csa itself
+    none = scoring.unshifted((member, nonmember), np.ones(400, bool), csa, 50, 0)
+    assert none == {"auc_unshifted": None, "auc_unshifted_ci95": None, "n_unshifted": 0, "vs_csa_unshifted": None}
+    with pytest.raises(ValueError, match="399 swapped flags for 400"):
+        scoring.unshifted((member, nonmember), swapped[:399], csa, 50, 0)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
-from mia.evaluation import metrics, results, scores, utility
+from mia.evaluation import metrics, results, scores, scoring, utility
 
 PAIRS = 20  # evaluation pairs per side of a fake job: its AUCs lie on a grid of 1 / PAIRS**2
 
@@ -35,14 +35,15 @@ def cosines_with_gap(gap: float, n: int = PAIRS) -> tuple[np.ndarray, np.ndarray
 
 
 def fake_job(size=1000, epochs=40, gap=0.1, *, aucs=None, cos=None, attacks=None, seed=0, nonmembers="iid",
-             shift=0.0, shift_parts=None, gaussian_auc=0.6, dataset_inference=None) -> Job:
+             shift=0.0, shift_parts=None, gaussian_auc=0.6, dataset_inference=None, swapped=None) -> Job:
     """A job whose cosines have the member / non-member `gap` (or are `cos`: (member, non-member)), and
     whose attacks have the AUCs `aucs` ({attack: AUC}, on the grid of scores_with_auc) or the scores
     `attacks` ({attack: (member, non-member)}); by default csa scores 0.5 + gap (at most 0.95) and the
     blind baseline 0.5. Every metric comes from those arrays, as mia.pipeline computes it;
     Attacks but csa are compared with CSA's scores, the cosines (vs_csa), as a job compares them;
     `gaussian_auc` overrides the gap's own, to place the point in or out of the saturated regime.
-    Dataset inference runs in the report only with `dataset_inference` settings."""
+    Dataset inference runs in the report only with `dataset_inference` settings. `swapped` marks the
+    non-members a shift swapped: each attack then has its AUC on the others, as a shifted job records it."""
     member_cos, nonmember_cos = cos if cos is not None else cosines_with_gap(gap)
     if attacks is None:
         aucs = aucs or {"csa": 0.5 + min(gap, 0.45), "blind": 0.5}
@@ -69,9 +70,12 @@ def fake_job(size=1000, epochs=40, gap=0.1, *, aucs=None, cos=None, attacks=None
         # compared with CSA's scores, the cosines, as mia.evaluation.scoring.compare_with_csa does
         vs_csa = None if name == results.REFERENCE else metrics.paired_comparison(
             (member, nonmember), (member_cos, nonmember_cos), n_bootstrap=20, seed=seed)
+        unshifted = None if swapped is None else scoring.unshifted(
+            (member, nonmember), swapped, None if name == results.REFERENCE else (member_cos, nonmember_cos), 20, seed)
         results.add_attack(record, name, metrics.roc_metrics(both, labels, n_bootstrap=20), 0.1, {},
                            {"fpr": [r["fpr"] for r in roc], "tpr": [r["tpr"] for r in roc]}, vs_csa=vs_csa,
-                           calibrated=None, calibrated_skipped="a fake job has no known non-members")
+                           calibrated=None, calibrated_skipped="a fake job has no known non-members",
+                           unshifted=unshifted)
     results.add_scores(record, scores.FILENAME)
     sets = {MEMBER_EVAL: SimpleNamespace(uids=[f"m{i}" for i in range(len(member_cos))], cos=member_cos),
             NONMEMBER_EVAL: SimpleNamespace(uids=[f"n{i}" for i in range(len(nonmember_cos))], cos=nonmember_cos)}
