@@ -29,6 +29,7 @@ test-slurm: $(STAMP)     ## the SLURM tests alone: as root, may apt-get install 
 bench: $(STAMP)          ## throughput figures, written as JSON to outputs/bench/
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.bench_paramgrad
+	$(PY) -m benchmarks.bench_inference
 
 report: $(STAMP)         ## the sweep report: make report SWEEP=outputs/multiruns/<stamp>
 	$(PY) -m mia.report $(SWEEP)
