@@ -106,7 +106,9 @@ def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
     assert len(epochs) >= 2 and len(sizes) >= 2 and len(params["seed"].split(",")) >= 2
     assert set(cfg.attack) == {"csa"} and not {"train.lr", "train.warmup_steps", "train.batch_size"} & set(params)
     assert max(sizes) <= parse_size(cfg.data.corpus.size) - cfg.data.split.holdout
-    assert min(sizes) >= cfg.data.split.eval_size
+    # K = min(eval_size, N - aux_size/2): the largest size scores the whole eval_size (docs/design.md §2.3)
+    eval_size = parse_size(cfg.data.split.eval_size)
+    assert eval_size <= max(sizes) - parse_size(cfg.data.split.aux_size) // 2
     steps = [t * n for t in epochs for n in sizes]
     assert len(steps) - len(set(steps)) >= 2
 
