@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from mia import distributed, plots, tracking
-from mia.attacks.base import AttackContext
+from mia.attacks.base import AttackContext, NotApplicable
 from mia.attacks.shadows import shadow_trainer
 from mia.data import canaries as canary_groups
 from mia.data.pairs import load_raw
@@ -151,10 +151,16 @@ def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
     """Run every attack into `record`, with its paired comparison with CSA (but csa's own), its
     thresholds calibrated on D_no (docs/design.md §5) and, where `swapped` marks the non-members
     data.shift swapped, its AUC on the others (§2.6); returns the plots for W&B ({key: path}) and each
-    attack's (member scores, non-member scores) for scores.parquet."""
+    attack's (member scores, non-member scores) for scores.parquet. An attack the data give nothing to
+    score with (NotApplicable) is recorded under `skipped`, and the others still run."""
     curves, images, attack_scores = {}, {}, {}
     for name, attack in job.attacks.items():
-        scored = score_attack(attack, ctx, job.n_bootstrap, job.seed)
+        try:
+            scored = score_attack(attack, ctx, job.n_bootstrap, job.seed)
+        except NotApplicable as why:
+            results.add_skipped(record, name, str(why))
+            log.warning("%s not scored: %s", name, why)
+            continue
         res, m = scored.result, scored.metrics
         attack_scores[name] = (res.member_scores, res.nonmember_scores)
         table = metrics.roc_table(*metrics.labelled(res.member_scores, res.nonmember_scores))

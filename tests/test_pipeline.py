@@ -118,3 +118,14 @@ def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_sam
     assert evaluation["data"]["scored"] == "eval" and validation["data"]["scored"] == "validation"
     assert validation["attacks"]["csa"]["n_members"] == validation["attacks"]["csa"]["n_nonmembers"] == 40
     assert [c["fpr_target"] for c in evaluation["attacks"]["csa"]["calibrated"]] == [0.05]
+
+
+def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_others_still_run(make_cfg):
+    """WSA at a lambda no pair reaches: the job records why under `skipped`, with no metrics and no scores
+    column of its own, and scores CSA as usual."""
+    path = run(make_cfg("attack=[csa,wsa]", "attack.wsa.lam=100"))
+    res = json.loads(path.read_text())
+    assert list(res["attacks"]) == ["csa"]
+    assert res["skipped"]["wsa"].startswith("lam=100: no aux_pool pair reaches")
+    table = pd.read_parquet(path.parent / res["scores"])
+    assert "csa" in table.columns and "wsa" not in table.columns

@@ -70,6 +70,12 @@ class AttackContext:
         return to_tensors(*self.pairs(name), self.target.preprocess, self.target.tokenizer)
 
 
+class NotApplicable(Exception):
+    """The data give an attack nothing to score with at its settings (no pseudo-members at this lambda,
+    say): not a bad setting, an outcome. The job records the reason under results.json's `skipped` and
+    goes on with the other attacks (mia/pipeline.py)."""
+
+
 @dataclass
 class AttackResult:
     member_scores: np.ndarray

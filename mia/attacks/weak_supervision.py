@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from mia.attacks.base import AttackContext
+from mia.attacks.base import AttackContext, NotApplicable
 from mia.data.splits import AUX_POOL, NONMEMBER_KNOWN, SCORED
 from mia.sizes import parse_size
 from mia.validate import require
@@ -40,16 +40,18 @@ class PseudoLabels:
 
 def pseudo_label(ctx: AttackContext, lam: float, known_size=None) -> PseudoLabels:
     """Eq. 2 of Ko et al.: D_no = the first `known_size` known non-members (nested, like data.size;
-    None = all; 500 or "1k"); pseudo-members = aux_pool pairs whose cosine reaches mu + lam * sigma of D_no."""
+    None = all; 500 or "1k"); pseudo-members = aux_pool pairs whose cosine reaches mu + lam * sigma of D_no.
+    Raises NotApplicable where no pair reaches it."""
     known_cos = ctx.features[NONMEMBER_KNOWN].cos
     n_known = len(known_cos) if known_size is None else parse_size(known_size, "known_size")
     require(2 <= n_known <= len(known_cos), "known_size", known_size, f"need 2 to {len(known_cos)} known non-members")
     known = np.arange(n_known)
     mu, sigma = float(known_cos[known].mean()), float(known_cos[known].std(ddof=1))
     pl = PseudoLabels(known, np.flatnonzero(ctx.features[AUX_POOL].cos >= mu + lam * sigma), float(lam), mu, sigma)
-    require(len(pl.members) > 0, "lam", lam, f"no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} "
-            f"(mu {mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
-            "no pseudo-members to train on; lower it")
+    if not len(pl.members):  # shift spreads D_no's cosines: a high lam can pass every pair (docs/design.md §6.11)
+        raise NotApplicable(f"lam={lam:g}: no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} (mu "
+                            f"{mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
+                            "no pseudo-members to train on")
     return pl
 
 

@@ -63,6 +63,17 @@ def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnost
     results["roc"][name] = roc
 
 
+def add_skipped(results: dict, name: str, why: str):
+    """An attack the data gave nothing to score with (mia.attacks.base.NotApplicable), and why; it has no
+    entry under `attacks` and no column in scores.parquet."""
+    results.setdefault("skipped", {})[name] = why
+
+
+def skipped(results: dict) -> dict:
+    """{attack: why} of the attacks a job could not score; {} where every attack was scored."""
+    return dict(results.get("skipped", {}))
+
+
 def add_analysis(results: dict, name: str, value: dict):
     """An analysis of the attacks' scores (dataset inference, say), {attack: result}, under `analysis.<name>`."""
     results.setdefault("analysis", {})[name] = value

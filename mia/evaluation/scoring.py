@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mia.attacks.base import AttackContext, AttackResult
+from mia.attacks.base import AttackContext, AttackResult, NotApplicable
 from mia.data.canaries import Canaries
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.evaluation import metrics
@@ -123,12 +123,16 @@ def score_canaries(attacks, ctx: AttackContext, canaries: Canaries, canary_featu
             out["skipped"][name] = "trains shadow models whose pool holds member_eval"
             continue
         t0, per_copy = time.time(), {}
-        for c, group in canaries.groups.items():
-            idx = np.array([row[u] for u in group])
-            f = canary_features
-            sub = ctx.with_members(type(f)(f.uids[idx], f.image[idx], f.text[idx], f.cos[idx]))
-            m = per_copy[f"copies={c}"] = score_attack(attack, sub, n_bootstrap, ctx.seed).metrics
-            log.info("canaries %s, %d copies: AUC %.3f, TPR@1%%FPR %.3f", name, c, m["auc"], m["tpr_at_fpr_1e-2"])
+        try:
+            for c, group in canaries.groups.items():
+                idx = np.array([row[u] for u in group])
+                f = canary_features
+                sub = ctx.with_members(type(f)(f.uids[idx], f.image[idx], f.text[idx], f.cos[idx]))
+                m = per_copy[f"copies={c}"] = score_attack(attack, sub, n_bootstrap, ctx.seed).metrics
+                log.info("canaries %s, %d copies: AUC %.3f, TPR@1%%FPR %.3f", name, c, m["auc"], m["tpr_at_fpr_1e-2"])
+        except NotApplicable as why:
+            out["skipped"][name] = str(why)
+            continue
         out["attacks"][name] = per_copy
         out["seconds"][name] = time.time() - t0
     return out

@@ -91,7 +91,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
           f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
           f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
           "gap); the plot shows every point.", ""] + markdown.fit_lines(fit_results) + [""] + \
-        law.markdown(law_results) + [""] + markdown.shift_tables(rows, names)
+        law.markdown(law_results) + [""] + markdown.shift_tables(rows, names) + [""] + markdown.skipped_lines(rows)
     minus_blind = markdown.minus_blind_table(rows, [n for n in names if n != BLIND])
     if minus_blind:
         md += ["## AUC minus blind AUC", "",

@@ -139,6 +139,16 @@ def _vs_csa_unshifted(rs, attacks) -> list[str]:
     return md + [""]
 
 
+def skipped_lines(rows) -> list[str]:
+    """One line per attack a job could not score (results.json's `skipped`), with the job and the reason;
+    nothing where every job scored every attack."""
+    found = [f"- {r['job']}: {name}: {why}" for r in rows for name, why in r["_skipped"].items()]
+    if not found:
+        return []
+    return ["## Not scored", "", "Attacks the data gave nothing to score with in a job; they have no row or "
+            "point there.", ""] + found + [""]
+
+
 def minus_blind_table(rows, names):
     """The table of attack AUC minus the same job's blind AUC, or None if no job ran blind."""
     names = [n for n in names if any(f"{n}/auc_minus_blind" in r for r in rows)]

@@ -59,6 +59,7 @@ def report_row(record: dict, job: str) -> dict:
     if BLIND in by_attack:  # the part of each AUC that the member / non-member shift alone does not explain
         row.update({f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"] for name, m in by_attack.items()
                     if name != BLIND})
+    row["_skipped"] = results.skipped(record)
     row["_roc"] = record["roc"]
     row["_config"] = record["config"]
     return row

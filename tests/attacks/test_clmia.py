@@ -6,6 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from mia.attacks.base import NotApplicable
 from mia.attacks.clmia import CLMIA, nt_xent
 from mia.features import SplitFeatures
 from mia.validate import ConfigError
@@ -54,8 +55,8 @@ def test_clmia_never_trains_head_on_evaluation_uids(planted_features):
         make_attack("clmia", **FAST).run(planted_features)
 
 
-def test_clmia_no_pseudo_members_names_lam(planted_features):
-    with pytest.raises(ConfigError, match=r"attack\.clmia\.lam"):
+def test_clmia_without_pseudo_members_is_not_applicable(planted_features):
+    with pytest.raises(NotApplicable, match=r"lam=100: no aux_pool pair reaches"):
         make_attack("clmia", lam=100)(planted_features)
 
 

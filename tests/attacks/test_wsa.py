@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from mia.attacks.base import AttackContext
+from mia.attacks.base import AttackContext, NotApplicable
 from mia.attacks.weak_supervision import (labelled_training_set, pseudo_label, pseudo_label_diagnostics, seeded,
                                           shuffled_batches)
 from mia.attacks.wsa import WSA
@@ -109,8 +109,9 @@ def test_pseudo_label_diagnostics_known_truth():
     assert x.shape == (8, 9) and y.tolist() == [0] * 3 + [1] * 5 and uids[0] == "nonmember_known0"
 
 
-def test_wsa_no_pseudo_members_names_lam(planted_features):
-    with pytest.raises(ConfigError, match=r"attack\.wsa\.lam"):
+def test_wsa_without_pseudo_members_is_not_applicable_and_says_why(planted_features):
+    """No pair reaching the threshold is an outcome of the data (shift spreads D_no), not a bad setting."""
+    with pytest.raises(NotApplicable, match=r"lam=100: no aux_pool pair reaches cos >= mu \+ lam \* sigma"):
         make_attack("wsa", lam=100)(planted_features)
 
 

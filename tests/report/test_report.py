@@ -188,3 +188,17 @@ def test_a_t_by_n_grid_gets_the_two_factor_fit_its_figures_and_the_exposure_anal
     assert {r["size"] for r in exposed["tpr_at_fpr_1e-3_at_largest_n"]} == {4000}
     report = (tmp_path / "report.md").read_text()
     assert "**T/N holds**" in report and "## Exposure" in report and "gap_vs_T_by_N.png" in report
+
+
+def test_an_attack_a_job_could_not_score_is_listed_and_the_rest_of_the_report_holds(tmp_path):
+    """One size's WSA found no pseudo-members: the report names the job, the attack and the reason, and
+    reports WSA at the other size only."""
+    scored = fake_job(1000, 40, 0.2, aucs={"csa": 0.7, "blind": 0.5, "wsa": 0.6})
+    skipped = fake_job(4000, 40, 0.1, aucs={"csa": 0.6, "blind": 0.5})
+    skipped.record["skipped"] = {"wsa": "lam=1.5: no aux_pool pair reaches cos >= mu + lam * sigma = 1.2"}
+    sweep = write_sweep(tmp_path, [scored, skipped])
+    build_report(sweep, wandb_log=False)
+    report = (sweep / "report.md").read_text()
+    assert "## Not scored" in report
+    assert [line for line in report.splitlines() if line.startswith("- ") and ": wsa: lam=1.5" in line]
+    assert {r["size"]: r.get("wsa/auc") for r in load_rows(sweep)} == {1000: pytest.approx(0.6), 4000: None}
