@@ -9,7 +9,6 @@ from hydra.utils import instantiate
 from mia.attacks.base import NotApplicable
 from mia.attacks.clmia import CLMIA, nt_xent
 from mia.features import SplitFeatures
-from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, assert_null, assert_planted, feature_context, shifted_members
 from tests.helpers.config import compose_config
 
