@@ -96,7 +96,7 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
                             "attacks_s": time.time() - t_attacks, "utility_s": utility_s}
         if canaries is not None:
             record["canaries"] = score_canaries(job.attacks, ctx, canaries, canary_features, job.n_bootstrap)
-        if job.inference is not None:  # from the scores alone, so the report can redo it from scores.parquet
+        if job.inference is not None:  # from the scores alone: the report reads it, or redoes it from scores.parquet
             results.add_analysis(record, "dataset_inference", {
                 name: dataset_inference.dataset_inference(m, n, job.inference, seed=job.seed)
                 for name, (m, n) in attack_scores.items()})

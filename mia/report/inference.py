@@ -1,6 +1,7 @@
-"""The sweep report's dataset-inference section (docs/design.md §5.1): recomputed from every job's
-scores.parquet with the job's own `analysis.dataset_inference` settings, a table per attack and N,
-and the smallest m reaching the power target against N."""
+"""The sweep report's dataset-inference section (docs/design.md §5.1): each job's own result
+(results.json's `analysis.dataset_inference`), recomputed from its scores.parquet with its settings
+only where results.json lacks it, a table per attack and N, and the smallest m reaching the power
+target against N."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -30,9 +31,11 @@ def inference_rows(rows) -> list[dict]:
         if df is None or settings is None:
             continue
         member = df["label"].to_numpy() == 1
+        stored = r["_results"].get("analysis", {}).get("dataset_inference", {})
         for attack in scores.attack_columns(df):
             x = df[attack].to_numpy()
-            di = dataset_inference(x[member], x[~member], settings, seed=r["seed"])
+            # the job ran it on these very scores; a rerun costs minutes per attack at K = 5k
+            di = stored.get(attack) or dataset_inference(x[member], x[~member], settings, seed=r["seed"])
             out.append({"job": r["job"], "size": r["size"], "epochs": r["epochs"], "nonmembers": r["nonmembers"],
                         "model": r["model"], "params": r["params"], "seed": r["seed"], "attack": attack,
                         "auc": di["auc"], "smallest_m": di["smallest_m"], "max_m": di["max_m"],
