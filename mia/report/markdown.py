@@ -142,7 +142,8 @@ def _vs_csa_unshifted(rs, attacks) -> list[str]:
 def skipped_lines(rows) -> list[str]:
     """One line per attack a job could not score (results.json's `skipped`), with the job and the reason;
     nothing where every job scored every attack."""
-    found = [f"- {r['job']}: {name}: {why}" for r in rows for name, why in r["_skipped"].items()]
+    found = [f"- job {r['job']} (N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}): {name}: {why}"
+             for r in rows for name, why in r["_skipped"].items()]
     if not found:
         return []
     return ["## Not scored", "", "Attacks the data gave nothing to score with in a job; they have no row or "

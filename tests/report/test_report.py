@@ -200,5 +200,6 @@ def test_an_attack_a_job_could_not_score_is_listed_and_the_rest_of_the_report_ho
     build_report(sweep, wandb_log=False)
     report = (sweep / "report.md").read_text()
     assert "## Not scored" in report
-    assert [line for line in report.splitlines() if line.startswith("- ") and ": wsa: lam=1.5" in line]
+    assert [line for line in report.splitlines()
+            if line.startswith("- job 1 (N=4000, T=40, iid, seed 0): wsa: lam=1.5: no aux_pool pair")]
     assert {r["size"]: r.get("wsa/auc") for r in load_rows(sweep)} == {1000: pytest.approx(0.6), 4000: None}
