@@ -68,10 +68,12 @@ def log_results(run, record: dict, images: dict):
 
 def summary(record: dict) -> dict:
     """Flat scalars of a job's results.json for its W&B run summary: gap/<key>, <attack>/<metric>,
-    target/size, target/cache_hit, utility/<key> and privacy/<key>."""
+    <attack>/skipped (why, for an attack the job could not score), target/size, target/cache_hit,
+    utility/<key> and privacy/<key>."""
     out = {f"gap/{k}": v for k, v in record["gap"].items() if _scalar(v)}
     for name, m in results.attack_metrics(record).items():
         out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
+    out.update({f"{name}/skipped": why for name, why in results.skipped(record).items()})
     out.update({"target/size": record["target"]["size"], "target/cache_hit": record["target"]["cache_hit"]})
     out.update(utility.summary(record["utility"]))
     out.update(results.privacy_summary(record))

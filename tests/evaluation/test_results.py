@@ -186,3 +186,13 @@ def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
                            unshifted={**kept, "vs_csa_unshifted": None})
     with pytest.raises(ValueError, match="unshifted metrics"):  # an attack but csa without its comparison
         results.add_attack(record, "wsa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why", unshifted=kept)
+
+
+def test_an_attack_the_job_could_not_score_is_kept_apart_from_the_metrics(tmp_path):
+    write_job(tmp_path / "job")
+    record = load_rows(tmp_path)[0]["_results"]
+    assert results.skipped(record) == {}
+    results.add_skipped(record, "wsa_highlam", "lam=1.5: no pseudo-members")
+    assert results.skipped(record) == {"wsa_highlam": "lam=1.5: no pseudo-members"}
+    assert "wsa_highlam" not in results.attack_metrics(record)
+    assert tracking.summary(record)["wsa_highlam/skipped"] == "lam=1.5: no pseudo-members"
