@@ -6,6 +6,7 @@ pipeline's own path (Lightning, bf16 autocast on a GPU, fused AdamW, data held o
 optionally torch.compile) buys on this machine, not just how fast the machine is.
 
     training samples/s and MFU       tiny and vit_b32        train_<model>.json
+    (on a CPU: against sgemm's peak)  measured in the same run  train_<model>.json
     feature extraction images/s      same models             train_<model>.json
     data loader images/s             224 px JPEG shards      loader.json (beside the previous loader)
     peak GPU memory                  every GPU figure        in each JSON
@@ -33,7 +34,7 @@ from mia.data.shards import build_index, decode_image
 from mia.data.synthetic import make_sample, write_corpus
 from mia.features import embed
 from mia.model import build_model
-from mia.data.datamodule import InMemoryPairs
+from mia.data.datamodule import InMemoryPairs, PairDataModule
 from mia.data.order import MemberOrder
 from mia.training.spec import TrainSpec
 from mia.training.module import CLIPTarget
@@ -55,6 +56,21 @@ def peak_flops() -> float | None:
         return None
     name = torch.cuda.get_device_name(0)
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def sgemm_flops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matrix-multiply rate, FLOP/s, the best of `repeats` n x n products: on a
+    CPU the ceiling a training step's FLOP/s is compared with (no vendor peak applies there)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def write(result: dict, path: Path):
@@ -126,15 +142,28 @@ def pipeline_train(cfg, model, images, tokens, steps, device):
     """The pipeline's own training path: CLIPTarget, MemberOrder, device-resident data."""
     spec = TrainSpec.from_cfg(cfg)
     module = CLIPTarget(model, spec, len(images))
-    data = InMemoryPairs(images, tokens, device)
-    loader = data.loader(MemberOrder(len(images), cfg.train.batch_size, seed=0), cfg.train.batch_size)
+    data = _Members(InMemoryPairs(images, tokens, device), cfg.train.batch_size)
     skip = 5 if not cfg.train.compile else 10
     timer = _Timer(skip, cfg.train.batch_size)
     trainer = L.Trainer(max_steps=steps + skip + 1, accelerator="auto", devices=1, logger=False,
                         precision=spec.precision_for(device), enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
-    trainer.fit(module, loader)
+    trainer.fit(module, datamodule=data)
     return timer.rate()
+
+
+class _Members(L.LightningDataModule):
+    """Members held on the device, served as mia.data.datamodule.PairDataModule serves them."""
+
+    def __init__(self, pairs: InMemoryPairs, batch_size: int):
+        super().__init__()
+        self.dataset, self.batch_size = pairs, batch_size
+
+    def token_ids(self):
+        return PairDataModule.token_ids(self)
+
+    def train_dataloader(self):
+        return self.dataset.loader(MemberOrder(len(self.dataset), self.batch_size, seed=0), self.batch_size)
 
 
 def bench_model(model_name: str, steps: int, batch_size: int, n: int, compile_: bool) -> dict:
@@ -165,10 +194,13 @@ def bench_model(model_name: str, steps: int, batch_size: int, n: int, compile_: 
     if device.type == "cuda":
         result["pipeline_peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     result["pipeline_vs_eager"] = result["pipeline_train_samples_per_s"] / result["eager_train_samples_per_s"]
+    sgemm = sgemm_flops() if device.type == "cpu" else None
+    result["sgemm_peak_tflops"] = sgemm / 1e12 if sgemm else None
     for path in ("eager", "pipeline"):
         achieved = result[f"{path}_train_samples_per_s"] * flops
         result[f"{path}_train_tflops"] = achieved / 1e12
         result[f"{path}_mfu"] = achieved / peak if peak else None
+        result[f"{path}_vs_sgemm"] = achieved / sgemm if sgemm else None
 
     model = model.to(device).eval()
     for name, autocast in (("eager_features_images_per_s", False), ("pipeline_features_images_per_s", True)):

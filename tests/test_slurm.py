@@ -73,7 +73,7 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_conf, tmp_path):
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     sizes = [o for o in SMALL if not o.startswith(("data.size", "train.epochs"))]
     args = [sys.executable, "run.py", "-m", "hydra/launcher=slurm_local", *sizes, "data.size=300",
-            "train.epochs=60", "logger=none", f"paths.root_dir={tmp_path}"]
+            "train.epochs=60", "train.checkpoint_s=0", "logger=none", f"paths.root_dir={tmp_path}"]
     sweep = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 600

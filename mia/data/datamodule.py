@@ -35,6 +35,13 @@ class PairDataModule(L.LightningDataModule):
             # worker (docs/design.md §7.5).
             self.dataset = PairStream(self.shards, self.uids, self.preprocess, self.tokenizer, self.order)
 
+    def token_ids(self):
+        """Every token id the members' captions hold (with padding's 0), or None where they are streamed."""
+        if not isinstance(getattr(self, "dataset", None), InMemoryPairs):
+            return None
+        return torch.cat([torch.unique(self.dataset.tensors[1]), torch.zeros(1, dtype=torch.long,
+                                                                             device=self.dataset.tensors[1].device)])
+
     def train_dataloader(self):
         local_batch = self.batch_size // self.order.world
         if self.in_memory:

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from open_clip import ClipLoss
 
+from mia.training.tokens import decay_after_steps, install, restore
 from mia.training.optim import clamp_temperature, optimizer
 
 
@@ -22,6 +23,10 @@ class CLIPTarget(L.LightningModule):
         # Built here, not in __init__: rank and world size exist only once the trainer does.
         self.loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True,
                                 rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+        # Only the token rows the members use train (mia/training/tokens.py); a streamed member set
+        # is not at hand to list them, and then the whole table trains.
+        used = self.trainer.datamodule.token_ids() if self.trainer.datamodule is not None else None
+        self.__dict__["compact"] = None if used is None else install(self.model, used)
         # Kept out of the module tree, so checkpoints and model.pt hold the plain model's keys.
         self.__dict__["forward_fn"] = torch.compile(self.model) if self.spec.compile else self.model
 
@@ -39,9 +44,14 @@ class CLIPTarget(L.LightningModule):
         self.log("train/logit_scale", out["logit_scale"].detach())
         return loss
 
+    def teardown(self, stage):
+        restore(self.model)
+
     def on_train_batch_end(self, *args):
         clamp_temperature(self.model)
 
     def configure_optimizers(self):
         opt, sched = optimizer(self.model, self.spec, self.trainer.estimated_stepping_batches)
+        if self.compact is not None:
+            decay_after_steps(opt, self.compact)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -47,6 +47,7 @@ class TrainSpec:
     compile: bool = False
     num_workers: int = 0
     progress_bar: bool = True
+    checkpoint_s: float = 60
     in_memory: bool | str = True  # or "auto": in memory when the members fit IN_MEMORY_BUDGET
     seed: int = 0
     trainer: TrainerArgs = field(default_factory=TrainerArgs)
@@ -63,6 +64,7 @@ class TrainSpec:
         ("train.precision", "precision", lambda v: isinstance(v, str) and v, "'auto' or a Lightning precision"),
         ("train.compile", "compile", lambda v: isinstance(v, bool), "true or false"),
         ("train.progress_bar", "progress_bar", lambda v: isinstance(v, bool), "true or false"),
+        ("train.checkpoint_s", "checkpoint_s", lambda v: is_number(v) and v >= 0, "a number of seconds >= 0"),
         ("data.in_memory", "in_memory", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
         ("seed", "seed", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     )

@@ -150,10 +150,7 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
         plugins=[world.cluster], use_distributed_sampler=False,  # MemberOrder already splits the ranks
         precision=spec.precision_for(world.device),
         logger=logger if logger is not None and world.is_main else False, default_root_dir=str(tdir),
-        # Epoch-end checkpoints only: a mid-epoch resume would replay part of an epoch and train some
-        # members more often than others. One file, overwritten (Lightning writes it atomically).
-        callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", save_top_k=1, monitor=None,
-                                   every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)],
+        callbacks=[EpochCheckpoint(ckpt_dir, spec.checkpoint_s)],
         enable_model_summary=False, enable_progress_bar=spec.progress_bar and world.is_main,
         log_every_n_steps=10, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
@@ -169,6 +166,23 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     if not isinstance(uids, Members) and len(set(uids)) < len(uids):
         check_coverage(uids, seen.numpy(), spec.epochs)
     return _save(spec, model, shards, uids, tdir, world, t0, todo)
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """Epoch-end checkpoints only: a mid-epoch resume would replay part of an epoch and train some
+    members more often than others. One file, overwritten (Lightning writes it atomically), at the
+    first epoch end `every_s` seconds after the last one, and at the last epoch: writing a small
+    model's 41 MB every few seconds costs more than the epochs a kill would lose."""
+
+    def __init__(self, folder: Path, every_s: float):
+        super().__init__(dirpath=str(folder), filename="last", save_top_k=1, monitor=None, every_n_epochs=1,
+                         save_on_train_epoch_end=True, enable_version_counter=False)
+        self.every_s, self.last_s = every_s, time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 >= trainer.max_epochs or time.monotonic() - self.last_s >= self.every_s:
+            super().on_train_epoch_end(trainer, pl_module)
+            self.last_s = time.monotonic()
 
 
 def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sampled=None) -> float:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_sigkill_mid_training_then_resume(tmp_path):
     args = [sys.executable, "run.py", *[o for o in SMALL if not o.startswith("train.epochs")],
-            "train.epochs=40", f"paths.root_dir={tmp_path}", "logger=none"]
+            "train.epochs=40", "train.checkpoint_s=0", f"paths.root_dir={tmp_path}", "logger=none"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     targets = tmp_path / ".cache" / "targets"
