@@ -75,7 +75,8 @@ PER_PAIR = {"csa": {}, "aea": {"repeats": 2}, "imgagree": {"repeats": 4}, "txtag
 
 @pytest.fixture(scope="module")
 def model_ctx():
-    return untrained_model_context(n_eval=40, n_known=60)
+    ctx = untrained_model_context(n_eval=40, n_known=60)
+    return replace(ctx, splits=Splits(*(ctx.uids(s) for s in EVAL_SETS), ctx.splits.aux_is_member))
 
 
 def test_every_per_pair_attack_is_checked_against_a_second_run():
