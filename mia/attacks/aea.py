@@ -21,6 +21,7 @@ from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 
 class AEA(Attack):
     name = "aea"
+    per_pair = True  # each set is scored alone, every draw seeded by its pair
 
     def __init__(self, *, transforms, params, repeats: int, batch_size: int):
         self.transforms = [transforms] if isinstance(transforms, str) else list(transforms)
@@ -41,13 +42,19 @@ class AEA(Attack):
             cos += (emb * text).sum(1)
         return cos / self.repeats
 
+    def scored(self, ctx: AttackContext, set_name: str) -> tuple[np.ndarray, dict]:
+        """(scores, {transform: CS(x, y) - CS(T(x), y)}) of every pair of a set."""
+        cos = ctx.features[set_name].cos.astype(np.float64)
+        drop = {k: cos - self.transformed_cos(ctx, set_name, k) for k in self.transforms}
+        return cos + sum(drop.values()), drop
+
+    def score(self, ctx: AttackContext, set_name: str) -> np.ndarray:
+        return self.scored(ctx, set_name)[0]
+
     def run(self, ctx: AttackContext) -> AttackResult:
         scores, drops = {}, {}
         for set_name in SCORED:
-            cos = ctx.features[set_name].cos.astype(np.float64)
-            drop = {k: cos - self.transformed_cos(ctx, set_name, k) for k in self.transforms}
-            scores[set_name] = cos + sum(drop.values())
-            drops[set_name] = drop
+            scores[set_name], drops[set_name] = self.scored(ctx, set_name)
         used = sorted(set(single_transforms(self.transforms)))
         diagnostics = {
             "transforms": self.transforms,

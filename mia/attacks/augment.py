@@ -5,7 +5,9 @@ statistic of several views.
 Every random draw is seeded from (seed, uid, tag, repeat) alone, so a pair's score does not depend
 on which other pairs share its batch or in what order they come. Each transform acts on the raw PIL
 image, before the target's own preprocess; its strength (keyword arguments of its torchvision v2
-class) is set in conf/attack/<attack>.yaml, never in code.
+class) is set in conf/attack/<attack>.yaml, never in code. A translation alone, on an image the
+preprocess would not resize, is done on tensors instead: a whole-pixel shift, bit for bit the PIL
+path's view (`image_views`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from mia.data.tensors import TensorPreprocess
 from mia.validate import ConfigError, require
 
 BILINEAR = v2.InterpolationMode.BILINEAR
@@ -99,14 +102,50 @@ def sample_seed(seed: int, uid, tag: str, repeat: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def whole_pixel_shift(transform) -> v2.RandomAffine | None:
+    """The RandomAffine of `transform` where all it does is translate (`translation` alone, as
+    build_transform makes it), else None. RandomAffine rounds its shifts to whole pixels, and
+    bilinear sampling at whole-pixel offsets copies pixels, so its view is the image shifted, with
+    the fill (0, black) where nothing was shifted in."""
+    steps = transform.transforms if isinstance(transform, v2.Compose) else [transform]
+    if len(steps) != 1 or type(steps[0]) is not v2.RandomAffine:
+        return None
+    t = steps[0]
+    only_shifts = (list(t.degrees) == [0, 0] and t.scale is None and t.shear is None and t.center is None
+                   and t.fill == 0 and t.interpolation == BILINEAR)
+    return t if only_shifts else None
+
+
+def shifted(image: torch.Tensor, tx: int, ty: int) -> torch.Tensor:
+    """image [..., h, w] moved right by tx and down by ty whole pixels, zeros where nothing moved in."""
+    h, w = image.shape[-2:]
+    out = torch.zeros_like(image)
+    out[..., max(ty, 0):h + min(ty, 0), max(tx, 0):w + min(tx, 0)] = \
+        image[..., max(-ty, 0):h + min(-ty, 0), max(-tx, 0):w + min(-tx, 0)]
+    return out
+
+
 @torch.no_grad()
 def image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_size: int) -> np.ndarray:
     """[repeats, n, d] L2-normalised image embeddings (float32) of `transform` applied to every image
-    of a set, draw r of pair uid seeded by sample_seed(ctx.seed, uid, tag, r)."""
+    of a set, draw r of pair uid seeded by sample_seed(ctx.seed, uid, tag, r).
+
+    A pure translation (whole_pixel_shift) of an RGB image at the size of a preprocess of open_clip's
+    shape (TensorPreprocess.size: Resize and CenterCrop leave it as it is) is done on the uint8
+    tensor: the same make_params call draws the same shift from the same seeded RNG, and
+    TensorPreprocess finishes the batch as ToTensor and Normalize would, so the view is the PIL
+    path's bit for bit (tests/attacks/test_augment.py), without PIL's per-image cost. Any other
+    transform or image takes the PIL path."""
     model = ctx.target.model
     device = next(model.parameters()).device
     uids = ctx.uids(set_name)
     images, _ = ctx.pairs(set_name)  # the captions are never looked at
+    shift, tensors = whole_pixel_shift(transform), TensorPreprocess(ctx.target.preprocess)
+    side = tensors.size if shift is not None else None
+    # uint8 [3, side, side] of each image the tensor path takes, None for those PIL transforms
+    pixels = [torch.from_numpy(np.array(im)).permute(2, 0, 1)
+              if side is not None and im.mode == "RGB" and im.size == (side, side) else None for im in images]
+    stack = tensors.stack if side is not None else torch.stack
     out = []
     # fork_rng: the per-draw manual_seed leaves the caller's global RNG state as it was.
     with torch.random.fork_rng(devices=[]):
@@ -114,10 +153,13 @@ def image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_siz
             emb = []
             for i in range(0, len(images), batch_size):
                 batch = []
-                for uid, im in zip(uids[i:i + batch_size], images[i:i + batch_size]):
+                for uid, im, px in zip(uids[i:i + batch_size], images[i:i + batch_size], pixels[i:i + batch_size]):
                     torch.manual_seed(sample_seed(ctx.seed, uid, tag, r))
-                    batch.append(ctx.target.preprocess(transform(im)))
-                emb.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu())
+                    if px is None:
+                        batch.append(ctx.target.preprocess(transform(im)))
+                    else:
+                        batch.append(shifted(px, *shift.make_params([px])["translate"]))
+                emb.append(model.encode_image(stack(batch).to(device), normalize=True).float().cpu())
             out.append(torch.cat(emb).numpy())
     return np.stack(out)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -88,15 +89,32 @@ class Attack(ABC):
     name: str = "attack"
     needs_shadows: bool = False  # reference-model attacks train shadow CLIPs (AttackContext.shadows)
     key: str = "attack"          # this instance's config key, attack.<name>; set by pipeline.build_attacks
+    # True where a set's scores depend on that set alone (a pair's cosine, draws seeded by its uid, batches
+    # cut from the set itself), never on the other pairs scored: such an attack defines
+    # score(ctx, set_name), and another set (D_no, for the calibrated thresholds) is scored by itself.
+    per_pair: bool = False
 
-    def __call__(self, ctx: AttackContext) -> AttackResult:
-        """`run`, with a bad setting reported under this instance's own key (attack.wsa_gomez.lam):
-        attacks raise mia.validate.ConfigError under their own keys (`lam`, `gomez.epochs`), so the
-        message names the very key to fix, whichever config instance of the attack raised it."""
+    @contextmanager
+    def _keyed(self):
+        """A bad setting reported under this instance's own key (attack.wsa_gomez.lam): attacks raise
+        mia.validate.ConfigError under their own keys (`lam`, `gomez.epochs`), so the message names
+        the very key to fix, whichever config instance of the attack raised it."""
         try:
-            return self.run(ctx)
+            yield
         except ConfigError as err:
             raise err.under(self.key) from None
+
+    def __call__(self, ctx: AttackContext) -> AttackResult:
+        """`run`, a bad setting named by its key (`_keyed`)."""
+        with self._keyed():
+            return self.run(ctx)
+
+    def score_set(self, ctx: AttackContext, set_name: str) -> np.ndarray:
+        """The scores of one set of ctx, scored alone (per_pair attacks only), a bad setting named by its key."""
+        if not self.per_pair:
+            raise TypeError(f"{self.name} scores its pairs together (per_pair is False): score it with run")
+        with self._keyed():
+            return self.score(ctx, set_name)
 
     @abstractmethod
     def run(self, ctx: AttackContext) -> AttackResult:

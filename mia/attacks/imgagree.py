@@ -27,6 +27,7 @@ from mia.validate import is_int, require
 
 class ImageAgreement(Attack):
     name = "imgagree"
+    per_pair = True  # each set is scored alone, every draw seeded by its pair
 
     def __init__(self, *, transforms, params, repeats: int, statistic: str, batch_size: int):
         self.transforms = list(transforms)

@@ -35,6 +35,7 @@ def perturb(caption: str, rng: np.random.Generator, word_dropout: float, swaps: 
 
 class TextAgreement(Attack):
     name = "txtagree"
+    per_pair = True  # each set is scored alone, every draw seeded by its pair
 
     def __init__(self, *, word_dropout: float, swaps: int, repeats: int, statistic: str, batch_size: int):
         require(is_number(word_dropout) and 0 <= word_dropout < 1, "word_dropout", word_dropout, "a probability in [0, 1)")

@@ -87,18 +87,20 @@ def unshifted(scores: tuple, swapped: np.ndarray, csa: tuple | None, n_bootstrap
 def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, str | None]:
     """(the attack's scores on D_no, whether it fitted on those pairs, why there are none) of a job.
 
-    CSA's are D_no's cosines. Any other attack runs again with D_no in member_eval's place
-    (AttackContext.with_members, as the canaries do) and its member scores are D_no's. Attacks with
-    shadow models and those of NOT_CALIBRATED get none; those of FITS_ON_KNOWN are flagged.
+    An attack whose scores of a set depend on that set alone (Attack.per_pair: csa's are D_no's
+    cosines) scores D_no by itself. Any other attack runs again with D_no in member_eval's place
+    (AttackContext.with_members, as the canaries do) and its member scores are D_no's: its scores
+    depend on the other pairs scored. Attacks with shadow models and those of NOT_CALIBRATED get
+    none; those of FITS_ON_KNOWN are flagged.
     """
-    known = ctx.features[NONMEMBER_KNOWN]
-    if attack.name == "csa":
-        return np.asarray(known.cos), False, None
     if attack.needs_shadows:
         return None, False, SHADOWS_SKIPPED
     if attack.name in NOT_CALIBRATED:
         return None, False, NOT_CALIBRATED[attack.name]
-    return np.asarray(attack(ctx.with_members(known)).member_scores), attack.name in FITS_ON_KNOWN, None
+    fitted = attack.name in FITS_ON_KNOWN
+    if attack.per_pair:
+        return np.asarray(attack.score_set(ctx, NONMEMBER_KNOWN)), fitted, None
+    return np.asarray(attack(ctx.with_members(ctx.features[NONMEMBER_KNOWN])).member_scores), fitted, None
 
 
 def calibrate(attack, result: AttackResult, ctx: AttackContext, targets=(1e-2, 1e-3)) -> tuple[list | None, str | None]:

@@ -1,18 +1,22 @@
 """The augmentation pieces aea, imgagree and txtagree share (mia/attacks/augment.py): per-pair seeds,
-the transforms and their checks, the seeded image views and the agreement statistic."""
+the transforms and their checks, the seeded image views (translations on tensors, bit for bit the
+PIL views) and the agreement statistic."""
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
 from mia.attacks.augment import (COMBINED_ORDER, SINGLE, agreement, build_transform, check_transforms,
-                                 image_views, sample_seed, single_transforms)
+                                 image_views, sample_seed, single_transforms, whole_pixel_shift)
+from mia.attacks.base import AttackContext
 from mia.features import SplitFeatures
 from mia.validate import ConfigError
-from tests.helpers.attacks import modality_context
+from tests.helpers.attacks import make_attack, modality_context, pil_image_views
 
 # --- per-pair seeds -----------------------------------------------------------------------------
 
@@ -96,6 +100,83 @@ def test_image_views_leave_the_callers_rng_alone():
     torch.manual_seed(123)
     image_views(ctx, "member_eval", build_transform("rotation", {"rotation": {"degrees": 30}}), "tag", 2, 4)
     assert torch.equal(torch.rand(3), expected)
+
+
+# --- translations on tensors ---------------------------------------------------------------------
+
+class _Pixels:
+    """A stand-in image tower that returns its input: image_views then returns the views themselves."""
+
+    def __init__(self):
+        self._p = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        yield self._p
+
+    def encode_image(self, x, normalize=True):
+        return x.flatten(1)
+
+
+def pixel_context(n=100, side=32):
+    """Random RGB images at the size of open_clip's eval transform (the tensor path), and three that
+    PIL keeps: one larger (resized and cropped), one greyscale, one RGBA."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(n)]
+    images[5] = Image.fromarray(rng.integers(0, 256, (side + 8, side + 8, 3), dtype=np.uint8))
+    images[17] = images[17].convert("L")
+    images[40] = images[40].convert("RGBA")
+    uids = np.array([f"pair{i}" for i in range(n)])
+    empty = np.zeros((n, 1), np.float32)
+    target = SimpleNamespace(model=_Pixels(), preprocess=open_clip.image_transform(side, is_train=False))
+    return AttackContext(features={"member_eval": SplitFeatures(uids, empty, empty, empty[:, 0])}, splits=None,
+                         target=target, seed=0, _raw={"member_eval": (images, [""] * n)})
+
+
+def drawn_shifts(ctx, transform, tag, repeats):
+    """Every (tx, ty) the views of ctx's member_eval draw, as RandomAffine draws them."""
+    affine, im = whole_pixel_shift(transform), torch.zeros(3, 32, 32)
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        for uid in ctx.uids("member_eval"):
+            for r in range(repeats):
+                torch.manual_seed(sample_seed(ctx.seed, uid, tag, r))
+                out.append(affine.make_params([im])["translate"])
+    return np.array(out)
+
+
+def test_imgagree_translations_on_tensors_are_the_pil_views_for_every_shift():
+    ctx = pixel_context()
+    attack = make_attack("imgagree", repeats=8)
+    assert whole_pixel_shift(attack._t) is attack._t.transforms[0]  # the configured views take the tensor path
+    fast = image_views(ctx, "member_eval", attack._t, "imgagree", 8, batch_size=16)
+    assert fast.shape == (8, 100, 3 * 32 * 32)
+    assert np.array_equal(fast, pil_image_views(ctx, "member_eval", attack._t, "imgagree", 8, batch_size=16))
+    # translate 0.1 of 32 px: round(uniform(-3.2, 3.2)), every shift from -3 to 3 on both axes drawn
+    shifts = drawn_shifts(ctx, attack._t, "imgagree", 8)
+    for axis in (0, 1):
+        assert set(shifts[:, axis]) == set(range(-3, 4))
+
+
+@pytest.mark.parametrize("translate", [[0.05, 0.05], [0.3, 0.1], [0.0, 0.2]])
+def test_other_translations_on_tensors_are_the_pil_views(translate):
+    ctx = pixel_context(n=60)
+    t = build_transform("translation", {"translation": {"translate": translate}})
+    assert whole_pixel_shift(t) is t
+    fast = image_views(ctx, "member_eval", t, "translation", 6, batch_size=7)
+    assert np.array_equal(fast, pil_image_views(ctx, "member_eval", t, "translation", 6, batch_size=7))
+
+
+@pytest.mark.parametrize("transform", [
+    build_transform("rotation", PARAMS),
+    build_transform("combined", PARAMS),
+    v2.Compose([build_transform("translation", PARAMS), build_transform("hflip", PARAMS)]),
+    v2.RandomAffine(degrees=0, translate=[0.1, 0.1], scale=[0.9, 1.1], interpolation=v2.InterpolationMode.BILINEAR),
+    v2.RandomAffine(degrees=0, translate=[0.1, 0.1], fill=255, interpolation=v2.InterpolationMode.BILINEAR),
+    v2.RandomAffine(degrees=0, translate=[0.1, 0.1], center=[3.3, 4.1], interpolation=v2.InterpolationMode.BILINEAR),
+    v2.RandomAffine(degrees=0, translate=[0.1, 0.1]),  # nearest
+])
+def test_anything_but_a_pure_translation_takes_the_pil_path(transform):
+    assert whole_pixel_shift(transform) is None
 
 
 # --- the agreement statistic --------------------------------------------------------------------

@@ -6,8 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from mia.attacks import imgagree
+from mia.attacks.augment import whole_pixel_shift
+from mia.data.tensors import TensorPreprocess
 from mia.validate import ConfigError
-from tests.helpers.attacks import assert_null, assert_planted, make_attack
+from tests.helpers.attacks import assert_null, assert_planted, make_attack, pil_image_views, untrained_model_context
 
 
 def test_imgagree_planted(planted_modality):
@@ -44,6 +47,21 @@ def test_imgagree_is_seeded(planted_modality):
     assert np.array_equal(a.member_scores, make_attack("imgagree", repeats=2).run(planted_modality).member_scores)
     b = make_attack("imgagree", repeats=2).run(replace(planted_modality, seed=planted_modality.seed + 1))
     assert not np.allclose(a.nonmember_scores, b.nonmember_scores)
+
+
+@pytest.mark.parametrize("statistic", ["to_original", "pairwise"])
+def test_imgagree_scores_on_a_tiny_clip_are_those_of_the_pil_views(monkeypatch, statistic):
+    # The configured translation on the corpus's 32 px images takes the tensor path (augment.image_views);
+    # the scores must be those of the PIL views bit for bit.
+    ctx = untrained_model_context(n_eval=40)
+    attack = make_attack("imgagree", statistic=statistic)
+    assert whole_pixel_shift(attack._t) is not None and TensorPreprocess(ctx.target.preprocess).size == 32
+    assert {im.size for im in ctx.pairs("member_eval")[0]} == {(32, 32)}
+    fast = attack.run(ctx)
+    monkeypatch.setattr(imgagree, "image_views", pil_image_views)
+    pil = attack.run(ctx)
+    assert np.array_equal(fast.member_scores, pil.member_scores)
+    assert np.array_equal(fast.nonmember_scores, pil.nonmember_scores)
 
 
 @pytest.mark.parametrize("override, key", [({"transforms": ["blur"]}, "transforms"), ({"statistic": "max"}, "statistic"),

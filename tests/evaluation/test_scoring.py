@@ -1,6 +1,7 @@
 """mia/evaluation/scoring.py: CSA's scores for the comparison are the evaluation cosines, and each
-attack's D_no scores for its calibrated thresholds come from the cosines (csa), a second run with D_no
-as members (flagged where the attack fits on D_no), or nowhere (shadow attacks, blind)."""
+attack's D_no scores for its calibrated thresholds come from D_no scored alone (per_pair attacks: the
+cosines for csa; bit for bit a second run's), a second run with D_no as members (flagged where the
+attack fits on D_no), or nowhere (shadow attacks, blind)."""
 import importlib
 import inspect
 import pkgutil
@@ -14,7 +15,7 @@ from mia.attacks.base import Attack, AttackResult
 from mia.attacks.csa import CSA
 from mia.data.splits import EVAL_SETS, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.evaluation import metrics, scoring
-from tests.helpers.attacks import feature_context, make_attack
+from tests.helpers.attacks import feature_context, make_attack, untrained_model_context
 
 
 @dataclass
@@ -67,6 +68,42 @@ def test_any_other_attack_scores_d_no_in_a_second_run_as_members():
     assert all(e["threshold_from_training_pairs"] for e in cal)
 
 
+# Every per_pair attack (scores of a set that depend on that set alone), with settings that keep it quick.
+# Not mcd: its dropout masks follow the label-blind order of the union of the scored pairs.
+PER_PAIR = {"csa": {}, "aea": {"repeats": 2}, "imgagree": {"repeats": 4}, "txtagree": {"repeats": 4}}
+
+
+@pytest.fixture(scope="module")
+def model_ctx():
+    ctx = untrained_model_context(n_eval=40, n_known=60)
+    return replace(ctx, splits=Splits(*(ctx.uids(s) for s in EVAL_SETS), ctx.splits.aux_is_member))
+
+
+def test_every_per_pair_attack_is_checked_against_a_second_run():
+    assert {cls.name for _, cls in attack_classes() if cls.per_pair} == set(PER_PAIR)
+
+
+@pytest.mark.parametrize("name", sorted(PER_PAIR))
+def test_per_pair_attacks_score_d_no_alone_as_a_second_run_would(model_ctx, name):
+    attack = make_attack(name, **PER_PAIR[name])
+    result = attack(model_ctx)
+    # Today's reference: the second run with D_no as member_eval (this context holds its pairs, no shards).
+    ctx = replace(model_ctx, _raw=dict(model_ctx._raw))
+    second = ctx.with_members(ctx.features[NONMEMBER_KNOWN])
+    ctx._raw[second._members_as] = ctx._raw[NONMEMBER_KNOWN]
+    reference = np.asarray(attack(second).member_scores)
+    known, fitted, why = scoring.known_scores(attack, model_ctx)
+    assert np.array_equal(known, reference) and not fitted and why is None
+    cal, why = scoring.calibrate(attack, result, model_ctx)
+    assert why is None and cal == [{**e, "threshold_from_training_pairs": False} for e in
+                                   metrics.calibrated_thresholds(reference, result.member_scores, result.nonmember_scores)]
+
+
+def test_an_attack_that_scores_its_pairs_together_scores_no_set_alone():
+    with pytest.raises(TypeError, match="aligned scores its pairs together"):
+        Aligned().score_set(context(), NONMEMBER_KNOWN)
+
+
 def test_shadow_attacks_and_blind_get_no_thresholds_and_say_why():
     ctx = context()
     shadowed = type("Shadowed", (Aligned,), {"name": "lira", "needs_shadows": True})()
@@ -89,18 +126,24 @@ def test_wsa_refuses_d_no_as_members_which_is_why_it_gets_no_thresholds():
     assert cal is None and why == scoring.NOT_CALIBRATED["wsa"]
 
 
+def attack_classes():
+    """(module, class) of every attack defined in mia/attacks/."""
+    for info in pkgutil.iter_modules(mia.attacks.__path__):
+        module = importlib.import_module(f"mia.attacks.{info.name}")
+        for cls in vars(module).values():
+            if inspect.isclass(cls) and issubclass(cls, Attack) and cls.__module__ == module.__name__ \
+                    and not inspect.isabstract(cls):
+                yield module, cls
+
+
 def test_every_attack_that_reads_known_non_members_is_flagged():
     """An attack module that reads D_no (NONMEMBER_KNOWN, or weak supervision's pseudo-labels from it)
     defines attacks that fit on it: each must be flagged (FITS_ON_KNOWN), have no thresholds
     (NOT_CALIBRATED) or train shadows (no thresholds either)."""
     found = {}
-    for info in pkgutil.iter_modules(mia.attacks.__path__):
-        module = importlib.import_module(f"mia.attacks.{info.name}")
+    for module, cls in attack_classes():
         reads = any(w in inspect.getsource(module) for w in ("NONMEMBER_KNOWN", "pseudo_label"))
-        for cls in vars(module).values():
-            if inspect.isclass(cls) and issubclass(cls, Attack) and cls.__module__ == module.__name__ \
-                    and not inspect.isabstract(cls):
-                found[cls.name] = (reads, cls.needs_shadows)
+        found[cls.name] = (reads, cls.needs_shadows)
     for name, (reads, shadows) in found.items():
         if reads and not shadows:
             assert name in scoring.FITS_ON_KNOWN | set(scoring.NOT_CALIBRATED), \

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from mia import distributed
 from mia.evaluation import metrics
+from mia.attacks.augment import sample_seed
 from mia.attacks.base import AttackContext, AttackResult
 from mia.attacks.shadows import References, ShadowTrainer, halves
 from mia.data.pairs import to_tensors
@@ -295,3 +296,28 @@ def relabelled(ctx: AttackContext, moved: float = 1.0) -> AttackContext:
 def scores_by_uid(ctx: AttackContext, result) -> dict:
     return dict(zip(np.r_[ctx.uids("member_eval"), ctx.uids("nonmember_eval")],
                     np.r_[result.member_scores, result.nonmember_scores]))
+
+
+# --- today's paths, kept as the references the faster ones must equal bit for bit --------------
+
+def pil_image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_size: int) -> np.ndarray:
+    """mia.attacks.augment.image_views with every view made by PIL, as before its tensor path for
+    translations (tests/attacks/test_augment.py, test_imgagree.py)."""
+    import torch
+
+    model = ctx.target.model
+    device = next(model.parameters()).device
+    uids = ctx.uids(set_name)
+    images, _ = ctx.pairs(set_name)
+    out = []
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        for r in range(repeats):
+            emb = []
+            for i in range(0, len(images), batch_size):
+                batch = []
+                for uid, im in zip(uids[i:i + batch_size], images[i:i + batch_size]):
+                    torch.manual_seed(sample_seed(ctx.seed, uid, tag, r))
+                    batch.append(ctx.target.preprocess(transform(im)))
+                emb.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu())
+            out.append(torch.cat(emb).numpy())
+    return np.stack(out)
