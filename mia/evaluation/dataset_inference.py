@@ -90,16 +90,31 @@ def _null_pvalues(non, order, m) -> np.ndarray:
 
 
 def _member_pvalues(member, non, cand, excluded, chunk: int = 256) -> np.ndarray:
-    """rank_test of each row's members `cand` against every non-member but the row's `excluded` ones,
-    for scores without ties: U1 counts the pairs a member wins, the wins over all non-members (one
-    sorted search) minus those over the excluded few."""
-    below = np.searchsorted(np.sort(non), member)
-    u = below[cand].sum(axis=1).astype(np.float64)
-    for start in range(0, len(cand), chunk):  # bounded memory: rows x m x m comparisons per chunk
-        c, e = member[cand[start:start + chunk]], non[excluded[start:start + chunk]]
-        u[start:start + chunk] -= (c[:, :, None] > e[:, None, :]).sum(axis=(1, 2))
+    """rank_test of each row's members `cand` against every non-member but the row's `excluded` ones.
+    U1 counts the pairs a member wins, a tie as a half: the wins over all non-members (two sorted
+    searches) minus those over the excluded few. The pooled sample's tie term is the non-members' own,
+    corrected for the values a row adds (its members) and removes (its excluded non-members). Every
+    count is an integer or a half, so each sum is exact in any order, and the p-values are scipy's bit
+    for bit (tests/evaluation/test_dataset_inference.py), ties or none."""
+    ordered = np.sort(non)
+    below = np.searchsorted(ordered, member, "left")
+    wins = below + (np.searchsorted(ordered, member, "right") - below) / 2
+    u = wins[cand].sum(axis=1)
+    counts = np.unique(non, return_counts=True)[1].astype(np.float64)
+    tie = np.full(len(cand), float(np.sum(counts**3 - counts)))
+    for start in range(0, len(cand), chunk):  # bounded memory: rows x m x (m + excluded) comparisons per chunk
+        rows = slice(start, start + chunk)
+        c, e = member[cand[rows]], non[excluded[rows]]
+        u[rows] -= (c[:, :, None] > e[:, None, :]).sum(axis=(1, 2)) + (c[:, :, None] == e[:, None, :]).sum(axis=(1, 2)) / 2
+        # each value the row touches, once: its count among all non-members, then in the pooled sample
+        v = np.sort(np.concatenate([c, e], axis=1), axis=1)
+        first = np.ones(v.shape, bool)
+        first[:, 1:] = v[:, 1:] != v[:, :-1]
+        old = (np.searchsorted(ordered, v, "right") - np.searchsorted(ordered, v, "left")).astype(np.float64)
+        new = old + (v[:, :, None] == c[:, None, :]).sum(axis=2) - (v[:, :, None] == e[:, None, :]).sum(axis=2)
+        tie[rows] += np.where(first, (new**3 - new) - (old**3 - old), 0.0).sum(axis=1)
     m = cand.shape[1]
-    return _p_greater(u, m, non.size - excluded.shape[1], 0.0)
+    return _p_greater(u, m, non.size - excluded.shape[1], tie)
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> list[float]:
@@ -143,7 +158,6 @@ def dataset_inference(member_scores, nonmember_scores, settings=None, seed: int 
                              f"({int((~np.isfinite(x)).sum())} not finite)")
     n1, n0 = member.size, non.size
     rng = np.random.default_rng(seed)
-    untied = np.unique(np.r_[member, non]).size == n1 + n0  # the fast count of _member_pvalues needs no ties
     by_m = []
     for m in (v for v in s["m"] if v <= n1 and v <= n0 // 2):
         ref = n0 - m
@@ -153,8 +167,7 @@ def dataset_inference(member_scores, nonmember_scores, settings=None, seed: int 
         # members: m members against n0 - m non-members, both drawn afresh each time
         cand = _draw_sets(rng, n1, s["draws"], m)[:, :m]
         refs = _draw_sets(rng, n0, s["draws"], ref)
-        p_member = (_member_pvalues(member, non, cand, refs[:, ref:]) if untied else
-                    rank_test(member[cand], non[refs[:, :ref]]))
+        p_member = _member_pvalues(member, non, cand, refs[:, ref:])
         flagged = int((p_null <= s["alpha"]).sum())
         by_m.append({"m": m, "reference": ref, "power": float((p_member <= s["alpha"]).mean()),
                      "fpr": flagged / s["draws"], "fpr_ci95": clopper_pearson(flagged, s["draws"])})

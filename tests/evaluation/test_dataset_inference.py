@@ -122,7 +122,7 @@ def test_an_anticonservative_test_is_caught(monkeypatch):
 
 def test_the_fast_rank_sums_give_scipys_p_values_bit_for_bit():
     """The null's precomputed ranks and the members' counted wins against scipy's mannwhitneyu on the
-    very candidate sets: identical p-values, with ties (null) and without (members)."""
+    very candidate sets: identical p-values, with ties and without."""
     from mia.evaluation import dataset_inference as di
 
     rng = np.random.default_rng(5)
@@ -130,6 +130,14 @@ def test_the_fast_rank_sums_give_scipys_p_values_bit_for_bit():
     order = di._draw_sets(rng, non.size, 50, 20)
     assert np.array_equal(di._null_pvalues(non, order, 20), di.rank_test(non[order[:, :20]], non[order[:, 20:]]))
     non = rng.normal(0, 1, 300)
+    cand, refs = di._draw_sets(rng, member.size, 50, 20)[:, :20], di._draw_sets(rng, non.size, 50, 280)
+    assert np.array_equal(di._member_pvalues(member, non, cand, refs[:, 280:], chunk=7),
+                          di.rank_test(member[cand], non[refs[:, :280]]))
+    # ties within the members, within the non-members and across them, and a block of one value (as
+    # float32 white-box scores have), so the tie term differs from row to row
+    member, non = np.round(rng.normal(0.3, 1, 200), 1), np.round(rng.normal(0, 1, 300), 1)
+    member[:50], non[:80] = 0.0, 0.0
+    assert np.unique(np.r_[member, non]).size < member.size + non.size
     cand, refs = di._draw_sets(rng, member.size, 50, 20)[:, :20], di._draw_sets(rng, non.size, 50, 280)
     assert np.array_equal(di._member_pvalues(member, non, cand, refs[:, 280:], chunk=7),
                           di.rank_test(member[cand], non[refs[:, :280]]))
