@@ -10,7 +10,7 @@ from tests.helpers.config import compose_config
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
 # target_key of the default config's spec on a CPU, as every fp32 target was keyed before precision
 # could enter the key (computed with that code): fp32 targets already cached keep their entries.
-FP32_KEY = "PINNED"
+FP32_KEY = "0ec2432a76796046"
 
 
 def _spec(*overrides) -> tuple:
@@ -25,7 +25,7 @@ def _key(spec, cfg, device=None):
 def test_an_fp32_target_keeps_the_key_it_had():
     spec, cfg = _spec()
     assert _key(spec, cfg, CPU) == FP32_KEY
-    for precision in ("32-true", "32"):  # fp32 named outright: the same target, wherever it trains
+    for precision in ("32-true", "'32'"):  # fp32 named outright: the same target, wherever it trains
         named, _ = _spec(f"train.precision={precision}")
         assert _key(named, cfg, CPU) == _key(named, cfg, GPU) == FP32_KEY, precision
         assert "precision" not in named.weights_key(GPU)

@@ -55,12 +55,15 @@ def test_streamed_members_shipped_as_uint8_train_the_weights_of_members_finished
     shipped = train_target(spec, shards, uids, tmp_path / "uint8", "k", export=False).model.state_dict()
     assert seen and set(seen) == {torch.uint8}  # every batch travelled as uint8
 
+    floats = []
+
     def in_worker(self, batch):  # images finished where they were decoded, as floats
         images, captions, positions = zip(*batch)
-        return self.preprocess.stack(images), self.tokenizer(list(captions)), torch.as_tensor(positions)
+        floats.append(self.preprocess.stack(images))
+        return floats[-1], self.tokenizer(list(captions)), torch.as_tensor(positions)
 
     seen.clear()
     monkeypatch.setattr(PairStream, "collate", in_worker)
     finished = train_target(spec, shards, uids, tmp_path / "float", "k", export=False).model.state_dict()
-    assert seen and set(seen) == {torch.float32}
+    assert floats and {f.dtype for f in floats} == {torch.float32} and not seen  # nothing left to finish
     assert shipped.keys() == finished.keys() and all(torch.equal(shipped[k], finished[k]) for k in shipped)
