@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slurm bench report clean
+.PHONY: run test test-fast test-slurm bench device-wheels report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: $(STAMP)          ## throughput figures, written as JSON to outputs/bench
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.bench_paramgrad
 	$(PY) -m benchmarks.bench_inference
+
+device-wheels: $(STAMP) ## wheels a bare, offline GPU machine lacks, into .whl/ (for benchmarks/device.sh)
+	$(PY) -m benchmarks.device_wheels .whl
 
 report: $(STAMP)         ## the sweep report: make report SWEEP=outputs/multiruns/<stamp>
 	$(PY) -m mia.report $(SWEEP)

@@ -278,17 +278,22 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=100 if gpu else 20)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=gpu,
                         help="torch.compile the pipeline path (default: on a GPU)")
-    parser.add_argument("--loader-images", type=int, default=8192 if gpu else 1024)
+    parser.add_argument("--loader-images", type=int, default=8192 if gpu else 1024, help="0: no loader figure")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--batch-size", type=int, help="every model's batch (default: sized to the machine)")
+    parser.add_argument("--pairs", type=int, help="pairs held in memory per model (default: sized to the machine)")
     parser.add_argument("--out", default="outputs/bench")
     args = parser.parse_args(argv)
     # batch, pairs held in memory: big enough to fill an H100, small enough for a 2-core CPU
     shapes = {"tiny": (1024, 8192) if gpu else (128, 1024), "vit_b32": (256, 1024) if gpu else (16, 64)}
-    for name in args.models.split(","):
+    for name in filter(None, args.models.split(",")):
         batch, n = shapes.get(name, (64, 256))
+        batch, n = args.batch_size or batch, args.pairs or n
         steps = args.steps if name == "tiny" or gpu else max(3, args.steps // 5)
         write(bench_model(name, steps, batch, n, args.compile), Path(args.out) / f"train_{name}.json")
-    write(bench_loader(args.loader_images, 224, args.workers, 256), Path(args.out) / "loader.json")
+    if args.loader_images:
+        write(bench_loader(args.loader_images, 224, args.workers, min(256, args.loader_images)),
+              Path(args.out) / "loader.json")
 
 
 if __name__ == "__main__":

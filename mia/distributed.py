@@ -72,8 +72,18 @@ def world_size(trainer) -> int:
     return int(trainer.devices) * int(trainer.num_nodes)
 
 
+def _on_gpu(trainer) -> bool:
+    return trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
+
+
+def device_of(trainer) -> torch.device:
+    """The kind of device a job of this `trainer` group trains on (rank 0's; what `train.precision=auto`
+    resolves against), without the checks a job makes before it starts."""
+    return torch.device("cuda", 0) if _on_gpu(trainer) else torch.device("cpu")
+
+
 def _device(trainer, local_rank: int) -> torch.device:
-    if trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available()):
+    if _on_gpu(trainer):
         if not torch.cuda.is_available():
             raise RuntimeError(f"trainer.accelerator={trainer.accelerator} but no GPU is visible; "
                                "use trainer=ddp_cpu to run DDP on the CPU")

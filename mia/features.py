@@ -49,16 +49,13 @@ def _sources(splits, member_corpus, nonmember_corpus):
 def _embed_sources(target, sources, device, rank=0, world=1):
     """(uids, image, text, cos) for this rank's share (every world-th uid) of every source."""
     uids, img, txt, cos = [], [], [], []
-    model = target.model.to(device)
-    try:
-        for corpus, wanted in sources:
-            mine = list(wanted[rank::world])
-            images, tokens = load_pairs(corpus.shards, mine, target.preprocess, target.tokenizer,
-                                        f"load eval pairs ({corpus.name})")
-            i, t, c = embed(model, images, tokens)
-            uids.append(np.asarray(mine)), img.append(i), txt.append(t), cos.append(c)
-    finally:
-        target.model.cpu()  # the attacks expect the target where train_target left it
+    model = target.model.to(device)  # where the target stage put it already; it stays there for the attacks
+    for corpus, wanted in sources:
+        mine = list(wanted[rank::world])
+        images, tokens = load_pairs(corpus.shards, mine, target.preprocess, target.tokenizer,
+                                    f"load eval pairs ({corpus.name})")
+        i, t, c = embed(model, images, tokens)
+        uids.append(np.asarray(mine)), img.append(i), txt.append(t), cos.append(c)
     return np.concatenate(uids), np.concatenate(img), np.concatenate(txt), np.concatenate(cos)
 
 

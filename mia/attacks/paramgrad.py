@@ -199,7 +199,8 @@ def per_sample_grad_norms(model, images, tokens, bank_img, bank_txt, names, chun
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # the current GPU by index, so that a target already there compares equal and is not copied
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(device)
 
 
@@ -214,8 +215,8 @@ class ParamGrad(Attack):
     def run(self, ctx: AttackContext) -> AttackResult:
         device = resolve_device(self.device)
         model = ctx.target.model
-        # a copy on the accelerator; the shared CPU model stays where the other attacks expect it
-        model = copy.deepcopy(model).to(device) if device.type != "cpu" else model
+        # a copy where the target is not on `device`: the shared target stays where the other attacks expect it
+        model = copy.deepcopy(model).to(device) if next(model.parameters()).device != device else model
         names = select_params(model, self.params, self.last_blocks)
         known = ctx.features[NONMEMBER_KNOWN]
         bank_idx, keep = split_known(len(known.uids), self.bank_size, ctx.seed)

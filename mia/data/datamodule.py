@@ -53,6 +53,14 @@ class PairDataModule(L.LightningDataModule):
         return DataLoader(self.dataset, batch_size=local_batch, num_workers=self.num_workers,
                           collate_fn=self.dataset.collate, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        # Streamed batches travel as uint8 (PairStream.collate) and are normalised here, on the device;
+        # the precision's input conversion (bf16-true's cast, say), which left the uint8 images alone
+        # before the transfer, is then applied to the floats.
+        if not isinstance(self.dataset, PairStream) or batch[0].dtype != torch.uint8:
+            return batch
+        return self.trainer.precision_plugin.convert_input(self.dataset.finish(batch))
+
 
 def generate_all(pairs: GeneratedPairs, num_workers: int, batch: int = 256):
     """Every member of `pairs`, generated once by `num_workers` loader workers: (images, tokens, positions)."""

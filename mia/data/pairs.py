@@ -109,9 +109,19 @@ class PairStream(IterableDataset):
         return len(self.order)
 
     def collate(self, batch):
-        """A batch of (image, caption, position) as tensors, its captions tokenised in one call."""
+        """A batch of (image, caption, position) as tensors, its captions tokenised in one call. The
+        images stay uint8 where the whole batch took the tensor path: `finish` makes them model-ready
+        where they arrive (on the training device, PairDataModule.on_after_batch_transfer)."""
         images, captions, positions = zip(*batch)
-        return self.preprocess.stack(images), self.tokenizer(list(captions)), torch.as_tensor(positions)
+        return self.preprocess.stack_raw(images), self.tokenizer(list(captions)), torch.as_tensor(positions)
+
+    def finish(self, batch):
+        """A collated batch with model-ready float images, bit for bit those of normalising in the
+        worker (TensorPreprocess.finish: the same operations in the same order)."""
+        images, tokens, positions = batch
+        if images.dtype == torch.uint8:
+            images = self.preprocess.finish(images)
+        return images, tokens, positions
 
     def mine(self, epoch: int, worker: int, workers: int) -> np.ndarray:
         """Which member positions worker `worker` of `workers` streams in `epoch` (a mask over the

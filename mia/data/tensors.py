@@ -65,15 +65,27 @@ class TensorPreprocess:
         return self.preprocess(decode_image(data))
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images (one or a batch) as ToTensor and Normalize leave them: the same operations,
-        in the same order, so the same floats (in place after the one conversion)."""
-        return images.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)
+        """uint8 images (one or a batch, on any device) as ToTensor and Normalize leave them: the same
+        operations, in the same order, so the same floats (in place after the one conversion)."""
+        device = images.device
+        # 255 as a tensor on the device: CUDA divides by a host scalar as a multiplication by its
+        # reciprocal, which can differ from ToTensor's division in the last bit
+        scale = torch.tensor(255, dtype=torch.float32, device=device)
+        return images.to(torch.float32).div_(scale).sub_(self.mean.to(device)).div_(self.std.to(device))
 
     def stack(self, decoded) -> torch.Tensor:
         """A batch of `decode`'s results as one float tensor."""
         if all(d.dtype == torch.uint8 for d in decoded):
             return self.finish(torch.stack(decoded))  # a quarter of the bytes to stack, one pass of arithmetic
         return torch.stack([self.finish(d) if d.dtype == torch.uint8 else d for d in decoded])
+
+    def stack_raw(self, decoded) -> torch.Tensor:
+        """A batch of `decode`'s results as one tensor to ship: uint8 where every image took the
+        tensor path (`finish` it where it arrives: a quarter of the bytes through pipes and to the
+        GPU), else as `stack` makes it."""
+        if all(d.dtype == torch.uint8 for d in decoded):
+            return torch.stack(decoded)
+        return self.stack(decoded)
 
     def __call__(self, data: bytes) -> torch.Tensor:
         image = self.decode(data)

@@ -2,12 +2,14 @@
 checked before any work starts), the training plan, and the target's cache key."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from mia import distributed
 from mia.cache import config_hash
 from mia.data.dedup import DEFAULT_DEDUP
 from mia.data.generated import in_memory_bytes
@@ -45,7 +47,7 @@ class TrainSpec:
     warmup_steps: int
     precision: str = "auto"
     compile: bool = False
-    num_workers: int = 0
+    num_workers: int | str = 0  # or "auto": workers_for(the cores, the local ranks)
     progress_bar: bool = True
     checkpoint_s: float = 60
     in_memory: bool | str = True  # or "auto": in memory when the members fit IN_MEMORY_BUDGET
@@ -60,7 +62,8 @@ class TrainSpec:
         ("train.lr", "lr", lambda v: is_number(v) and v > 0, "a number > 0"),
         ("train.weight_decay", "weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
         ("train.warmup_steps", "warmup_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
-        ("train.num_workers", "num_workers", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+        ("train.num_workers", "num_workers", lambda v: (is_int(v) and v >= 0) or v == "auto",
+         "an integer >= 0 or auto"),
         ("train.precision", "precision", lambda v: isinstance(v, str) and v, "'auto' or a Lightning precision"),
         ("train.compile", "compile", lambda v: isinstance(v, bool), "true or false"),
         ("train.progress_bar", "progress_bar", lambda v: isinstance(v, bool), "true or false"),
@@ -96,21 +99,50 @@ class TrainSpec:
         return {**out, "trainer": asdict(self.trainer),
                 "defense": {"name": self.defense.name, **self.defense.settings}}
 
-    def weights_key(self) -> dict:
-        """The part of the spec that defines the trained weights (not how fast or where they train). A
-        defense enters only when it changes the weights, so defense=none keeps every existing key."""
+    def weights_key(self, device: torch.device | None = None) -> dict:
+        """The part of the spec that defines the trained weights (not how fast they train). A defense
+        enters only when it changes the weights, so defense=none keeps every existing key; likewise the
+        precision, resolved for `device` (default: where this spec's trainer trains), only when it is
+        not fp32, so a bf16 GPU target never serves an fp32 job and every fp32 key stays as it was."""
         key = {"model": self.model, "seed": self.seed,
                "train": {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                        "warmup_steps")}}
         defense = self.defense.weights_key()
         if defense is not None:
             key["defense"] = defense
+        precision = self.precision_for(device if device is not None or self.precision != "auto"
+                                       else distributed.device_of(self.trainer))
+        if precision not in FP32:
+            key["precision"] = precision
         return key
 
-    def precision_for(self, device: torch.device) -> str:
+    def precision_for(self, device: torch.device | None) -> str:
         if self.precision == "auto":
-            return "bf16-mixed" if device.type == "cuda" else "32-true"
+            return "bf16-mixed" if device is not None and device.type == "cuda" else "32-true"
         return self.precision
+
+    def loader_workers(self) -> int:
+        """train.num_workers as a number: `auto` is workers_for(this process's cores)."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        return workers_for(available_cores(), self.trainer.devices)
+
+
+# Lightning's names of full fp32 training: a target trained so has the key it always had
+FP32 = ("32-true", "32")
+# train.num_workers=auto: enough loader workers to feed a GPU, leaving a core to the training process
+MAX_AUTO_WORKERS = 8
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one, as under SLURM)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def workers_for(cores: int, local_ranks: int = 1) -> int:
+    """Loader workers per rank for `cores` shared by `local_ranks` ranks: one core per rank stays with
+    the training loop, the rest decode (at most MAX_AUTO_WORKERS each)."""
+    return max(0, min(cores // max(1, local_ranks) - 1, MAX_AUTO_WORKERS))
 
 
 # data.in_memory=auto holds the decoded members in memory up to this much, and streams them beyond
@@ -128,12 +160,13 @@ def plan(spec: TrainSpec, n: int, image_size: int, context_length: int, shards) 
 
 
 def target_key(spec: TrainSpec, corpus_fingerprint: str, split: SplitSpec, size: int,
-               canaries: dict | None = None) -> str:
+               canaries: dict | None = None, device: torch.device | None = None) -> str:
     """Everything that defines the trained weights, nothing that only concerns evaluation. The
     de-duplication rules shape the member pool, so they are part of it, but only when they are not
     the default: the keys of targets trained before the rules were selectable stay as they were.
-    Likewise the canaries (mia/data/canaries.py, Canaries.key()) only when there are any."""
-    w = spec.weights_key()
+    Likewise the canaries (mia/data/canaries.py, Canaries.key()) only when there are any. `device` is
+    where the target trains (the precision `auto` resolves to depends on it)."""
+    w = spec.weights_key(device)
     split = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
     drawn = {"seed": split.seed, "holdout": split.holdout}
     if set(split.dedup) != set(DEFAULT_DEDUP):

@@ -61,7 +61,7 @@ class TrainHere:
 
     def obtain(self, spec: TrainSpec, *, corpus, split, size: int, uids, canaries, model_cfg, cache_dir, logger,
                world) -> Target:
-        key = target_key(spec, corpus.fingerprint, split, size, canaries=canaries)
+        key = target_key(spec, corpus.fingerprint, split, size, canaries=canaries, device=world.device)
         return train_target(spec, corpus.shards, uids, cache_dir, key, logger=logger, world=world, size=size)
 
 
@@ -82,8 +82,9 @@ class FromCheckpoint:
         self.size = None if size is None else parse_size(size, "target.size")
         self.trains_shadows = train_shadows
 
-    def obtain(self, spec: TrainSpec, *, model_cfg, cache_dir, **_) -> Target:
+    def obtain(self, spec: TrainSpec, *, model_cfg, cache_dir, world, **_) -> Target:
         model, tokenizer, preprocess, fingerprint = checkpoint.load(self.path, self.pretrained, model_cfg, cache_dir)
+        model.to(world.device)  # features and white-box attacks run on the job's device
         key = f"checkpoint-{config_hash(fingerprint)}"
         log.info("target %s loaded from %s (nothing trained)", key, self.path or self.pretrained)
         return Target(key, Layout(cache_dir).checkpoint(key), model, tokenizer, preprocess, cache_hit=True,
@@ -112,7 +113,9 @@ def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logge
     model.load_state_dict(torch.load(tdir / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     if export and world.is_main and not (tdir / "open_clip" / checkpoint.CONFIG_FILE).exists():
-        checkpoint.export(model, spec.model, tdir / "open_clip")
+        checkpoint.export(model, spec.model, tdir / "open_clip")  # from the CPU: loadable anywhere
+    # Features, white-box attacks and shadow statistics then run where the job trains (its GPU).
+    model.to(world.device)
     return Target(key, tdir, model, tokenizer, preprocess, hit, timing["train_s"], size or len(uids), spec.epochs,
                   checkpoint=tdir / "model.pt", trained_uids=tdir / "trained_uids.txt")
 
@@ -139,7 +142,7 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
         seen = defense.fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
         return _save(spec, model, shards, uids, tdir, world, t0, todo, sampled=seen)
     module = CLIPTarget(model, spec, len(uids))
-    dm = PairDataModule(shards, uids, preprocess, tokenizer, spec.batch_size, spec.num_workers, todo["in_memory"],
+    dm = PairDataModule(shards, uids, preprocess, tokenizer, spec.batch_size, spec.loader_workers(), todo["in_memory"],
                         spec.seed, world.rank, world.size)
     ckpt_dir = tdir / "ckpt"
     last = ckpt_dir / "last.ckpt"
@@ -200,6 +203,7 @@ def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sam
             "generated": uids.describe() if isinstance(uids, Members) else None,
             "size": len(uids), "epochs": spec.epochs, "train_s": train_s, "world_size": world.size,
             "precision": spec.precision_for(world.device), "device": str(world.device),
+            "num_workers": spec.loader_workers(),
             "shards": [str(s) for s in shards], "samples_per_s": len(uids) * spec.epochs / train_s}
     if sampled is not None:
         meta["times_sampled"] = {"min": int(sampled.min()), "mean": float(sampled.float().mean()),

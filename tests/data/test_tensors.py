@@ -62,3 +62,27 @@ def test_a_batch_finished_at_once_is_the_samples_finished_one_by_one():
     assert [d.dtype for d in decoded] == [torch.uint8] * 8 + [torch.float32]
     expected = torch.stack([preprocess(decode_image(d)) for d in data])
     assert torch.equal(fast.stack(decoded), expected) and torch.equal(fast.stack(decoded[:8]), expected[:8])
+
+
+def test_a_batch_shipped_as_uint8_and_finished_where_it_arrives_is_the_workers_batch_bit_for_bit():
+    """stack_raw ships the tensor path's batches as uint8; finish, run where the batch arrives (the
+    training device), gives the floats of finishing in the worker. A batch with a PIL-path image ships
+    as floats, finished in the worker as before."""
+    preprocess = open_clip.image_transform(32, is_train=False)
+    fast = TensorPreprocess(preprocess)
+    data = [jpeg(make_sample(i, seed=0)[0]) for i in range(8)] + [encoded(make_sample(9, seed=0)[0], "PNG")]
+    decoded = [fast.decode(d) for d in data]
+    shipped = fast.stack_raw(decoded[:8])
+    assert shipped.dtype == torch.uint8 and shipped.shape == (8, 3, 32, 32)
+    assert torch.equal(fast.finish(shipped), fast.stack(decoded[:8]))
+    mixed = fast.stack_raw(decoded)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, fast.stack(decoded))
+
+
+@pytest.mark.gpu
+def test_a_uint8_batch_finished_on_the_gpu_is_the_cpus_bit_for_bit():
+    preprocess = open_clip.image_transform(224, is_train=False)
+    fast = TensorPreprocess(preprocess)
+    shipped = fast.stack_raw([fast.decode(jpeg(make_sample(i, seed=0, image_size=224)[0])) for i in range(8)])
+    assert shipped.dtype == torch.uint8
+    assert torch.equal(fast.finish(shipped.cuda()).cpu(), fast.finish(shipped))
