@@ -1,7 +1,9 @@
 import os
+from pathlib import Path
 
 import pytest
 
+from tests.helpers.caches import seed_cache
 from tests.helpers.config import SMALL, compose_config
 
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -17,15 +19,43 @@ def make_cfg(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def default_job(tmp_path_factory):
+def small_cache(tmp_path_factory) -> Path:
+    """A cache holding the debug=small corpus and its index, generated once a session: every test-size
+    job reads this corpus. Tests get copies (`small_corpus`, seed_cache), never this folder itself."""
+    from mia.validate import build
+
+    cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('small_cache')}", "logger=none")
+    build(cfg.data, "data").member_corpus(Path(cfg.paths.cache_dir))
+    return Path(cfg.paths.cache_dir)
+
+
+@pytest.fixture
+def small_corpus(tmp_path, small_cache) -> Path:
+    """make_cfg's cache (tmp_path/.cache) holding the debug=small corpus and index, as an earlier job
+    leaves them: for tests of what a job does with a corpus, not of how it is generated."""
+    return seed_cache(small_cache, tmp_path / ".cache")
+
+
+@pytest.fixture(scope="session")
+def default_job(tmp_path_factory, small_cache):
     """(config, results.json path) of the default job (attack=csa) at test size, logged to W&B offline.
-    One run serves tests/test_pipeline.py, tests/evaluation/ and tests/report/; tests that change its files copy it."""
+    One run serves tests/test_pipeline.py, tests/evaluation/ and tests/report/; tests that change its files copy it.
+    It trains its target (cache_hit false) on small_cache's corpus."""
     from mia.pipeline import run
 
     cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('default_job')}", "logger=wandb")
+    seed_cache(small_cache, cfg.paths.cache_dir)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         return cfg, run(cfg)
+
+
+@pytest.fixture
+def small_target(tmp_path, default_job) -> Path:
+    """make_cfg's cache holding the default job's: the debug=small corpus, its index, the default
+    target (data.size=300, 2 epochs) and its features, so that `run(make_cfg())` trains nothing.
+    For tests of what comes after training, or of a target other than the default one."""
+    return seed_cache(default_job[0].paths.cache_dir, tmp_path / ".cache")
 
 
 def pytest_collection_modifyitems(config, items):

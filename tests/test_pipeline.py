@@ -43,7 +43,7 @@ def test_default_job_end_to_end_with_wandb(default_job):
     assert len(runs) == 1 and runs[0].stat().st_size > 0
 
 
-def test_second_run_hits_the_cache(make_cfg, caplog):
+def test_second_run_hits_the_cache(make_cfg, small_corpus, caplog):
     first = json.loads(run(make_cfg()).read_text())
     with caplog.at_level("INFO"):
         second = json.loads(run(make_cfg()).read_text())
@@ -63,7 +63,7 @@ def test_second_run_hits_the_cache(make_cfg, caplog):
     ("data.split.known_size=100k", "the non-member sets need 100"),
     ("data.nonmembers=other", "data.nonmembers='other'"),
 ])
-def test_bad_input_is_refused_before_training(make_cfg, tmp_path, override, message):
+def test_bad_input_is_refused_before_training(make_cfg, tmp_path, small_corpus, override, message):
     with pytest.raises(ValueError, match=message):
         run(make_cfg(override))
     assert not (tmp_path / ".cache" / "targets").exists()
@@ -76,7 +76,7 @@ def _cli(tmp_path, *args):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_cli_multirun_sweep(tmp_path):
+def test_cli_multirun_sweep(tmp_path, small_target):
     proc = _cli(tmp_path, "-m", "data.size=200,300", "attack=csa")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((tmp_path / "outputs" / "multiruns").glob("*/*/results.json"))
@@ -93,7 +93,7 @@ def test_cli_bad_size_fails_with_named_key(tmp_path):
     assert "data.size='lots' is not a size" in proc.stderr
 
 
-def test_shadow_attack_through_the_pipeline(make_cfg):
+def test_shadow_attack_through_the_pipeline(make_cfg, small_target):
     """A reference-model attack end to end: shadows trained through the cached stage (not exported),
     their pool embeddings cached beside them, diagnostics nested under the attack's metrics."""
     path = run(make_cfg("attack=lira", "attack.lira.num_shadows=2"))
@@ -111,7 +111,7 @@ def test_shadow_attack_through_the_pipeline(make_cfg):
     assert Path(res["target"]["open_clip"], "open_clip_config.json").exists()
 
 
-def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_same_target(make_cfg):
+def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_same_target(make_cfg, small_target):
     evaluation = json.loads(run(make_cfg("analysis.calibrated.fpr_targets=[0.05]")).read_text())
     validation = json.loads(run(make_cfg("data.split.validation=40", "data.split.scored=validation")).read_text())
     assert validation["target"]["cache_key"] == evaluation["target"]["cache_key"] and validation["target"]["cache_hit"]
@@ -120,7 +120,7 @@ def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_sam
     assert [c["fpr_target"] for c in evaluation["attacks"]["csa"]["calibrated"]] == [0.05]
 
 
-def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_others_still_run(make_cfg):
+def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_others_still_run(make_cfg, small_target):
     """WSA at a lambda no pair reaches: the job records why under `skipped`, with no metrics and no scores
     column of its own, and scores CSA as usual."""
     path = run(make_cfg("attack=[csa,wsa]", "attack.wsa.lam=100"))

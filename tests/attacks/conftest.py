@@ -22,6 +22,7 @@ from mia.pipeline import prepare
 from mia.training.stage import train_target
 from mia.training.spec import target_key
 from tests.helpers.attacks import feature_context, modality_context, model_context, pool_null_context
+from tests.helpers.caches import seed_cache
 from tests.helpers.config import MODEL_OVERRIDES, compose_config
 
 
@@ -47,9 +48,10 @@ def null_modality():
 
 
 @pytest.fixture(scope="session")
-def _trained(tmp_path_factory):
+def _trained(tmp_path_factory, small_cache):
     root = tmp_path_factory.mktemp("attack_target")
     cfg = compose_config(*MODEL_OVERRIDES, f"paths.root_dir={root}")
+    seed_cache(small_cache, cfg.paths.cache_dir)  # the same corpus as debug=small's: generated once
     members, _, splits, spec = prepare(cfg)
     target = train_target(spec, members.shards, splits.members, Path(cfg.paths.cache_dir),
                           target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size))

@@ -180,8 +180,9 @@ def test_target_size_tops_up_with_filler(planted_model):
     ctx = planted_model
     used = set(pool(ctx)[0]) | set(ctx.splits.members)
     spare = np.array(sorted(set(ctx.splits.spare) - used))
-    trainer = ShadowTrainer(ctx.shadows.spec, ctx.shards, ctx.shadows.cache_dir, "unused", past=spare,
-                            taken=sorted(used))
+    # one epoch, not the target's 30: only which pairs each shadow trains on is checked here
+    trainer = ShadowTrainer(replace(ctx.shadows.spec, epochs=1), ctx.shards, ctx.shadows.cache_dir, "unused",
+                            past=spare, taken=sorted(used))
     big = replace(ctx, target=replace(ctx.target, size=300), shadows=trainer)
     ref = references(big, 2, settings=ShadowSettings("target", None, 0))
     uids = pool(ctx)[0]
@@ -277,7 +278,7 @@ def test_lira_config_and_validation():
     assert isinstance(built[1], RMIA) and {a.shadows.size for a in built} == {"pool"}
 
 
-def test_a_job_whose_pool_is_too_small_for_n_is_refused_before_any_training(make_cfg, tmp_path):
+def test_a_job_whose_pool_is_too_small_for_n_is_refused_before_any_training(make_cfg, tmp_path, small_corpus):
     """debug=small: the held-out pairs past the splits are 150; N = 600 needs 325 filler pairs."""
     with pytest.raises(ConfigError, match=r"attack\.lira\.shadows\.size='target': N = 600 needs 325 filler pairs"):
         run(make_cfg("attack=lira", "data.size=600"))

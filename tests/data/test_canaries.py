@@ -33,7 +33,7 @@ def test_bad_settings_are_refused_naming_the_key(change, key):
         _settings(**change)
 
 
-def test_canaries_are_spare_held_out_pairs_the_same_at_every_size(make_cfg):
+def test_canaries_are_spare_held_out_pairs_the_same_at_every_size(make_cfg, small_corpus):
     cfg = make_cfg("data.canaries.copies=[1,4,16]", "data.canaries.count=30")
     _, _, splits, _ = prepare(cfg)
     c = canaries.draw(build(cfg.data, "data").canaries, splits)
@@ -78,7 +78,7 @@ def test_target_key_holds_canaries_only_when_there_are_some(make_cfg):
     assert with_c != target_key(spec, "fp", cfg.data.split, cfg.data.size, canaries={"copies": [4], "count": 10})
 
 
-def test_repeated_uids_are_read_once_and_repeated(make_cfg):
+def test_repeated_uids_are_read_once_and_repeated(make_cfg, small_corpus):
     members, _, splits, _ = prepare(make_cfg())
     uids = list(splits.members[:3])
     images, captions = load_raw(members.shards, [uids[0], uids[1], uids[0], uids[2], uids[0]])
@@ -87,7 +87,7 @@ def test_repeated_uids_are_read_once_and_repeated(make_cfg):
 
 
 @pytest.mark.slow
-def test_job_scores_each_copy_count_as_a_member_set(make_cfg):
+def test_job_scores_each_copy_count_as_a_member_set(make_cfg, small_corpus):
     # 16 copies x 10 epochs against 1 x 10: the more copies, the better CSA separates the group.
     cfg = make_cfg("data.canaries.copies=[1,16]", "data.canaries.count=40", "train.epochs=10",
                    "attack=csa")

@@ -18,10 +18,12 @@ from mia.pipeline import prepare, run
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, small_cache):
+    from tests.helpers.caches import seed_cache
     from tests.helpers.config import SMALL, compose_config
 
     cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('generated')}", "logger=none")
+    seed_cache(small_cache, cfg.paths.cache_dir)
     return cfg, build(cfg.data, "data").member_corpus(Path(cfg.paths.cache_dir))
 
 
@@ -75,7 +77,7 @@ def test_a_generated_member_that_collides_with_a_non_member_is_redrawn(corpus, c
 
 
 @pytest.mark.slow
-def test_a_target_trains_past_the_shards_in_memory_or_streamed_alike(make_cfg):
+def test_a_target_trains_past_the_shards_in_memory_or_streamed_alike(make_cfg, small_corpus):
     base = ["data.size=1024", "train.batch_size=64", "train.num_workers=1"]
     kept = run(make_cfg(*base, "data.in_memory=true"))
     streamed = run(make_cfg(*base, "data.in_memory=false", "seed=0"))
@@ -95,6 +97,6 @@ def test_a_target_trains_past_the_shards_in_memory_or_streamed_alike(make_cfg):
     assert res[0]["data"]["members"] == 1024
 
 
-def test_prepare_takes_a_size_past_the_shards_without_generating_it(make_cfg):
+def test_prepare_takes_a_size_past_the_shards_without_generating_it(make_cfg, small_corpus):
     _, _, splits, _ = prepare(make_cfg("data.size=1M"))
     assert len(splits.members) == 1_000_000 and splits.members.extra > 990_000

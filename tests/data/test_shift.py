@@ -67,11 +67,11 @@ def test_image_only_and_caption_only_shift_change_only_that_part():
             assert meta["url"] == want_img[2]["url"] and meta["caption"] == cap
 
 
-def shifted_splits(make_cfg, tmp_path, *overrides):
+def shifted_splits(make_cfg, cache_dir, *overrides):
     cfg = make_cfg(*overrides)
     data = build(cfg.data, "data")
-    members = data.member_corpus(tmp_path / "cache")
-    nonmembers = load_shifted(data.corpus, members, tmp_path / "cache", data.shift, data.shift_parts)
+    members = data.member_corpus(cache_dir)
+    nonmembers = load_shifted(data.corpus, members, cache_dir, data.shift, data.shift_parts)
     iid = build_splits(members.index, cfg.data.split, cfg.data.size)
     return members, nonmembers, iid, build_splits(members.index, cfg.data.split, cfg.data.size,
                                                   shifted_index=nonmembers.index)
@@ -80,8 +80,8 @@ def shifted_splits(make_cfg, tmp_path, *overrides):
 SETS = ("members", "member_eval", "nonmember_eval", "nonmember_known", "aux_pool", "aux_is_member")
 
 
-def test_shifted_index_at_zero_gives_the_iid_splits(make_cfg, tmp_path):
-    members, nonmembers, iid, shifted = shifted_splits(make_cfg, tmp_path, "data.shift=0")
+def test_shifted_index_at_zero_gives_the_iid_splits(make_cfg, small_corpus):
+    members, nonmembers, iid, shifted = shifted_splits(make_cfg, small_corpus, "data.shift=0")
     assert np.array_equal(nonmembers.index.uids, members.index.uids)
     assert np.array_equal(nonmembers.index.captions, members.index.captions)
     assert nonmembers.shards == members.shards  # nothing swapped, nothing generated
@@ -89,8 +89,8 @@ def test_shifted_index_at_zero_gives_the_iid_splits(make_cfg, tmp_path):
         assert np.array_equal(getattr(iid, name), getattr(shifted, name)), name
 
 
-def test_full_shift_swaps_every_nonmember_and_no_member(make_cfg, tmp_path):
-    members, nonmembers, iid, shifted = shifted_splits(make_cfg, tmp_path, "data.shift=1")
+def test_full_shift_swaps_every_nonmember_and_no_member(make_cfg, small_corpus):
+    members, nonmembers, iid, shifted = shifted_splits(make_cfg, small_corpus, "data.shift=1")
     assert np.array_equal(iid.members, shifted.members) and np.array_equal(iid.member_eval, shifted.member_eval)
     assert np.array_equal(iid.aux_pool[iid.aux_is_member], shifted.aux_pool[shifted.aux_is_member])
     non = np.concatenate([shifted.nonmember_eval, shifted.nonmember_known])
@@ -238,7 +238,7 @@ def test_report_sets_each_attacks_auc_on_the_unswapped_nonmembers_beside_its_auc
 
 
 @pytest.mark.slow
-def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg):
+def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg, small_target):
     attacks = "attack=[csa,blind]"
     iid_uids = prepare(make_cfg(attacks))[2].nonmember_eval
     assert np.array_equal(prepare(make_cfg(attacks, "data.shift=0"))[2].nonmember_eval, iid_uids)
@@ -256,7 +256,7 @@ def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg):
 
 
 @pytest.mark.slow
-def test_a_shifted_job_scores_each_attack_on_its_unswapped_nonmembers_too(make_cfg):
+def test_a_shifted_job_scores_each_attack_on_its_unswapped_nonmembers_too(make_cfg, small_target):
     """auc_unshifted is the AUC of the members against the non-members whose uid is still the i.i.d. corpus's
     (`syn…`: a swapped pair's is `mxi…`, `mxc…` or `ood…`), counted by hand from scores.parquet; a job that
     shifts nothing has none of it."""

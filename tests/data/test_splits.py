@@ -161,28 +161,35 @@ def test_default_dedup_keeps_the_splits_bit_for_bit(dedup):
     assert (split_digest(shifted), shifted.dedup_dropped) == PINNED_REPETITIVE["ood"]
 
 
-def embedded_digests(make_cfg, tmp_path, *overrides, small=True):
+def embedded_digests(make_cfg, cache_dir, *overrides, small=True):
     cfg = make_cfg(*overrides, small=small)
-    members = build(cfg.data, "data").member_corpus(tmp_path / "cache")
-    ood = build(cfg.data, "data").sibling_corpus(tmp_path / "cache")
+    members = build(cfg.data, "data").member_corpus(cache_dir)
+    ood = build(cfg.data, "data").sibling_corpus(cache_dir)
     return {"iid": split_digest(build_splits(members.index, cfg.data.split, cfg.data.size)),
             "ood": split_digest(build_splits(members.index, cfg.data.split, cfg.data.size, ood.index))}
 
 
-def test_embedded_corpus_splits_are_pinned(make_cfg, tmp_path):
-    assert embedded_digests(make_cfg, tmp_path) == PINNED_EMBEDDED_SMALL
+@pytest.fixture(scope="module")
+def default_corpora(tmp_path_factory):
+    """A cache for the 24k corpus of conf/data/synthetic.yaml (and its sibling): each takes tens of
+    seconds to generate, so the tests below generate it once and only read it."""
+    return tmp_path_factory.mktemp("default_corpora")
+
+
+def test_embedded_corpus_splits_are_pinned(make_cfg, small_corpus):
+    assert embedded_digests(make_cfg, small_corpus) == PINNED_EMBEDDED_SMALL
 
 
 @pytest.mark.slow
-def test_default_embedded_corpus_splits_are_pinned(make_cfg, tmp_path):
+def test_default_embedded_corpus_splits_are_pinned(make_cfg, default_corpora):
     """The 24k corpus and split sizes of conf/data/synthetic.yaml, which the figures use."""
-    assert embedded_digests(make_cfg, tmp_path, "logger=none", small=False) == PINNED_EMBEDDED_DEFAULT
+    assert embedded_digests(make_cfg, default_corpora, "logger=none", small=False) == PINNED_EMBEDDED_DEFAULT
 
 
 @pytest.mark.slow
-def test_the_default_corpus_scores_5k_a_side_at_16k_without_touching_the_members(make_cfg, tmp_path):
+def test_the_default_corpus_scores_5k_a_side_at_16k_without_touching_the_members(make_cfg, default_corpora):
     cfg = make_cfg("logger=none", small=False)
-    members = build(cfg.data, "data").member_corpus(tmp_path / "cache")
+    members = build(cfg.data, "data").member_corpus(default_corpora)
     base = build_splits(members.index, cfg.data.split, "16k")
     big = build_splits(members.index, OmegaConf.merge(cfg.data.split, {"eval_size": "5k"}), "16k")
     assert len(big.member_eval) == len(big.nonmember_eval) == 5000 and big.held_out_extra > 0

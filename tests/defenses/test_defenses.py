@@ -154,7 +154,7 @@ def test_more_noise_less_epsilon():
 # --- end to end -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_dp_sgd_job_reports_a_finite_epsilon(make_cfg):
+def test_dp_sgd_job_reports_a_finite_epsilon(make_cfg, small_corpus):
     from mia.pipeline import run
 
     res = json.loads(run(make_cfg("defense=dp_sgd", "defense.groups=4")).read_text())
@@ -169,7 +169,7 @@ def test_dp_sgd_job_reports_a_finite_epsilon(make_cfg):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("defense", ["augment_image", "augment_text", "embedding_noise"])
-def test_defended_jobs_run_and_record_their_defense(make_cfg, defense):
+def test_defended_jobs_run_and_record_their_defense(make_cfg, small_target, defense):
     from mia.pipeline import run
 
     plain = json.loads(run(make_cfg()).read_text())

@@ -24,13 +24,15 @@ def _scores(path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A target trained by mia, scored by every attack that needs no shadows."""
+def trained(tmp_path_factory, default_job):
+    """A target trained by mia (the default job's, from its cache), scored by every attack that needs no shadows."""
     from hydra import compose, initialize_config_dir
 
+    from tests.helpers.caches import seed_cache
     from tests.helpers.config import CONF, SMALL
 
     root = tmp_path_factory.mktemp("roundtrip")
+    seed_cache(default_job[0].paths.cache_dir, root / ".cache")
 
     def make(*overrides, attack=NO_SHADOWS, small=SMALL):
         fast = FAST if attack == NO_SHADOWS else []

@@ -15,6 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 from mia.data.order import MemberOrder
 from mia.model import build_model
 from mia.pipeline import run
+from tests.helpers.caches import seed_cache
 from tests.helpers.config import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,9 +61,11 @@ def _target_dir(res: dict) -> Path:
 
 
 @pytest.mark.slow
-def test_ddp_cpu_matches_one_process(make_cfg, tmp_path):
+def test_ddp_cpu_matches_one_process(make_cfg, tmp_path, small_cache):
     # N = global batch and T = 1: the whole training is one optimiser step on one global batch.
     one_step = ["data.size=128", "train.batch_size=128", "train.epochs=1"]
+    for root in ("single", "ddp"):
+        seed_cache(small_cache, tmp_path / root / ".cache")
     cfg = make_cfg(*one_step, f"paths.root_dir={tmp_path}/single")
     single = json.loads(run(cfg).read_text())
     ddp = json.loads(run(make_cfg(*one_step, "trainer=ddp_cpu", f"paths.root_dir={tmp_path}/ddp")).read_text())
@@ -96,7 +99,7 @@ def test_ddp_cpu_matches_one_process(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_with_ddp_cpu_does_not_reenter_the_sweep(tmp_path):
+def test_multirun_with_ddp_cpu_does_not_reenter_the_sweep(tmp_path, small_corpus):
     """Lightning's own DDP launcher re-runs sys.argv, which would start the sweep again per rank."""
     args = [sys.executable, "run.py", "-m", *SMALL, "data.size=200,300", "trainer=ddp_cpu", "logger=none",
             f"paths.root_dir={tmp_path}", "hydra.callbacks={}"]
@@ -125,7 +128,7 @@ def test_a_dead_local_rank_ends_the_job_instead_of_hanging():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer, workers", [("default", 2), ("ddp_cpu", 1)])
-def test_streamed_training_covers_every_member_once_per_epoch(make_cfg, trainer, workers):
+def test_streamed_training_covers_every_member_once_per_epoch(make_cfg, small_corpus, trainer, workers):
     """data.in_memory=false: shards streamed by loader workers (and dealt to ranks under DDP). The
     coverage check inside training fails the job unless every member was seen exactly T times."""
     cfg = make_cfg("data.in_memory=false", f"train.num_workers={workers}", f"trainer={trainer}", "data.size=200")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def test_sigkill_mid_training_then_resume(tmp_path):
+def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
     args = [sys.executable, "run.py", *[o for o in SMALL if not o.startswith("train.epochs")],
             "train.epochs=40", "train.checkpoint_s=0", f"paths.root_dir={tmp_path}", "logger=none"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
