@@ -154,7 +154,9 @@ def image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_siz
             for i in range(0, len(images), batch_size):
                 batch = []
                 for uid, im, px in zip(uids[i:i + batch_size], images[i:i + batch_size], pixels[i:i + batch_size]):
-                    torch.manual_seed(sample_seed(ctx.seed, uid, tag, r))
+                    # the CPU generator alone: the transforms draw from it, and torch.manual_seed would
+                    # also seed every other device type, formatting a stack trace per view
+                    torch.default_generator.manual_seed(sample_seed(ctx.seed, uid, tag, r))
                     if px is None:
                         batch.append(ctx.target.preprocess(transform(im)))
                     else:
