@@ -1,4 +1,5 @@
 """Train target CLIPs, attack them, write results.json:  python run.py [-m] key=value ...  (--help: the groups)"""
+
 import os
 import shutil
 import sys

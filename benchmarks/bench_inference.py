@@ -2,6 +2,7 @@
 experiment=attack_comparison, against the baseline of scipy's mannwhitneyu on every drawn set (the
 rank test the module replaces by precomputed ranks and counted wins), in the same run, on the same
 draws. Writes outputs/bench/dataset_inference.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,12 @@ def baseline(member, non, settings, seed: int = 0) -> list:
         order = di._draw_sets(rng, non.size, settings["draws"], m)
         cand = di._draw_sets(rng, member.size, settings["draws"], m)[:, :m]
         refs = di._draw_sets(rng, non.size, settings["draws"], ref)
-        out.append((di.rank_test(non[order[:, :m]], non[order[:, m:]]),
-                    di.rank_test(member[cand], non[refs[:, :ref]])))
+        out.append(
+            (
+                di.rank_test(non[order[:, :m]], non[order[:, m:]]),
+                di.rank_test(member[cand], non[refs[:, :ref]]),
+            )
+        )
     return out
 
 
@@ -32,7 +37,11 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, nargs="+", default=[500, 3500, 5000])
     parser.add_argument("--out", default="outputs/bench")
     args = parser.parse_args(argv)
-    settings, rng, result = di.check_settings(None), np.random.default_rng(0), {"machine": machine()}
+    settings, rng, result = (
+        di.check_settings(None),
+        np.random.default_rng(0),
+        {"machine": machine()},
+    )
     for k in args.pairs:
         member, non = rng.normal(0.3, 1, k), rng.normal(0, 1, k)
         t0 = time.perf_counter()
@@ -40,7 +49,11 @@ def main(argv=None):
         t1 = time.perf_counter()
         di.dataset_inference(member, non, settings)
         t2 = time.perf_counter()
-        result[f"K={k}"] = {"baseline_s": t1 - t0, "dataset_inference_s": t2 - t1, "speedup": (t1 - t0) / (t2 - t1)}
+        result[f"K={k}"] = {
+            "baseline_s": t1 - t0,
+            "dataset_inference_s": t2 - t1,
+            "speedup": (t1 - t0) / (t2 - t1),
+        }
     write(result, Path(args.out) / "dataset_inference.json")
 
 

@@ -8,6 +8,7 @@ direct dependency), for CPython 3.12 on x86-64 Linux; benchmarks/device.sh insta
 wandb is left out: jobs there run with logger=none, and its wheel alone is larger than the budget.
 pytest and its plugin manager go to `.whl/pytest/`, installed only where pytest is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # What mia, run.py and the benchmarks import at runtime (or what that imports) and the GPU image lacks.
-RUNTIME = ["open_clip_torch", "ftfy", "wcwidth", "hydra-core", "omegaconf", "antlr4-python3-runtime",
-           "webdataset", "braceexpand"]
+RUNTIME = [
+    "open_clip_torch",
+    "ftfy",
+    "wcwidth",
+    "hydra-core",
+    "omegaconf",
+    "antlr4-python3-runtime",
+    "webdataset",
+    "braceexpand",
+]
 PYTEST = ["pytest", "pluggy", "iniconfig"]
 # .whl/ travels with the working tree to the GPU machine, which carries 64 MiB in all
 BUDGET = 64 << 20
-PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
-            "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "any"]
+PLATFORM = [
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux2014_x86_64",
+    "--platform",
+    "any",
+]
 
 
 def _norm(name: str) -> str:
@@ -48,10 +69,14 @@ def version(name: str, pinned: dict) -> str:
         installed = None
     want = pinned.get(_norm(name), installed)
     if want is None:
-        sys.exit(f"device-wheels: {name} is neither pinned in pyproject.toml nor installed here: run `make` first")
+        sys.exit(
+            f"device-wheels: {name} is neither pinned in pyproject.toml nor installed here: run `make` first"
+        )
     if installed is not None and installed != want:
-        sys.exit(f"device-wheels: pyproject.toml pins {name}=={want} but {installed} is installed: rebuild .venv "
-                 "(rm -rf .venv; make test)")
+        sys.exit(
+            f"device-wheels: pyproject.toml pins {name}=={want} but {installed} is installed: rebuild .venv "
+            "(rm -rf .venv; make test)"
+        )
     return want
 
 
@@ -65,10 +90,17 @@ def fetch(name: str, ver: str, dest: Path) -> Path:
         return found
     pip = [sys.executable, "-m", "pip", "-q"]
     spec = f"{name}=={ver}"
-    done = subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", *PLATFORM, "-d", str(dest), spec])
+    done = subprocess.run(
+        [*pip, "download", "--no-deps", "--only-binary=:all:", *PLATFORM, "-d", str(dest), spec]
+    )
     if done.returncode != 0:
-        print(f"device-wheels: no wheel of {spec} on the index; building one from its source", file=sys.stderr)
-        subprocess.run([*pip, "wheel", "--no-deps", "--no-binary", name, "-w", str(dest), spec], check=True)
+        print(
+            f"device-wheels: no wheel of {spec} on the index; building one from its source",
+            file=sys.stderr,
+        )
+        subprocess.run(
+            [*pip, "wheel", "--no-deps", "--no-binary", name, "-w", str(dest), spec], check=True
+        )
     found = _wheel(name, ver, dest)
     if found is None:
         sys.exit(f"device-wheels: pip gave no wheel named {_norm(name)}-{ver}-*.whl in {dest}")
@@ -84,7 +116,9 @@ def _wheel(name: str, ver: str, dest: Path) -> Path | None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dest", nargs="?", default=str(ROOT / ".whl"))
     args = parser.parse_args(argv)
     dest, pinned = Path(args.dest), pins()
@@ -95,8 +129,10 @@ def main(argv=None):
         print(f"{w.stat().st_size / 1e6:8.2f} MB  {w.relative_to(dest)}")
     print(f"{total / 1e6:8.2f} MB  in {dest}")
     if total > BUDGET:
-        sys.exit(f"device-wheels: {total / 2**20:.1f} MiB of wheels, more than the {BUDGET >> 20} MiB a GPU machine "
-                 "is sent")
+        sys.exit(
+            f"device-wheels: {total / 2**20:.1f} MiB of wheels, more than the {BUDGET >> 20} MiB a GPU machine "
+            "is sent"
+        )
 
 
 if __name__ == "__main__":

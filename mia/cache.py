@@ -20,6 +20,7 @@ Layout under `paths.cache_dir`:
     checkpoints/<hash>/            a CLIP trained elsewhere (target=checkpoint): features/ only
     model_configs/<key>/<name>.json  custom architectures registered with open_clip to load a checkpoint
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,7 +102,9 @@ def get_or_build(path: Path, build, world=None, done: Path | None = None) -> boo
     hit = done.exists()
     if ranks > 1 or not hit:
         with locked(path) if is_main else nullcontext():
-            hit = world.broadcast(done.exists()) if ranks > 1 else done.exists()  # built while we waited?
+            hit = (
+                world.broadcast(done.exists()) if ranks > 1 else done.exists()
+            )  # built while we waited?
             if not hit:
                 if is_main:
                     _discard_partials(path)

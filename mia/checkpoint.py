@@ -10,6 +10,7 @@ the Hugging Face hub use, custom architectures such as `tiny` included:
 Import accepts that folder, an open_clip training checkpoint ({"epoch", "name", "state_dict", ...},
 `module.` prefixes under DDP), a plain state dict, or an open_clip pretrained tag.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,9 @@ def export(model, model_cfg, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with atomic(folder / WEIGHTS_FILE) as tmp:
         torch.save(model.state_dict(), tmp)
-    atomic_write_text(folder / CONFIG_FILE, json.dumps({"model_cfg": model_config(model_cfg)}, indent=1))
+    atomic_write_text(
+        folder / CONFIG_FILE, json.dumps({"model_cfg": model_config(model_cfg)}, indent=1)
+    )
     return folder
 
 
@@ -45,23 +48,38 @@ def load(path, tag, model_cfg, cache_dir):
     architecture of a weights file; an exported folder carries its own."""
     if tag:
         name = model_cfg["name"]
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, output_dict=True)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=tag, output_dict=True
+        )
         return model.eval(), open_clip.get_tokenizer(name), preprocess, f"pretrained:{name}:{tag}"
     path = Path(path)
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"target.path={str(path)!r} is a folder without {CONFIG_FILE}: point it at "
-                                    "a checkpoint file, or at a folder mia exported (<target>/open_clip)")
+            raise FileNotFoundError(
+                f"target.path={str(path)!r} is a folder without {CONFIG_FILE}: point it at "
+                "a checkpoint file, or at a folder mia exported (<target>/open_clip)"
+            )
         name = f"local-dir:{path.resolve()}"
         model, _, preprocess = open_clip.create_model_and_transforms(name, output_dict=True)
-        weights = sorted(path.glob("*.bin")) + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth"))
+        weights = (
+            sorted(path.glob("*.bin"))
+            + sorted(path.glob("*.safetensors"))
+            + sorted(path.glob("*.pth"))
+        )
         files = [path / CONFIG_FILE, *weights]
         return model.eval(), open_clip.get_tokenizer(name), preprocess, _content_hash(files)
     if not path.is_file():
         raise FileNotFoundError(f"target.path={str(path)!r}: no such checkpoint file")
     name = _registered(model_cfg, cache_dir)
-    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(path), output_dict=True)
-    return model.eval(), open_clip.get_tokenizer(name), preprocess, _content_hash([path]) + f":{name}"
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=str(path), output_dict=True
+    )
+    return (
+        model.eval(),
+        open_clip.get_tokenizer(name),
+        preprocess,
+        _content_hash([path]) + f":{name}",
+    )
 
 
 def _registered(model_cfg, cache_dir: Path) -> str:

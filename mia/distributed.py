@@ -12,6 +12,7 @@ from one of three places:
 All ranks train together (DDP) and extract features together; rank 0 alone runs the attacks and
 writes results, plots and the W&B run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,7 +74,9 @@ def world_size(trainer) -> int:
 
 
 def _on_gpu(trainer) -> bool:
-    return trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
+    return trainer.accelerator in ("gpu", "cuda") or (
+        trainer.accelerator == "auto" and torch.cuda.is_available()
+    )
 
 
 def device_of(trainer) -> torch.device:
@@ -85,11 +88,15 @@ def device_of(trainer) -> torch.device:
 def _device(trainer, local_rank: int) -> torch.device:
     if _on_gpu(trainer):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"trainer.accelerator={trainer.accelerator} but no GPU is visible; "
-                               "use trainer=ddp_cpu to run DDP on the CPU")
+            raise RuntimeError(
+                f"trainer.accelerator={trainer.accelerator} but no GPU is visible; "
+                "use trainer=ddp_cpu to run DDP on the CPU"
+            )
         if trainer.devices > torch.cuda.device_count():
-            raise RuntimeError(f"trainer.devices={trainer.devices} but this node has "
-                               f"{torch.cuda.device_count()} GPUs")
+            raise RuntimeError(
+                f"trainer.devices={trainer.devices} but this node has "
+                f"{torch.cuda.device_count()} GPUs"
+            )
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -139,7 +146,9 @@ def session(cfg, entry):
         _restore(saved, threads)
         bad = [c.exitcode for c in children if c.exitcode != 0]
         if bad and not failed:
-            raise RuntimeError(f"{len(bad)} of the local ranks failed (exit codes {bad}); see their logs above")
+            raise RuntimeError(
+                f"{len(bad)} of the local ranks failed (exit codes {bad}); see their logs above"
+            )
 
 
 def _restore(saved_env: dict, threads: int):
@@ -160,14 +169,17 @@ def _join(cfg, n: int, entry):
         if cluster.world_size() != n:
             raise RuntimeError(
                 f"trainer.devices x trainer.num_nodes = {n}, but SLURM started {cluster.world_size()} tasks: "
-                "use hydra/launcher=slurm, which sets tasks_per_node=trainer.devices and nodes=trainer.num_nodes")
+                "use hydra/launcher=slurm, which sets tasks_per_node=trainer.devices and nodes=trainer.num_nodes"
+            )
         rank, local_rank = cluster.global_rank(), cluster.local_rank()
         os.environ.update(MASTER_ADDR=cluster.main_address, MASTER_PORT=str(cluster.main_port))
     else:
         if "LOCAL_RANK" not in os.environ:
             if cfg.trainer.num_nodes != 1:
-                raise RuntimeError(f"trainer.num_nodes={cfg.trainer.num_nodes} needs a cluster launcher: "
-                                   "run the sweep with hydra/launcher=slurm")
+                raise RuntimeError(
+                    f"trainer.num_nodes={cfg.trainer.num_nodes} needs a cluster launcher: "
+                    "run the sweep with hydra/launcher=slurm"
+                )
             _device(cfg.trainer, 0)  # a bad trainer config fails here, before any rank is started
             children = _spawn_local_ranks(cfg, n, entry)
         cluster = LightningEnvironment()
@@ -176,13 +188,23 @@ def _join(cfg, n: int, entry):
         cluster.set_world_size(n)
         cluster.set_global_rank(rank)
     try:
-        world = World(rank=rank, size=n, local_rank=local_rank, device=_device(cfg.trainer, local_rank), cluster=cluster)
+        world = World(
+            rank=rank,
+            size=n,
+            local_rank=local_rank,
+            device=_device(cfg.trainer, local_rank),
+            cluster=cluster,
+        )
         if world.device.type == "cuda":
             torch.cuda.set_device(world.device)
         else:  # CPU ranks share the node's cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(cfg.trainer.devices)))
-        dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo", rank=rank, world_size=n,
-                                timeout=TIMEOUT)
+        dist.init_process_group(
+            "nccl" if world.device.type == "cuda" else "gloo",
+            rank=rank,
+            world_size=n,
+            timeout=TIMEOUT,
+        )
     except BaseException:
         for child in children:  # they would wait for rank 0 until the timeout
             child.kill()
@@ -208,14 +230,25 @@ def _watch(children, finished, grace_s: float = 60.0):
 def _spawn_local_ranks(cfg, n: int, entry) -> list:
     """Start local ranks 1..n-1; this process is rank 0."""
     port = str(find_free_network_port())
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, LOCAL_RANK="0", NODE_RANK="0",
-                      WORLD_SIZE=str(n), RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=port,
+        LOCAL_RANK="0",
+        NODE_RANK="0",
+        WORLD_SIZE=str(n),
+        RANK="0",
+    )
     ctx = mp.get_context("spawn")
     children = []
     for r in range(1, n):
-        env = {**{k: os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE")},
-               "LOCAL_RANK": str(r), "RANK": str(r)}
-        p = ctx.Process(target=_rank_main, args=(entry, cfg, env), name=f"mia-rank{r}", daemon=False)
+        env = {
+            **{k: os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "WORLD_SIZE")},
+            "LOCAL_RANK": str(r),
+            "RANK": str(r),
+        }
+        p = ctx.Process(
+            target=_rank_main, args=(entry, cfg, env), name=f"mia-rank{r}", daemon=False
+        )
         p.start()
         children.append(p)
     log.info("started %d local ranks for a %d-process job (MASTER_PORT=%s)", n - 1, n, port)
@@ -224,5 +257,7 @@ def _spawn_local_ranks(cfg, n: int, entry) -> list:
 
 def _rank_main(entry, cfg, env):
     os.environ.update(env)
-    logging.basicConfig(level=logging.INFO, format=f"[rank {env['RANK']}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format=f"[rank {env['RANK']}] %(levelname)s %(name)s: %(message)s"
+    )
     entry(cfg)

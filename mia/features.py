@@ -1,5 +1,6 @@
 """Image embedding, text embedding and cosine for every evaluation set, computed once per target
 and cached by uid: every attack reads the same store instead of re-running the model."""
+
 from __future__ import annotations
 
 import logging
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class SplitFeatures:
     uids: np.ndarray
-    image: np.ndarray    # L2-normalised image embeddings, [n, d]
-    text: np.ndarray     # L2-normalised text embeddings, [n, d]
-    cos: np.ndarray      # cosine similarity of each pair, [n]
+    image: np.ndarray  # L2-normalised image embeddings, [n, d]
+    text: np.ndarray  # L2-normalised text embeddings, [n, d]
+    cos: np.ndarray  # cosine similarity of each pair, [n]
 
 
 @torch.no_grad()
@@ -29,8 +30,12 @@ def embed(model, images, tokens, batch_size=512, desc="features"):
     device = next(model.parameters()).device
     img, txt = [], []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-        img.append(model.encode_image(images[i:i + batch_size].to(device), normalize=True).float().cpu())
-        txt.append(model.encode_text(tokens[i:i + batch_size].to(device), normalize=True).float().cpu())
+        img.append(
+            model.encode_image(images[i : i + batch_size].to(device), normalize=True).float().cpu()
+        )
+        txt.append(
+            model.encode_text(tokens[i : i + batch_size].to(device), normalize=True).float().cpu()
+        )
     img, txt = torch.cat(img).numpy(), torch.cat(txt).numpy()
     return img, txt, (img * txt).sum(1)
 
@@ -43,17 +48,27 @@ def _sources(splits, member_corpus, nonmember_corpus):
     from_nonmembers = [splits.nonmember_eval, splits.nonmember_known, aux_nonmembers]
     if nonmember_corpus is member_corpus:
         return [(member_corpus, np.concatenate(from_members + from_nonmembers))]
-    return [(member_corpus, np.concatenate(from_members)), (nonmember_corpus, np.concatenate(from_nonmembers))]
+    return [
+        (member_corpus, np.concatenate(from_members)),
+        (nonmember_corpus, np.concatenate(from_nonmembers)),
+    ]
 
 
 def _embed_sources(target, sources, device, rank=0, world=1):
     """(uids, image, text, cos) for this rank's share (every world-th uid) of every source."""
     uids, img, txt, cos = [], [], [], []
-    model = target.model.to(device)  # where the target stage put it already; it stays there for the attacks
+    model = target.model.to(
+        device
+    )  # where the target stage put it already; it stays there for the attacks
     for corpus, wanted in sources:
         mine = list(wanted[rank::world])
-        images, tokens = load_pairs(corpus.shards, mine, target.preprocess, target.tokenizer,
-                                    f"load eval pairs ({corpus.name})")
+        images, tokens = load_pairs(
+            corpus.shards,
+            mine,
+            target.preprocess,
+            target.tokenizer,
+            f"load eval pairs ({corpus.name})",
+        )
         i, t, c = embed(model, images, tokens)
         uids.append(np.asarray(mine)), img.append(i), txt.append(t), cos.append(c)
     return np.concatenate(uids), np.concatenate(img), np.concatenate(txt), np.concatenate(cos)

@@ -1,6 +1,7 @@
 """The job spec: the whole config parsed and checked once, before any corpus is generated or indexed
 and any model trained. Every stage takes the part it needs; nothing is parsed twice or overwritten
 after the fact. A bad value ends the job with one line naming its key (mia/validate.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,41 +17,62 @@ from mia.validate import ConfigError, build, is_int, require
 
 @dataclass(frozen=True)
 class JobSpec:
-    data: Data            # conf/data/<option>: corpus, N, non-members, shift, split sizes, canaries
-    target: object        # conf/target/<option>: mia.training.stage.TrainHere or FromCheckpoint
-    train: TrainSpec      # model, train, trainer, defense (built), seed
-    attacks: dict         # {name: Attack}, in the order of the attack group
+    data: Data  # conf/data/<option>: corpus, N, non-members, shift, split sizes, canaries
+    target: object  # conf/target/<option>: mia.training.stage.TrainHere or FromCheckpoint
+    train: TrainSpec  # model, train, trainer, defense (built), seed
+    attacks: dict  # {name: Attack}, in the order of the attack group
     inference: dict | None  # analysis.dataset_inference, checked; None where it is off
-    fpr_targets: tuple      # analysis.calibrated.fpr_targets: the FPRs an auditor's thresholds aim at
+    fpr_targets: tuple  # analysis.calibrated.fpr_targets: the FPRs an auditor's thresholds aim at
     seed: int
     n_bootstrap: int
     cache_dir: Path
 
     @classmethod
-    def parse(cls, cfg) -> "JobSpec":
+    def parse(cls, cfg) -> JobSpec:
         require(is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
-        require(is_int(cfg.n_bootstrap) and cfg.n_bootstrap >= 0, "n_bootstrap", cfg.n_bootstrap,
-                "must be an integer >= 0 (0: no intervals)")
+        require(
+            is_int(cfg.n_bootstrap) and cfg.n_bootstrap >= 0,
+            "n_bootstrap",
+            cfg.n_bootstrap,
+            "must be an integer >= 0 (0: no intervals)",
+        )
         attacks = build_attacks(cfg.attack)
         target = build(cfg.target, "target")
         data = build(cfg.data, "data")
         if data.size is None and target.trains:
-            raise ConfigError("data.size", need="is not set: target=train trains on the first N members; set "
-                              "e.g. data.size=10k")
+            raise ConfigError(
+                "data.size",
+                need="is not set: target=train trains on the first N members; set "
+                "e.g. data.size=10k",
+            )
         shadows = [name for name, attack in attacks.items() if attack.needs_shadows]
         if shadows and not target.trains_shadows:
-            raise ConfigError("target.train_shadows", False, f"attack.{shadows[0]} needs shadow models: set "
-                              "target.train_shadows=true (they then train like a target of the model and train "
-                              f"groups: model=..., train.epochs, ...) or leave {shadows[0]} out of attack")
-        return cls(data=data, target=target, train=TrainSpec.from_cfg(cfg), attacks=attacks,
-                   inference=inference_settings(cfg), fpr_targets=fpr_targets(cfg), seed=int(cfg.seed), n_bootstrap=int(cfg.n_bootstrap),
-                   cache_dir=Path(cfg.paths.cache_dir))
+            raise ConfigError(
+                "target.train_shadows",
+                False,
+                f"attack.{shadows[0]} needs shadow models: set "
+                "target.train_shadows=true (they then train like a target of the model and train "
+                f"groups: model=..., train.epochs, ...) or leave {shadows[0]} out of attack",
+            )
+        return cls(
+            data=data,
+            target=target,
+            train=TrainSpec.from_cfg(cfg),
+            attacks=attacks,
+            inference=inference_settings(cfg),
+            fpr_targets=fpr_targets(cfg),
+            seed=int(cfg.seed),
+            n_bootstrap=int(cfg.n_bootstrap),
+            cache_dir=Path(cfg.paths.cache_dir),
+        )
 
 
 def build_attacks(attack_cfg) -> dict:
     """{name: Attack} of the `attack` group; a bad setting is refused naming attack.<name>.<key>."""
     if not attack_cfg:
-        raise ConfigError("attack", need="is empty: choose at least one, e.g. attack=csa or 'attack=[csa,wsa]'")
+        raise ConfigError(
+            "attack", need="is empty: choose at least one, e.g. attack=csa or 'attack=[csa,wsa]'"
+        )
     attacks = {}
     for name, acfg in attack_cfg.items():
         attacks[name] = build(acfg, f"attack.{name}", relative=True)
@@ -70,10 +92,21 @@ def inference_settings(cfg) -> dict | None:
 def fpr_targets(cfg) -> tuple:
     """`analysis.calibrated.fpr_targets`, each a false-positive rate strictly between 0 and 1."""
     node = cfg.get("analysis") and cfg.analysis.get("calibrated")
-    targets = OmegaConf.to_container(node, resolve=True).get("fpr_targets") if node else [0.01, 0.001]
+    targets = (
+        OmegaConf.to_container(node, resolve=True).get("fpr_targets") if node else [0.01, 0.001]
+    )
     key = "analysis.calibrated.fpr_targets"
-    require(isinstance(targets, list) and targets, key, targets, "must be a non-empty list of FPRs, e.g. [0.01, 0.001]")
+    require(
+        isinstance(targets, list) and targets,
+        key,
+        targets,
+        "must be a non-empty list of FPRs, e.g. [0.01, 0.001]",
+    )
     for f in targets:
-        require(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1, key, targets,
-                f"holds {f!r}: each target must be a false-positive rate strictly between 0 and 1, e.g. 0.01")
+        require(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1,
+            key,
+            targets,
+            f"holds {f!r}: each target must be a false-positive rate strictly between 0 and 1, e.g. 0.01",
+        )
     return tuple(float(f) for f in targets)

@@ -1,5 +1,6 @@
 """One job: the spec (mia/job.py), then corpus -> splits -> target (cached) -> features (cached) ->
 attacks -> scores.parquet, results.json."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,14 @@ from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.evaluation import dataset_inference, metrics, results, scores, utility
-from mia.evaluation.scoring import calibrate, compare_with_csa, csa_scores, score_attack, score_canaries, unshifted
+from mia.evaluation.scoring import (
+    calibrate,
+    compare_with_csa,
+    csa_scores,
+    score_attack,
+    score_canaries,
+    unshifted,
+)
 from mia.features import extract_features, released
 from mia.job import JobSpec
 from mia.provenance import git_revision
@@ -54,24 +62,50 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
     log.info("splits: %s", splits.summary())
     canaries = canary_groups.draw(data.canaries, splits)
     # lira / rmia: a shadows.size=target whose filler pool is too small for N is refused here, before any training
-    shadows = shadow_trainer(job.attacks, job.train, splits, cache_dir, job.data.size if job.target.trains else
-                             job.target.size, canaries, job.data.split.holdout) if job.target.trains_shadows else None
+    shadows = (
+        shadow_trainer(
+            job.attacks,
+            job.train,
+            splits,
+            cache_dir,
+            job.data.size if job.target.trains else job.target.size,
+            canaries,
+            job.data.split.holdout,
+        )
+        if job.target.trains_shadows
+        else None
+    )
     out, wandb_run = None, None
     if world.is_main:  # the job's folder and W&B run belong to rank 0
         out = output_dir(cfg)
         out.mkdir(parents=True, exist_ok=True)
         wandb_run = tracking.start(cfg, out)
     try:
-        target = job.target.obtain(job.train, corpus=members, split=data.split, size=data.size,
-                                   uids=canary_groups.training_uids(splits.members, canaries),
-                                   canaries=canaries.key() if canaries else None, model_cfg=cfg.model,
-                                   cache_dir=cache_dir, logger=tracking.lightning_logger(wandb_run), world=world)
+        target = job.target.obtain(
+            job.train,
+            corpus=members,
+            split=data.split,
+            size=data.size,
+            uids=canary_groups.training_uids(splits.members, canaries),
+            canaries=canaries.key() if canaries else None,
+            model_cfg=cfg.model,
+            cache_dir=cache_dir,
+            logger=tracking.lightning_logger(wandb_run),
+            world=world,
+        )
         if canaries is not None:
             canary_groups.check_trained(target.trained_uids, canaries)
         t0 = time.time()
         features, features_hit = extract_features(target, splits, members, nonmembers, world)
-        canary_features = None if canaries is None else canary_groups.features_of(
-            lambda s: extract_features(target, s, members, nonmembers, world)[0], splits, canaries)
+        canary_features = (
+            None
+            if canaries is None
+            else canary_groups.features_of(
+                lambda s: extract_features(target, s, members, nonmembers, world)[0],
+                splits,
+                canaries,
+            )
+        )
         features_s = time.time() - t0
         if not world.is_main:
             return None
@@ -80,28 +114,55 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
         if canary_features is not None:  # the canaries are answered as every other query is
             canary_features = released(defense, {MEMBER_EVAL: canary_features})[MEMBER_EVAL]
         # under data.shift the non-members' shards include the member shards: list each shard once
-        shards = list(dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else [])))
-        ctx = AttackContext(features=features, splits=splits, target=target, shards=shards,
-                            shadows=None if shadows is None else shadows(shards, target.key), seed=job.seed)
+        shards = list(
+            dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else []))
+        )
+        ctx = AttackContext(
+            features=features,
+            splits=splits,
+            target=target,
+            shards=shards,
+            shadows=None if shadows is None else shadows(shards, target.key),
+            seed=job.seed,
+        )
         indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
-        record = _record(cfg, job, target, members, nonmembers, indexes, splits, features, features_hit, world)
+        record = _record(
+            cfg, job, target, members, nonmembers, indexes, splits, features, features_hit, world
+        )
         t_utility = time.time()
         record["defense"] = defense.record(target.dir)
         record["utility"] = _utility(job, target, features, indexes, defense)
         utility_s = time.time() - t_utility
         t_attacks = time.time()
-        swapped = data.swapped(features[NONMEMBER_EVAL].uids, members)  # None unless data.shift swapped some
+        swapped = data.swapped(
+            features[NONMEMBER_EVAL].uids, members
+        )  # None unless data.shift swapped some
         images, attack_scores = _attack(job, ctx, record, out, swapped)
-        record["timing"] = {"train_s": target.train_s, "features_s": features_s,
-                            "attacks_s": time.time() - t_attacks, "utility_s": utility_s}
+        record["timing"] = {
+            "train_s": target.train_s,
+            "features_s": features_s,
+            "attacks_s": time.time() - t_attacks,
+            "utility_s": utility_s,
+        }
         if canaries is not None:
-            record["canaries"] = score_canaries(job.attacks, ctx, canaries, canary_features, job.n_bootstrap)
-        if job.inference is not None:  # from the scores alone: the report reads it, or redoes it from scores.parquet
-            results.add_analysis(record, "dataset_inference", {
-                name: dataset_inference.dataset_inference(m, n, job.inference, seed=job.seed)
-                for name, (m, n) in attack_scores.items()})
+            record["canaries"] = score_canaries(
+                job.attacks, ctx, canaries, canary_features, job.n_bootstrap
+            )
+        if (
+            job.inference is not None
+        ):  # from the scores alone: the report reads it, or redoes it from scores.parquet
+            results.add_analysis(
+                record,
+                "dataset_inference",
+                {
+                    name: dataset_inference.dataset_inference(m, n, job.inference, seed=job.seed)
+                    for name, (m, n) in attack_scores.items()
+                },
+            )
         # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
-        table = scores.frame(features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores)
+        table = scores.frame(
+            features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores
+        )
         results.add_scores(record, scores.write(out / scores.FILENAME, table).name)
         path = results.write(out / "results.json", record)
         tracking.log_results(wandb_run, record, images)
@@ -116,25 +177,48 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
     return path
 
 
-def _record(cfg, job, target, members, nonmembers, indexes, splits, features, features_hit, world) -> dict:
+def _record(
+    cfg, job, target, members, nonmembers, indexes, splits, features, features_hit, world
+) -> dict:
     """results.json before the attacks: provenance, target, data and the member / non-member gap;
     `indexes` are the corpus indexes the pairs come from (one, or members' and non-members')."""
-    gap = metrics.gap(features[MEMBER_EVAL].cos, features[NONMEMBER_EVAL].cos, n_bootstrap=job.n_bootstrap,
-                      seed=job.seed)
-    gap["gaussian_auc"] = metrics.gaussian_auc(gap["value"], gap["member_std"], gap["nonmember_std"])
+    gap = metrics.gap(
+        features[MEMBER_EVAL].cos,
+        features[NONMEMBER_EVAL].cos,
+        n_bootstrap=job.n_bootstrap,
+        seed=job.seed,
+    )
+    gap["gaussian_auc"] = metrics.gaussian_auc(
+        gap["value"], gap["member_std"], gap["nonmember_std"]
+    )
     return results.new(
-        config=OmegaConf.to_container(cfg, resolve=True), git=git_revision(), seed=job.seed,
-        target={"source": "train" if job.target.trains else "checkpoint", "size": target.size,
-                "epochs": target.epochs, "model": cfg.model.name,
-                "params": sum(p.numel() for p in target.model.parameters()), "world_size": world.size,
-                "cache_key": target.key, "cache_hit": target.cache_hit,
-                "checkpoint": str(target.checkpoint), "trained_uids": _str(target.trained_uids),
-                "open_clip": _str(target.exported)},
-        data={"nonmembers": job.data.condition, **job.data.shift_record(), "corpus": members.name,
-              "nonmember_corpus": nonmembers.name,
-              **corrupt_report(*indexes),
-              "features_cache_hit": features_hit, **splits.summary()},
-        gap=gap)
+        config=OmegaConf.to_container(cfg, resolve=True),
+        git=git_revision(),
+        seed=job.seed,
+        target={
+            "source": "train" if job.target.trains else "checkpoint",
+            "size": target.size,
+            "epochs": target.epochs,
+            "model": cfg.model.name,
+            "params": sum(p.numel() for p in target.model.parameters()),
+            "world_size": world.size,
+            "cache_key": target.key,
+            "cache_hit": target.cache_hit,
+            "checkpoint": str(target.checkpoint),
+            "trained_uids": _str(target.trained_uids),
+            "open_clip": _str(target.exported),
+        },
+        data={
+            "nonmembers": job.data.condition,
+            **job.data.shift_record(),
+            "corpus": members.name,
+            "nonmember_corpus": nonmembers.name,
+            **corrupt_report(*indexes),
+            "features_cache_hit": features_hit,
+            **splits.summary(),
+        },
+        gap=gap,
+    )
 
 
 def _utility(job, target, features, indexes, defense) -> dict:
@@ -165,25 +249,66 @@ def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
         attack_scores[name] = (res.member_scores, res.nonmember_scores)
         table = metrics.roc_table(*metrics.labelled(res.member_scores, res.nonmember_scores))
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
-        vs_csa = None if name == results.REFERENCE else compare_with_csa(res, ctx, job.n_bootstrap, job.seed)
+        vs_csa = (
+            None
+            if name == results.REFERENCE
+            else compare_with_csa(res, ctx, job.n_bootstrap, job.seed)
+        )
         calibrated, why_not = calibrate(attack, res, ctx, job.fpr_targets)
-        kept = None if swapped is None else unshifted(
-            attack_scores[name], swapped, None if name == results.REFERENCE else csa_scores(ctx), job.n_bootstrap,
-            job.seed)
-        results.add_attack(record, name, m, scored.seconds, res.diagnostics,
-                           {"fpr": curves[name][0], "tpr": curves[name][1]}, vs_csa=vs_csa,
-                           calibrated=calibrated, calibrated_skipped=why_not, unshifted=kept)
+        kept = (
+            None
+            if swapped is None
+            else unshifted(
+                attack_scores[name],
+                swapped,
+                None if name == results.REFERENCE else csa_scores(ctx),
+                job.n_bootstrap,
+                job.seed,
+            )
+        )
+        results.add_attack(
+            record,
+            name,
+            m,
+            scored.seconds,
+            res.diagnostics,
+            {"fpr": curves[name][0], "tpr": curves[name][1]},
+            vs_csa=vs_csa,
+            calibrated=calibrated,
+            calibrated_skipped=why_not,
+            unshifted=kept,
+        )
         images[f"scores/{name}"] = plots.score_histogram(
-            res.member_scores, res.nonmember_scores, out / f"scores_{name}.png",
-            f"{name}: N={ctx.target.size}, AUC={m['auc']:.3f}")
-        log.info("%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f%s", name, m["auc"], *m["auc_ci95"],
-                 m["tpr_at_fpr_1e-2"], "" if m["low_fpr_resolved"]["1e-2"] else " (unresolved)")
+            res.member_scores,
+            res.nonmember_scores,
+            out / f"scores_{name}.png",
+            f"{name}: N={ctx.target.size}, AUC={m['auc']:.3f}",
+        )
+        log.info(
+            "%s: AUC %.3f (95%% CI %.3f-%.3f), TPR@1%%FPR %.3f%s",
+            name,
+            m["auc"],
+            *m["auc_ci95"],
+            m["tpr_at_fpr_1e-2"],
+            "" if m["low_fpr_resolved"]["1e-2"] else " (unresolved)",
+        )
         if kept is not None and kept["auc_unshifted"] is not None:
-            log.info("%s on the %d unshifted non-members: AUC %.3f", name, kept["n_unshifted"], kept["auc_unshifted"])
+            log.info(
+                "%s on the %d unshifted non-members: AUC %.3f",
+                name,
+                kept["n_unshifted"],
+                kept["auc_unshifted"],
+            )
         if vs_csa is not None:
-            log.info("%s vs CSA: delta AUC %+.3f (95%% CI %s), DeLong p %.3g", name, vs_csa["delta_auc"],
-                     "%+.3f to %+.3f" % tuple(vs_csa["delta_auc_ci95"]) if vs_csa["delta_auc_ci95"] else "none",
-                     vs_csa["delong_p_value"])
+            log.info(
+                "%s vs CSA: delta AUC %+.3f (95%% CI %s), DeLong p %.3g",
+                name,
+                vs_csa["delta_auc"],
+                "%+.3f to %+.3f" % tuple(vs_csa["delta_auc_ci95"])
+                if vs_csa["delta_auc_ci95"]
+                else "none",
+                vs_csa["delong_p_value"],
+            )
     images["roc_loglog"] = plots.roc_loglog(curves, out / "roc_loglog.png", f"N={ctx.target.size}")
     return images, attack_scores
 

@@ -43,7 +43,14 @@ def roc_loglog(curves, path, title):
     for label, (fpr, tpr) in curves.items():
         ax.plot(np.clip(fpr, FPR_MIN, 1), np.clip(tpr, FPR_MIN, 1), label=label)
     ax.plot([FPR_MIN, 1], [FPR_MIN, 1], "k--", lw=0.8, label="chance")
-    ax.set(xscale="log", yscale="log", xlim=(FPR_MIN, 1), ylim=(FPR_MIN, 1),
-           xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(FPR_MIN, 1),
+        ylim=(FPR_MIN, 1),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+    )
     ax.legend(loc="lower right")
     return save(fig, path)

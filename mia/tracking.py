@@ -1,4 +1,5 @@
 """Weights & Biases: one run per job, offline unless logger.mode says otherwise."""
+
 from __future__ import annotations
 
 import logging
@@ -6,13 +7,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mia.evaluation import results, scores, utility
 from mia.cache import config_hash
+from mia.evaluation import results, scores, utility
 
 log = logging.getLogger(__name__)
 
-EXPOSED_ROWS = 50    # rows of the exposed_members table
-THUMBNAIL_PX = 128   # its images' longest side: a web image at full size would bloat the run
+EXPOSED_ROWS = 50  # rows of the exposed_members table
+THUMBNAIL_PX = 128  # its images' longest side: a web image at full size would bloat the run
 
 
 def start(cfg, out_dir: Path, job_type: str = "attack", group: str | None = None, **kwargs):
@@ -24,10 +25,19 @@ def start(cfg, out_dir: Path, job_type: str = "attack", group: str | None = None
         return None
     import wandb
 
-    return wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                      group=cfg.logger.group or group or sweep_group(), tags=list(cfg.logger.tags),
-                      job_type=job_type, dir=str(out_dir), config=OmegaConf.to_container(cfg, resolve=True),
-                      id=run_id(out_dir), resume="allow", **kwargs)
+    return wandb.init(
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        mode=cfg.logger.mode,
+        group=cfg.logger.group or group or sweep_group(),
+        tags=list(cfg.logger.tags),
+        job_type=job_type,
+        dir=str(out_dir),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        id=run_id(out_dir),
+        resume="allow",
+        **kwargs,
+    )
 
 
 def run_id(out_dir: Path) -> str:
@@ -60,8 +70,12 @@ def log_results(run, record: dict, images: dict):
     import wandb
 
     run.summary.update(summary(record))
-    payload = {f"roc_table/{name}": wandb.Table(columns=["fpr", "tpr"], data=[list(p) for p in zip(c["fpr"], c["tpr"])])
-               for name, c in record["roc"].items()}
+    payload = {
+        f"roc_table/{name}": wandb.Table(
+            columns=["fpr", "tpr"], data=[list(p) for p in zip(c["fpr"], c["tpr"])]
+        )
+        for name, c in record["roc"].items()
+    }
     payload.update({key: wandb.Image(str(path)) for key, path in images.items()})
     run.log(payload)
 
@@ -74,7 +88,9 @@ def summary(record: dict) -> dict:
     for name, m in results.attack_metrics(record).items():
         out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
     out.update({f"{name}/skipped": why for name, why in results.skipped(record).items()})
-    out.update({"target/size": record["target"]["size"], "target/cache_hit": record["target"]["cache_hit"]})
+    out.update(
+        {"target/size": record["target"]["size"], "target/cache_hit": record["target"]["cache_hit"]}
+    )
     out.update(utility.summary(record["utility"]))
     out.update(results.privacy_summary(record))
     return out
@@ -97,10 +113,17 @@ def log_exposed(run, top, images: dict):
     for _, r in top.iterrows():
         thumb = images[r["uid"]].copy()
         thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-        rows.append([r["uid"], wandb.Image(thumb), r["caption"], float(r[scores.EXPOSURE])] +
-                    [float(r[n]) for n in names])
-    run.log({"exposed_members": wandb.Table(columns=["uid", "thumbnail", "caption", scores.EXPOSURE, *names],
-                                            data=rows)})
+        rows.append(
+            [r["uid"], wandb.Image(thumb), r["caption"], float(r[scores.EXPOSURE])]
+            + [float(r[n]) for n in names]
+        )
+    run.log(
+        {
+            "exposed_members": wandb.Table(
+                columns=["uid", "thumbnail", "caption", scores.EXPOSURE, *names], data=rows
+            )
+        }
+    )
 
 
 def finish(run):

@@ -4,6 +4,7 @@ Every stage raises `ConfigError`; run.py prints its one line and exits with stat
 stays available with HYDRA_FULL_ERROR=1). A setting inside one config instance of an attack raises
 under its own key (`lam`) and is re-raised under the instance's (`attack.wsa_gomez.lam`) with `under`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -28,7 +29,7 @@ class ConfigError(ValueError):
             message = key + (need if need[:1] in ("=", ":") else f" {need}")
         super().__init__(message.strip())
 
-    def under(self, prefix: str) -> "ConfigError":
+    def under(self, prefix: str) -> ConfigError:
         return ConfigError(f"{prefix}.{self.key}", self.value, self.need)
 
 
@@ -55,8 +56,10 @@ def build(node, key: str, relative: bool = False):
     require(bool(target), key, node, "names no _target_: choose one of its config group's options")
     params = _settings(get_object(target))
     for name in sorted(set(node) - {"_target_"} - set(params)):
-        raise ConfigError(f"{key}.{name}", need=f"is not a setting of {key} (its settings: "
-                          f"{', '.join(sorted(params)) or 'none'})")
+        raise ConfigError(
+            f"{key}.{name}",
+            need=f"is not a setting of {key} (its settings: {', '.join(sorted(params)) or 'none'})",
+        )
     for name, p in params.items():
         if p.default is p.empty and name not in node:
             raise ConfigError(f"{key}.{name}", need=f"is missing: {key} needs it")
@@ -77,8 +80,15 @@ def _settings(cls) -> dict:
         if isinstance(cls, type) and "__init__" not in vars(klass):
             continue
         params = inspect.signature(init).parameters
-        found.update({n: p for n, p in params.items() if n != "self" and n not in found and
-                      p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+        found.update(
+            {
+                n: p
+                for n, p in params.items()
+                if n != "self"
+                and n not in found
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            }
+        )
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             break
     return found

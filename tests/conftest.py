@@ -12,9 +12,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose the real config tree with test-size overrides and paths under tmp_path."""
+
     def _make(*overrides, small=True):
         logger = [] if any(o.startswith("logger=") for o in overrides) else ["logger=none"]
-        return compose_config(*(SMALL if small else []), f"paths.root_dir={tmp_path}", *logger, *overrides)
+        return compose_config(
+            *(SMALL if small else []), f"paths.root_dir={tmp_path}", *logger, *overrides
+        )
+
     return _make
 
 
@@ -24,7 +28,9 @@ def small_cache(tmp_path_factory) -> Path:
     job reads this corpus. Tests get copies (`small_corpus`, seed_cache), never this folder itself."""
     from mia.validate import build
 
-    cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('small_cache')}", "logger=none")
+    cfg = compose_config(
+        *SMALL, f"paths.root_dir={tmp_path_factory.mktemp('small_cache')}", "logger=none"
+    )
     build(cfg.data, "data").member_corpus(Path(cfg.paths.cache_dir))
     return Path(cfg.paths.cache_dir)
 
@@ -43,7 +49,9 @@ def default_job(tmp_path_factory, small_cache):
     It trains its target (cache_hit false) on small_cache's corpus."""
     from mia.pipeline import run
 
-    cfg = compose_config(*SMALL, f"paths.root_dir={tmp_path_factory.mktemp('default_job')}", "logger=wandb")
+    cfg = compose_config(
+        *SMALL, f"paths.root_dir={tmp_path_factory.mktemp('default_job')}", "logger=wandb"
+    )
     seed_cache(small_cache, cfg.paths.cache_dir)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
@@ -67,8 +75,10 @@ def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skips["gpu"] = pytest.mark.skip(reason="needs a CUDA device")
     if os.environ.get("MIA_TEST_SLURM") != "1":
-        skips["slurm"] = pytest.mark.skip(reason="starts a SLURM cluster as root and may apt-get install slurm-wlm "
-                                                 "and munge: ask with MIA_TEST_SLURM=1 or `make test-slurm`")
+        skips["slurm"] = pytest.mark.skip(
+            reason="starts a SLURM cluster as root and may apt-get install slurm-wlm "
+            "and munge: ask with MIA_TEST_SLURM=1 or `make test-slurm`"
+        )
     for item in items:
         for marker, skip in skips.items():
             if marker in item.keywords:

@@ -1,5 +1,6 @@
 """mia.cache (docs/design.md §8.1): concurrent callers build a key once, a build that fails or is killed
 leaves nothing half-written and no lock behind, and atomic writes leave no temporary files."""
+
 import json
 import os
 import time
@@ -14,17 +15,20 @@ from tests.helpers.processes import child, finish, kill, wait_for
 
 def counted_build(path, counter, first=None):
     """A build that adds a line to `counter` each time it runs, calls `first()`, then writes `path`."""
+
     def build():
         with open(counter, "a") as f:
             f.write(f"{os.getpid()}\n")
         if first is not None:
             first()
         atomic_write_text(path, "artefact")
+
     return build
 
 
 def folder_build(folder, counter):
     """A folder built as corpora are: written under a temporary name, DONE last, renamed into place."""
+
     def build():
         with open(counter, "a") as f:
             f.write(f"{os.getpid()}\n")
@@ -32,6 +36,7 @@ def folder_build(folder, counter):
             tmp.mkdir(exist_ok=True)  # as mia.data.synthetic.write_corpus does
             (tmp / "data").write_text("whole")
             (tmp / "DONE").touch()
+
     return build
 
 
@@ -52,11 +57,14 @@ def assert_lock_free(path, timeout=10.0):
 
 # The children's code: module-level, so that a spawned process can import it.
 
+
 def _race(me, path, counter, arrived, result):
     """One of two callers of one key. Whoever builds waits until the other has called too."""
+
     def until_both_called():
         wait_for(lambda: len(list(Path(arrived).iterdir())) == 2, "the other caller")
         time.sleep(0.2)  # the other caller is past its first check, waiting on the lock
+
     (Path(arrived) / me).touch()
     hit = get_or_build(path, counted_build(path, counter, until_both_called))
     Path(result).write_text(json.dumps({"hit": hit, "artefact": Path(path).read_text()}))
@@ -70,6 +78,7 @@ def _build_until_killed(folder, started):
             Path(started).touch()
             time.sleep(60)  # killed long before
             (tmp / "DONE").touch()
+
     get_or_build(folder, build, done=Path(folder) / "DONE")
 
 
@@ -80,14 +89,23 @@ def _hold_lock(path, holding):
 
 
 def test_two_processes_racing_for_one_key_build_it_once(tmp_path):
-    path, counter, arrived = tmp_path / "artefact.txt", tmp_path / "builds.txt", tmp_path / "arrived"
+    path, counter, arrived = (
+        tmp_path / "artefact.txt",
+        tmp_path / "builds.txt",
+        tmp_path / "arrived",
+    )
     arrived.mkdir()
-    with child(_race, "a", path, counter, arrived, tmp_path / "a.json") as a, \
-            child(_race, "b", path, counter, arrived, tmp_path / "b.json") as b:
+    with (
+        child(_race, "a", path, counter, arrived, tmp_path / "a.json") as a,
+        child(_race, "b", path, counter, arrived, tmp_path / "b.json") as b,
+    ):
         assert finish(a) == 0 and finish(b) == 0
     got = [json.loads((tmp_path / f"{me}.json").read_text()) for me in "ab"]
     assert builds(counter) == 1
-    assert sorted(g["hit"] for g in got) == [False, True]  # one built it, the other waited and found it
+    assert sorted(g["hit"] for g in got) == [
+        False,
+        True,
+    ]  # one built it, the other waited and found it
     assert [g["artefact"] for g in got] == ["artefact", "artefact"]
     assert temporaries(tmp_path) == []
 
@@ -106,7 +124,9 @@ def test_a_build_that_raises_leaves_nothing_and_the_next_call_builds(tmp_path):
     assert not folder.exists() and temporaries(tmp_path) == []
     assert get_or_build(folder, folder_build(folder, counter), done=folder / "DONE") is False
     assert (folder / "data").read_text() == "whole" and (folder / "DONE").exists()
-    assert get_or_build(folder, failing, done=folder / "DONE") is True  # complete: served, not built
+    assert (
+        get_or_build(folder, failing, done=folder / "DONE") is True
+    )  # complete: served, not built
     assert builds(counter) == 1
 
 
@@ -116,11 +136,17 @@ def test_a_killed_build_leaves_nothing_and_the_next_call_builds(tmp_path):
         wait_for(started.exists, "the build to start")
         kill(proc)
     assert not folder.exists()  # neither the artefact nor its DONE
-    assert temporaries(tmp_path) == [f"corpus.tmp{proc.pid}"]  # the half-written build, under its temporary name
+    assert temporaries(tmp_path) == [
+        f"corpus.tmp{proc.pid}"
+    ]  # the half-written build, under its temporary name
     assert_lock_free(folder)
     assert get_or_build(folder, folder_build(folder, counter), done=folder / "DONE") is False
-    assert sorted(os.listdir(folder)) == ["DONE", "data"] and (folder / "data").read_text() == "whole"
-    assert temporaries(tmp_path) == []  # the killed build's partial folder is discarded (design §8.1)
+    assert (
+        sorted(os.listdir(folder)) == ["DONE", "data"] and (folder / "data").read_text() == "whole"
+    )
+    assert (
+        temporaries(tmp_path) == []
+    )  # the killed build's partial folder is discarded (design §8.1)
 
 
 def test_atomic_starts_clean_where_a_killed_process_of_our_pid_left_its_temporary(tmp_path):
@@ -137,7 +163,11 @@ def test_atomic_starts_clean_where_a_killed_process_of_our_pid_left_its_temporar
 
 
 def test_a_lock_whose_holder_was_killed_does_not_block_the_next_builder(tmp_path):
-    path, holding, counter = tmp_path / "artefact.txt", tmp_path / "holding", tmp_path / "builds.txt"
+    path, holding, counter = (
+        tmp_path / "artefact.txt",
+        tmp_path / "holding",
+        tmp_path / "builds.txt",
+    )
     # An OS lock (flock on Linux): the kernel drops it when its holder dies, however it dies.
     assert isinstance(filelock.FileLock(f"{path}.lock"), filelock.UnixFileLock)
     with child(_hold_lock, path, holding) as proc:
@@ -155,7 +185,9 @@ def test_atomic_file_leaves_no_temporary_on_failure_and_keeps_the_old_version(tm
     path = tmp_path / "features.npz"
     atomic_write_text(path, "old")
     with pytest.raises(RuntimeError), atomic(path) as tmp:
-        assert tmp.parent == path.parent and tmp.suffix == ".npz"  # np.savez appends no second suffix
+        assert (
+            tmp.parent == path.parent and tmp.suffix == ".npz"
+        )  # np.savez appends no second suffix
         tmp.write_text("new")
         raise RuntimeError("failed mid-write")
     assert path.read_text() == "old" and temporaries(tmp_path) == []

@@ -16,8 +16,17 @@ def test_default_config_composes(make_cfg):
     assert isinstance(instantiate(cfg.attack.csa), Attack)
 
 
-@pytest.mark.parametrize("group", ["model=vit_b32", "model=vit_b16", "model=rn50", "data=webdataset",
-                                   "logger=wandb", "logger=none"])
+@pytest.mark.parametrize(
+    "group",
+    [
+        "model=vit_b32",
+        "model=vit_b16",
+        "model=rn50",
+        "data=webdataset",
+        "logger=wandb",
+        "logger=none",
+    ],
+)
 def test_groups_compose(make_cfg, group):
     cfg = make_cfg(group, small=False)
     key, value = group.split("=")
@@ -42,12 +51,19 @@ def test_tiny_model_embeds(make_cfg):
     assert torch.allclose(img.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
-@pytest.mark.parametrize("override, key", [("train.epochs=0", "train.epochs"), ("train.lr=-1", "train.lr"),
-                                           ("train.batch_size=0", "train.batch_size"),
-                                           ("train.weight_decay=-0.1", "train.weight_decay"),
-                                           ("train.warmup_steps=-1", "train.warmup_steps"),
-                                           ("train.num_workers=-2", "train.num_workers"),
-                                           ("trainer.devices=0", "trainer.devices"), ("seed=-1", "seed")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.lr=-1", "train.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.weight_decay=-0.1", "train.weight_decay"),
+        ("train.warmup_steps=-1", "train.warmup_steps"),
+        ("train.num_workers=-2", "train.num_workers"),
+        ("trainer.devices=0", "trainer.devices"),
+        ("seed=-1", "seed"),
+    ],
+)
 def test_bad_training_values_are_refused_up_front_naming_the_key(make_cfg, tmp_path, override, key):
     """Refused by the TrainSpec before any corpus is generated or model trained."""
     from mia.pipeline import run
@@ -104,7 +120,11 @@ def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
     epochs = [int(t) for t in params["train.epochs"].split(",")]
     sizes = [parse_size(s) for s in params["data.size"].split(",")]
     assert len(epochs) >= 2 and len(sizes) >= 2 and len(params["seed"].split(",")) >= 2
-    assert set(cfg.attack) == {"csa"} and not {"train.lr", "train.warmup_steps", "train.batch_size"} & set(params)
+    assert set(cfg.attack) == {"csa"} and not {
+        "train.lr",
+        "train.warmup_steps",
+        "train.batch_size",
+    } & set(params)
     assert max(sizes) <= parse_size(cfg.data.corpus.size) - cfg.data.split.holdout
     # K = min(eval_size, N - aux_size/2): the largest size scores the whole eval_size (docs/design.md §2.3)
     eval_size = parse_size(cfg.data.split.eval_size)
@@ -121,13 +141,22 @@ def test_plus_experiment_selects_the_study_as_experiment_does():
     from tests.helpers.config import CONF
 
     root = Path(CONF).parent
-    out = [subprocess.run([sys.executable, str(root / "run.py"), spelling, "--cfg", "job"], cwd=root,
-                          capture_output=True, text=True, check=True).stdout
-           for spelling in ("+experiment=gap_scaling", "experiment=gap_scaling")]
+    out = [
+        subprocess.run(
+            [sys.executable, str(root / "run.py"), spelling, "--cfg", "job"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for spelling in ("+experiment=gap_scaling", "experiment=gap_scaling")
+    ]
     assert out[0] == out[1] and "epochs: 28" in out[0]
 
 
-STUDIES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+STUDIES = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml")
+)
 
 
 @pytest.mark.parametrize("name", STUDIES)
@@ -146,7 +175,11 @@ def _sweep(cfg, key) -> list[str]:
     params = cfg.hydra.sweeper.params
     if key not in params:
         return []
-    return list(OverridesParser.create().parse_overrides([f"{key}={params[key]}"])[0].sweep_string_iterator())
+    return list(
+        OverridesParser.create()
+        .parse_overrides([f"{key}={params[key]}"])[0]
+        .sweep_string_iterator()
+    )
 
 
 def _target_settings(cfg) -> dict:
@@ -155,9 +188,19 @@ def _target_settings(cfg) -> dict:
     from omegaconf import OmegaConf
 
     split = cfg.data.split
-    return OmegaConf.to_container(OmegaConf.create({"corpus": cfg.data.corpus, "seed": split.seed,
-                                                    "holdout": split.holdout, "dedup": split.dedup,
-                                                    "model": cfg.model, "train": cfg.train}), resolve=True)
+    return OmegaConf.to_container(
+        OmegaConf.create(
+            {
+                "corpus": cfg.data.corpus,
+                "seed": split.seed,
+                "holdout": split.holdout,
+                "dedup": split.dedup,
+                "model": cfg.model,
+                "train": cfg.train,
+            }
+        ),
+        resolve=True,
+    )
 
 
 @pytest.mark.parametrize("name", ["ko_regime_search", "ko_regime"])
@@ -166,11 +209,20 @@ def test_ko_regime_studies_attack_attack_comparisons_16k_target_with_room_for_th
     from tests.helpers.config import compose_study
 
     cfg, reference = compose_study(name), compose_study("attack_comparison")
-    assert _target_settings(cfg) == _target_settings(reference) and cfg.seed == 0 and not _sweep(cfg, "seed")
+    assert (
+        _target_settings(cfg) == _target_settings(reference)
+        and cfg.seed == 0
+        and not _sweep(cfg, "seed")
+    )
     assert cfg.data.size in _sweep(reference, "data.size")
     split = cfg.data.split
-    need = sum(parse_size(split[k]) for k in ("eval_size", "known_size")) + parse_size(split.aux_size) // 2
-    assert need + parse_size(split.validation, "v", minimum=0) <= parse_size(split.holdout)  # before de-duplication
+    need = (
+        sum(parse_size(split[k]) for k in ("eval_size", "known_size"))
+        + parse_size(split.aux_size) // 2
+    )
+    assert need + parse_size(split.validation, "v", minimum=0) <= parse_size(
+        split.holdout
+    )  # before de-duplication
 
 
 def test_ko_regime_search_chooses_the_shift_on_validation_pairs_with_ko_regimes_attacker():
@@ -181,8 +233,9 @@ def test_ko_regime_search_chooses_the_shift_on_validation_pairs_with_ko_regimes_
 
     cfg, final = compose_study("ko_regime_search"), compose_study("ko_regime")
     assert cfg.data.split.scored == "validation" and cfg.data.split.validation > 0
-    assert {k: v for k, v in cfg.data.split.items() if k not in ("validation", "scored")} == \
-        {k: v for k, v in final.data.split.items() if k not in ("validation", "scored")}
+    assert {k: v for k, v in cfg.data.split.items() if k not in ("validation", "scored")} == {
+        k: v for k, v in final.data.split.items() if k not in ("validation", "scored")
+    }
     assert list(cfg.attack) == ["blind", "csa", "wsa"]
     shifts = [float(s) for s in _sweep(cfg, "data.shift")]
     assert len(shifts) >= 3 and all(0 < s < 1 for s in shifts)
@@ -201,10 +254,18 @@ def test_ko_regime_runs_every_attack_and_wsas_knobs_with_and_without_shift():
     attacks = JobSpec.parse(compose_config("experiment=ko_regime")).attacks
     assert every <= set(attacks)
     variants = {n: a for n, a in attacks.items() if n.startswith("wsa_") and n not in every}
-    assert all(base_of(n, attacks) for n in variants)  # the report sets each against its base on the same pairs
-    knobs = {(a.known_size, a.lam) for a in [attacks["wsa"], *variants.values()] if a.features == ["image", "text"]}
+    assert all(
+        base_of(n, attacks) for n in variants
+    )  # the report sets each against its base on the same pairs
+    knobs = {
+        (a.known_size, a.lam)
+        for a in [attacks["wsa"], *variants.values()]
+        if a.features == ["image", "text"]
+    }
     assert knobs == {(k, lam) for k in (None, "1k") for lam in (-0.5, 0.5, 1.5)}
-    assert cfg.data.split.known_size == "10k"  # known_size null: all 10k of D_no, against its first 1k
+    assert (
+        cfg.data.split.known_size == "10k"
+    )  # known_size null: all 10k of D_no, against its first 1k
     assert [a.features for a in variants.values()].count(list(cfg.attack.clmia.features)) == 1
     lean = compose_config("experiment=ko_regime", "attack=no_shadows")
     assert not {"lira", "rmia"} & set(lean.attack) and set(variants) <= set(lean.attack)

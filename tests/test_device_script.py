@@ -2,6 +2,7 @@
 machines' image holds (the packages below, taken from this environment) and the wheels of
 `make device-wheels`: whatever mia, run.py, the benchmarks or the GPU tests import and the image
 lacks, this finds before a GPU machine's minutes are spent on it."""
+
 import importlib.metadata
 import json
 import os
@@ -44,7 +45,10 @@ IMAGE = """
     yarl zipp
 """.split()
 PARTS = ["install", "machine", "bench_tiny", "bench_vit_b32", "bench_loader", "gpu_tests", "e2e"]
-E2E_ATTACKS = {"csa", "gradnorm"}  # the toy run's; the GPU run adds mcd, aea, txtagree and paramgrad
+E2E_ATTACKS = {
+    "csa",
+    "gradnorm",
+}  # the toy run's; the GPU run adds mcd, aea, txtagree and paramgrad
 
 
 def _closure(names) -> set:
@@ -89,11 +93,18 @@ def wheels():
     """.whl/ of this checkout, downloaded as `make device-wheels` does if it is not there yet."""
     whl = ROOT / ".whl"
     if not list(whl.glob("*.whl")):
-        done = subprocess.run([sys.executable, "-m", "benchmarks.device_wheels", str(whl)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.device_wheels", str(whl)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if done.returncode != 0:
-            pytest.skip(f".whl/ is empty and `make device-wheels` could not fill it (PyPI unreachable?): "
-                        f"{done.stderr.strip().splitlines()[-1:] }")
+            pytest.skip(
+                f".whl/ is empty and `make device-wheels` could not fill it (PyPI unreachable?): "
+                f"{done.stderr.strip().splitlines()[-1:]}"
+            )
     return whl
 
 
@@ -101,37 +112,71 @@ def test_the_wheels_are_what_the_image_lacks_and_fit_the_budget(wheels):
     names = {device_wheels._norm(w.name.split("-")[0]) for w in wheels.glob("*.whl")}
     assert {device_wheels._norm(n) for n in device_wheels.RUNTIME} <= names
     assert not names & _closure(IMAGE)  # nothing the image holds is sent again
-    for w in wheels.rglob("*.whl"):  # pure Python, or a stable-ABI x86-64 Linux build: CPython 3.12 takes it
-        assert w.name.endswith("-none-any.whl") or ("-abi3-" in w.name and "x86_64" in w.name), w.name
+    for w in wheels.rglob(
+        "*.whl"
+    ):  # pure Python, or a stable-ABI x86-64 Linux build: CPython 3.12 takes it
+        assert w.name.endswith("-none-any.whl") or ("-abi3-" in w.name and "x86_64" in w.name), (
+            w.name
+        )
     assert sum(w.stat().st_size for w in wheels.rglob("*.whl")) <= device_wheels.BUDGET
 
 
 def test_device_script_at_toy_size_in_the_images_environment(wheels, tmp_path):
     python = bare_python(tmp_path)
-    lacking = subprocess.run([str(python), "-c", "import open_clip"], capture_output=True, text=True)
-    assert lacking.returncode != 0 and "open_clip" in lacking.stderr  # the environment is bare indeed
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MIA_ROOT")}
-    env.update(PATH=f"{python.parent}:{env['PATH']}", PYTHON=str(python), MIA_DEVICE_TOY="1",
-               MIA_DEVICE_SITE=str(tmp_path / "site"), MIA_DEVICE_BUDGET_S="900")
+    lacking = subprocess.run(
+        [str(python), "-c", "import open_clip"], capture_output=True, text=True
+    )
+    assert (
+        lacking.returncode != 0 and "open_clip" in lacking.stderr
+    )  # the environment is bare indeed
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MIA_ROOT")
+    }
+    env.update(
+        PATH=f"{python.parent}:{env['PATH']}",
+        PYTHON=str(python),
+        MIA_DEVICE_TOY="1",
+        MIA_DEVICE_SITE=str(tmp_path / "site"),
+        MIA_DEVICE_BUDGET_S="900",
+    )
     out = tmp_path / "out"
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "device.sh"), str(out)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "device.sh"), str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     logs = {p.name: p.read_text()[-2000:] for p in (out / "logs").glob("*.log")}
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:], logs)
 
     parts = json.loads((out / "device.json").read_text())["parts"]
     assert list(parts) == PARTS
-    failed = {name: logs.get(f"{name}.log") for name, p in parts.items() if p["rc"] != 0 and not p["skipped"]}
+    failed = {
+        name: logs.get(f"{name}.log")
+        for name, p in parts.items()
+        if p["rc"] != 0 and not p["skipped"]
+    }
     assert not failed
     assert parts["bench_vit_b32"]["skipped"] and not any(p["timed_out"] for p in parts.values())
 
     machine = json.loads((out / "machine.json").read_text())
     assert machine["gpu"] is None and machine["cores"] >= 1
     tiny = json.loads((out / "train_tiny.json").read_text())
-    for key in ("eager_train_samples_per_s", "pipeline_train_samples_per_s", "pipeline_vs_eager",
-                "train_flops_per_sample", "eager_mfu", "pipeline_mfu", "pipeline_features_images_per_s"):
+    for key in (
+        "eager_train_samples_per_s",
+        "pipeline_train_samples_per_s",
+        "pipeline_vs_eager",
+        "train_flops_per_sample",
+        "eager_mfu",
+        "pipeline_mfu",
+        "pipeline_features_images_per_s",
+    ):
         assert key in tiny, key
-    assert tiny["pipeline_train_samples_per_s"] > 0 and tiny["pipeline_mfu"] is None  # no GPU peak on a CPU
+    assert (
+        tiny["pipeline_train_samples_per_s"] > 0 and tiny["pipeline_mfu"] is None
+    )  # no GPU peak on a CPU
     loader = json.loads((out / "loader.json").read_text())
     assert loader["images"] == 64 and loader["pipeline_loader_images_per_s_2_workers"] > 0
     assert (out / "gpu_tests.xml").is_file()

@@ -12,6 +12,7 @@
 The checkers return a list of failures (file:line, what, why), so a failing test names every broken
 command, link and figure at once. `test_checkers_catch_broken_docs` runs them on a small broken sample.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,11 @@ CONF = ROOT / "conf"
 
 def doc_files(root: Path = ROOT) -> list[Path]:
     """The user-facing markdown: the README, docs/ and the experiments pages."""
-    files = [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "experiments").glob("*.md"))]
+    files = [
+        root / "README.md",
+        *sorted((root / "docs").glob("*.md")),
+        *sorted((root / "experiments").glob("*.md")),
+    ]
     return [f for f in files if f.is_file()]
 
 
@@ -85,9 +90,34 @@ def logical_lines(block):
 # --- commands ------------------------------------------------------------------------------------
 
 # Hydra's command-line flags: those that take a value, and those that do not.
-VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
-               "--config-dir", "-cd", "--experimental-rerun", "--info", "-i", "-sc", "--shell-completion"}
-PLAIN_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--resolve", "--run", "-r", "--version"}
+VALUE_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+    "--info",
+    "-i",
+    "-sc",
+    "--shell-completion",
+}
+PLAIN_FLAGS = {
+    "-m",
+    "--multirun",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--resolve",
+    "--run",
+    "-r",
+    "--version",
+}
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 PLACEHOLDER = re.compile(r"<[^<>\n]+>")
 SEPARATORS = {"&&", "||", ";", "|"}
@@ -197,7 +227,9 @@ def check_commands(files: list[Path], root: Path = ROOT, conf: Path = CONF) -> l
                                 failures.append(f"{where}\n    no target {t!r} in the Makefile")
                     elif len(words) >= 3 and _is_python(words[0]) and words[1] == "-m":
                         module = words[2]
-                        if module.split(".")[0] in {"mia", "benchmarks"} and not _module_exists(root, module):
+                        if module.split(".")[0] in {"mia", "benchmarks"} and not _module_exists(
+                            root, module
+                        ):
                             failures.append(f"{where}\n    no module {module} in the repository")
     if to_compose:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -206,7 +238,9 @@ def check_commands(files: list[Path], root: Path = ROOT, conf: Path = CONF) -> l
                     config_name, overrides = overrides_of(arguments, conf)
                     compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
                 except Exception as err:  # any composition error is the finding
-                    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    message = (
+                        str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    )
                     failures.append(f"{where}\n    does not compose: {message}")
     return failures
 
@@ -239,7 +273,9 @@ def check_links(files: list[Path], root: Path = ROOT) -> list[str]:
                 base = root if file_part.startswith("/") else path.parent
                 resolved = (base / file_part.lstrip("/")).resolve()
                 if not resolved.is_relative_to(root):
-                    failures.append(f"{_rel(path, root)}:{no}: {target} points outside the repository")
+                    failures.append(
+                        f"{_rel(path, root)}:{no}: {target} points outside the repository"
+                    )
                 elif not resolved.exists():
                     failures.append(f"{_rel(path, root)}:{no}: {target} does not exist")
     return failures
@@ -289,8 +325,13 @@ def check_figures(readme: Path, root: Path = ROOT) -> list[str]:
         pages = []
         for target in link_targets(" ".join(line.strip() for _, line in unit)):
             page = (readme.parent / unquote(target.split("#", 1)[0])).resolve()
-            if not SCHEME.match(target) and page.suffix == ".md" and page.parent == root / "experiments" \
-                    and page.is_file() and page not in pages:
+            if (
+                not SCHEME.match(target)
+                and page.suffix == ".md"
+                and page.parent == root / "experiments"
+                and page.is_file()
+                and page not in pages
+            ):
                 pages.append(page)
         if not pages:
             continue
@@ -305,6 +346,7 @@ def check_figures(readme: Path, root: Path = ROOT) -> list[str]:
 
 
 # --- the tests -----------------------------------------------------------------------------------
+
 
 def _report(failures: list[str]) -> str:
     return f"{len(failures)} problem(s):\n" + "\n".join(failures)
@@ -328,16 +370,29 @@ def test_readme_figures_are_on_the_linked_experiments_pages():
 
 
 def test_overrides_as_run_py_reads_them():
-    assert overrides_of(["-m", "data.size=1k,4k", "attack=csa,wsa", "train.epochs=5"]) == \
-        ("config", ["data.size=1k", "attack=csa", "train.epochs=5"])
-    assert overrides_of(["attack=[csa,wsa]", "+experiment=gap_scaling"]) == \
-        ("config", ["attack=[csa,wsa]", "experiment=gap_scaling"])
-    assert overrides_of(["-m", "+privacy_utility=glob(*)"])[1] == ["+privacy_utility=augment_image_strong"]
-    _, placeholder = overrides_of(["target=checkpoint", "target.path=<checkpoint>", "experiment=<name>"])
+    assert overrides_of(["-m", "data.size=1k,4k", "attack=csa,wsa", "train.epochs=5"]) == (
+        "config",
+        ["data.size=1k", "attack=csa", "train.epochs=5"],
+    )
+    assert overrides_of(["attack=[csa,wsa]", "+experiment=gap_scaling"]) == (
+        "config",
+        ["attack=[csa,wsa]", "experiment=gap_scaling"],
+    )
+    assert overrides_of(["-m", "+privacy_utility=glob(*)"])[1] == [
+        "+privacy_utility=augment_image_strong"
+    ]
+    _, placeholder = overrides_of(
+        ["target=checkpoint", "target.path=<checkpoint>", "experiment=<name>"]
+    )
     assert placeholder == ["target=checkpoint", "target.path='<checkpoint>'"]
-    words, = segments("MIA_ROOT=/tmp/x python run.py data.members=<member shards> logger=none  # a comment")
+    (words,) = segments(
+        "MIA_ROOT=/tmp/x python run.py data.members=<member shards> logger=none  # a comment"
+    )
     assert run_py_arguments(words) == ["data.members=<member shards>", "logger=none"]
-    assert overrides_of(run_py_arguments(words))[1] == ["data.members='<member shards>'", "logger=none"]
+    assert overrides_of(run_py_arguments(words))[1] == [
+        "data.members='<member shards>'",
+        "logger=none",
+    ]
 
 
 def test_checkers_catch_broken_docs(tmp_path):
@@ -374,24 +429,41 @@ def test_checkers_catch_broken_docs(tmp_path):
     links = check_links([readme], root=tmp_path)
     assert len(links) == 1 and "docs/missing.md does not exist" in links[0], _report(links)
     figures_ = check_figures(readme, root=tmp_path)
-    assert len(figures_) == 1 and "0.777 is not on experiments/study.md" in figures_[0], _report(figures_)
+    assert len(figures_) == 1 and "0.777 is not on experiments/study.md" in figures_[0], _report(
+        figures_
+    )
 
 
 def test_help_starts_with_mias_own_usage():
-    out = subprocess.run([sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "HYDRA_FULL_ERROR": "1"}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "run.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     assert lines[0].startswith("mia: membership inference attacks on CLIP"), out.stdout[:500]
-    for section in ("== Examples ==", "python run.py experiment=gap_scaling", "== Flags ==", "--multirun,-m"):
+    for section in (
+        "== Examples ==",
+        "python run.py experiment=gap_scaling",
+        "== Flags ==",
+        "--multirun,-m",
+    ):
         assert section in out.stdout
     assert out.stdout.index("== Examples ==") < out.stdout.index("== Flags ==")
 
 
 def _code_constants(name: str) -> set[int]:
     """SCHEMA_VERSION in every `<name>` module of the package, wherever the package keeps it."""
-    found = {int(m.group(1)) for path in (ROOT / "mia").rglob(name)
-             for m in [re.search(r"^SCHEMA_VERSION\s*=\s*(\d+)", path.read_text(encoding="utf-8"), re.M)] if m}
+    found = {
+        int(m.group(1))
+        for path in (ROOT / "mia").rglob(name)
+        for m in [re.search(r"^SCHEMA_VERSION\s*=\s*(\d+)", path.read_text(encoding="utf-8"), re.M)]
+        if m
+    }
     assert found, f"no SCHEMA_VERSION in any mia/**/{name}"
     return found
 
@@ -402,8 +474,10 @@ def test_schema_versions_in_the_docs_match_the_code_and_the_samples():
     import pyarrow.parquet as pq
 
     table = (ROOT / "docs" / "outputs.md").read_text(encoding="utf-8")
-    stated = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\| `(results\.json|scores\.parquet)` \| (\d+) \|",
-                                                                table, re.M)}
+    stated = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^\| `(results\.json|scores\.parquet)` \| (\d+) \|", table, re.M)
+    }
     assert {stated["results.json"]} == _code_constants("results.py")
     assert {stated["scores.parquet"]} == _code_constants("scores.py")
     sample = json.loads((ROOT / "docs" / "examples" / "results.json").read_text(encoding="utf-8"))
@@ -415,7 +489,12 @@ def test_schema_versions_in_the_docs_match_the_code_and_the_samples():
 def test_one_version_everywhere():
     import mia
 
-    project = (ROOT / "pyproject.toml").read_text(encoding="utf-8").split("[project]", 1)[1].split("\n[", 1)[0]
+    project = (
+        (ROOT / "pyproject.toml")
+        .read_text(encoding="utf-8")
+        .split("[project]", 1)[1]
+        .split("\n[", 1)[0]
+    )
     version = re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
     assert mia.__version__ == version
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))

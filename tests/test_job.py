@@ -1,5 +1,6 @@
 """The job spec refuses every bad value before any work, naming its key; run.py turns that into one
 line and exit status 2, leaving no run folder."""
+
 import os
 import subprocess
 import sys
@@ -18,35 +19,61 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_default_job_parses_into_typed_parts():
     job = JobSpec.parse(compose_config())
-    assert isinstance(job.data, Synthetic) and job.data.size == 1000 and job.data.split.eval_size == 500
-    assert isinstance(job.target, TrainHere) and job.train.defense.name == "none" and list(job.attacks) == ["csa"]
+    assert (
+        isinstance(job.data, Synthetic)
+        and job.data.size == 1000
+        and job.data.split.eval_size == 500
+    )
+    assert (
+        isinstance(job.target, TrainHere)
+        and job.train.defense.name == "none"
+        and list(job.attacks) == ["csa"]
+    )
     assert job.data.canaries is None and job.data.condition == "iid"
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["data.size=0"], "data.size"), (["data.size=lots"], "data.size"), (["data.nonmembers=both"], "data.nonmembers"),
-    (["data.split.eval_size=-5"], "data.split.eval_size"), (["data.split.holdout=x"], "data.split.holdout"),
-    (["data.split.seed=-1"], "data.split.seed"), (["data.split.dedup=[words]"], "data.split.dedup"),
-    (["data.in_memory=maybe"], "data.in_memory"), (["data.shift=2"], "data.shift"),
-    (["data.canaries.copies=[0]"], "data.canaries.copies"), (["data.canaries.copies=[1]", "data.canaries.count=0"], "data.canaries.count"),
-    (["+data.colour=red"], "data.colour"), (["data=webdataset"], "data.path"), (["data=audit"], "data.members"),
-    (["data=audit", "data.members=/m"], "data.nonmembers"),
-    (["data=audit", "data.members=/m", "data.nonmembers=/n"], "data.size"),
-    (["data=glyphs", "data.nonmembers=ood"], "data.nonmembers"),
-    (["train.epochs=0"], "train.epochs"), (["train.lr=-1"], "train.lr"), (["train.batch_size=1.5"], "train.batch_size"),
-    (["+train.momentum=0.9"], "train.momentum"), (["trainer.devices=0"], "trainer.devices"), (["seed=-1"], "seed"),
-    (["n_bootstrap=-1"], "n_bootstrap"), (["defense=dp_sgd", "defense.delta=2"], "defense.delta"),
-    (["defense=embedding_noise", "+defense.mean=0"], "defense.mean"), (["target=checkpoint"], "target.path"),
-    (["target=checkpoint", "target.path=/x", "target.pretrained=y"], "target.path"),
-    (["target=checkpoint", "target.path=/x", "attack=lira"], "target.train_shadows"),
-    (["analysis.dataset_inference.alpha=2"], "analysis.dataset_inference.alpha"),
-    (["+attack.csa.scale=2"], "attack.csa.scale"),
-    (["analysis.calibrated.fpr_targets=[0.01,-0.001]"], "analysis.calibrated.fpr_targets"),
-    (["analysis.calibrated.fpr_targets=[]"], "analysis.calibrated.fpr_targets"),
-    (["analysis.calibrated.fpr_targets=[1]"], "analysis.calibrated.fpr_targets"),
-    (["data.split.scored=test"], "data.split.scored"), (["data.split.scored=validation"], "data.split.scored"),
-    (["data.split.validation=-1"], "data.split.validation"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["data.size=0"], "data.size"),
+        (["data.size=lots"], "data.size"),
+        (["data.nonmembers=both"], "data.nonmembers"),
+        (["data.split.eval_size=-5"], "data.split.eval_size"),
+        (["data.split.holdout=x"], "data.split.holdout"),
+        (["data.split.seed=-1"], "data.split.seed"),
+        (["data.split.dedup=[words]"], "data.split.dedup"),
+        (["data.in_memory=maybe"], "data.in_memory"),
+        (["data.shift=2"], "data.shift"),
+        (["data.canaries.copies=[0]"], "data.canaries.copies"),
+        (["data.canaries.copies=[1]", "data.canaries.count=0"], "data.canaries.count"),
+        (["+data.colour=red"], "data.colour"),
+        (["data=webdataset"], "data.path"),
+        (["data=audit"], "data.members"),
+        (["data=audit", "data.members=/m"], "data.nonmembers"),
+        (["data=audit", "data.members=/m", "data.nonmembers=/n"], "data.size"),
+        (["data=glyphs", "data.nonmembers=ood"], "data.nonmembers"),
+        (["train.epochs=0"], "train.epochs"),
+        (["train.lr=-1"], "train.lr"),
+        (["train.batch_size=1.5"], "train.batch_size"),
+        (["+train.momentum=0.9"], "train.momentum"),
+        (["trainer.devices=0"], "trainer.devices"),
+        (["seed=-1"], "seed"),
+        (["n_bootstrap=-1"], "n_bootstrap"),
+        (["defense=dp_sgd", "defense.delta=2"], "defense.delta"),
+        (["defense=embedding_noise", "+defense.mean=0"], "defense.mean"),
+        (["target=checkpoint"], "target.path"),
+        (["target=checkpoint", "target.path=/x", "target.pretrained=y"], "target.path"),
+        (["target=checkpoint", "target.path=/x", "attack=lira"], "target.train_shadows"),
+        (["analysis.dataset_inference.alpha=2"], "analysis.dataset_inference.alpha"),
+        (["+attack.csa.scale=2"], "attack.csa.scale"),
+        (["analysis.calibrated.fpr_targets=[0.01,-0.001]"], "analysis.calibrated.fpr_targets"),
+        (["analysis.calibrated.fpr_targets=[]"], "analysis.calibrated.fpr_targets"),
+        (["analysis.calibrated.fpr_targets=[1]"], "analysis.calibrated.fpr_targets"),
+        (["data.split.scored=test"], "data.split.scored"),
+        (["data.split.scored=validation"], "data.split.scored"),
+        (["data.split.validation=-1"], "data.split.validation"),
+    ],
+)
 def test_bad_values_are_refused_before_any_work_naming_the_key(tmp_path, overrides, key):
     cfg = compose_config(*overrides, f"paths.root_dir={tmp_path}")
     with pytest.raises(ConfigError) as err:
@@ -57,9 +84,19 @@ def test_bad_values_are_refused_before_any_work_naming_the_key(tmp_path, overrid
 
 
 def test_checkpoint_target_takes_path_or_tag():
-    assert FromCheckpoint(path="/x").path == "/x" and FromCheckpoint(pretrained="tag").trains_shadows is False
-    job = JobSpec.parse(compose_config("target=checkpoint", "target.path=/x", "data=audit", "data.members=/m",
-                                       "data.nonmembers=/n"))
+    assert (
+        FromCheckpoint(path="/x").path == "/x"
+        and FromCheckpoint(pretrained="tag").trains_shadows is False
+    )
+    job = JobSpec.parse(
+        compose_config(
+            "target=checkpoint",
+            "target.path=/x",
+            "data=audit",
+            "data.members=/m",
+            "data.nonmembers=/n",
+        )
+    )
     assert isinstance(job.data, Audit) and job.data.size is None and job.data.condition == "audit"
 
 
@@ -67,10 +104,19 @@ def test_checkpoint_target_takes_path_or_tag():
 def test_run_py_refuses_in_one_line_with_status_2_and_leaves_no_folder(tmp_path):
     env = {**os.environ, "MIA_ROOT": str(tmp_path)}
     env.pop("HYDRA_FULL_ERROR", None)
-    for args, key in ((["target=checkpoint"], "target.path"), (["data=audit"], "data.members"),
-                      (["train.epochs=0"], "train.epochs")):
-        got = subprocess.run([sys.executable, "run.py", *args, "logger=none"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+    for args, key in (
+        (["target=checkpoint"], "target.path"),
+        (["data=audit"], "data.members"),
+        (["train.epochs=0"], "train.epochs"),
+    ):
+        got = subprocess.run(
+            [sys.executable, "run.py", *args, "logger=none"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert got.returncode == 2, got.stderr
         lines = got.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), got.stderr

@@ -1,5 +1,6 @@
 """The package's layout, checked from its imports alone (docs/design.md §1.1): no import cycle, no
 import from a lower layer to a higher one, and no mia import inside a function."""
+
 import ast
 from pathlib import Path
 
@@ -9,8 +10,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mia"
 
 # Lowest first, as the data flows; a module may import from its own layer or below.
 LAYERS = [
-    {"mia", "mia.sizes", "mia.validate", "mia.cache", "mia.provenance", "mia.plots", "mia.distributed",
-     "mia.model", "mia.checkpoint"},
+    {
+        "mia",
+        "mia.sizes",
+        "mia.validate",
+        "mia.cache",
+        "mia.provenance",
+        "mia.plots",
+        "mia.distributed",
+        "mia.model",
+        "mia.checkpoint",
+    },
     {"mia.data"},
     {"mia.features"},
     {"mia.defenses"},
@@ -27,7 +37,9 @@ LAYERS = [
 def modules() -> dict:
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        )
         found[name] = ast.parse(path.read_text())
     return found
 
@@ -36,7 +48,9 @@ def layer(module: str) -> int:
     for i, members in enumerate(LAYERS):
         if module in members or any(module.startswith(m + ".") for m in members if m != "mia"):
             return i
-    raise AssertionError(f"{module} is in no layer of tests/test_layers.py: add it where the data flow puts it")
+    raise AssertionError(
+        f"{module} is in no layer of tests/test_layers.py: add it where the data flow puts it"
+    )
 
 
 def imports(tree, known) -> list[tuple[str, bool]]:
@@ -50,7 +64,9 @@ def imports(tree, known) -> list[tuple[str, bool]]:
         else:
             continue
         for name in (n for n in names if n.split(".")[0] == "mia"):
-            while name not in known:  # `from mia.data import splits` names a module; `import x` a name in one
+            while (
+                name not in known
+            ):  # `from mia.data import splits` names a module; `import x` a name in one
                 name = name.rpartition(".")[0]
             out.append((name, id(node) in top))
     return out
@@ -63,7 +79,9 @@ EDGES = {m: {t for t, _ in imports(tree, MODULES) if t != m} for m, tree in MODU
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_mia_import_inside_a_function(module):
     inner = [t for t, top in imports(MODULES[module], MODULES) if not top]
-    assert not inner, f"{module} imports {inner} inside a function: import at the top, or move the code down"
+    assert not inner, (
+        f"{module} imports {inner} inside a function: import at the top, or move the code down"
+    )
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -80,7 +98,7 @@ def test_no_import_cycle():
         path.append(m)
         for t in sorted(EDGES[m]):
             if state.get(t) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(t):] + [t]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(t) :] + [t]))
             if t not in state:
                 visit(t)
         path.pop()

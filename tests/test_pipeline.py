@@ -1,4 +1,5 @@
 """End to end on a corpus of 1,200 pairs: the default job, the cache, and refusals of bad input."""
+
 import json
 import os
 import subprocess
@@ -15,8 +16,17 @@ from tests.helpers.config import SMALL
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-METRIC_KEYS = {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "oracle_balanced_accuracy",
-               "n_members", "n_nonmembers", "seconds"}
+METRIC_KEYS = {
+    "auc",
+    "auc_std",
+    "auc_ci95",
+    "tpr_at_fpr_1e-2",
+    "tpr_at_fpr_1e-3",
+    "oracle_balanced_accuracy",
+    "n_members",
+    "n_nonmembers",
+    "seconds",
+}
 
 
 def test_default_job_end_to_end_with_wandb(default_job):
@@ -28,15 +38,27 @@ def test_default_job_end_to_end_with_wandb(default_job):
     assert Path(t["checkpoint"]).is_file()
     trained = Path(t["trained_uids"]).read_text().split()
     assert len(trained) == len(set(trained)) == 300
-    assert set(res["gap"]) >= {"value", "std", "ci95", "member_mean", "nonmember_mean", "member_std",
-                               "nonmember_std"}
-    assert res["gap"]["value"] == pytest.approx(res["gap"]["member_mean"] - res["gap"]["nonmember_mean"])
+    assert set(res["gap"]) >= {
+        "value",
+        "std",
+        "ci95",
+        "member_mean",
+        "nonmember_mean",
+        "member_std",
+        "nonmember_std",
+    }
+    assert res["gap"]["value"] == pytest.approx(
+        res["gap"]["member_mean"] - res["gap"]["nonmember_mean"]
+    )
     csa = res["attacks"]["csa"]
     assert METRIC_KEYS <= set(csa) and csa["n_members"] == csa["n_nonmembers"] == 100
     assert 0 <= csa["auc"] <= 1 and csa["auc_ci95"][0] <= csa["auc"] <= csa["auc_ci95"][1]
     assert "vs_csa" not in csa and [c["fpr_target"] for c in csa["calibrated"]] == [0.01, 0.001]
     assert not any(c["threshold_from_training_pairs"] for c in csa["calibrated"])
-    assert set(res["timing"]) == {"train_s", "features_s", "attacks_s", "utility_s"} and res["timing"]["train_s"] > 0
+    assert (
+        set(res["timing"]) == {"train_s", "features_s", "attacks_s", "utility_s"}
+        and res["timing"]["train_s"] > 0
+    )
     assert res["data"]["corrupt_skipped"] == 0
     assert (path.parent / "scores_csa.png").stat().st_size > 1000
     runs = list((path.parent / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -54,15 +76,21 @@ def test_second_run_hits_the_cache(make_cfg, small_corpus, caplog):
     assert second["attacks"]["csa"]["auc"] == first["attacks"]["csa"]["auc"]
     # A different size is a different target.
     third = json.loads(run(make_cfg("data.size=200")).read_text())
-    assert third["target"]["cache_key"] != first["target"]["cache_key"] and not third["target"]["cache_hit"]
+    assert (
+        third["target"]["cache_key"] != first["target"]["cache_key"]
+        and not third["target"]["cache_hit"]
+    )
 
 
-@pytest.mark.parametrize("override,message", [
-    ("data.size=12q", "data.size='12q' is not a size"),
-    ("data.in_memory=sometimes", "data.in_memory=.sometimes.: must be true, false or auto"),
-    ("data.split.known_size=100k", "the non-member sets need 100"),
-    ("data.nonmembers=other", "data.nonmembers='other'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.size=12q", "data.size='12q' is not a size"),
+        ("data.in_memory=sometimes", "data.in_memory=.sometimes.: must be true, false or auto"),
+        ("data.split.known_size=100k", "the non-member sets need 100"),
+        ("data.nonmembers=other", "data.nonmembers='other'"),
+    ],
+)
 def test_bad_input_is_refused_before_training(make_cfg, tmp_path, small_corpus, override, message):
     with pytest.raises(ValueError, match=message):
         run(make_cfg(override))
@@ -72,8 +100,14 @@ def test_bad_input_is_refused_before_training(make_cfg, tmp_path, small_corpus, 
 def _cli(tmp_path, *args):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     small = [o for o in SMALL if not o.startswith("data.size=")]  # the sweep sets it
-    return subprocess.run([sys.executable, "run.py", *args, *small, f"paths.root_dir={tmp_path}", "logger=none"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "run.py", *args, *small, f"paths.root_dir={tmp_path}", "logger=none"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_multirun_sweep(tmp_path, small_target):
@@ -83,8 +117,13 @@ def test_cli_multirun_sweep(tmp_path, small_target):
     assert [json.loads(p.read_text())["target"]["size"] for p in results] == [200, 300]
     assert "results: " in proc.stdout
     sweep = results[0].parent.parent
-    assert (sweep / "report.md").exists() and (sweep / "results.csv").exists()  # the Hydra callback ran
-    assert "metrics recomputed from scores.parquet: 2 jobs, all agree" in (sweep / "report.md").read_text()
+    assert (sweep / "report.md").exists() and (
+        sweep / "results.csv"
+    ).exists()  # the Hydra callback ran
+    assert (
+        "metrics recomputed from scores.parquet: 2 jobs, all agree"
+        in (sweep / "report.md").read_text()
+    )
 
 
 def test_cli_bad_size_fails_with_named_key(tmp_path):
@@ -100,8 +139,12 @@ def test_shadow_attack_through_the_pipeline(make_cfg, small_target):
     res = json.loads(path.read_text())
     lira = res["attacks"]["lira"]
     assert res["schema_version"] == 3 and 0 <= lira["auc"] <= 1
-    table = pd.read_parquet(path.parent / res["scores"])  # compared with CSA though the job did not run csa
-    assert lira["vs_csa"]["delta_auc"] == pytest.approx(lira["auc"] - roc_auc_score(table["label"], table["cos"]))
+    table = pd.read_parquet(
+        path.parent / res["scores"]
+    )  # compared with CSA though the job did not run csa
+    assert lira["vs_csa"]["delta_auc"] == pytest.approx(
+        lira["auc"] - roc_auc_score(table["label"], table["cos"])
+    )
     assert lira["calibrated"] is None and "shadow" in lira["calibrated_skipped"]
     diag = lira["diagnostics"]
     assert diag["num_shadows"] == 2 and diag["shadows_trained"] == 2 and "num_shadows" not in lira
@@ -111,16 +154,29 @@ def test_shadow_attack_through_the_pipeline(make_cfg, small_target):
     assert Path(res["target"]["open_clip"], "open_clip_config.json").exists()
 
 
-def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_same_target(make_cfg, small_target):
+def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_same_target(
+    make_cfg, small_target
+):
     evaluation = json.loads(run(make_cfg("analysis.calibrated.fpr_targets=[0.05]")).read_text())
-    validation = json.loads(run(make_cfg("data.split.validation=40", "data.split.scored=validation")).read_text())
-    assert validation["target"]["cache_key"] == evaluation["target"]["cache_key"] and validation["target"]["cache_hit"]
+    validation = json.loads(
+        run(make_cfg("data.split.validation=40", "data.split.scored=validation")).read_text()
+    )
+    assert (
+        validation["target"]["cache_key"] == evaluation["target"]["cache_key"]
+        and validation["target"]["cache_hit"]
+    )
     assert evaluation["data"]["scored"] == "eval" and validation["data"]["scored"] == "validation"
-    assert validation["attacks"]["csa"]["n_members"] == validation["attacks"]["csa"]["n_nonmembers"] == 40
+    assert (
+        validation["attacks"]["csa"]["n_members"]
+        == validation["attacks"]["csa"]["n_nonmembers"]
+        == 40
+    )
     assert [c["fpr_target"] for c in evaluation["attacks"]["csa"]["calibrated"]] == [0.05]
 
 
-def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_others_still_run(make_cfg, small_target):
+def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_others_still_run(
+    make_cfg, small_target
+):
     """WSA at a lambda no pair reaches: the job records why under `skipped`, with no metrics and no scores
     column of its own, and scores CSA as usual."""
     path = run(make_cfg("attack=[csa,wsa]", "attack.wsa.lam=100"))

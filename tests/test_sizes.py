@@ -3,8 +3,19 @@ import pytest
 from mia.sizes import format_size, parse_size
 
 
-@pytest.mark.parametrize("text,n", [("1k", 1000), ("16k", 16000), ("1M", 10**6), ("100M", 10**8),
-                                    ("2.5k", 2500), (500, 500), ("500", 500), (" 4K ", 4000)])
+@pytest.mark.parametrize(
+    "text,n",
+    [
+        ("1k", 1000),
+        ("16k", 16000),
+        ("1M", 10**6),
+        ("100M", 10**8),
+        ("2.5k", 2500),
+        (500, 500),
+        ("500", 500),
+        (" 4K ", 4000),
+    ],
+)
 def test_parse_size(text, n):
     assert parse_size(text) == n
 

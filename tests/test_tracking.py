@@ -1,4 +1,5 @@
 """W&B: a job started again in its own output folder (a requeued SLURM job) resumes its run."""
+
 from mia import tracking
 
 

@@ -9,15 +9,23 @@ in the config, and every random draw is seeded from (seed, uid, transform, repea
 score does not depend on which other samples share its batch or in what order they come (the
 transforms and the seeded views: mia/attacks/augment.py, shared with imgagree).
 """
+
 from __future__ import annotations
 
 import copy
 
 import numpy as np
 
-from mia.attacks.augment import SINGLE, build_transform, check_transforms, image_views, single_transforms
+from mia.attacks.augment import (
+    SINGLE,
+    build_transform,
+    check_transforms,
+    image_views,
+    single_transforms,
+)
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
+
 
 class AEA(Attack):
     name = "aea"
@@ -35,7 +43,9 @@ class AEA(Attack):
 
     def transformed_cos(self, ctx: AttackContext, set_name: str, transform: str) -> np.ndarray:
         """CS(T(x), y) of every pair of a set, averaged over `repeats` seeded draws of T."""
-        views = image_views(ctx, set_name, self._built[transform], transform, self.repeats, self.batch_size)
+        views = image_views(
+            ctx, set_name, self._built[transform], transform, self.repeats, self.batch_size
+        )
         text = ctx.features[set_name].text
         cos = np.zeros(len(text))
         for emb in views:
@@ -62,7 +72,12 @@ class AEA(Attack):
             "params": {n: self.params[n] for n in used},
             "repeats": self.repeats,
             "seed": int(ctx.seed),
-            "mean_drop": {k: {"member": float(drops[MEMBER_EVAL][k].mean()),
-                              "nonmember": float(drops[NONMEMBER_EVAL][k].mean())} for k in self.transforms},
+            "mean_drop": {
+                k: {
+                    "member": float(drops[MEMBER_EVAL][k].mean()),
+                    "nonmember": float(drops[NONMEMBER_EVAL][k].mean()),
+                }
+                for k in self.transforms
+            },
         }
         return AttackResult(scores[MEMBER_EVAL], scores[NONMEMBER_EVAL], diagnostics)

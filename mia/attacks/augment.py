@@ -9,6 +9,7 @@ class) is set in conf/attack/<attack>.yaml, never in code. A translation alone, 
 preprocess would not resize, is done on tensors instead: a whole-pixel shift, bit for bit the PIL
 path's view (`image_views`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,9 @@ class _DownUp:
 
     def __call__(self, im):
         w, h = im.size
-        small = TF.resize(im, [max(1, round(h * self.scale)), max(1, round(w * self.scale))], BILINEAR)
+        small = TF.resize(
+            im, [max(1, round(h * self.scale)), max(1, round(w * self.scale))], BILINEAR
+        )
         return TF.resize(small, [h, w], BILINEAR)
 
     def __repr__(self):
@@ -88,12 +91,24 @@ def check_transforms(names, params: dict, choices) -> None:
     """Refuse a transform outside `choices`, a strength for no known transform, and a transform
     used without its strength (the code holds none)."""
     for name in params:
-        require(name in SINGLE, f"params.{name}", params[name], f"unknown transform; choose from {list(SINGLE)}")
+        require(
+            name in SINGLE,
+            f"params.{name}",
+            params[name],
+            f"unknown transform; choose from {list(SINGLE)}",
+        )
     for name in names:
-        require(name in choices, "transforms", names, f"unknown transform {name!r}; choose from {list(choices)}")
+        require(
+            name in choices,
+            "transforms",
+            names,
+            f"unknown transform {name!r}; choose from {list(choices)}",
+        )
     for name in single_transforms(names):
         if name not in params:
-            raise ConfigError(f"params.{name}", need="is not set: the transform's strength is needed")
+            raise ConfigError(
+                f"params.{name}", need="is not set: the transform's strength is needed"
+            )
 
 
 def sample_seed(seed: int, uid, tag: str, repeat: int) -> int:
@@ -111,8 +126,14 @@ def whole_pixel_shift(transform) -> v2.RandomAffine | None:
     if len(steps) != 1 or type(steps[0]) is not v2.RandomAffine:
         return None
     t = steps[0]
-    only_shifts = (list(t.degrees) == [0, 0] and t.scale is None and t.shear is None and t.center is None
-                   and t.fill == 0 and t.interpolation == BILINEAR)
+    only_shifts = (
+        list(t.degrees) == [0, 0]
+        and t.scale is None
+        and t.shear is None
+        and t.center is None
+        and t.fill == 0
+        and t.interpolation == BILINEAR
+    )
     return t if only_shifts else None
 
 
@@ -120,13 +141,16 @@ def shifted(image: torch.Tensor, tx: int, ty: int) -> torch.Tensor:
     """image [..., h, w] moved right by tx and down by ty whole pixels, zeros where nothing moved in."""
     h, w = image.shape[-2:]
     out = torch.zeros_like(image)
-    out[..., max(ty, 0):h + min(ty, 0), max(tx, 0):w + min(tx, 0)] = \
-        image[..., max(-ty, 0):h + min(-ty, 0), max(-tx, 0):w + min(-tx, 0)]
+    out[..., max(ty, 0) : h + min(ty, 0), max(tx, 0) : w + min(tx, 0)] = image[
+        ..., max(-ty, 0) : h + min(-ty, 0), max(-tx, 0) : w + min(-tx, 0)
+    ]
     return out
 
 
 @torch.no_grad()
-def image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_size: int) -> np.ndarray:
+def image_views(
+    ctx, set_name: str, transform, tag: str, repeats: int, batch_size: int
+) -> np.ndarray:
     """[repeats, n, d] L2-normalised image embeddings (float32) of `transform` applied to every image
     of a set, draw r of pair uid seeded by sample_seed(ctx.seed, uid, tag, r).
 
@@ -143,8 +167,12 @@ def image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_siz
     shift, tensors = whole_pixel_shift(transform), TensorPreprocess(ctx.target.preprocess)
     side = tensors.size if shift is not None else None
     # uint8 [3, side, side] of each image the tensor path takes, None for those PIL transforms
-    pixels = [torch.from_numpy(np.array(im)).permute(2, 0, 1)
-              if side is not None and im.mode == "RGB" and im.size == (side, side) else None for im in images]
+    pixels = [
+        torch.from_numpy(np.array(im)).permute(2, 0, 1)
+        if side is not None and im.mode == "RGB" and im.size == (side, side)
+        else None
+        for im in images
+    ]
     stack = tensors.stack if side is not None else torch.stack
     out = []
     # fork_rng: the per-draw manual_seed leaves the caller's global RNG state as it was.
@@ -153,7 +181,9 @@ def image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_siz
             emb = []
             for i in range(0, len(images), batch_size):
                 batch = []
-                for uid, im, px in zip(uids[i:i + batch_size], images[i:i + batch_size], pixels[i:i + batch_size]):
+                for uid, im, px in zip(
+                    uids[i : i + batch_size], images[i : i + batch_size], pixels[i : i + batch_size]
+                ):
                     # the CPU generator alone: the transforms draw from it, and torch.manual_seed would
                     # also seed every other device type, formatting a stack trace per view
                     torch.default_generator.manual_seed(sample_seed(ctx.seed, uid, tag, r))
@@ -161,7 +191,9 @@ def image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_siz
                         batch.append(ctx.target.preprocess(transform(im)))
                     else:
                         batch.append(shifted(px, *shift.make_params([px])["translate"]))
-                emb.append(model.encode_image(stack(batch).to(device), normalize=True).float().cpu())
+                emb.append(
+                    model.encode_image(stack(batch).to(device), normalize=True).float().cpu()
+                )
             out.append(torch.cat(emb).numpy())
     return np.stack(out)
 

@@ -1,4 +1,5 @@
 """The interface every attack implements: score the evaluation pairs, higher = more likely member."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -22,14 +23,19 @@ class AttackContext:
     shards:    where every set's pairs can be read (member corpus, plus the OOD corpus or data.shift's swapped pairs)
     shadows:   mia.attacks.shadows.ShadowTrainer, or None where no shadow models can be trained
     """
+
     features: dict
     splits: object
     target: object
     shards: list = field(default_factory=list)
     shadows: object = None
     seed: int = 0
-    _raw: dict = field(default_factory=dict, repr=False)  # pairs read, by set; shared with with_members' contexts
-    _members_as: str = field(default=MEMBER_EVAL, repr=False)  # the key member_eval's pairs are kept under
+    _raw: dict = field(
+        default_factory=dict, repr=False
+    )  # pairs read, by set; shared with with_members' contexts
+    _members_as: str = field(
+        default=MEMBER_EVAL, repr=False
+    )  # the key member_eval's pairs are kept under
 
     def uids(self, name: str) -> np.ndarray:
         return self.features[name].uids
@@ -41,12 +47,15 @@ class AttackContext:
             self._raw[key] = load_raw(self.shards, list(self.uids(name)), desc=f"load {name}")
         return self._raw[key]
 
-    def with_members(self, features) -> "AttackContext":
+    def with_members(self, features) -> AttackContext:
         """This context with another member set (mia.features.SplitFeatures) scored in member_eval's
         place, as the canaries are; the other sets' pairs are read once for both."""
-        return replace(self, features={**self.features, MEMBER_EVAL: features},
-                       splits=replace(self.splits, member_eval=features.uids),
-                       _members_as=f"{MEMBER_EVAL}:{features.uids[0]}+{len(features.uids)}")
+        return replace(
+            self,
+            features={**self.features, MEMBER_EVAL: features},
+            splits=replace(self.splits, member_eval=features.uids),
+            _members_as=f"{MEMBER_EVAL}:{features.uids[0]}+{len(features.uids)}",
+        )
 
     def scored_order(self, tag: int) -> np.ndarray:
         """Label-blind order of the scored pairs (docs/design.md §4, label-blind scoring): positions in
@@ -86,9 +95,12 @@ class AttackResult:
 
 class Attack(ABC):
     """Settings are keyword arguments with no defaults in code: conf/attack/<name>.yaml holds them."""
+
     name: str = "attack"
-    needs_shadows: bool = False  # reference-model attacks train shadow CLIPs (AttackContext.shadows)
-    key: str = "attack"          # this instance's config key, attack.<name>; set by pipeline.build_attacks
+    needs_shadows: bool = (
+        False  # reference-model attacks train shadow CLIPs (AttackContext.shadows)
+    )
+    key: str = "attack"  # this instance's config key, attack.<name>; set by pipeline.build_attacks
     # True where a set's scores depend on that set alone (a pair's cosine, draws seeded by its uid, batches
     # cut from the set itself), never on the other pairs scored: such an attack defines
     # score(ctx, set_name), and another set (D_no, for the calibrated thresholds) is scored by itself.
@@ -112,7 +124,9 @@ class Attack(ABC):
     def score_set(self, ctx: AttackContext, set_name: str) -> np.ndarray:
         """The scores of one set of ctx, scored alone (per_pair attacks only), a bad setting named by its key."""
         if not self.per_pair:
-            raise TypeError(f"{self.name} scores its pairs together (per_pair is False): score it with run")
+            raise TypeError(
+                f"{self.name} scores its pairs together (per_pair is False): score it with run"
+            )
         with self._keyed():
             return self.score(ctx, set_name)
 

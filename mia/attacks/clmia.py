@@ -14,6 +14,7 @@ Settings: temperature 0.05 as in the paper; dropout 0.3 rather than its 0.1: on 
 makes the two views nearly identical (NT-Xent 0.06 in the first epoch, 0.004 at the end, against
 2.0 -> 0.34 at 0.3), and 0.2-0.5 scored better on the test fixtures.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
-                                          pseudo_label_diagnostics, seeded, shuffled_batches)
+from mia.attacks.weak_supervision import (
+    feature_matrix,
+    labelled_training_set,
+    p_member,
+    pseudo_label,
+    pseudo_label_diagnostics,
+    seeded,
+    shuffled_batches,
+)
 from mia.data.splits import EVAL_SETS, SCORED
 from mia.validate import require
 
@@ -56,7 +64,9 @@ def pretrain(enc, x, g, epochs, batch_size, lr, temperature):
     losses = []
     for _ in range(epochs):
         total = 0.0
-        batches = [b for b in shuffled_batches(len(x), batch_size, g) if len(b) > 1]  # a lone row has no negatives
+        batches = [
+            b for b in shuffled_batches(len(x), batch_size, g) if len(b) > 1
+        ]  # a lone row has no negatives
         for b in batches:
             opt.zero_grad()
             loss = nt_xent(enc(x[b]), enc(x[b]), temperature)  # two passes = two dropout masks
@@ -100,15 +110,41 @@ def fine_tune(model, x, y, epochs, lr):
 class CLMIA(Attack):
     name = "clmia"
 
-    def __init__(self, *, lam: float, known_size, features, contrastive_sets, encoder_dims, dropout: float,
-                 temperature: float, epochs: int, batch_size: int, lr: float, head_epochs: int, head_lr: float):
-        require(set(contrastive_sets) <= set(EVAL_SETS), "contrastive_sets", list(contrastive_sets),
-                f"choose from {list(EVAL_SETS)}")
-        require(len(set(contrastive_sets) & set(SCORED)) != 1, "contrastive_sets", list(contrastive_sets),
-                f"list both of {list(SCORED)} or neither: an auditor cannot tell them apart (label-blind scoring)")
+    def __init__(
+        self,
+        *,
+        lam: float,
+        known_size,
+        features,
+        contrastive_sets,
+        encoder_dims,
+        dropout: float,
+        temperature: float,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        head_epochs: int,
+        head_lr: float,
+    ):
+        require(
+            set(contrastive_sets) <= set(EVAL_SETS),
+            "contrastive_sets",
+            list(contrastive_sets),
+            f"choose from {list(EVAL_SETS)}",
+        )
+        require(
+            len(set(contrastive_sets) & set(SCORED)) != 1,
+            "contrastive_sets",
+            list(contrastive_sets),
+            f"list both of {list(SCORED)} or neither: an auditor cannot tell them apart (label-blind scoring)",
+        )
         self.lam, self.known_size = float(lam), known_size
         self.features, self.contrastive_sets = list(features), list(contrastive_sets)
-        self.encoder_dims, self.dropout, self.temperature = list(encoder_dims), float(dropout), float(temperature)
+        self.encoder_dims, self.dropout, self.temperature = (
+            list(encoder_dims),
+            float(dropout),
+            float(temperature),
+        )
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.head_epochs, self.head_lr = int(head_epochs), float(head_lr)
 
@@ -117,20 +153,36 @@ class CLMIA(Attack):
         x_lab, y_lab, _ = labelled_training_set(ctx, pl, self.features)
         # The pool in uid order: its batches never depend on which evaluation set a pair sits in
         # (docs/design.md §4, label-blind scoring), as they would if member_eval came first.
-        by_uid = np.argsort(np.concatenate([ctx.uids(s) for s in self.contrastive_sets]), kind="stable")
-        x_pool = np.concatenate([feature_matrix(ctx.features[s], self.features) for s in self.contrastive_sets])[by_uid]
+        by_uid = np.argsort(
+            np.concatenate([ctx.uids(s) for s in self.contrastive_sets]), kind="stable"
+        )
+        x_pool = np.concatenate(
+            [feature_matrix(ctx.features[s], self.features) for s in self.contrastive_sets]
+        )[by_uid]
         # Standardise with the unlabelled pool's statistics: cos and products are tiny next to the
         # embedding coordinates otherwise, and dropout noise should be on one scale for all columns.
         mean, std = x_pool.mean(0), x_pool.std(0) + 1e-6
         scale = lambda a: torch.from_numpy((a - mean) / std).float()  # noqa: E731
         with seeded(ctx.seed) as g:
             enc = encoder(x_pool.shape[1], self.encoder_dims, self.dropout)
-            losses = pretrain(enc, scale(x_pool), g, self.epochs, self.batch_size, self.lr, self.temperature)
+            losses = pretrain(
+                enc, scale(x_pool), g, self.epochs, self.batch_size, self.lr, self.temperature
+            )
             model = _Frozen(enc, self.encoder_dims[-1])
-            head_loss = fine_tune(model, scale(x_lab), torch.from_numpy(y_lab), self.head_epochs, self.head_lr)
-        scores = [p_member(model, (feature_matrix(ctx.features[s], self.features) - mean) / std) for s in SCORED]
-        diagnostics = {**pseudo_label_diagnostics(ctx, pl), "features": self.features,
-                       "n_contrastive": int(len(x_pool)), "contrastive_loss_first": losses[0] if losses else None,
-                       "contrastive_loss": losses[-1] if losses else None, "head_loss": head_loss,
-                       "epochs": self.epochs}
+            head_loss = fine_tune(
+                model, scale(x_lab), torch.from_numpy(y_lab), self.head_epochs, self.head_lr
+            )
+        scores = [
+            p_member(model, (feature_matrix(ctx.features[s], self.features) - mean) / std)
+            for s in SCORED
+        ]
+        diagnostics = {
+            **pseudo_label_diagnostics(ctx, pl),
+            "features": self.features,
+            "n_contrastive": int(len(x_pool)),
+            "contrastive_loss_first": losses[0] if losses else None,
+            "contrastive_loss": losses[-1] if losses else None,
+            "head_loss": head_loss,
+            "epochs": self.epochs,
+        }
         return AttackResult(scores[0], scores[1], diagnostics)

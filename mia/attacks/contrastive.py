@@ -1,6 +1,7 @@
 """The contrastive (InfoNCE) loss of a pair and its gradient norm, shared by gradnorm (gradients
 w.r.t. the embeddings) and paramgrad (gradients w.r.t. the parameters), and the model's logit
 scale they and the shadows' statistics (shadows.py) put on the cosines."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,12 @@ def loss_and_grad_norm(img, txt, scale, bank=None):
 
 def split_known(n_known: int, bank_size: int, seed: int):
     """(bank indices, remaining indices) of D_no: a seeded draw of `bank_size` pairs for the bank."""
-    require(is_int(bank_size) and 0 < bank_size <= n_known - 2, "bank_size", bank_size,
-            f"an integer in [1, {n_known - 2}]: D_no has {n_known} pairs and at least 2 must stay out of the "
-            "bank for z-scoring")
+    require(
+        is_int(bank_size) and 0 < bank_size <= n_known - 2,
+        "bank_size",
+        bank_size,
+        f"an integer in [1, {n_known - 2}]: D_no has {n_known} pairs and at least 2 must stay out of the "
+        "bank for z-scoring",
+    )
     order = np.random.default_rng([seed, 7]).permutation(n_known)
     return np.sort(order[:bank_size]), np.sort(order[bank_size:])

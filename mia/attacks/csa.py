@@ -1,4 +1,5 @@
 """CSA, the cosine similarity attack (Ko et al. 2023): s = cos(f_img(x), f_txt(y))."""
+
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 

@@ -34,6 +34,7 @@ its losses).
 The embeddings come from the feature store: no tower is re-run, the loss and gradient are a few
 matrix products (torch autograd): mia/attacks/contrastive.py, shared with `paramgrad`.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,7 +48,6 @@ from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
 from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN, SCORED
 from mia.validate import is_int, is_number, require
 
-
 NEGATIVES = ("mixed", "pure", "fixed")
 
 
@@ -55,20 +55,36 @@ class GradNorm(Attack):
     name = "gradnorm"
 
     def __init__(self, *, negatives: str, batch_size: int, bank_size: int, C: float):
-        require(negatives != "batch", "negatives", negatives,
-                "renamed 'pure' (batches of one evaluation set, the published script, which leaks the labels); "
-                "the label-blind default is 'mixed'")
+        require(
+            negatives != "batch",
+            "negatives",
+            negatives,
+            "renamed 'pure' (batches of one evaluation set, the published script, which leaks the labels); "
+            "the label-blind default is 'mixed'",
+        )
         require(negatives in NEGATIVES, "negatives", negatives, f"choose from {list(NEGATIVES)}")
-        require(is_int(batch_size) and batch_size >= 2, "batch_size", batch_size,
-                "an integer >= 2 (a pair needs negatives)")
+        require(
+            is_int(batch_size) and batch_size >= 2,
+            "batch_size",
+            batch_size,
+            "an integer >= 2 (a pair needs negatives)",
+        )
         require(is_int(bank_size) and bank_size >= 1, "bank_size", bank_size, "an integer >= 1")
         require(is_number(C) and C > 0, "C", C, "a number > 0")
-        self.negatives, self.batch_size, self.bank_size, self.C = negatives, batch_size, bank_size, C
+        self.negatives, self.batch_size, self.bank_size, self.C = (
+            negatives,
+            batch_size,
+            bank_size,
+            C,
+        )
 
     def _features(self, img, txt, scale, seed, bank, order=None):
         """[n, 2] (loss, grad norm) of one set of pairs, in the set's order; batches are cut from
         `order` (positions in the set), by default a shuffle seeded by `seed`."""
-        img, txt = torch.as_tensor(img, dtype=torch.float32), torch.as_tensor(txt, dtype=torch.float32)
+        img, txt = (
+            torch.as_tensor(img, dtype=torch.float32),
+            torch.as_tensor(txt, dtype=torch.float32),
+        )
         if bank is not None:  # each pair's loss is independent of the others: one group
             return torch.stack(loss_and_grad_norm(img, txt, scale, bank), 1).numpy()
         out = np.empty((len(img), 2), dtype=np.float32)
@@ -95,16 +111,27 @@ class GradNorm(Attack):
             img, txt = (f.image, f.text) if rows is None else (f.image[rows], f.text[rows])
             feats[name] = self._features(img, txt, scale, [ctx.seed, i], bank)
         if self.negatives == "mixed":
-            img, txt = (np.concatenate([ctx.features[s].image for s in SCORED]),
-                        np.concatenate([ctx.features[s].text for s in SCORED]))
+            img, txt = (
+                np.concatenate([ctx.features[s].image for s in SCORED]),
+                np.concatenate([ctx.features[s].text for s in SCORED]),
+            )
             feats[MEMBER_EVAL], feats[NONMEMBER_EVAL] = ctx.split_scored(
-                self._features(img, txt, scale, None, None, order=ctx.scored_order(4)))
+                self._features(img, txt, scale, None, None, order=ctx.scored_order(4))
+            )
 
-        (mem, non), diag = pseudo_label_scores(feats[NONMEMBER_KNOWN], feats[AUX_POOL],
-                                               [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]],
-                                               ctx.splits.aux_is_member, C=self.C)
-        diagnostics = {"negatives": self.negatives, "logit_scale": scale, **diag,
-                       "raw_means": feature_means(feats)}
+        (mem, non), diag = pseudo_label_scores(
+            feats[NONMEMBER_KNOWN],
+            feats[AUX_POOL],
+            [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]],
+            ctx.splits.aux_is_member,
+            C=self.C,
+        )
+        diagnostics = {
+            "negatives": self.negatives,
+            "logit_scale": scale,
+            **diag,
+            "raw_means": feature_means(feats),
+        }
         if self.negatives != "fixed":
             diagnostics["batch_size"] = self.batch_size
         else:

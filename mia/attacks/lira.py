@@ -23,6 +23,7 @@ like the planted test fixture): every member then scores ceiling - mu_out, so th
 helps against easy non-members spreads the members out instead (0.87-0.89 AUC there, below the
 raw cosine's 0.91; see tests/attacks/test_lira.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,14 +43,18 @@ def gaussian_fit(stats, mask, variance: str):
     mean = masked_mean(stats, mask)
     sq = np.where(mask, (stats - mean) ** 2, 0).sum(0)
     if variance == "per_pair":
-        require(count[seen].min() >= 2, "variance", variance,
-                "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)")
+        require(
+            count[seen].min() >= 2,
+            "variance",
+            variance,
+            "needs >= 2 IN and OUT shadows per pair (num_shadows >= 4)",
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             std = np.sqrt(sq / (count - 1))
     elif variance == "global":
         if count[seen].min() >= 2:  # pooled within-pair variance
             std = np.full_like(mean, np.sqrt(sq[seen].sum() / (count[seen] - 1).sum()))
-        else:                 # one shadow per side: only the spread across pairs is left
+        else:  # one shadow per side: only the spread across pairs is left
             std = np.full_like(mean, stats[mask].std())
     else:
         raise ConfigError("variance", variance, "choose 'global' or 'per_pair'")
@@ -64,11 +69,23 @@ class LiRA(Attack):
     name = "lira"
     needs_shadows = True
 
-    def __init__(self, *, num_shadows: int, mode: str, variance: str, statistic: str, shadows: dict):
+    def __init__(
+        self, *, num_shadows: int, mode: str, variance: str, statistic: str, shadows: dict
+    ):
         require(mode in ("online", "offline"), "mode", mode, "choose 'online' or 'offline'")
-        require(variance in ("global", "per_pair"), "variance", variance, "choose 'global' or 'per_pair'")
+        require(
+            variance in ("global", "per_pair"),
+            "variance",
+            variance,
+            "choose 'global' or 'per_pair'",
+        )
         self.shadows = check_shadow_settings(num_shadows, statistic, shadows)
-        self.num_shadows, self.mode, self.variance, self.statistic = num_shadows, mode, variance, statistic
+        self.num_shadows, self.mode, self.variance, self.statistic = (
+            num_shadows,
+            mode,
+            variance,
+            statistic,
+        )
 
     def score(self, ref) -> np.ndarray:
         """LiRA score of member_eval then nonmember_eval, from a shadows.References."""
@@ -85,12 +102,21 @@ class LiRA(Attack):
         ref = references(ctx, self.num_shadows, self.statistic, self.shadows)
         score = self.score(ref)
         ev = ref.eval_rows()
-        mu_in, mu_out = masked_mean(ref.shadow_stats, ref.inside), masked_mean(ref.shadow_stats, ~ref.inside)
-        diagnostics = {**ref.diagnostics(), "mode": self.mode, "variance": self.variance,
-                       # how far training moves a pair's statistic in the shadows, and the target's
-                       # member / non-member difference: far apart (i.i.d. splits) = miscalibrated shadows
-                       "shadow_in_minus_out": float(np.mean(mu_in[ev] - mu_out[ev])),
-                       "target_member_minus_nonmember": float(ref.target_stats[ref.rows(MEMBER_EVAL)].mean()
-                                                              - ref.target_stats[ref.rows(NONMEMBER_EVAL)].mean())}
+        mu_in, mu_out = (
+            masked_mean(ref.shadow_stats, ref.inside),
+            masked_mean(ref.shadow_stats, ~ref.inside),
+        )
+        diagnostics = {
+            **ref.diagnostics(),
+            "mode": self.mode,
+            "variance": self.variance,
+            # how far training moves a pair's statistic in the shadows, and the target's
+            # member / non-member difference: far apart (i.i.d. splits) = miscalibrated shadows
+            "shadow_in_minus_out": float(np.mean(mu_in[ev] - mu_out[ev])),
+            "target_member_minus_nonmember": float(
+                ref.target_stats[ref.rows(MEMBER_EVAL)].mean()
+                - ref.target_stats[ref.rows(NONMEMBER_EVAL)].mean()
+            ),
+        }
         n_mem = len(ctx.features[MEMBER_EVAL].uids)
         return AttackResult(score[:n_mem], score[n_mem:], diagnostics)

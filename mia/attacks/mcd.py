@@ -10,6 +10,7 @@ touched. Only the attention modules are put in training mode; everything else (L
 BatchNorm of RN50, patch dropout, ...) stays in eval mode, so the only randomness is the dropout
 on attention weights.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,10 @@ log = logging.getLogger(__name__)
 
 def _towers(model):
     """(name, module) of the image and text towers of an open_clip CLIP / CustomTextCLIP."""
-    return [("visual", model.visual), ("text", model.text if hasattr(model, "text") else model.transformer)]
+    return [
+        ("visual", model.visual),
+        ("text", model.text if hasattr(model, "text") else model.transformer),
+    ]
 
 
 def with_attention_dropout(model: nn.Module, p: float):
@@ -52,13 +56,18 @@ def with_attention_dropout(model: nn.Module, p: float):
                 attn.attn_drop.p = p
                 attn.attn_drop.training = True
             else:
-                raise TypeError(f"{type(block).__name__}.attn is a {type(attn).__name__}: "
-                                "do not know where its attention dropout is")
+                raise TypeError(
+                    f"{type(block).__name__}.attn is a {type(attn).__name__}: "
+                    "do not know where its attention dropout is"
+                )
             attn.training = True
             counts[tower_name] += 1
         if counts[tower_name] == 0:
             # RN50's image tower is a ResNet: its residual blocks hold no attention.
-            log.warning("MCD: no residual attention block in the %s tower; it stays deterministic", tower_name)
+            log.warning(
+                "MCD: no residual attention block in the %s tower; it stays deterministic",
+                tower_name,
+            )
     return model, counts
 
 
@@ -76,8 +85,8 @@ class MCD(Attack):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             for i in range(0, len(images), self.batch_size):
-                img = model.encode_image(images[i:i + self.batch_size].to(device), normalize=True)
-                txt = model.encode_text(tokens[i:i + self.batch_size].to(device), normalize=True)
+                img = model.encode_image(images[i : i + self.batch_size].to(device), normalize=True)
+                txt = model.encode_text(tokens[i : i + self.batch_size].to(device), normalize=True)
                 cos.append((img * txt).sum(1).float().cpu())
         return torch.cat(cos).numpy()
 
@@ -91,7 +100,9 @@ class MCD(Attack):
         images, tokens = images[order], tokens[order]
         # One seed per pass, derived from the job's seed: [passes, n] cosines, back in member + non-member order.
         seeds = np.random.SeedSequence(ctx.seed).generate_state(self.passes, dtype=np.uint64) >> 1
-        cos = np.stack([self.pass_cos(model, images, tokens, int(s)) for s in seeds])[:, np.argsort(order.numpy())]
+        cos = np.stack([self.pass_cos(model, images, tokens, int(s)) for s in seeds])[
+            :, np.argsort(order.numpy())
+        ]
         score, std = cos.mean(0), cos.std(0)
         diagnostics = {
             "p": float(self.p),

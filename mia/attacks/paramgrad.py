@@ -30,6 +30,7 @@ time, in two ways that add up to the full squared norm:
   per-sample loop. So while vmapped the towers run the math SDPA backend, fast path off.
 The test and benchmarks/bench_paramgrad.py check both against a loss.backward() loop, sample by sample.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,15 @@ from mia.validate import ConfigError, is_int, require
 
 TOWERS = ("visual.transformer.resblocks", "transformer.resblocks")
 # Everything after the last residual block of each tower, plus the temperature.
-HEAD = ("visual.attn_pool", "visual.ln_post.", "visual.proj", "ln_final.", "text_projection",
-        "logit_scale", "logit_bias")
+HEAD = (
+    "visual.attn_pool",
+    "visual.ln_post.",
+    "visual.proj",
+    "ln_final.",
+    "text_projection",
+    "logit_scale",
+    "logit_bias",
+)
 
 
 def select_params(model, params: str = "all", last_blocks: int = 1) -> list[str]:
@@ -66,9 +74,15 @@ def select_params(model, params: str = "all", last_blocks: int = 1) -> list[str]
         try:
             depth = len(model.get_submodule(tower))
         except AttributeError as e:
-            raise ConfigError("params", params, f"needs transformer towers; {tower} not found") from e
-        require(is_int(last_blocks) and 0 <= last_blocks <= depth, "last_blocks", last_blocks,
-                f"an integer in [0, {depth}] for {tower}")
+            raise ConfigError(
+                "params", params, f"needs transformer towers; {tower} not found"
+            ) from e
+        require(
+            is_int(last_blocks) and 0 <= last_blocks <= depth,
+            "last_blocks",
+            last_blocks,
+            f"an integer in [0, {depth}] for {tower}",
+        )
         keep += [f"{tower}.{i}." for i in range(depth - last_blocks, depth)]
     return [n for n in names if n.startswith(tuple(keep)) or n.startswith(HEAD)]
 
@@ -77,8 +91,13 @@ def _ghostable(module) -> bool:
     """Layers whose per-sample weight-gradient norm has a ghost identity: linear maps, embeddings,
     and convolutions over non-overlapping patches (the ViT patch embedding is a linear map)."""
     if isinstance(module, nn.Conv2d):
-        return (module.stride == module.kernel_size and module.dilation == (1, 1) and module.groups == 1
-                and module.padding in (0, (0, 0)) and module.padding_mode == "zeros")
+        return (
+            module.stride == module.kernel_size
+            and module.dilation == (1, 1)
+            and module.groups == 1
+            and module.padding in (0, (0, 0))
+            and module.padding_mode == "zeros"
+        )
     if isinstance(module, nn.Embedding):
         return module.max_norm is None
     return isinstance(module, nn.Linear)
@@ -88,7 +107,9 @@ def ghost_modules(model, names, image, token) -> dict:
     """{name: (module, output shape of one sample)} of the ghostable modules whose weight is
     measured and that run exactly once, as modules, per forward (nn.MultiheadAttention reads its
     out_proj's weight directly, so that one never fires and stays with vmap)."""
-    candidates = {n: m for n, m in model.named_modules() if _ghostable(m) and f"{n}.weight" in names}
+    candidates = {
+        n: m for n, m in model.named_modules() if _ghostable(m) and f"{n}.weight" in names
+    }
     seen = {}
 
     def record(name):
@@ -122,12 +143,14 @@ def vmappable_attention():
 def _ghost_hooks(ghosts: dict, state: dict):
     """While active, each ghost module records its input in state['inputs'] and adds
     state['deltas'][name] (a zero tensor: its gradient is the gradient w.r.t. the output)."""
+
     def hook(name):
         def add(mod, inp, out):
             if "deltas" not in state:
                 return out
             state["inputs"][name] = inp[0]
             return out + state["deltas"][name][None]
+
         return add
 
     handles = [m.register_forward_hook(hook(n)) for n, (m, _) in ghosts.items()]
@@ -171,24 +194,35 @@ def per_sample_grad_norms(model, images, tokens, bank_img, bank_txt, names, chun
     ghosted = {f"{n}.{k}" for n in ghosts for k in ("weight", "bias")}  # never handed to vmap
     params = {n: p.detach() for n, p in model.named_parameters()}
     trainable = {n: p for n, p in params.items() if n in names and n not in ghosted}
-    constants = {**{n: p for n, p in params.items() if n not in trainable}, **dict(model.named_buffers())}
+    constants = {
+        **{n: p for n, p in params.items() if n not in trainable},
+        **dict(model.named_buffers()),
+    }
     state = {}
 
     def sample_loss(trainable, deltas, image, token):
         state["deltas"], state["inputs"] = deltas, {}
         out = functional_call(model, {**trainable, **constants}, (image[None], token[None]))
-        loss = bank_losses(out["image_features"][0], out["text_features"][0], bank_img, bank_txt,
-                           out["logit_scale"])
+        loss = bank_losses(
+            out["image_features"][0],
+            out["text_features"][0],
+            bank_img,
+            bank_txt,
+            out["logit_scale"],
+        )
         return loss, (loss, state["inputs"])
 
     per_sample = vmap(grad(sample_loss, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0, 0))
     losses, norms = [], []
     with vmappable_attention(), _ghost_hooks(ghosts, state):
         for i in range(0, len(images), chunk_size):
-            img, tok = images[i:i + chunk_size], tokens[i:i + chunk_size]
+            img, tok = images[i : i + chunk_size], tokens[i : i + chunk_size]
             deltas = {n: img.new_zeros(len(img), *shape) for n, (_, shape) in ghosts.items()}
             (g, g_out), (loss, inputs) = per_sample(trainable, deltas, img, tok)
-            sq = sum(torch.linalg.vector_norm(v.reshape(len(img), -1), dim=1).square() for v in g.values())
+            sq = sum(
+                torch.linalg.vector_norm(v.reshape(len(img), -1), dim=1).square()
+                for v in g.values()
+            )
             for n, (module, _) in ghosts.items():
                 sq = sq + ghost_sq_norm(module, inputs[n], g_out[n], f"{n}.bias" in names)
             losses.append(loss.detach())
@@ -200,14 +234,27 @@ def per_sample_grad_norms(model, images, tokens, bank_img, bank_txt, names, chun
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         # the current GPU by index, so that a target already there compares equal and is not copied
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
     return torch.device(device)
 
 
 class ParamGrad(Attack):
     name = "paramgrad"
 
-    def __init__(self, *, params: str, last_blocks: int, bank_size: int, chunk_size: int, device: str, C: float):
+    def __init__(
+        self,
+        *,
+        params: str,
+        last_blocks: int,
+        bank_size: int,
+        chunk_size: int,
+        device: str,
+        C: float,
+    ):
         require(params in ("all", "last_blocks"), "params", params, "choose 'all' or 'last_blocks'")
         self.params, self.last_blocks, self.bank_size = params, last_blocks, bank_size
         self.chunk_size, self.device, self.C = chunk_size, device, C
@@ -216,7 +263,9 @@ class ParamGrad(Attack):
         device = resolve_device(self.device)
         model = ctx.target.model
         # a copy where the target is not on `device`: the shared target stays where the other attacks expect it
-        model = copy.deepcopy(model).to(device) if next(model.parameters()).device != device else model
+        model = (
+            copy.deepcopy(model).to(device) if next(model.parameters()).device != device else model
+        )
         names = select_params(model, self.params, self.last_blocks)
         known = ctx.features[NONMEMBER_KNOWN]
         bank_idx, keep = split_known(len(known.uids), self.bank_size, ctx.seed)
@@ -228,24 +277,39 @@ class ParamGrad(Attack):
             images, tokens = ctx.tensors(name)
             if name == NONMEMBER_KNOWN:
                 images, tokens = images[keep], tokens[keep]
-            loss, norm = per_sample_grad_norms(model, images.to(device), tokens.to(device), *bank, names,
-                                               self.chunk_size)
+            loss, norm = per_sample_grad_norms(
+                model, images.to(device), tokens.to(device), *bank, names, self.chunk_size
+            )
             feats[name] = torch.stack([loss, norm], 1).cpu().numpy()
             n += len(images)
         seconds = time.perf_counter() - t0
-        ghosts = sorted(ghost_modules(model, set(names), images[:1].to(device), tokens[:1].to(device)))
+        ghosts = sorted(
+            ghost_modules(model, set(names), images[:1].to(device), tokens[:1].to(device))
+        )
 
-        (mem, non), diag = pseudo_label_scores(feats[NONMEMBER_KNOWN], feats[AUX_POOL],
-                                               [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]],
-                                               ctx.splits.aux_is_member, C=self.C)
+        (mem, non), diag = pseudo_label_scores(
+            feats[NONMEMBER_KNOWN],
+            feats[AUX_POOL],
+            [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]],
+            ctx.splits.aux_is_member,
+            C=self.C,
+        )
         selected = set(names)
         n_params = sum(p.numel() for k, p in model.named_parameters() if k in selected)
-        diagnostics = {"params": self.params, "n_params": int(n_params), "n_tensors": len(names),
-                       "bank_size": self.bank_size, "chunk_size": self.chunk_size, "device": str(device),
-                       "attention": "math SDPA, MHA fast path off (fused kernels have no vmap batching rule)",
-                       "ghost_norm_modules": ghosts,
-                       **diag, "raw_means": feature_means(feats),
-                       "grad_seconds": seconds, "grad_samples_per_s": n / seconds}
+        diagnostics = {
+            "params": self.params,
+            "n_params": int(n_params),
+            "n_tensors": len(names),
+            "bank_size": self.bank_size,
+            "chunk_size": self.chunk_size,
+            "device": str(device),
+            "attention": "math SDPA, MHA fast path off (fused kernels have no vmap batching rule)",
+            "ghost_norm_modules": ghosts,
+            **diag,
+            "raw_means": feature_means(feats),
+            "grad_seconds": seconds,
+            "grad_samples_per_s": n / seconds,
+        }
         if self.params == "last_blocks":
             diagnostics["last_blocks"] = self.last_blocks
         return AttackResult(mem, non, diagnostics)

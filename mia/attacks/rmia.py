@@ -19,6 +19,7 @@ The right a depends on how much training raises Pr(x) (the paper tunes it; so do
 `offline_a: auto` picks it from a grid by attacking each shadow with the others, whose
 memberships are known, and keeping the a with the best mean AUC. The choice never sees the target.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,14 +50,21 @@ def tune_offline_a(shadow_logodds, inside) -> tuple[float, dict]:
     non-members, using the remaining shadows as references (mean AUC over shadows). The score is
     monotone in LR(x), so the AUC of log LR stands in for the z comparison."""
     m = len(inside)
-    require(m >= 4, "offline_a", "auto", "needs num_shadows >= 4 (each pair must stay OUT of some reference)")
+    require(
+        m >= 4,
+        "offline_a",
+        "auto",
+        "needs num_shadows >= 4 (each pair must stay OUT of some reference)",
+    )
     probs = np.exp(log_sigmoid(shadow_logodds))
     auc = {}
     for a in A_GRID:
         per_shadow = []
         for i in range(m):
             rest = np.arange(m) != i
-            log_lr = log_sigmoid(shadow_logodds[i]) - reference_log_prob(probs[rest], inside[rest], "offline", a)
+            log_lr = log_sigmoid(shadow_logodds[i]) - reference_log_prob(
+                probs[rest], inside[rest], "offline", a
+            )
             per_shadow.append(roc_auc_score(inside[i], log_lr))
         auc[float(a)] = float(np.mean(per_shadow))
     return max(auc, key=auc.get), auc
@@ -66,16 +74,35 @@ class RMIA(Attack):
     name = "rmia"
     needs_shadows = True
 
-    def __init__(self, *, num_shadows: int, mode: str, gamma: float, num_z: int, offline_a, break_ties: bool,
-                 shadows: dict):
+    def __init__(
+        self,
+        *,
+        num_shadows: int,
+        mode: str,
+        gamma: float,
+        num_z: int,
+        offline_a,
+        break_ties: bool,
+        shadows: dict,
+    ):
         require(mode in ("online", "offline"), "mode", mode, "choose 'online' or 'offline'")
-        require(offline_a == "auto" or (is_number(offline_a) and 0 <= offline_a <= 1), "offline_a", offline_a,
-                "'auto' or a number in [0, 1]")
+        require(
+            offline_a == "auto" or (is_number(offline_a) and 0 <= offline_a <= 1),
+            "offline_a",
+            offline_a,
+            "'auto' or a number in [0, 1]",
+        )
         require(is_number(gamma) and gamma > 0, "gamma", gamma, "a number > 0")
         require(is_int(num_z) and num_z >= 1, "num_z", num_z, "an integer >= 1")
         require(isinstance(break_ties, bool), "break_ties", break_ties, "true or false")
         self.shadows = check_shadow_settings(num_shadows, "logodds", shadows)
-        self.num_shadows, self.mode, self.gamma, self.num_z, self.offline_a = num_shadows, mode, gamma, num_z, offline_a
+        self.num_shadows, self.mode, self.gamma, self.num_z, self.offline_a = (
+            num_shadows,
+            mode,
+            gamma,
+            num_z,
+            offline_a,
+        )
         self.break_ties = break_ties
         self.tuning: dict = {}
 
@@ -88,10 +115,14 @@ class RMIA(Attack):
     def score(self, ref, seed: int) -> np.ndarray:
         """RMIA score of member_eval then nonmember_eval, from a shadows.References (logodds)."""
         a = self.resolved_a(ref) if self.mode == "offline" else None
-        log_ref = reference_log_prob(np.exp(log_sigmoid(ref.shadow_stats)), ref.inside, self.mode, a)
+        log_ref = reference_log_prob(
+            np.exp(log_sigmoid(ref.shadow_stats)), ref.inside, self.mode, a
+        )
         log_lr = log_sigmoid(ref.target_stats) - log_ref
         known = np.arange(ref.n)[ref.rows(NONMEMBER_KNOWN)]
-        z = np.random.default_rng(seed).choice(known, size=min(self.num_z, len(known)), replace=False)
+        z = np.random.default_rng(seed).choice(
+            known, size=min(self.num_z, len(known)), replace=False
+        )
         self.used = {"offline_a": a, "num_z": len(z)}
         x = log_lr[ref.eval_rows()]
         score = (x[:, None] - log_lr[None, z] > np.log(self.gamma)).mean(1)
@@ -103,10 +134,16 @@ class RMIA(Attack):
         ref = references(ctx, self.num_shadows, "logodds", self.shadows)
         score = self.score(ref, ctx.seed)
         n_mem = len(ctx.features[MEMBER_EVAL].uids)
-        diagnostics = {**ref.diagnostics(), "mode": self.mode, "gamma": float(self.gamma),
-                       "num_z": int(self.used["num_z"]), "offline_a": self.used["offline_a"],
-                       "offline_a_setting": str(self.offline_a), "break_ties": bool(self.break_ties),
-                       "probability": "sigmoid(contrastive log-odds against nonmember_known)"}
+        diagnostics = {
+            **ref.diagnostics(),
+            "mode": self.mode,
+            "gamma": float(self.gamma),
+            "num_z": int(self.used["num_z"]),
+            "offline_a": self.used["offline_a"],
+            "offline_a_setting": str(self.offline_a),
+            "break_ties": bool(self.break_ties),
+            "probability": "sigmoid(contrastive log-odds against nonmember_known)",
+        }
         if self.mode == "offline" and self.offline_a == "auto":
             diagnostics["offline_a_tuning_auc"] = {str(k): v for k, v in self.tuning.items()}
         return AttackResult(score[:n_mem], score[n_mem:], diagnostics)

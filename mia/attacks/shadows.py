@@ -42,6 +42,7 @@ Statistics (`statistic`), all per pair and computed alike for every shadow and t
   probability, Pr(x | theta) = sigmoid(logodds), so it always uses this one. (The bank's noise
   makes it a worse LiRA statistic than fisher on the fixture.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,24 +72,40 @@ SIZES = ("target", "pool")
 @dataclass(frozen=True)
 class ShadowSettings:
     """The `shadows` node of lira and rmia (conf/shadows/default.yaml, interpolated into both)."""
-    size: str          # target: N pairs each, the target's N; pool: halves of the reference pool only
-    pool: str | None   # shard folder of the auditor's own i.i.d. pairs for filler; None: the held-out pairs
-    seed: int          # halves and filler under size=target (the job's seed under size=pool)
+
+    size: str  # target: N pairs each, the target's N; pool: halves of the reference pool only
+    pool: (
+        str | None
+    )  # shard folder of the auditor's own i.i.d. pairs for filler; None: the held-out pairs
+    seed: int  # halves and filler under size=target (the job's seed under size=pool)
 
     @classmethod
-    def parse(cls, node) -> "ShadowSettings":
+    def parse(cls, node) -> ShadowSettings:
         require(isinstance(node, dict), "shadows", node, "must be a mapping of size, pool and seed")
         unknown = sorted(set(node) - {"size", "pool", "seed"})
         if unknown:
-            raise ConfigError(f"shadows.{unknown[0]}", need="is not a setting of shadows (size, pool, seed)")
+            raise ConfigError(
+                f"shadows.{unknown[0]}", need="is not a setting of shadows (size, pool, seed)"
+            )
         for key in ("size", "pool", "seed"):
             if key not in node:
-                raise ConfigError(f"shadows.{key}", need="is missing (conf/shadows/default.yaml holds it)")
+                raise ConfigError(
+                    f"shadows.{key}", need="is missing (conf/shadows/default.yaml holds it)"
+                )
         size, folder, seed = node["size"], node["pool"], node["seed"]
-        require(size in SIZES, "shadows.size", size, "choose 'target' (each shadow trains on the target's N "
-                "pairs) or 'pool' (on half of the reference pool)")
-        require(folder is None or (isinstance(folder, str) and folder), "shadows.pool", folder,
-                "a shard folder of the auditor's own pairs, or null (the held-out pairs past the splits)")
+        require(
+            size in SIZES,
+            "shadows.size",
+            size,
+            "choose 'target' (each shadow trains on the target's N "
+            "pairs) or 'pool' (on half of the reference pool)",
+        )
+        require(
+            folder is None or (isinstance(folder, str) and folder),
+            "shadows.pool",
+            folder,
+            "a shard folder of the auditor's own pairs, or null (the held-out pairs past the splits)",
+        )
         require(is_int(seed) and seed >= 0, "shadows.seed", seed, "an integer >= 0")
         return cls(size, folder, int(seed))
 
@@ -96,9 +113,10 @@ class ShadowSettings:
 @dataclass
 class Filler:
     """The auditor's own i.i.d. pairs beyond the reference pool that shadows may fill up with."""
+
     uids: np.ndarray  # sorted
-    shards: list      # where they are read from, beside the job's shards
-    where: str        # for messages: "the held-out pool past the splits" or "shadows.pool=<folder>"
+    shards: list  # where they are read from, beside the job's shards
+    where: str  # for messages: "the held-out pool past the splits" or "shadows.pool=<folder>"
 
 
 class ShadowTrainer:
@@ -108,13 +126,20 @@ class ShadowTrainer:
     every uid a split or canary uses, which no filler may be."""
 
     def __init__(self, spec, shards, cache_dir, target_key: str, past=(), taken=()):
-        self.spec, self.shards, self.cache_dir, self.target_key = spec, list(shards), cache_dir, target_key
+        self.spec, self.shards, self.cache_dir, self.target_key = (
+            spec,
+            list(shards),
+            cache_dir,
+            target_key,
+        )
         self.past, self.taken = np.asarray(past, dtype=str), np.asarray(taken, dtype=str)
         self._fillers = {}
 
     def train(self, uids, tag: str):
         """A shadow of shadows.size=pool: keyed by the target's key (the job's seed and N included)."""
-        key = config_hash({"target": self.target_key, "shadow": tag, "uids": config_hash(sorted(uids))})
+        key = config_hash(
+            {"target": self.target_key, "shadow": tag, "uids": config_hash(sorted(uids))}
+        )
         return train_target(self.spec, self.shards, list(uids), self.cache_dir, key, export=False)
 
     def train_scaled(self, uids, tag: str, seed: int, filler: Filler):
@@ -122,8 +147,14 @@ class ShadowTrainer:
         target's recipe, the shards, the uids), not by the target, so the seeds of a sweep share it."""
         spec = replace(self.spec, seed=seed)
         shards = self.shards + [s for s in filler.shards if s not in self.shards]
-        key = config_hash({"shadow": tag, "weights": spec.weights_key(), "uids": config_hash(sorted(uids)),
-                           "shards": config_hash(sh.shard_fingerprint(shards))})
+        key = config_hash(
+            {
+                "shadow": tag,
+                "weights": spec.weights_key(),
+                "uids": config_hash(sorted(uids)),
+                "shards": config_hash(sh.shard_fingerprint(shards)),
+            }
+        )
         return train_target(spec, shards, list(uids), self.cache_dir, key, export=False)
 
     def filler(self, folder: str | None) -> Filler:
@@ -133,30 +164,45 @@ class ShadowTrainer:
             if folder is None:
                 uids, shards, where = self.past, [], "the held-out pool past the splits"
             else:
-                corpus = indexed(f"shadows-{Path(folder).name}", sh.list_shards(folder, "shadows.pool"),
-                                 Path(self.cache_dir))
-                uids, shards, where = corpus.index.uids, corpus.shards, f"the folder shadows.pool={folder}"
-            self._fillers[folder] = Filler(np.sort(np.setdiff1d(uids, self.taken)), list(shards), where)
+                corpus = indexed(
+                    f"shadows-{Path(folder).name}",
+                    sh.list_shards(folder, "shadows.pool"),
+                    Path(self.cache_dir),
+                )
+                uids, shards, where = (
+                    corpus.index.uids,
+                    corpus.shards,
+                    f"the folder shadows.pool={folder}",
+                )
+            self._fillers[folder] = Filler(
+                np.sort(np.setdiff1d(uids, self.taken)), list(shards), where
+            )
         return self._fillers[folder]
 
 
 @dataclass
 class References:
-    uids: np.ndarray          # pool uids: EVAL_SETS concatenated, in ctx.features order
-    offsets: dict             # set name -> slice of `uids`
-    inside: np.ndarray        # [num_shadows, n] bool: shadow m trained on pair k
+    uids: np.ndarray  # pool uids: EVAL_SETS concatenated, in ctx.features order
+    offsets: dict  # set name -> slice of `uids`
+    inside: np.ndarray  # [num_shadows, n] bool: shadow m trained on pair k
     shadow_stats: np.ndarray  # [num_shadows, n] statistic of every pair under every shadow
     target_stats: np.ndarray  # [n] the same statistic under the target
     keys: list
     dirs: list
-    trained: int              # shadows trained by this call (0 when all were cached)
+    trained: int  # shadows trained by this call (0 when all were cached)
     statistic: str
-    sizes: list = None        # pairs each shadow trained on (pool pairs IN + filler); None: inside's counts
+    sizes: list = (
+        None  # pairs each shadow trained on (pool pairs IN + filler); None: inside's counts
+    )
     size_setting: str = "pool"  # shadows.size
 
     @property
     def shadow_sizes(self) -> list:
-        return [int(k) for k in self.inside.sum(1)] if self.sizes is None else [int(k) for k in self.sizes]
+        return (
+            [int(k) for k in self.inside.sum(1)]
+            if self.sizes is None
+            else [int(k) for k in self.sizes]
+        )
 
     def rows(self, name: str) -> slice:
         return self.offsets[name]
@@ -168,15 +214,22 @@ class References:
     def diagnostics(self) -> dict:
         ev = self.eval_rows()
         n_in = self.inside[:, ev].sum(0)
-        return {"num_shadows": len(self.keys), "shadow_keys": list(self.keys),
-                "shadow_dirs": [str(d) for d in self.dirs], "shadows_trained": int(self.trained),
-                "shadow_size": self.shadow_sizes[0] if len(self.keys) else 0,
-                "shadows_size": self.size_setting,
-                "shadow_filler": (self.shadow_sizes[0] - int(self.inside[0].sum())) if len(self.keys) else 0,
-                "pool_size": int(self.n), "pool_in_shadows": int(self.inside.any(0).sum()),
-                "statistic": self.statistic,
-                "mean_in_per_eval_pair": float(n_in.mean()),
-                "mean_out_per_eval_pair": float((len(self.keys) - n_in).mean())}
+        return {
+            "num_shadows": len(self.keys),
+            "shadow_keys": list(self.keys),
+            "shadow_dirs": [str(d) for d in self.dirs],
+            "shadows_trained": int(self.trained),
+            "shadow_size": self.shadow_sizes[0] if len(self.keys) else 0,
+            "shadows_size": self.size_setting,
+            "shadow_filler": (self.shadow_sizes[0] - int(self.inside[0].sum()))
+            if len(self.keys)
+            else 0,
+            "pool_size": int(self.n),
+            "pool_in_shadows": int(self.inside.any(0).sum()),
+            "statistic": self.statistic,
+            "mean_in_per_eval_pair": float(n_in.mean()),
+            "mean_out_per_eval_pair": float((len(self.keys) - n_in).mean()),
+        }
 
     @property
     def n(self) -> int:
@@ -198,22 +251,27 @@ def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
     order = np.argsort(uids)  # halves depend on the pool's content, not on the order sets come in
     inside = np.zeros((num_shadows, len(uids)), dtype=bool)
     for j in range(num_shadows // 2):
-        first = np.random.default_rng([seed, j]).permutation(len(uids))[:len(uids) // 2]
+        first = np.random.default_rng([seed, j]).permutation(len(uids))[: len(uids) // 2]
         inside[2 * j, order[first]] = True
         inside[2 * j + 1] = ~inside[2 * j]
     return inside
 
 
-def scaled_halves(uids: np.ndarray, offsets: dict, num_shadows: int, seed: int, size: int) -> np.ndarray:
+def scaled_halves(
+    uids: np.ndarray, offsets: dict, num_shadows: int, seed: int, size: int
+) -> np.ndarray:
     """[num_shadows, n] membership of shadows that train on `size` pool pairs each (shadows.size=target).
     2 size >= n: the halves of the whole pool. Else halves of 2 size pool pairs: member_eval and
     nonmember_eval, then nonmember_known, then aux_pool, the last tier that fits in part by a seeded draw
     (one for every shadow, so each chosen pair is IN for exactly half); the others are OUT of all."""
     if 2 * size >= len(uids):
         return halves(uids, num_shadows, seed)
-    rng = np.random.default_rng([seed, 2 ** 20])  # apart from the halves' streams [seed, j]
-    tiers = [np.r_[tuple(np.arange(len(uids))[offsets[name]] for name in SCORED)],
-             np.arange(len(uids))[offsets[NONMEMBER_KNOWN]], np.arange(len(uids))[offsets[AUX_POOL]]]
+    rng = np.random.default_rng([seed, 2**20])  # apart from the halves' streams [seed, j]
+    tiers = [
+        np.r_[tuple(np.arange(len(uids))[offsets[name]] for name in SCORED)],
+        np.arange(len(uids))[offsets[NONMEMBER_KNOWN]],
+        np.arange(len(uids))[offsets[AUX_POOL]],
+    ]
     chosen, room = [], 2 * size
     for rows in tiers:
         rows = rows[np.argsort(uids[rows])]  # by content, not by the order the sets come in
@@ -236,7 +294,9 @@ def draw_filler(filler: Filler, count: int, seed: int, index: int) -> np.ndarray
     it depends on neither the order they come in nor the number of shadows."""
     if count <= 0:
         return np.array([], dtype=str)
-    return filler.uids[np.sort(np.random.default_rng([seed, index, 1]).permutation(len(filler.uids))[:count])]
+    return filler.uids[
+        np.sort(np.random.default_rng([seed, index, 1]).permutation(len(filler.uids))[:count])
+    ]
 
 
 def masked_mean(stats, mask) -> np.ndarray:
@@ -259,8 +319,8 @@ def contrastive_logodds(image, text, tau, bank, exclude=None):
     directions. image, text: [n, d] normalised; bank: indices into the rows; exclude: [n] bank
     column (or -1) that is the pair itself and must not be its own negative."""
     pos = tau * (image * text).sum(1)
-    i2t = tau * image @ text[bank].T     # image k against the bank's captions
-    t2i = tau * text @ image[bank].T     # caption k against the bank's images
+    i2t = tau * image @ text[bank].T  # image k against the bank's captions
+    t2i = tau * text @ image[bank].T  # caption k against the bank's images
     if exclude is not None:
         rows = np.flatnonzero(exclude >= 0)
         i2t[rows, exclude[rows]] = -np.inf
@@ -274,13 +334,19 @@ def pair_statistic(image, text, tau, bank, exclude, statistic):
     if statistic == "fisher":
         return np.arctanh(np.clip((image * text).sum(1).astype(np.float64), -1 + 1e-6, 1 - 1e-6))
     if statistic == "logodds":
-        return contrastive_logodds(image.astype(np.float64), text.astype(np.float64), tau, bank, exclude)
+        return contrastive_logodds(
+            image.astype(np.float64), text.astype(np.float64), tau, bank, exclude
+        )
     raise ConfigError("statistic", statistic, f"choose one of {STATISTICS}")
 
 
 def check_num_shadows(num_shadows):
-    require(is_int(num_shadows) and num_shadows >= 2 and num_shadows % 2 == 0, "num_shadows", num_shadows,
-            "an even number >= 2 (complementary halves put every pair IN exactly half of the shadows)")
+    require(
+        is_int(num_shadows) and num_shadows >= 2 and num_shadows % 2 == 0,
+        "num_shadows",
+        num_shadows,
+        "an even number >= 2 (complementary halves put every pair IN exactly half of the shadows)",
+    )
 
 
 def check_shadow_settings(num_shadows, statistic: str, shadows) -> ShadowSettings:
@@ -290,15 +356,22 @@ def check_shadow_settings(num_shadows, statistic: str, shadows) -> ShadowSetting
     return ShadowSettings.parse(shadows)
 
 
-def shadow_trainer(attacks: dict, spec, splits, cache_dir, size, canaries=None, holdout: int | None = None):
+def shadow_trainer(
+    attacks: dict, spec, splits, cache_dir, size, canaries=None, holdout: int | None = None
+):
     """How a job's shadows train: a function (shards, target key) -> ShadowTrainer, for once the target is
     known, or None where no attack needs shadows. Called right after the splits: it refuses a
     shadows.size=target whose filler pool is too small for N (check_scale) before any model trains."""
     if not any(getattr(a, "needs_shadows", False) for a in attacks.values()):
         return None
     members = splits.members.base if isinstance(splits.members, Members) else splits.members
-    taken = np.concatenate([np.asarray(members, str), *(np.asarray(getattr(splits, name), str) for name in EVAL_SETS),
-                            np.asarray([] if canaries is None else canaries.uids, str)])  # never filler
+    taken = np.concatenate(
+        [
+            np.asarray(members, str),
+            *(np.asarray(getattr(splits, name), str) for name in EVAL_SETS),
+            np.asarray([] if canaries is None else canaries.uids, str),
+        ]
+    )  # never filler
 
     def trainer(shards, target_key):
         return ShadowTrainer(spec, shards, cache_dir, target_key, past=splits.past, taken=taken)
@@ -307,7 +380,9 @@ def shadow_trainer(attacks: dict, spec, splits, cache_dir, size, canaries=None, 
     return trainer
 
 
-def check_scale(attacks: dict, size, splits, trainer: ShadowTrainer, epochs: int, holdout: int | None = None):
+def check_scale(
+    attacks: dict, size, splits, trainer: ShadowTrainer, epochs: int, holdout: int | None = None
+):
     """Refuse, right after the splits and before any model trains, a shadows.size=target whose filler
     pool is too small for N, naming attack.<name>.shadows.size; log each shadow attack's training plan
     (pairs x epochs x shadows). `attacks`: {name: Attack}; `size`: the target's N (None: unknown)."""
@@ -319,13 +394,31 @@ def check_scale(attacks: dict, size, splits, trainer: ShadowTrainer, epochs: int
         settings, m = attack.shadows, attack.num_shadows
         key = f"{attack.key}.shadows.size"
         if settings.size == "pool":
-            log.info("%s: %d shadows x %d pairs (halves of the reference pool of %d) x %d epochs = %d samples "
-                     "(shadows.size=pool)", name, m, n_pool - n_pool // 2, n_pool, epochs, m * (n_pool - n_pool // 2) * epochs)
+            log.info(
+                "%s: %d shadows x %d pairs (halves of the reference pool of %d) x %d epochs = %d samples "
+                "(shadows.size=pool)",
+                name,
+                m,
+                n_pool - n_pool // 2,
+                n_pool,
+                epochs,
+                m * (n_pool - n_pool // 2) * epochs,
+            )
             continue
-        require(size is not None, key, "target", "needs the target's N, and this target has none: set "
-                "target.size (the N its owner reports) or shadows.size=pool")
-        require(size >= k, key, "target", f"N = {size} is below data.split.eval_size = {k}: the scored pairs "
-                "would not all fit in the shadows' halves; set shadows.size=pool")
+        require(
+            size is not None,
+            key,
+            "target",
+            "needs the target's N, and this target has none: set "
+            "target.size (the N its owner reports) or shadows.size=pool",
+        )
+        require(
+            size >= k,
+            key,
+            "target",
+            f"N = {size} is below data.split.eval_size = {k}: the scored pairs "
+            "would not all fit in the shadows' halves; set shadows.size=pool",
+        )
         need = filler_need(size, n_pool)
         try:
             filler = trainer.filler(settings.pool)
@@ -334,18 +427,38 @@ def check_scale(attacks: dict, size, splits, trainer: ShadowTrainer, epochs: int
         if need > len(filler.uids):
             more = need - len(filler.uids)
             to = "" if holdout is None else f" to {holdout + more} or more"
-            fix = (f"raise data.split.holdout{to} (by {more}, plus what de-duplication drops), point "
-                   "shadows.pool at a shard folder of the auditor's own pairs" if settings.pool is None else
-                   f"point shadows.pool at a folder of at least {need} pairs no split uses")
-            raise ConfigError(key, "target", f"N = {size} needs {need} filler pairs beside the half of the "
-                              f"reference pool ({n_pool // 2} of {n_pool} pairs), and {filler.where} holds "
-                              f"{len(filler.uids)}; {fix}, or set shadows.size=pool (shadows on halves of the "
-                              f"pool, {n_pool - n_pool // 2} pairs)")
-        source = (f"{size - need} from halves of the reference pool of {n_pool}, {need} filler from {filler.where}"
-                  if 2 * size >= n_pool else f"halves of {2 * size} of the reference pool's {n_pool} pairs, "
-                  "the scored ones first; no filler")
-        log.info("%s: %d shadows x %d pairs (%s) x %d epochs = %d samples (shadows.size=target; the target: "
-                 "%d x %d)", name, m, size, source, epochs, m * size * epochs, size, epochs)
+            fix = (
+                f"raise data.split.holdout{to} (by {more}, plus what de-duplication drops), point "
+                "shadows.pool at a shard folder of the auditor's own pairs"
+                if settings.pool is None
+                else f"point shadows.pool at a folder of at least {need} pairs no split uses"
+            )
+            raise ConfigError(
+                key,
+                "target",
+                f"N = {size} needs {need} filler pairs beside the half of the "
+                f"reference pool ({n_pool // 2} of {n_pool} pairs), and {filler.where} holds "
+                f"{len(filler.uids)}; {fix}, or set shadows.size=pool (shadows on halves of the "
+                f"pool, {n_pool - n_pool // 2} pairs)",
+            )
+        source = (
+            f"{size - need} from halves of the reference pool of {n_pool}, {need} filler from {filler.where}"
+            if 2 * size >= n_pool
+            else f"halves of {2 * size} of the reference pool's {n_pool} pairs, "
+            "the scored ones first; no filler"
+        )
+        log.info(
+            "%s: %d shadows x %d pairs (%s) x %d epochs = %d samples (shadows.size=target; the target: "
+            "%d x %d)",
+            name,
+            m,
+            size,
+            source,
+            epochs,
+            m * size * epochs,
+            size,
+            epochs,
+        )
 
 
 def _load_tensors(ctx):
@@ -369,7 +482,9 @@ def shadow_embeddings(shadow, pool_key: str, tensors):
         return z["image"], z["text"], float(z["tau"])
 
 
-def references(ctx, num_shadows: int, statistic: str = "fisher", settings: ShadowSettings | None = None) -> References:
+def references(
+    ctx, num_shadows: int, statistic: str = "fisher", settings: ShadowSettings | None = None
+) -> References:
     """Train (or load) the shadows and compute the statistic of every pool pair under each.
     `settings` None: shadows.size=pool. The attack checked num_shadows and statistic when it was built
     (check_shadow_settings)."""
@@ -378,7 +493,9 @@ def references(ctx, num_shadows: int, statistic: str = "fisher", settings: Shado
         raise ValueError("this attack needs shadow models, and this job has no way to train them")
     uids, offsets = pool(ctx)
     if len(np.unique(uids)) < len(uids):
-        raise ValueError("the reference pool holds a uid twice: the evaluation sets must be disjoint")
+        raise ValueError(
+            "the reference pool holds a uid twice: the evaluation sets must be disjoint"
+        )
     bank = np.arange(len(uids))[offsets[NONMEMBER_KNOWN]]
     exclude = np.full(len(uids), -1)
     exclude[bank] = np.arange(len(bank))
@@ -389,14 +506,24 @@ def references(ctx, num_shadows: int, statistic: str = "fisher", settings: Shado
         size, filler = None, None
     else:
         size = ctx.target.size
-        require(size is not None, "shadows.size", "target", "needs the target's N, and this target has none: "
-                "set target.size or shadows.size=pool")
+        require(
+            size is not None,
+            "shadows.size",
+            "target",
+            "needs the target's N, and this target has none: set target.size or shadows.size=pool",
+        )
         inside = scaled_halves(uids, offsets, num_shadows, settings.seed, size)
         filler = ctx.shadows.filler(settings.pool)
         need = filler_need(size, len(uids))
-        if need > len(filler.uids):  # check_scale refuses this before any training; a direct call gets here
-            raise ConfigError("shadows.size", "target", f"N = {size} needs {need} filler pairs, and "
-                              f"{filler.where} holds {len(filler.uids)}; set shadows.size=pool")
+        if need > len(
+            filler.uids
+        ):  # check_scale refuses this before any training; a direct call gets here
+            raise ConfigError(
+                "shadows.size",
+                "target",
+                f"N = {size} needs {need} filler pairs, and "
+                f"{filler.where} holds {len(filler.uids)}; set shadows.size=pool",
+            )
 
     loaded = {}
 
@@ -412,7 +539,9 @@ def references(ctx, num_shadows: int, statistic: str = "fisher", settings: Shado
             shadow = ctx.shadows.train(mine, shadow_tag(ctx.seed, m))
         else:
             mine += list(draw_filler(filler, size - len(mine), settings.seed, m))
-            shadow = ctx.shadows.train_scaled(mine, scaled_tag(settings.seed, m, size), settings.seed, filler)
+            shadow = ctx.shadows.train_scaled(
+                mine, scaled_tag(settings.seed, m, size), settings.seed, filler
+            )
         keys.append(shadow.key), dirs.append(shadow.dir), sizes.append(len(mine))
         trained += not shadow.cache_hit
         image, text, tau = shadow_embeddings(shadow, pool_key, tensors)
@@ -421,7 +550,26 @@ def references(ctx, num_shadows: int, statistic: str = "fisher", settings: Shado
     image = np.concatenate([ctx.features[name].image for name in EVAL_SETS])
     text = np.concatenate([ctx.features[name].text for name in EVAL_SETS])
     target = pair_statistic(image, text, logit_scale(ctx.target.model), bank, exclude, statistic)
-    log.info("reference models: %d shadows (%d trained now) of %d pairs each, %d of them from a pool of %d pairs "
-             "(shadows.size=%s)", num_shadows, trained, sizes[0], int(inside[0].sum()), len(uids), settings.size)
-    return References(uids, offsets, inside, np.stack(stats), target, keys, dirs, trained, statistic,
-                      sizes=sizes, size_setting=settings.size)
+    log.info(
+        "reference models: %d shadows (%d trained now) of %d pairs each, %d of them from a pool of %d pairs "
+        "(shadows.size=%s)",
+        num_shadows,
+        trained,
+        sizes[0],
+        int(inside[0].sum()),
+        len(uids),
+        settings.size,
+    )
+    return References(
+        uids,
+        offsets,
+        inside,
+        np.stack(stats),
+        target,
+        keys,
+        dirs,
+        trained,
+        statistic,
+        sizes=sizes,
+        size_setting=settings.size,
+    )

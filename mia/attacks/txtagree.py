@@ -12,6 +12,7 @@ P_r drops each word with probability `word_dropout` (never all of them) and then
 random pairs of neighbouring words. No image and no image tower are used. Every draw is seeded
 from (seed, uid, repeat) (mia/attacks/augment.py, with the agreement statistic).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,36 +38,77 @@ class TextAgreement(Attack):
     name = "txtagree"
     per_pair = True  # each set is scored alone, every draw seeded by its pair
 
-    def __init__(self, *, word_dropout: float, swaps: int, repeats: int, statistic: str, batch_size: int):
-        require(is_number(word_dropout) and 0 <= word_dropout < 1, "word_dropout", word_dropout, "a probability in [0, 1)")
+    def __init__(
+        self, *, word_dropout: float, swaps: int, repeats: int, statistic: str, batch_size: int
+    ):
+        require(
+            is_number(word_dropout) and 0 <= word_dropout < 1,
+            "word_dropout",
+            word_dropout,
+            "a probability in [0, 1)",
+        )
         require(is_int(swaps) and swaps >= 0, "swaps", swaps, "an integer >= 0")
-        require(word_dropout > 0 or swaps > 0, "word_dropout", word_dropout,
-                "with swaps: 0 the captions are never perturbed")
+        require(
+            word_dropout > 0 or swaps > 0,
+            "word_dropout",
+            word_dropout,
+            "with swaps: 0 the captions are never perturbed",
+        )
         require(statistic in STATISTICS, "statistic", statistic, f"choose from {list(STATISTICS)}")
-        require(is_int(repeats) and repeats >= (2 if statistic == "pairwise" else 1), "repeats", repeats,
-                "an integer >= 1 (>= 2 for statistic: pairwise)")
+        require(
+            is_int(repeats) and repeats >= (2 if statistic == "pairwise" else 1),
+            "repeats",
+            repeats,
+            "an integer >= 1 (>= 2 for statistic: pairwise)",
+        )
         self.word_dropout, self.swaps, self.repeats = word_dropout, swaps, repeats
         self.statistic, self.batch_size = statistic, batch_size
 
     def perturbed(self, ctx: AttackContext, set_name: str, r: int) -> list[str]:
-        return [perturb(c, np.random.default_rng(sample_seed(ctx.seed, uid, self.name, r)), self.word_dropout,
-                        self.swaps) for uid, c in zip(ctx.uids(set_name), ctx.captions(set_name))]
+        return [
+            perturb(
+                c,
+                np.random.default_rng(sample_seed(ctx.seed, uid, self.name, r)),
+                self.word_dropout,
+                self.swaps,
+            )
+            for uid, c in zip(ctx.uids(set_name), ctx.captions(set_name))
+        ]
 
     @torch.no_grad()
     def _embed(self, ctx: AttackContext, captions: list[str]) -> np.ndarray:
         model = ctx.target.model
         device = next(model.parameters()).device
-        out = [model.encode_text(ctx.target.tokenizer(captions[i:i + self.batch_size]).to(device),
-                                 normalize=True).float().cpu() for i in range(0, len(captions), self.batch_size)]
+        out = [
+            model.encode_text(
+                ctx.target.tokenizer(captions[i : i + self.batch_size]).to(device), normalize=True
+            )
+            .float()
+            .cpu()
+            for i in range(0, len(captions), self.batch_size)
+        ]
         return torch.cat(out).numpy().astype(np.float64)
 
     def score(self, ctx: AttackContext, set_name: str) -> np.ndarray:
-        views = np.stack([self._embed(ctx, self.perturbed(ctx, set_name, r)) for r in range(self.repeats)])
+        views = np.stack(
+            [self._embed(ctx, self.perturbed(ctx, set_name, r)) for r in range(self.repeats)]
+        )
         return agreement(views, ctx.features[set_name].text, self.statistic)
 
     def run(self, ctx: AttackContext) -> AttackResult:
         s = {name: self.score(ctx, name) for name in SCORED}
-        return AttackResult(s[MEMBER_EVAL], s[NONMEMBER_EVAL], {
-            "word_dropout": self.word_dropout, "swaps": self.swaps, "repeats": self.repeats,
-            "statistic": self.statistic, "seed": int(ctx.seed),
-            "mean_agreement": {"member": float(s[MEMBER_EVAL].mean()), "nonmember": float(s[NONMEMBER_EVAL].mean())}})
+        return AttackResult(
+            s[MEMBER_EVAL],
+            s[NONMEMBER_EVAL],
+            {
+                "word_dropout": self.word_dropout,
+                "swaps": self.swaps,
+                "repeats": self.repeats,
+                "statistic": self.statistic,
+                "seed": int(ctx.seed),
+                "mean_agreement": {
+                    "member": float(s[MEMBER_EVAL].mean()),
+                    "nonmember": float(s[NONMEMBER_EVAL].mean()),
+                },
+            },
+        )

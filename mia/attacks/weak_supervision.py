@@ -7,6 +7,7 @@ D_all that look like members get label 1, and a classifier learns the difference
 - `seeded` / `shuffled_batches` / `p_member`: training and scoring the torch classifiers (wsa, clmia).
 No evaluation uid is ever labelled or trained on (docs/design.md §4).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -27,8 +28,9 @@ GRAD_FEATURES = ("loss", "grad_norm")
 @dataclass
 class PseudoLabels:
     """Which pairs the attacker labels: indices into nonmember_known (0) and into aux_pool (1)."""
-    known: np.ndarray      # rows of nonmember_known used as D_no
-    members: np.ndarray    # rows of aux_pool with cos >= threshold
+
+    known: np.ndarray  # rows of nonmember_known used as D_no
+    members: np.ndarray  # rows of aux_pool with cos >= threshold
     lam: float
     mu: float
     sigma: float
@@ -44,14 +46,25 @@ def pseudo_label(ctx: AttackContext, lam: float, known_size=None) -> PseudoLabel
     Raises NotApplicable where no pair reaches it."""
     known_cos = ctx.features[NONMEMBER_KNOWN].cos
     n_known = len(known_cos) if known_size is None else parse_size(known_size, "known_size")
-    require(2 <= n_known <= len(known_cos), "known_size", known_size, f"need 2 to {len(known_cos)} known non-members")
+    require(
+        2 <= n_known <= len(known_cos),
+        "known_size",
+        known_size,
+        f"need 2 to {len(known_cos)} known non-members",
+    )
     known = np.arange(n_known)
     mu, sigma = float(known_cos[known].mean()), float(known_cos[known].std(ddof=1))
-    pl = PseudoLabels(known, np.flatnonzero(ctx.features[AUX_POOL].cos >= mu + lam * sigma), float(lam), mu, sigma)
-    if not len(pl.members):  # shift spreads D_no's cosines: a high lam can pass every pair (docs/design.md §6.11)
-        raise NotApplicable(f"lam={lam:g}: no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} (mu "
-                            f"{mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
-                            "no pseudo-members to train on")
+    pl = PseudoLabels(
+        known, np.flatnonzero(ctx.features[AUX_POOL].cos >= mu + lam * sigma), float(lam), mu, sigma
+    )
+    if not len(
+        pl.members
+    ):  # shift spreads D_no's cosines: a high lam can pass every pair (docs/design.md §6.11)
+        raise NotApplicable(
+            f"lam={lam:g}: no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} (mu "
+            f"{mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
+            "no pseudo-members to train on"
+        )
     return pl
 
 
@@ -59,18 +72,34 @@ def pseudo_label_diagnostics(ctx: AttackContext, pl: PseudoLabels) -> dict:
     """Pseudo-label statistics; `aux_is_member` (ground truth) is read here only, never for scoring."""
     truth = np.asarray(ctx.splits.aux_is_member, dtype=bool)
     picked = truth[pl.members]
-    return {"lam": pl.lam, "mu": pl.mu, "sigma": pl.sigma, "threshold": pl.threshold,
-            "n_known": int(len(pl.known)), "n_aux": int(len(truth)), "n_pseudo_members": int(len(pl.members)),
-            "pseudo_member_false_share": float(1 - picked.mean()),
-            "pseudo_member_recall": float(picked.sum() / max(truth.sum(), 1))}
+    return {
+        "lam": pl.lam,
+        "mu": pl.mu,
+        "sigma": pl.sigma,
+        "threshold": pl.threshold,
+        "n_known": int(len(pl.known)),
+        "n_aux": int(len(truth)),
+        "n_pseudo_members": int(len(pl.members)),
+        "pseudo_member_false_share": float(1 - picked.mean()),
+        "pseudo_member_recall": float(picked.sum() / max(truth.sum(), 1)),
+    }
 
 
 def feature_matrix(sf, features) -> np.ndarray:
     """Columns of one set's SplitFeatures: image, text, product (f_img * f_txt) and/or cos."""
-    columns = {"image": lambda: sf.image, "text": lambda: sf.text, "product": lambda: sf.image * sf.text,
-               "cos": lambda: sf.cos[:, None]}
+    columns = {
+        "image": lambda: sf.image,
+        "text": lambda: sf.text,
+        "product": lambda: sf.image * sf.text,
+        "cos": lambda: sf.cos[:, None],
+    }
     unknown = set(features) - set(columns)
-    require(not unknown, "features", list(features), f"{sorted(unknown)} unknown: choose from {list(columns)}")
+    require(
+        not unknown,
+        "features",
+        list(features),
+        f"{sorted(unknown)} unknown: choose from {list(columns)}",
+    )
     return np.concatenate([columns[f]() for f in features], axis=1).astype(np.float32)
 
 
@@ -81,8 +110,12 @@ def labelled_training_set(ctx: AttackContext, pl: PseudoLabels, features):
     uids = np.concatenate([known.uids[pl.known], aux.uids[pl.members]])
     leaked = np.isin(uids, np.concatenate([ctx.features[s].uids for s in SCORED]))
     if leaked.any():
-        raise ValueError(f"{int(leaked.sum())} evaluation uids are in D_no / aux_pool (e.g. {list(uids[leaked][:3])})")
-    x = np.concatenate([feature_matrix(known, features)[pl.known], feature_matrix(aux, features)[pl.members]])
+        raise ValueError(
+            f"{int(leaked.sum())} evaluation uids are in D_no / aux_pool (e.g. {list(uids[leaked][:3])})"
+        )
+    x = np.concatenate(
+        [feature_matrix(known, features)[pl.known], feature_matrix(aux, features)[pl.members]]
+    )
     y = np.r_[np.zeros(len(pl.known)), np.ones(len(pl.members))].astype(np.int64)
     return x, y, uids
 
@@ -99,7 +132,7 @@ def seeded(seed: int):
 def shuffled_batches(n: int, batch_size: int, g) -> list:
     """Index tensors of one epoch: a permutation of range(n) drawn from `g`, cut into batches."""
     order = torch.randperm(n, generator=g)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 @torch.no_grad()

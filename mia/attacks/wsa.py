@@ -18,6 +18,7 @@ variant=gomez (lluisgomez/CLIP-MIA-Bench): input [f_img, f_txt, cos]; one logist
 
 Pseudo-labels and the labelled training set come from mia/attacks/weak_supervision.py (shared with CLMIA).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -27,8 +28,15 @@ import torch
 from torch import nn
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.weak_supervision import (feature_matrix, labelled_training_set, p_member, pseudo_label,
-                                          pseudo_label_diagnostics, seeded, shuffled_batches)
+from mia.attacks.weak_supervision import (
+    feature_matrix,
+    labelled_training_set,
+    p_member,
+    pseudo_label,
+    pseudo_label_diagnostics,
+    seeded,
+    shuffled_batches,
+)
 from mia.data.splits import SCORED
 from mia.validate import require
 
@@ -38,6 +46,7 @@ FEATURES = {"ko": ["image", "text"], "gomez": ["image", "text", "cos"]}
 
 
 # ----------------------------------------------------------------------------- classifiers
+
 
 def mlp(sizes) -> nn.Sequential:
     """Linear layers of the given sizes with ReLU between them (none after the last)."""
@@ -51,8 +60,12 @@ def train_ko(x, y, g, hidden, lr, batch_size, max_epochs, val_fraction, patience
     """Ko et al.'s attack MLP. Returns (model whose logits' softmax[:, 1] is P(member), info)."""
     if balance:  # subsample both classes to the smaller one, as their code does
         m = min((y == 0).sum(), (y == 1).sum())
-        keep = np.concatenate([idx[torch.randperm(len(idx), generator=g)[:m].numpy()]
-                               for idx in (np.flatnonzero(y == 0), np.flatnonzero(y == 1))])
+        keep = np.concatenate(
+            [
+                idx[torch.randperm(len(idx), generator=g)[:m].numpy()]
+                for idx in (np.flatnonzero(y == 0), np.flatnonzero(y == 1))
+            ]
+        )
         x, y = x[keep], y[keep]
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     order = torch.randperm(len(y), generator=g)
@@ -75,7 +88,12 @@ def train_ko(x, y, g, hidden, lr, batch_size, max_epochs, val_fraction, patience
         best, stale = (val_loss, 0) if val_loss < best else (best, stale + 1)
         if stale >= patience:
             break
-    return model, {"epochs": epochs, "n_train": int(len(tr)), "n_val": int(len(va)), "val_loss": val_loss}
+    return model, {
+        "epochs": epochs,
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+        "val_loss": val_loss,
+    }
 
 
 class _Logistic(nn.Module):
@@ -104,11 +122,20 @@ def train_gomez(x, y, g, lr, weight_decay, batch_size, epochs):
 
 # ----------------------------------------------------------------------------- attack
 
+
 class WSA(Attack):
     name = "wsa"
 
-    def __init__(self, *, variant: str, lam: float, known_size, features, ko: dict | None = None,
-                 gomez: dict | None = None):
+    def __init__(
+        self,
+        *,
+        variant: str,
+        lam: float,
+        known_size,
+        features,
+        ko: dict | None = None,
+        gomez: dict | None = None,
+    ):
         trainers = {"ko": train_ko, "gomez": train_gomez}
         require(variant in trainers, "variant", variant, f"choose one of {list(trainers)}")
         self.variant, self.lam, self.known_size = variant, float(lam), known_size
@@ -116,8 +143,13 @@ class WSA(Attack):
         # The variant's settings block must name exactly its trainer's keyword arguments.
         given = dict({"ko": ko, "gomez": gomez}[variant] or {})
         expected = list(inspect.signature(self.train).parameters)[3:]  # after x, y, g
-        require(set(given) == set(expected), variant, given, f"unknown keys {sorted(set(given) - set(expected))}, "
-                f"missing keys {sorted(set(expected) - set(given))}: set exactly {expected}")
+        require(
+            set(given) == set(expected),
+            variant,
+            given,
+            f"unknown keys {sorted(set(given) - set(expected))}, "
+            f"missing keys {sorted(set(expected) - set(given))}: set exactly {expected}",
+        )
         self.settings = given
         self.features = list(features or FEATURES[variant])
 
@@ -131,6 +163,11 @@ class WSA(Attack):
         with seeded(ctx.seed) as g:
             model, info = self.train(x, y, g, **self.settings)
         scores = [p_member(model, feature_matrix(ctx.features[s], self.features)) for s in SCORED]
-        diagnostics = {"variant": self.variant, "features": self.features, "n_inputs": int(x.shape[1]),
-                       **pseudo_label_diagnostics(ctx, pl), **info}
+        diagnostics = {
+            "variant": self.variant,
+            "features": self.features,
+            "n_inputs": int(x.shape[1]),
+            **pseudo_label_diagnostics(ctx, pl),
+            **info,
+        }
         return AttackResult(scores[0], scores[1], diagnostics)

@@ -8,6 +8,7 @@ group c times per epoch (c x T in all). The member pool, the non-member sets and
 members are untouched; only the training list grows. Empty `copies` (the default) is no canary at
 all: the same target key, target and results as before canaries existed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Canaries:
-    count: int                 # canaries per group
-    groups: dict               # {copies: uids of that group}, in the order of data.canaries.copies
+    count: int  # canaries per group
+    groups: dict  # {copies: uids of that group}, in the order of data.canaries.copies
 
     @property
     def uids(self) -> np.ndarray:
@@ -42,15 +43,33 @@ def settings(cfg, *, iid: bool, in_memory, audit: bool) -> tuple[list[int], int]
     if not cfg or not cfg.get("copies"):
         return None
     copies, count = list(cfg.get("copies")), cfg.get("count", 100)
-    require(all(is_int(c) and c >= 1 for c in copies) and len(set(copies)) == len(copies), "data.canaries.copies",
-            copies, "must be distinct integers >= 1, e.g. 'data.canaries.copies=[1,4,16]'")
+    require(
+        all(is_int(c) and c >= 1 for c in copies) and len(set(copies)) == len(copies),
+        "data.canaries.copies",
+        copies,
+        "must be distinct integers >= 1, e.g. 'data.canaries.copies=[1,4,16]'",
+    )
     require(is_int(count) and count >= 1, "data.canaries.count", count, "must be an integer >= 1")
-    require(not audit, "data.canaries.copies", copies, "a target trained elsewhere (data=audit) has no canaries "
-            "to insert; set data.canaries.copies=[]")
-    require(iid, "data.canaries.copies", copies, "canaries are held-out pairs of the member corpus, drawn for "
-            "i.i.d. non-members only (data.nonmembers=iid, data.shift=0)")
-    require(in_memory is not False, "data.canaries.copies", copies, "repeated uids are trained from memory only; "
-            "set data.in_memory=true")
+    require(
+        not audit,
+        "data.canaries.copies",
+        copies,
+        "a target trained elsewhere (data=audit) has no canaries "
+        "to insert; set data.canaries.copies=[]",
+    )
+    require(
+        iid,
+        "data.canaries.copies",
+        copies,
+        "canaries are held-out pairs of the member corpus, drawn for "
+        "i.i.d. non-members only (data.nonmembers=iid, data.shift=0)",
+    )
+    require(
+        in_memory is not False,
+        "data.canaries.copies",
+        copies,
+        "repeated uids are trained from memory only; set data.in_memory=true",
+    )
     return copies, int(count)
 
 
@@ -63,10 +82,13 @@ def draw(settings: tuple[list[int], int] | None, splits) -> Canaries | None:
     copies, count = settings
     need = count * len(copies)
     if len(splits.spare) < need:
-        raise ConfigError("data.canaries", need=f": {len(copies)} groups of {count} need {need} held-out pairs, "
-                          f"but only {len(splits.spare)} are left after the non-member sets; lower "
-                          "data.canaries.count or raise data.split.holdout")
-    groups = {c: splits.spare[i * count:(i + 1) * count] for i, c in enumerate(copies)}
+        raise ConfigError(
+            "data.canaries",
+            need=f": {len(copies)} groups of {count} need {need} held-out pairs, "
+            f"but only {len(splits.spare)} are left after the non-member sets; lower "
+            "data.canaries.count or raise data.split.holdout",
+        )
+    groups = {c: splits.spare[i * count : (i + 1) * count] for i, c in enumerate(copies)}
     canaries = Canaries(count, groups)
     for name in ("members", "nonmember_eval", "nonmember_known", "aux_pool"):
         check_disjoint(canaries=canaries.uids, **{name: getattr(splits, name)})
@@ -78,9 +100,15 @@ def training_uids(members, canaries: Canaries | None) -> list:
     if canaries is None:
         return members  # as it is: a Members list past the shards is never iterated here
     if isinstance(members, Members) and members.extra:
-        raise ConfigError("data.size", len(members), "runs past the embedded corpus's shards, and canaries train "
-                          "from the shards: keep data.size within the member pool or set data.canaries.copies=[]")
-    return list(members) + [u for c, group in canaries.groups.items() for u in group for _ in range(c)]
+        raise ConfigError(
+            "data.size",
+            len(members),
+            "runs past the embedded corpus's shards, and canaries train "
+            "from the shards: keep data.size within the member pool or set data.canaries.copies=[]",
+        )
+    return list(members) + [
+        u for c, group in canaries.groups.items() for u in group for _ in range(c)
+    ]
 
 
 def check_coverage(uids, seen, epochs: int):
@@ -94,8 +122,10 @@ def check_coverage(uids, seen, epochs: int):
     bad = [u for u in want if got[u] != want[u] * epochs]
     if bad:
         u = bad[0]
-        raise RuntimeError(f"member coverage check failed: {len(bad)} uids not trained on copies x T times (e.g. "
-                           f"{u}: {got[u]} times, expected {want[u]} x {epochs})")
+        raise RuntimeError(
+            f"member coverage check failed: {len(bad)} uids not trained on copies x T times (e.g. "
+            f"{u}: {got[u]} times, expected {want[u]} x {epochs})"
+        )
 
 
 def check_trained(trained_uids_file, canaries: Canaries):
@@ -106,10 +136,13 @@ def check_trained(trained_uids_file, canaries: Canaries):
     trained = Counter(open(trained_uids_file).read().split())
     wrong = [u for c, group in canaries.groups.items() for u in group if trained[u] != c]
     if wrong:
-        raise ConfigError("data.canaries", need=f": the cached target {trained_uids_file} was trained on other "
-                          f"canaries ({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the "
-                          "held-out pairs after the non-member sets, so data.split.eval_size, known_size and "
-                          "aux_size must be those the target was trained beside")
+        raise ConfigError(
+            "data.canaries",
+            need=f": the cached target {trained_uids_file} was trained on other "
+            f"canaries ({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the "
+            "held-out pairs after the non-member sets, so data.split.eval_size, known_size and "
+            "aux_size must be those the target was trained beside",
+        )
 
 
 def features_of(extract, splits, canaries: Canaries):

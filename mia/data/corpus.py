@@ -3,6 +3,7 @@ embedded synthetic corpus or the glyph corpus (generated once, cached), a folder
 shards, or an audited CLIP's member and non-member folders. Either way the job gets shards plus a
 cached index. With data.shift the embedded corpus's non-members are mixed with its shifted sibling
 (`load_shifted`)."""
+
 from __future__ import annotations
 
 import logging
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from mia.cache import Layout, atomic, config_hash, get_or_build
-from mia.data import glyphs, shards as sh
+from mia.data import glyphs
+from mia.data import shards as sh
 from mia.data.canaries import settings as canary_settings
 from mia.data.generated import Members
-from mia.data.splits import SplitSpec, Splits, build_splits
+from mia.data.splits import Splits, SplitSpec, build_splits
 from mia.data.synthetic import SHIFT_PARTS, replaced_uid, write_corpus, write_swaps
 from mia.data.uids import read_uids
 from mia.sizes import parse_size
@@ -27,10 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Corpus:
-    name: str            # "synthetic-iid", "webdataset", ...
+    name: str  # "synthetic-iid", "webdataset", ...
     shards: list[Path]
     index: sh.Index
-    fingerprint: str     # identifies the content; part of every cache key downstream
+    fingerprint: str  # identifies the content; part of every cache key downstream
 
 
 def generated_shards(name: str, gen_cfg: dict, cache_dir: Path, write=write_corpus) -> Path:
@@ -62,51 +64,94 @@ class Data(ABC):
     """The `data` group, parsed once (docs/design.md §2): N as an integer, the non-member condition,
     the shift, the split sizes and the canaries, each refused naming its key before any corpus is
     generated or read. A subclass per corpus (each data option's `_target_`) says where the pairs live."""
+
     name = "data"
     has_sibling = False  # a corpus of its own for the non-members exists (nonmembers=ood)
-    mixes_shift = False  # data.shift > 0 can swap the sibling's images and captions in, pair by pair
+    mixes_shift = (
+        False  # data.shift > 0 can swap the sibling's images and captions in, pair by pair
+    )
     sibling_fix = "use data.nonmembers=iid"  # how to get OOD non-members where there is no sibling
-    attributes = False   # captions follow a grammar the utility's attribute probe reads (docs/design.md §11.1)
+    attributes = False  # captions follow a grammar the utility's attribute probe reads (docs/design.md §11.1)
 
-    def __init__(self, *, size, nonmembers="iid", shift=0.0, shift_parts=("image", "caption"), in_memory="auto",
-                 split, canaries=None, corpus=None):
+    def __init__(
+        self,
+        *,
+        size,
+        nonmembers="iid",
+        shift=0.0,
+        shift_parts=("image", "caption"),
+        in_memory="auto",
+        split,
+        canaries=None,
+        corpus=None,
+    ):
         self.size = self._size(size)
         self.nonmembers = self._nonmembers(nonmembers)
         self.shift, self.shift_parts = self._shift(shift, shift_parts)
-        require(isinstance(in_memory, bool) or in_memory == "auto", "data.in_memory", in_memory,
-                "must be true, false or auto")
+        require(
+            isinstance(in_memory, bool) or in_memory == "auto",
+            "data.in_memory",
+            in_memory,
+            "must be true, false or auto",
+        )
         self.in_memory = in_memory
         self.corpus = corpus
         self.split = SplitSpec.parse(split)
-        self.canaries = canary_settings(canaries, iid=self.condition == "iid", in_memory=in_memory,
-                                        audit=isinstance(self, Audit))
+        self.canaries = canary_settings(
+            canaries,
+            iid=self.condition == "iid",
+            in_memory=in_memory,
+            audit=isinstance(self, Audit),
+        )
 
     def _size(self, size) -> int | None:
         return parse_size(size, "data.size")
 
     def _nonmembers(self, nonmembers) -> str:
         require(nonmembers in ("iid", "ood"), "data.nonmembers", nonmembers, "choose iid or ood")
-        require(nonmembers == "iid" or self.has_sibling, "data.nonmembers", nonmembers,
-                f"{self.name} has no shifted sibling corpus; {self.sibling_fix}")
+        require(
+            nonmembers == "iid" or self.has_sibling,
+            "data.nonmembers",
+            nonmembers,
+            f"{self.name} has no shifted sibling corpus; {self.sibling_fix}",
+        )
         return nonmembers
 
     def _shift(self, shift, parts) -> tuple[float, tuple]:
         """(data.shift, data.shift_parts in SHIFT_PARTS order); a shift above 0 only for a corpus with a
         sibling to mix in, with i.i.d. non-members (docs/design.md §2.6)."""
         parts = list(parts) if isinstance(parts, (list, tuple)) else parts
-        require(is_number(shift) and 0 <= shift <= 1, "data.shift", shift,
-                "must be a number in [0, 1], the probability that a non-member's image or caption comes from "
-                "the shifted sibling corpus (0: i.i.d. non-members)")
-        require(isinstance(parts, list) and parts and len(set(map(str, parts))) == len(parts) and
-                all(p in SHIFT_PARTS for p in parts), "data.shift_parts", parts,
-                f"must be a non-empty list of distinct parts out of [{','.join(SHIFT_PARTS)}], e.g. "
-                "data.shift_parts=[caption]")
-        require(shift == 0 or self.mixes_shift, "data.shift", shift,
-                f"only the embedded corpus has a shifted sibling to mix into the non-members, and this is "
-                f"data={self.name}; set data.shift=0")
-        require(shift == 0 or self.nonmembers == "iid", "data.shift", shift,
-                f"mixes the shifted corpus into i.i.d. non-members, and data.nonmembers={self.nonmembers!r} "
-                "already takes every non-member from it; set data.shift=0 or data.nonmembers=iid")
+        require(
+            is_number(shift) and 0 <= shift <= 1,
+            "data.shift",
+            shift,
+            "must be a number in [0, 1], the probability that a non-member's image or caption comes from "
+            "the shifted sibling corpus (0: i.i.d. non-members)",
+        )
+        require(
+            isinstance(parts, list)
+            and parts
+            and len(set(map(str, parts))) == len(parts)
+            and all(p in SHIFT_PARTS for p in parts),
+            "data.shift_parts",
+            parts,
+            f"must be a non-empty list of distinct parts out of [{','.join(SHIFT_PARTS)}], e.g. "
+            "data.shift_parts=[caption]",
+        )
+        require(
+            shift == 0 or self.mixes_shift,
+            "data.shift",
+            shift,
+            f"only the embedded corpus has a shifted sibling to mix into the non-members, and this is "
+            f"data={self.name}; set data.shift=0",
+        )
+        require(
+            shift == 0 or self.nonmembers == "iid",
+            "data.shift",
+            shift,
+            f"mixes the shifted corpus into i.i.d. non-members, and data.nonmembers={self.nonmembers!r} "
+            "already takes every non-member from it; set data.shift=0 or data.nonmembers=iid",
+        )
         return float(shift), tuple(p for p in SHIFT_PARTS if p in parts)
 
     @property
@@ -115,13 +160,18 @@ class Data(ABC):
         captions), image-shift=<s> or caption-shift=<s>, so that a sweep report never pools two shifts."""
         if self.shift == 0:
             return self.nonmembers
-        return f"{'' if len(self.shift_parts) > 1 else self.shift_parts[0] + '-'}shift={self.shift:g}"
+        return (
+            f"{'' if len(self.shift_parts) > 1 else self.shift_parts[0] + '-'}shift={self.shift:g}"
+        )
 
     def shift_record(self) -> dict:
         """data.shift and its parts as applied: null where non-members have a corpus of their own."""
         if self.nonmembers != "iid":
             return {"shift": None, "shift_parts": None}
-        return {"shift": self.shift, "shift_parts": list(self.shift_parts) if self.shift > 0 else None}
+        return {
+            "shift": self.shift,
+            "shift_parts": list(self.shift_parts) if self.shift > 0 else None,
+        }
 
     def swapped(self, uids, members: Corpus) -> np.ndarray | None:
         """Which of the non-member `uids` data.shift swapped (a part or both, docs/design.md §2.6): a swapped
@@ -150,19 +200,44 @@ class Data(ABC):
         members = self.member_corpus(cache_dir)
         if self.nonmembers == "ood":
             nonmembers = self.sibling_corpus(cache_dir)
-            return members, nonmembers, build_splits(members.index, self.split, self.size, nonmembers.index,
-                                                     extension=self.extension())
-        if self.shift > 0:  # held-out pairs with some images / captions swapped (docs/design.md §2.6)
+            return (
+                members,
+                nonmembers,
+                build_splits(
+                    members.index,
+                    self.split,
+                    self.size,
+                    nonmembers.index,
+                    extension=self.extension(),
+                ),
+            )
+        if (
+            self.shift > 0
+        ):  # held-out pairs with some images / captions swapped (docs/design.md §2.6)
             nonmembers = load_shifted(self.corpus, members, cache_dir, self.shift, self.shift_parts)
-            return members, nonmembers, build_splits(members.index, self.split, self.size,
-                                                     shifted_index=nonmembers.index, extension=self.extension())
+            return (
+                members,
+                nonmembers,
+                build_splits(
+                    members.index,
+                    self.split,
+                    self.size,
+                    shifted_index=nonmembers.index,
+                    extension=self.extension(),
+                ),
+            )
         # shift 0 is the i.i.d. job itself, not a mixture that happens to swap nothing
-        return members, members, build_splits(members.index, self.split, self.size, extension=self.extension())
+        return (
+            members,
+            members,
+            build_splits(members.index, self.split, self.size, extension=self.extension()),
+        )
 
 
 class Synthetic(Data):
     """data=synthetic: the embedded corpus (mia/data/synthetic.py), generated once into the cache, with
     members past its shards generated in the loader and a shifted sibling for OOD non-members."""
+
     name, has_sibling, mixes_shift = "synthetic", True, True
 
     def _generated(self, style: str, cache_dir: Path) -> Corpus:
@@ -180,7 +255,9 @@ class Synthetic(Data):
         first = parse_size(kw.pop("size"), "data.corpus.size")
         seed = kw.pop("seed")
         kw.pop("shard_size")
-        return Members(np.array([], dtype=str), first=first, seed=seed, sample_kw={**kw, "style": "iid"})
+        return Members(
+            np.array([], dtype=str), first=first, seed=seed, sample_kw={**kw, "style": "iid"}
+        )
 
     @property
     def attributes(self) -> bool:
@@ -190,11 +267,15 @@ class Synthetic(Data):
 class Glyphs(Data):
     """data=glyphs: CJK ideographs rendered and captioned (mia/data/glyphs.py); the resolved font and
     Unihan sources are part of the corpus's cache key."""
+
     name = "glyphs"
 
     def member_corpus(self, cache_dir: Path) -> Corpus:
-        gen = {**self.corpus, "font": str(glyphs.find_font(self.corpus["font"])),
-               "unihan": str(glyphs.find_unihan(self.corpus["unihan"]))}
+        gen = {
+            **self.corpus,
+            "font": str(glyphs.find_font(self.corpus["font"])),
+            "unihan": str(glyphs.find_unihan(self.corpus["unihan"])),
+        }
         folder = generated_shards("glyphs", gen, cache_dir, glyphs.write_glyph_corpus)
         return indexed("glyphs", sh.list_shards(folder, "data.corpus"), cache_dir)
 
@@ -202,11 +283,15 @@ class Glyphs(Data):
 class WebDataset(Data):
     """data=webdataset: the user's own img2dataset / DataComp shard folder (data.path), and for OOD
     non-members another corpus's folder (data.ood_path)."""
+
     name, sibling_fix = "webdataset", "point data.ood_path at another corpus's shards"
 
     def __init__(self, *, path, ood_path=None, **common):
         if path is None:
-            raise ConfigError("data.path", need="is not set: point it at a folder of img2dataset / DataComp shards")
+            raise ConfigError(
+                "data.path",
+                need="is not set: point it at a folder of img2dataset / DataComp shards",
+            )
         self.path, self.ood_path = path, ood_path
         self.has_sibling = ood_path is not None
         super().__init__(**common)
@@ -215,19 +300,25 @@ class WebDataset(Data):
         return indexed(Path(self.path).name, sh.list_shards(self.path, "data.path"), cache_dir)
 
     def sibling_corpus(self, cache_dir: Path) -> Corpus:
-        return indexed(Path(self.ood_path).name, sh.list_shards(self.ood_path, "data.ood_path"), cache_dir)
+        return indexed(
+            Path(self.ood_path).name, sh.list_shards(self.ood_path, "data.ood_path"), cache_dir
+        )
 
 
 class Audit(Data):
     """data=audit (and ko, gomez): the audited CLIP's owner's member and non-member shard folders,
     optionally narrowed by uid lists. Nothing is held out of the members; size None = every member."""
+
     name, has_sibling = "audit", True
 
     def __init__(self, *, members, nonmembers, members_uids=None, nonmembers_uids=None, **common):
         for key, folder in (("data.members", members), ("data.nonmembers", nonmembers)):
             if folder is None:
-                raise ConfigError(key, need=f"is not set: point it at the shard folder of the audited CLIP's "
-                                  f"{key.split('.')[1]}")
+                raise ConfigError(
+                    key,
+                    need=f"is not set: point it at the shard folder of the audited CLIP's "
+                    f"{key.split('.')[1]}",
+                )
         self.folders = {"members": members, "nonmembers": nonmembers}
         self.uid_lists = {"members": members_uids, "nonmembers": nonmembers_uids}
         super().__init__(nonmembers="ood", **common)
@@ -241,7 +332,9 @@ class Audit(Data):
 
     def _side(self, side: str, cache_dir: Path) -> Corpus:
         folder = self.folders[side]
-        corpus = indexed(f"{side}-{Path(folder).name}", sh.list_shards(folder, f"data.{side}"), cache_dir)
+        corpus = indexed(
+            f"{side}-{Path(folder).name}", sh.list_shards(folder, f"data.{side}"), cache_dir
+        )
         uid_list = self.uid_lists[side]
         return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
 
@@ -252,7 +345,9 @@ class Audit(Data):
         return self._side("nonmembers", cache_dir)
 
 
-def load_shifted(corpus: dict, members: Corpus, cache_dir: Path, shift: float, parts: tuple) -> Corpus:
+def load_shifted(
+    corpus: dict, members: Corpus, cache_dir: Path, shift: float, parts: tuple
+) -> Corpus:
     """The member corpus as the non-members see it under data.shift (docs/design.md §2.6): row for row
     `members`, but each pair whose image or caption the shift swaps is its swapped version. Only the
     swapped pairs are generated (cached by the corpus settings, shift and parts); the others are read
@@ -269,20 +364,34 @@ def load_shifted(corpus: dict, members: Corpus, cache_dir: Path, shift: float, p
     row = {u: i for i, u in enumerate(ix.uids)}
     lost = [u for u in new.uids if replaced_uid(u) not in row]
     if lost:  # the corpora are generated together, so only a damaged member shard gets here
-        raise ValueError(f"{len(lost)} swapped pairs stand in for pairs the member corpus does not hold "
-                         f"(e.g. {lost[:3]}): regenerate the corpus (delete {members.shards[0].parent})")
+        raise ValueError(
+            f"{len(lost)} swapped pairs stand in for pairs the member corpus does not hold "
+            f"(e.g. {lost[:3]}): regenerate the corpus (delete {members.shards[0].parent})"
+        )
     at = np.array([row[replaced_uid(u)] for u in new.uids], dtype=int)
 
-    def put(column, values):  # object first: a swapped caption may be longer than the column's width
+    def put(
+        column, values
+    ):  # object first: a swapped caption may be longer than the column's width
         out = column.astype(object)
         out[at] = values
         return out.astype(str)
 
     sha = None if ix.sha256 is None or new.sha256 is None else put(ix.sha256, new.sha256)
-    index = sh.Index(put(ix.uids, new.uids), put(ix.captions, new.captions), put(ix.urls, new.urls),
-                     new.corrupt, new.broken_shards, sha)
-    return Corpus(f"synthetic-shift{shift:g}-{'+'.join(parts)}", members.shards + shards, index,
-                  config_hash([members.fingerprint, fingerprint]))
+    index = sh.Index(
+        put(ix.uids, new.uids),
+        put(ix.captions, new.captions),
+        put(ix.urls, new.urls),
+        new.corrupt,
+        new.broken_shards,
+        sha,
+    )
+    return Corpus(
+        f"synthetic-shift{shift:g}-{'+'.join(parts)}",
+        members.shards + shards,
+        index,
+        config_hash([members.fingerprint, fingerprint]),
+    )
 
 
 def _narrowed(corpus: Corpus, path, key: str) -> Corpus:
@@ -291,11 +400,29 @@ def _narrowed(corpus: Corpus, path, key: str) -> Corpus:
     keep = np.isin(corpus.index.uids, wanted)
     missing = len(np.setdiff1d(wanted, corpus.index.uids))
     if missing:
-        log.warning("%s: %d of its %d uids are not in %s (absent or unreadable)", key, missing, len(wanted),
-                    corpus.name)
+        log.warning(
+            "%s: %d of its %d uids are not in %s (absent or unreadable)",
+            key,
+            missing,
+            len(wanted),
+            corpus.name,
+        )
     if not keep.any():
-        raise ValueError(f"{key}={str(path)!r}: none of its {len(wanted)} uids is in the shards of {corpus.name}")
+        raise ValueError(
+            f"{key}={str(path)!r}: none of its {len(wanted)} uids is in the shards of {corpus.name}"
+        )
     ix = corpus.index
-    index = sh.Index(ix.uids[keep], ix.captions[keep], ix.urls[keep], ix.corrupt, ix.broken_shards,
-                     None if ix.sha256 is None else ix.sha256[keep])
-    return Corpus(corpus.name, corpus.shards, index, config_hash([corpus.fingerprint, config_hash(sorted(wanted))]))
+    index = sh.Index(
+        ix.uids[keep],
+        ix.captions[keep],
+        ix.urls[keep],
+        ix.corrupt,
+        ix.broken_shards,
+        None if ix.sha256 is None else ix.sha256[keep],
+    )
+    return Corpus(
+        corpus.name,
+        corpus.shards,
+        index,
+        config_hash([corpus.fingerprint, config_hash(sorted(wanted))]),
+    )

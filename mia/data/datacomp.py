@@ -22,6 +22,7 @@ Running the same command again resumes (img2dataset skips shards that have stats
 into the same --out are refused. Nothing but the metadata's URLs is contacted: W&B stays off and
 albumentations' PyPI version check (run on import unless NO_ALBUMENTATIONS_UPDATE is set) is off.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,13 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
-IMG2DATASET_VERSION = "1.47.0"  # the version this recipe is tested with; see docs/datacomp.md to install
+IMG2DATASET_VERSION = (
+    "1.47.0"  # the version this recipe is tested with; see docs/datacomp.md to install
+)
 SIDES = {"member": "members", "nonmember": "nonmembers"}  # side -> shard folder under --out
 REQUIRED_COLUMNS = ("uid", "url", "text")
 FACE_BOXES = "face_bboxes"  # DataComp's face bounding boxes, blurred as its own downloader does
 HASH = "sha256"
-RULE = ('member iff int.from_bytes(sha256(f"{seed}:{uid}".encode("utf-8")).digest()[:8], "big") '
-        '< threshold, threshold = int(member_fraction * 2**64)')
+RULE = (
+    'member iff int.from_bytes(sha256(f"{seed}:{uid}".encode("utf-8")).digest()[:8], "big") '
+    "< threshold, threshold = int(member_fraction * 2**64)"
+)
 OFFLINE_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
 
 
@@ -59,8 +64,15 @@ def split_threshold(member_fraction: float) -> int:
 def member_mask(uids, seed: int, member_fraction: float) -> np.ndarray:
     """True where a uid is a member under RULE."""
     threshold, prefix = split_threshold(member_fraction), f"{seed}:"
-    return np.fromiter((int.from_bytes(hashlib.sha256((prefix + u).encode("utf-8")).digest()[:8], "big")
-                        < threshold for u in uids), dtype=bool, count=len(uids))
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.sha256((prefix + u).encode("utf-8")).digest()[:8], "big")
+            < threshold
+            for u in uids
+        ),
+        dtype=bool,
+        count=len(uids),
+    )
 
 
 def metadata_files(path) -> list[Path]:
@@ -85,12 +97,16 @@ def read_metadata(files: list[Path], verify_sha256: bool, blur_faces: bool):
         try:
             schemas[f] = pq.read_schema(f).names
         except Exception as err:
-            raise ValueError(f"--metadata: {f}: not a readable parquet file ({type(err).__name__}: {err})") from err
+            raise ValueError(
+                f"--metadata: {f}: not a readable parquet file ({type(err).__name__}: {err})"
+            ) from err
         missing = [c for c in REQUIRED_COLUMNS if c not in schemas[f]]
         if verify_sha256 and HASH not in schemas[f]:
             missing.append(f"{HASH} (needed by --verify-sha256)")
         if missing:
-            raise ValueError(f"--metadata: {f} has no column {', '.join(missing)} (its columns: {schemas[f]})")
+            raise ValueError(
+                f"--metadata: {f} has no column {', '.join(missing)} (its columns: {schemas[f]})"
+            )
     columns = list(REQUIRED_COLUMNS) + ([HASH] if verify_sha256 else [])
     if blur_faces and all(FACE_BOXES in names for names in schemas.values()):
         columns.append(FACE_BOXES)
@@ -98,8 +114,9 @@ def read_metadata(files: list[Path], verify_sha256: bool, blur_faces: bool):
     for f in files:
         table = pq.read_table(f, columns=columns)
         for column in ("uid", "url", "text"):
-            table = table.set_column(table.schema.get_field_index(column), column,
-                                     table.column(column).cast(pa.string()))
+            table = table.set_column(
+                table.schema.get_field_index(column), column, table.column(column).cast(pa.string())
+            )
         if table.column("uid").null_count:
             raise ValueError(f"--metadata: {f}: {table.column('uid').null_count} rows have no uid")
         tables.append(table)
@@ -120,8 +137,10 @@ def split_metadata(table, seed: int, member_fraction: float):
     values, counts = np.unique(uids, return_counts=True)
     if (counts > 1).any():
         dup = values[counts > 1]
-        raise ValueError(f"--metadata: {len(dup)} uids occur more than once (e.g. {list(dup[:3])}); "
-                         "each uid must be one pair, or it could be fetched on both sides")
+        raise ValueError(
+            f"--metadata: {len(dup)} uids occur more than once (e.g. {list(dup[:3])}); "
+            "each uid must be one pair, or it could be fetched on both sides"
+        )
     return table, uids, member_mask(uids, seed, member_fraction), dropped
 
 
@@ -132,8 +151,10 @@ def _settings_match(path: Path, record: dict):
     old = json.loads(path.read_text())
     differ = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
     if differ:
-        raise ValueError(f"--out={str(path.parent)!r} already holds a split fetched with other settings "
-                         f"({', '.join(differ)} differ from {path.name}); use another --out or remove it")
+        raise ValueError(
+            f"--out={str(path.parent)!r} already holds a split fetched with other settings "
+            f"({', '.join(differ)} differ from {path.name}); use another --out or remove it"
+        )
 
 
 @contextmanager
@@ -170,34 +191,61 @@ def count_side(folder: Path, requested: int) -> dict:
             totals[k] += int(stats[k])
         reasons.update({k: v for k, v in stats.get("status_dict", {}).items() if k != "success"})
     failed = totals["failed_to_download"] + totals["failed_to_resize"]
-    return {"requested": requested, "fetched": totals["successes"], "failed": failed,
-            "failed_to_download": totals["failed_to_download"], "failed_to_resize": totals["failed_to_resize"],
-            "unaccounted": requested - totals["count"],  # rows of shards img2dataset gave up on
-            "shards": len(stats_files), "top_errors": reasons.most_common(5)}
+    return {
+        "requested": requested,
+        "fetched": totals["successes"],
+        "failed": failed,
+        "failed_to_download": totals["failed_to_download"],
+        "failed_to_resize": totals["failed_to_resize"],
+        "unaccounted": requested - totals["count"],  # rows of shards img2dataset gave up on
+        "shards": len(stats_files),
+        "top_errors": reasons.most_common(5),
+    }
 
 
 def check_img2dataset() -> str:
     try:
         version = importlib_metadata.version("img2dataset")
     except importlib_metadata.PackageNotFoundError:
-        raise RuntimeError(f"img2dataset is not installed: pip install -e '.[datacomp]' && pip install --no-deps "
-                           f"img2dataset=={IMG2DATASET_VERSION} (docs/datacomp.md says why --no-deps)") from None
+        raise RuntimeError(
+            f"img2dataset is not installed: pip install -e '.[datacomp]' && pip install --no-deps "
+            f"img2dataset=={IMG2DATASET_VERSION} (docs/datacomp.md says why --no-deps)"
+        ) from None
     if version != IMG2DATASET_VERSION:
-        say(f"warning: img2dataset {version} is installed; this recipe is tested with {IMG2DATASET_VERSION}")
+        say(
+            f"warning: img2dataset {version} is installed; this recipe is tested with {IMG2DATASET_VERSION}"
+        )
     return version
 
 
-def fetch(metadata, out, seed: int = 0, member_fraction: float = 0.5, processes: int = 2, threads: int = 16,
-          image_size: int = 224, resize_mode: str = "keep_ratio", samples_per_shard: int = 10000,
-          timeout: int = 10, retries: int = 2, verify_sha256: bool = False, blur_faces: bool = True) -> dict:
+def fetch(
+    metadata,
+    out,
+    seed: int = 0,
+    member_fraction: float = 0.5,
+    processes: int = 2,
+    threads: int = 16,
+    image_size: int = 224,
+    resize_mode: str = "keep_ratio",
+    samples_per_shard: int = 10000,
+    timeout: int = 10,
+    retries: int = 2,
+    verify_sha256: bool = False,
+    blur_faces: bool = True,
+) -> dict:
     """Split, fetch both halves and count; returns what it writes to <out>/fetch.json."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not 0 < member_fraction < 1:
         raise ValueError(f"--member-fraction={member_fraction}: must be strictly between 0 and 1")
-    for name, value in (("--processes", processes), ("--threads", threads), ("--image-size", image_size),
-                        ("--samples-per-shard", samples_per_shard), ("--timeout", timeout)):
+    for name, value in (
+        ("--processes", processes),
+        ("--threads", threads),
+        ("--image-size", image_size),
+        ("--samples-per-shard", samples_per_shard),
+        ("--timeout", timeout),
+    ):
         if value < 1:
             raise ValueError(f"{name}={value}: must be at least 1")
     if retries < 0:
@@ -211,22 +259,43 @@ def fetch(metadata, out, seed: int = 0, member_fraction: float = 0.5, processes:
     table = read_metadata(files, verify_sha256, blur_faces)
     say(f"read {len(table)} rows from {len(files)} parquet file(s) under {metadata}")
     table, uids, is_member, dropped = split_metadata(table, seed, member_fraction)
-    counts = {"member": int(is_member.sum()), "nonmember": int((~is_member).sum()), "dropped_null_url_or_text": dropped}
+    counts = {
+        "member": int(is_member.sum()),
+        "nonmember": int((~is_member).sum()),
+        "dropped_null_url_or_text": dropped,
+    }
     bbox_col = FACE_BOXES if FACE_BOXES in table.column_names else None
-    options = {"image_size": image_size, "resize_mode": resize_mode, "resize_only_if_bigger": True,
-               "encode_format": "jpg", "samples_per_shard": samples_per_shard, "timeout": timeout,
-               "retries": retries, "verify_sha256": verify_sha256, "blur_faces_from": bbox_col}
-    record = {"seed": seed, "member_fraction": member_fraction, "hash": HASH, "rule": RULE,
-              "threshold": split_threshold(member_fraction), "metadata": [f.name for f in files],
-              "uids_sha256": hashlib.sha256("\n".join(uids).encode("utf-8")).hexdigest(),
-              "counts": counts, "fetch": options}
+    options = {
+        "image_size": image_size,
+        "resize_mode": resize_mode,
+        "resize_only_if_bigger": True,
+        "encode_format": "jpg",
+        "samples_per_shard": samples_per_shard,
+        "timeout": timeout,
+        "retries": retries,
+        "verify_sha256": verify_sha256,
+        "blur_faces_from": bbox_col,
+    }
+    record = {
+        "seed": seed,
+        "member_fraction": member_fraction,
+        "hash": HASH,
+        "rule": RULE,
+        "threshold": split_threshold(member_fraction),
+        "metadata": [f.name for f in files],
+        "uids_sha256": hashlib.sha256("\n".join(uids).encode("utf-8")).hexdigest(),
+        "counts": counts,
+        "fetch": options,
+    }
     _settings_match(out / "split.json", record)
     (out / "lists").mkdir(parents=True, exist_ok=True)
     sides = np.where(is_member, "member", "nonmember")
     pq.write_table(pa.table({"uid": uids, "side": sides}), out / "split.parquet")
     (out / "split.json").write_text(json.dumps(record, indent=2) + "\n")
-    say(f"split (seed {seed}, member fraction {member_fraction}): {counts['member']} members, "
-        f"{counts['nonmember']} non-members, {dropped} rows dropped for a null url or text -> {out / 'split.parquet'}")
+    say(
+        f"split (seed {seed}, member fraction {member_fraction}): {counts['member']} members, "
+        f"{counts['nonmember']} non-members, {dropped} rows dropped for a null url or text -> {out / 'split.parquet'}"
+    )
 
     report = {"img2dataset": version}
     for side, folder_name in SIDES.items():
@@ -234,51 +303,107 @@ def fetch(metadata, out, seed: int = 0, member_fraction: float = 0.5, processes:
         list_path = out / "lists" / f"{folder_name}.parquet"
         pq.write_table(rows, list_path)
         if len(rows):
-            say(f"fetching {len(rows)} {folder_name} into {folder} ({processes} processes x {threads} threads)")
+            say(
+                f"fetching {len(rows)} {folder_name} into {folder} ({processes} processes x {threads} threads)"
+            )
             with offline_img2dataset() as img2dataset:
                 img2dataset.download(
-                    url_list=str(list_path), input_format="parquet", url_col="url", caption_col="text",
-                    save_additional_columns=["uid"], bbox_col=bbox_col, output_folder=str(folder),
-                    output_format="webdataset", oom_shard_count=5, number_sample_per_shard=samples_per_shard,
-                    processes_count=processes, thread_count=threads, image_size=image_size,
-                    resize_mode=resize_mode, resize_only_if_bigger=True, encode_format="jpg", encode_quality=95,
-                    timeout=timeout, retries=retries, compute_hash=HASH,
+                    url_list=str(list_path),
+                    input_format="parquet",
+                    url_col="url",
+                    caption_col="text",
+                    save_additional_columns=["uid"],
+                    bbox_col=bbox_col,
+                    output_folder=str(folder),
+                    output_format="webdataset",
+                    oom_shard_count=5,
+                    number_sample_per_shard=samples_per_shard,
+                    processes_count=processes,
+                    thread_count=threads,
+                    image_size=image_size,
+                    resize_mode=resize_mode,
+                    resize_only_if_bigger=True,
+                    encode_format="jpg",
+                    encode_quality=95,
+                    timeout=timeout,
+                    retries=retries,
+                    compute_hash=HASH,
                     verify_hash=[HASH, HASH] if verify_sha256 else None,
-                    enable_wandb=False, distributor="multiprocessing", incremental_mode="incremental")
+                    enable_wandb=False,
+                    distributor="multiprocessing",
+                    incremental_mode="incremental",
+                )
         report[folder_name] = count_side(folder, len(rows))
-    report["total"] = {k: sum(report[f][k] for f in SIDES.values())
-                       for k in ("requested", "fetched", "failed", "unaccounted")}
+    report["total"] = {
+        k: sum(report[f][k] for f in SIDES.values())
+        for k in ("requested", "fetched", "failed", "unaccounted")
+    }
     (out / "fetch.json").write_text(json.dumps(report, indent=2) + "\n")
     for name in (*SIDES.values(), "total"):
         r = report[name]
-        detail = (f" ({r['failed_to_download']} not downloaded, {r['failed_to_resize']} undecodable)"
-                  if name != "total" else "")
-        say(f"{name}: requested {r['requested']}, fetched {r['fetched']}, failed {r['failed']}{detail}"
-            + (f", {r['unaccounted']} unaccounted (shards img2dataset gave up on; rerun to retry)"
-               if r["unaccounted"] else ""))
+        detail = (
+            f" ({r['failed_to_download']} not downloaded, {r['failed_to_resize']} undecodable)"
+            if name != "total"
+            else ""
+        )
+        say(
+            f"{name}: requested {r['requested']}, fetched {r['fetched']}, failed {r['failed']}{detail}"
+            + (
+                f", {r['unaccounted']} unaccounted (shards img2dataset gave up on; rerun to retry)"
+                if r["unaccounted"]
+                else ""
+            )
+        )
     say(f"counts -> {out / 'fetch.json'}")
     return report
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m mia.data.datacomp", description=__doc__.split("\n\n")[0])
-    p.add_argument("--metadata", required=True, help="DataComp parquet file, or folder of them (uid, url, text)")
-    p.add_argument("--out", required=True, help="output folder: split.*, members/, nonmembers/, fetch.json")
+    p = argparse.ArgumentParser(
+        prog="python -m mia.data.datacomp", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--metadata",
+        required=True,
+        help="DataComp parquet file, or folder of them (uid, url, text)",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder: split.*, members/, nonmembers/, fetch.json"
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    p.add_argument("--member-fraction", type=float, default=0.5, help="expected share of members (default 0.5)")
+    p.add_argument(
+        "--member-fraction", type=float, default=0.5, help="expected share of members (default 0.5)"
+    )
     p.add_argument("--processes", type=int, default=2, help="img2dataset processes (default 2)")
-    p.add_argument("--threads", type=int, default=16, help="img2dataset download threads per process (default 16)")
-    p.add_argument("--image-size", type=int, default=224, help="resize target in pixels (default 224)")
-    p.add_argument("--resize-mode", default="keep_ratio",
-                   choices=["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"],
-                   help="img2dataset resize mode (default keep_ratio: shorter side to --image-size, never upscaled)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=16,
+        help="img2dataset download threads per process (default 16)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=224, help="resize target in pixels (default 224)"
+    )
+    p.add_argument(
+        "--resize-mode",
+        default="keep_ratio",
+        choices=["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"],
+        help="img2dataset resize mode (default keep_ratio: shorter side to --image-size, never upscaled)",
+    )
     p.add_argument("--samples-per-shard", type=int, default=10000, help="default 10000")
     p.add_argument("--timeout", type=int, default=10, help="seconds per download (default 10)")
     p.add_argument("--retries", type=int, default=2, help="download retries per url (default 2)")
-    p.add_argument("--verify-sha256", action="store_true",
-                   help="drop images whose sha256 differs from the metadata's sha256 column (counted as failed)")
-    p.add_argument("--no-blur-faces", dest="blur_faces", action="store_false",
-                   help=f"keep faces unblurred even where the metadata has {FACE_BOXES}")
+    p.add_argument(
+        "--verify-sha256",
+        action="store_true",
+        help="drop images whose sha256 differs from the metadata's sha256 column (counted as failed)",
+    )
+    p.add_argument(
+        "--no-blur-faces",
+        dest="blur_faces",
+        action="store_false",
+        help=f"keep faces unblurred even where the metadata has {FACE_BOXES}",
+    )
     return p.parse_args(argv)
 
 
@@ -291,8 +416,10 @@ def main(argv=None) -> int:
         return 2
     empty = [name for name in SIDES.values() if report[name]["fetched"] == 0]
     if empty:
-        print(f"error: nothing fetched for {' and '.join(empty)}; see top_errors in {Path(args.out) / 'fetch.json'}",
-              file=sys.stderr)
+        print(
+            f"error: nothing fetched for {' and '.join(empty)}; see top_errors in {Path(args.out) / 'fetch.json'}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -1,6 +1,7 @@
 """De-duplication across the member / non-member boundary (data.split.dedup, docs/design.md §2.4): a
 pair's key under each rule, and the rules themselves. Below both the splits and the generated members,
 which must not share a key with any non-member."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,10 +31,17 @@ def dedup_rules(split_cfg) -> tuple:
     """The rules of `data.split.dedup`, in order (default [caption, url]); refused unless a list of them."""
     rules = split_cfg.get("dedup", list(DEFAULT_DEDUP))
     rules = [] if rules is None else rules
-    if isinstance(rules, str) or not all(r in DEDUP_RULES for r in rules) or len(set(rules)) != len(rules):
-        raise ConfigError("data.split.dedup", need=f"={listed(rules) if not isinstance(rules, str) else repr(rules)}: "
-                          f"must be a list of distinct rules out of {listed(DEDUP_RULES)}, e.g. "
-                          "data.split.dedup=[caption,url] (the default) or data.split.dedup=[]")
+    if (
+        isinstance(rules, str)
+        or not all(r in DEDUP_RULES for r in rules)
+        or len(set(rules)) != len(rules)
+    ):
+        raise ConfigError(
+            "data.split.dedup",
+            need=f"={listed(rules) if not isinstance(rules, str) else repr(rules)}: "
+            f"must be a list of distinct rules out of {listed(DEDUP_RULES)}, e.g. "
+            "data.split.dedup=[caption,url] (the default) or data.split.dedup=[]",
+        )
     return tuple(rules)
 
 
@@ -47,7 +55,9 @@ def index_keys(index, rule) -> np.ndarray:
     if rule == "url":
         return np.asarray(index.urls)
     if index.sha256 is None:
-        raise ConfigError("data.split.dedup", need="=[...,image] needs image hashes, and this index has none")
+        raise ConfigError(
+            "data.split.dedup", need="=[...,image] needs image hashes, and this index has none"
+        )
     return np.asarray(index.sha256)
 
 
@@ -67,7 +77,9 @@ def forbidden(member_index, pool, other, rules) -> dict:
     outside = ~np.isin(member_index.uids, pool)
     found = {}
     for rule in rules:
-        keys = [index_keys(member_index, rule)[outside]] + ([] if other is None else [index_keys(other, rule)])
+        keys = [index_keys(member_index, rule)[outside]] + (
+            [] if other is None else [index_keys(other, rule)]
+        )
         found[rule] = {str(k) for k in np.concatenate(keys) if rule == "caption" or k}
     return found
 

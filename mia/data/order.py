@@ -1,4 +1,5 @@
 """The order members are trained in: per epoch, per rank (docs/design.md §7.4, §7.6)."""
+
 from __future__ import annotations
 
 import torch
@@ -18,11 +19,16 @@ class MemberOrder(Sampler):
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if batch_size % world:
-            raise ConfigError("train.batch_size", need=f"={batch_size} (the global batch) must divide by the "
-                              f"{world} ranks")
+            raise ConfigError(
+                "train.batch_size",
+                need=f"={batch_size} (the global batch) must divide by the {world} ranks",
+            )
         if n % world:
-            raise ConfigError("data.size", need=f"={n} must divide by the {world} ranks: with equal batches on every "
-                              "rank, anything else would drop or repeat members")
+            raise ConfigError(
+                "data.size",
+                need=f"={n} must divide by the {world} ranks: with equal batches on every "
+                "rank, anything else would drop or repeat members",
+            )
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.epoch, self._cursor = 0, None  # (epoch, its permutation, generator state after it)
 
@@ -37,9 +43,13 @@ class MemberOrder(Sampler):
             g = torch.Generator()
             g.set_state(state)
         while e < epoch:
-            torch.empty((), dtype=torch.int64).random_(generator=g)  # the DataLoader's per-epoch base seed
+            torch.empty((), dtype=torch.int64).random_(
+                generator=g
+            )  # the DataLoader's per-epoch base seed
             perm, e = torch.randperm(self.n, generator=g), e + 1
-            torch.randperm(self.n, generator=g)  # RandomSampler draws (and drops) one more at the end
+            torch.randperm(
+                self.n, generator=g
+            )  # RandomSampler draws (and drops) one more at the end
         self._cursor = (e, perm, g.get_state())
         return perm
 
@@ -47,12 +57,12 @@ class MemberOrder(Sampler):
         """This rank's member positions of `epoch`, in training order: places r, r+W, ... of every
         global batch. A global batch starts at a multiple of its size, hence of W, so these are the
         places r, r+W, ... of the whole permutation: one strided view, no per-member object."""
-        return self.permutation(epoch)[self.rank::self.world]
+        return self.permutation(epoch)[self.rank :: self.world]
 
     def __iter__(self):
         positions = self.positions(self.epoch)
         for start in range(0, len(positions), 1 << 16):  # Python ints a chunk at a time, for any N
-            yield from positions[start:start + (1 << 16)].tolist()
+            yield from positions[start : start + (1 << 16)].tolist()
 
     def __len__(self):
         return self.n // self.world

@@ -5,6 +5,7 @@ most); `PairStream` streams them from the shards for corpora that do not fit. Bo
 uid with the index's own rule (mia.data.shards.sample_uid) and ignore samples the index does not
 hold, so the three always agree on which pairs exist.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,11 @@ def _decode(sample, decode=decode_image):
         return decode(image_bytes(sample))
     except Exception as err:
         shard = Path(sample["__url__"])
-        raise RuntimeError(f"{sample['__key__']} in {shard} was readable when the shards were indexed but is "
-                           f"not now ({type(err).__name__}: {err}): the shard changed under the same name, size "
-                           "and mtime. Touch it to have the folder indexed again") from err
+        raise RuntimeError(
+            f"{sample['__key__']} in {shard} was readable when the shards were indexed but is "
+            f"not now ({type(err).__name__}: {err}): the shard changed under the same name, size "
+            "and mtime. Touch it to have the folder indexed again"
+        ) from err
 
 
 def load_raw(shards, uids, desc="pairs"):
@@ -62,8 +65,10 @@ def load_raw(shards, uids, desc="pairs"):
                 break
     if found < len(uids):
         missing = [u for u, im in zip(uids, images) if im is None][:3]
-        raise ValueError(f"{len(uids) - found} uids were not found in the shards (e.g. {missing}); "
-                         "the shards changed since they were indexed?")
+        raise ValueError(
+            f"{len(uids) - found} uids were not found in the shards (e.g. {missing}); "
+            "the shards changed since they were indexed?"
+        )
     return images, captions
 
 
@@ -113,7 +118,11 @@ class PairStream(IterableDataset):
         images stay uint8 where the whole batch took the tensor path: `finish` makes them model-ready
         where they arrive (on the training device, PairDataModule.on_after_batch_transfer)."""
         images, captions, positions = zip(*batch)
-        return self.preprocess.stack_raw(images), self.tokenizer(list(captions)), torch.as_tensor(positions)
+        return (
+            self.preprocess.stack_raw(images),
+            self.tokenizer(list(captions)),
+            torch.as_tensor(positions),
+        )
 
     def finish(self, batch):
         """A collated batch with model-ready float images, bit for bit those of normalising in the
@@ -138,7 +147,11 @@ class PairStream(IterableDataset):
             return None
         uid = sample_uid(sample)
         at = np.searchsorted(self.sorted_uids, uid) if uid is not None else len(self.sorted_uids)
-        return int(self.by_uid[at]) if at < len(self.sorted_uids) and self.sorted_uids[at] == uid else None
+        return (
+            int(self.by_uid[at])
+            if at < len(self.sorted_uids) and self.sorted_uids[at] == uid
+            else None
+        )
 
     def __iter__(self):
         worker = get_worker_info()
@@ -155,7 +168,9 @@ class PairStream(IterableDataset):
                 continue
             mine[i] = False
             left -= 1
-            buffer.append((_decode(sample, self.preprocess.decode), read_meta(sample)["caption"], i))
+            buffer.append(
+                (_decode(sample, self.preprocess.decode), read_meta(sample)["caption"], i)
+            )
             if len(buffer) >= self.shuffle_buffer:
                 yield buffer.pop(rng.integers(len(buffer)))
         rng.shuffle(buffer)

@@ -6,6 +6,7 @@ decodes every image exactly as training and feature extraction do (decode_image)
 whose image, JSON or caption is unreadable, or that a truncated shard cut through, is skipped and
 counted there. Splits, training and feature extraction only ever ask for indexed samples.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,10 @@ def list_shards(path, key: str = "data.path") -> list[Path]:
         raise FileNotFoundError(f"{key}={str(path)!r}: no such shard folder")
     shards = sorted(folder.glob("*.tar"))
     if not shards:
-        raise ValueError(f"{key}={str(path)!r} holds no .tar shards (expected img2dataset / DataComp layout: "
-                         "NNNNN.tar with {key}.jpg, {key}.txt, {key}.json inside)")
+        raise ValueError(
+            f"{key}={str(path)!r} holds no .tar shards (expected img2dataset / DataComp layout: "
+            "NNNNN.tar with {key}.jpg, {key}.txt, {key}.json inside)"
+        )
     return shards
 
 
@@ -67,14 +70,20 @@ def raw_samples(shards, errors: list | None = None):
                 group = None
             if group is None:
                 group = {"__key__": key, "__url__": str(shard)}
-            group.setdefault(ext, data)  # a repeated file name keeps the first copy, as webdataset does
+            group.setdefault(
+                ext, data
+            )  # a repeated file name keeps the first copy, as webdataset does
         if failed:
             if errors is None:
-                log.warning("shard %s: %s; its samples from there on are lost", shard.name, failed[0])
+                log.warning(
+                    "shard %s: %s; its samples from there on are lost", shard.name, failed[0]
+                )
             else:
                 errors.append({"shard": shard.name, "error": failed[0]})
             if group is not None and exts is not None and not exts <= _exts(group):
-                group["__cut__"] = sorted(exts - _exts(group))  # the kinds of file the break cut off
+                group["__cut__"] = sorted(
+                    exts - _exts(group)
+                )  # the kinds of file the break cut off
         if group is not None:
             exts = exts if "__cut__" in group else _exts(group)
             yield group
@@ -109,7 +118,9 @@ def _tar_files(shard: Path, failed: list):
             if tar.fileobj.comptype == "tar":  # uncompressed: the zero block can be read back
                 raw.seek(tar.offset)
                 if raw.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
-                    raise tarfile.ReadError(f"no end-of-archive block after {tar.offset} bytes: truncated")
+                    raise tarfile.ReadError(
+                        f"no end-of-archive block after {tar.offset} bytes: truncated"
+                    )
     except Exception as err:
         failed.append(f"{type(err).__name__}: {err}"[:200])
 
@@ -127,7 +138,11 @@ def _checksum_ok(header: bytes) -> bool:
 
 def _is_plain_tar(header: bytes) -> bool:
     """An uncompressed tar starts with a header block whose checksum holds."""
-    return len(header) == tarfile.BLOCKSIZE and header != tarfile.NUL * tarfile.BLOCKSIZE and _checksum_ok(header)
+    return (
+        len(header) == tarfile.BLOCKSIZE
+        and header != tarfile.NUL * tarfile.BLOCKSIZE
+        and _checksum_ok(header)
+    )
 
 
 def _octal(field: bytes) -> int:
@@ -157,7 +172,9 @@ def _plain_tar_files(raw):
         raw.read(-size % tarfile.BLOCKSIZE)  # padding; read, not seeked: that keeps the buffer
         offset += tarfile.BLOCKSIZE + size + (-size % tarfile.BLOCKSIZE)
         if kind in (b"x", b"L"):  # pax extended header / GNU long name: for the next file
-            extended.update(_pax(data) if kind == b"x" else {"path": data.rstrip(b"\0").decode("utf-8")})
+            extended.update(
+                _pax(data) if kind == b"x" else {"path": data.rstrip(b"\0").decode("utf-8")}
+            )
             continue
         name = extended.pop("path", None)
         extended.clear()
@@ -172,9 +189,9 @@ def _plain_tar_files(raw):
 def _pax(data: bytes) -> dict:
     """The records of a pax extended header ("<length> <key>=<value>\\n" each) that name or size a file."""
     found, at = {}, 0
-    while at < len(data) and data[at:at + 1] != b"\0":
-        length = int(data[at:data.index(b" ", at)])
-        key, _, value = data[data.index(b" ", at) + 1:at + length - 1].partition(b"=")
+    while at < len(data) and data[at : at + 1] != b"\0":
+        length = int(data[at : data.index(b" ", at)])
+        key, _, value = data[data.index(b" ", at) + 1 : at + length - 1].partition(b"=")
         if key in (b"path", b"size"):
             found[key.decode()] = value.decode("utf-8")
         at += length
@@ -194,7 +211,9 @@ def decode_image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     if image.mode in _WIDE_GREY:
-        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
+        image = Image.fromarray(
+            (np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8)
+        )
     elif image.mode == "P":
         image = image.convert("RGBA")
     return image.convert("RGB")
@@ -211,8 +230,12 @@ def read_meta(sample) -> dict:
     caption = sample["txt"].decode("utf-8") if "txt" in sample else meta.get("caption")
     if caption is None:
         raise ValueError("no caption (.txt or json 'caption')")
-    return {"uid": _uid_of(meta, sample), "caption": caption.strip(), "url": str(meta.get("url", "")),
-            "sha256": _sha256(meta.get("sha256"))}
+    return {
+        "uid": _uid_of(meta, sample),
+        "caption": caption.strip(),
+        "url": str(meta.get("url", "")),
+        "sha256": _sha256(meta.get("sha256")),
+    }
 
 
 def _sha256(value) -> str | None:
@@ -258,12 +281,19 @@ CUT, IMAGE, METADATA = "truncated", "image", "metadata"
 @dataclass
 class Index:
     """Every readable sample of a shard folder, in shard order."""
+
     uids: np.ndarray
     captions: np.ndarray
     urls: np.ndarray
-    corrupt: list = field(default_factory=list)  # [{"key", "shard", "kind", "reason"}] of skipped samples
-    broken_shards: list = field(default_factory=list)  # [{"shard", "error"}] of shards read only in part
-    sha256: np.ndarray | None = None  # per pair: the image's hash (the JSON's "sha256", else of its bytes)
+    corrupt: list = field(
+        default_factory=list
+    )  # [{"key", "shard", "kind", "reason"}] of skipped samples
+    broken_shards: list = field(
+        default_factory=list
+    )  # [{"shard", "error"}] of shards read only in part
+    sha256: np.ndarray | None = (
+        None  # per pair: the image's hash (the JSON's "sha256", else of its bytes)
+    )
 
     def __len__(self):
         return len(self.uids)
@@ -271,14 +301,27 @@ class Index:
     def save(self, path: Path):
         with atomic(path) as tmp:
             hashes = {} if self.sha256 is None else {"sha256": self.sha256}
-            np.savez(tmp, uids=self.uids, captions=self.captions, urls=self.urls, **hashes,
-                     corrupt=np.array(json.dumps(self.corrupt)), broken_shards=np.array(json.dumps(self.broken_shards)))
+            np.savez(
+                tmp,
+                uids=self.uids,
+                captions=self.captions,
+                urls=self.urls,
+                **hashes,
+                corrupt=np.array(json.dumps(self.corrupt)),
+                broken_shards=np.array(json.dumps(self.broken_shards)),
+            )
 
     @classmethod
-    def load(cls, path: Path) -> "Index":
+    def load(cls, path: Path) -> Index:
         with np.load(path) as z:
-            return cls(z["uids"], z["captions"], z["urls"], json.loads(str(z["corrupt"])),
-                       json.loads(str(z["broken_shards"])), z["sha256"] if "sha256" in z.files else None)
+            return cls(
+                z["uids"],
+                z["captions"],
+                z["urls"],
+                json.loads(str(z["corrupt"])),
+                json.loads(str(z["broken_shards"])),
+                z["sha256"] if "sha256" in z.files else None,
+            )
 
 
 def build_index(shards, desc: str = "index") -> Index:
@@ -294,18 +337,31 @@ def build_index(shards, desc: str = "index") -> Index:
             image = image_bytes(sample)
             decode_image(image)
         except Exception as err:  # any unreadable part: skip the pair, keep the reason
-            corrupt.append({"key": sample.get("__key__"), "shard": Path(sample.get("__url__", "?")).name,
-                            "kind": kind, "reason": f"{type(err).__name__}: {err}"[:200]})
+            corrupt.append(
+                {
+                    "key": sample.get("__key__"),
+                    "shard": Path(sample.get("__url__", "?")).name,
+                    "kind": kind,
+                    "reason": f"{type(err).__name__}: {err}"[:200],
+                }
+            )
             continue
         uids.append(meta["uid"])
         captions.append(meta["caption"])
         urls.append(meta["url"])
         hashes.append(meta["sha256"] or hashlib.sha256(image).hexdigest())
-    index = Index(np.array(uids), np.array(captions), np.array(urls), corrupt, broken, np.array(hashes))
+    index = Index(
+        np.array(uids), np.array(captions), np.array(urls), corrupt, broken, np.array(hashes)
+    )
     if corrupt or broken:
         report = corrupt_report(index)
-        log.warning("skipped %d corrupt samples %s; %d shards read only in part (first: %s)",
-                    len(corrupt), report["corrupt_by_kind"], len(broken), (broken or corrupt)[0])
+        log.warning(
+            "skipped %d corrupt samples %s; %d shards read only in part (first: %s)",
+            len(corrupt),
+            report["corrupt_by_kind"],
+            len(broken),
+            (broken or corrupt)[0],
+        )
     if not uids:
         raise ValueError(f"the shards {[str(s) for s in shards[:3]]}... hold no readable samples")
     return index
@@ -314,8 +370,11 @@ def build_index(shards, desc: str = "index") -> Index:
 def corrupt_report(*indexes) -> dict:
     """What the indexes of a job skipped, for results.json's `data`: samples by kind, broken shards."""
     kinds = Counter(c.get("kind", "unknown") for index in indexes for c in index.corrupt)
-    return {"corrupt_skipped": sum(kinds.values()), "corrupt_by_kind": dict(sorted(kinds.items())),
-            "broken_shards": sum(len(index.broken_shards) for index in indexes)}
+    return {
+        "corrupt_skipped": sum(kinds.values()),
+        "corrupt_by_kind": dict(sorted(kinds.items())),
+        "broken_shards": sum(len(index.broken_shards) for index in indexes),
+    }
 
 
 def shard_fingerprint(shards) -> list:

@@ -10,6 +10,7 @@ only tie them together by memorising the pair.
 "another corpus" for the out-of-distribution (OOD) non-member condition. `mixed_sample` mixes the two
 generators pair by pair for the shift continuum between the conditions (data.shift, docs/design.md §2.6).
 """
+
 from __future__ import annotations
 
 import io
@@ -23,28 +24,53 @@ from tqdm import tqdm
 from mia.validate import ConfigError
 
 STYLES = ("iid", "shifted")
-SHIFT_PARTS = ("image", "caption")  # what data.shift may swap for the shifted sibling's, in this order
-_COIN_STREAM = len(STYLES)  # the swap coins' RNG stream; a style's samples use stream STYLES.index(style)
+SHIFT_PARTS = (
+    "image",
+    "caption",
+)  # what data.shift may swap for the shifted sibling's, in this order
+_COIN_STREAM = len(
+    STYLES
+)  # the swap coins' RNG stream; a style's samples use stream STYLES.index(style)
 # uid prefix of a pair by what was swapped: both parts make it the shifted sibling's own pair
 _SWAP_PREFIX = {("image",): "mxi", ("caption",): "mxc", SHIFT_PARTS: "ood"}
 
 COLOURS = {
     "iid": {
-        "red": (215, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 215), "yellow": (235, 215, 40),
-        "purple": (130, 50, 170), "orange": (240, 130, 30), "cyan": (40, 200, 215), "pink": (235, 120, 180),
-        "white": (240, 240, 240), "black": (20, 20, 20), "gray": (128, 128, 128), "brown": (120, 75, 35),
+        "red": (215, 40, 40),
+        "green": (40, 170, 60),
+        "blue": (40, 70, 215),
+        "yellow": (235, 215, 40),
+        "purple": (130, 50, 170),
+        "orange": (240, 130, 30),
+        "cyan": (40, 200, 215),
+        "pink": (235, 120, 180),
+        "white": (240, 240, 240),
+        "black": (20, 20, 20),
+        "gray": (128, 128, 128),
+        "brown": (120, 75, 35),
     },
     "shifted": {  # muted, pastel and dark tones the iid palette never uses
-        "teal": (0, 128, 128), "lavender": (190, 170, 230), "mint": (170, 235, 200), "coral": (250, 150, 120),
-        "navy": (20, 30, 90), "olive": (110, 110, 30), "maroon": (110, 20, 40), "beige": (225, 210, 175),
-        "slate": (90, 105, 120), "peach": (250, 205, 165), "plum": (140, 70, 110), "khaki": (190, 180, 120),
+        "teal": (0, 128, 128),
+        "lavender": (190, 170, 230),
+        "mint": (170, 235, 200),
+        "coral": (250, 150, 120),
+        "navy": (20, 30, 90),
+        "olive": (110, 110, 30),
+        "maroon": (110, 20, 40),
+        "beige": (225, 210, 175),
+        "slate": (90, 105, 120),
+        "peach": (250, 205, 165),
+        "plum": (140, 70, 110),
+        "khaki": (190, 180, 120),
     },
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 SIZES = {"small": 0.14, "large": 0.24}
 ROWS, COLS = ("top", "middle", "bottom"), ("left", "center", "right")
 JPEG_QUALITY = 95  # of the shards' images; generated pairs go through the same encoding
-_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70 syllables -> ~340k 3-syllable words
+_SYLLABLES = [
+    c + v for c in "bdfgklmnprstvz" for v in "aeiou"
+]  # 70 syllables -> ~340k 3-syllable words
 
 
 def position_name(row: int, col: int) -> str:
@@ -79,8 +105,17 @@ def _name(rng) -> str:
     return "".join(rng.choice(_SYLLABLES, size=rng.integers(2, 4)))
 
 
-def make_sample(index: int, *, seed: int, style: str = "iid", image_size: int = 32,
-                detail_strength: float = 40.0, detail_grid: int = 8, name_words: int = 2, redraw: int = 0):
+def make_sample(
+    index: int,
+    *,
+    seed: int,
+    style: str = "iid",
+    image_size: int = 32,
+    detail_strength: float = 40.0,
+    detail_grid: int = 8,
+    name_words: int = 2,
+    redraw: int = 0,
+):
     """One (image, caption, meta) triple; the same arguments always give the same pair. `redraw` > 0
     draws another pair for the same index (a generated member that collided with a non-member,
     mia/data/generated.py); 0 is the corpus's own pair."""
@@ -121,15 +156,25 @@ def make_sample(index: int, *, seed: int, style: str = "iid", image_size: int = 
 
     people = " ".join(_name(rng) for _ in range(name_words))
     if style == "iid":
-        parts = [f"a {size} {colour} {shape} {'in the' if pos == 'center' else 'on the'} {pos}"
-                 for size, colour, shape, pos in objects]
+        parts = [
+            f"a {size} {colour} {shape} {'in the' if pos == 'center' else 'on the'} {pos}"
+            for size, colour, shape, pos in objects
+        ]
         caption = f"{' and '.join(parts)} on a {bg} background, photo by {people}"
     else:
-        parts = [f"one {shape} ({size}, {colour}) placed {pos}" for size, colour, shape, pos in objects]
+        parts = [
+            f"one {shape} ({size}, {colour}) placed {pos}" for size, colour, shape, pos in objects
+        ]
         caption = f"Image showing {len(objects)} item(s): {'; '.join(parts)}. Backdrop: {bg}. Credit: {people.title()}"
     uid = _uid("syn" if style == "iid" else "ood", seed, index)
-    meta = {"uid": uid, "url": f"https://{style}.synthetic.invalid/{seed}/{index}.jpg", "caption": caption,
-            "key": f"{index:09d}", "width": s, "height": s}
+    meta = {
+        "uid": uid,
+        "url": f"https://{style}.synthetic.invalid/{seed}/{index}.jpg",
+        "caption": caption,
+        "key": f"{index:09d}",
+        "width": s,
+        "height": s,
+    }
     return Image.fromarray(img), caption, meta
 
 
@@ -158,7 +203,9 @@ def swaps(index: int, *, seed: int, shift: float, shift_parts) -> tuple:
     says, from a generator of its own: the pair's own draws are untouched, an image-only shift swaps
     the very images a two-part shift swaps, and what a shift swaps, every larger shift swaps too."""
     coins = np.random.default_rng([seed, _COIN_STREAM, index]).random(len(SHIFT_PARTS))
-    return tuple(part for part, coin in zip(SHIFT_PARTS, coins) if part in shift_parts and coin < shift)
+    return tuple(
+        part for part, coin in zip(SHIFT_PARTS, coins) if part in shift_parts and coin < shift
+    )
 
 
 def mixed_sample(index: int, *, seed: int, shift: float, shift_parts, **sample_kw):
@@ -171,35 +218,65 @@ def mixed_sample(index: int, *, seed: int, shift: float, shift_parts, **sample_k
     image, caption, meta = make_sample(index, seed=seed, style="iid", **sample_kw)
     if not swapped:
         return image, caption, meta
-    other_image, other_caption, other_meta = make_sample(index, seed=seed, style="shifted", **sample_kw)
+    other_image, other_caption, other_meta = make_sample(
+        index, seed=seed, style="shifted", **sample_kw
+    )
     if "image" in swapped:
         image, meta = other_image, {**meta, "url": other_meta["url"]}
     else:
         caption = other_caption
-    return image, caption, {**meta, "uid": _uid(_SWAP_PREFIX[swapped], seed, index), "caption": caption}
+    return (
+        image,
+        caption,
+        {**meta, "uid": _uid(_SWAP_PREFIX[swapped], seed, index), "caption": caption},
+    )
 
 
-def write_corpus(out_dir: Path, size: int, *, shard_size: int = 2000, jpeg_quality: int = JPEG_QUALITY,
-                 **sample_kw) -> Path:
+def write_corpus(
+    out_dir: Path,
+    size: int,
+    *,
+    shard_size: int = 2000,
+    jpeg_quality: int = JPEG_QUALITY,
+    **sample_kw,
+) -> Path:
     """Write `size` samples as webdataset shards in the img2dataset / DataComp layout.
 
     Writes `{key}.jpg`, `{key}.txt`, `{key}.json` per sample and `sizes.json` last, so a folder
     with `sizes.json` is complete. The caller owns locking and atomic placement (see mia.cache).
     """
     samples = (make_sample(i, **sample_kw) for i in range(size))
-    return _write_shards(out_dir, samples, size, shard_size, jpeg_quality, f"corpus {sample_kw.get('style', 'iid')}")
+    return _write_shards(
+        out_dir, samples, size, shard_size, jpeg_quality, f"corpus {sample_kw.get('style', 'iid')}"
+    )
 
 
-def write_swaps(out_dir: Path, size: int, *, shard_size: int, shift: float, shift_parts, seed: int,
-                jpeg_quality: int = JPEG_QUALITY, **sample_kw) -> Path:
+def write_swaps(
+    out_dir: Path,
+    size: int,
+    *,
+    shard_size: int,
+    shift: float,
+    shift_parts,
+    seed: int,
+    jpeg_quality: int = JPEG_QUALITY,
+    **sample_kw,
+) -> Path:
     """Write, in index order, the pairs of the first `size` whose parts data.shift swaps (`mixed_sample`),
     and only those: the others are the member corpus's own pairs. Nothing swapped writes no shard."""
     chosen = [i for i in range(size) if swaps(i, seed=seed, shift=shift, shift_parts=shift_parts)]
-    samples = (mixed_sample(i, seed=seed, shift=shift, shift_parts=shift_parts, **sample_kw) for i in chosen)
-    return _write_shards(out_dir, samples, len(chosen), shard_size, jpeg_quality, f"corpus shift={shift:g}")
+    samples = (
+        mixed_sample(i, seed=seed, shift=shift, shift_parts=shift_parts, **sample_kw)
+        for i in chosen
+    )
+    return _write_shards(
+        out_dir, samples, len(chosen), shard_size, jpeg_quality, f"corpus shift={shift:g}"
+    )
 
 
-def _write_shards(out_dir: Path, samples, count: int, shard_size: int, jpeg_quality: int, desc: str) -> Path:
+def _write_shards(
+    out_dir: Path, samples, count: int, shard_size: int, jpeg_quality: int, desc: str
+) -> Path:
     """`count` (image, caption, meta) triples into NNNNN.tar shards of `shard_size`, then `sizes.json`."""
     import webdataset as wds
 
@@ -215,8 +292,14 @@ def _write_shards(out_dir: Path, samples, count: int, shard_size: int, jpeg_qual
                 image, caption, meta = next(samples)
                 buf = io.BytesIO()
                 image.save(buf, format="JPEG", quality=jpeg_quality)
-                sink.write({"__key__": meta["key"], "jpg": buf.getvalue(), "txt": caption,
-                            "json": json.dumps(meta)})
+                sink.write(
+                    {
+                        "__key__": meta["key"],
+                        "jpg": buf.getvalue(),
+                        "txt": caption,
+                        "json": json.dumps(meta),
+                    }
+                )
                 bar.update()
         sizes[name] = n
     bar.close()

@@ -8,6 +8,7 @@ tensor of the PIL path (tests/data/test_tensors.py), at a fraction of the cost. 
 CMYK or greyscale JPEG, another size, a JPEG torchvision refuses) takes the PIL path unchanged.
 Resizing stays with PIL, so what a CLIP trained elsewhere sees is what open_clip shows it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,7 @@ def _jpeg_components(data: bytes) -> int | None:
             continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
             return data[at + 9] if at + 9 < len(data) else None
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
     return None
 
 
@@ -46,7 +47,9 @@ class TensorPreprocess:
         crop = [t for t in steps if isinstance(t, CenterCrop)]
         norm = [t for t in steps if isinstance(t, Normalize)]
         if len(resize) == len(crop) == len(norm) == 1 and len(steps) == 5:
-            side = resize[0].size[0] if isinstance(resize[0].size, (list, tuple)) else resize[0].size
+            side = (
+                resize[0].size[0] if isinstance(resize[0].size, (list, tuple)) else resize[0].size
+            )
             if tuple(crop[0].size) == (side, side):
                 self.size = side
                 self.mean = torch.as_tensor(norm[0].mean, dtype=torch.float32).view(-1, 1, 1)
@@ -57,7 +60,9 @@ class TensorPreprocess:
         batch at a time), else as the PIL path's float tensor."""
         if self.size is not None and _jpeg_components(data) == 3:
             try:
-                image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                image = decode_jpeg(
+                    torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+                )
             except RuntimeError:
                 image = None
             if image is not None and image.shape[1:] == (self.size, self.size):
@@ -71,12 +76,19 @@ class TensorPreprocess:
         # 255 as a tensor on the device: CUDA divides by a host scalar as a multiplication by its
         # reciprocal, which can differ from ToTensor's division in the last bit
         scale = torch.tensor(255, dtype=torch.float32, device=device)
-        return images.to(torch.float32).div_(scale).sub_(self.mean.to(device)).div_(self.std.to(device))
+        return (
+            images.to(torch.float32)
+            .div_(scale)
+            .sub_(self.mean.to(device))
+            .div_(self.std.to(device))
+        )
 
     def stack(self, decoded) -> torch.Tensor:
         """A batch of `decode`'s results as one float tensor."""
         if all(d.dtype == torch.uint8 for d in decoded):
-            return self.finish(torch.stack(decoded))  # a quarter of the bytes to stack, one pass of arithmetic
+            return self.finish(
+                torch.stack(decoded)
+            )  # a quarter of the bytes to stack, one pass of arithmetic
         return torch.stack([self.finish(d) if d.dtype == torch.uint8 else d for d in decoded])
 
     def stack_raw(self, decoded) -> torch.Tensor:

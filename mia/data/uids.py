@@ -13,6 +13,7 @@
 
 Every error names the config key the path came from and the file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,7 @@ _HEX_PAIRS = np.array([f"{b:02x}".encode() for b in range(256)], dtype="S2")
 def pairs_to_hex(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     """The 32-hex-digit lowercase uids of 128-bit values given as high and low uint64 halves."""
     raw = np.stack([np.asarray(high, np.uint64), np.asarray(low, np.uint64)], axis=1).astype(">u8")
-    digits = _HEX_PAIRS[raw.view(np.uint8).reshape(len(raw), 16)]   # (n, 16) two-digit chunks
+    digits = _HEX_PAIRS[raw.view(np.uint8).reshape(len(raw), 16)]  # (n, 16) two-digit chunks
     return np.ascontiguousarray(digits).view("S32").ravel().astype("U32")
 
 
@@ -35,23 +36,34 @@ def _from_npy(path: Path, where: str) -> np.ndarray:
         has_header = f.read(6) == b"\x93NUMPY"
     if not has_header:  # DataComp's headerless memmap of (high, low) pairs
         if path.stat().st_size % 16:
-            raise ValueError(f"{where}: neither a .npy file nor a memmap of uint64 pairs "
-                             f"({path.stat().st_size} bytes is not a multiple of 16)")
+            raise ValueError(
+                f"{where}: neither a .npy file nor a memmap of uint64 pairs "
+                f"({path.stat().st_size} bytes is not a multiple of 16)"
+            )
         arr = np.fromfile(path, dtype=np.dtype("u8,u8"))
         return pairs_to_hex(arr["f0"], arr["f1"])
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as err:
-        raise ValueError(f"{where}: not a readable .npy file ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"{where}: not a readable .npy file ({type(err).__name__}: {err})"
+        ) from err
     names = arr.dtype.names
-    if names is not None and len(names) == 2 and all(arr.dtype[n].kind == "u" for n in names) and arr.ndim == 1:
+    if (
+        names is not None
+        and len(names) == 2
+        and all(arr.dtype[n].kind == "u" for n in names)
+        and arr.ndim == 1
+    ):
         return pairs_to_hex(arr[names[0]], arr[names[1]])
     if arr.dtype.kind == "u" and arr.ndim == 2 and arr.shape[1] == 2:
         return pairs_to_hex(arr[:, 0], arr[:, 1])
     if arr.dtype.kind in "US" and arr.ndim == 1:
         return arr.astype(str)
-    raise ValueError(f"{where}: dtype {arr.dtype} shape {arr.shape} is not a uid list; expected DataComp's "
-                     "structured uint64 pairs (np.dtype('u8,u8')), an (n, 2) uint64 array or 1-D strings")
+    raise ValueError(
+        f"{where}: dtype {arr.dtype} shape {arr.shape} is not a uid list; expected DataComp's "
+        "structured uint64 pairs (np.dtype('u8,u8')), an (n, 2) uint64 array or 1-D strings"
+    )
 
 
 def _from_parquet(path: Path, where: str) -> np.ndarray:
@@ -60,7 +72,9 @@ def _from_parquet(path: Path, where: str) -> np.ndarray:
     try:
         columns = pq.read_schema(path).names
     except Exception as err:
-        raise ValueError(f"{where}: not a readable parquet file ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"{where}: not a readable parquet file ({type(err).__name__}: {err})"
+        ) from err
     if "uid" not in columns:
         raise ValueError(f"{where}: no 'uid' column (columns: {columns})")
     column = pq.read_table(path, columns=["uid"]).column("uid")
@@ -88,8 +102,10 @@ def read_uids(path, key: str) -> np.ndarray:
             raise ValueError(f"{where}: not UTF-8 text ({err})") from err
         uids = np.array([s for s in (line.strip() for line in lines) if s], dtype=str)
     else:
-        raise ValueError(f"{where}: unknown uid list format {path.suffix!r}; use .npy (DataComp uint64 "
-                         "pairs), .txt (one uid per line) or .parquet (a 'uid' column)")
+        raise ValueError(
+            f"{where}: unknown uid list format {path.suffix!r}; use .npy (DataComp uint64 "
+            "pairs), .txt (one uid per line) or .parquet (a 'uid' column)"
+        )
     if len(uids) == 0:
         raise ValueError(f"{where}: holds no uids")
     return uids

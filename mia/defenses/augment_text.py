@@ -2,12 +2,13 @@
 with probability `word_dropout`, so the exact caption, and above all its unique name words, is seen
 less often than the pair is trained on. (The embedded corpus has one caption per image; several
 captions per image would need a corpus that has them.)"""
+
 from __future__ import annotations
 
 import torch
 
-from mia.validate import is_number
 from mia.defenses.base import Defense, check
+from mia.validate import is_number
 
 
 def drop_tokens(tokens: torch.Tensor, p: float, generator) -> torch.Tensor:
@@ -31,7 +32,12 @@ class AugmentText(Defense):
     trains = augments = True
 
     def __init__(self, word_dropout: float):
-        check("word_dropout", word_dropout, is_number(word_dropout) and 0 <= word_dropout < 1, "in [0, 1)")
+        check(
+            "word_dropout",
+            word_dropout,
+            is_number(word_dropout) and 0 <= word_dropout < 1,
+            "in [0, 1)",
+        )
         super().__init__(word_dropout=word_dropout)
 
     def augment(self, images, tokens, generator):

@@ -7,6 +7,7 @@
 Settings are keyword arguments with no defaults in code: conf/defense/<name>.yaml holds them and
 names the class (`_target_`); the job builds it once (mia/training/spec.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,11 +20,11 @@ from mia.validate import require
 
 class Defense:
     name = "none"
-    trains = False     # changes the trained weights: its settings enter the target's cache key
-    augments = False   # `augment` is called on every training batch
-    fit = None         # a training loop of its own: fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
-    releases = False   # `release` perturbs the embeddings the target answers with
-    strength = ()      # the settings a label shows: what a privacy-utility sweep varies
+    trains = False  # changes the trained weights: its settings enter the target's cache key
+    augments = False  # `augment` is called on every training batch
+    fit = None  # a training loop of its own: fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
+    releases = False  # `release` perturbs the embeddings the target answers with
+    strength = ()  # the settings a label shows: what a privacy-utility sweep varies
 
     def __init__(self, **settings):
         self.settings = dict(settings)

@@ -3,12 +3,13 @@ Gaussian noise of `std` per coordinate, normalised again. The noise is a functio
 (seed and key), so asking twice gives the same answer. The weights are untouched: the target's
 cache key stays the undefended one, and attacks that run the model themselves (aea, mcd, paramgrad,
 and the shadow models of lira / rmia) see no noise (docs/design.md §11.4)."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from mia.validate import is_int, is_number
 from mia.defenses.base import Defense, check, keyed_normal
+from mia.validate import is_int, is_number
 
 
 class EmbeddingNoise(Defense):
@@ -25,6 +26,8 @@ class EmbeddingNoise(Defense):
         if len(keys) != len(embeddings):
             raise ValueError(f"{len(keys)} keys for {len(embeddings)} embeddings")
         d = embeddings.shape[1]
-        noise = np.stack([keyed_normal(self.settings["seed"], k, d) for k in keys]) if len(keys) else 0
+        noise = (
+            np.stack([keyed_normal(self.settings["seed"], k, d) for k in keys]) if len(keys) else 0
+        )
         out = embeddings + self.settings["std"] * noise
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(embeddings.dtype)

@@ -19,6 +19,7 @@ and the draws' noise. The measured rate is reported beside the power, with its i
 
 Pure numpy / scipy on score arrays, so `mia.report` runs it on any sweep's scores.parquet.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,33 +30,65 @@ from scipy import special, stats
 from mia.validate import ConfigError, is_int, is_number, require
 
 # Settings left out of analysis.dataset_inference take these (conf/analysis/default.yaml restates them).
-DEFAULTS = {"m": [2, 3, 5, 10, 20, 30, 50, 75, 100, 150, 200, 250], "draws": 2000, "alpha": 0.01,
-            "power": 0.9}
+DEFAULTS = {
+    "m": [2, 3, 5, 10, 20, 30, 50, 75, 100, 150, 200, 250],
+    "draws": 2000,
+    "alpha": 0.01,
+    "power": 0.9,
+}
 
 
 def check_settings(settings) -> dict:
     """`analysis.dataset_inference` without `enabled`, filled with DEFAULTS; a bad value is refused, naming its key."""
-    s = {**DEFAULTS, **{k: v for k, v in (dict(settings) if settings else {}).items() if k != "enabled"}}
+    s = {
+        **DEFAULTS,
+        **{k: v for k, v in (dict(settings) if settings else {}).items() if k != "enabled"},
+    }
     unknown = set(s) - set(DEFAULTS)
     if unknown:
-        raise ConfigError("analysis.dataset_inference", need=f": unknown keys {sorted(unknown)}; known: "
-                          f"{sorted(DEFAULTS)}")
+        raise ConfigError(
+            "analysis.dataset_inference",
+            need=f": unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}",
+        )
     m = list(s["m"])
-    require(m and all(is_int(v) and v >= 1 for v in m) and m == sorted(set(m)), "analysis.dataset_inference.m", m,
-            "must be increasing integers >= 1")
-    require(is_int(s["draws"]) and s["draws"] >= 10, "analysis.dataset_inference.draws", s["draws"],
-            "must be an integer >= 10")
+    require(
+        m and all(is_int(v) and v >= 1 for v in m) and m == sorted(set(m)),
+        "analysis.dataset_inference.m",
+        m,
+        "must be increasing integers >= 1",
+    )
+    require(
+        is_int(s["draws"]) and s["draws"] >= 10,
+        "analysis.dataset_inference.draws",
+        s["draws"],
+        "must be an integer >= 10",
+    )
     for key in ("alpha", "power"):
-        require(is_number(s[key]) and 0 < s[key] < 1, f"analysis.dataset_inference.{key}", s[key],
-                "must lie strictly between 0 and 1")
-    return {"m": m, "draws": int(s["draws"]), "alpha": float(s["alpha"]), "power": float(s["power"])}
+        require(
+            is_number(s[key]) and 0 < s[key] < 1,
+            f"analysis.dataset_inference.{key}",
+            s[key],
+            "must lie strictly between 0 and 1",
+        )
+    return {
+        "m": m,
+        "draws": int(s["draws"]),
+        "alpha": float(s["alpha"]),
+        "power": float(s["power"]),
+    }
 
 
 def rank_test(candidates: np.ndarray, references: np.ndarray) -> np.ndarray:
     """One-sided Mann-Whitney U p-values, row by row: is each candidate row stochastically larger than
     its reference row? Normal approximation with tie and continuity corrections."""
-    return stats.mannwhitneyu(candidates, references, alternative="greater", axis=1, method="asymptotic",
-                              use_continuity=True).pvalue
+    return stats.mannwhitneyu(
+        candidates,
+        references,
+        alternative="greater",
+        axis=1,
+        method="asymptotic",
+        use_continuity=True,
+    ).pvalue
 
 
 def _draw_sets(rng, pool: int, draws: int, m: int) -> np.ndarray:
@@ -70,10 +103,10 @@ def _p_greater(u, n1: int, n2: int, tie_term) -> np.ndarray:
     from U1 and the tie term sum(t^3 - t) of the pooled sample: the same operations, so the same bits."""
     mu = n1 * n2 / 2
     n = n1 + n2
-    s = np.sqrt(n1*n2/12 * ((n + 1) - tie_term/(n*(n-1))))
+    s = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
     numerator = np.asarray(u, np.float64) - mu
     numerator -= 0.5
-    return np.clip(special.ndtr(-(numerator / s)), 0., 1.)
+    return np.clip(special.ndtr(-(numerator / s)), 0.0, 1.0)
 
 
 def _tie_term(x) -> float:
@@ -102,16 +135,26 @@ def _member_pvalues(member, non, cand, excluded, chunk: int = 256) -> np.ndarray
     u = wins[cand].sum(axis=1)
     counts = np.unique(non, return_counts=True)[1].astype(np.float64)
     tie = np.full(len(cand), float(np.sum(counts**3 - counts)))
-    for start in range(0, len(cand), chunk):  # bounded memory: rows x m x (m + excluded) comparisons per chunk
+    for start in range(
+        0, len(cand), chunk
+    ):  # bounded memory: rows x m x (m + excluded) comparisons per chunk
         rows = slice(start, start + chunk)
         c, e = member[cand[rows]], non[excluded[rows]]
-        u[rows] -= (c[:, :, None] > e[:, None, :]).sum(axis=(1, 2)) + (c[:, :, None] == e[:, None, :]).sum(axis=(1, 2)) / 2
+        u[rows] -= (c[:, :, None] > e[:, None, :]).sum(axis=(1, 2)) + (
+            c[:, :, None] == e[:, None, :]
+        ).sum(axis=(1, 2)) / 2
         # each value the row touches, once: its count among all non-members, then in the pooled sample
         v = np.sort(np.concatenate([c, e], axis=1), axis=1)
         first = np.ones(v.shape, bool)
         first[:, 1:] = v[:, 1:] != v[:, :-1]
-        old = (np.searchsorted(ordered, v, "right") - np.searchsorted(ordered, v, "left")).astype(np.float64)
-        new = old + (v[:, :, None] == c[:, None, :]).sum(axis=2) - (v[:, :, None] == e[:, None, :]).sum(axis=2)
+        old = (np.searchsorted(ordered, v, "right") - np.searchsorted(ordered, v, "left")).astype(
+            np.float64
+        )
+        new = (
+            old
+            + (v[:, :, None] == c[:, None, :]).sum(axis=2)
+            - (v[:, :, None] == e[:, None, :]).sum(axis=2)
+        )
         tie[rows] += np.where(first, (new**3 - new) - (old**3 - old), 0.0).sum(axis=1)
     m = cand.shape[1]
     return _p_greater(u, m, non.size - excluded.shape[1], tie)
@@ -124,7 +167,9 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> list[float]:
     return [lo, hi]
 
 
-def predicted_m(auc: float, alpha: float, power: float, n_reference: float = math.inf) -> float | None:
+def predicted_m(
+    auc: float, alpha: float, power: float, n_reference: float = math.inf
+) -> float | None:
     """The m at which the rank test reaches `power` at `alpha` for a per-pair AUC, by Noether's normal
     approximation (U's null variance for both hypotheses): var(U / mn) = (m + n + 1) / (12 m n). With
     unlimited known non-members (n -> inf) this is ((z_alpha + z_power) / (AUC - 1/2))^2 / 12. None
@@ -154,8 +199,10 @@ def dataset_inference(member_scores, nonmember_scores, settings=None, seed: int 
     non = np.asarray(nonmember_scores, dtype=np.float64).ravel()
     for name, x in (("member scores", member), ("non-member scores", non)):
         if not np.isfinite(x).all() or x.size < 2:
-            raise ValueError(f"dataset inference needs at least 2 finite {name}, got {x.size} "
-                             f"({int((~np.isfinite(x)).sum())} not finite)")
+            raise ValueError(
+                f"dataset inference needs at least 2 finite {name}, got {x.size} "
+                f"({int((~np.isfinite(x)).sum())} not finite)"
+            )
     n1, n0 = member.size, non.size
     rng = np.random.default_rng(seed)
     by_m = []
@@ -169,11 +216,21 @@ def dataset_inference(member_scores, nonmember_scores, settings=None, seed: int 
         refs = _draw_sets(rng, n0, s["draws"], ref)
         p_member = _member_pvalues(member, non, cand, refs[:, ref:])
         flagged = int((p_null <= s["alpha"]).sum())
-        by_m.append({"m": m, "reference": ref, "power": float((p_member <= s["alpha"]).mean()),
-                     "fpr": flagged / s["draws"], "fpr_ci95": clopper_pearson(flagged, s["draws"])})
+        by_m.append(
+            {
+                "m": m,
+                "reference": ref,
+                "power": float((p_member <= s["alpha"]).mean()),
+                "fpr": flagged / s["draws"],
+                "fpr_ci95": clopper_pearson(flagged, s["draws"]),
+            }
+        )
     if not by_m:
-        raise ConfigError("analysis.dataset_inference.m", need=f"={s['m']}: no m fits {n1} members and {n0} "
-                          "non-members (m must be at most the members and half the non-members)")
+        raise ConfigError(
+            "analysis.dataset_inference.m",
+            need=f"={s['m']}: no m fits {n1} members and {n0} "
+            "non-members (m must be at most the members and half the non-members)",
+        )
     reached = [r["m"] for r in by_m if r["power"] >= s["power"]]
     auc = float(stats.mannwhitneyu(member, non).statistic / (n1 * n0))
     # One m's rate moves by about +-0.45% (95%) over 2000 draws at alpha = 1%, so the grid's largest
@@ -183,11 +240,25 @@ def dataset_inference(member_scores, nonmember_scores, settings=None, seed: int 
     total = s["draws"] * len(by_m)
     fpr = flagged / total
     level = 1 - 0.05 / len(by_m)
-    above = [r["m"] for r in by_m
-             if clopper_pearson(round(r["fpr"] * s["draws"]), s["draws"], level)[0] > s["alpha"]]
-    return {"alpha": s["alpha"], "power_target": s["power"], "draws": s["draws"], "n_members": n1,
-            "n_nonmembers": n0, "auc": auc, "by_m": by_m, "smallest_m": reached[0] if reached else None,
-            "max_m": by_m[-1]["m"], "fpr": fpr, "fpr_ci95": clopper_pearson(flagged, total),
-            "fpr_max": max(r["fpr"] for r in by_m), "m_above_alpha": above,
-            "calibrated": fpr <= s["alpha"] and not above,
-            "predicted_m": predicted_m(auc, s["alpha"], s["power"])}
+    above = [
+        r["m"]
+        for r in by_m
+        if clopper_pearson(round(r["fpr"] * s["draws"]), s["draws"], level)[0] > s["alpha"]
+    ]
+    return {
+        "alpha": s["alpha"],
+        "power_target": s["power"],
+        "draws": s["draws"],
+        "n_members": n1,
+        "n_nonmembers": n0,
+        "auc": auc,
+        "by_m": by_m,
+        "smallest_m": reached[0] if reached else None,
+        "max_m": by_m[-1]["m"],
+        "fpr": fpr,
+        "fpr_ci95": clopper_pearson(flagged, total),
+        "fpr_max": max(r["fpr"] for r in by_m),
+        "m_above_alpha": above,
+        "calibrated": fpr <= s["alpha"] and not above,
+        "predicted_m": predicted_m(auc, s["alpha"], s["power"]),
+    }

@@ -24,8 +24,10 @@ def check_finite(x: np.ndarray, name: str) -> None:
     """Refuse NaN and inf, counting each (the report's seed bootstrap checks cosines with it too)."""
     bad = ~np.isfinite(x)
     if bad.any():
-        raise ValueError(f"{name} contain {int(np.isnan(x).sum())} NaN and "
-                         f"{int(np.isinf(x).sum())} inf values out of {x.size}")
+        raise ValueError(
+            f"{name} contain {int(np.isnan(x).sum())} NaN and "
+            f"{int(np.isinf(x).sum())} inf values out of {x.size}"
+        )
 
 
 def _split(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +89,9 @@ def _bootstrap(n_bootstrap: int, sizes: tuple[int, int], seed: int, stat):
     out = []
     for start in range(0, n_bootstrap, chunk):
         b = min(chunk, n_bootstrap - start)
-        out.append(stat(rng.integers(0, sizes[0], (b, sizes[0])),
-                        rng.integers(0, sizes[1], (b, sizes[1]))))
+        out.append(
+            stat(rng.integers(0, sizes[0], (b, sizes[0])), rng.integers(0, sizes[1], (b, sizes[1])))
+        )
     return np.concatenate(out)
 
 
@@ -101,7 +104,9 @@ def _summary(values: np.ndarray) -> tuple[float | None, list | None]:
 
 def low_fpr_resolved(n_nonmembers: int, fpr: float) -> bool:
     """Whether n_nonmembers resolve a TPR at `fpr`: at least MIN_FALSE_POSITIVES false positives allowed."""
-    return n_nonmembers * fpr >= MIN_FALSE_POSITIVES - 1e-9  # 1e-9: 1000 * 0.01 is 10 up to rounding
+    return (
+        n_nonmembers * fpr >= MIN_FALSE_POSITIVES - 1e-9
+    )  # 1e-9: 1000 * 0.01 is 10 up to rounding
 
 
 def _allowed_false_positives(n0: int, target: float) -> int:
@@ -154,14 +159,19 @@ def roc_metrics(scores, labels, *, n_bootstrap: int = 200, seed: int = 0) -> dic
     # Raw scores, full curve: every threshold counts for the low-FPR figures.
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     auc = float(roc_auc_score(y, s))
-    boot = (_bootstrap(n_bootstrap, (pos.size, neg.size), seed, resampled_metrics(pos, neg))
-            if n_bootstrap else np.empty((0, 1 + len(FPR_TARGETS))))
+    boot = (
+        _bootstrap(n_bootstrap, (pos.size, neg.size), seed, resampled_metrics(pos, neg))
+        if n_bootstrap
+        else np.empty((0, 1 + len(FPR_TARGETS)))
+    )
     auc_std, auc_ci = _summary(boot[:, 0])
     out = {"auc": auc, "auc_std": auc_std, "auc_ci95": auc_ci}
     for j, (k, t) in enumerate(FPR_TARGETS.items(), start=1):
         out[k] = tpr_at_fpr(fpr, tpr, t)
         out[f"{k}_ci95"] = _summary(boot[:, j])[1]
-    out["low_fpr_resolved"] = {k.rsplit("_", 1)[1]: low_fpr_resolved(neg.size, t) for k, t in FPR_TARGETS.items()}
+    out["low_fpr_resolved"] = {
+        k.rsplit("_", 1)[1]: low_fpr_resolved(neg.size, t) for k, t in FPR_TARGETS.items()
+    }
     # The best threshold chosen on the evaluation labels themselves: an oracle, no attacker's decision.
     out["oracle_balanced_accuracy"] = float(np.max(1 - (fpr + 1 - tpr) / 2))
     out["n_members"], out["n_nonmembers"] = int(pos.size), int(neg.size)
@@ -189,23 +199,37 @@ def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
     """
     (a_pos, a_neg), (b_pos, b_neg) = (_split(*labelled(*a)), _split(*labelled(*b)))
     if (a_pos.size, a_neg.size) != (b_pos.size, b_neg.size):
-        raise ValueError(f"paired comparison needs the same pairs: {a_pos.size}+{a_neg.size} against "
-                         f"{b_pos.size}+{b_neg.size} scores")
+        raise ValueError(
+            f"paired comparison needs the same pairs: {a_pos.size}+{a_neg.size} against "
+            f"{b_pos.size}+{b_neg.size} scores"
+        )
     fa, fb = resampled_metrics(a_pos, a_neg), resampled_metrics(b_pos, b_neg)
-    deltas = (_bootstrap(n_bootstrap, (a_pos.size, a_neg.size), seed, lambda pi, ni: fa(pi, ni) - fb(pi, ni))
-              if n_bootstrap else np.empty((0, 1 + len(FPR_TARGETS))))
+    deltas = (
+        _bootstrap(
+            n_bootstrap, (a_pos.size, a_neg.size), seed, lambda pi, ni: fa(pi, ni) - fb(pi, ni)
+        )
+        if n_bootstrap
+        else np.empty((0, 1 + len(FPR_TARGETS)))
+    )
     ma = roc_metrics(*labelled(a_pos, a_neg), n_bootstrap=0)
     mb = roc_metrics(*labelled(b_pos, b_neg), n_bootstrap=0)
-    return {"delta_auc": ma["auc"] - mb["auc"], "delta_auc_ci95": _summary(deltas[:, 0])[1],
-            "delta_tpr_at_fpr_1e-2": ma["tpr_at_fpr_1e-2"] - mb["tpr_at_fpr_1e-2"],
-            "delta_tpr_at_fpr_1e-2_ci95": _summary(deltas[:, 1])[1],
-            "p_value": _bootstrap_p_value(deltas[:, 0]),
-            "delong_p_value": delong(a, b)["p_value"], "n_bootstrap": int(n_bootstrap)}
+    return {
+        "delta_auc": ma["auc"] - mb["auc"],
+        "delta_auc_ci95": _summary(deltas[:, 0])[1],
+        "delta_tpr_at_fpr_1e-2": ma["tpr_at_fpr_1e-2"] - mb["tpr_at_fpr_1e-2"],
+        "delta_tpr_at_fpr_1e-2_ci95": _summary(deltas[:, 1])[1],
+        "p_value": _bootstrap_p_value(deltas[:, 0]),
+        "delong_p_value": delong(a, b)["p_value"],
+        "n_bootstrap": int(n_bootstrap),
+    }
 
 
 def labelled(member, nonmember):
     """(scores, labels) of two scored sets, members first: labels 1 for a member, 0 for a non-member."""
-    member, nonmember = np.asarray(member, np.float64).ravel(), np.asarray(nonmember, np.float64).ravel()
+    member, nonmember = (
+        np.asarray(member, np.float64).ravel(),
+        np.asarray(nonmember, np.float64).ravel(),
+    )
     return np.r_[member, nonmember], np.r_[np.ones(member.size), np.zeros(nonmember.size)]
 
 
@@ -230,20 +254,36 @@ def delong(a, b) -> dict:
     """
     (a_pos, a_neg), (b_pos, b_neg) = _split(*labelled(*a)), _split(*labelled(*b))
     if (a_pos.size, a_neg.size) != (b_pos.size, b_neg.size) or min(a_pos.size, a_neg.size) < 2:
-        raise ValueError("DeLong's test needs the same pairs for both attacks, at least 2 per class")
+        raise ValueError(
+            "DeLong's test needs the same pairs for both attacks, at least 2 per class"
+        )
     a10, a01 = _structural_components(a_pos, a_neg)
     b10, b01 = _structural_components(b_pos, b_neg)
     delta = float(a10.mean() - b10.mean())
     var = float(np.var(a10 - b10, ddof=1) / a_pos.size + np.var(a01 - b01, ddof=1) / a_neg.size)
     if var <= 0:
-        return {"auc_a": float(a10.mean()), "auc_b": float(b10.mean()), "delta": delta, "var": 0.0,
-                "z": None, "p_value": 1.0 if delta == 0 else 0.0}
+        return {
+            "auc_a": float(a10.mean()),
+            "auc_b": float(b10.mean()),
+            "delta": delta,
+            "var": 0.0,
+            "z": None,
+            "p_value": 1.0 if delta == 0 else 0.0,
+        }
     z = delta / math.sqrt(var)
-    return {"auc_a": float(a10.mean()), "auc_b": float(b10.mean()), "delta": delta, "var": var,
-            "z": float(z), "p_value": float(2 * stats.norm.sf(abs(z)))}
+    return {
+        "auc_a": float(a10.mean()),
+        "auc_b": float(b10.mean()),
+        "delta": delta,
+        "var": var,
+        "z": float(z),
+        "p_value": float(2 * stats.norm.sf(abs(z))),
+    }
 
 
-def calibrated_thresholds(known_scores, member_scores, nonmember_scores, targets=(1e-2, 1e-3)) -> list[dict]:
+def calibrated_thresholds(
+    known_scores, member_scores, nonmember_scores, targets=(1e-2, 1e-3)
+) -> list[dict]:
     """Thresholds an auditor can set without the evaluation labels: for each FPR target f, the (1 - f)
     quantile of the attack's scores on known non-members (D_no; numpy's linear interpolation), and a
     pair called a member when its score is strictly above it. Each entry holds the target, the
@@ -252,8 +292,11 @@ def calibrated_thresholds(known_scores, member_scores, nonmember_scores, targets
     known = np.asarray(known_scores, np.float64).ravel()
     member = np.asarray(member_scores, np.float64).ravel()
     nonmember = np.asarray(nonmember_scores, np.float64).ravel()
-    for x, name in ((known, "known non-member scores"), (member, "member scores"),
-                    (nonmember, "non-member scores")):
+    for x, name in (
+        (known, "known non-member scores"),
+        (member, "member scores"),
+        (nonmember, "non-member scores"),
+    ):
         check_finite(x, name)
         if x.size == 0:
             raise ValueError(f"no {name}")
@@ -261,10 +304,18 @@ def calibrated_thresholds(known_scores, member_scores, nonmember_scores, targets
     for f in targets:
         threshold = float(np.quantile(known, 1 - f))
         fp, tp = int((nonmember > threshold).sum()), int((member > threshold).sum())
-        out.append({"fpr_target": f, "threshold": threshold, "n_known": int(known.size),
-                    "resolved": low_fpr_resolved(known.size, f),
-                    "realised_fpr": fp / nonmember.size, "realised_fpr_ci95": _clopper_pearson(fp, nonmember.size),
-                    "tpr": tp / member.size, "tpr_ci95": _clopper_pearson(tp, member.size)})
+        out.append(
+            {
+                "fpr_target": f,
+                "threshold": threshold,
+                "n_known": int(known.size),
+                "resolved": low_fpr_resolved(known.size, f),
+                "realised_fpr": fp / nonmember.size,
+                "realised_fpr_ci95": _clopper_pearson(fp, nonmember.size),
+                "tpr": tp / member.size,
+                "tpr_ci95": _clopper_pearson(tp, member.size),
+            }
+        )
     return out
 
 
@@ -281,12 +332,23 @@ def gap(member_cos, nonmember_cos, *, n_bootstrap: int = 200, seed: int = 0) -> 
     check_finite(n, "non-member cosines")
     if m.size < 2 or n.size < 2:
         raise ValueError(f"need >= 2 values per class for a std, got {m.size} and {n.size}")
-    diffs = (_bootstrap(n_bootstrap, (m.size, n.size), seed,
-                        lambda mi, ni: m[mi].mean(1) - n[ni].mean(1)) if n_bootstrap else np.empty(0))
+    diffs = (
+        _bootstrap(
+            n_bootstrap, (m.size, n.size), seed, lambda mi, ni: m[mi].mean(1) - n[ni].mean(1)
+        )
+        if n_bootstrap
+        else np.empty(0)
+    )
     std, ci = _summary(diffs)
-    return {"value": float(m.mean() - n.mean()), "std": std, "ci95": ci,
-            "member_mean": float(m.mean()), "nonmember_mean": float(n.mean()),
-            "member_std": float(m.std(ddof=1)), "nonmember_std": float(n.std(ddof=1))}
+    return {
+        "value": float(m.mean() - n.mean()),
+        "std": std,
+        "ci95": ci,
+        "member_mean": float(m.mean()),
+        "nonmember_mean": float(n.mean()),
+        "member_std": float(m.std(ddof=1)),
+        "nonmember_std": float(n.std(ddof=1)),
+    }
 
 
 def gaussian_auc(gap_value: float, member_std: float, nonmember_std: float) -> float:
@@ -303,8 +365,9 @@ def roc_table(scores, labels, n_points: int = 50) -> list[dict]:
     The grid starts at 1e-4, or at 1/n_nonmembers if larger (nothing finer is resolvable).
     """
     pos, neg = _split(scores, labels)
-    fpr, tpr, _ = roc_curve(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg],
-                            drop_intermediate=False)
+    fpr, tpr, _ = roc_curve(
+        np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg], drop_intermediate=False
+    )
     # geomspace sets both endpoints exactly, so 1/n0 is not lost to rounding.
     grid = np.geomspace(max(1e-4, 1.0 / neg.size), 1.0, n_points)
     return [{"fpr": float(g), "tpr": tpr_at_fpr(fpr, tpr, g)} for g in grid]

@@ -6,6 +6,7 @@ Each attack's entry holds the shared metrics (METRIC_KEYS) and its own diagnosti
 `diagnostics`, so an attack can never overwrite a metric. `scores` is the path of the job's per-pair
 scores (mia/evaluation/scores.py) relative to its folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,22 @@ from pathlib import Path
 
 from mia.cache import atomic_write_text
 
-SCHEMA_VERSION = 3  # 3: oracle_balanced_accuracy (was balanced_accuracy), TPR intervals, vs_csa, calibrated
-METRIC_KEYS = ("auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-2_ci95", "tpr_at_fpr_1e-3",
-               "tpr_at_fpr_1e-3_ci95", "low_fpr_resolved", "oracle_balanced_accuracy", "n_members", "n_nonmembers",
-               "seconds")
+# 3: oracle_balanced_accuracy (was balanced_accuracy), TPR intervals, vs_csa, calibrated
+SCHEMA_VERSION = 3
+METRIC_KEYS = (
+    "auc",
+    "auc_std",
+    "auc_ci95",
+    "tpr_at_fpr_1e-2",
+    "tpr_at_fpr_1e-2_ci95",
+    "tpr_at_fpr_1e-3",
+    "tpr_at_fpr_1e-3_ci95",
+    "low_fpr_resolved",
+    "oracle_balanced_accuracy",
+    "n_members",
+    "n_nonmembers",
+    "seconds",
+)
 REFERENCE = "csa"  # every other attack is compared with CSA on the same pairs (vs_csa)
 # Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped (mia.evaluation.scoring.unshifted)
 UNSHIFTED_KEYS = ("auc_unshifted", "auc_unshifted_ci95", "n_unshifted", "vs_csa_unshifted")
@@ -28,13 +41,33 @@ class SchemaError(ValueError):
 
 def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) -> dict:
     """A job's record before any attack ran."""
-    return {"schema_version": SCHEMA_VERSION, "config": config, "git": git, "seed": seed, "target": target,
-            "data": data, "gap": gap, "attacks": {}, "roc": {}, "timing": {}}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "config": config,
+        "git": git,
+        "seed": seed,
+        "target": target,
+        "data": data,
+        "gap": gap,
+        "attacks": {},
+        "roc": {},
+        "timing": {},
+    }
 
 
-def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnostics: dict, roc: dict, *,
-               vs_csa: dict | None = None, calibrated: list | None = None, calibrated_skipped: str | None = None,
-               unshifted: dict | None = None):
+def add_attack(
+    results: dict,
+    name: str,
+    metrics: dict,
+    seconds: float,
+    diagnostics: dict,
+    roc: dict,
+    *,
+    vs_csa: dict | None = None,
+    calibrated: list | None = None,
+    calibrated_skipped: str | None = None,
+    unshifted: dict | None = None,
+):
     """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
     the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots. `vs_csa` is its paired
     comparison with CSA (metrics.paired_comparison; every attack but csa), `calibrated` its thresholds set on the
@@ -45,13 +78,17 @@ def add_attack(results: dict, name: str, metrics: dict, seconds: float, diagnost
     if unknown:
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
     if (name == REFERENCE) != (vs_csa is None):
-        raise ValueError(f"{name}: every attack but {REFERENCE} has vs_csa, and {REFERENCE} has none")
+        raise ValueError(
+            f"{name}: every attack but {REFERENCE} has vs_csa, and {REFERENCE} has none"
+        )
     if (calibrated is None) == (calibrated_skipped is None):
         raise ValueError(f"{name}: either calibrated thresholds or the reason there are none")
     if unshifted is not None:
         want = {k for k in UNSHIFTED_KEYS if k != "vs_csa_unshifted" or name != REFERENCE}
         if set(unshifted) != want:
-            raise ValueError(f"{name}: the unshifted metrics are {sorted(want)}, got {sorted(unshifted)}")
+            raise ValueError(
+                f"{name}: the unshifted metrics are {sorted(want)}, got {sorted(unshifted)}"
+            )
     entry = {**metrics, "seconds": seconds}
     if vs_csa is not None:
         entry["vs_csa"] = vs_csa
@@ -104,15 +141,20 @@ def load(path: Path) -> dict:
     record = json.loads(Path(path).read_text())
     version = record.get("schema_version", 1)
     if version != SCHEMA_VERSION:
-        raise SchemaError(f"{path}: results.json schema {version}; this code reads schema {SCHEMA_VERSION} "
-                          f"only ({'a newer mia wrote it' if version > SCHEMA_VERSION else 'run the job again'})")
+        raise SchemaError(
+            f"{path}: results.json schema {version}; this code reads schema {SCHEMA_VERSION} "
+            f"only ({'a newer mia wrote it' if version > SCHEMA_VERSION else 'run the job again'})"
+        )
     return record
 
 
 def attack_metrics(results: dict) -> dict:
     """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its comparison
     with CSA or its calibrated thresholds."""
-    return {name: {k: v for k, v in entry.items() if k in METRIC_KEYS} for name, entry in results["attacks"].items()}
+    return {
+        name: {k: v for k, v in entry.items() if k in METRIC_KEYS}
+        for name, entry in results["attacks"].items()
+    }
 
 
 def privacy_summary(results: dict) -> dict:

@@ -15,6 +15,7 @@ The columns up to `cos` are always there, in that order; every further column is
 checks the version and refuses a newer file than it knows. Written by mia.pipeline, read by the sweep
 report (which recomputes every metric from it) and by anyone combining attacks.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,8 +39,10 @@ def check_aligned(name: str, member_scores, nonmember_scores, sizes: dict):
     {set name: number of pairs}; the order within a set is the features' by contract (AttackResult)."""
     for set_name, got in ((MEMBER_EVAL, member_scores), (NONMEMBER_EVAL, nonmember_scores)):
         if np.ndim(got) != 1 or len(got) != sizes[set_name]:
-            raise ValueError(f"attack.{name}: {np.shape(got)} scores for the {sizes[set_name]} pairs of "
-                             f"{set_name}; an attack must return one score per pair, in the features' order")
+            raise ValueError(
+                f"attack.{name}: {np.shape(got)} scores for the {sizes[set_name]} pairs of "
+                f"{set_name}; an attack must return one score per pair, in the features' order"
+            )
 
 
 def frame(features: dict, captions: dict, attack_scores: dict) -> pd.DataFrame:
@@ -51,7 +54,9 @@ def frame(features: dict, captions: dict, attack_scores: dict) -> pd.DataFrame:
         if len(captions[s]) != sizes[s]:
             raise ValueError(f"{len(captions[s])} captions for the {sizes[s]} pairs of {s}")
     columns = {
-        "uid": np.concatenate([np.asarray(features[s].uids, dtype=str) for s in SCORED]).astype(object),
+        "uid": np.concatenate([np.asarray(features[s].uids, dtype=str) for s in SCORED]).astype(
+            object
+        ),
         "set": np.repeat(np.array(SCORED, dtype=object), [sizes[s] for s in SCORED]),
         "label": np.repeat(np.array([1, 0], dtype=np.int8), [sizes[s] for s in SCORED]),
         "caption": np.array([str(c) for s in SCORED for c in captions[s]], dtype=object),
@@ -59,17 +64,27 @@ def frame(features: dict, captions: dict, attack_scores: dict) -> pd.DataFrame:
     }
     for name, (member, nonmember) in attack_scores.items():
         if name in FIXED or name == EXPOSURE:
-            raise ValueError(f"attack.{name}: the name is a fixed column of {FILENAME}; rename the attack "
-                             f"(names taken: {', '.join(FIXED + (EXPOSURE,))})")
+            raise ValueError(
+                f"attack.{name}: the name is a fixed column of {FILENAME}; rename the attack "
+                f"(names taken: {', '.join(FIXED + (EXPOSURE,))})"
+            )
         check_aligned(name, member, nonmember, sizes)
-        columns[name] = np.concatenate([np.asarray(member, dtype=np.float64), np.asarray(nonmember, dtype=np.float64)])
+        columns[name] = np.concatenate(
+            [np.asarray(member, dtype=np.float64), np.asarray(nonmember, dtype=np.float64)]
+        )
     return pd.DataFrame(columns)
 
 
 def _schema(df: pd.DataFrame):
     import pyarrow as pa
 
-    types = {"uid": pa.string(), "set": pa.string(), "label": pa.int8(), "caption": pa.string(), "cos": pa.float64()}
+    types = {
+        "uid": pa.string(),
+        "set": pa.string(),
+        "label": pa.int8(),
+        "caption": pa.string(),
+        "cos": pa.float64(),
+    }
     return pa.schema([(c, types.get(c, pa.float64())) for c in df.columns])
 
 
@@ -78,10 +93,14 @@ def write(path: Path, df: pd.DataFrame) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if tuple(df.columns[:len(FIXED)]) != FIXED:
-        raise ValueError(f"{path}: the first columns must be {list(FIXED)}, got {list(df.columns[:len(FIXED)])}")
+    if tuple(df.columns[: len(FIXED)]) != FIXED:
+        raise ValueError(
+            f"{path}: the first columns must be {list(FIXED)}, got {list(df.columns[: len(FIXED)])}"
+        )
     table = pa.Table.from_pandas(df, schema=_schema(df), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _VERSION_KEY: str(SCHEMA_VERSION).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), _VERSION_KEY: str(SCHEMA_VERSION).encode()}
+    )
     with atomic(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)
@@ -95,11 +114,17 @@ def load(path) -> pd.DataFrame:
     metadata = table.schema.metadata or {}
     version = metadata.get(_VERSION_KEY)
     if version is None:
-        raise ValueError(f"{path}: no {_VERSION_KEY.decode()} in its metadata; not a mia scores file")
+        raise ValueError(
+            f"{path}: no {_VERSION_KEY.decode()} in its metadata; not a mia scores file"
+        )
     if int(version) > SCHEMA_VERSION:
-        raise ValueError(f"{path}: scores schema {int(version)}, newer than this code's {SCHEMA_VERSION}; update mia")
-    if tuple(table.column_names[:len(FIXED)]) != FIXED:
-        raise ValueError(f"{path}: the first columns must be {list(FIXED)}, got {table.column_names[:len(FIXED)]}")
+        raise ValueError(
+            f"{path}: scores schema {int(version)}, newer than this code's {SCHEMA_VERSION}; update mia"
+        )
+    if tuple(table.column_names[: len(FIXED)]) != FIXED:
+        raise ValueError(
+            f"{path}: the first columns must be {list(FIXED)}, got {table.column_names[: len(FIXED)]}"
+        )
     return table.to_pandas()
 
 

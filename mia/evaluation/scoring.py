@@ -1,6 +1,7 @@
 """One way from an attack's scores to its metrics, for the evaluation sets and the canaries alike; each
 attack's paired comparison with CSA, its thresholds calibrated on the known non-members D_no
 (docs/design.md §5), and under data.shift its AUC on the non-members the shift left unswapped (§2.6)."""
+
 from __future__ import annotations
 
 import logging
@@ -17,11 +18,10 @@ from mia.evaluation import metrics
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Scored:
     result: AttackResult
-    metrics: dict     # mia.evaluation.metrics.roc_metrics
+    metrics: dict  # mia.evaluation.metrics.roc_metrics
     seconds: float
 
 
@@ -29,8 +29,11 @@ def score_attack(attack, ctx: AttackContext, n_bootstrap: int, seed: int) -> Sco
     """Run `attack` on `ctx` and measure its scores against the membership labels."""
     t0 = time.time()
     res = attack(ctx)
-    m = metrics.roc_metrics(*metrics.labelled(res.member_scores, res.nonmember_scores), n_bootstrap=n_bootstrap,
-                            seed=seed)
+    m = metrics.roc_metrics(
+        *metrics.labelled(res.member_scores, res.nonmember_scores),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
     return Scored(res, m, time.time() - t0)
 
 
@@ -39,13 +42,20 @@ def score_attack(attack, ctx: AttackContext, n_bootstrap: int, seed: int) -> Sco
 # pairs, so a threshold set on them is flagged threshold_from_training_pairs.
 FITS_ON_KNOWN = frozenset({"gradnorm", "paramgrad"})
 # Attacks whose D_no scores cannot be had without changing the attack. No calibrated thresholds for them.
-_TRAINS_ON_KNOWN = ("trains its classifier on D_no and refuses to score a pair it trained on "
-                    "(mia.attacks.weak_supervision.labelled_training_set)")
-NOT_CALIBRATED = {"wsa": _TRAINS_ON_KNOWN, "clmia": _TRAINS_ON_KNOWN,
-                  "blind": "fits a classifier on the evaluation labels (cross-validated): a run with D_no as "
-                           "members scores D_no with another classifier"}
+_TRAINS_ON_KNOWN = (
+    "trains its classifier on D_no and refuses to score a pair it trained on "
+    "(mia.attacks.weak_supervision.labelled_training_set)"
+)
+NOT_CALIBRATED = {
+    "wsa": _TRAINS_ON_KNOWN,
+    "clmia": _TRAINS_ON_KNOWN,
+    "blind": "fits a classifier on the evaluation labels (cross-validated): a run with D_no as "
+    "members scores D_no with another classifier",
+}
 # tests/evaluation/test_scoring.py checks that every attack module reading D_no is in one of the two.
-SHADOWS_SKIPPED = "trains shadow models whose pool holds member_eval: scoring D_no would need shadows of its own"
+SHADOWS_SKIPPED = (
+    "trains shadow models whose pool holds member_eval: scoring D_no would need shadows of its own"
+)
 
 
 def csa_scores(ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +66,17 @@ def csa_scores(ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:
 
 def compare_with_csa(result: AttackResult, ctx: AttackContext, n_bootstrap: int, seed: int) -> dict:
     """vs_csa: metrics.paired_comparison of the attack (A) against CSA (B) on the same evaluation pairs."""
-    return metrics.paired_comparison((result.member_scores, result.nonmember_scores), csa_scores(ctx),
-                                     n_bootstrap=n_bootstrap, seed=seed)
+    return metrics.paired_comparison(
+        (result.member_scores, result.nonmember_scores),
+        csa_scores(ctx),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
 
 
-def unshifted(scores: tuple, swapped: np.ndarray, csa: tuple | None, n_bootstrap: int, seed: int) -> dict:
+def unshifted(
+    scores: tuple, swapped: np.ndarray, csa: tuple | None, n_bootstrap: int, seed: int
+) -> dict:
     """An attack's AUC on the non-members data.shift left as they were (docs/design.md §2.6): `scores` are its
     (member, non-member) scores, `swapped` marks the non-members whose image or caption was swapped, `csa`
     CSA's scores of the same pairs (None for csa itself). auc_unshifted with its 95% interval (members
@@ -76,11 +92,17 @@ def unshifted(scores: tuple, swapped: np.ndarray, csa: tuple | None, n_bootstrap
         out["vs_csa_unshifted"] = None
     if not kept.any():
         return out
-    m = metrics.roc_metrics(*metrics.labelled(member, nonmember[kept]), n_bootstrap=n_bootstrap, seed=seed)
+    m = metrics.roc_metrics(
+        *metrics.labelled(member, nonmember[kept]), n_bootstrap=n_bootstrap, seed=seed
+    )
     out["auc_unshifted"], out["auc_unshifted_ci95"] = m["auc"], m["auc_ci95"]
     if csa is not None:
         out["vs_csa_unshifted"] = metrics.paired_comparison(
-            (member, nonmember[kept]), (csa[0], np.asarray(csa[1])[kept]), n_bootstrap=n_bootstrap, seed=seed)
+            (member, nonmember[kept]),
+            (csa[0], np.asarray(csa[1])[kept]),
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
     return out
 
 
@@ -100,25 +122,41 @@ def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, s
     fitted = attack.name in FITS_ON_KNOWN
     if attack.per_pair:
         return np.asarray(attack.score_set(ctx, NONMEMBER_KNOWN)), fitted, None
-    return np.asarray(attack(ctx.with_members(ctx.features[NONMEMBER_KNOWN])).member_scores), fitted, None
+    return (
+        np.asarray(attack(ctx.with_members(ctx.features[NONMEMBER_KNOWN])).member_scores),
+        fitted,
+        None,
+    )
 
 
-def calibrate(attack, result: AttackResult, ctx: AttackContext, targets=(1e-2, 1e-3)) -> tuple[list | None, str | None]:
+def calibrate(
+    attack, result: AttackResult, ctx: AttackContext, targets=(1e-2, 1e-3)
+) -> tuple[list | None, str | None]:
     """(calibrated, why not): metrics.calibrated_thresholds of the attack's D_no scores, applied to its
     evaluation scores, each entry with threshold_from_training_pairs; (None, reason) where it has none."""
     known, fitted, why = known_scores(attack, ctx)
     if known is None:
         return None, why
-    entries = metrics.calibrated_thresholds(known, result.member_scores, result.nonmember_scores, targets)
+    entries = metrics.calibrated_thresholds(
+        known, result.member_scores, result.nonmember_scores, targets
+    )
     return [{**e, "threshold_from_training_pairs": fitted} for e in entries], None
 
 
-def score_canaries(attacks, ctx: AttackContext, canaries: Canaries, canary_features, n_bootstrap: int) -> dict:
+def score_canaries(
+    attacks, ctx: AttackContext, canaries: Canaries, canary_features, n_bootstrap: int
+) -> dict:
     """{"count", "copies", "attacks": {name: {"copies=<c>": metrics}}, "skipped": {name: why}}. Each group
     is scored like member_eval, against the same non-members: every attack is run again with the group
     in member_eval's place. Attacks that train shadow models are skipped: their reference pool holds
     member_eval, so another member set would need shadows of its own."""
-    out = {"count": canaries.count, "copies": list(canaries.groups), "attacks": {}, "skipped": {}, "seconds": {}}
+    out = {
+        "count": canaries.count,
+        "copies": list(canaries.groups),
+        "attacks": {},
+        "skipped": {},
+        "seconds": {},
+    }
     row = {u: i for i, u in enumerate(canary_features.uids)}
     for name, attack in attacks.items():
         if attack.needs_shadows:
@@ -130,8 +168,16 @@ def score_canaries(attacks, ctx: AttackContext, canaries: Canaries, canary_featu
                 idx = np.array([row[u] for u in group])
                 f = canary_features
                 sub = ctx.with_members(type(f)(f.uids[idx], f.image[idx], f.text[idx], f.cos[idx]))
-                m = per_copy[f"copies={c}"] = score_attack(attack, sub, n_bootstrap, ctx.seed).metrics
-                log.info("canaries %s, %d copies: AUC %.3f, TPR@1%%FPR %.3f", name, c, m["auc"], m["tpr_at_fpr_1e-2"])
+                m = per_copy[f"copies={c}"] = score_attack(
+                    attack, sub, n_bootstrap, ctx.seed
+                ).metrics
+                log.info(
+                    "canaries %s, %d copies: AUC %.3f, TPR@1%%FPR %.3f",
+                    name,
+                    c,
+                    m["auc"],
+                    m["tpr_at_fpr_1e-2"],
+                )
         except NotApplicable as why:
             out["skipped"][name] = str(why)
             continue

@@ -5,6 +5,7 @@ nothing leaks nothing, so every audit reports these beside its attacks.
 Both read the released embeddings (the feature store after the defense's `release`), so an
 output-perturbation defense costs utility exactly as it costs the attacks.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,15 +17,23 @@ from mia.data import synthetic
 from mia.data.splits import NONMEMBER_EVAL, NONMEMBER_KNOWN
 
 KS = (1, 5, 10)
-RETRIEVAL_POOL = NONMEMBER_EVAL             # the fixed candidate pool: held-out, scored by every attack
-ATTRIBUTE_SETS = (NONMEMBER_EVAL, NONMEMBER_KNOWN)  # held-out pairs whose captions name their attributes
+RETRIEVAL_POOL = NONMEMBER_EVAL  # the fixed candidate pool: held-out, scored by every attack
+ATTRIBUTE_SETS = (
+    NONMEMBER_EVAL,
+    NONMEMBER_KNOWN,
+)  # held-out pairs whose captions name their attributes
 COLOURS, SHAPES, SIZES = tuple(synthetic.COLOURS["iid"]), synthetic.SHAPES, tuple(synthetic.SIZES)
 # The caption grammar's first object: "a {size} {colour} {shape} on the {pos}" (mia/data/synthetic.py)
-_FIRST = re.compile(rf"^a ({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) (?:on|in) the ")
+_FIRST = re.compile(
+    rf"^a ({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) (?:on|in) the "
+)
 # The caption grammar's own words for one object, nothing else (mia/data/synthetic.py)
 PROMPT = "a {size} {colour} {shape} {prep} the {pos} on a {bg} background"
-POSITIONS = tuple(synthetic.position_name(r, c) for r in range(len(synthetic.ROWS))
-                  for c in range(len(synthetic.COLS)))
+POSITIONS = tuple(
+    synthetic.position_name(r, c)
+    for r in range(len(synthetic.ROWS))
+    for c in range(len(synthetic.COLS))
+)
 
 
 def prompts() -> tuple[list[str], np.ndarray]:
@@ -36,8 +45,16 @@ def prompts() -> tuple[list[str], np.ndarray]:
             for hi, h in enumerate(SHAPES):
                 for pi, pos in enumerate(POSITIONS):
                     bg = COLOURS[(ci + 1 + (pi + hi) % (len(COLOURS) - 1)) % len(COLOURS)]
-                    out.append(PROMPT.format(size=s, colour=c, shape=h, prep="in" if pos == "center" else "on",
-                                             pos=pos, bg=bg))
+                    out.append(
+                        PROMPT.format(
+                            size=s,
+                            colour=c,
+                            shape=h,
+                            prep="in" if pos == "center" else "on",
+                            pos=pos,
+                            bg=bg,
+                        )
+                    )
                     labels.append((ci, hi))
     return out, np.array(labels)
 
@@ -47,8 +64,8 @@ def recall_at_k(image: np.ndarray, text: np.ndarray, ks=KS) -> dict:
     A tie with the partner counts against it, so a constant model scores 0, not 1."""
     sims = image.astype(np.float64) @ text.astype(np.float64).T
     diag = np.diag(sims)
-    i2t_rank = (sims >= diag[:, None]).sum(1) - 1   # captions scoring at least the partner's
-    t2i_rank = (sims >= diag[None, :]).sum(0) - 1   # images scoring at least the partner's
+    i2t_rank = (sims >= diag[:, None]).sum(1) - 1  # captions scoring at least the partner's
+    t2i_rank = (sims >= diag[None, :]).sum(0) - 1  # images scoring at least the partner's
     n = len(diag)
     out = {"pool": RETRIEVAL_POOL, "pool_size": n}
     for k in ks:
@@ -75,12 +92,21 @@ def class_embeddings(model, tokenizer, release=None) -> dict:
     them (keyed by prompt, so a prompt always gets the same answer)."""
     texts, labels = prompts()
     device = next(model.parameters()).device
-    emb = np.concatenate([model.encode_text(tokenizer(texts[i:i + 512]).to(device), normalize=True).float().cpu()
-                          .numpy() for i in range(0, len(texts), 512)])
+    emb = np.concatenate(
+        [
+            model.encode_text(tokenizer(texts[i : i + 512]).to(device), normalize=True)
+            .float()
+            .cpu()
+            .numpy()
+            for i in range(0, len(texts), 512)
+        ]
+    )
     if release is not None:
         emb = release(emb, [f"prompt:{p}" for p in texts])
-    out = {"colour": np.stack([emb[labels[:, 0] == i].mean(0) for i in range(len(COLOURS))]),
-           "shape": np.stack([emb[labels[:, 1] == i].mean(0) for i in range(len(SHAPES))])}
+    out = {
+        "colour": np.stack([emb[labels[:, 0] == i].mean(0) for i in range(len(COLOURS))]),
+        "shape": np.stack([emb[labels[:, 1] == i].mean(0) for i in range(len(SHAPES))]),
+    }
     return {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in out.items()}
 
 
@@ -93,7 +119,9 @@ def attribute_accuracy(image: np.ndarray, labels: list, classes: dict) -> dict:
         pred = (image @ classes[attribute].T).argmax(1)
         out[f"{attribute}_acc"] = float((pred == truth).mean())
         out[f"{attribute}_chance"] = 1 / len(names)
-        out[f"{attribute}_majority"] = float(np.bincount(truth, minlength=len(names)).max() / len(truth))
+        out[f"{attribute}_majority"] = float(
+            np.bincount(truth, minlength=len(names)).max() / len(truth)
+        )
     return out
 
 
@@ -103,20 +131,35 @@ def measure(features: dict, captions: dict | None, model, tokenizer, release=Non
     pool = features[RETRIEVAL_POOL]
     out = {"retrieval": recall_at_k(pool.image, pool.text), "attributes": None}
     if captions:
-        rows = [(name, i, parse_attributes(c)) for name in ATTRIBUTE_SETS for i, c in enumerate(captions[name])]
+        rows = [
+            (name, i, parse_attributes(c))
+            for name in ATTRIBUTE_SETS
+            for i, c in enumerate(captions[name])
+        ]
         rows = [r for r in rows if r[2] is not None]
         if rows:
             image = np.stack([features[name].image[i] for name, i, _ in rows])
             model.eval()
-            out["attributes"] = {"sets": list(ATTRIBUTE_SETS), "prompt": PROMPT,
-                                 **attribute_accuracy(image, [r[2] for r in rows],
-                                                      class_embeddings(model, tokenizer, release))}
+            out["attributes"] = {
+                "sets": list(ATTRIBUTE_SETS),
+                "prompt": PROMPT,
+                **attribute_accuracy(
+                    image, [r[2] for r in rows], class_embeddings(model, tokenizer, release)
+                ),
+            }
     return out
 
 
 def summary(utility: dict) -> dict:
     """Flat scalars for W&B and the sweep report: utility/<key>."""
-    flat = {f"utility/{k}": v for k, v in utility["retrieval"].items() if isinstance(v, (int, float))}
-    flat.update({f"utility/{k}": v for k, v in (utility.get("attributes") or {}).items()
-                 if isinstance(v, (int, float))})
+    flat = {
+        f"utility/{k}": v for k, v in utility["retrieval"].items() if isinstance(v, (int, float))
+    }
+    flat.update(
+        {
+            f"utility/{k}": v
+            for k, v in (utility.get("attributes") or {}).items()
+            if isinstance(v, (int, float))
+        }
+    )
     return flat

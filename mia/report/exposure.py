@@ -3,6 +3,7 @@ each job's K members of highest score, the overlap of those sets between the tra
 condition and from one N to the next at the same seed, each against a permutation null; what the
 members exposed at every seed share, from their captions; and the TPR at 0.1% FPR at the largest N,
 as results.json reports it (exposure.json, and a section of report.md)."""
+
 from __future__ import annotations
 
 import re
@@ -17,27 +18,47 @@ from mia.report.rows import scores_table
 from mia.report.stats import IDENTITY
 
 FILENAME = "exposure.json"
-ATTACK = "csa"     # whose scores rank the members, by default
-K = 50             # the most exposed members of a job
-DRAWS = 2000       # random K-subsets behind each permutation null
-RARE_SHARE = 0.01  # a word is rare in at most this share of a job's scored captions (and at least one)
+ATTACK = "csa"  # whose scores rank the members, by default
+K = 50  # the most exposed members of a job
+DRAWS = 2000  # random K-subsets behind each permutation null
+RARE_SHARE = (
+    0.01  # a word is rare in at most this share of a job's scored captions (and at least one)
+)
 # Per-pair attributes scores.parquet cannot give: the images are not in it.
-UNAVAILABLE = ("image content: scores.parquet holds each pair's uid, caption and scores, not its image",)
+UNAVAILABLE = (
+    "image content: scores.parquet holds each pair's uid, caption and scores, not its image",
+)
 
 
-def analyse(rows, attack: str = ATTACK, k: int = K, draws: int = DRAWS, seed: int = 0) -> dict | None:
+def analyse(
+    rows, attack: str = ATTACK, k: int = K, draws: int = DRAWS, seed: int = 0
+) -> dict | None:
     """exposure.json's content, or None where no two jobs can be compared (every comparison needs more
     than k members scored by both jobs, on i.i.d. non-members without shift, by `attack`)."""
-    jobs = [r for r in rows if r["nonmembers"] == "iid" and not r["shift"]
-            and scores_table(r) is not None and attack in scores_table(r).columns]
+    jobs = [
+        r
+        for r in rows
+        if r["nonmembers"] == "iid"
+        and not r["shift"]
+        and scores_table(r) is not None
+        and attack in scores_table(r).columns
+    ]
     rng = np.random.default_rng(seed)
     seeds, persistent = across_seeds(jobs, attack, k, draws, rng)
     sizes = across_sizes(jobs, attack, k, draws, rng)
     if not seeds and not sizes:
         return None
-    return {"attack": attack, "k": k, "draws": draws, "seed": seed, "across_seeds": seeds,
-            "across_sizes": sizes, "persistent": persistent, "attributes_unavailable": list(UNAVAILABLE),
-            "tpr_at_fpr_1e-3_at_largest_n": low_fpr_at_largest_n(jobs, attack)}
+    return {
+        "attack": attack,
+        "k": k,
+        "draws": draws,
+        "seed": seed,
+        "across_seeds": seeds,
+        "across_sizes": sizes,
+        "persistent": persistent,
+        "attributes_unavailable": list(UNAVAILABLE),
+        "tpr_at_fpr_1e-3_at_largest_n": low_fpr_at_largest_n(jobs, attack),
+    }
 
 
 def members(table) -> set:
@@ -59,17 +80,27 @@ def mean_overlap(sets) -> float:
 def null_overlaps(n: int, k: int, n_sets: int, draws: int, rng) -> np.ndarray:
     """The mean pairwise overlap of n_sets independent random k-subsets of n items, `draws` times: what
     the overlap of top-k sets would be if the ranking were chance."""
-    picks = np.stack([[rng.choice(n, k, replace=False) for _ in range(n_sets)] for _ in range(draws)])
-    return np.mean([(picks[:, a, :, None] == picks[:, b, None, :]).sum(axis=(1, 2))
-                    for a, b in combinations(range(n_sets), 2)], axis=0)
+    picks = np.stack(
+        [[rng.choice(n, k, replace=False) for _ in range(n_sets)] for _ in range(draws)]
+    )
+    return np.mean(
+        [
+            (picks[:, a, :, None] == picks[:, b, None, :]).sum(axis=(1, 2))
+            for a, b in combinations(range(n_sets), 2)
+        ],
+        axis=0,
+    )
 
 
 def against_null(tops, n: int, k: int, draws: int, rng) -> dict:
     """The observed mean pairwise overlap of the top-k sets `tops`, drawn from n shared members, the null's
     mean and the one-sided permutation p-value of an overlap at least as large."""
     observed, null = mean_overlap(tops), null_overlaps(n, k, len(tops), draws, rng)
-    return {"overlap": observed, "null_mean": float(null.mean()),
-            "p_value": float((1 + (null >= observed).sum()) / (1 + draws))}
+    return {
+        "overlap": observed,
+        "null_mean": float(null.mean()),
+        "p_value": float((1 + (null >= observed).sum()) / (1 + draws)),
+    }
 
 
 def _condition(r) -> dict:
@@ -91,10 +122,18 @@ def across_seeds(jobs, attack, k, draws, rng) -> tuple[list[dict], list[dict]]:
         head = {**_condition(rs[0]), "seeds": [r["seed"] for r in rs], "n_shared": len(shared)}
         overlaps.append({**head, **against_null(tops, len(shared), k, draws, rng)})
         always = set.intersection(*tops)
-        persistent.append({**head, "uids": sorted(always), "n": len(always),
-                           "chance": len(shared) * (k / len(shared)) ** len(rs),  # E|intersection| of random sets
-                           "attributes": compare_attributes(caption_attributes(scores_table(rs[0])), always,
-                                                            shared)})
+        persistent.append(
+            {
+                **head,
+                "uids": sorted(always),
+                "n": len(always),
+                "chance": len(shared)
+                * (k / len(shared)) ** len(rs),  # E|intersection| of random sets
+                "attributes": compare_attributes(
+                    caption_attributes(scores_table(rs[0])), always, shared
+                ),
+            }
+        )
     return overlaps, persistent
 
 
@@ -112,8 +151,15 @@ def across_sizes(jobs, attack, k, draws, rng) -> list[dict]:
             if len(shared) <= k:
                 continue
             tops = [top_members(scores_table(r), attack, shared, k) for r in (a, b)]
-            out.append({**_condition(a), "seed": a["seed"], "to_size": b["size"], "n_shared": len(shared),
-                        **against_null(tops, len(shared), k, draws, rng)})
+            out.append(
+                {
+                    **_condition(a),
+                    "seed": a["seed"],
+                    "to_size": b["size"],
+                    "n_shared": len(shared),
+                    **against_null(tops, len(shared), k, draws, rng),
+                }
+            )
     return out
 
 
@@ -125,8 +171,10 @@ def caption_attributes(table) -> dict:
     words = {uid: re.findall(r"\w+", c.lower()) for uid, c in captions.items()}
     df = Counter(w for ws in words.values() for w in set(ws))
     rare = max(1, int(RARE_SHARE * len(captions)))
-    return {"caption_words": {uid: len(c.split()) for uid, c in captions.items()},
-            "rare_words": {uid: sum(df[w] <= rare for w in set(ws)) for uid, ws in words.items()}}
+    return {
+        "caption_words": {uid: len(c.split()) for uid, c in captions.items()},
+        "rare_words": {uid: sum(df[w] <= rare for w in set(ws)) for uid, ws in words.items()},
+    }
 
 
 def compare_attributes(attributes, chosen: set, among: set) -> dict:
@@ -139,8 +187,11 @@ def compare_attributes(attributes, chosen: set, among: set) -> dict:
         p = None
         if a.size and b.size and np.ptp(np.r_[a, b]) > 0:
             p = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
-        out[name] = {"chosen_mean": float(a.mean()) if a.size else None,
-                     "others_mean": float(b.mean()) if b.size else None, "p_value": p}
+        out[name] = {
+            "chosen_mean": float(a.mean()) if a.size else None,
+            "others_mean": float(b.mean()) if b.size else None,
+            "p_value": p,
+        }
     return out
 
 
@@ -151,10 +202,19 @@ def low_fpr_at_largest_n(jobs, attack) -> list[dict]:
         return []
     largest = max(r["size"] for r in jobs)
     out = []
-    for r in sorted((r for r in jobs if r["size"] == largest), key=lambda r: (r["epochs"], r["seed"])):
+    for r in sorted(
+        (r for r in jobs if r["size"] == largest), key=lambda r: (r["epochs"], r["seed"])
+    ):
         m = results.attack_metrics(r["_results"])[attack]
-        out.append({**_condition(r), "seed": r["seed"], "tpr": m["tpr_at_fpr_1e-3"],
-                    "ci95": m["tpr_at_fpr_1e-3_ci95"], "resolved": m["low_fpr_resolved"]["1e-3"]})
+        out.append(
+            {
+                **_condition(r),
+                "seed": r["seed"],
+                "tpr": m["tpr_at_fpr_1e-3"],
+                "ci95": m["tpr_at_fpr_1e-3_ci95"],
+                "resolved": m["low_fpr_resolved"]["1e-3"],
+            }
+        )
     return out
 
 
@@ -163,37 +223,60 @@ def markdown(exposure) -> list[str]:
     if exposure is None:
         return []
     k, attack = exposure["k"], exposure["attack"]
-    md = ["## Exposure: the same members every time?", "",
-          f"Each job's {k} members of highest {attack} score, among the members both jobs scored. Overlap: the "
-          f"mean number shared by two jobs; chance: the mean over {exposure['draws']} random {k}-subsets; p: "
-          "one-sided permutation p-value of an overlap at least as large (docs/design.md §6.8).", ""]
+    md = [
+        "## Exposure: the same members every time?",
+        "",
+        f"Each job's {k} members of highest {attack} score, among the members both jobs scored. Overlap: the "
+        f"mean number shared by two jobs; chance: the mean over {exposure['draws']} random {k}-subsets; p: "
+        "one-sided permutation p-value of an overlap at least as large (docs/design.md §6.8).",
+        "",
+    ]
     if exposure["across_seeds"]:
-        md += [f"| N | T | seeds | members | overlap | chance | p | in every seed's top {k} | chance |",
-               "|---|---|---|---|---|---|---|---|---|"]
+        md += [
+            f"| N | T | seeds | members | overlap | chance | p | in every seed's top {k} | chance |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for o, p in zip(exposure["across_seeds"], exposure["persistent"]):
-            md.append(f"| {o['size']} | {o['epochs']} | {len(o['seeds'])} | {o['n_shared']} | {o['overlap']:.1f} | "
-                      f"{o['null_mean']:.1f} | {o['p_value']:.3g} | {p['n']} | {p['chance']:.1f} |")
+            md.append(
+                f"| {o['size']} | {o['epochs']} | {len(o['seeds'])} | {o['n_shared']} | {o['overlap']:.1f} | "
+                f"{o['null_mean']:.1f} | {o['p_value']:.3g} | {p['n']} | {p['chance']:.1f} |"
+            )
         md.append("")
     if exposure["across_sizes"]:
-        md += ["| T | seed | N -> next N | members | overlap | chance | p |", "|---|---|---|---|---|---|---|"]
+        md += [
+            "| T | seed | N -> next N | members | overlap | chance | p |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for o in exposure["across_sizes"]:
-            md.append(f"| {o['epochs']} | {o['seed']} | {o['size']} -> {o['to_size']} | {o['n_shared']} | "
-                      f"{o['overlap']:.1f} | {o['null_mean']:.1f} | {o['p_value']:.3g} |")
+            md.append(
+                f"| {o['epochs']} | {o['seed']} | {o['size']} -> {o['to_size']} | {o['n_shared']} | "
+                f"{o['overlap']:.1f} | {o['null_mean']:.1f} | {o['p_value']:.3g} |"
+            )
         md.append("")
     for p in exposure["persistent"]:
         if not p["n"]:
             continue
-        cells = "; ".join(f"{name.replace('_', ' ')} {a['chosen_mean']:.2f} against {a['others_mean']:.2f}"
-                          + ("" if a["p_value"] is None else f" (Mann-Whitney p {a['p_value']:.3g})")
-                          for name, a in p["attributes"].items())
-        md.append(f"- N={p['size']}, T={p['epochs']}: the {p['n']} members in every seed's top {k} against the "
-                  f"other members: {cells}")
+        cells = "; ".join(
+            f"{name.replace('_', ' ')} {a['chosen_mean']:.2f} against {a['others_mean']:.2f}"
+            + ("" if a["p_value"] is None else f" (Mann-Whitney p {a['p_value']:.3g})")
+            for name, a in p["attributes"].items()
+        )
+        md.append(
+            f"- N={p['size']}, T={p['epochs']}: the {p['n']} members in every seed's top {k} against the "
+            f"other members: {cells}"
+        )
     md.append(f"- not available: {'; '.join(exposure['attributes_unavailable'])}")
     rows = exposure["tpr_at_fpr_1e-3_at_largest_n"]
     if rows:
-        md += ["", f"{attack} TPR at 0.1% FPR at the largest N ({rows[0]['size']}), as each job reports it:", ""]
+        md += [
+            "",
+            f"{attack} TPR at 0.1% FPR at the largest N ({rows[0]['size']}), as each job reports it:",
+            "",
+        ]
         for r in rows:
             ci = "" if r["ci95"] is None else f" [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]"
-            md.append(f"- T={r['epochs']}, seed {r['seed']}: {r['tpr']:.4f}{ci}"
-                      + ("" if r["resolved"] else " (unresolved: fewer than 10 false positives allowed)"))
+            md.append(
+                f"- T={r['epochs']}, seed {r['seed']}: {r['tpr']:.4f}{ci}"
+                + ("" if r["resolved"] else " (unresolved: fewer than 10 false positives allowed)")
+            )
     return md

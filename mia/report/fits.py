@@ -1,5 +1,6 @@
 """The sweep report's scaling fits (docs/design.md §6.4): log10 gap on log10 N at each fixed T, and on
 log10 T at each fixed N, over the points in the fitted regime, with a bootstrap interval on the slope."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,10 @@ from mia.report.stats import point_series, seed_mean_gap_table
 
 # When a point of a scaling curve is left out of the fit (docs/design.md §6.4). Both are properties of
 # the point itself, fixed before looking at the slope.
-SATURATED_AUC = 0.95   # Gaussian AUC from the gap at or above this: members sit at the model's ceiling
-NOISY_REL_CI = 0.5     # half-width of the gap's 95% interval above this fraction of the gap: noise
+SATURATED_AUC = (
+    0.95  # Gaussian AUC from the gap at or above this: members sit at the model's ceiling
+)
+NOISY_REL_CI = 0.5  # half-width of the gap's 95% interval above this fraction of the gap: noise
 
 
 def left_out(p) -> str | None:
@@ -19,8 +22,10 @@ def left_out(p) -> str | None:
     if mean <= 0:
         return "non-positive gap"
     if p["gaussian_auc"] >= SATURATED_AUC:
-        return (f"saturated: Gaussian AUC {p['gaussian_auc']:.3f} >= {SATURATED_AUC} (members at the "
-                "model's ceiling)")
+        return (
+            f"saturated: Gaussian AUC {p['gaussian_auc']:.3f} >= {SATURATED_AUC} (members at the "
+            "model's ceiling)"
+        )
     if lo is not None and (lo <= 0 or (hi - lo) / 2 > NOISY_REL_CI * mean):
         return f"noisy: 95% CI [{lo:.4g}, {hi:.4g}] is wider than +-{NOISY_REL_CI:.0%} of the gap"
     return None
@@ -34,26 +39,43 @@ def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
         for name, series in point_series(pts, x).items():
             reasons = [left_out(p) for p in series]
             keep = [p for p, why in zip(series, reasons) if why is None]
-            excluded = [{"x": float(p[x]), "y": p["gap_mean"], "reason": why} for p, why in zip(series, reasons)
-                        if why is not None]
+            excluded = [
+                {"x": float(p[x]), "y": p["gap_mean"], "reason": why}
+                for p, why in zip(series, reasons)
+                if why is not None
+            ]
             xs, gaps = [p[x] for p in keep], [p["gap_mean"] for p in keep]
             try:
                 if len(keep) >= 2 and n_bootstrap and all(p["_cos"] is not None for p in keep):
                     reps = seed_mean_gap_table([p["_cos"] for p in keep], n_bootstrap, seed)
                     fit = bootstrap_loglog_slope(xs, reps, gaps)
                 else:  # a job's scores.parquet failed the check, or n_bootstrap=0: a t-interval through the means
-                    fit = {**fit_loglog(xs, gaps), "method": "OLS t-interval through the seed means"}
+                    fit = {
+                        **fit_loglog(xs, gaps),
+                        "method": "OLS t-interval through the seed means",
+                    }
                     fit.pop("excluded")
                 lo, hi = fit["slope_ci95"]
                 fit["contains_expected"] = None if lo is None else bool(lo <= expected <= hi)
             except ValueError as err:
                 fit = {"error": str(err)}
             pos = [p for p in series if p["gap_mean"] > 0]
-            local = [{"from": a[x], "to": b[x], "slope": float(np.log10(b["gap_mean"] / a["gap_mean"]) /
-                                                                 np.log10(b[x] / a[x]))}
-                     for a, b in zip(pos, pos[1:])]
-            out[name] = {**fit, "x": x, "fitted_x": xs, "excluded": excluded, "local_slopes": local,
-                         "expected_slope": expected}
+            local = [
+                {
+                    "from": a[x],
+                    "to": b[x],
+                    "slope": float(np.log10(b["gap_mean"] / a["gap_mean"]) / np.log10(b[x] / a[x])),
+                }
+                for a, b in zip(pos, pos[1:])
+            ]
+            out[name] = {
+                **fit,
+                "x": x,
+                "fitted_x": xs,
+                "excluded": excluded,
+                "local_slopes": local,
+                "expected_slope": expected,
+            }
     return out
 
 
@@ -69,8 +91,15 @@ def fit_loglog(x, y) -> dict:
         raise ValueError(f"x ({x.size}) and y ({y.size}) differ in length")
     excluded = []
     for xi, yi in zip(x, y):
-        reason = ("non-finite value" if not (np.isfinite(xi) and np.isfinite(yi))
-                  else "non-positive x" if xi <= 0 else "non-positive gap" if yi <= 0 else None)
+        reason = (
+            "non-finite value"
+            if not (np.isfinite(xi) and np.isfinite(yi))
+            else "non-positive x"
+            if xi <= 0
+            else "non-positive gap"
+            if yi <= 0
+            else None
+        )
         if reason:
             excluded.append({"x": float(xi), "y": float(yi), "reason": reason})
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
@@ -86,8 +115,13 @@ def fit_loglog(x, y) -> dict:
         ci = [float(fit.slope - half), float(fit.slope + half)]
     else:
         ci = [None, None]
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "slope_ci95": ci,
-            "n_points": int(lx.size), "excluded": excluded}
+    return {
+        "slope": float(fit.slope),
+        "intercept": float(fit.intercept),
+        "slope_ci95": ci,
+        "n_points": int(lx.size),
+        "excluded": excluded,
+    }
 
 
 def bootstrap_loglog_slope(x, replicates, point) -> dict:
@@ -113,16 +147,30 @@ def bootstrap_loglog_slope(x, replicates, point) -> dict:
     valid = (replicates > 0).all(axis=1)
     n_invalid = int((~valid).sum())
     if n_invalid > 0.05 * len(replicates):
-        raise ValueError(f"{n_invalid} of {len(replicates)} bootstrap replicates have a non-positive gap: "
-                         "the noisiest point cannot be fitted on a log scale")
+        raise ValueError(
+            f"{n_invalid} of {len(replicates)} bootstrap replicates have a non-positive gap: "
+            "the noisiest point cannot be fitted on a log scale"
+        )
     logs = np.log10(replicates[valid]).T
     slopes = np.polyfit(lx, logs, 1)[0]
     lo, hi = np.percentile(slopes, [2.5, 97.5])
-    out = {"slope": float(slope), "intercept": float(intercept), "slope_ci95": [float(lo), float(hi)],
-           "slope_std": float(slopes.std(ddof=1)), "n_points": int(x.size), "n_bootstrap": int(len(replicates)),
-           "n_invalid": n_invalid, "method": "bootstrap over seeds and evaluation pairs",
-           "curvature": None, "curvature_ci95": [None, None]}
-    if x.size >= 3:  # is one line a fair summary? the quadratic term of log10 gap in log10 x, same replicates
+    out = {
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "slope_ci95": [float(lo), float(hi)],
+        "slope_std": float(slopes.std(ddof=1)),
+        "n_points": int(x.size),
+        "n_bootstrap": int(len(replicates)),
+        "n_invalid": n_invalid,
+        "method": "bootstrap over seeds and evaluation pairs",
+        "curvature": None,
+        "curvature_ci95": [None, None],
+    }
+    if (
+        x.size >= 3
+    ):  # is one line a fair summary? the quadratic term of log10 gap in log10 x, same replicates
         out["curvature"] = float(np.polyfit(lx, np.log10(point), 2)[0])
-        out["curvature_ci95"] = [float(v) for v in np.percentile(np.polyfit(lx, logs, 2)[0], [2.5, 97.5])]
+        out["curvature_ci95"] = [
+            float(v) for v in np.percentile(np.polyfit(lx, logs, 2)[0], [2.5, 97.5])
+        ]
     return out

@@ -2,6 +2,7 @@
 (results.json's `analysis.dataset_inference`), recomputed from its scores.parquet with its settings
 only where results.json lacks it, a table per attack and N, and the smallest m reaching the power
 target against N."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -35,14 +36,33 @@ def inference_rows(rows) -> list[dict]:
         for attack in scores.attack_columns(df):
             x = df[attack].to_numpy()
             # the job ran it on these very scores; a rerun costs minutes per attack at K = 5k
-            di = stored.get(attack) or dataset_inference(x[member], x[~member], settings, seed=r["seed"])
-            out.append({"job": r["job"], "size": r["size"], "epochs": r["epochs"], "nonmembers": r["nonmembers"],
-                        "model": r["model"], "params": r["params"], "seed": r["seed"], "attack": attack,
-                        "auc": di["auc"], "smallest_m": di["smallest_m"], "max_m": di["max_m"],
-                        "predicted_m": di["predicted_m"], "fpr": di["fpr"], "fpr_ci_lo": di["fpr_ci95"][0],
-                        "fpr_ci_hi": di["fpr_ci95"][1], "fpr_max": di["fpr_max"], "calibrated": di["calibrated"],
-                        "alpha": di["alpha"], "power_target": di["power_target"],
-                        **{f"power@m={b['m']}": b["power"] for b in di["by_m"]}})
+            di = stored.get(attack) or dataset_inference(
+                x[member], x[~member], settings, seed=r["seed"]
+            )
+            out.append(
+                {
+                    "job": r["job"],
+                    "size": r["size"],
+                    "epochs": r["epochs"],
+                    "nonmembers": r["nonmembers"],
+                    "model": r["model"],
+                    "params": r["params"],
+                    "seed": r["seed"],
+                    "attack": attack,
+                    "auc": di["auc"],
+                    "smallest_m": di["smallest_m"],
+                    "max_m": di["max_m"],
+                    "predicted_m": di["predicted_m"],
+                    "fpr": di["fpr"],
+                    "fpr_ci_lo": di["fpr_ci95"][0],
+                    "fpr_ci_hi": di["fpr_ci95"][1],
+                    "fpr_max": di["fpr_max"],
+                    "calibrated": di["calibrated"],
+                    "alpha": di["alpha"],
+                    "power_target": di["power_target"],
+                    **{f"power@m={b['m']}": b["power"] for b in di["by_m"]},
+                }
+            )
     return out
 
 
@@ -50,30 +70,51 @@ def _m_cell(row) -> str:
     if row["smallest_m"] is not None:
         return str(row["smallest_m"])
     pred = row["predicted_m"]
-    return f"> {row['max_m']} (predicted {pred:.0f})" if pred is not None else f"> {row['max_m']} (none: AUC <= 0.5)"
+    return (
+        f"> {row['max_m']} (predicted {pred:.0f})"
+        if pred is not None
+        else f"> {row['max_m']} (none: AUC <= 0.5)"
+    )
 
 
 def markdown(di_rows) -> list[str]:
     if not di_rows:
         return []
     r0 = di_rows[0]
-    md = ["## Dataset inference", "",
-          f"Sets of m members, and of m non-members, each tested against the other evaluation non-members with a "
-          f"one-sided Mann-Whitney U test at alpha = {r0['alpha']:g} (docs/design.md §5.1). *m for "
-          f"{r0['power_target']:.0%} power*: the smallest m of the grid whose member sets are flagged at least "
-          f"that often; past the grid, the m Noether's approximation predicts from the AUC with unlimited known "
-          "non-members. *non-member FPR*: how often non-member sets were flagged, pooled over the grid, with its "
-          "95% interval; *calibrated*: at most alpha, and no single m significantly above it.", "",
-          "| N | T | non-members | seed | attack | AUC | m for power | non-member FPR (95% CI) | max over m | calibrated |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(di_rows, key=lambda r: (r["nonmembers"], r["epochs"], *attack_order(r["attack"]), r["size"],
-                                            r["seed"])):
-        md.append(f"| {r['size']} | {r['epochs']} | {r['nonmembers']} | {r['seed']} | {r['attack']} | "
-                  f"{r['auc']:.3f} | {_m_cell(r)} | {r['fpr']:.4f} ({r['fpr_ci_lo']:.4f}-{r['fpr_ci_hi']:.4f}) | "
-                  f"{r['fpr_max']:.4f} | {'yes' if r['calibrated'] else 'no'} |")
+    md = [
+        "## Dataset inference",
+        "",
+        f"Sets of m members, and of m non-members, each tested against the other evaluation non-members with a "
+        f"one-sided Mann-Whitney U test at alpha = {r0['alpha']:g} (docs/design.md §5.1). *m for "
+        f"{r0['power_target']:.0%} power*: the smallest m of the grid whose member sets are flagged at least "
+        f"that often; past the grid, the m Noether's approximation predicts from the AUC with unlimited known "
+        "non-members. *non-member FPR*: how often non-member sets were flagged, pooled over the grid, with its "
+        "95% interval; *calibrated*: at most alpha, and no single m significantly above it.",
+        "",
+        "| N | T | non-members | seed | attack | AUC | m for power | non-member FPR (95% CI) | max over m | calibrated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        di_rows,
+        key=lambda r: (
+            r["nonmembers"],
+            r["epochs"],
+            *attack_order(r["attack"]),
+            r["size"],
+            r["seed"],
+        ),
+    ):
+        md.append(
+            f"| {r['size']} | {r['epochs']} | {r['nonmembers']} | {r['seed']} | {r['attack']} | "
+            f"{r['auc']:.3f} | {_m_cell(r)} | {r['fpr']:.4f} ({r['fpr_ci_lo']:.4f}-{r['fpr_ci_hi']:.4f}) | "
+            f"{r['fpr_max']:.4f} | {'yes' if r['calibrated'] else 'no'} |"
+        )
     bad = [r for r in di_rows if not r["calibrated"]]
-    md += ["", f"Non-member sets calibrated in {len(di_rows) - len(bad)} of {len(di_rows)} (job, attack) pairs"
-           + (": not in " + ", ".join(f"{r['job']}/{r['attack']}" for r in bad) if bad else ".")]
+    md += [
+        "",
+        f"Non-member sets calibrated in {len(di_rows) - len(bad)} of {len(di_rows)} (job, attack) pairs"
+        + (": not in " + ", ".join(f"{r['job']}/{r['attack']}" for r in bad) if bad else "."),
+    ]
     return md
 
 
@@ -92,20 +133,35 @@ def plot_m_vs_n(di_rows, path):
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     tagged = len({t for _, t in series}) > 1
-    for i, ((attack, t), by_n) in enumerate(sorted(series.items(), key=lambda kv: (*attack_order(kv[0][0]), kv[0][1]))):
+    for i, ((attack, t), by_n) in enumerate(
+        sorted(series.items(), key=lambda kv: (*attack_order(kv[0][0]), kv[0][1]))
+    ):
         ns = sorted(by_n)
         ms = [float(np.median([m for m, _ in by_n[n]])) for n in ns]
         predicted = [any(p for _, p in by_n[n]) for n in ns]
         colour = f"C{i % 10}"
         ax.plot(ns, ms, color=colour, label=f"{attack}" + (f" (T={t})" if tagged else ""))
-        ax.scatter([n for n, p in zip(ns, predicted) if not p], [m for m, p in zip(ms, predicted) if not p],
-                   color=colour, zorder=3)
-        ax.scatter([n for n, p in zip(ns, predicted) if p], [m for m, p in zip(ms, predicted) if p],
-                   facecolors="none", edgecolors=colour, zorder=3)
+        ax.scatter(
+            [n for n, p in zip(ns, predicted) if not p],
+            [m for m, p in zip(ms, predicted) if not p],
+            color=colour,
+            zorder=3,
+        )
+        ax.scatter(
+            [n for n, p in zip(ns, predicted) if p],
+            [m for m, p in zip(ms, predicted) if p],
+            facecolors="none",
+            edgecolors=colour,
+            zorder=3,
+        )
     r0 = di_rows[0]
-    ax.set(xscale="log", yscale="log", xlabel="training-set size N",
-           ylabel=f"smallest m with {r0['power_target']:.0%} power",
-           title=f"dataset inference at {r0['alpha']:.0%} FPR (hollow: predicted past the grid)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training-set size N",
+        ylabel=f"smallest m with {r0['power_target']:.0%} power",
+        title=f"dataset inference at {r0['alpha']:.0%} FPR (hollow: predicted past the grid)",
+    )
     from matplotlib.ticker import ScalarFormatter
 
     ax.yaxis.set_major_formatter(ScalarFormatter())  # set sizes read as plain numbers

@@ -1,6 +1,7 @@
 """report.md's own tables: one line per point, the scaling fits, each attack's AUC against the shift
 (and on the non-members the shift left unswapped), and each attack's AUC minus the blind baseline's.
 The sections with data of their own (canaries, dataset inference, privacy-utility, checks) write theirs."""
+
 from __future__ import annotations
 
 from mia.evaluation.results import REFERENCE
@@ -14,30 +15,59 @@ def points_table(pts, names):
     ("(unresolved)" where its non-members allow fewer than 10 false positives), and each attack's
     verdict against CSA (vs_csa_cell)."""
     models = len({(p["model"], p["params"]) for p in pts}) > 1  # a capacity sweep: say which model
-    head = ["N", "T", "non-members"] + ["model (parameters)"] * models + \
-           ["seeds", "member / non-member cos", "gap (± seed sd)", "gap 95% CI", "Gaussian AUC", "in fit"] + \
-           [f"{n} AUC (± seed sd) [boot sd]" for n in names] + [f"{n} TPR@1%" for n in names] + \
-           [f"{n} vs CSA: ΔAUC [95% CI]" for n in names if n != REFERENCE]
+    head = (
+        ["N", "T", "non-members"]
+        + ["model (parameters)"] * models
+        + [
+            "seeds",
+            "member / non-member cos",
+            "gap (± seed sd)",
+            "gap 95% CI",
+            "Gaussian AUC",
+            "in fit",
+        ]
+        + [f"{n} AUC (± seed sd) [boot sd]" for n in names]
+        + [f"{n} TPR@1%" for n in names]
+        + [f"{n} vs CSA: ΔAUC [95% CI]" for n in names if n != REFERENCE]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pts:
         lo, hi = p["gap_ci"]
         reason = left_out(p) if p["nonmembers"] == "iid" else "(not i.i.d.)"
-        cells = [str(p["size"]), str(p["epochs"]), p["nonmembers"]] + \
-                [f"{p['model']} ({p['params']})"] * models + [str(p["n_seeds"]), _sides(p), _mean_sd(p, "gap", ".4f"),
-                 "" if lo is None else f"[{lo:.4f}, {hi:.4f}]", f"{p['gaussian_auc']:.3f}",
-                 "yes" if reason is None else f"no: {reason}"]
-        cells += [_mean_sd(p, f"{n}/auc") + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std")
-                                             is not None else "") for n in names]
-        cells += [_mean_sd(p, f"{n}/tpr_at_fpr_1e-2") + ("" if p.get(f"{n}/tpr_at_fpr_1e-2_resolved", True)
-                                                          or p.get(f"{n}/tpr_at_fpr_1e-2_mean") is None
-                                                          else " (unresolved)") for n in names]
+        cells = (
+            [str(p["size"]), str(p["epochs"]), p["nonmembers"]]
+            + [f"{p['model']} ({p['params']})"] * models
+            + [
+                str(p["n_seeds"]),
+                _sides(p),
+                _mean_sd(p, "gap", ".4f"),
+                "" if lo is None else f"[{lo:.4f}, {hi:.4f}]",
+                f"{p['gaussian_auc']:.3f}",
+                "yes" if reason is None else f"no: {reason}",
+            ]
+        )
+        cells += [
+            _mean_sd(p, f"{n}/auc")
+            + (f" [{p[f'{n}/auc_boot_std']:.3f}]" if p.get(f"{n}/auc_boot_std") is not None else "")
+            for n in names
+        ]
+        cells += [
+            _mean_sd(p, f"{n}/tpr_at_fpr_1e-2")
+            + (
+                ""
+                if p.get(f"{n}/tpr_at_fpr_1e-2_resolved", True)
+                or p.get(f"{n}/tpr_at_fpr_1e-2_mean") is None
+                else " (unresolved)"
+            )
+            for n in names
+        ]
         cells += [vs_csa_cell(p, n) for n in names if n != REFERENCE]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def verdict(ci, than: str = "CSA") -> str | None:
-    """"beats CSA" / "below CSA" where the paired 95% interval of the difference excludes 0, "no difference"
+    """ "beats CSA" / "below CSA" where the paired 95% interval of the difference excludes 0, "no difference"
     where it holds 0, None without an interval."""
     lo, hi = ci if ci is not None else (None, None)
     if lo is None or hi is None:
@@ -64,25 +94,47 @@ def fit_lines(fit_results) -> list[str]:
             md.append(f"- **{name}**: no fit ({fit['error']})")
         else:
             lo, hi = fit["slope_ci95"]
-            ci = f"95% CI [{lo:.2f}, {hi:.2f}], {fit['method']}" if lo is not None else "no interval with 2 points"
-            verdict = "" if fit["contains_expected"] is None else \
-                f"; the interval {'contains' if fit['contains_expected'] else 'excludes'} {fit['expected_slope']:+.0f}"
+            ci = (
+                f"95% CI [{lo:.2f}, {hi:.2f}], {fit['method']}"
+                if lo is not None
+                else "no interval with 2 points"
+            )
+            verdict = (
+                ""
+                if fit["contains_expected"] is None
+                else f"; the interval {'contains' if fit['contains_expected'] else 'excludes'} {fit['expected_slope']:+.0f}"
+            )
             xs = ", ".join(f"{v:g}" for v in fit["fitted_x"])
-            md.append(f"- **{name}**: slope {fit['slope']:.3f} ({ci}) over {xs}; the T/N bound predicts about "
-                      f"{fit['expected_slope']:+.0f}{verdict}")
+            md.append(
+                f"- **{name}**: slope {fit['slope']:.3f} ({ci}) over {xs}; the T/N bound predicts about "
+                f"{fit['expected_slope']:+.0f}{verdict}"
+            )
             c_lo, c_hi = fit.get("curvature_ci95", [None, None])
             if c_lo is not None:
                 bends = c_lo > 0 or c_hi < 0
-                md.append(f"  - curvature (quadratic term of log10 gap in log10 x) {fit['curvature']:+.2f}, 95% CI "
-                          f"[{c_lo:+.2f}, {c_hi:+.2f}]: " + ("the points bend, so the slope above averages the "
-                                                            "local slopes below rather than describing each part "
-                                                            "of the curve" if bends else "no bend resolved"))
+                md.append(
+                    f"  - curvature (quadratic term of log10 gap in log10 x) {fit['curvature']:+.2f}, 95% CI "
+                    f"[{c_lo:+.2f}, {c_hi:+.2f}]: "
+                    + (
+                        "the points bend, so the slope above averages the "
+                        "local slopes below rather than describing each part "
+                        "of the curve"
+                        if bends
+                        else "no bend resolved"
+                    )
+                )
         for ex in fit["excluded"]:
             md.append(f"  - left out x={ex['x']:g} (gap {ex['y']:.4g}): {ex['reason']}")
         if fit["local_slopes"]:
-            md.append("  - local slopes over the whole curve: " + ", ".join(
-                f"{s['from']:g}->{s['to']:g}: {s['slope']:.2f}" for s in fit["local_slopes"]))
-    return md or ["No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit."]
+            md.append(
+                "  - local slopes over the whole curve: "
+                + ", ".join(
+                    f"{s['from']:g}->{s['to']:g}: {s['slope']:.2f}" for s in fit["local_slopes"]
+                )
+            )
+    return md or [
+        "No series with at least two values of N (or T) in the i.i.d. condition: nothing to fit."
+    ]
 
 
 def shift_tables(rows, names) -> list[str]:
@@ -94,10 +146,18 @@ def shift_tables(rows, names) -> list[str]:
         attacks = [a for a in names if any(r.get(f"{a}/auc") is not None for r in rs)]
         kept = any("n_unshifted" in r for r in rs)
         head = ["shift"] + ["unshifted non-members"] * kept + attacks
-        md += [f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})", "",
-               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += [
+            f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
         for r in rs:
-            cells = [f"{r['shift']:g}"] + [_n_unshifted(r)] * kept + [_shift_cell(r, a) for a in attacks]
+            cells = (
+                [f"{r['shift']:g}"]
+                + [_n_unshifted(r)] * kept
+                + [_shift_cell(r, a) for a in attacks]
+            )
             md.append("| " + " | ".join(cells) + " |")
         md.append("")
         if kept:
@@ -113,11 +173,18 @@ def _shift_cell(r, a) -> str:
     """'0.812 ± 0.010 (unshifted 0.701 [0.684, 0.719])'; the plain AUC alone at shift 0."""
     if r.get(f"{a}/auc") is None:
         return ""
-    cell = _fmt(r[f"{a}/auc"]) + ("" if r.get(f"{a}/auc_std") is None else f" ± {r[f'{a}/auc_std']:.3f}")
+    cell = _fmt(r[f"{a}/auc"]) + (
+        "" if r.get(f"{a}/auc_std") is None else f" ± {r[f'{a}/auc_std']:.3f}"
+    )
     u, lo = r.get(f"{a}/auc_unshifted"), r.get(f"{a}/auc_unshifted_ci_lo")
     if r["shift"] == 0 or u is None:
         return cell
-    return cell + f" (unshifted {u:.3f}" + ("" if lo is None else f" [{lo:.3f}, {r[f'{a}/auc_unshifted_ci_hi']:.3f}]") + ")"
+    return (
+        cell
+        + f" (unshifted {u:.3f}"
+        + ("" if lo is None else f" [{lo:.3f}, {r[f'{a}/auc_unshifted_ci_hi']:.3f}]")
+        + ")"
+    )
 
 
 def _vs_csa_unshifted(rs, attacks) -> list[str]:
@@ -125,16 +192,28 @@ def _vs_csa_unshifted(rs, attacks) -> list[str]:
     CSA without the shifted pairs' help?"""
     if not attacks:
         return []
-    md = ["Each attack's AUC minus CSA's on the members and the non-members the shift left unswapped (all of "
-          "them at shift 0), with its paired 95% interval; \"beats\" / \"below\" only where it excludes 0.", "",
-          "| shift | " + " | ".join(attacks) + " |", "|" + "---|" * (len(attacks) + 1)]
+    md = [
+        "Each attack's AUC minus CSA's on the members and the non-members the shift left unswapped (all of "
+        'them at shift 0), with its paired 95% interval; "beats" / "below" only where it excludes 0.',
+        "",
+        "| shift | " + " | ".join(attacks) + " |",
+        "|" + "---|" * (len(attacks) + 1),
+    ]
     for r in rs:
-        tag = "" if r["shift"] == 0 else "_unshifted"  # at shift 0 vs_csa is on the unshifted non-members already
+        tag = (
+            "" if r["shift"] == 0 else "_unshifted"
+        )  # at shift 0 vs_csa is on the unshifted non-members already
         cells = []
         for a in attacks:
             d, lo, hi = (r.get(f"{a}/delta_auc_vs_csa{tag}{k}") for k in ("", "_ci_lo", "_ci_hi"))
             v = None if d is None else verdict((lo, hi))
-            cells.append("" if d is None else f"{d:+.3f}" if v is None else f"{v}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+            cells.append(
+                ""
+                if d is None
+                else f"{d:+.3f}"
+                if v is None
+                else f"{v}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            )
         md.append(f"| {r['shift']:g} | " + " | ".join(cells) + " |")
     return md + [""]
 
@@ -142,12 +221,24 @@ def _vs_csa_unshifted(rs, attacks) -> list[str]:
 def skipped_lines(rows) -> list[str]:
     """One line per attack a job could not score (results.json's `skipped`), with the job and the reason;
     nothing where every job scored every attack."""
-    found = [f"- job {r['job']} (N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}): {name}: {why}"
-             for r in rows for name, why in r["_skipped"].items()]
+    found = [
+        f"- job {r['job']} (N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}): {name}: {why}"
+        for r in rows
+        for name, why in r["_skipped"].items()
+    ]
     if not found:
         return []
-    return ["## Not scored", "", "Attacks the data gave nothing to score with in a job; they have no row or "
-            "point there.", ""] + found + [""]
+    return (
+        [
+            "## Not scored",
+            "",
+            "Attacks the data gave nothing to score with in a job; they have no row or "
+            "point there.",
+            "",
+        ]
+        + found
+        + [""]
+    )
 
 
 def minus_blind_table(rows, names):
@@ -160,7 +251,10 @@ def minus_blind_table(rows, names):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["size"]), str(r["epochs"]), r["nonmembers"]]
-        cells += [f"{r[f'{n}/auc_minus_blind']:+.3f}" if f"{n}/auc_minus_blind" in r else "" for n in names]
+        cells += [
+            f"{r[f'{n}/auc_minus_blind']:+.3f}" if f"{n}/auc_minus_blind" in r else ""
+            for n in names
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """The sweep report's rows: one flat row per job, from its results.json, with its scores.parquet read
 on demand; and the attacks' order in every table and plot."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,12 @@ from mia.evaluation import results, scores, utility
 # Each attack's columns in the report's rows.
 REPORTED = ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "oracle_balanced_accuracy")
 # Each attack's comparison with CSA in the rows: vs_csa's keys, and the row's column names for them.
-VS_CSA = {"delta_auc": "delta_auc_vs_csa", "delta_tpr_at_fpr_1e-2": "delta_tpr_at_fpr_1e-2_vs_csa",
-          "p_value": "p_value_vs_csa", "delong_p_value": "delong_p_value_vs_csa"}
+VS_CSA = {
+    "delta_auc": "delta_auc_vs_csa",
+    "delta_tpr_at_fpr_1e-2": "delta_tpr_at_fpr_1e-2_vs_csa",
+    "p_value": "p_value_vs_csa",
+    "delong_p_value": "delong_p_value_vs_csa",
+}
 BLIND = "blind"  # the caption-only baseline's attack key (conf/attack/blind.yaml): what shift alone scores
 
 
@@ -26,39 +31,77 @@ def load_rows(sweep_dir) -> list[dict]:
     if not rows:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
     # i.i.d. first by shift, ood / audit last; then condition, epochs, model, size and seed
-    return sorted(rows, key=lambda r: (r["shift"] is None, r["shift"] or 0.0, r["nonmembers"], r["epochs"],
-                                       str(r["model"]), r["params"], r["size"], r["seed"]))
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["shift"] is None,
+            r["shift"] or 0.0,
+            r["nonmembers"],
+            r["epochs"],
+            str(r["model"]),
+            r["params"],
+            r["size"],
+            r["seed"],
+        ),
+    )
 
 
 def report_row(record: dict, job: str) -> dict:
     """One flat row of the sweep report; `_`-keys carry what only the plots need."""
     gap, data = record["gap"], record["data"]
     parts = data["shift_parts"]  # null where nothing is shifted
-    row = {"job": job, "size": record["target"]["size"], "epochs": record["target"]["epochs"],
-           "model": record["target"]["model"], "params": record["target"]["params"],
-           "seed": record["seed"], "nonmembers": data["nonmembers"], "shift": data["shift"],
-           "shift_parts": "+".join(parts) if parts else None, "cache_key": record["target"]["cache_key"],
-           "defense": record["defense"]["label"], "weight_decay": record["config"]["train"]["weight_decay"],
-           **utility.summary(record["utility"]), **results.privacy_summary(record),
-           **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
-           "gap_ci_lo": gap["ci95"][0], "gap_ci_hi": gap["ci95"][1]}
+    row = {
+        "job": job,
+        "size": record["target"]["size"],
+        "epochs": record["target"]["epochs"],
+        "model": record["target"]["model"],
+        "params": record["target"]["params"],
+        "seed": record["seed"],
+        "nonmembers": data["nonmembers"],
+        "shift": data["shift"],
+        "shift_parts": "+".join(parts) if parts else None,
+        "cache_key": record["target"]["cache_key"],
+        "defense": record["defense"]["label"],
+        "weight_decay": record["config"]["train"]["weight_decay"],
+        **utility.summary(record["utility"]),
+        **results.privacy_summary(record),
+        **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
+        "gap_ci_lo": gap["ci95"][0],
+        "gap_ci_hi": gap["ci95"][1],
+    }
     by_attack = results.attack_metrics(record)
     for name, m in by_attack.items():
         row.update({f"{name}/{k}": m[k] for k in REPORTED})
-        row.update({f"{name}/{k}_resolved": m["low_fpr_resolved"][k.rsplit("_", 1)[1]]
-                    for k in ("tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3")})
-        for c in record["attacks"][name].get("calibrated") or []:  # the threshold set on D_no, as an auditor would
+        row.update(
+            {
+                f"{name}/{k}_resolved": m["low_fpr_resolved"][k.rsplit("_", 1)[1]]
+                for k in ("tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3")
+            }
+        )
+        for c in (
+            record["attacks"][name].get("calibrated") or []
+        ):  # the threshold set on D_no, as an auditor would
             tag = f"{c['fpr_target']:.0e}".replace("e-0", "e-")
-            row[f"{name}/calibrated_tpr_{tag}"], row[f"{name}/calibrated_fpr_{tag}"] = c["tpr"], c["realised_fpr"]
+            row[f"{name}/calibrated_tpr_{tag}"], row[f"{name}/calibrated_fpr_{tag}"] = (
+                c["tpr"],
+                c["realised_fpr"],
+            )
         vs = record["attacks"][name].get("vs_csa")  # every attack but csa
         if vs is not None:
             row.update({f"{name}/{col}": vs[k] for k, col in VS_CSA.items()})
             lo, hi = vs["delta_auc_ci95"] or (None, None)
             row[f"{name}/delta_auc_vs_csa_ci_lo"], row[f"{name}/delta_auc_vs_csa_ci_hi"] = lo, hi
         row.update(_unshifted(name, record["attacks"][name]))
-    if BLIND in by_attack:  # the part of each AUC that the member / non-member shift alone does not explain
-        row.update({f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"] for name, m in by_attack.items()
-                    if name != BLIND})
+    if (
+        BLIND in by_attack
+    ):  # the part of each AUC that the member / non-member shift alone does not explain
+        row.update(
+            {
+                f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"]
+                for name, m in by_attack.items()
+                if name != BLIND
+            }
+        )
     row["_skipped"] = results.skipped(record)
     row["_roc"] = record["roc"]
     row["_config"] = record["config"]
@@ -71,13 +114,22 @@ def _unshifted(name: str, entry: dict) -> dict:
     if "n_unshifted" not in entry:
         return {}
     lo, hi = entry["auc_unshifted_ci95"] or (None, None)
-    out = {"n_unshifted": entry["n_unshifted"], f"{name}/auc_unshifted": entry["auc_unshifted"],
-           f"{name}/auc_unshifted_ci_lo": lo, f"{name}/auc_unshifted_ci_hi": hi}
+    out = {
+        "n_unshifted": entry["n_unshifted"],
+        f"{name}/auc_unshifted": entry["auc_unshifted"],
+        f"{name}/auc_unshifted_ci_lo": lo,
+        f"{name}/auc_unshifted_ci_hi": hi,
+    }
     vs = entry.get("vs_csa_unshifted")  # every attack but csa, null where no non-member is left
     if vs is not None:
         lo, hi = vs["delta_auc_ci95"] or (None, None)
-        out.update({f"{name}/delta_auc_vs_csa_unshifted": vs["delta_auc"],
-                    f"{name}/delta_auc_vs_csa_unshifted_ci_lo": lo, f"{name}/delta_auc_vs_csa_unshifted_ci_hi": hi})
+        out.update(
+            {
+                f"{name}/delta_auc_vs_csa_unshifted": vs["delta_auc"],
+                f"{name}/delta_auc_vs_csa_unshifted_ci_lo": lo,
+                f"{name}/delta_auc_vs_csa_unshifted_ci_hi": hi,
+            }
+        )
     return out
 
 

@@ -2,6 +2,7 @@
 +-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap and of each
 attack's seed-mean AUC difference from CSA (paired: the same pairs for both); and the
 series the figures and tables draw (points against N or T, rows against data.shift)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -21,8 +22,10 @@ def _spread(name, values) -> dict:
     values = np.asarray([v for v in values if v is not None], float)
     if not values.size:
         return {}
-    return {f"{name}_mean": float(values.mean()),
-            f"{name}_seed_std": float(values.std(ddof=1)) if values.size > 1 else None}
+    return {
+        f"{name}_mean": float(values.mean()),
+        f"{name}_seed_std": float(values.std(ddof=1)) if values.size > 1 else None,
+    }
 
 
 def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
@@ -51,12 +54,17 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
                 p.update(_spread(f"{name}/{metric}", [r.get(f"{name}/{metric}") for r in rs]))
             boot = [r.get(f"{name}/auc_std") for r in rs if r.get(f"{name}/auc_std") is not None]
             p[f"{name}/auc_boot_std"] = float(np.mean(boot)) if boot else None
-            for k in ("tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3"):  # resolved only where every seed's non-members do
+            for k in (
+                "tpr_at_fpr_1e-2",
+                "tpr_at_fpr_1e-3",
+            ):  # resolved only where every seed's non-members do
                 p[f"{name}/{k}_resolved"] = all(r.get(f"{name}/{k}_resolved", True) for r in rs)
             if name != REFERENCE:
                 p.update(_vs_csa(rs, name, n_bootstrap, seed))
         out.append(p)
-    return sorted(out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"], p["size"]))
+    return sorted(
+        out, key=lambda p: (p["nonmembers"], p["epochs"], str(p["model"]), p["params"], p["size"])
+    )
 
 
 def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
@@ -65,14 +73,19 @@ def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
     deltas = [r.get(f"{name}/delta_auc_vs_csa") for r in rs]
     if any(d is None for d in deltas):  # a job that did not run the attack
         return {}
-    out = {f"{name}/delta_auc_vs_csa_mean": float(np.mean(deltas)), f"{name}/delta_auc_vs_csa_ci": [None, None]}
+    out = {
+        f"{name}/delta_auc_vs_csa_mean": float(np.mean(deltas)),
+        f"{name}/delta_auc_vs_csa_ci": [None, None],
+    }
     jobs = [(attack_scores(r, name), cosines(r)) for r in rs]
     if n_bootstrap and all(a is not None and c is not None for a, c in jobs):
         lo, hi = np.percentile(seed_mean_delta_aucs(jobs, n_bootstrap, seed), [2.5, 97.5])
         out[f"{name}/delta_auc_vs_csa_ci"] = [float(lo), float(hi)]
     elif len(rs) == 1:
-        out[f"{name}/delta_auc_vs_csa_ci"] = [rs[0][f"{name}/delta_auc_vs_csa_ci_lo"],
-                                             rs[0][f"{name}/delta_auc_vs_csa_ci_hi"]]
+        out[f"{name}/delta_auc_vs_csa_ci"] = [
+            rs[0][f"{name}/delta_auc_vs_csa_ci_lo"],
+            rs[0][f"{name}/delta_auc_vs_csa_ci_hi"],
+        ]
     return out
 
 
@@ -116,7 +129,11 @@ def seed_mean_metrics(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
         values = []
         for j in rng.integers(0, len(prepared), len(prepared)):
             n1, n0, fa, fb = prepared[j]
-            pi, ni = shared if len(shapes) == 1 else (rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0)))
+            pi, ni = (
+                shared
+                if len(shapes) == 1
+                else (rng.integers(0, n1, (1, n1)), rng.integers(0, n0, (1, n0)))
+            )
             values.append(fa(pi, ni)[0] - (0 if fb is None else fb(pi, ni)[0]))
         out[r] = np.mean(values, axis=0)
     return out
@@ -135,7 +152,9 @@ def point_series(pts, x):
             continue
         fixed, model, params, defense, wd = key
         tag = f",{model}({params} params)" if len(models) > 1 else ""
-        if len({(p["defense"], p["weight_decay"]) for p in pts}) > 1:  # a privacy-utility sweep's arms
+        if (
+            len({(p["defense"], p["weight_decay"]) for p in pts}) > 1
+        ):  # a privacy-utility sweep's arms
             tag += f",{defense},wd={wd}"
         name = f"gap_vs_N@T={fixed}{tag}" if x == "size" else f"gap_vs_T@N={fixed}{tag}"
         out[name] = sorted(ps, key=lambda p: p[x])
@@ -147,10 +166,14 @@ def shift_series(rows) -> dict:
     at two values or more. A shift-0 job (the i.i.d. one, whatever its parts) joins every series."""
     shifted = [r for r in rows if r["shift"] is not None]
     out = {}
-    for n, t, parts in sorted({(r["size"], r["epochs"], r["shift_parts"]) for r in shifted if r["shift"] > 0}):
+    for n, t, parts in sorted(
+        {(r["size"], r["epochs"], r["shift_parts"]) for r in shifted if r["shift"] > 0}
+    ):
         points = {}
         for r in shifted:
-            if (r["size"], r["epochs"]) == (n, t) and (r["shift"] == 0 or r["shift_parts"] == parts):
+            if (r["size"], r["epochs"]) == (n, t) and (
+                r["shift"] == 0 or r["shift_parts"] == parts
+            ):
                 points.setdefault(r["shift"], r)
         if len(points) >= 2:
             out[(n, t, parts)] = [points[s] for s in sorted(points)]
@@ -184,7 +207,10 @@ def seed_mean_gap_table(conditions, n_bootstrap: int, seed: int = 0) -> np.ndarr
     in a new experiment; otherwise each job draws its own pairs. Training seeds are drawn per condition.
     """
     rng = np.random.default_rng(seed)
-    arrays = [[(np.asarray(m, np.float64), np.asarray(n, np.float64)) for m, n in jobs] for jobs in conditions]
+    arrays = [
+        [(np.asarray(m, np.float64), np.asarray(n, np.float64)) for m, n in jobs]
+        for jobs in conditions
+    ]
     for jobs in arrays:
         if not jobs:
             raise ValueError("a condition has no jobs")
@@ -202,7 +228,10 @@ def seed_mean_gap_table(conditions, n_bootstrap: int, seed: int = 0) -> np.ndarr
             gaps = []
             for j in rng.integers(0, len(jobs), len(jobs)):
                 m, n = jobs[j]
-                mi, ni = shared or (rng.integers(0, m.size, m.size), rng.integers(0, n.size, n.size))
+                mi, ni = shared or (
+                    rng.integers(0, m.size, m.size),
+                    rng.integers(0, n.size, n.size),
+                )
                 gaps.append(m[mi].mean() - n[ni].mean())
             out[b, c] = np.mean(gaps)
     return out

@@ -1,14 +1,15 @@
 """The training step of a target CLIP: a LightningModule around an open_clip model, with open_clip's
 ClipLoss, AdamW, warm-up plus cosine, and a per-member count of how often each pair was trained on
 (docs/design.md §3). The cached training stage that drives it is mia/training/stage.py."""
+
 from __future__ import annotations
 
 import lightning as L
 import torch
 from open_clip import ClipLoss
 
-from mia.training.tokens import decay_after_steps, install, restore
 from mia.training.optim import clamp_temperature, optimizer
+from mia.training.tokens import decay_after_steps, install, restore
 
 
 class CLIPTarget(L.LightningModule):
@@ -21,8 +22,13 @@ class CLIPTarget(L.LightningModule):
 
     def setup(self, stage):
         # Built here, not in __init__: rank and world size exist only once the trainer does.
-        self.loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True,
-                                rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+        self.loss_fn = ClipLoss(
+            local_loss=True,
+            gather_with_grad=True,
+            cache_labels=True,
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+        )
         # Only the token rows the members use train (mia/training/tokens.py); a streamed member set
         # is not at hand to list them, and then the whole table trains.
         used = self.trainer.datamodule.token_ids() if self.trainer.datamodule is not None else None

@@ -1,5 +1,6 @@
 """A target's optimiser and temperature clamp: used by the training step (mia/training/module.py) and
 handed to a defense with a loop of its own (defense.fit), which never imports them."""
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,16 @@ def optimizer(model, spec, total_steps: int):
     for name, p in model.named_parameters():
         # open_clip's rule: no weight decay on gains, biases, embeddings' scale
         (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=spec.lr, betas=(0.9, 0.98), eps=1e-6,
-                            fused=True)  # fused AdamW: 2x faster steps on the CPU too
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": spec.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=spec.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        fused=True,
+    )  # fused AdamW: 2x faster steps on the CPU too
     total = max(1, total_steps)
     warmup = min(spec.warmup_steps, total // 2)
 

@@ -1,5 +1,6 @@
 """What defines a target: `TrainSpec` (everything training reads, built once from the job's config and
 checked before any work starts), the training plan, and the target's cache key."""
+
 from __future__ import annotations
 
 import os
@@ -14,14 +15,15 @@ from mia.cache import config_hash
 from mia.data.dedup import DEFAULT_DEDUP
 from mia.data.generated import in_memory_bytes
 from mia.data.splits import SplitSpec
-from mia.sizes import parse_size
 from mia.defenses.base import Defense, NoDefense
+from mia.sizes import parse_size
 from mia.validate import ConfigError, build, is_int, is_number, require
 
 
 @dataclass(frozen=True)
 class TrainerArgs:
     """The `trainer` group: lightning.Trainer's own arguments for a multi-rank job."""
+
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -32,13 +34,18 @@ class TrainerArgs:
         alone (the local GPU it was given, or the CPU)."""
         if world.size > 1:
             return asdict(self)
-        return {"accelerator": self.accelerator, "num_nodes": 1, "strategy": "auto",
-                "devices": [world.device.index] if world.device.type == "cuda" else 1}
+        return {
+            "accelerator": self.accelerator,
+            "num_nodes": 1,
+            "strategy": "auto",
+            "devices": [world.device.index] if world.device.type == "cuda" else 1,
+        }
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     """What training reads: the `model` and `train` groups, `data.in_memory`, `seed`, `trainer`."""
+
     model: dict
     epochs: int
     batch_size: int
@@ -53,7 +60,9 @@ class TrainSpec:
     in_memory: bool | str = True  # or "auto": in memory when the members fit IN_MEMORY_BUDGET
     seed: int = 0
     trainer: TrainerArgs = field(default_factory=TrainerArgs)
-    defense: Defense = field(default_factory=NoDefense)  # the `defense` group, built (mia/defenses/)
+    defense: Defense = field(
+        default_factory=NoDefense
+    )  # the `defense` group, built (mia/defenses/)
 
     # (key, field, check, requirement): refused before any corpus is generated or model trained
     _RULES = (
@@ -62,13 +71,32 @@ class TrainSpec:
         ("train.lr", "lr", lambda v: is_number(v) and v > 0, "a number > 0"),
         ("train.weight_decay", "weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
         ("train.warmup_steps", "warmup_steps", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
-        ("train.num_workers", "num_workers", lambda v: (is_int(v) and v >= 0) or v == "auto",
-         "an integer >= 0 or auto"),
-        ("train.precision", "precision", lambda v: isinstance(v, str) and v, "'auto' or a Lightning precision"),
+        (
+            "train.num_workers",
+            "num_workers",
+            lambda v: (is_int(v) and v >= 0) or v == "auto",
+            "an integer >= 0 or auto",
+        ),
+        (
+            "train.precision",
+            "precision",
+            lambda v: isinstance(v, str) and v,
+            "'auto' or a Lightning precision",
+        ),
         ("train.compile", "compile", lambda v: isinstance(v, bool), "true or false"),
         ("train.progress_bar", "progress_bar", lambda v: isinstance(v, bool), "true or false"),
-        ("train.checkpoint_s", "checkpoint_s", lambda v: is_number(v) and v >= 0, "a number of seconds >= 0"),
-        ("data.in_memory", "in_memory", lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
+        (
+            "train.checkpoint_s",
+            "checkpoint_s",
+            lambda v: is_number(v) and v >= 0,
+            "a number of seconds >= 0",
+        ),
+        (
+            "data.in_memory",
+            "in_memory",
+            lambda v: isinstance(v, bool) or v == "auto",
+            "true, false or auto",
+        ),
         ("seed", "seed", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     )
 
@@ -78,40 +106,66 @@ class TrainSpec:
             require(ok(value), key, value, f"must be {requirement}")
         for key in ("devices", "num_nodes"):
             value = getattr(self.trainer, key)
-            require(is_int(value) and value >= 1, f"trainer.{key}", value, "must be an integer >= 1")
+            require(
+                is_int(value) and value >= 1, f"trainer.{key}", value, "must be an integer >= 1"
+            )
         if not self.model.get("name"):
-            raise ConfigError("model.name", need="is not set: choose a model config, e.g. model=tiny")
+            raise ConfigError(
+                "model.name", need="is not set: choose a model config, e.g. model=tiny"
+            )
 
     @classmethod
-    def from_cfg(cls, cfg) -> "TrainSpec":
+    def from_cfg(cls, cfg) -> TrainSpec:
         """From the job's config; the defense is built here, once (conf/defense/<name>.yaml's `_target_`)."""
         train = OmegaConf.to_container(cfg.train, resolve=True)
         unknown = sorted(set(train) - {f.name for f in fields(cls)})
         if unknown:
-            raise ConfigError(f"train.{unknown[0]}", need="is not a setting of train (conf/train/default.yaml)")
-        return cls(model=OmegaConf.to_container(cfg.model, resolve=True), in_memory=cfg.data.in_memory,
-                   seed=cfg.seed, trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
-                   defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(), **train)
+            raise ConfigError(
+                f"train.{unknown[0]}", need="is not a setting of train (conf/train/default.yaml)"
+            )
+        return cls(
+            model=OmegaConf.to_container(cfg.model, resolve=True),
+            in_memory=cfg.data.in_memory,
+            seed=cfg.seed,
+            trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+            defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
+            **train,
+        )
 
     def record(self) -> dict:
         """The spec as target.json keeps it (the defense as its settings)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trainer", "defense")}
-        return {**out, "trainer": asdict(self.trainer),
-                "defense": {"name": self.defense.name, **self.defense.settings}}
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("trainer", "defense")
+        }
+        return {
+            **out,
+            "trainer": asdict(self.trainer),
+            "defense": {"name": self.defense.name, **self.defense.settings},
+        }
 
     def weights_key(self, device: torch.device | None = None) -> dict:
         """The part of the spec that defines the trained weights (not how fast they train). A defense
         enters only when it changes the weights, so defense=none keeps every existing key; likewise the
         precision, resolved for `device` (default: where this spec's trainer trains), only when it is
         not fp32, so a bf16 GPU target never serves an fp32 job and every fp32 key stays as it was."""
-        key = {"model": self.model, "seed": self.seed,
-               "train": {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                       "warmup_steps")}}
+        key = {
+            "model": self.model,
+            "seed": self.seed,
+            "train": {
+                k: getattr(self, k)
+                for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps")
+            },
+        }
         defense = self.defense.weights_key()
         if defense is not None:
             key["defense"] = defense
-        precision = self.precision_for(device if device is not None or self.precision != "auto"
-                                       else distributed.device_of(self.trainer))
+        precision = self.precision_for(
+            device
+            if device is not None or self.precision != "auto"
+            else distributed.device_of(self.trainer)
+        )
         if precision not in FP32:
             key["precision"] = precision
         return key
@@ -154,13 +208,24 @@ def plan(spec: TrainSpec, n: int, image_size: int, context_length: int, shards) 
     N, T, the samples trained on (N x T), the corpus on disk, and the members' memory if held."""
     held = in_memory_bytes(n, image_size, context_length)
     in_memory = spec.in_memory if isinstance(spec.in_memory, bool) else held <= IN_MEMORY_BUDGET
-    return {"members": n, "epochs": spec.epochs, "samples": n * spec.epochs, "in_memory": in_memory,
-            "members_memory_bytes": held if in_memory else 0,
-            "corpus_disk_bytes": sum(Path(s).stat().st_size for s in shards)}
+    return {
+        "members": n,
+        "epochs": spec.epochs,
+        "samples": n * spec.epochs,
+        "in_memory": in_memory,
+        "members_memory_bytes": held if in_memory else 0,
+        "corpus_disk_bytes": sum(Path(s).stat().st_size for s in shards),
+    }
 
 
-def target_key(spec: TrainSpec, corpus_fingerprint: str, split: SplitSpec, size: int,
-               canaries: dict | None = None, device: torch.device | None = None) -> str:
+def target_key(
+    spec: TrainSpec,
+    corpus_fingerprint: str,
+    split: SplitSpec,
+    size: int,
+    canaries: dict | None = None,
+    device: torch.device | None = None,
+) -> str:
     """Everything that defines the trained weights, nothing that only concerns evaluation. The
     de-duplication rules shape the member pool, so they are part of it, but only when they are not
     the default: the keys of targets trained before the rules were selectable stay as they were.
@@ -172,6 +237,6 @@ def target_key(spec: TrainSpec, corpus_fingerprint: str, split: SplitSpec, size:
     if set(split.dedup) != set(DEFAULT_DEDUP):
         drawn["dedup"] = sorted(split.dedup)
     extra = {"canaries": canaries} if canaries else {}
-    return config_hash({"corpus": corpus_fingerprint, "split": drawn, "size": parse_size(size), **w, **extra})
-
-
+    return config_hash(
+        {"corpus": corpus_fingerprint, "split": drawn, "size": parse_size(size), **w, **extra}
+    )

@@ -1,6 +1,7 @@
 """The cached training stage: a CLIP trained on exactly the given member uids for T epochs, stored
 under `.cache/targets/<key>/` (layout in mia/cache.py) and served from there on every later call;
 or a CLIP trained elsewhere, loaded from its checkpoint (target=checkpoint)."""
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,10 @@ from mia.data.datamodule import PairDataModule
 from mia.data.generated import Members
 from mia.model import build_model
 from mia.provenance import git_revision
+from mia.sizes import parse_size
 from mia.training import optim
 from mia.training.module import CLIPTarget
 from mia.training.spec import TrainSpec, plan, target_key
-from mia.sizes import parse_size
 from mia.validate import ConfigError, is_int, require
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 class Target:
     """The audited CLIP. `dir` is its cache folder (features live there); `checkpoint` is the file
     or folder its weights came from; `trained_uids` lists what it trained on, when mia trained it."""
+
     key: str
     dir: Path
     model: torch.nn.Module
@@ -55,44 +57,95 @@ class Target:
 
 class TrainHere:
     """target=train: the target is trained here on the job's members, cached by `target_key`."""
+
     trains = True
     trains_shadows = True
     size = epochs = None  # N and T are the job's own
 
-    def obtain(self, spec: TrainSpec, *, corpus, split, size: int, uids, canaries, model_cfg, cache_dir, logger,
-               world) -> Target:
-        key = target_key(spec, corpus.fingerprint, split, size, canaries=canaries, device=world.device)
-        return train_target(spec, corpus.shards, uids, cache_dir, key, logger=logger, world=world, size=size)
+    def obtain(
+        self,
+        spec: TrainSpec,
+        *,
+        corpus,
+        split,
+        size: int,
+        uids,
+        canaries,
+        model_cfg,
+        cache_dir,
+        logger,
+        world,
+    ) -> Target:
+        key = target_key(
+            spec, corpus.fingerprint, split, size, canaries=canaries, device=world.device
+        )
+        return train_target(
+            spec, corpus.shards, uids, cache_dir, key, logger=logger, world=world, size=size
+        )
 
 
 class FromCheckpoint:
     """target=checkpoint: a CLIP trained elsewhere, loaded by open_clip (mia/checkpoint.py); nothing is
     trained, and its features are cached by the checkpoint's content hash."""
+
     trains = False
 
     def __init__(self, path=None, pretrained=None, size=None, epochs=None, train_shadows=False):
         if bool(path) == bool(pretrained):
-            raise ConfigError("target.path", need=f"{'and target.pretrained are both' if path else 'is not'} set: "
-                              "target=checkpoint needs exactly one of target.path (a checkpoint file or an exported "
-                              "open_clip folder) and target.pretrained (an open_clip pretrained tag)")
-        require(isinstance(train_shadows, bool), "target.train_shadows", train_shadows, "must be true or false")
-        require(epochs is None or (is_int(epochs) and epochs >= 1), "target.epochs", epochs,
-                "must be null (unknown) or an integer >= 1")
+            raise ConfigError(
+                "target.path",
+                need=f"{'and target.pretrained are both' if path else 'is not'} set: "
+                "target=checkpoint needs exactly one of target.path (a checkpoint file or an exported "
+                "open_clip folder) and target.pretrained (an open_clip pretrained tag)",
+            )
+        require(
+            isinstance(train_shadows, bool),
+            "target.train_shadows",
+            train_shadows,
+            "must be true or false",
+        )
+        require(
+            epochs is None or (is_int(epochs) and epochs >= 1),
+            "target.epochs",
+            epochs,
+            "must be null (unknown) or an integer >= 1",
+        )
         self.path, self.pretrained, self.epochs = path, pretrained, epochs
         self.size = None if size is None else parse_size(size, "target.size")
         self.trains_shadows = train_shadows
 
     def obtain(self, spec: TrainSpec, *, model_cfg, cache_dir, world, **_) -> Target:
-        model, tokenizer, preprocess, fingerprint = checkpoint.load(self.path, self.pretrained, model_cfg, cache_dir)
+        model, tokenizer, preprocess, fingerprint = checkpoint.load(
+            self.path, self.pretrained, model_cfg, cache_dir
+        )
         model.to(world.device)  # features and white-box attacks run on the job's device
         key = f"checkpoint-{config_hash(fingerprint)}"
         log.info("target %s loaded from %s (nothing trained)", key, self.path or self.pretrained)
-        return Target(key, Layout(cache_dir).checkpoint(key), model, tokenizer, preprocess, cache_hit=True,
-                      train_s=0.0, size=self.size, epochs=self.epochs, checkpoint=self.path or self.pretrained)
+        return Target(
+            key,
+            Layout(cache_dir).checkpoint(key),
+            model,
+            tokenizer,
+            preprocess,
+            cache_hit=True,
+            train_s=0.0,
+            size=self.size,
+            epochs=self.epochs,
+            checkpoint=self.path or self.pretrained,
+        )
 
 
-def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logger=None, world=None,
-                 export: bool = True, size: int | None = None) -> Target:
+def train_target(
+    spec: TrainSpec,
+    shards,
+    uids,
+    cache_dir: Path,
+    key: str,
+    logger=None,
+    world=None,
+    export: bool = True,
+    size: int | None = None,
+) -> Target:
     """Train (or load from the cache) a CLIP on exactly `uids`, read from `shards`, for T epochs.
 
     `key` names the cache entry: `target_key(...)` for the audited target; reference-model attacks
@@ -105,7 +158,9 @@ def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logge
     timing = {"train_s": 0.0}
 
     def build():
-        timing["train_s"] = _fit(spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world)
+        timing["train_s"] = _fit(
+            spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world
+        )
 
     hit = get_or_build(tdir, build, world, done=tdir / "DONE")
     if hit:
@@ -116,8 +171,19 @@ def train_target(spec: TrainSpec, shards, uids, cache_dir: Path, key: str, logge
         checkpoint.export(model, spec.model, tdir / "open_clip")  # from the CPU: loadable anywhere
     # Features, white-box attacks and shadow statistics then run where the job trains (its GPU).
     model.to(world.device)
-    return Target(key, tdir, model, tokenizer, preprocess, hit, timing["train_s"], size or len(uids), spec.epochs,
-                  checkpoint=tdir / "model.pt", trained_uids=tdir / "trained_uids.txt")
+    return Target(
+        key,
+        tdir,
+        model,
+        tokenizer,
+        preprocess,
+        hit,
+        timing["train_s"],
+        size or len(uids),
+        spec.epochs,
+        checkpoint=tdir / "model.pt",
+        trained_uids=tdir / "trained_uids.txt",
+    )
 
 
 def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world) -> float:
@@ -126,45 +192,84 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
     model.load_state_dict(model_init.state_dict())
     size = model.visual.image_size
-    todo = plan(spec, len(uids), size[0] if isinstance(size, (tuple, list)) else size,
-                getattr(tokenizer, "context_length", 77), shards)
+    todo = plan(
+        spec,
+        len(uids),
+        size[0] if isinstance(size, (tuple, list)) else size,
+        getattr(tokenizer, "context_length", 77),
+        shards,
+    )
     generated = uids.extra if isinstance(uids, Members) else 0
-    log.info("training N=%d (%d of them generated past the shards) for T=%d epochs: %d samples; corpus on disk "
-             "%.0f MB; members %s; peak memory so far %.2f GB", todo["members"], generated, todo["epochs"],
-             todo["samples"], todo["corpus_disk_bytes"] / 1e6,
-             f"to be held in memory, {todo['members_memory_bytes'] / 1e6:.0f} MB" if todo["in_memory"] else
-             "streamed", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+    log.info(
+        "training N=%d (%d of them generated past the shards) for T=%d epochs: %d samples; corpus on disk "
+        "%.0f MB; members %s; peak memory so far %.2f GB",
+        todo["members"],
+        generated,
+        todo["epochs"],
+        todo["samples"],
+        todo["corpus_disk_bytes"] / 1e6,
+        f"to be held in memory, {todo['members_memory_bytes'] / 1e6:.0f} MB"
+        if todo["in_memory"]
+        else "streamed",
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    )
     defense = spec.defense
     if defense.fit is not None:  # a training loop of its own (dp_sgd: Poisson-sampled, no resume)
         if generated:
-            raise ConfigError("data.size", len(uids), f"runs {generated} pairs past the shards, and defense="
-                              f"{defense.name} loads its members from them: lower data.size to the member pool")
+            raise ConfigError(
+                "data.size",
+                len(uids),
+                f"runs {generated} pairs past the shards, and defense="
+                f"{defense.name} loads its members from them: lower data.size to the member pool",
+            )
         seen = defense.fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
         return _save(spec, model, shards, uids, tdir, world, t0, todo, sampled=seen)
     module = CLIPTarget(model, spec, len(uids))
-    dm = PairDataModule(shards, uids, preprocess, tokenizer, spec.batch_size, spec.loader_workers(), todo["in_memory"],
-                        spec.seed, world.rank, world.size)
+    dm = PairDataModule(
+        shards,
+        uids,
+        preprocess,
+        tokenizer,
+        spec.batch_size,
+        spec.loader_workers(),
+        todo["in_memory"],
+        spec.seed,
+        world.rank,
+        world.size,
+    )
     ckpt_dir = tdir / "ckpt"
     last = ckpt_dir / "last.ckpt"
     if last.exists():
         log.info("resuming target training from %s", last)
     trainer = L.Trainer(
-        max_epochs=spec.epochs, **spec.trainer.lightning(world),
-        plugins=[world.cluster], use_distributed_sampler=False,  # MemberOrder already splits the ranks
+        max_epochs=spec.epochs,
+        **spec.trainer.lightning(world),
+        plugins=[world.cluster],
+        use_distributed_sampler=False,  # MemberOrder already splits the ranks
         precision=spec.precision_for(world.device),
-        logger=logger if logger is not None and world.is_main else False, default_root_dir=str(tdir),
+        logger=logger if logger is not None and world.is_main else False,
+        default_root_dir=str(tdir),
         callbacks=[EpochCheckpoint(ckpt_dir, spec.checkpoint_s)],
-        enable_model_summary=False, enable_progress_bar=spec.progress_bar and world.is_main,
-        log_every_n_steps=10, num_sanity_val_steps=0)
+        enable_model_summary=False,
+        enable_progress_bar=spec.progress_bar and world.is_main,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
-    if trainer.current_epoch < spec.epochs:  # interrupted (e.g. Ctrl-C): keep the checkpoint, no DONE
-        raise RuntimeError(f"training of {tdir} stopped at epoch {trainer.current_epoch}/{spec.epochs}; "
-                           "run again to resume from its last checkpoint")
+    if (
+        trainer.current_epoch < spec.epochs
+    ):  # interrupted (e.g. Ctrl-C): keep the checkpoint, no DONE
+        raise RuntimeError(
+            f"training of {tdir} stopped at epoch {trainer.current_epoch}/{spec.epochs}; "
+            "run again to resume from its last checkpoint"
+        )
 
     seen = module.seen.cpu()
     if not bool((seen == spec.epochs).all()):
-        raise RuntimeError(f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
-                           f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each")
+        raise RuntimeError(
+            f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
+            f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each"
+        )
     # duplicated canaries (mia/data/canaries.py): each uid copies x T times; generated members are never repeated
     if not isinstance(uids, Members) and len(set(uids)) < len(uids):
         check_coverage(uids, seen.numpy(), spec.epochs)
@@ -178,12 +283,22 @@ class EpochCheckpoint(ModelCheckpoint):
     model's 41 MB every few seconds costs more than the epochs a kill would lose."""
 
     def __init__(self, folder: Path, every_s: float):
-        super().__init__(dirpath=str(folder), filename="last", save_top_k=1, monitor=None, every_n_epochs=1,
-                         save_on_train_epoch_end=True, enable_version_counter=False)
+        super().__init__(
+            dirpath=str(folder),
+            filename="last",
+            save_top_k=1,
+            monitor=None,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
         self.every_s, self.last_s = every_s, time.monotonic()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 >= trainer.max_epochs or time.monotonic() - self.last_s >= self.every_s:
+        if (
+            trainer.current_epoch + 1 >= trainer.max_epochs
+            or time.monotonic() - self.last_s >= self.every_s
+        ):
             super().on_train_epoch_end(trainer, pl_module)
             self.last_s = time.monotonic()
 
@@ -199,15 +314,28 @@ def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sam
     # The generated members' uids follow from their index range (target.json "generated")
     listed = uids.base if isinstance(uids, Members) else uids
     atomic_write_text(tdir / "trained_uids.txt", "\n".join(listed) + "\n")
-    meta = {"spec": spec.record(), "seed": spec.seed, "git": git_revision(), "plan": todo,
-            "generated": uids.describe() if isinstance(uids, Members) else None,
-            "size": len(uids), "epochs": spec.epochs, "train_s": train_s, "world_size": world.size,
-            "precision": spec.precision_for(world.device), "device": str(world.device),
-            "num_workers": spec.loader_workers(),
-            "shards": [str(s) for s in shards], "samples_per_s": len(uids) * spec.epochs / train_s}
+    meta = {
+        "spec": spec.record(),
+        "seed": spec.seed,
+        "git": git_revision(),
+        "plan": todo,
+        "generated": uids.describe() if isinstance(uids, Members) else None,
+        "size": len(uids),
+        "epochs": spec.epochs,
+        "train_s": train_s,
+        "world_size": world.size,
+        "precision": spec.precision_for(world.device),
+        "device": str(world.device),
+        "num_workers": spec.loader_workers(),
+        "shards": [str(s) for s in shards],
+        "samples_per_s": len(uids) * spec.epochs / train_s,
+    }
     if sampled is not None:
-        meta["times_sampled"] = {"min": int(sampled.min()), "mean": float(sampled.float().mean()),
-                                 "max": int(sampled.max())}
+        meta["times_sampled"] = {
+            "min": int(sampled.min()),
+            "mean": float(sampled.float().mean()),
+            "max": int(sampled.max()),
+        }
     atomic_write_text(tdir / "target.json", json.dumps(meta, indent=1))
     atomic_write_text(tdir / "DONE", "")
     shutil.rmtree(tdir / "ckpt", ignore_errors=True)

@@ -9,6 +9,7 @@ the full table's update, so the weights are bit for bit those of training the wh
 (tests/training/test_tokens.py), for a fraction of the optimiser's work. Its state_dict is the full
 table, so checkpoints, model.pt and the exported open_clip folder keep open_clip's layout.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,9 @@ class CompactTokens(nn.Module):
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         destination[prefix + "weight"] = self.full()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         key = prefix + "weight"
         if key not in state_dict:
             missing_keys.append(key)
@@ -86,4 +88,6 @@ def decay_after_steps(optimizer, compact: CompactTokens):
     """Decay the unused rows after every step of `optimizer`, with the lr and weight decay of the
     compact table's parameter group (the scheduler moves the lr only after the step)."""
     group = next(g for g in optimizer.param_groups if any(p is compact.weight for p in g["params"]))
-    return optimizer.register_step_post_hook(lambda *_: compact.decay(group["lr"], group["weight_decay"]))
+    return optimizer.register_step_post_hook(
+        lambda *_: compact.decay(group["lr"], group["weight_decay"])
+    )

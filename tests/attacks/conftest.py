@@ -12,6 +12,7 @@ that the model never saw against other held-out pairs, split at random.
 The bars (`assert_planted`, `assert_null`) and the code that builds these contexts are in
 tests/helpers/attacks.py.
 """
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,9 +20,14 @@ import numpy as np
 import pytest
 
 from mia.pipeline import prepare
-from mia.training.stage import train_target
 from mia.training.spec import target_key
-from tests.helpers.attacks import feature_context, modality_context, model_context, pool_null_context
+from mia.training.stage import train_target
+from tests.helpers.attacks import (
+    feature_context,
+    modality_context,
+    model_context,
+    pool_null_context,
+)
 from tests.helpers.caches import seed_cache
 from tests.helpers.config import MODEL_OVERRIDES, compose_config
 
@@ -53,8 +59,13 @@ def _trained(tmp_path_factory, small_cache):
     cfg = compose_config(*MODEL_OVERRIDES, f"paths.root_dir={root}")
     seed_cache(small_cache, cfg.paths.cache_dir)  # the same corpus as debug=small's: generated once
     members, _, splits, spec = prepare(cfg)
-    target = train_target(spec, members.shards, splits.members, Path(cfg.paths.cache_dir),
-                          target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size))
+    target = train_target(
+        spec,
+        members.shards,
+        splits.members,
+        Path(cfg.paths.cache_dir),
+        target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size),
+    )
     return cfg, members, splits, target, spec
 
 

@@ -2,6 +2,7 @@
 here with captions of the embedded corpus prefilled in `_raw` (what `ctx.captions` reads):
 planted = member captions from the i.i.d. corpus vs non-member captions from the shifted corpus
 (the OOD condition this baseline exists to expose), null = two disjoint i.i.d. halves."""
+
 import json
 
 import numpy as np
@@ -9,15 +10,17 @@ import numpy as np
 from mia.attacks.base import AttackContext
 from mia.data.synthetic import make_sample
 from mia.features import SplitFeatures
-from tests.helpers.attacks import make_attack, assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted, make_attack
 
 N = 200
 
 
 def caption_context(member_captions, nonmember_captions, seed=0):
     sets = {"member_eval": member_captions, "nonmember_eval": nonmember_captions}
-    features = {name: SplitFeatures(np.array([f"{name}{i}" for i in range(len(c))]), None, None, None)
-                for name, c in sets.items()}
+    features = {
+        name: SplitFeatures(np.array([f"{name}{i}" for i in range(len(c))]), None, None, None)
+        for name, c in sets.items()
+    }
     raw = {name: ([None] * len(c), list(c)) for name, c in sets.items()}
     return AttackContext(features=features, splits=None, target=None, seed=seed, _raw=raw)
 
@@ -50,6 +53,8 @@ def test_blind_null_model(null_model):
 def test_blind_seeded_and_folds_honoured():
     ctx = caption_context(captions(range(N), "iid"), captions(range(N, 2 * N), "shifted"))
     a, b = make_attack("blind").run(ctx), make_attack("blind").run(ctx)
-    np.testing.assert_array_equal(a.member_scores, b.member_scores)  # same seed, same folds, same scores
+    np.testing.assert_array_equal(
+        a.member_scores, b.member_scores
+    )  # same seed, same folds, same scores
     assert np.all((a.member_scores >= 0) & (a.member_scores <= 1))
     assert make_attack("blind", folds=3).run(ctx).diagnostics["folds"] == 3

@@ -1,4 +1,5 @@
 """CLMIA adapted to CLIP: contrastive encoder on unlabelled features + head on WSA pseudo-labels."""
+
 import json
 
 import numpy as np
@@ -9,10 +10,19 @@ from hydra.utils import instantiate
 from mia.attacks.base import NotApplicable
 from mia.attacks.clmia import CLMIA, nt_xent
 from mia.features import SplitFeatures
-from tests.helpers.attacks import make_attack, assert_null, assert_planted, feature_context, shifted_members
+from tests.helpers.attacks import (
+    assert_null,
+    assert_planted,
+    feature_context,
+    make_attack,
+    shifted_members,
+)
 from tests.helpers.config import compose_config
 
-FAST = {"epochs": 2, "head_epochs": 20}  # mechanics tests: what is checked does not need a trained model
+FAST = {
+    "epochs": 2,
+    "head_epochs": 20,
+}  # mechanics tests: what is checked does not need a trained model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +54,11 @@ def test_clmia_planted_in_embeddings():
 def test_clmia_never_trains_head_on_evaluation_uids(planted_features):
     """The evaluation pairs may enter the unlabelled contrastive stage (contrastive_sets says which),
     never the labelled one: an evaluation uid among the head's training pairs is refused."""
-    d = make_attack("clmia", contrastive_sets=["aux_pool", "nonmember_known"], **FAST).run(planted_features).diagnostics
+    d = (
+        make_attack("clmia", contrastive_sets=["aux_pool", "nonmember_known"], **FAST)
+        .run(planted_features)
+        .diagnostics
+    )
     assert d["n_contrastive"] == 1200
     aux = planted_features.features["aux_pool"]
     leaked = aux.uids.astype(object)
@@ -60,20 +74,30 @@ def test_clmia_without_pseudo_members_is_not_applicable(planted_features):
 
 
 def test_clmia_seeded(planted_features):
-    a, b = make_attack("clmia", **FAST).run(planted_features), make_attack("clmia", **FAST).run(planted_features)
+    a, b = (
+        make_attack("clmia", **FAST).run(planted_features),
+        make_attack("clmia", **FAST).run(planted_features),
+    )
     np.testing.assert_array_equal(a.nonmember_scores, b.nonmember_scores)
     assert a.diagnostics["contrastive_loss"] == b.diagnostics["contrastive_loss"]
     planted_features.seed = 1
-    assert not np.array_equal(a.nonmember_scores, make_attack("clmia", **FAST).run(planted_features).nonmember_scores)
+    assert not np.array_equal(
+        a.nonmember_scores, make_attack("clmia", **FAST).run(planted_features).nonmember_scores
+    )
 
 
 def test_nt_xent_prefers_matching_views():
     z = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
-    assert nt_xent(z, z + 0.01 * torch.randn_like(z), 0.05) < nt_xent(z, z[torch.randperm(16)], 0.05)
+    assert nt_xent(z, z + 0.01 * torch.randn_like(z), 0.05) < nt_xent(
+        z, z[torch.randperm(16)], 0.05
+    )
 
 
 def test_clmia_yaml_instantiates(tmp_path):
     cfg = compose_config("attack=clmia", "attack.clmia.dropout=0.2", f"paths.root_dir={tmp_path}")
     attack = instantiate(cfg.attack.clmia, _convert_="all")
     assert isinstance(attack, CLMIA) and attack.dropout == 0.2 and attack.temperature == 0.05
-    assert attack.features == ["image", "text", "product", "cos"] and attack.encoder_dims == [256, 128]
+    assert attack.features == ["image", "text", "product", "cos"] and attack.encoder_dims == [
+        256,
+        128,
+    ]

@@ -1,4 +1,4 @@
-from tests.helpers.attacks import make_attack, assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted, make_attack
 
 
 def test_csa_planted_features(planted_features):

@@ -12,7 +12,7 @@ from mia.attacks.contrastive import bank_losses, loss_and_grad_norm, split_known
 from mia.attacks.gradnorm import GradNorm
 from mia.attacks.weak_supervision import pseudo_label_scores
 from mia.validate import ConfigError
-from tests.helpers.attacks import make_attack, assert_null, assert_planted, feature_context
+from tests.helpers.attacks import assert_null, assert_planted, feature_context, make_attack
 from tests.helpers.config import compose_config
 
 
@@ -37,8 +37,12 @@ def test_autograd_matches_closed_form():
     """Random batch: autograd's gradient norm equals the closed form of the symmetric InfoNCE
     gradient, G = (softmax_rows - I + softmax_cols - I) / 2, dL/dimg = s G txt, dL/dtxt = s G^T img."""
     gen = torch.Generator().manual_seed(0)
-    img = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen, dtype=torch.float64), dim=1)
-    txt = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen, dtype=torch.float64), dim=1)
+    img = torch.nn.functional.normalize(
+        torch.randn(5, 8, generator=gen, dtype=torch.float64), dim=1
+    )
+    txt = torch.nn.functional.normalize(
+        torch.randn(5, 8, generator=gen, dtype=torch.float64), dim=1
+    )
     s = 3.0
     logits = s * img @ txt.T
     eye = torch.eye(5, dtype=torch.float64)
@@ -54,7 +58,9 @@ def test_bank_loss_by_hand():
     bank_img, bank_txt = torch.tensor([[0.0, 1.0]]), torch.tensor([[-1.0, 0.0]])
     row = math.log(1 + math.exp(2 * (-1.0 - 0.6)))
     col = math.log(1 + math.exp(2 * (0.8 - 0.6)))
-    assert torch.allclose(bank_losses(img, txt, bank_img, bank_txt, 2.0), torch.tensor([(row + col) / 2]))
+    assert torch.allclose(
+        bank_losses(img, txt, bank_img, bank_txt, 2.0), torch.tensor([(row + col) / 2])
+    )
     # fixed negatives: the gradient of each pair comes from its own loss only
     _, g_one = loss_and_grad_norm(img, txt, 2.0, (bank_img, bank_txt))
     both = torch.cat([img, bank_img]), torch.cat([txt, bank_txt])
@@ -109,7 +115,9 @@ def test_gradnorm_planted_features(negatives):
     the 0.9 bar by noise. conftest's planted feature fixture (CSA 0.961) plants a stronger signal.
     `mixed` meets the bar on planted_model (test_gradnorm_planted_model) and measures 0.898 here:
     the label-blind batches lose what `pure` gains from batching members with members."""
-    result = make_attack("gradnorm", negatives=negatives).run(with_logit_scale(feature_context(planted=True)))
+    result = make_attack("gradnorm", negatives=negatives).run(
+        with_logit_scale(feature_context(planted=True))
+    )
     assert_planted(result)
     d = result.diagnostics
     assert d["n_known"] == 600 - (63 if negatives == "fixed" else 0)
@@ -118,7 +126,11 @@ def test_gradnorm_planted_features(negatives):
 
 @pytest.mark.parametrize("negatives", ["mixed", "pure", "fixed"])
 def test_gradnorm_null_features(negatives):
-    assert_null(make_attack("gradnorm", negatives=negatives).run(with_logit_scale(feature_context(planted=False))))
+    assert_null(
+        make_attack("gradnorm", negatives=negatives).run(
+            with_logit_scale(feature_context(planted=False))
+        )
+    )
 
 
 @pytest.mark.parametrize("negatives", ["mixed", "pure", "fixed"])

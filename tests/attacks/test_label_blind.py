@@ -13,6 +13,7 @@ and random pairs (tests/helpers/attacks.py: untrained_model_context), except:
 - blind: a caption classifier cross-validated ON the evaluation labels, by design (it measures the
   distribution shift between the two sets, not membership). It is checked to read the labels.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,18 @@ def both_ways(attack, ctx, moved):
 
 def test_every_attack_is_covered():
     assert set(attack_configs()) == set(LABEL_BLIND) | NEED_SHADOWS | READS_LABELS
-    assert {"csa", "aea", "mcd", "wsa", "wsa_gomez", "clmia", "gradnorm", "paramgrad", "imgagree",
-            "txtagree"} <= set(LABEL_BLIND)
+    assert {
+        "csa",
+        "aea",
+        "mcd",
+        "wsa",
+        "wsa_gomez",
+        "clmia",
+        "gradnorm",
+        "paramgrad",
+        "imgagree",
+        "txtagree",
+    } <= set(LABEL_BLIND)
 
 
 @pytest.mark.parametrize("moved", [1.0, 0.5])

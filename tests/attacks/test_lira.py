@@ -18,44 +18,65 @@ Fixtures:
   with 8 shadows; see mia/attacks/lira.py). That regime is kept as its own, lower, regression
   check (test_lira_offline_planted_model_regression), not passed off as the planted bar.
 """
+
 import json
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from dataclasses import replace
-from types import SimpleNamespace
-
 from mia.attacks.lira import LiRA
 from mia.attacks.rmia import RMIA
-from mia.attacks.shadows import (Filler, ShadowSettings, ShadowTrainer, check_scale, draw_filler, filler_need,
-                                 halves, masked_mean, pool, references, scaled_halves, shadow_tag)
+from mia.attacks.shadows import (
+    Filler,
+    ShadowSettings,
+    ShadowTrainer,
+    check_scale,
+    draw_filler,
+    filler_need,
+    halves,
+    masked_mean,
+    pool,
+    references,
+    scaled_halves,
+    shadow_tag,
+)
 from mia.cache import config_hash
 from mia.data.shards import Index
-from mia.pipeline import run
 from mia.data.splits import EVAL_SETS, build_splits
+from mia.pipeline import run
 from mia.validate import ConfigError
-from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, auc_of, result_of, synthetic_references
+from tests.helpers.attacks import (
+    NUM_SHADOWS,
+    assert_null,
+    assert_planted,
+    auc_of,
+    make_attack,
+    result_of,
+    synthetic_references,
+)
 from tests.helpers.config import compose_config
 
 TARGET = {"size": "target", "pool": None, "seed": 0}  # conf/shadows/default.yaml
-POOL = {**TARGET, "size": "pool"}                      # the shadows of before shadows.size existed
+POOL = {**TARGET, "size": "pool"}  # the shadows of before shadows.size existed
 
 
 # --- the shadows: halves, training sets, cache -------------------------------------------------
+
 
 def test_halves_are_balanced_complementary_and_reusable():
     uids = np.array([f"u{i}" for i in range(101)])
     inside = halves(uids, 8, seed=3)
     assert inside.shape == (8, 101)
-    assert (inside.sum(0) == 4).all()                       # every pair IN for exactly half
-    assert (inside[0::2] ^ inside[1::2]).all()              # 2j and 2j+1 complementary
-    assert set(inside.sum(1)) == {50, 51}                   # halves
-    assert (halves(uids, 4, seed=3) == inside[:4]).all()    # more shadows reuse the first ones
-    assert not (halves(uids, 8, seed=4) == inside).all()    # seeded
-    perm = np.random.default_rng(0).permutation(101)        # membership follows the uid, not the order
+    assert (inside.sum(0) == 4).all()  # every pair IN for exactly half
+    assert (inside[0::2] ^ inside[1::2]).all()  # 2j and 2j+1 complementary
+    assert set(inside.sum(1)) == {50, 51}  # halves
+    assert (halves(uids, 4, seed=3) == inside[:4]).all()  # more shadows reuse the first ones
+    assert not (halves(uids, 8, seed=4) == inside).all()  # seeded
+    perm = np.random.default_rng(0).permutation(101)  # membership follows the uid, not the order
     assert (halves(uids[perm], 8, seed=3) == inside[:, perm]).all()
     with pytest.raises(ConfigError, match="num_shadows=3: an even number"):
         halves(uids, 3, seed=0)
@@ -70,18 +91,28 @@ def _offsets(sizes):
 
 
 def test_scaled_halves_train_every_shadow_on_n_pool_pairs():
-    uids, offsets = _offsets({"member_eval": 100, "nonmember_eval": 100, "nonmember_known": 150, "aux_pool": 200})
-    assert (scaled_halves(uids, offsets, 8, 3, size=275) == halves(uids, 8, 3)).all()  # 2N >= n: the halves
-    inside = scaled_halves(uids, offsets, 8, 3, size=200)                                # 2N < n: 400 of 550
+    uids, offsets = _offsets(
+        {"member_eval": 100, "nonmember_eval": 100, "nonmember_known": 150, "aux_pool": 200}
+    )
+    assert (
+        scaled_halves(uids, offsets, 8, 3, size=275) == halves(uids, 8, 3)
+    ).all()  # 2N >= n: the halves
+    inside = scaled_halves(uids, offsets, 8, 3, size=200)  # 2N < n: 400 of 550
     assert (inside.sum(1) == 200).all()
     chosen = inside.any(0)
     assert (inside[:, chosen].sum(0) == 4).all() and (inside[0::2] ^ inside[1::2])[:, chosen].all()
     scored = np.r_[0:200]
-    assert chosen[scored].all() and chosen[offsets["nonmember_known"]].all()  # scored first, then D_no
-    assert chosen[offsets["aux_pool"]].sum() == 50                            # aux_pool: what room is left
-    assert (scaled_halves(uids, offsets, 4, 3, size=200) == inside[:4]).all()  # more shadows reuse the first
-    rng = np.random.default_rng(0)                                            # content, not order
-    perm = np.concatenate([rng.permutation(np.arange(len(uids))[offsets[name]]) for name in EVAL_SETS])
+    assert (
+        chosen[scored].all() and chosen[offsets["nonmember_known"]].all()
+    )  # scored first, then D_no
+    assert chosen[offsets["aux_pool"]].sum() == 50  # aux_pool: what room is left
+    assert (
+        scaled_halves(uids, offsets, 4, 3, size=200) == inside[:4]
+    ).all()  # more shadows reuse the first
+    rng = np.random.default_rng(0)  # content, not order
+    perm = np.concatenate(
+        [rng.permutation(np.arange(len(uids))[offsets[name]]) for name in EVAL_SETS]
+    )
     assert (scaled_halves(uids[perm], offsets, 8, 3, size=200) == inside[:, perm]).all()
 
 
@@ -92,47 +123,78 @@ def test_filler_is_seeded_by_shadow_and_needs_n_minus_half_the_pool():
     assert (a == draw_filler(filler, 30, seed=0, index=2)).all()
     assert set(a) != set(draw_filler(filler, 30, seed=0, index=3))
     assert len(draw_filler(filler, 0, seed=0, index=0)) == 0
-    assert filler_need(1000, 3000) == 0 and filler_need(16000, 3000) == 14500 and filler_need(300, 551) == 25
+    assert (
+        filler_need(1000, 3000) == 0
+        and filler_need(16000, 3000) == 14500
+        and filler_need(300, 551) == 25
+    )
 
 
 def _splits(sizes, past):
     sets = {name: np.array([f"{name}{i}" for i in range(n)]) for name, n in sizes.items()}
-    return SimpleNamespace(members=np.array([f"member_eval{i}" for i in range(sizes["member_eval"])]),
-                           past=np.array([f"past{i}" for i in range(past)]), **sets)
+    return SimpleNamespace(
+        members=np.array([f"member_eval{i}" for i in range(sizes["member_eval"])]),
+        past=np.array([f"past{i}" for i in range(past)]),
+        **sets,
+    )
 
 
-DEFAULT_SIZES = {"member_eval": 500, "nonmember_eval": 500, "nonmember_known": 1000, "aux_pool": 1000}
+DEFAULT_SIZES = {
+    "member_eval": 500,
+    "nonmember_eval": 500,
+    "nonmember_known": 1000,
+    "aux_pool": 1000,
+}
 
 
 def test_a_pool_too_small_for_n_is_refused_naming_the_key_the_need_and_the_fix(caplog):
     splits = _splits(DEFAULT_SIZES, past=900)
     trainer = ShadowTrainer(None, [], "/nowhere", None, past=splits.past)
     attacks = {"lira": make_attack("lira"), "rmia": make_attack("rmia")}
-    with pytest.raises(ConfigError, match=r"attack\.lira\.shadows\.size='target': N = 16000 needs 14500 filler "
-                       r"pairs .*the held-out pool past the splits holds 900; raise data\.split\.holdout to "
-                       r"17600 or more.*or set shadows\.size=pool"):
+    with pytest.raises(
+        ConfigError,
+        match=r"attack\.lira\.shadows\.size='target': N = 16000 needs 14500 filler "
+        r"pairs .*the held-out pool past the splits holds 900; raise data\.split\.holdout to "
+        r"17600 or more.*or set shadows\.size=pool",
+    ):
         check_scale(attacks, 16000, splits, trainer, 40, holdout=4000)
     with caplog.at_level("INFO"):
-        check_scale(attacks, 1000, splits, trainer, 40, holdout=4000)  # the default job: no filler needed
+        check_scale(
+            attacks, 1000, splits, trainer, 40, holdout=4000
+        )  # the default job: no filler needed
         check_scale(attacks, 2400, splits, trainer, 40, holdout=4000)  # 900 filler: fits exactly
-    assert "4 shadows x 2400 pairs (1500 from halves of the reference pool of 3000, 900 filler" in caplog.text
-    assert "= 384000 samples" in caplog.text                           # pairs x epochs x shadows
+    assert (
+        "4 shadows x 2400 pairs (1500 from halves of the reference pool of 3000, 900 filler"
+        in caplog.text
+    )
+    assert "= 384000 samples" in caplog.text  # pairs x epochs x shadows
     pooled = {"lira": make_attack("lira", shadows=POOL)}
-    check_scale(pooled, 16000, splits, trainer, 40)                    # pool: no filler, nothing refused
-    with pytest.raises(ConfigError, match=r"attack\.lira\.shadows\.size='target': needs the target's N"):
+    check_scale(pooled, 16000, splits, trainer, 40)  # pool: no filler, nothing refused
+    with pytest.raises(
+        ConfigError, match=r"attack\.lira\.shadows\.size='target': needs the target's N"
+    ):
         check_scale(attacks, None, splits, trainer, 40)
 
 
 def test_the_pairs_past_every_split_are_iid_held_out_pairs_no_set_uses():
     def index(prefix, n):
-        return Index(np.array([f"{prefix}{i}" for i in range(n)]), np.array([f"{prefix}x " + "".join(chr(107 + int(d)) for d in str(i)) for i in range(n)]),
-                     np.array([f"http://{prefix}/{i}" for i in range(n)]))
+        return Index(
+            np.array([f"{prefix}{i}" for i in range(n)]),
+            np.array(
+                [f"{prefix}x " + "".join(chr(107 + int(d)) for d in str(i)) for i in range(n)]
+            ),
+            np.array([f"http://{prefix}/{i}" for i in range(n)]),
+        )
 
     split = {"seed": 0, "holdout": 400, "eval_size": 50, "known_size": 100, "aux_size": 100}
     iid = build_splits(index("u", 1000), split, 200)
-    assert 190 <= len(iid.past) <= 400 - (50 + 100 + 50) and (iid.past == iid.spare).all()  # some de-duplicated
+    assert (
+        190 <= len(iid.past) <= 400 - (50 + 100 + 50) and (iid.past == iid.spare).all()
+    )  # some de-duplicated
     ood = build_splits(index("u", 1000), split, 200, nonmember_index=index("o", 800))
-    assert len(ood.past) > 390 and all(u.startswith("u") for u in ood.past)  # the member corpus's held out
+    assert len(ood.past) > 390 and all(
+        u.startswith("u") for u in ood.past
+    )  # the member corpus's held out
     for splits in (iid, ood):
         for name in ("members", *EVAL_SETS):
             assert not set(splits.past) & set(getattr(splits, name))
@@ -156,7 +218,7 @@ def test_each_eval_pair_is_in_exactly_the_shadows_that_trained_on_it(planted_mod
     assert (ref.uids == uids).all()
     for m, d in enumerate(ref.dirs):
         trained = set(Path(d, "trained_uids.txt").read_text().split())
-        assert trained == set(uids[ref.inside[m]])            # each shadow trained on exactly its half
+        assert trained == set(uids[ref.inside[m]])  # each shadow trained on exactly its half
     ev = ref.eval_rows()
     assert (ref.inside[:, ev].sum(0) == NUM_SHADOWS // 2).all()
     diag = ref.diagnostics()
@@ -181,16 +243,27 @@ def test_target_size_tops_up_with_filler(planted_model):
     used = set(pool(ctx)[0]) | set(ctx.splits.members)
     spare = np.array(sorted(set(ctx.splits.spare) - used))
     # one epoch, not the target's 30: only which pairs each shadow trains on is checked here
-    trainer = ShadowTrainer(replace(ctx.shadows.spec, epochs=1), ctx.shards, ctx.shadows.cache_dir, "unused",
-                            past=spare, taken=sorted(used))
+    trainer = ShadowTrainer(
+        replace(ctx.shadows.spec, epochs=1),
+        ctx.shards,
+        ctx.shadows.cache_dir,
+        "unused",
+        past=spare,
+        taken=sorted(used),
+    )
     big = replace(ctx, target=replace(ctx.target, size=300), shadows=trainer)
     ref = references(big, 2, settings=ShadowSettings("target", None, 0))
     uids = pool(ctx)[0]
     for m, d in enumerate(ref.dirs):
         trained = Path(d, "trained_uids.txt").read_text().split()
         assert len(trained) == len(set(trained)) == 300
-        assert set(trained) & set(uids) == set(uids[ref.inside[m]])   # the half, then filler beyond the pool
-        assert set(trained) - set(uids) <= set(spare) and len(set(trained) - set(uids)) == 300 - ref.inside[m].sum()
+        assert set(trained) & set(uids) == set(
+            uids[ref.inside[m]]
+        )  # the half, then filler beyond the pool
+        assert (
+            set(trained) - set(uids) <= set(spare)
+            and len(set(trained) - set(uids)) == 300 - ref.inside[m].sum()
+        )
     assert ref.diagnostics()["shadow_size"] == 300 and ref.diagnostics()["shadow_filler"] == 25
 
 
@@ -201,15 +274,31 @@ def test_pool_size_keeps_the_shadows_of_before(planted_model):
     res = make_attack("lira", num_shadows=NUM_SHADOWS, shadows=POOL).run(ctx)
     uids, _ = pool(ctx)
     inside = halves(uids, NUM_SHADOWS, ctx.seed)
-    before = [config_hash({"target": ctx.target.key, "shadow": shadow_tag(ctx.seed, m),
-                           "uids": config_hash(sorted(uids[inside[m]]))}) for m in range(NUM_SHADOWS)]
+    before = [
+        config_hash(
+            {
+                "target": ctx.target.key,
+                "shadow": shadow_tag(ctx.seed, m),
+                "uids": config_hash(sorted(uids[inside[m]])),
+            }
+        )
+        for m in range(NUM_SHADOWS)
+    ]
     assert res.diagnostics["shadow_keys"] == before
     assert res.diagnostics["shadow_size"] == 275 and res.diagnostics["shadows_size"] == "pool"
     for m, d in enumerate(res.diagnostics["shadow_dirs"]):
         assert Path(d, "trained_uids.txt").read_text().split() == sorted(uids[inside[m]])
     ref = references(ctx, NUM_SHADOWS, "fisher")  # no settings: pool
-    np.testing.assert_array_equal(LiRA(num_shadows=NUM_SHADOWS, mode="online", variance="global", statistic="fisher",
-                                       shadows=POOL).score(ref)[:100], res.member_scores)
+    np.testing.assert_array_equal(
+        LiRA(
+            num_shadows=NUM_SHADOWS,
+            mode="online",
+            variance="global",
+            statistic="fisher",
+            shadows=POOL,
+        ).score(ref)[:100],
+        res.member_scores,
+    )
 
 
 def test_rerun_trains_no_shadow(planted_model):
@@ -222,6 +311,7 @@ def test_rerun_trains_no_shadow(planted_model):
 
 # --- LiRA on the trained fixture ---------------------------------------------------------------
 
+
 def test_lira_online_planted_model(planted_model):
     res = make_attack("lira", num_shadows=NUM_SHADOWS, mode="online").run(planted_model)
     assert_planted(res)
@@ -232,7 +322,12 @@ def test_lira_online_planted_model(planted_model):
 
 def test_lira_offline_planted_model_regression(planted_model):
     """Not the planted bar (see the module docstring): a guard that offline LiRA still works."""
-    assert auc_of(make_attack("lira", num_shadows=NUM_SHADOWS, mode="offline").run(planted_model))["auc"] > 0.85
+    assert (
+        auc_of(make_attack("lira", num_shadows=NUM_SHADOWS, mode="offline").run(planted_model))[
+            "auc"
+        ]
+        > 0.85
+    )
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
@@ -244,11 +339,18 @@ def test_lira_null_model(pool_null, mode):
 
 # --- LiRA's scoring on synthetic statistics ----------------------------------------------------
 
-@pytest.mark.parametrize("mode,variance", [("online", "global"), ("offline", "global"), ("offline", "per_pair")])
+
+@pytest.mark.parametrize(
+    "mode,variance", [("online", "global"), ("offline", "global"), ("offline", "per_pair")]
+)
 def test_lira_synthetic_planted(mode, variance):
     ref = synthetic_references(planted=True)
-    assert auc_of(result_of(ref, ref.target_stats[ref.eval_rows()]))["auc"] < 0.8  # raw statistic: weak
-    assert_planted(result_of(ref, make_attack("lira", num_shadows=8, mode=mode, variance=variance).score(ref)))
+    assert (
+        auc_of(result_of(ref, ref.target_stats[ref.eval_rows()]))["auc"] < 0.8
+    )  # raw statistic: weak
+    assert_planted(
+        result_of(ref, make_attack("lira", num_shadows=8, mode=mode, variance=variance).score(ref))
+    )
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
@@ -278,14 +380,20 @@ def test_lira_config_and_validation():
     assert isinstance(built[1], RMIA) and {a.shadows.size for a in built} == {"pool"}
 
 
-def test_a_job_whose_pool_is_too_small_for_n_is_refused_before_any_training(make_cfg, tmp_path, small_corpus):
+def test_a_job_whose_pool_is_too_small_for_n_is_refused_before_any_training(
+    make_cfg, tmp_path, small_corpus
+):
     """debug=small: the held-out pairs past the splits are 150; N = 600 needs 325 filler pairs."""
-    with pytest.raises(ConfigError, match=r"attack\.lira\.shadows\.size='target': N = 600 needs 325 filler pairs"):
+    with pytest.raises(
+        ConfigError, match=r"attack\.lira\.shadows\.size='target': N = 600 needs 325 filler pairs"
+    ):
         run(make_cfg("attack=lira", "data.size=600"))
     assert not (tmp_path / ".cache" / "targets").exists()  # neither the target nor a shadow trained
 
 
-def test_filler_from_an_auditor_folder_leaves_out_the_splits_and_is_refused_when_short(planted_model):
+def test_filler_from_an_auditor_folder_leaves_out_the_splits_and_is_refused_when_short(
+    planted_model,
+):
     """shadows.pool: the fixture's own shard folder stands in for the auditor's folder."""
     ctx = planted_model
     folder = str(Path(ctx.shards[0]).parent)
@@ -296,7 +404,10 @@ def test_filler_from_an_auditor_folder_leaves_out_the_splits_and_is_refused_when
     assert len(filler.uids) == 1200 - len(set(taken)) and not set(filler.uids) & set(taken)
     attacks = {"lira": make_attack("lira", shadows={**TARGET, "pool": folder})}
     check_scale(attacks, 275 + len(filler.uids), ctx.splits, trainer, 30)  # fits exactly
-    with pytest.raises(ConfigError, match=rf"attack\.lira\.shadows\.size='target': N = 2000 needs 1725 filler pairs.*"
-                       rf"the folder shadows\.pool={folder} holds {len(filler.uids)}; point shadows\.pool at a "
-                       r"folder of at least 1725 pairs"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"attack\.lira\.shadows\.size='target': N = 2000 needs 1725 filler pairs.*"
+        rf"the folder shadows\.pool={folder} holds {len(filler.uids)}; point shadows\.pool at a "
+        r"folder of at least 1725 pairs",
+    ):
         check_scale(attacks, 2000, ctx.splits, trainer, 30)

@@ -4,7 +4,7 @@ import torch
 from hydra.utils import instantiate
 
 from mia.attacks.mcd import MCD, with_attention_dropout
-from tests.helpers.attacks import auc_of, make_attack, assert_null
+from tests.helpers.attacks import assert_null, auc_of, make_attack
 from tests.helpers.config import compose_config
 
 
@@ -46,7 +46,9 @@ def test_mcd_leaves_target_unmodified(planted_run, planted_model):
     assert all(torch.equal(state_before[k], state_after[k]) for k in state_before)
     model = planted_model.target.model
     assert not any(m.training for m in model.modules())
-    assert all(m.dropout == 0 for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention))
+    assert all(
+        m.dropout == 0 for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)
+    )
 
 
 def test_mcd_null_model(null_model):
@@ -55,8 +57,12 @@ def test_mcd_null_model(null_model):
 
 def test_mcd_without_dropout_is_csa(planted_model):
     result = make_attack("mcd", p=0.0, passes=2).run(planted_model)
-    np.testing.assert_allclose(result.member_scores, planted_model.features["member_eval"].cos, atol=1e-5)
-    np.testing.assert_allclose(result.nonmember_scores, planted_model.features["nonmember_eval"].cos, atol=1e-5)
+    np.testing.assert_allclose(
+        result.member_scores, planted_model.features["member_eval"].cos, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        result.nonmember_scores, planted_model.features["nonmember_eval"].cos, atol=1e-5
+    )
     assert result.diagnostics["member_std_mean"] < 1e-5
 
 
@@ -64,7 +70,9 @@ def test_only_attention_is_stochastic(planted_model):
     model, counts = with_attention_dropout(planted_model.target.model, 0.3)
     attn = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
     assert len(attn) == sum(counts.values()) and all(m.training and m.dropout == 0.3 for m in attn)
-    others = [m for m in model.modules() if m.training and not isinstance(m, torch.nn.MultiheadAttention)]
+    others = [
+        m for m in model.modules() if m.training and not isinstance(m, torch.nn.MultiheadAttention)
+    ]
     # MultiheadAttention's out_proj stays in eval mode too: nothing else changes behaviour.
     assert others == []
 
@@ -73,29 +81,58 @@ def test_mcd_seeded(planted_model):
     a = make_attack("mcd", passes=1, batch_size=64).run(planted_model)
     b = make_attack("mcd", passes=1, batch_size=64).run(planted_model)
     np.testing.assert_array_equal(a.member_scores, b.member_scores)
-    assert not np.allclose(a.member_scores, planted_model.features["member_eval"].cos, atol=1e-4)  # dropout acted
+    assert not np.allclose(
+        a.member_scores, planted_model.features["member_eval"].cos, atol=1e-4
+    )  # dropout acted
 
 
-@pytest.mark.parametrize("vision", [
-    {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16, "block_type": "custom"},
-    {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},  # ModifiedResNet (RN50-like): no attention blocks
-])
+@pytest.mark.parametrize(
+    "vision",
+    [
+        {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+            "block_type": "custom",
+        },
+        {
+            "image_size": 32,
+            "layers": [1, 1, 1, 1],
+            "width": 8,
+        },  # ModifiedResNet (RN50-like): no attention blocks
+    ],
+)
 def test_attention_dropout_other_blocks(vision):
     # open_clip's own Attention (custom blocks) and a ResNet image tower, on small untrained models.
     import open_clip
 
     torch.manual_seed(0)
-    text = {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1, "block_type": "custom"}
+    text = {
+        "context_length": 8,
+        "vocab_size": 100,
+        "width": 32,
+        "heads": 2,
+        "layers": 1,
+        "block_type": "custom",
+    }
     target = open_clip.CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text).eval()
     model, counts = with_attention_dropout(target, 0.5)
     resnet = isinstance(vision["layers"], list)
     assert counts == {"visual": 0 if resnet else 1, "text": 1}
     # BatchNorm, LayerNorm, everything but the attention (and its attn_drop) stays in eval mode.
     stochastic = [type(m).__name__ for m in model.modules() if m.training]
-    assert set(stochastic) <= {"Attention", "Dropout"} and stochastic.count("Attention") == sum(counts.values())
+    assert set(stochastic) <= {"Attention", "Dropout"} and stochastic.count("Attention") == sum(
+        counts.values()
+    )
     tokens, images = torch.randint(1, 100, (4, 8)), torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        t1, t2, t0 = model.encode_text(tokens), model.encode_text(tokens), target.encode_text(tokens)
+        t1, t2, t0 = (
+            model.encode_text(tokens),
+            model.encode_text(tokens),
+            target.encode_text(tokens),
+        )
         i1, i0 = model.encode_image(images), target.encode_image(images)
     assert not torch.allclose(t1, t2)
     assert torch.allclose(i1, i0, atol=1e-6) == resnet  # a ResNet tower stays deterministic

@@ -5,12 +5,12 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from mia.attacks.paramgrad import ParamGrad, ghost_sq_norm, per_sample_grad_norms, select_params
 from benchmarks.bench import synthetic_batch
 from benchmarks.bench_paramgrad import loop_grad_norms
+from mia.attacks.paramgrad import ParamGrad, ghost_sq_norm, per_sample_grad_norms, select_params
 from mia.model import build_model
 from mia.validate import ConfigError
-from tests.helpers.attacks import make_attack, assert_null, assert_planted
+from tests.helpers.attacks import assert_null, assert_planted, make_attack
 from tests.helpers.config import compose_config
 
 
@@ -23,7 +23,10 @@ def tiny():
     model.eval()
     images, tokens = synthetic_batch(11, cfg.data.corpus.image_size, tokenizer, preprocess)
     with torch.no_grad():
-        bank = (model.encode_image(images[6:], normalize=True), model.encode_text(tokens[6:], normalize=True))
+        bank = (
+            model.encode_image(images[6:], normalize=True),
+            model.encode_text(tokens[6:], normalize=True),
+        )
     return model, images[:6], tokens[:6], bank
 
 
@@ -41,11 +44,17 @@ def test_batched_norms_equal_the_loop(tiny, params):
     assert torch.backends.mha.get_fastpath_enabled()
 
 
-@pytest.mark.parametrize("module, x", [
-    (nn.Linear(5, 3), torch.randn(4, 1, 7, 5)),
-    (nn.Embedding(10, 3, padding_idx=0), torch.randint(0, 4, (4, 1, 8))),  # repeated ids and padding
-    (nn.Conv2d(2, 3, kernel_size=2, stride=2), torch.randn(4, 1, 2, 6, 4)),
-])
+@pytest.mark.parametrize(
+    "module, x",
+    [
+        (nn.Linear(5, 3), torch.randn(4, 1, 7, 5)),
+        (
+            nn.Embedding(10, 3, padding_idx=0),
+            torch.randint(0, 4, (4, 1, 8)),
+        ),  # repeated ids and padding
+        (nn.Conv2d(2, 3, kernel_size=2, stride=2), torch.randn(4, 1, 2, 6, 4)),
+    ],
+)
 def test_ghost_norm_equals_materialised_gradient(module, x):
     """Ghost identity vs the explicit per-sample gradient of sum(out * b) w.r.t. weight and bias."""
     torch.manual_seed(0)
@@ -55,7 +64,9 @@ def test_ghost_norm_equals_materialised_gradient(module, x):
         module.zero_grad()
         (module(xi)[0] * bi).sum().backward()
         expected.append(sum(p.grad.pow(2).sum() for p in module.parameters()))
-    assert torch.allclose(ghost_sq_norm(module, x, b, with_bias=True), torch.stack(expected), rtol=1e-4)
+    assert torch.allclose(
+        ghost_sq_norm(module, x, b, with_bias=True), torch.stack(expected), rtol=1e-4
+    )
 
 
 def test_select_params(tiny):
@@ -77,7 +88,9 @@ def test_select_params(tiny):
 def test_yaml_instantiates():
     cfg = compose_config("attack=paramgrad", "attack.paramgrad.params=last_blocks")
     attack = instantiate(cfg.attack.paramgrad, _convert_="all")
-    assert isinstance(attack, ParamGrad) and attack.params == "last_blocks" and attack.last_blocks == 1
+    assert (
+        isinstance(attack, ParamGrad) and attack.params == "last_blocks" and attack.last_blocks == 1
+    )
 
 
 @pytest.mark.parametrize("params", ["all", "last_blocks"])

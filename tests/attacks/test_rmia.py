@@ -5,6 +5,7 @@ shadows at the target's scale serves both files, and the null tests reuse the sh
 set; see its docstring). Measured on planted_model with 8 shadows: offline
 (a tuned to 0.8) 0.930 AUC, online 0.940; with 4 shadows 0.915 and 0.937.
 """
+
 import json
 
 import numpy as np
@@ -13,11 +14,18 @@ from hydra.utils import instantiate
 
 from mia.attacks.rmia import RMIA, reference_log_prob, tune_offline_a
 from mia.validate import ConfigError
-from tests.helpers.attacks import make_attack, NUM_SHADOWS, assert_null, assert_planted, result_of, synthetic_references
+from tests.helpers.attacks import (
+    NUM_SHADOWS,
+    assert_null,
+    assert_planted,
+    make_attack,
+    result_of,
+    synthetic_references,
+)
 from tests.helpers.config import compose_config
 
 TARGET = {"size": "target", "pool": None, "seed": 0}  # conf/shadows/default.yaml
-POOL = {**TARGET, "size": "pool"}                      # the shadows of before shadows.size existed
+POOL = {**TARGET, "size": "pool"}  # the shadows of before shadows.size existed
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
@@ -49,7 +57,9 @@ def test_rmia_rerun_trains_no_shadow(planted_model):
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_rmia_synthetic(mode):
     planted = synthetic_references(planted=True)
-    assert_planted(result_of(planted, make_attack("rmia", num_shadows=8, mode=mode).score(planted, seed=0)))
+    assert_planted(
+        result_of(planted, make_attack("rmia", num_shadows=8, mode=mode).score(planted, seed=0))
+    )
     null = synthetic_references(planted=False)
     assert_null(result_of(null, make_attack("rmia", num_shadows=8, mode=mode).score(null, seed=0)))
 
@@ -68,22 +78,33 @@ def test_reference_probability_rules():
     probs = np.array([[0.2, 0.9], [0.4, 0.1]])
     inside = np.array([[True, False], [False, True]])
     np.testing.assert_allclose(np.exp(reference_log_prob(probs, inside, "online", 0.3)), [0.3, 0.5])
-    np.testing.assert_allclose(np.exp(reference_log_prob(probs, inside, "offline", 1.0)), [0.4, 0.9])
-    np.testing.assert_allclose(np.exp(reference_log_prob(probs, inside, "offline", 0.0)), [0.7, 0.95])
+    np.testing.assert_allclose(
+        np.exp(reference_log_prob(probs, inside, "offline", 1.0)), [0.4, 0.9]
+    )
+    np.testing.assert_allclose(
+        np.exp(reference_log_prob(probs, inside, "offline", 0.0)), [0.7, 0.95]
+    )
 
 
 def test_gamma_num_z_and_ties_are_honoured():
     ref = synthetic_references(planted=True)
     plain = make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0, break_ties=False)
     s1 = plain.score(ref, seed=0)
-    assert np.allclose(s1 * 10, np.round(s1 * 10))                  # steps of 1 / num_z
+    assert np.allclose(s1 * 10, np.round(s1 * 10))  # steps of 1 / num_z
     assert plain.used == {"offline_a": 1.0, "num_z": 10}
-    s2 = make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0, gamma=4.0, break_ties=False).score(ref, seed=0)
-    assert (s2 <= s1).all() and (s2 < s1).any()                      # a higher bar dominates fewer z
+    s2 = make_attack(
+        "rmia", num_shadows=8, num_z=10, offline_a=1.0, gamma=4.0, break_ties=False
+    ).score(ref, seed=0)
+    assert (s2 <= s1).all() and (s2 < s1).any()  # a higher bar dominates fewer z
     broken = make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0).score(ref, seed=0)
     assert (np.floor(broken * 10 + 1e-9) == np.round(s1 * 10)).all()  # ties ordered within a step
     assert len(np.unique(broken)) > len(np.unique(s1))
-    assert not np.array_equal(s1, make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0, break_ties=False).score(ref, seed=1))
+    assert not np.array_equal(
+        s1,
+        make_attack("rmia", num_shadows=8, num_z=10, offline_a=1.0, break_ties=False).score(
+            ref, seed=1
+        ),
+    )
 
 
 def test_rmia_config_and_validation():
@@ -92,7 +113,19 @@ def test_rmia_config_and_validation():
     assert isinstance(attack, RMIA) and attack.mode == "offline" and attack.offline_a == "auto"
     assert (attack.gamma, attack.num_z) == (cfg.attack.rmia.gamma, cfg.attack.rmia.num_z)
     assert attack.shadows.size == cfg.shadows.size == "target"
-    for key, bad in [("mode", "both"), ("offline_a", 1.5), ("offline_a", "half"), ("gamma", 0),
-                     ("shadows.size", "half")]:
+    for key, bad in [
+        ("mode", "both"),
+        ("offline_a", 1.5),
+        ("offline_a", "half"),
+        ("gamma", 0),
+        ("shadows.size", "half"),
+    ]:
         with pytest.raises(ConfigError, match=rf"attack\.rmia\.{key}"):
-            make_attack("rmia", **({key: bad} if "." not in key else {"shadows": {**TARGET, key.split(".")[1]: bad}}))
+            make_attack(
+                "rmia",
+                **(
+                    {key: bad}
+                    if "." not in key
+                    else {"shadows": {**TARGET, key.split(".")[1]: bad}}
+                ),
+            )

@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 
 from mia.data import shards as sh
-from mia.validate import build
 from mia.data.synthetic import make_sample, write_corpus
+from mia.validate import build
 
 
 def test_generator_is_deterministic_and_varied():
     a_img, a_cap, a_meta = make_sample(7, seed=3)
     b_img, b_cap, b_meta = make_sample(7, seed=3)
-    assert a_cap == b_cap and a_meta == b_meta and np.array_equal(np.asarray(a_img), np.asarray(b_img))
+    assert (
+        a_cap == b_cap and a_meta == b_meta and np.array_equal(np.asarray(a_img), np.asarray(b_img))
+    )
     c_img, c_cap, _ = make_sample(8, seed=3)
     assert c_cap != a_cap and not np.array_equal(np.asarray(c_img), np.asarray(a_img))
     assert "." not in a_meta["key"]

@@ -1,5 +1,6 @@
 """The DataComp recipe end to end against a local image server (nothing beyond 127.0.0.1), and
 uid lists in their three formats."""
+
 import hashlib
 import io
 import json
@@ -23,8 +24,11 @@ from mia.data.uids import read_uids
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 3
-needs_img2dataset = pytest.mark.skipif(find_spec("img2dataset") is None, reason="img2dataset is not installed "
-                                       "(pip install --no-deps img2dataset==1.47.0, see docs/datacomp.md)")
+needs_img2dataset = pytest.mark.skipif(
+    find_spec("img2dataset") is None,
+    reason="img2dataset is not installed "
+    "(pip install --no-deps img2dataset==1.47.0, see docs/datacomp.md)",
+)
 
 
 def e2e(test):
@@ -32,9 +36,10 @@ def e2e(test):
     half, and each imports torch (through webdataset), 20-40 s in all on 2 busy cores."""
     return pytest.mark.slow(needs_img2dataset(test))
 
+
 # Loaded by every Python process of the recipe (the CLI and img2dataset's spawned workers) through
 # PYTHONPATH: any connection or name lookup beyond loopback is refused and written to a log.
-NET_GUARD = '''
+NET_GUARD = """
 import os, socket
 _LOG = os.environ.get("MIA_NET_GUARD_LOG")
 if _LOG:
@@ -62,7 +67,7 @@ if _LOG:
         return _getaddrinfo(host, *args, **kwargs)
     socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
     _note("loaded")
-'''
+"""
 
 
 def _image(rng, i):
@@ -84,7 +89,11 @@ def pool(tmp_path_factory):
     """Served images plus DataComp-style metadata: 36 good images (one listed with a wrong sha256),
     4 URLs answering 404, 4 answering corrupt bytes, and one row without text."""
     rng = np.random.default_rng(0)
-    routes, rows, expect = {}, [], {"ok": [], "404": [], "corrupt": [], "bad_hash": [], "no_text": []}
+    routes, rows, expect = (
+        {},
+        [],
+        {"ok": [], "404": [], "corrupt": [], "bad_hash": [], "no_text": []},
+    )
     for i in range(36):
         body, ext, ctype = _image(rng, i)
         path = f"/img/{i}.{ext}"
@@ -94,8 +103,14 @@ def pool(tmp_path_factory):
     for i in range(4):
         rows.append(("404", f"/missing/{i}.jpg", "0" * 64))
     jpeg = routes["/img/1.jpg"][1]
-    for i, body in enumerate([rng.bytes(3000), b"<html><body>gone</body></html>",
-                              routes["/img/0.png"][1][:300], jpeg[:200] + rng.bytes(2000)]):
+    for i, body in enumerate(
+        [
+            rng.bytes(3000),
+            b"<html><body>gone</body></html>",
+            routes["/img/0.png"][1][:300],
+            jpeg[:200] + rng.bytes(2000),
+        ]
+    ):
         routes[f"/corrupt/{i}.jpg"] = (200, body, "image/jpeg")
         rows.append(("corrupt", f"/corrupt/{i}.jpg", hashlib.sha256(body).hexdigest()))
     rows.append(("no_text", "/img/1.jpg", "0" * 64))
@@ -120,16 +135,32 @@ def pool(tmp_path_factory):
     uids = [rng.bytes(16).hex() for _ in rows]
     for uid, (kind, _, _) in zip(uids, rows):
         expect[kind].append(uid)
-    boxes = [[[0.2, 0.2, 0.6, 0.7]] if n % 10 == 2 else [] for n in range(len(rows))]  # a few faces to blur
-    table = pa.table({"uid": uids, "url": [base + path for _, path, _ in rows],
-                      "text": [None if kind == "no_text" else f"picture {n} of a thing, {kind}"
-                               for n, (kind, _, _) in enumerate(rows)],
-                      "sha256": [digest for _, _, digest in rows], "face_bboxes": boxes,
-                      "clip_b32_similarity_score": rng.random(len(rows))})
+    boxes = [
+        [[0.2, 0.2, 0.6, 0.7]] if n % 10 == 2 else [] for n in range(len(rows))
+    ]  # a few faces to blur
+    table = pa.table(
+        {
+            "uid": uids,
+            "url": [base + path for _, path, _ in rows],
+            "text": [
+                None if kind == "no_text" else f"picture {n} of a thing, {kind}"
+                for n, (kind, _, _) in enumerate(rows)
+            ],
+            "sha256": [digest for _, _, digest in rows],
+            "face_bboxes": boxes,
+            "clip_b32_similarity_score": rng.random(len(rows)),
+        }
+    )
     folder = tmp_path_factory.mktemp("metadata")
-    pq.write_table(table.slice(0, 20), folder / "0000.parquet")  # a folder of two files, as DataComp's
+    pq.write_table(
+        table.slice(0, 20), folder / "0000.parquet"
+    )  # a folder of two files, as DataComp's
     pq.write_table(table.slice(20), folder / "0001.parquet")
-    yield {"metadata": folder, "expect": expect, "captions": dict(zip(uids, table.column("text").to_pylist()))}
+    yield {
+        "metadata": folder,
+        "expect": expect,
+        "captions": dict(zip(uids, table.column("text").to_pylist())),
+    }
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)
@@ -141,24 +172,55 @@ def fetched(pool, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fetch")
     (tmp / "guard").mkdir()
     (tmp / "guard" / "sitecustomize.py").write_text(NET_GUARD)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp / "guard"), str(REPO)]),
-           "MIA_NET_GUARD_LOG": str(tmp / "net.log")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp / "guard"), str(REPO)]),
+        "MIA_NET_GUARD_LOG": str(tmp / "net.log"),
+    }
     for k in ("NO_ALBUMENTATIONS_UPDATE", "WANDB_MODE"):  # the recipe itself must switch these off
         env.pop(k, None)
     out = tmp / "out"
-    cmd = [sys.executable, "-m", "mia.data.datacomp", "--metadata", str(pool["metadata"]), "--out", str(out),
-           "--seed", str(SEED), "--processes", "1", "--threads", "4", "--image-size", "64",
-           "--samples-per-shard", "8", "--timeout", "5", "--verify-sha256"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mia.data.datacomp",
+        "--metadata",
+        str(pool["metadata"]),
+        "--out",
+        str(out),
+        "--seed",
+        str(SEED),
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+        "--image-size",
+        "64",
+        "--samples-per-shard",
+        "8",
+        "--timeout",
+        "5",
+        "--verify-sha256",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"out": out, "stdout": proc.stdout, "net_log": (tmp / "net.log").read_text().splitlines(), **pool}
+    return {
+        "out": out,
+        "stdout": proc.stdout,
+        "net_log": (tmp / "net.log").read_text().splitlines(),
+        **pool,
+    }
 
 
 def _side_of(uids):
     """The split rule as documented in split.json, recomputed here from the hash and seed alone."""
     threshold = int(0.5 * 2**64)
-    return {u: "member" if int.from_bytes(hashlib.sha256(f"{SEED}:{u}".encode()).digest()[:8], "big") < threshold
-            else "nonmember" for u in uids}
+    return {
+        u: "member"
+        if int.from_bytes(hashlib.sha256(f"{SEED}:{u}".encode()).digest()[:8], "big") < threshold
+        else "nonmember"
+        for u in uids
+    }
 
 
 @e2e
@@ -167,14 +229,22 @@ def test_split_is_deterministic_and_disjoint(fetched):
     split = pq.read_table(out / "split.parquet").to_pydict()
     sides = dict(zip(split["uid"], split["side"]))
     listed = [u for kind, us in expect.items() if kind != "no_text" for u in us]
-    assert sorted(sides) == sorted(listed) and len(split["uid"]) == len(listed)  # every row once, no_text dropped
+    assert sorted(sides) == sorted(listed) and len(split["uid"]) == len(
+        listed
+    )  # every row once, no_text dropped
     assert sides == _side_of(listed)
     members = {u for u, s in sides.items() if s == "member"}
     nonmembers = {u for u, s in sides.items() if s == "nonmember"}
     assert members and nonmembers and not members & nonmembers
     record = json.loads((out / "split.json").read_text())
-    assert record["seed"] == SEED and record["hash"] == "sha256" and record["member_fraction"] == 0.5
-    assert record["counts"] == {"member": len(members), "nonmember": len(nonmembers), "dropped_null_url_or_text": 1}
+    assert (
+        record["seed"] == SEED and record["hash"] == "sha256" and record["member_fraction"] == 0.5
+    )
+    assert record["counts"] == {
+        "member": len(members),
+        "nonmember": len(nonmembers),
+        "dropped_null_url_or_text": 1,
+    }
     assert record["fetch"]["blur_faces_from"] == "face_bboxes"
     # The rule depends on nothing but the seed and each uid: not on row order, but on the seed.
     uids = np.array(listed)
@@ -195,10 +265,17 @@ def test_failures_are_counted_not_written(fetched):
         r = report[folder]
         assert r["requested"] == on(side, "ok", "404", "corrupt", "bad_hash")
         assert r["fetched"] == on(side, "ok")
-        assert r["failed_to_download"] == on(side, "404", "bad_hash")  # a hash mismatch is a failed download
+        assert r["failed_to_download"] == on(
+            side, "404", "bad_hash"
+        )  # a hash mismatch is a failed download
         assert r["failed_to_resize"] == on(side, "corrupt")
-        assert r["failed"] == r["failed_to_download"] + r["failed_to_resize"] and r["unaccounted"] == 0
-        assert f"{folder}: requested {r['requested']}, fetched {r['fetched']}, failed {r['failed']}" in fetched["stdout"]
+        assert (
+            r["failed"] == r["failed_to_download"] + r["failed_to_resize"] and r["unaccounted"] == 0
+        )
+        assert (
+            f"{folder}: requested {r['requested']}, fetched {r['fetched']}, failed {r['failed']}"
+            in fetched["stdout"]
+        )
     assert report["total"] == {"requested": 44, "fetched": 35, "failed": 9, "unaccounted": 0}
 
 
@@ -208,7 +285,9 @@ def test_shards_read_back_with_mias_reader(fetched):
     sides = _side_of(expect["ok"])
     for side, folder in (("member", "members"), ("nonmember", "nonmembers")):
         shards = sh.list_shards(out / folder)
-        assert len(shards) >= 2 and all(len(s.stem) == 5 for s in shards)  # NNNNN.tar, 8 samples a shard
+        assert len(shards) >= 2 and all(
+            len(s.stem) == 5 for s in shards
+        )  # NNNNN.tar, 8 samples a shard
         index = sh.build_index(shards)
         assert not index.corrupt and len(index.uids) == len(set(index.uids))
         assert set(index.uids) == {u for u in expect["ok"] if sides[u] == side}
@@ -228,7 +307,9 @@ def test_nothing_beyond_loopback_was_contacted(fetched):
 def test_uid_lists_in_three_formats(fetched, tmp_path):
     index = sh.build_index(sh.list_shards(fetched["out"] / "members"))
     uids = sorted(index.uids)
-    pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids], np.dtype("u8,u8"))  # as DataComp does
+    pairs = np.array(
+        [(int(u[:16], 16), int(u[16:32], 16)) for u in uids], np.dtype("u8,u8")
+    )  # as DataComp does
     np.save(tmp_path / "datacomp.npy", pairs)
     np.save(tmp_path / "columns.npy", np.stack([pairs["f0"], pairs["f1"]], axis=1))
     (tmp_path / "uids.txt").write_text("\n".join(uids) + "\n\n")
@@ -274,7 +355,12 @@ def test_uid_lists_cover_the_full_128_bits(tmp_path):
 def test_bad_arguments_are_named(tmp_path, capsys):
     assert main(["--metadata", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "--metadata=" in capsys.readouterr().err
-    assert main(["--metadata", str(tmp_path), "--out", str(tmp_path / "o"), "--member-fraction", "1.5"]) == 2
+    assert (
+        main(
+            ["--metadata", str(tmp_path), "--out", str(tmp_path / "o"), "--member-fraction", "1.5"]
+        )
+        == 2
+    )
     assert "--member-fraction=1.5" in capsys.readouterr().err
     assert main(["--metadata", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "holds no .parquet files" in capsys.readouterr().err
@@ -282,10 +368,14 @@ def test_bad_arguments_are_named(tmp_path, capsys):
 
 @e2e
 def test_bad_metadata_and_changed_settings_are_refused(fetched, tmp_path):
-    pq.write_table(pa.table({"uid": ["a"], "url": ["http://127.0.0.1:9/x.jpg"]}), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table({"uid": ["a"], "url": ["http://127.0.0.1:9/x.jpg"]}), tmp_path / "m.parquet"
+    )
     with pytest.raises(ValueError, match=r"--metadata: .*m.parquet has no column text"):
         fetch(tmp_path / "m.parquet", tmp_path / "o")
-    pq.write_table(pa.table({"uid": ["a", "a"], "url": ["u", "v"], "text": ["x", "y"]}), tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"uid": ["a", "a"], "url": ["u", "v"], "text": ["x", "y"]}), tmp_path / "d.parquet"
+    )
     with pytest.raises(ValueError, match="--metadata: 1 uids occur more than once"):
         fetch(tmp_path / "d.parquet", tmp_path / "o")
     with pytest.raises(ValueError, match=r"--metadata: .*sha256 \(needed by --verify-sha256\)"):

@@ -1,4 +1,5 @@
 """The glyph corpus: real CJK glyphs (Noto Sans CJK) captioned from Unihan, built small in tmp_path."""
+
 import hashlib
 import json
 
@@ -7,8 +8,8 @@ import pytest
 
 from mia.data import glyphs
 from mia.data import shards as sh
-from mia.validate import build
 from mia.data.dedup import normalise_caption
+from mia.validate import build
 
 try:
     glyphs.find_font(), glyphs.find_unihan()
@@ -25,7 +26,11 @@ def _build(path, size=300, **kw):
 @needs_sources
 def test_small_corpus_layout_captions_and_images(tmp_path):
     out = _build(tmp_path / "a")
-    assert json.loads((out / "sizes.json").read_text()) == {"00000.tar": 120, "00001.tar": 120, "00002.tar": 60}
+    assert json.loads((out / "sizes.json").read_text()) == {
+        "00000.tar": 120,
+        "00001.tar": 120,
+        "00002.tar": 60,
+    }
     stats = json.loads((out / "glyphs.json").read_text())
     assert stats["distinct"] >= 20_000 and stats["dropped_duplicate_captions"] > 0
     assert stats["distinct"] + stats["dropped_duplicate_captions"] == stats["in_font"]
@@ -38,7 +43,10 @@ def test_small_corpus_layout_captions_and_images(tmp_path):
     assert all(im.shape == (32, 32, 3) for im in images)
     assert all(im.min() < 100 and im.max() > 200 for im in images)  # ink on paper, not a blank tile
     meta = json.loads(samples[0]["json"])
-    assert meta["uid"] == f"glyph{ord(meta['char']):06x}" and meta["caption"] == samples[0]["txt"].decode()
+    assert (
+        meta["uid"] == f"glyph{ord(meta['char']):06x}"
+        and meta["caption"] == samples[0]["txt"].decode()
+    )
 
 
 @needs_sources
@@ -52,10 +60,18 @@ def test_corpus_is_deterministic_and_seeded(tmp_path):
 
 
 def test_caption_fields():
-    row = {"kDefinition": "to wash", "kRSUnicode": "85.6", "kMandarin": "xǐ", "kCantonese": "sai2",
-           "kJapaneseOn": "SEN SAI", "kKorean": "SEY"}
-    assert glyphs.caption_of(row) == ("a water radical glyph meaning: to wash; mandarin xi3, cantonese sai2, "
-                                      "japanese sen sai, korean sey")
+    row = {
+        "kDefinition": "to wash",
+        "kRSUnicode": "85.6",
+        "kMandarin": "xǐ",
+        "kCantonese": "sai2",
+        "kJapaneseOn": "SEN SAI",
+        "kKorean": "SEY",
+    }
+    assert glyphs.caption_of(row) == (
+        "a water radical glyph meaning: to wash; mandarin xi3, cantonese sai2, "
+        "japanese sen sai, korean sey"
+    )
     assert glyphs.radical_name("120'.3") == "simplified silk"
     assert glyphs.numbered_pinyin("lǜ") == "lv4" and glyphs.numbered_pinyin("de") == "de"
 
@@ -81,10 +97,15 @@ def test_unihan_text_files_read_like_the_xml(tmp_path):
     """Debian's unicode-data ships Unihan_*.txt.bz2; the same fields come out as from the XML."""
     import bz2
 
-    (tmp_path / "Unihan_Readings.txt.bz2").write_bytes(bz2.compress(
-        "# comment\nU+6D17\tkDefinition\twash\nU+6D17\tkMandarin\txǐ\nU+4E00\tkMandarin\tyī\n".encode()))
+    (tmp_path / "Unihan_Readings.txt.bz2").write_bytes(
+        bz2.compress(
+            "# comment\nU+6D17\tkDefinition\twash\nU+6D17\tkMandarin\txǐ\nU+4E00\tkMandarin\tyī\n".encode()
+        )
+    )
     (tmp_path / "Unihan_IRGSources.txt").write_text("U+6D17\tkRSUnicode\t85.6\n", encoding="utf-8")
-    assert glyphs.read_unihan(tmp_path) == {0x6D17: {"kDefinition": "wash", "kMandarin": "xǐ", "kRSUnicode": "85.6"}}
+    assert glyphs.read_unihan(tmp_path) == {
+        0x6D17: {"kDefinition": "wash", "kMandarin": "xǐ", "kRSUnicode": "85.6"}
+    }
 
 
 @needs_sources
@@ -112,5 +133,7 @@ def test_glyph_job_end_to_end(make_cfg):
 
     res = json.loads(run(make_cfg("data=glyphs")).read_text())
     assert res["target"]["size"] == 300 and res["data"]["corrupt_skipped"] == 0
-    assert res["data"]["corpus"] == "glyphs" and res["data"]["dedup_dropped"] == 0  # distinct captions
+    assert (
+        res["data"]["corpus"] == "glyphs" and res["data"]["dedup_dropped"] == 0
+    )  # distinct captions
     assert 0 <= res["attacks"]["csa"]["auc"] <= 1

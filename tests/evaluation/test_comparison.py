@@ -1,13 +1,20 @@
 """Intervals on the low-FPR TPRs, the paired comparison of two attacks (bootstrap and DeLong), the
 low-FPR resolution flag and thresholds calibrated on known non-members (docs/design.md §5)."""
+
 import numpy as np
 import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mia.evaluation import metrics
-from mia.evaluation.metrics import (calibrated_thresholds, delong, low_fpr_resolved, paired_comparison, roc_metrics,
-                                    tpr_at_fpr)
+from mia.evaluation.metrics import (
+    calibrated_thresholds,
+    delong,
+    low_fpr_resolved,
+    paired_comparison,
+    roc_metrics,
+    tpr_at_fpr,
+)
 
 
 def labelled(members, nonmembers):
@@ -22,12 +29,17 @@ def test_resampled_tprs_equal_tpr_at_fpr_on_every_resample_with_ties():
     rng = np.random.default_rng(0)
     for _ in range(100):
         n1, n0 = rng.integers(2, 40), rng.integers(2, 400)
-        pos, neg = np.round(rng.normal(0.5, 1, n1), 1), np.round(rng.normal(0, 1, n0), 1)  # many ties
+        pos, neg = (
+            np.round(rng.normal(0.5, 1, n1), 1),
+            np.round(rng.normal(0, 1, n0), 1),
+        )  # many ties
         pi, ni = rng.integers(0, n1, (3, n1)), rng.integers(0, n0, (3, n0))
         for target in (1e-3, 1e-2, 0.1, 0.5):
             got = metrics._resampled_tprs(pos, neg, target)(pi, ni)
             for r in range(3):
-                fpr, tpr, _ = roc_curve(*labelled(pos[pi[r]], neg[ni[r]])[::-1], drop_intermediate=False)
+                fpr, tpr, _ = roc_curve(
+                    *labelled(pos[pi[r]], neg[ni[r]])[::-1], drop_intermediate=False
+                )
                 assert got[r] == tpr_at_fpr(fpr, tpr, target)
 
 
@@ -97,14 +109,18 @@ def test_equal_attacks_on_the_same_pairs_are_no_different():
     d = paired_comparison((a[:300], a[300:]), (b[:300], b[300:]), n_bootstrap=400, seed=0)
     lo, hi = d["delta_auc_ci95"]
     assert lo < 0 < hi and d["p_value"] > 0.05 and d["delong_p_value"] > 0.05
-    assert np.sign(d["delta_auc"]) == np.sign(delong((a[:300], a[300:]), (b[:300], b[300:]))["delta"])
+    assert np.sign(d["delta_auc"]) == np.sign(
+        delong((a[:300], a[300:]), (b[:300], b[300:]))["delta"]
+    )
 
 
 def brute_force_delong(a, b):
     """DeLong's variance from its definition: psi(x, y) = 1, 1/2, 0 for x >, =, < y; V10_i the mean of
     psi(member i, each non-member), V01_j the mean of psi(each member, non-member j)."""
+
     def psi(x, y):
         return 1.0 if x > y else 0.5 if x == y else 0.0
+
     comps = []
     for pos, neg in (a, b):
         v10 = np.array([np.mean([psi(x, y) for y in neg]) for x in pos])
@@ -114,7 +130,9 @@ def brute_force_delong(a, b):
     n1, n0 = len(a[0]), len(a[1])
     s10 = np.cov(np.vstack([a10, b10]))  # 2 x 2, ddof 1
     s01 = np.cov(np.vstack([a01, b01]))
-    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / n1 + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n0
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / n1 + (
+        s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]
+    ) / n0
     return a10.mean() - b10.mean(), var
 
 
@@ -123,7 +141,9 @@ def test_delong_matches_its_definition_on_a_tiny_case_with_ties():
     b = (np.array([0.3, 0.6, 0.5, 0.9, 0.2]), np.array([0.4, 0.1, 0.5, 0.6, 0.2, 0.3]))
     delta, var = brute_force_delong(a, b)
     got = delong(a, b)
-    assert got["delta"] == pytest.approx(delta, abs=1e-12) and got["var"] == pytest.approx(var, rel=1e-12)
+    assert got["delta"] == pytest.approx(delta, abs=1e-12) and got["var"] == pytest.approx(
+        var, rel=1e-12
+    )
     assert got["auc_a"] == pytest.approx(roc_auc_score(*labelled(*a)[::-1]))
     assert got["auc_b"] == pytest.approx(roc_auc_score(*labelled(*b)[::-1]))
     assert got["p_value"] == pytest.approx(2 * stats.norm.sf(abs(delta) / np.sqrt(var)))
@@ -152,7 +172,11 @@ def test_paired_comparison_refuses_different_pairs():
 
 def test_a_threshold_set_on_known_nonmembers_gives_the_target_fpr():
     rng = np.random.default_rng(9)
-    known, members, nonmembers = rng.normal(0, 1, 200_000), rng.normal(2, 1, 200_000), rng.normal(0, 1, 200_000)
+    known, members, nonmembers = (
+        rng.normal(0, 1, 200_000),
+        rng.normal(2, 1, 200_000),
+        rng.normal(0, 1, 200_000),
+    )
     out = calibrated_thresholds(known, members, nonmembers)
     assert [e["fpr_target"] for e in out] == [1e-2, 1e-3]
     for e in out:

@@ -1,13 +1,19 @@
 """Dataset inference (mia/evaluation/dataset_inference.py, docs/design.md §5.1): calibrated on the null,
 powerful on a weak planted signal, Noether's prediction, refusals, and its place in results.json and
 the sweep report."""
+
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mia.evaluation.dataset_inference import DEFAULTS, check_settings, dataset_inference, predicted_m
+from mia.evaluation.dataset_inference import (
+    DEFAULTS,
+    check_settings,
+    dataset_inference,
+    predicted_m,
+)
 from mia.evaluation.scores import FILENAME
 from mia.report import build_report
 
@@ -50,12 +56,18 @@ def test_weak_signal_adds_up_over_a_set():
 def test_noether_prediction_tracks_the_measured_m():
     for shift in (0.5, 1.0):
         member, non = _scores(shift, n=1000)
-        r = dataset_inference(member, non, {"m": [4, 8, 12, 16, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120], **FAST})
+        r = dataset_inference(
+            member, non, {"m": [4, 8, 12, 16, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120], **FAST}
+        )
         # The measured m uses a finite reference (n0 - m), the prediction an unlimited one.
         finite = predicted_m(r["auc"], 0.01, 0.9, n_reference=1000 - r["smallest_m"])
         assert 0.6 * finite <= r["smallest_m"] <= 1.6 * finite, (r["smallest_m"], finite)
-    assert predicted_m(0.5, 0.01, 0.9) is None and predicted_m(0.55, 0.01, 0.9, n_reference=50) is None
-    assert predicted_m(0.6, 0.01, 0.9) == pytest.approx(((2.3263 + 1.2816) / 0.1) ** 2 / 12, rel=1e-3)
+    assert (
+        predicted_m(0.5, 0.01, 0.9) is None and predicted_m(0.55, 0.01, 0.9, n_reference=50) is None
+    )
+    assert predicted_m(0.6, 0.01, 0.9) == pytest.approx(
+        ((2.3263 + 1.2816) / 0.1) ** 2 / 12, rel=1e-3
+    )
 
 
 def test_grid_is_cut_to_the_sets_and_draws_are_seeded():
@@ -67,9 +79,18 @@ def test_grid_is_cut_to_the_sets_and_draws_are_seeded():
     assert r != dataset_inference(member, non, {"m": [5, 30, 31, 100], **FAST}, seed=1)
 
 
-@pytest.mark.parametrize("bad, key", [({"m": [5, 2]}, "m"), ({"m": [0]}, "m"), ({"m": []}, "m"),
-                                      ({"alpha": 1.5}, "alpha"), ({"power": 0}, "power"), ({"draws": 3}, "draws"),
-                                      ({"mm": [2]}, "unknown")])
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        ({"m": [5, 2]}, "m"),
+        ({"m": [0]}, "m"),
+        ({"m": []}, "m"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"power": 0}, "power"),
+        ({"draws": 3}, "draws"),
+        ({"mm": [2]}, "unknown"),
+    ],
+)
 def test_bad_settings_name_their_key(bad, key):
     with pytest.raises(ValueError, match=f"analysis.dataset_inference.*{key}"):
         check_settings(bad)
@@ -128,16 +149,28 @@ def test_the_fast_rank_sums_give_scipys_p_values_bit_for_bit():
     rng = np.random.default_rng(5)
     non, member = np.round(rng.normal(0, 1, 300), 1), rng.normal(0.3, 1, 200)
     order = di._draw_sets(rng, non.size, 50, 20)
-    assert np.array_equal(di._null_pvalues(non, order, 20), di.rank_test(non[order[:, :20]], non[order[:, 20:]]))
+    assert np.array_equal(
+        di._null_pvalues(non, order, 20), di.rank_test(non[order[:, :20]], non[order[:, 20:]])
+    )
     non = rng.normal(0, 1, 300)
-    cand, refs = di._draw_sets(rng, member.size, 50, 20)[:, :20], di._draw_sets(rng, non.size, 50, 280)
-    assert np.array_equal(di._member_pvalues(member, non, cand, refs[:, 280:], chunk=7),
-                          di.rank_test(member[cand], non[refs[:, :280]]))
+    cand, refs = (
+        di._draw_sets(rng, member.size, 50, 20)[:, :20],
+        di._draw_sets(rng, non.size, 50, 280),
+    )
+    assert np.array_equal(
+        di._member_pvalues(member, non, cand, refs[:, 280:], chunk=7),
+        di.rank_test(member[cand], non[refs[:, :280]]),
+    )
     # ties within the members, within the non-members and across them, and a block of one value (as
     # float32 white-box scores have), so the tie term differs from row to row
     member, non = np.round(rng.normal(0.3, 1, 200), 1), np.round(rng.normal(0, 1, 300), 1)
     member[:50], non[:80] = 0.0, 0.0
     assert np.unique(np.r_[member, non]).size < member.size + non.size
-    cand, refs = di._draw_sets(rng, member.size, 50, 20)[:, :20], di._draw_sets(rng, non.size, 50, 280)
-    assert np.array_equal(di._member_pvalues(member, non, cand, refs[:, 280:], chunk=7),
-                          di.rank_test(member[cand], non[refs[:, :280]]))
+    cand, refs = (
+        di._draw_sets(rng, member.size, 50, 20)[:, :20],
+        di._draw_sets(rng, non.size, 50, 280),
+    )
+    assert np.array_equal(
+        di._member_pvalues(member, non, cand, refs[:, 280:], chunk=7),
+        di.rank_test(member[cand], non[refs[:, :280]]),
+    )

@@ -63,12 +63,26 @@ def test_low_fpr_uses_full_roc():
 
 def test_result_is_plain_json():
     r = roc_metrics(*HAND, n_bootstrap=10)
-    assert set(r) == {"auc", "auc_std", "auc_ci95", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-2_ci95", "tpr_at_fpr_1e-3",
-                      "tpr_at_fpr_1e-3_ci95", "low_fpr_resolved", "oracle_balanced_accuracy", "n_members",
-                      "n_nonmembers"}
+    assert set(r) == {
+        "auc",
+        "auc_std",
+        "auc_ci95",
+        "tpr_at_fpr_1e-2",
+        "tpr_at_fpr_1e-2_ci95",
+        "tpr_at_fpr_1e-3",
+        "tpr_at_fpr_1e-3_ci95",
+        "low_fpr_resolved",
+        "oracle_balanced_accuracy",
+        "n_members",
+        "n_nonmembers",
+    }
     lists = ("auc_ci95", "tpr_at_fpr_1e-2_ci95", "tpr_at_fpr_1e-3_ci95")
     # np.float64 subclasses float, so check the exact type, not just json.dumps.
-    assert all(type(r[k]) is float for k in r if k not in lists + ("low_fpr_resolved", "n_members", "n_nonmembers"))
+    assert all(
+        type(r[k]) is float
+        for k in r
+        if k not in lists + ("low_fpr_resolved", "n_members", "n_nonmembers")
+    )
     assert all(type(v) is float for k in lists for v in r[k])
     assert r["low_fpr_resolved"] == {"1e-2": False, "1e-3": False}
     assert all(type(v) is bool for v in r["low_fpr_resolved"].values())
@@ -96,7 +110,8 @@ def test_raw_scores_not_squashed():
     rng = np.random.default_rng(1)
     scores, labels = labelled(rng.normal(1, 3, 200), rng.normal(0, 3, 200))
     assert roc_metrics(scores, labels, n_bootstrap=0)["auc"] == pytest.approx(
-        roc_metrics(expit(scores), labels, n_bootstrap=0)["auc"])
+        roc_metrics(expit(scores), labels, n_bootstrap=0)["auc"]
+    )
 
 
 def test_resampled_aucs_match_sklearn_with_ties():
@@ -155,7 +170,9 @@ def test_roc_table_matches_bruteforce_step():
     for row in table:
         assert row["tpr"] == tpr_at_fpr(fpr, tpr, row["fpr"])
         # Independent check: flag scores >= t for every t, best TPR within the FPR budget.
-        best = max((pos >= t).mean() for t in np.r_[np.inf, scores] if (neg >= t).mean() <= row["fpr"])
+        best = max(
+            (pos >= t).mean() for t in np.r_[np.inf, scores] if (neg >= t).mean() <= row["fpr"]
+        )
         assert row["tpr"] == best
     assert roc_table(*labelled(pos, np.repeat(neg, 30)))[0]["fpr"] == 1e-4  # 1/15000 < 1e-4
 

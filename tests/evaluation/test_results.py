@@ -1,6 +1,7 @@
 """results.json (mia/evaluation/results.py, docs/design.md §10): a record built as mia/pipeline.py builds it
 holds every key its readers read, carries the current schema version, and keeps the attacks' diagnostics
 out of the report's rows and the W&B summary."""
+
 import json
 from types import SimpleNamespace
 
@@ -23,38 +24,68 @@ ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
 # checks.py, privacy_utility.py, canaries.py, inference.py, build.py) and the W&B summary (tracking.summary).
 # <attack> stands for each attack of the job, <copies> for each canary copy count.
 READ = [
-    "config.n_bootstrap", "config.data.split.seed",         # report.stats.bootstrap_settings
-    "config.train.weight_decay",                            # report.rows.report_row: privacy_utility's arms
-    "config.logger.backend",                                # tracking.start, for the report's W&B run
-    "config.analysis.dataset_inference.enabled",            # report.inference._settings
-    "seed", "scores",                                       # report.rows.report_row, results.scores_path
-    "target.size", "target.epochs", "target.model", "target.params", "target.cache_key",  # report.rows.report_row
-    "target.cache_hit",                                     # tracking.summary
-    "data.nonmembers", "data.shift", "data.shift_parts",    # report.rows.report_row
-    "gap.value", "gap.ci95", "gap.member_mean", "gap.nonmember_mean",  # report_row, report.checks
-    "gap.gaussian_auc",                                     # report.stats.points
-    "attacks.<attack>.auc", "attacks.<attack>.auc_std", "attacks.<attack>.tpr_at_fpr_1e-2",
-    "attacks.<attack>.tpr_at_fpr_1e-3", "attacks.<attack>.oracle_balanced_accuracy",  # report.rows.REPORTED, checks
-    "attacks.<attack>.low_fpr_resolved.1e-2", "attacks.<attack>.low_fpr_resolved.1e-3",  # report.rows.report_row
-    "attacks.blind.vs_csa.delta_auc", "attacks.blind.vs_csa.delta_auc_ci95",  # report.rows.report_row, checks
-    "attacks.blind.vs_csa.delta_tpr_at_fpr_1e-2", "attacks.blind.vs_csa.p_value",
+    "config.n_bootstrap",
+    "config.data.split.seed",  # report.stats.bootstrap_settings
+    "config.train.weight_decay",  # report.rows.report_row: privacy_utility's arms
+    "config.logger.backend",  # tracking.start, for the report's W&B run
+    "config.analysis.dataset_inference.enabled",  # report.inference._settings
+    "seed",
+    "scores",  # report.rows.report_row, results.scores_path
+    "target.size",
+    "target.epochs",
+    "target.model",
+    "target.params",
+    "target.cache_key",  # report.rows.report_row
+    "target.cache_hit",  # tracking.summary
+    "data.nonmembers",
+    "data.shift",
+    "data.shift_parts",  # report.rows.report_row
+    "gap.value",
+    "gap.ci95",
+    "gap.member_mean",
+    "gap.nonmember_mean",  # report_row, report.checks
+    "gap.gaussian_auc",  # report.stats.points
+    "attacks.<attack>.auc",
+    "attacks.<attack>.auc_std",
+    "attacks.<attack>.tpr_at_fpr_1e-2",
+    "attacks.<attack>.tpr_at_fpr_1e-3",
+    "attacks.<attack>.oracle_balanced_accuracy",  # report.rows.REPORTED, checks
+    "attacks.<attack>.low_fpr_resolved.1e-2",
+    "attacks.<attack>.low_fpr_resolved.1e-3",  # report.rows.report_row
+    "attacks.blind.vs_csa.delta_auc",
+    "attacks.blind.vs_csa.delta_auc_ci95",  # report.rows.report_row, checks
+    "attacks.blind.vs_csa.delta_tpr_at_fpr_1e-2",
+    "attacks.blind.vs_csa.p_value",
     "attacks.blind.vs_csa.delong_p_value",
-    "attacks.<attack>.n_members", "attacks.<attack>.n_nonmembers",             # report.checks.RECOMPUTED_EXACT
-    "roc.<attack>.fpr", "roc.<attack>.tpr",                 # report.figures.plot_rocs, tracking.log_results
-    "defense.label",                                        # report.rows.report_row
-    "defense.privacy.epsilon", "defense.privacy.delta",     # results.privacy_summary
-    "utility.retrieval.pool_size", "utility.retrieval.i2t_r1", "utility.retrieval.t2i_r1",
-    "utility.retrieval.chance_r1",                          # privacy_utility.table / plot, via utility.summary
-    "utility.attributes.colour_acc", "utility.attributes.colour_chance",
-    "utility.attributes.shape_acc", "utility.attributes.shape_chance",  # privacy_utility.table
-    "canaries.count", "canaries.attacks.<attack>.<copies>.auc",         # report.canaries.canary_rows
-    "canaries.attacks.<attack>.<copies>.auc_ci95", "canaries.attacks.<attack>.<copies>.tpr_at_fpr_1e-2",
+    "attacks.<attack>.n_members",
+    "attacks.<attack>.n_nonmembers",  # report.checks.RECOMPUTED_EXACT
+    "roc.<attack>.fpr",
+    "roc.<attack>.tpr",  # report.figures.plot_rocs, tracking.log_results
+    "defense.label",  # report.rows.report_row
+    "defense.privacy.epsilon",
+    "defense.privacy.delta",  # results.privacy_summary
+    "utility.retrieval.pool_size",
+    "utility.retrieval.i2t_r1",
+    "utility.retrieval.t2i_r1",
+    "utility.retrieval.chance_r1",  # privacy_utility.table / plot, via utility.summary
+    "utility.attributes.colour_acc",
+    "utility.attributes.colour_chance",
+    "utility.attributes.shape_acc",
+    "utility.attributes.shape_chance",  # privacy_utility.table
+    "canaries.count",
+    "canaries.attacks.<attack>.<copies>.auc",  # report.canaries.canary_rows
+    "canaries.attacks.<attack>.<copies>.auc_ci95",
+    "canaries.attacks.<attack>.<copies>.tpr_at_fpr_1e-2",
 ]
 
 
 def expanded(keys):
-    return [k.replace("<attack>", a).replace("<copies>", c) for k in keys
-            for a in (ATTACKS if "<attack>" in k else [""]) for c in (COPIES if "<copies>" in k else [""])]
+    return [
+        k.replace("<attack>", a).replace("<copies>", c)
+        for k in keys
+        for a in (ATTACKS if "<attack>" in k else [""])
+        for c in (COPIES if "<copies>" in k else [""])
+    ]
 
 
 def lookup(record, key):
@@ -84,39 +115,90 @@ def write_job(job_dir):
     rng = np.random.default_rng(0)
     cos = scored(rng)
     gap = metrics.gap(*cos, n_bootstrap=20)
-    gap["gaussian_auc"] = metrics.gaussian_auc(gap["value"], gap["member_std"], gap["nonmember_std"])
+    gap["gaussian_auc"] = metrics.gaussian_auc(
+        gap["value"], gap["member_std"], gap["nonmember_std"]
+    )
     record = results.new(  # target and data as mia.pipeline._record fills them
-        config=OmegaConf.to_container(cfg, resolve=True), git="0123abc", seed=cfg.seed,
-        target={"source": "train", "size": 300, "epochs": 2, "model": cfg.model.name, "params": 12345,
-                "world_size": 1, "cache_key": "key", "cache_hit": False, "checkpoint": "model.pt",
-                "trained_uids": "trained_uids.txt", "open_clip": "open_clip"},
-        data={"nonmembers": "iid", "shift": 0.0, "shift_parts": None, "corpus": "synthetic-iid",
-              "nonmember_corpus": "synthetic-iid", "member_eval": 40, "nonmember_eval": 40},
-        gap=gap)
-    target_dir = job_dir / "target"  # the target's cache folder, where dp_sgd's accountant leaves its figures
+        config=OmegaConf.to_container(cfg, resolve=True),
+        git="0123abc",
+        seed=cfg.seed,
+        target={
+            "source": "train",
+            "size": 300,
+            "epochs": 2,
+            "model": cfg.model.name,
+            "params": 12345,
+            "world_size": 1,
+            "cache_key": "key",
+            "cache_hit": False,
+            "checkpoint": "model.pt",
+            "trained_uids": "trained_uids.txt",
+            "open_clip": "open_clip",
+        },
+        data={
+            "nonmembers": "iid",
+            "shift": 0.0,
+            "shift_parts": None,
+            "corpus": "synthetic-iid",
+            "nonmember_corpus": "synthetic-iid",
+            "member_eval": 40,
+            "nonmember_eval": 40,
+        },
+        gap=gap,
+    )
+    target_dir = (
+        job_dir / "target"
+    )  # the target's cache folder, where dp_sgd's accountant leaves its figures
     target_dir.mkdir()
-    (target_dir / "privacy.json").write_text(json.dumps({"epsilon": 8.0, "delta": 1e-5, "steps": 10}))
+    (target_dir / "privacy.json").write_text(
+        json.dumps({"epsilon": 8.0, "delta": 1e-5, "steps": 10})
+    )
     record["defense"] = build(cfg.defense, "defense").record(target_dir)
     image, text = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
-    classes = {"colour": rng.normal(size=(len(utility.COLOURS), 8)), "shape": rng.normal(size=(len(utility.SHAPES), 8))}
-    labels = [(utility.COLOURS[i % len(utility.COLOURS)], utility.SHAPES[i % len(utility.SHAPES)]) for i in range(40)]
-    record["utility"] = {"retrieval": utility.recall_at_k(image, text),  # as utility.measure assembles them
-                         "attributes": utility.attribute_accuracy(image, labels, classes)}
+    classes = {
+        "colour": rng.normal(size=(len(utility.COLOURS), 8)),
+        "shape": rng.normal(size=(len(utility.SHAPES), 8)),
+    }
+    labels = [
+        (utility.COLOURS[i % len(utility.COLOURS)], utility.SHAPES[i % len(utility.SHAPES)])
+        for i in range(40)
+    ]
+    record["utility"] = {
+        "retrieval": utility.recall_at_k(image, text),  # as utility.measure assembles them
+        "attributes": utility.attribute_accuracy(image, labels, classes),
+    }
     attack_scores = {name: scored(rng) for name in ATTACKS}
     for name, pair in attack_scores.items():
         m, table = evaluated(*pair)
         vs_csa = None if name == "csa" else metrics.paired_comparison(pair, cos, n_bootstrap=20)
-        results.add_attack(record, name, m, 0.1, {"a_diagnostic": 1},
-                           {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]}, vs_csa=vs_csa,
-                           calibrated=metrics.calibrated_thresholds(rng.normal(0, 1, 200), *pair))
+        results.add_attack(
+            record,
+            name,
+            m,
+            0.1,
+            {"a_diagnostic": 1},
+            {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]},
+            vs_csa=vs_csa,
+            calibrated=metrics.calibrated_thresholds(rng.normal(0, 1, 200), *pair),
+        )
     record["timing"] = {"train_s": 1.0, "features_s": 1.0, "attacks_s": 0.2, "utility_s": 0.1}
-    record["canaries"] = {"count": 10, "copies": [1, 4], "skipped": {}, "seconds": {a: 0.1 for a in ATTACKS},
-                          "attacks": {a: {c: evaluated(*scored(rng, 10))[0] for c in COPIES} for a in ATTACKS}}
+    record["canaries"] = {
+        "count": 10,
+        "copies": [1, 4],
+        "skipped": {},
+        "seconds": {a: 0.1 for a in ATTACKS},
+        "attacks": {a: {c: evaluated(*scored(rng, 10))[0] for c in COPIES} for a in ATTACKS},
+    }
     settings = check_settings({**cfg.analysis.dataset_inference, "draws": 50})
-    results.add_analysis(record, "dataset_inference",
-                         {a: dataset_inference(*pair, settings, seed=cfg.seed) for a, pair in attack_scores.items()})
-    sets = {"member_eval": SimpleNamespace(uids=[f"m{i}" for i in range(40)], cos=cos[0]),
-            "nonmember_eval": SimpleNamespace(uids=[f"n{i}" for i in range(40)], cos=cos[1])}
+    results.add_analysis(
+        record,
+        "dataset_inference",
+        {a: dataset_inference(*pair, settings, seed=cfg.seed) for a, pair in attack_scores.items()},
+    )
+    sets = {
+        "member_eval": SimpleNamespace(uids=[f"m{i}" for i in range(40)], cos=cos[0]),
+        "nonmember_eval": SimpleNamespace(uids=[f"n{i}" for i in range(40)], cos=cos[1]),
+    }
     table = scores.frame(sets, {s: ["a caption"] * 40 for s in sets}, attack_scores)
     results.add_scores(record, scores.write(job_dir / scores.FILENAME, table).name)
     return results.write(job_dir / "results.json", record)
@@ -165,9 +247,12 @@ def test_diagnostics_stay_out_of_the_rows_and_the_w_and_b_summary(tmp_path):
     row = load_rows(tmp_path)[0]
     record = row["_results"]
     assert record["attacks"]["csa"]["diagnostics"] == {"a_diagnostic": 1}
-    assert results.attack_metrics(record)["csa"] == {k: v for k, v in record["attacks"]["csa"].items()
-                                                     if k not in ("diagnostics", "calibrated")}
-    assert not any("a_diagnostic" in k for k in row) and not any("a_diagnostic" in k for k in tracking.summary(record))
+    assert results.attack_metrics(record)["csa"] == {
+        k: v for k, v in record["attacks"]["csa"].items() if k not in ("diagnostics", "calibrated")
+    }
+    assert not any("a_diagnostic" in k for k in row) and not any(
+        "a_diagnostic" in k for k in tracking.summary(record)
+    )
 
 
 def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
@@ -178,14 +263,38 @@ def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
     kept = {"auc_unshifted": 0.6, "auc_unshifted_ci95": [0.5, 0.7], "n_unshifted": 25}
     record = results.new({}, "x", 0, {}, {}, {})
     results.add_attack(record, "csa", m, 0.1, {}, roc, calibrated_skipped="why", unshifted=kept)
-    results.add_attack(record, "wsa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why",
-                       unshifted={**kept, "vs_csa_unshifted": None})
-    assert record["attacks"]["wsa"]["n_unshifted"] == 25 and "auc_unshifted" not in results.attack_metrics(record)["csa"]
+    results.add_attack(
+        record,
+        "wsa",
+        m,
+        0.1,
+        {},
+        roc,
+        vs_csa={},
+        calibrated_skipped="why",
+        unshifted={**kept, "vs_csa_unshifted": None},
+    )
+    assert (
+        record["attacks"]["wsa"]["n_unshifted"] == 25
+        and "auc_unshifted" not in results.attack_metrics(record)["csa"]
+    )
     with pytest.raises(ValueError, match="unshifted metrics"):  # csa compared with itself
-        results.add_attack(record, "csa", m, 0.1, {}, roc, calibrated_skipped="why",
-                           unshifted={**kept, "vs_csa_unshifted": None})
-    with pytest.raises(ValueError, match="unshifted metrics"):  # an attack but csa without its comparison
-        results.add_attack(record, "wsa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why", unshifted=kept)
+        results.add_attack(
+            record,
+            "csa",
+            m,
+            0.1,
+            {},
+            roc,
+            calibrated_skipped="why",
+            unshifted={**kept, "vs_csa_unshifted": None},
+        )
+    with pytest.raises(
+        ValueError, match="unshifted metrics"
+    ):  # an attack but csa without its comparison
+        results.add_attack(
+            record, "wsa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why", unshifted=kept
+        )
 
 
 def test_an_attack_the_job_could_not_score_is_kept_apart_from_the_metrics(tmp_path):

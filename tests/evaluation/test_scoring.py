@@ -2,6 +2,7 @@
 attack's D_no scores for its calibrated thresholds come from D_no scored alone (per_pair attacks: the
 cosines for csa; bit for bit a second run's), a second run with D_no as members (flagged where the
 attack fits on D_no), or nowhere (shadow attacks, blind)."""
+
 import importlib
 import inspect
 import pkgutil
@@ -34,17 +35,22 @@ def context():
 
 class Aligned(Attack):
     """The cosine plus a constant, scored pair by pair: CSA under another name."""
+
     name = "aligned"
 
     def run(self, ctx):
-        return AttackResult(ctx.features[MEMBER_EVAL].cos + 1.0, ctx.features[NONMEMBER_EVAL].cos + 1.0)
+        return AttackResult(
+            ctx.features[MEMBER_EVAL].cos + 1.0, ctx.features[NONMEMBER_EVAL].cos + 1.0
+        )
 
 
 def test_csa_scores_are_the_evaluation_cosines():
     ctx = context()
     res = CSA()(ctx)
     member, nonmember = scoring.csa_scores(ctx)
-    assert np.array_equal(res.member_scores, member) and np.array_equal(res.nonmember_scores, nonmember)
+    assert np.array_equal(res.member_scores, member) and np.array_equal(
+        res.nonmember_scores, nonmember
+    )
     assert scoring.compare_with_csa(res, ctx, 50, 0)["delta_auc_ci95"] == [0.0, 0.0]
 
 
@@ -54,7 +60,9 @@ def test_csa_is_calibrated_on_the_known_cosines_without_a_second_run():
     assert np.array_equal(known, ctx.features[NONMEMBER_KNOWN].cos) and not fitted and why is None
     cal, why = scoring.calibrate(CSA(), CSA()(ctx), ctx)
     assert why is None and [e["fpr_target"] for e in cal] == [1e-2, 1e-3]
-    assert cal[0]["threshold"] == pytest.approx(np.quantile(ctx.features[NONMEMBER_KNOWN].cos, 0.99))
+    assert cal[0]["threshold"] == pytest.approx(
+        np.quantile(ctx.features[NONMEMBER_KNOWN].cos, 0.99)
+    )
     assert cal[0]["threshold_from_training_pairs"] is False and cal[0]["n_known"] == 1000
 
 
@@ -63,14 +71,21 @@ def test_any_other_attack_scores_d_no_in_a_second_run_as_members():
     known, fitted, why = scoring.known_scores(Aligned(), ctx)
     np.testing.assert_array_equal(known, ctx.features[NONMEMBER_KNOWN].cos + 1.0)
     assert not fitted and why is None
-    fits = type("Fits", (Aligned,), {"name": "gradnorm"})()  # an attack that fits on D_no is flagged
+    fits = type(
+        "Fits", (Aligned,), {"name": "gradnorm"}
+    )()  # an attack that fits on D_no is flagged
     cal, _ = scoring.calibrate(fits, fits(ctx), ctx)
     assert all(e["threshold_from_training_pairs"] for e in cal)
 
 
 # Every per_pair attack (scores of a set that depend on that set alone), with settings that keep it quick.
 # Not mcd: its dropout masks follow the label-blind order of the union of the scored pairs.
-PER_PAIR = {"csa": {}, "aea": {"repeats": 2}, "imgagree": {"repeats": 4}, "txtagree": {"repeats": 4}}
+PER_PAIR = {
+    "csa": {},
+    "aea": {"repeats": 2},
+    "imgagree": {"repeats": 4},
+    "txtagree": {"repeats": 4},
+}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +110,12 @@ def test_per_pair_attacks_score_d_no_alone_as_a_second_run_would(model_ctx, name
     known, fitted, why = scoring.known_scores(attack, model_ctx)
     assert np.array_equal(known, reference) and not fitted and why is None
     cal, why = scoring.calibrate(attack, result, model_ctx)
-    assert why is None and cal == [{**e, "threshold_from_training_pairs": False} for e in
-                                   metrics.calibrated_thresholds(reference, result.member_scores, result.nonmember_scores)]
+    assert why is None and cal == [
+        {**e, "threshold_from_training_pairs": False}
+        for e in metrics.calibrated_thresholds(
+            reference, result.member_scores, result.nonmember_scores
+        )
+    ]
 
 
 def test_an_attack_that_scores_its_pairs_together_scores_no_set_alone():
@@ -131,8 +150,12 @@ def attack_classes():
     for info in pkgutil.iter_modules(mia.attacks.__path__):
         module = importlib.import_module(f"mia.attacks.{info.name}")
         for cls in vars(module).values():
-            if inspect.isclass(cls) and issubclass(cls, Attack) and cls.__module__ == module.__name__ \
-                    and not inspect.isabstract(cls):
+            if (
+                inspect.isclass(cls)
+                and issubclass(cls, Attack)
+                and cls.__module__ == module.__name__
+                and not inspect.isabstract(cls)
+            ):
                 yield module, cls
 
 
@@ -146,8 +169,9 @@ def test_every_attack_that_reads_known_non_members_is_flagged():
         found[cls.name] = (reads, cls.needs_shadows)
     for name, (reads, shadows) in found.items():
         if reads and not shadows:
-            assert name in scoring.FITS_ON_KNOWN | set(scoring.NOT_CALIBRATED), \
+            assert name in scoring.FITS_ON_KNOWN | set(scoring.NOT_CALIBRATED), (
                 f"{name} reads D_no and is neither in FITS_ON_KNOWN nor in NOT_CALIBRATED"
+            )
     assert scoring.FITS_ON_KNOWN <= set(found), "FITS_ON_KNOWN names an attack that does not exist"
     assert set(scoring.NOT_CALIBRATED) <= set(found)
 
@@ -157,8 +181,10 @@ def test_calibrated_thresholds_of_a_planted_attack_hold_their_fpr_on_d_no():
     cal, _ = scoring.calibrate(CSA(), CSA()(ctx), ctx)
     known = ctx.features[NONMEMBER_KNOWN].cos
     assert np.mean(known > cal[0]["threshold"]) <= 0.01
-    assert cal[0] == {**metrics.calibrated_thresholds(known, *scoring.csa_scores(ctx))[0],
-                      "threshold_from_training_pairs": False}
+    assert cal[0] == {
+        **metrics.calibrated_thresholds(known, *scoring.csa_scores(ctx))[0],
+        "threshold_from_training_pairs": False,
+    }
 
 
 def test_unshifted_auc_leaves_the_swapped_nonmembers_out():
@@ -171,19 +197,32 @@ def test_unshifted_auc_leaves_the_swapped_nonmembers_out():
     csa = rng.normal(0.5, 1, 300), rng.normal(0, 1, 400)
     got = scoring.unshifted((member, nonmember), swapped, csa, 50, 0)
 
-    def by_hand(m, n):  # the share of member / non-member pairs ranked right (no ties in continuous draws)
+    def by_hand(
+        m, n
+    ):  # the share of member / non-member pairs ranked right (no ties in continuous draws)
         return float(np.mean(m[:, None] > n[None, :]))
 
     kept = ~swapped
     assert got["n_unshifted"] == kept.sum()
     assert got["auc_unshifted"] == pytest.approx(by_hand(member, nonmember[kept]), abs=1e-12)
-    assert got["auc_unshifted"] < by_hand(member, nonmember) - 0.1  # the swapped pairs made the attack look better
+    assert (
+        got["auc_unshifted"] < by_hand(member, nonmember) - 0.1
+    )  # the swapped pairs made the attack look better
     lo, hi = got["auc_unshifted_ci95"]
     assert lo < got["auc_unshifted"] < hi
     vs = got["vs_csa_unshifted"]
-    assert vs["delta_auc"] == pytest.approx(by_hand(member, nonmember[kept]) - by_hand(csa[0], csa[1][kept]), abs=1e-12)
-    assert "vs_csa_unshifted" not in scoring.unshifted((member, nonmember), swapped, None, 50, 0)  # csa itself
+    assert vs["delta_auc"] == pytest.approx(
+        by_hand(member, nonmember[kept]) - by_hand(csa[0], csa[1][kept]), abs=1e-12
+    )
+    assert "vs_csa_unshifted" not in scoring.unshifted(
+        (member, nonmember), swapped, None, 50, 0
+    )  # csa itself
     none = scoring.unshifted((member, nonmember), np.ones(400, bool), csa, 50, 0)
-    assert none == {"auc_unshifted": None, "auc_unshifted_ci95": None, "n_unshifted": 0, "vs_csa_unshifted": None}
+    assert none == {
+        "auc_unshifted": None,
+        "auc_unshifted_ci95": None,
+        "n_unshifted": 0,
+        "vs_csa_unshifted": None,
+    }
     with pytest.raises(ValueError, match="399 swapped flags for 400"):
         scoring.unshifted((member, nonmember), swapped[:399], csa, 50, 0)

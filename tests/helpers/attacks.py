@@ -1,19 +1,20 @@
 """What the attack tests share besides fixtures: the planted / null bars, synthetic feature
 contexts, and the shadow machinery's null context and synthetic statistics (LiRA and RMIA)."""
+
 from dataclasses import replace
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from mia import distributed
-from mia.evaluation import metrics
 from mia.attacks.augment import sample_seed
 from mia.attacks.base import AttackContext, AttackResult
 from mia.attacks.shadows import References, ShadowTrainer, halves
 from mia.data.pairs import to_tensors
 from mia.data.splits import EVAL_SETS
+from mia.evaluation import metrics
 from mia.features import SplitFeatures, extract_features
 from mia.job import build_attacks
 from mia.model import build_model
@@ -23,6 +24,7 @@ NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (o
 
 
 # --- the bars every attack is held to ---------------------------------------------------------
+
 
 def auc_of(result, n_bootstrap=200):
     scores = np.concatenate([result.member_scores, result.nonmember_scores])
@@ -38,10 +40,13 @@ def assert_planted(result):
 def assert_null(result):
     m = auc_of(result)
     lo, hi = m["auc_ci95"]
-    assert lo <= 0.5 <= hi, f"null fixture: AUC {m['auc']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] excludes 0.5"
+    assert lo <= 0.5 <= hi, (
+        f"null fixture: AUC {m['auc']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] excludes 0.5"
+    )
 
 
 # --- contexts ---------------------------------------------------------------------------------
+
 
 def _features(rng, n, d, align):
     """Unit image / text embeddings whose cosine grows with `align` (per row)."""
@@ -78,8 +83,12 @@ def feature_context(planted: bool, n=300, n_known=600, n_aux=600, d=32, seed=0):
             align = np.full(size, 0.6)
         align = align + rng.normal(scale=0.1, size=size)
         img, txt = _features(rng, size, d, align)
-        feats[name] = SplitFeatures(np.array([f"{name}{i}" for i in range(size)]), img, txt, (img * txt).sum(1))
-    return AttackContext(features=feats, splits=FeatureSplits(feats, aux_is_member), target=None, seed=seed)
+        feats[name] = SplitFeatures(
+            np.array([f"{name}{i}" for i in range(size)]), img, txt, (img * txt).sum(1)
+        )
+    return AttackContext(
+        features=feats, splits=FeatureSplits(feats, aux_is_member), target=None, seed=seed
+    )
 
 
 def shifted_members(ctx, delta=0.6, seed=1):
@@ -94,17 +103,29 @@ def shifted_members(ctx, delta=0.6, seed=1):
         img, txt = sf.image + delta * u * rows[:, None], sf.text + delta * u * rows[:, None]
         img /= np.linalg.norm(img, axis=1, keepdims=True)
         txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-        ctx.features[name] = SplitFeatures(sf.uids, img.astype(np.float32), txt.astype(np.float32),
-                                           (img * txt).sum(1).astype(np.float32))
+        ctx.features[name] = SplitFeatures(
+            sf.uids,
+            img.astype(np.float32),
+            txt.astype(np.float32),
+            (img * txt).sum(1).astype(np.float32),
+        )
     return ctx
 
 
 def model_context(cfg, members, splits, target, spec):
     """The context of a trained target: its features on the given splits, shadows trained like it."""
-    features, _ = extract_features(target, splits, members, members, distributed.single(cfg.trainer))
+    features, _ = extract_features(
+        target, splits, members, members, distributed.single(cfg.trainer)
+    )
     shadows = ShadowTrainer(spec, members.shards, cfg.paths.cache_dir, target.key)
-    return AttackContext(features=features, splits=splits, target=target, shards=members.shards,
-                         shadows=shadows, seed=cfg.seed)
+    return AttackContext(
+        features=features,
+        splits=splits,
+        target=target,
+        shards=members.shards,
+        shadows=shadows,
+        seed=cfg.seed,
+    )
 
 
 def make_attack(name: str, **overrides):
@@ -112,12 +133,17 @@ def make_attack(name: str, **overrides):
     merged key by key, built as a job builds it: pipeline.build_attacks, which instantiates with
     _convert_="all" (the attack gets plain dicts and lists) and names a bad key attack.<name>.<key>."""
     cfg = OmegaConf.load(Path(CONF) / "attack" / f"{name}.yaml")[name]
-    root = OmegaConf.create({"attack": {name: OmegaConf.merge(cfg, overrides)},  # ${shadows} resolves here
-                             "shadows": OmegaConf.load(Path(CONF) / "shadows" / "default.yaml")})
+    root = OmegaConf.create(
+        {
+            "attack": {name: OmegaConf.merge(cfg, overrides)},  # ${shadows} resolves here
+            "shadows": OmegaConf.load(Path(CONF) / "shadows" / "default.yaml"),
+        }
+    )
     return build_attacks(root.attack)[name]
 
 
 # --- shadows (LiRA, RMIA) ---------------------------------------------------------------------
+
 
 def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
     """A null context whose reference pool holds the same uids as ctx's (see test_lira.py's docstring)."""
@@ -126,9 +152,12 @@ def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
     non = np.concatenate([ctx.uids("nonmember_eval"), aux.uids[~s.aux_is_member]])
     non = np.random.default_rng(seed).permutation(non)
     half = len(non) // 2
-    sets = {"member_eval": non[:half], "nonmember_eval": non[half:],
-            "nonmember_known": ctx.uids("nonmember_known"),
-            "aux_pool": np.concatenate([aux.uids[s.aux_is_member], ctx.uids("member_eval")])}
+    sets = {
+        "member_eval": non[:half],
+        "nonmember_eval": non[half:],
+        "nonmember_known": ctx.uids("nonmember_known"),
+        "aux_pool": np.concatenate([aux.uids[s.aux_is_member], ctx.uids("member_eval")]),
+    }
     rows = {}
     for name in EVAL_SETS:
         f = ctx.features[name]
@@ -142,8 +171,14 @@ def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
 
     features = {name: gather(uids) for name, uids in sets.items()}
     splits = replace(s, **sets, aux_is_member=np.ones(len(sets["aux_pool"]), bool))
-    return AttackContext(features=features, splits=splits, target=ctx.target, shards=ctx.shards,
-                         shadows=ctx.shadows, seed=ctx.seed)
+    return AttackContext(
+        features=features,
+        splits=splits,
+        target=ctx.target,
+        shards=ctx.shards,
+        shadows=ctx.shadows,
+        seed=ctx.seed,
+    )
 
 
 def synthetic_references(planted: bool, num_shadows: int = 8, seed: int = 0) -> References:
@@ -172,6 +207,7 @@ def result_of(ref, scores):
 
 # --- one-modality attacks (imgagree, txtagree) --------------------------------------------------
 
+
 class _BagTowers:
     """Stand-in towers whose behaviour is known: the image tower a fixed random projection of the
     pixels, the text tower a fixed random projection of the caption's bag of tokens."""
@@ -180,7 +216,10 @@ class _BagTowers:
         import torch
 
         g = torch.Generator().manual_seed(seed)
-        self.w_img, self.w_txt = torch.randn(pixels, d, generator=g), torch.randn(vocab, d, generator=g)
+        self.w_img, self.w_txt = (
+            torch.randn(pixels, d, generator=g),
+            torch.randn(vocab, d, generator=g),
+        )
         self._p = torch.nn.Parameter(torch.zeros(1))
 
     def parameters(self):
@@ -195,7 +234,9 @@ class _BagTowers:
         import torch
         import torch.nn.functional as F
 
-        bag = torch.zeros(len(tokens), self.w_txt.shape[0]).scatter_add_(1, tokens, torch.ones(tokens.shape))
+        bag = torch.zeros(len(tokens), self.w_txt.shape[0]).scatter_add_(
+            1, tokens, torch.ones(tokens.shape)
+        )
         bag[:, 0] = 0  # padding
         return F.normalize(bag @ self.w_txt, dim=1)
 
@@ -205,10 +246,11 @@ def modality_context(planted: bool, n=100, seed=0) -> AttackContext:
     hardly moves under a small translation, a noise image moves entirely; a caption of one repeated
     word has the same bag of words under any dropout or swap, a caption of distinct words does not.
     Planted: members get the stable kind; null: both sets get one random mix of the two kinds."""
+    from types import SimpleNamespace
+
     import open_clip
     import torch
     from PIL import Image
-    from types import SimpleNamespace
     from torchvision.transforms import functional as TF
 
     rng = np.random.default_rng(seed)
@@ -218,27 +260,37 @@ def modality_context(planted: bool, n=100, seed=0) -> AttackContext:
         if stable:
             ramp = np.linspace(0, 60, 16)[None, :, None]
             img = np.clip(rng.integers(40, 200, 3)[None, None, :] + ramp, 0, 255)
-            return Image.fromarray(np.broadcast_to(img, (16, 16, 3)).astype(np.uint8)), " ".join([rng.choice(words)] * 8)
-        return (Image.fromarray(rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)),
-                " ".join(rng.choice(words, 8, replace=False)))
+            return Image.fromarray(np.broadcast_to(img, (16, 16, 3)).astype(np.uint8)), " ".join(
+                [rng.choice(words)] * 8
+            )
+        return (
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)),
+            " ".join(rng.choice(words, 8, replace=False)),
+        )
 
     towers = _BagTowers(seed)
     tokenizer = open_clip.SimpleTokenizer(context_length=32)
     target = SimpleNamespace(model=towers, tokenizer=tokenizer, preprocess=TF.to_tensor)
-    kinds = {"member_eval": np.ones(n, bool), "nonmember_eval": np.zeros(n, bool)} if planted else \
-        {s: rng.random(n) < 0.5 for s in ("member_eval", "nonmember_eval")}
+    kinds = (
+        {"member_eval": np.ones(n, bool), "nonmember_eval": np.zeros(n, bool)}
+        if planted
+        else {s: rng.random(n) < 0.5 for s in ("member_eval", "nonmember_eval")}
+    )
     features, raw = {}, {}
     for name, stable in kinds.items():
         images, captions = zip(*[pair(k) for k in stable])
         with torch.no_grad():
             img = towers.encode_image(torch.stack([TF.to_tensor(im) for im in images])).numpy()
             txt = towers.encode_text(tokenizer(list(captions))).numpy()
-        features[name] = SplitFeatures(np.array([f"{name}{i}" for i in range(n)]), img, txt, (img * txt).sum(1))
+        features[name] = SplitFeatures(
+            np.array([f"{name}{i}" for i in range(n)]), img, txt, (img * txt).sum(1)
+        )
         raw[name] = (list(images), list(captions))
     return AttackContext(features=features, splits=None, target=target, seed=seed, _raw=raw)
 
 
 # --- label-blind scoring (tests/attacks/test_label_blind.py) -----------------------------------
+
 
 def untrained_model_context(n_eval=40, n_known=100, n_aux=100, seed=0) -> AttackContext:
     """Every evaluation set, with raw pairs, features and a real (untrained) tiny CLIP
@@ -253,10 +305,18 @@ def untrained_model_context(n_eval=40, n_known=100, n_aux=100, seed=0) -> Attack
     model.eval()
     rng = np.random.default_rng(seed)
     side, words = cfg.data.corpus.image_size, [f"w{i}" for i in range(40)]
-    sizes = {"member_eval": n_eval, "nonmember_eval": n_eval, "nonmember_known": n_known, "aux_pool": n_aux}
+    sizes = {
+        "member_eval": n_eval,
+        "nonmember_eval": n_eval,
+        "nonmember_known": n_known,
+        "aux_pool": n_aux,
+    }
     features, raw = {}, {}
     for k, (name, size) in enumerate(sizes.items()):
-        images = [Image.fromarray(rng.integers(0, 256, (side, side, 3)).astype(np.uint8)) for _ in range(size)]
+        images = [
+            Image.fromarray(rng.integers(0, 256, (side, side, 3)).astype(np.uint8))
+            for _ in range(size)
+        ]
         captions = [" ".join(rng.choice(words, int(rng.integers(4, 9)))) for _ in range(size)]
         img_t, tok = to_tensors(images, captions, preprocess, tokenizer)
         with torch.no_grad():
@@ -267,7 +327,9 @@ def untrained_model_context(n_eval=40, n_known=100, n_aux=100, seed=0) -> Attack
         features[name] = SplitFeatures(uids, img, txt, (img * txt).sum(1))
         raw[name] = (images, captions)
     splits = FeatureSplits(features, np.arange(n_aux) % 2 == 0)
-    target = SimpleNamespace(model=model, tokenizer=tokenizer, preprocess=preprocess, key="untrained")
+    target = SimpleNamespace(
+        model=model, tokenizer=tokenizer, preprocess=preprocess, key="untrained"
+    )
     return AttackContext(features=features, splits=splits, target=target, seed=seed, _raw=raw)
 
 
@@ -281,8 +343,12 @@ def relabelled(ctx: AttackContext, moved: float = 1.0) -> AttackContext:
     ka, kb = len(fa.uids) - round(moved * len(fa.uids)), len(fb.uids) - round(moved * len(fb.uids))
 
     def join(f, g, k, m):  # f's first k pairs, then g's pairs from m on
-        return SplitFeatures(*(np.concatenate([x[:k], y[m:]]) for x, y in
-                               zip((f.uids, f.image, f.text, f.cos), (g.uids, g.image, g.text, g.cos))))
+        return SplitFeatures(
+            *(
+                np.concatenate([x[:k], y[m:]])
+                for x, y in zip((f.uids, f.image, f.text, f.cos), (g.uids, g.image, g.text, g.cos))
+            )
+        )
 
     features = {**ctx.features, a: join(fa, fb, ka, kb), b: join(fb, fa, kb, ka)}
     raw = dict(ctx._raw)
@@ -290,17 +356,26 @@ def relabelled(ctx: AttackContext, moved: float = 1.0) -> AttackContext:
         (ia, ca), (ib, cb) = ctx._raw[a], ctx._raw[b]
         raw[a] = (list(ia[:ka]) + list(ib[kb:]), list(ca[:ka]) + list(cb[kb:]))
         raw[b] = (list(ib[:kb]) + list(ia[ka:]), list(cb[:kb]) + list(ca[ka:]))
-    return replace(ctx, features=features, splits=FeatureSplits(features, ctx.splits.aux_is_member), _raw=raw)
+    return replace(
+        ctx, features=features, splits=FeatureSplits(features, ctx.splits.aux_is_member), _raw=raw
+    )
 
 
 def scores_by_uid(ctx: AttackContext, result) -> dict:
-    return dict(zip(np.r_[ctx.uids("member_eval"), ctx.uids("nonmember_eval")],
-                    np.r_[result.member_scores, result.nonmember_scores]))
+    return dict(
+        zip(
+            np.r_[ctx.uids("member_eval"), ctx.uids("nonmember_eval")],
+            np.r_[result.member_scores, result.nonmember_scores],
+        )
+    )
 
 
 # --- today's paths, kept as the references the faster ones must equal bit for bit --------------
 
-def pil_image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch_size: int) -> np.ndarray:
+
+def pil_image_views(
+    ctx, set_name: str, transform, tag: str, repeats: int, batch_size: int
+) -> np.ndarray:
     """mia.attacks.augment.image_views with every view made by PIL, as before its tensor path for
     translations (tests/attacks/test_augment.py, test_imgagree.py)."""
     import torch
@@ -315,9 +390,11 @@ def pil_image_views(ctx, set_name: str, transform, tag: str, repeats: int, batch
             emb = []
             for i in range(0, len(images), batch_size):
                 batch = []
-                for uid, im in zip(uids[i:i + batch_size], images[i:i + batch_size]):
+                for uid, im in zip(uids[i : i + batch_size], images[i : i + batch_size]):
                     torch.manual_seed(sample_seed(ctx.seed, uid, tag, r))
                     batch.append(ctx.target.preprocess(transform(im)))
-                emb.append(model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu())
+                emb.append(
+                    model.encode_image(torch.stack(batch).to(device), normalize=True).float().cpu()
+                )
             out.append(torch.cat(emb).numpy())
     return np.stack(out)

@@ -1,4 +1,5 @@
 """The real config tree, composed with test-size overrides."""
+
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -9,10 +10,19 @@ CONF = str(Path(__file__).resolve().parents[2] / "conf")
 SMALL = ["debug=small"]
 
 # The attacks' trained fixture (tests/attacks/conftest.py): 200 members, 30 epochs, so they are memorised.
-MODEL_OVERRIDES = ["data.size=200", "data.corpus.size=1200", "data.corpus.shard_size=400",
-                   "data.split.holdout=600", "data.split.eval_size=100", "data.split.known_size=150",
-                   "data.split.aux_size=200", "train.epochs=30", "train.progress_bar=false",
-                   "n_bootstrap=100", "logger=none"]
+MODEL_OVERRIDES = [
+    "data.size=200",
+    "data.corpus.size=1200",
+    "data.corpus.shard_size=400",
+    "data.split.holdout=600",
+    "data.split.eval_size=100",
+    "data.split.known_size=150",
+    "data.split.aux_size=200",
+    "train.epochs=30",
+    "train.progress_bar=false",
+    "n_bootstrap=100",
+    "logger=none",
+]
 
 
 def compose_config(*overrides):

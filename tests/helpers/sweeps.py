@@ -1,6 +1,7 @@
 """Fake jobs and sweeps for the sweep report's tests: a results.json in the format mia/pipeline.py writes,
 beside a scores.parquet it agrees with (the report checks one against the other), built from
 known cosines and attack scores; and simulated per-seed cosines of a scaling curve."""
+
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -15,8 +16,8 @@ PAIRS = 20  # evaluation pairs per side of a fake job: its AUCs lie on a grid of
 
 @dataclass
 class Job:
-    record: dict          # results.json
-    table: pd.DataFrame   # scores.parquet
+    record: dict  # results.json
+    table: pd.DataFrame  # scores.parquet
 
 
 def scores_with_auc(auc: float, n: int = PAIRS) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +25,7 @@ def scores_with_auc(auc: float, n: int = PAIRS) -> tuple[np.ndarray, np.ndarray]
     score 0 .. n-1, and member i scores just above as many of them as its share of the wins."""
     wins = round(auc * n * n)
     beats = np.full(n, wins // n)
-    beats[:wins % n] += 1
+    beats[: wins % n] += 1
     return beats - 0.5, np.arange(n, dtype=float)
 
 
@@ -34,8 +35,22 @@ def cosines_with_gap(gap: float, n: int = PAIRS) -> tuple[np.ndarray, np.ndarray
     return nonmember + gap, nonmember
 
 
-def fake_job(size=1000, epochs=40, gap=0.1, *, aucs=None, cos=None, attacks=None, seed=0, nonmembers="iid",
-             shift=0.0, shift_parts=None, gaussian_auc=0.6, dataset_inference=None, swapped=None) -> Job:
+def fake_job(
+    size=1000,
+    epochs=40,
+    gap=0.1,
+    *,
+    aucs=None,
+    cos=None,
+    attacks=None,
+    seed=0,
+    nonmembers="iid",
+    shift=0.0,
+    shift_parts=None,
+    gaussian_auc=0.6,
+    dataset_inference=None,
+    swapped=None,
+) -> Job:
     """A job whose cosines have the member / non-member `gap` (or are `cos`: (member, non-member)), and
     whose attacks have the AUCs `aucs` ({attack: AUC}, on the grid of scores_with_auc) or the scores
     `attacks` ({attack: (member, non-member)}); by default csa scores 0.5 + gap (at most 0.95) and the
@@ -51,14 +66,29 @@ def fake_job(size=1000, epochs=40, gap=0.1, *, aucs=None, cos=None, attacks=None
     gap_record = metrics.gap(member_cos, nonmember_cos, n_bootstrap=50, seed=seed)
     gap_record["gaussian_auc"] = gaussian_auc
     inference = {"enabled": dataset_inference is not None, **(dataset_inference or {})}
-    config = {"n_bootstrap": 200, "logger": {"backend": "none"}, "data": {"split": {"seed": 0}},
-              "train": {"weight_decay": 0.1}, "analysis": {"dataset_inference": inference}}
+    config = {
+        "n_bootstrap": 200,
+        "logger": {"backend": "none"},
+        "data": {"split": {"seed": 0}},
+        "train": {"weight_decay": 0.1},
+        "analysis": {"dataset_inference": inference},
+    }
     record = results.new(
-        config=config, git="0123abc", seed=seed,
-        target={"source": "train", "size": size, "epochs": epochs, "model": "tiny", "params": 12345,
-                "cache_key": f"k{size}_{epochs}", "cache_hit": False},
+        config=config,
+        git="0123abc",
+        seed=seed,
+        target={
+            "source": "train",
+            "size": size,
+            "epochs": epochs,
+            "model": "tiny",
+            "params": 12345,
+            "cache_key": f"k{size}_{epochs}",
+            "cache_hit": False,
+        },
         data={"nonmembers": nonmembers, "shift": shift, "shift_parts": shift_parts},
-        gap=gap_record)
+        gap=gap_record,
+    )
     record["defense"] = {"name": "none", "label": "none"}
     rng = np.random.default_rng(0)
     image, text = rng.normal(size=(PAIRS, 8)), rng.normal(size=(PAIRS, 8))
@@ -68,17 +98,45 @@ def fake_job(size=1000, epochs=40, gap=0.1, *, aucs=None, cos=None, attacks=None
         labels = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
         roc = metrics.roc_table(both, labels)
         # compared with CSA's scores, the cosines, as mia.evaluation.scoring.compare_with_csa does
-        vs_csa = None if name == results.REFERENCE else metrics.paired_comparison(
-            (member, nonmember), (member_cos, nonmember_cos), n_bootstrap=20, seed=seed)
-        unshifted = None if swapped is None else scoring.unshifted(
-            (member, nonmember), swapped, None if name == results.REFERENCE else (member_cos, nonmember_cos), 20, seed)
-        results.add_attack(record, name, metrics.roc_metrics(both, labels, n_bootstrap=20), 0.1, {},
-                           {"fpr": [r["fpr"] for r in roc], "tpr": [r["tpr"] for r in roc]}, vs_csa=vs_csa,
-                           calibrated=None, calibrated_skipped="a fake job has no known non-members",
-                           unshifted=unshifted)
+        vs_csa = (
+            None
+            if name == results.REFERENCE
+            else metrics.paired_comparison(
+                (member, nonmember), (member_cos, nonmember_cos), n_bootstrap=20, seed=seed
+            )
+        )
+        unshifted = (
+            None
+            if swapped is None
+            else scoring.unshifted(
+                (member, nonmember),
+                swapped,
+                None if name == results.REFERENCE else (member_cos, nonmember_cos),
+                20,
+                seed,
+            )
+        )
+        results.add_attack(
+            record,
+            name,
+            metrics.roc_metrics(both, labels, n_bootstrap=20),
+            0.1,
+            {},
+            {"fpr": [r["fpr"] for r in roc], "tpr": [r["tpr"] for r in roc]},
+            vs_csa=vs_csa,
+            calibrated=None,
+            calibrated_skipped="a fake job has no known non-members",
+            unshifted=unshifted,
+        )
     results.add_scores(record, scores.FILENAME)
-    sets = {MEMBER_EVAL: SimpleNamespace(uids=[f"m{i}" for i in range(len(member_cos))], cos=member_cos),
-            NONMEMBER_EVAL: SimpleNamespace(uids=[f"n{i}" for i in range(len(nonmember_cos))], cos=nonmember_cos)}
+    sets = {
+        MEMBER_EVAL: SimpleNamespace(
+            uids=[f"m{i}" for i in range(len(member_cos))], cos=member_cos
+        ),
+        NONMEMBER_EVAL: SimpleNamespace(
+            uids=[f"n{i}" for i in range(len(nonmember_cos))], cos=nonmember_cos
+        ),
+    }
     table = scores.frame(sets, {s: ["a caption"] * len(sets[s].uids) for s in sets}, attacks)
     return Job(record, table)
 
@@ -105,7 +163,7 @@ def scaling_sweep(rng, sizes, n_seeds, slope=-1.0, seed_sd=0.1, pair_sd=0.01, k=
         jobs = []
         for _ in range(n_seeds):
             lx = np.log10(n / 1000)
-            gap = 0.2 * 10 ** (slope * lx + bend * lx ** 2) * 10 ** rng.normal(0, seed_sd)
+            gap = 0.2 * 10 ** (slope * lx + bend * lx**2) * 10 ** rng.normal(0, seed_sd)
             nonmember = rng.normal(0.3, pair_sd, k)
             jobs.append((rng.normal(0.3, pair_sd, k) + gap, nonmember))
         out.append(jobs)

@@ -1,5 +1,6 @@
 """The sweep report's check of results.json against scores.parquet (mia/report/checks.py) on a real job
 (the session's default job: tests/conftest.py): it agrees, and a tampered score fails the report."""
+
 import json
 import shutil
 
@@ -16,7 +17,10 @@ def test_report_recomputes_metrics_and_fails_on_tampering(default_job, tmp_path,
     sweep = tmp_path / "sweep"
     shutil.copytree(path.parent, sweep / "good", ignore=shutil.ignore_patterns("wandb"))
     report.build_report(sweep, wandb_log=False)
-    assert "metrics recomputed from scores.parquet: 1 jobs, all agree" in (sweep / "report.md").read_text()
+    assert (
+        "metrics recomputed from scores.parquet: 1 jobs, all agree"
+        in (sweep / "report.md").read_text()
+    )
     checks = json.loads((sweep / "checks.json").read_text())["scores"]
     assert checks["agree"] and checks["checked"] == ["good"]
 
@@ -33,6 +37,7 @@ def test_report_recomputes_metrics_and_fails_on_tampering(default_job, tmp_path,
     assert f"tampered: csa auc: results.json {reported!r}, scores.parquet " in err
     assert "good:" not in err
     checks = json.loads((sweep / "checks.json").read_text())["scores"]  # written before the exit
-    assert not checks["agree"] and {(m["job"], m["attack"], m["metric"]) for m in checks["mismatches"]} >= \
-        {("tampered", "csa", "auc")}
+    assert not checks["agree"] and {
+        (m["job"], m["attack"], m["metric"]) for m in checks["mismatches"]
+    } >= {("tampered", "csa", "auc")}
     assert "tampered: csa auc" in (sweep / "report.md").read_text()

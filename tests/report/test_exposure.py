@@ -1,6 +1,7 @@
 """The exposure analysis (mia/report/exposure.py) on score tables whose rankings are known: identical
 rankings overlap fully and beat the null, random ones sit on it, the null is seeded, comparisons across
 N use only the members both jobs scored, and what the members exposed at every seed share."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,26 +10,57 @@ import pytest
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 from mia.evaluation import scores
 from mia.report import exposure
-from mia.report.exposure import against_null, analyse, caption_attributes, null_overlaps, top_members
+from mia.report.exposure import (
+    against_null,
+    analyse,
+    caption_attributes,
+    null_overlaps,
+    top_members,
+)
 
 
 def table(member_scores, uids=None, captions=None, nonmembers=100):
     """A scores.parquet table: members `uids` (m0, m1, ... by default) scored `member_scores` by csa."""
     member_scores = np.asarray(member_scores, float)
     uids = uids or [f"m{i}" for i in range(member_scores.size)]
-    sets = {MEMBER_EVAL: SimpleNamespace(uids=uids, cos=member_scores),
-            NONMEMBER_EVAL: SimpleNamespace(uids=[f"n{i}" for i in range(nonmembers)], cos=np.zeros(nonmembers))}
-    caps = {MEMBER_EVAL: captions or ["a red circle"] * len(uids), NONMEMBER_EVAL: ["a blue square"] * nonmembers}
+    sets = {
+        MEMBER_EVAL: SimpleNamespace(uids=uids, cos=member_scores),
+        NONMEMBER_EVAL: SimpleNamespace(
+            uids=[f"n{i}" for i in range(nonmembers)], cos=np.zeros(nonmembers)
+        ),
+    }
+    caps = {
+        MEMBER_EVAL: captions or ["a red circle"] * len(uids),
+        NONMEMBER_EVAL: ["a blue square"] * nonmembers,
+    }
     return scores.frame(sets, caps, {"csa": (member_scores, np.zeros(nonmembers))})
 
 
 def row(tab, seed=0, size=1000, epochs=40, tpr=0.01):
     """A report row as rows.load_rows makes it, its scores table already read; csa's TPR at 0.1% FPR
     in its results.json is `tpr`, on too few non-members to resolve it."""
-    record = {"attacks": {"csa": {"tpr_at_fpr_1e-3": tpr, "tpr_at_fpr_1e-3_ci95": [0.0, 2 * tpr],
-                                  "low_fpr_resolved": {"1e-2": True, "1e-3": False}}}}
-    return {"nonmembers": "iid", "shift": 0.0, "epochs": epochs, "size": size, "model": "tiny", "params": 1,
-            "defense": "none", "weight_decay": 0.1, "seed": seed, "_table": tab, "_results": record}
+    record = {
+        "attacks": {
+            "csa": {
+                "tpr_at_fpr_1e-3": tpr,
+                "tpr_at_fpr_1e-3_ci95": [0.0, 2 * tpr],
+                "low_fpr_resolved": {"1e-2": True, "1e-3": False},
+            }
+        }
+    }
+    return {
+        "nonmembers": "iid",
+        "shift": 0.0,
+        "epochs": epochs,
+        "size": size,
+        "model": "tiny",
+        "params": 1,
+        "defense": "none",
+        "weight_decay": 0.1,
+        "seed": seed,
+        "_table": tab,
+        "_results": record,
+    }
 
 
 def test_null_is_seeded_and_centred_on_chance():
@@ -36,7 +68,9 @@ def test_null_is_seeded_and_centred_on_chance():
     assert np.array_equal(a, null_overlaps(500, 50, 2, 2000, np.random.default_rng(0)))
     assert not np.array_equal(a, null_overlaps(500, 50, 2, 2000, np.random.default_rng(1)))
     assert a.mean() == pytest.approx(50 * 50 / 500, rel=0.05)  # the hypergeometric mean k^2 / n
-    assert null_overlaps(500, 50, 3, 500, np.random.default_rng(0)).mean() == pytest.approx(5, rel=0.1)
+    assert null_overlaps(500, 50, 3, 500, np.random.default_rng(0)).mean() == pytest.approx(
+        5, rel=0.1
+    )
 
 
 def test_identical_rankings_overlap_fully_and_random_ones_sit_on_the_null():
@@ -45,9 +79,11 @@ def test_identical_rankings_overlap_fully_and_random_ones_sit_on_the_null():
     same = analyse([row(table(ranked), seed=s) for s in range(3)], draws=2000)
     (o,) = same["across_seeds"]
     assert o["overlap"] == 50 and o["null_mean"] == pytest.approx(5, rel=0.1)
-    assert o["p_value"] == pytest.approx(1 / 2001) and o["seeds"] == [0, 1, 2] and o["n_shared"] == 500
+    assert (
+        o["p_value"] == pytest.approx(1 / 2001) and o["seeds"] == [0, 1, 2] and o["n_shared"] == 500
+    )
     (p,) = same["persistent"]
-    assert p["n"] == 50 and p["chance"] == pytest.approx(500 * 0.1 ** 3)
+    assert p["n"] == 50 and p["chance"] == pytest.approx(500 * 0.1**3)
     assert set(p["uids"]) == {f"m{i}" for i in np.argsort(-ranked)[:50]}
 
     noise = analyse([row(table(rng.normal(size=500)), seed=s) for s in range(4)], draws=2000)
@@ -70,19 +106,32 @@ def test_across_sizes_compares_only_the_members_both_jobs_scored():
     ranked = np.random.default_rng(1).normal(size=200)
     small = table(ranked, uids=[f"m{i}" for i in range(200)])
     large = table(np.r_[ranked, np.full(50, 10.0)], uids=[f"m{i}" for i in range(250)])
-    assert top_members(large, "csa", {f"m{i}" for i in range(250)}, 50) == {f"m{i}" for i in range(200, 250)}
+    assert top_members(large, "csa", {f"m{i}" for i in range(250)}, 50) == {
+        f"m{i}" for i in range(200, 250)
+    }
     out = analyse([row(small, size=1000), row(large, size=4000, tpr=0.03)], draws=500)
     (o,) = out["across_sizes"]
     assert (o["size"], o["to_size"], o["seed"], o["n_shared"]) == (1000, 4000, 0, 200)
-    assert o["overlap"] == 50 and o["null_mean"] == pytest.approx(12.5, rel=0.1) and o["p_value"] < 0.01
+    assert (
+        o["overlap"] == 50
+        and o["null_mean"] == pytest.approx(12.5, rel=0.1)
+        and o["p_value"] < 0.01
+    )
     assert out["across_seeds"] == []
     (low,) = out["tpr_at_fpr_1e-3_at_largest_n"]  # quoted from the largest N's results.json
-    assert (low["size"], low["tpr"], low["ci95"], low["resolved"]) == (4000, 0.03, [0.0, 0.06], False)
+    assert (low["size"], low["tpr"], low["ci95"], low["resolved"]) == (
+        4000,
+        0.03,
+        [0.0, 0.06],
+        False,
+    )
 
 
 def test_persistent_members_captions_are_compared_with_the_others():
     ranked = np.arange(300, dtype=float)[::-1]  # m0 scores highest
-    captions = [f"a very long caption with zyx{i} words" if i < 50 else "a circle" for i in range(300)]
+    captions = [
+        f"a very long caption with zyx{i} words" if i < 50 else "a circle" for i in range(300)
+    ]
     out = analyse([row(table(ranked, captions=captions), seed=s) for s in range(2)], draws=200)
     (p,) = out["persistent"]
     assert p["n"] == 50
@@ -95,12 +144,16 @@ def test_persistent_members_captions_are_compared_with_the_others():
 def test_rare_words_are_rare_among_the_jobs_captions():
     tab = table(np.zeros(200), captions=["a red circle"] * 199 + ["a red glyph"])
     attrs = caption_attributes(tab)
-    assert attrs["rare_words"]["m199"] == 1 and attrs["rare_words"]["m0"] == 0  # glyph: 1 of 300 captions
+    assert (
+        attrs["rare_words"]["m199"] == 1 and attrs["rare_words"]["m0"] == 0
+    )  # glyph: 1 of 300 captions
     assert attrs["caption_words"]["m0"] == 3
 
 
 def test_nothing_to_compare_and_the_markdown():
-    assert analyse([row(table(np.zeros(40)), seed=s) for s in range(2)]) is None  # 40 members: fewer than k
+    assert (
+        analyse([row(table(np.zeros(40)), seed=s) for s in range(2)]) is None
+    )  # 40 members: fewer than k
     assert analyse([row(table(np.zeros(500)))]) is None  # one job
     out = analyse([row(table(np.arange(500.0)), seed=s) for s in range(2)], draws=100)
     md = "\n".join(exposure.markdown(out))

@@ -1,5 +1,6 @@
 """The sweep report's scaling fits (mia/report/fits.py) pinned on hand-worked and simulated sweeps:
 the OLS fit through seed means and the bootstrap slope, its interval and its curvature."""
+
 import json
 import math
 
@@ -58,8 +59,9 @@ def test_bootstrap_slope_recovers_known_slope_and_spread():
     assert fit["n_invalid"] == 0 and fit["n_points"] == 5
 
     # Without a seed effect the interval is narrower: the bootstrap sees the training seeds' spread.
-    quiet = bootstrap_loglog_slope(sizes, seed_mean_gap_table(scaling_sweep(rng, sizes, 6, seed_sd=0.0), 400),
-                                   means)
+    quiet = bootstrap_loglog_slope(
+        sizes, seed_mean_gap_table(scaling_sweep(rng, sizes, 6, seed_sd=0.0), 400), means
+    )
     assert quiet["slope_std"] < 0.6 * fit["slope_std"]
 
 

@@ -1,5 +1,6 @@
 """The sweep report's dataset-inference section (mia/report/inference.py): each job's own result, or
 one recomputed from its scores.parquet with its settings, a table, and the smallest m against N."""
+
 import numpy as np
 import pandas as pd
 
@@ -14,7 +15,9 @@ def test_report_plots_smallest_m_against_n(tmp_path):
     for i, (n, shift) in enumerate(((1000, 2.0), (4000, 0.6), (16000, 0.1))):
         rng = np.random.default_rng(i)
         scores = rng.normal(shift, 1, 500), rng.normal(0, 1, 500)  # members shifted by `shift` sd
-        runs.append(fake_job(n, 40, cos=scores, attacks={"csa": scores}, dataset_inference={"draws": 500}))
+        runs.append(
+            fake_job(n, 40, cos=scores, attacks={"csa": scores}, dataset_inference={"draws": 500})
+        )
     sweep = write_sweep(tmp_path, runs)
     build_report(sweep, wandb_log=False)
     rows = pd.read_csv(sweep / "dataset_inference.csv").sort_values("size")
@@ -30,8 +33,10 @@ def test_the_report_takes_each_jobs_own_result_and_recomputes_only_what_is_missi
     here by an m no grid holds); a job without one is recomputed from its scores.parquet."""
     rng = np.random.default_rng(0)
     scores = rng.normal(1.0, 1, 300), rng.normal(0, 1, 300)
-    ran, missing = (fake_job(n, 40, cos=scores, attacks={"csa": scores}, dataset_inference={"draws": 200})
-                    for n in (1000, 4000))
+    ran, missing = (
+        fake_job(n, 40, cos=scores, attacks={"csa": scores}, dataset_inference={"draws": 200})
+        for n in (1000, 4000)
+    )
     own = dataset_inference(*scores, ran.record["config"]["analysis"]["dataset_inference"], seed=0)
     ran.record["analysis"] = {"dataset_inference": {"csa": {**own, "smallest_m": 7777}}}
     sweep = write_sweep(tmp_path, [ran, missing])

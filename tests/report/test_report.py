@@ -1,4 +1,5 @@
 """The sweep report on a fake sweep dir whose numbers are known, and its Hydra callback."""
+
 import json
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 from mia.report import ReportCallback, build_report
 from mia.report.checks import ScoresMismatch, check_scores
 from mia.report.fits import fits
+from mia.report.markdown import verdict
 from mia.report.rows import load_rows
 from mia.report.stats import points
-from mia.report.markdown import verdict
 from tests.helpers.sweeps import fake_job, scores_with_auc, write_job, write_sweep
 
 
@@ -18,19 +19,33 @@ def test_report_recovers_known_slopes_and_lists_exclusions(tmp_path):
     runs = [fake_job(n, 40, 50 * 40 / n) for n in (1000, 4000, 16000, 64000)]
     runs += [fake_job(4000, t, 50 * t / 4000) for t in (10, 20)]
     runs.append(fake_job(256000, 40, -0.001))
-    runs += [fake_job(4000, 40, 50 * 40 / 4000, nonmembers="ood", shift=None, aucs={"csa": 0.99, "blind": 0.9})]
+    runs += [
+        fake_job(
+            4000, 40, 50 * 40 / 4000, nonmembers="ood", shift=None, aucs={"csa": 0.99, "blind": 0.9}
+        )
+    ]
     sweep = write_sweep(tmp_path, runs)
     build_report(sweep, wandb_log=False)
     fit = json.loads((sweep / "fits.json").read_text())
     n_fit, t_fit = fit["gap_vs_N@T=40"], fit["gap_vs_T@N=4000"]
-    assert n_fit["slope"] == pytest.approx(-1.0) and n_fit["intercept"] == pytest.approx(np.log10(2000))
+    assert n_fit["slope"] == pytest.approx(-1.0) and n_fit["intercept"] == pytest.approx(
+        np.log10(2000)
+    )
     assert t_fit["slope"] == pytest.approx(1.0)
     assert n_fit["n_points"] == 4
-    assert n_fit["excluded"] == [{"x": 256000.0, "y": pytest.approx(-0.001), "reason": "non-positive gap"}]
+    assert n_fit["excluded"] == [
+        {"x": 256000.0, "y": pytest.approx(-0.001), "reason": "non-positive gap"}
+    ]
     report = (sweep / "report.md").read_text()
     assert "left out x=256000" in report and "non-positive gap" in report
-    for png in ("gap_vs_N.png", "gap_vs_T.png", "auc_vs_N.png", "tpr_vs_N.png", "ood_vs_iid.png",
-                "roc_N1000_T40_iid.png"):
+    for png in (
+        "gap_vs_N.png",
+        "gap_vs_T.png",
+        "auc_vs_N.png",
+        "tpr_vs_N.png",
+        "ood_vs_iid.png",
+        "roc_N1000_T40_iid.png",
+    ):
         assert (sweep / png).stat().st_size > 1000, png
     lines = (sweep / "results.csv").read_text().splitlines()
     assert len(lines) == 1 + len(runs) and "csa/auc" in lines[0]
@@ -45,13 +60,19 @@ def test_rows_are_sorted_and_fit_skips_single_points(tmp_path):
 
 def test_points_keep_the_gaps_two_sides_and_plot_them(tmp_path):
     # members fixed at 0.5 + gap, non-members at 0.5: the seed mean and sd of each side per N
-    runs = [fake_job(n, 40, g, seed=s) for n, gaps in ((1000, (0.2, 0.3)), (4000, (0.05, 0.07)))
-            for s, g in enumerate(gaps)]
+    runs = [
+        fake_job(n, 40, g, seed=s)
+        for n, gaps in ((1000, (0.2, 0.3)), (4000, (0.05, 0.07)))
+        for s, g in enumerate(gaps)
+    ]
     sweep = write_sweep(tmp_path, runs)
     pts = {p["size"]: p for p in points(load_rows(sweep), 0)}
     assert pts[1000]["member_cos_mean"] == pytest.approx(0.75)
     assert pts[1000]["member_cos_seed_std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
-    assert pts[4000]["nonmember_cos_mean"] == pytest.approx(0.5) and pts[4000]["nonmember_cos_seed_std"] == 0
+    assert (
+        pts[4000]["nonmember_cos_mean"] == pytest.approx(0.5)
+        and pts[4000]["nonmember_cos_seed_std"] == 0
+    )
     build_report(sweep, wandb_log=False)
     assert (sweep / "cos_vs_N.png").stat().st_size > 1000
     assert "| 0.750 / 0.500 |" in (sweep / "report.md").read_text()
@@ -67,7 +88,7 @@ def test_callback_writes_report_and_survives_empty_sweep(tmp_path):
 
     sweep = write_sweep(tmp_path / "s", []) if (tmp_path / "s").mkdir() is None else None
     cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
-    ReportCallback().on_multirun_end(cfg)            # nothing to report: warns, does not raise
+    ReportCallback().on_multirun_end(cfg)  # nothing to report: warns, does not raise
     assert not (sweep / "report.md").exists()
     write_sweep(sweep, [fake_job(1000, 40, 0.2), fake_job(4000, 40, 0.05)])
     ReportCallback().on_multirun_end(cfg)
@@ -85,8 +106,17 @@ def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
             noise = 0.02 if n < 32000 else 0.4  # the largest N plays noise
             member, nonmember = rng.normal(0.3, noise, 300), rng.normal(0.3, noise, 300)
             cos = member - member.mean() + 0.3 + gap, nonmember - nonmember.mean() + 0.3
-            write_job(tmp_path / f"{n}_{seed}", fake_job(n, 40, cos=cos, attacks={"csa": cos}, seed=seed,
-                                                         gaussian_auc=0.99 if n == 1000 else 0.7))  # memorised at 1k
+            write_job(
+                tmp_path / f"{n}_{seed}",
+                fake_job(
+                    n,
+                    40,
+                    cos=cos,
+                    attacks={"csa": cos},
+                    seed=seed,
+                    gaussian_auc=0.99 if n == 1000 else 0.7,
+                ),
+            )  # memorised at 1k
     sweep = tmp_path
     build_report(sweep, wandb_log=False)
     pts = {p["size"]: p for p in points(load_rows(sweep), 200)}
@@ -116,14 +146,24 @@ def test_a_job_whose_scores_fail_the_check_falls_back_to_its_own_interval(tmp_pa
     with pytest.raises(ScoresMismatch, match="1: .*scores.parquet: FileNotFoundError"):
         build_report(sweep, wandb_log=False)
     checks = json.loads((sweep / "checks.json").read_text())["scores"]
-    assert checks["checked"] == ["0"] and [e["job"] for e in checks["errors"]] == ["1"] and not checks["agree"]
+    assert (
+        checks["checked"] == ["0"]
+        and [e["job"] for e in checks["errors"]] == ["1"]
+        and not checks["agree"]
+    )
     fit = json.loads((sweep / "fits.json").read_text())["gap_vs_N@T=40"]
-    assert fit["method"] == "OLS t-interval through the seed means" and fit["fitted_x"] == [1000, 4000]
+    assert fit["method"] == "OLS t-interval through the seed means" and fit["fitted_x"] == [
+        1000,
+        4000,
+    ]
     rows = load_rows(sweep)
     check_scores(rows)  # refuses job 1's scores: the seed bootstrap leaves its pairs out
     pts = {p["size"]: p for p in points(rows, 200)}
     assert pts[4000]["gap_ci"] == [rows[1]["gap_ci_lo"], rows[1]["gap_ci_hi"]]
-    assert pts[1000]["gap_ci"] != [rows[0]["gap_ci_lo"], rows[0]["gap_ci_hi"]]  # the bootstrap of its pairs
+    assert pts[1000]["gap_ci"] != [
+        rows[0]["gap_ci_lo"],
+        rows[0]["gap_ci_hi"],
+    ]  # the bootstrap of its pairs
 
 
 def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval_says_so(tmp_path):
@@ -131,11 +171,21 @@ def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval
     beats it, one at 0.5 is below it, and the cosines under another name are no different (Delta 0 on
     every resample). TPR@1%FPR rests on one false positive at 100 non-members: marked unresolved."""
     cos = scores_with_auc(0.75, 100)
-    attacks = {"csa": cos, "better": scores_with_auc(0.95, 100), "worse": scores_with_auc(0.5, 100), "same": cos}
-    sweep = write_sweep(tmp_path, [fake_job(1000, 40, cos=cos, attacks=attacks, seed=s) for s in range(3)])
+    attacks = {
+        "csa": cos,
+        "better": scores_with_auc(0.95, 100),
+        "worse": scores_with_auc(0.5, 100),
+        "same": cos,
+    }
+    sweep = write_sweep(
+        tmp_path, [fake_job(1000, 40, cos=cos, attacks=attacks, seed=s) for s in range(3)]
+    )
     build_report(sweep, wandb_log=False)
     (p,) = points(load_rows(sweep), 200)
-    assert p["better/delta_auc_vs_csa_mean"] == pytest.approx(0.2) and p["better/delta_auc_vs_csa_ci"][0] > 0
+    assert (
+        p["better/delta_auc_vs_csa_mean"] == pytest.approx(0.2)
+        and p["better/delta_auc_vs_csa_ci"][0] > 0
+    )
     assert p["worse/delta_auc_vs_csa_ci"][1] < 0 and p["same/delta_auc_vs_csa_ci"] == [0.0, 0.0]
     report = (sweep / "report.md").read_text()
     head = next(line for line in report.splitlines() if line.startswith("| N |"))
@@ -160,7 +210,10 @@ def test_a_tampered_comparison_fails_the_check(tmp_path):
 
 def test_verdict_reads_the_interval():
     assert verdict([0.01, 0.2]) == "beats CSA" and verdict([-0.2, -0.01]) == "below CSA"
-    assert verdict([-0.01, 0.2]) == verdict([0.0, 0.0]) == "no difference" and verdict([None, None]) is None
+    assert (
+        verdict([-0.01, 0.2]) == verdict([0.0, 0.0]) == "no difference"
+        and verdict([None, None]) is None
+    )
 
 
 def test_a_t_by_n_grid_gets_the_two_factor_fit_its_figures_and_the_exposure_analysis(tmp_path):
@@ -173,17 +226,28 @@ def test_a_t_by_n_grid_gets_the_two_factor_fit_its_figures_and_the_exposure_anal
         for n in (1000, 4000):
             for seed in (0, 1):
                 cos = base + 5 * t / n * (1.02 if seed else 0.98), nonmember
-                write_job(tmp_path / f"{t}_{n}_{seed}", fake_job(n, t, cos=cos, attacks={"csa": cos}, seed=seed))
+                write_job(
+                    tmp_path / f"{t}_{n}_{seed}",
+                    fake_job(n, t, cos=cos, attacks={"csa": cos}, seed=seed),
+                )
     build_report(tmp_path, wandb_log=False)
     law = json.loads((tmp_path / "fits.json").read_text())["tn_law"]
-    assert law["alpha"] == pytest.approx(1.0, abs=0.01) and law["beta"] == pytest.approx(1.0, abs=0.01)
+    assert law["alpha"] == pytest.approx(1.0, abs=0.01) and law["beta"] == pytest.approx(
+        1.0, abs=0.01
+    )
     assert law["verdict"] == "T/N holds" and law["n_points"] == 4 and law["enough_cells"] is False
     (steps,) = law["equal_steps"]  # 40 x 1000 = 10 x 4000
-    assert steps["ratio"] == pytest.approx(16, rel=0.01) and steps["contains_t_over_n"] and not steps["contains_1"]
+    assert (
+        steps["ratio"] == pytest.approx(16, rel=0.01)
+        and steps["contains_t_over_n"]
+        and not steps["contains_1"]
+    )
     for png in ("gap_vs_T_by_N.png", "gap_vs_N_by_T.png"):
         assert (tmp_path / png).stat().st_size > 1000, png
     exposed = json.loads((tmp_path / "exposure.json").read_text())
-    assert len(exposed["across_seeds"]) == 4 and all(o["overlap"] == 50 for o in exposed["across_seeds"])
+    assert len(exposed["across_seeds"]) == 4 and all(
+        o["overlap"] == 50 for o in exposed["across_seeds"]
+    )
     assert len(exposed["across_sizes"]) == 4 and exposed["persistent"][0]["n"] == 50
     assert {r["size"] for r in exposed["tpr_at_fpr_1e-3_at_largest_n"]} == {4000}
     report = (tmp_path / "report.md").read_text()
@@ -195,11 +259,19 @@ def test_an_attack_a_job_could_not_score_is_listed_and_the_rest_of_the_report_ho
     reports WSA at the other size only."""
     scored = fake_job(1000, 40, 0.2, aucs={"csa": 0.7, "blind": 0.5, "wsa": 0.6})
     skipped = fake_job(4000, 40, 0.1, aucs={"csa": 0.6, "blind": 0.5})
-    skipped.record["skipped"] = {"wsa": "lam=1.5: no aux_pool pair reaches cos >= mu + lam * sigma = 1.2"}
+    skipped.record["skipped"] = {
+        "wsa": "lam=1.5: no aux_pool pair reaches cos >= mu + lam * sigma = 1.2"
+    }
     sweep = write_sweep(tmp_path, [scored, skipped])
     build_report(sweep, wandb_log=False)
     report = (sweep / "report.md").read_text()
     assert "## Not scored" in report
-    assert [line for line in report.splitlines()
-            if line.startswith("- job 1 (N=4000, T=40, iid, seed 0): wsa: lam=1.5: no aux_pool pair")]
-    assert {r["size"]: r.get("wsa/auc") for r in load_rows(sweep)} == {1000: pytest.approx(0.6), 4000: None}
+    assert [
+        line
+        for line in report.splitlines()
+        if line.startswith("- job 1 (N=4000, T=40, iid, seed 0): wsa: lam=1.5: no aux_pool pair")
+    ]
+    assert {r["size"]: r.get("wsa/auc") for r in load_rows(sweep)} == {
+        1000: pytest.approx(0.6),
+        4000: None,
+    }

@@ -1,7 +1,7 @@
 """The two-level bootstraps of a condition's seed-mean gap and seed-mean AUC difference (mia/report/stats.py)."""
+
 import numpy as np
 import pytest
-
 from sklearn.metrics import roc_auc_score
 
 from mia.report.stats import seed_mean_delta_aucs, seed_mean_gaps
@@ -23,7 +23,10 @@ def test_seed_mean_delta_aucs_are_paired_and_pool_seeds():
     a = (rng.normal(1, 1, 200), rng.normal(0, 1, 200))
     assert not seed_mean_delta_aucs([(a, a)] * 3, 100).any()  # the same scores: 0 on every resample
     b = (a[0] + rng.normal(0, 1, 200), a[1] + rng.normal(0, 1, 200))
-    jobs = [(a, b), (b, a)]  # one seed +delta, the other -delta: the seed mean is 0, its spread the seeds'
+    jobs = [
+        (a, b),
+        (b, a),
+    ]  # one seed +delta, the other -delta: the seed mean is 0, its spread the seeds'
     reps = seed_mean_delta_aucs(jobs, 400)
     lo, hi = np.percentile(reps, [2.5, 97.5])
     assert lo < 0 < hi and hi - lo > roc_auc_score(*both(a)) - roc_auc_score(*both(b))

@@ -1,6 +1,7 @@
 """A target's weights are a function of its spec alone (its cache key, mia/training/spec.py): the
 same target trained first in a fresh process, or after another target in the same process, is bit
 for bit the same, in memory and streamed by loader workers."""
+
 import tempfile
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from tests.helpers.processes import child, finish
 
 pytestmark = pytest.mark.slow
 
-PATHS = {"in memory": ["data.in_memory=true"],
-         "streamed": ["data.in_memory=false", "train.num_workers=2"]}
+PATHS = {
+    "in memory": ["data.in_memory=true"],
+    "streamed": ["data.in_memory=false", "train.num_workers=2"],
+}
 
 
 def _train(root: Path, overrides: list) -> dict:
@@ -25,7 +28,9 @@ def _train(root: Path, overrides: list) -> dict:
     members, _, splits, spec = prepare(cfg)
     key = target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size)
     cache = Path(tempfile.mkdtemp(dir=root, prefix="targets-"))
-    return train_target(spec, members.shards, splits.members, cache, key, export=False).model.state_dict()
+    return train_target(
+        spec, members.shards, splits.members, cache, key, export=False
+    ).model.state_dict()
 
 
 def _train_in_child(root: Path, names: list, out: Path):
@@ -43,7 +48,11 @@ def test_a_target_trained_after_another_equals_it_trained_alone(tmp_path):
         with child(_train_in_child, tmp_path, list(order), tmp_path) as proc:
             assert finish(proc, timeout=600) == 0
     for name, other in ((first, second), (second, first)):
-        alone, after = (torch.load(tmp_path / f"{name}, first {n}.pt", weights_only=True) for n in (name, other))
+        alone, after = (
+            torch.load(tmp_path / f"{name}, first {n}.pt", weights_only=True) for n in (name, other)
+        )
         assert alone.keys() == after.keys()
         differ = [k for k in alone if not torch.equal(alone[k], after[k])]
-        assert not differ, f"{name}: {len(differ)} of {len(alone)} tensors differ, e.g. {differ[:3]}"
+        assert not differ, (
+            f"{name}: {len(differ)} of {len(alone)} tensors differ, e.g. {differ[:3]}"
+        )

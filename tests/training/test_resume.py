@@ -1,4 +1,5 @@
 """A training killed with SIGKILL resumes from its last checkpoint; the cache never serves it half-trained."""
+
 import json
 import os
 import signal
@@ -16,10 +17,19 @@ pytestmark = pytest.mark.slow
 
 
 def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
-    args = [sys.executable, "run.py", *[o for o in SMALL if not o.startswith("train.epochs")],
-            "train.epochs=40", "train.checkpoint_s=0", f"paths.root_dir={tmp_path}", "logger=none"]
+    args = [
+        sys.executable,
+        "run.py",
+        *[o for o in SMALL if not o.startswith("train.epochs")],
+        "train.epochs=40",
+        "train.checkpoint_s=0",
+        f"paths.root_dir={tmp_path}",
+        "logger=none",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     targets = tmp_path / ".cache" / "targets"
     ckpt = None
     try:
@@ -41,7 +51,9 @@ def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming target training from" in done.stdout + done.stderr  # Hydra logs to stdout
-    res = json.loads(Path(done.stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text())
+    res = json.loads(
+        Path(done.stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text()
+    )
     assert not res["target"]["cache_hit"] and res["target"]["epochs"] == 40
     assert (tdir / "DONE").exists() and not (tdir / "ckpt").exists()
     # The coverage check inside training passed: every member seen exactly 40 times across both runs.

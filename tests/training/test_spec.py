@@ -1,5 +1,6 @@
 """mia/training/spec.py: precision in the target's key only where it is not fp32, and loader workers
 sized to the cores (train.num_workers=auto), which no key holds."""
+
 import pytest
 import torch
 
@@ -25,7 +26,10 @@ def _key(spec, cfg, device=None):
 def test_an_fp32_target_keeps_the_key_it_had():
     spec, cfg = _spec()
     assert _key(spec, cfg, CPU) == FP32_KEY
-    for precision in ("32-true", "'32'"):  # fp32 named outright: the same target, wherever it trains
+    for precision in (
+        "32-true",
+        "'32'",
+    ):  # fp32 named outright: the same target, wherever it trains
         named, _ = _spec(f"train.precision={precision}")
         assert _key(named, cfg, CPU) == _key(named, cfg, GPU) == FP32_KEY, precision
         assert "precision" not in named.weights_key(GPU)
@@ -33,11 +37,16 @@ def test_an_fp32_target_keeps_the_key_it_had():
 
 def test_the_resolved_precision_keys_a_target_that_is_not_fp32():
     spec, cfg = _spec()  # precision=auto: bf16-mixed on a GPU
-    assert spec.weights_key(GPU)["precision"] == "bf16-mixed" and "precision" not in spec.weights_key(CPU)
+    assert spec.weights_key(GPU)[
+        "precision"
+    ] == "bf16-mixed" and "precision" not in spec.weights_key(CPU)
     assert _key(spec, cfg, GPU) != _key(spec, cfg, CPU)
     bf16, _ = _spec("train.precision=bf16-mixed")
     assert _key(bf16, cfg, CPU) == _key(bf16, cfg, GPU) == _key(spec, cfg, GPU)
-    assert _key(_spec("train.precision=16-mixed")[0], cfg, GPU) not in (_key(spec, cfg, GPU), FP32_KEY)
+    assert _key(_spec("train.precision=16-mixed")[0], cfg, GPU) not in (
+        _key(spec, cfg, GPU),
+        FP32_KEY,
+    )
 
 
 def test_without_a_device_the_key_resolves_precision_where_the_trainer_trains(monkeypatch):
@@ -56,7 +65,9 @@ def test_num_workers_auto_takes_the_cores_less_one_per_rank_up_to_a_cap(monkeypa
     monkeypatch.setattr(spec_module, "available_cores", lambda: 16)
     assert spec.loader_workers() == 8
     assert _spec("train.num_workers=3")[0].loader_workers() == 3
-    ddp, _ = _spec("train.num_workers=auto", "trainer=ddp_cpu")  # two local ranks share the 16 cores
+    ddp, _ = _spec(
+        "train.num_workers=auto", "trainer=ddp_cpu"
+    )  # two local ranks share the 16 cores
     assert ddp.loader_workers() == 7
     # how many workers decode is no part of what the weights are
     assert _key(spec, cfg, CPU) == _key(_spec("train.num_workers=3")[0], cfg, CPU) == FP32_KEY

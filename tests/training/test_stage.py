@@ -1,5 +1,6 @@
 """mia/training/stage.py: the trained target comes back on the job's device, and streamed members
 travel as uint8 and train the very weights that members normalised in the loader worker train."""
+
 import pytest
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
@@ -23,7 +24,9 @@ def members(tmp_path_factory):
 
 
 def _spec(*overrides):
-    return TrainSpec.from_cfg(compose_config("debug=small", "train.batch_size=16", "train.epochs=2", *overrides))
+    return TrainSpec.from_cfg(
+        compose_config("debug=small", "train.batch_size=16", "train.epochs=2", *overrides)
+    )
 
 
 def test_the_target_comes_back_on_the_jobs_device(members, tmp_path):
@@ -36,12 +39,15 @@ def test_the_target_comes_back_on_the_jobs_device(members, tmp_path):
     elsewhere = World(device=torch.device("meta"), cluster=LightningEnvironment())
     again = train_target(spec, shards, uids, tmp_path, "k", world=elsewhere)
     assert again.cache_hit and {p.device.type for p in again.model.parameters()} == {"meta"}
-    exported = torch.load(trained.dir / "open_clip" / "open_clip_pytorch_model.bin", weights_only=True)
+    exported = torch.load(
+        trained.dir / "open_clip" / "open_clip_pytorch_model.bin", weights_only=True
+    )
     assert {t.device.type for t in exported.values()} == {"cpu"}
 
 
-def test_streamed_members_shipped_as_uint8_train_the_weights_of_members_finished_in_the_worker(members, tmp_path,
-                                                                                              monkeypatch):
+def test_streamed_members_shipped_as_uint8_train_the_weights_of_members_finished_in_the_worker(
+    members, tmp_path, monkeypatch
+):
     shards, uids = members
     spec = _spec("data.in_memory=false", "train.num_workers=0")
     seen = []
@@ -52,7 +58,9 @@ def test_streamed_members_shipped_as_uint8_train_the_weights_of_members_finished
         return finish(self, batch)
 
     monkeypatch.setattr(PairStream, "finish", spy)
-    shipped = train_target(spec, shards, uids, tmp_path / "uint8", "k", export=False).model.state_dict()
+    shipped = train_target(
+        spec, shards, uids, tmp_path / "uint8", "k", export=False
+    ).model.state_dict()
     assert seen and set(seen) == {torch.uint8}  # every batch travelled as uint8
 
     floats = []
@@ -64,6 +72,12 @@ def test_streamed_members_shipped_as_uint8_train_the_weights_of_members_finished
 
     seen.clear()
     monkeypatch.setattr(PairStream, "collate", in_worker)
-    finished = train_target(spec, shards, uids, tmp_path / "float", "k", export=False).model.state_dict()
-    assert floats and {f.dtype for f in floats} == {torch.float32} and not seen  # nothing left to finish
-    assert shipped.keys() == finished.keys() and all(torch.equal(shipped[k], finished[k]) for k in shipped)
+    finished = train_target(
+        spec, shards, uids, tmp_path / "float", "k", export=False
+    ).model.state_dict()
+    assert (
+        floats and {f.dtype for f in floats} == {torch.float32} and not seen
+    )  # nothing left to finish
+    assert shipped.keys() == finished.keys() and all(
+        torch.equal(shipped[k], finished[k]) for k in shipped
+    )

@@ -1,4 +1,5 @@
 """Training only the used token rows gives the weights of training the whole table, bit for bit."""
+
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,14 @@ def test_compact_table_keeps_layout_and_round_trips():
     before = emb.weight.detach().clone()
     compact = tokens.install(model, torch.tensor([7, 3, 3, 0, 42]))
     assert compact.weight.shape == (4, 8)
-    assert torch.equal(model.state_dict()["token_embedding.weight"], before)  # the full table, in open_clip's layout
+    assert torch.equal(
+        model.state_dict()["token_embedding.weight"], before
+    )  # the full table, in open_clip's layout
     ids = torch.tensor([[0, 3, 42], [7, 7, 0]])
     assert torch.equal(model.token_embedding(ids), before[ids])
-    with pytest.raises(IndexError):  # an id outside the used rows is refused, never read from a wrong row
+    with pytest.raises(
+        IndexError
+    ):  # an id outside the used rows is refused, never read from a wrong row
         model.token_embedding(torch.tensor([[5]]))
     compact.decay(0.5, 0.1)
     changed = before.clone()
@@ -43,16 +48,31 @@ def test_compact_table_keeps_layout_and_round_trips():
 def test_compact_training_is_bit_identical_to_the_full_table(tmp_path, monkeypatch):
     """A small target trained by the pipeline, with and without the compact table: every state_dict
     tensor equal (weight decay on, warm-up and cosine over several epochs)."""
+
     def trained(root, compact: bool):
-        cfg = compose_config("debug=small", "train.epochs=3", "data.size=200", f"paths.root_dir={root}", "logger=none")
+        cfg = compose_config(
+            "debug=small",
+            "train.epochs=3",
+            "data.size=200",
+            f"paths.root_dir={root}",
+            "logger=none",
+        )
         members, _, splits, spec = prepare(cfg)
         installed = []
         with monkeypatch.context() as mp:
             if not compact:
                 mp.setattr(PairDataModule, "token_ids", lambda self: None)
-            mp.setattr(module, "install", lambda *a: installed.append(tokens.install(*a)) or installed[-1])
-            target = train_target(spec, members.shards, splits.members, Path(cfg.paths.cache_dir),
-                                  target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size), export=False)
+            mp.setattr(
+                module, "install", lambda *a: installed.append(tokens.install(*a)) or installed[-1]
+            )
+            target = train_target(
+                spec,
+                members.shards,
+                splits.members,
+                Path(cfg.paths.cache_dir),
+                target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size),
+                export=False,
+            )
         assert len(installed) == compact and type(target.model.token_embedding) is nn.Embedding
         if compact:
             assert len(installed[0].weight) < len(target.model.token_embedding.weight) / 10
