@@ -1,10 +1,11 @@
 """The documentation is checked like code, in seconds, without training anything:
 
-- every `python run.py ...` command in a fenced code block of README.md, docs/*.md and
-  experiments/*.md composes with Hydra against conf/ (a sweep `a=1,2` is composed at its first
-  value, `-m` dropped, `+experiment=` read as run.py reads it, `<placeholders>` kept as strings);
+- every `python run.py ...` command in a fenced code block of README.md, docs/*.md and every page
+  under experiments/ (the committed report folders included) composes with Hydra against conf/ (a
+  sweep `a=1,2` is composed at its first value, `-m` dropped, `+experiment=` read as run.py reads
+  it, `<placeholders>` kept as strings);
   every `make <target>` names a Makefile target, every `python -m <module>` a module of the repository;
-- every relative link in those files resolves to a file or folder of the repository;
+- every relative link and image in those files resolves to a file or folder of the repository;
 - every decimal figure of a README paragraph that links an experiments page appears verbatim on that
   page (a paragraph: lines up to a blank line, a list item, a table row or a heading);
 - `python run.py --help` starts with mia's own usage; the version is one number everywhere.
@@ -34,11 +35,12 @@ CONF = ROOT / "conf"
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:
-    """The user-facing markdown: the README, docs/ and the experiments pages."""
+    """The user-facing markdown: the README, docs/, and every page under experiments/, the committed
+    report folders (experiments/figures/**) included."""
     files = [
         root / "README.md",
         *sorted((root / "docs").glob("*.md")),
-        *sorted((root / "experiments").glob("*.md")),
+        *sorted((root / "experiments").rglob("*.md")),
     ]
     return [f for f in files if f.is_file()]
 
@@ -428,6 +430,14 @@ def test_checkers_catch_broken_docs(tmp_path):
     assert not any("data.size=2k" in c or "make run" in c or "1k,4k" in c for c in commands)
     links = check_links([readme], root=tmp_path)
     assert len(links) == 1 and "docs/missing.md does not exist" in links[0], _report(links)
+    report = tmp_path / "experiments" / "figures" / "study" / "report.md"
+    report.parent.mkdir(parents=True)
+    (report.parent / "gap_vs_N.png").write_bytes(b"")
+    report.write_text("## Plots\n\n![gap_vs_N](gap_vs_N.png)\n![roc](roc_N1000_T40_iid.png)\n")
+    assert report in doc_files(tmp_path)
+    links = check_links(doc_files(tmp_path), root=tmp_path)
+    assert len(links) == 2, _report(links)
+    assert "experiments/figures/study/report.md:4: roc_N1000_T40_iid.png does not exist" in links
     figures_ = check_figures(readme, root=tmp_path)
     assert len(figures_) == 1 and "0.777 is not on experiments/study.md" in figures_[0], _report(
         figures_
