@@ -1,0 +1,5 @@
+"""`python -m mia`: the `mia` command (mia/cli.py)."""
+
+from mia.cli import main
+
+main()
