@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slurm bench device-wheels report clean
+.PHONY: run test test-fast test-slurm bench device-wheels report examples studies clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ device-wheels: $(STAMP) ## wheels a bare, offline GPU machine lacks, into .whl/ 
 
 report: $(STAMP)         ## the sweep report: make report SWEEP=outputs/multiruns/<stamp>
 	$(PY) -m mia.report $(SWEEP)
+
+examples: $(STAMP)       ## docs/examples/: results.json and scores.parquet of a fresh debug=small job
+	$(PY) -m tools.examples
+
+studies: $(STAMP)        ## the README's list of studies, written from conf/experiment/
+	$(PY) -m tools.studies
 
 clean:                   ## job outputs and the cache of corpora / targets / features (not .venv)
 	rm -rf outputs/runs outputs/multiruns outputs/bench .cache

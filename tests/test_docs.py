@@ -1,14 +1,18 @@
-"""The documentation is checked like code, in seconds, without training anything:
+"""The documentation is checked like code, in seconds, without training anything (but for the
+sample outputs, compared with the session's default job):
 
-- every `python run.py ...` command in a fenced code block of README.md, docs/*.md and every page
-  under experiments/ (the committed report folders included) composes with Hydra against conf/ (a
-  sweep `a=1,2` is composed at its first value, `-m` dropped, `+experiment=` read as run.py reads
-  it, `<placeholders>` kept as strings);
-  every `make <target>` names a Makefile target, every `python -m <module>` a module of the repository;
+- every `python run.py ...` (or `mia ...`) command in a fenced code block of README.md, docs/*.md
+  and every page under experiments/ (the committed report folders included) composes with Hydra
+  against conf/ (a sweep `a=1,2` is composed at its first value, `-m` dropped, `+experiment=` read
+  as run.py reads it, `<placeholders>` kept as strings); every `make <target>` names a Makefile
+  target, every `python -m <module>` a module of the repository;
 - every relative link and image in those files resolves to a file or folder of the repository;
 - every decimal figure of a README paragraph that links an experiments page appears verbatim on that
   page (a paragraph: lines up to a blank line, a list item, a table row or a heading);
-- `python run.py --help` starts with mia's own usage; the version is one number everywhere.
+- `python run.py --help` starts with mia's own usage; the version is one number everywhere, and the
+  CHANGELOG keeps the Keep a Changelog form;
+- the README's list of studies and `--help` name the studies of conf/experiment/, and the sample
+  outputs in docs/examples/ hold the keys a job writes today.
 
 The checkers return a list of failures (file:line, what, why), so a failing test names every broken
 command, link and figure at once. `test_checkers_catch_broken_docs` runs them on a small broken sample.
@@ -29,6 +33,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
+
+from tools import examples, studies
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -153,11 +159,16 @@ def _is_python(word: str) -> bool:
 
 
 def run_py_arguments(words: list[str]) -> list[str] | None:
-    """The arguments of `[ENV=...] python run.py ARGS`, or None for any other command."""
+    """The arguments of `[ENV=...] python run.py ARGS` (or of the same command as `mia ARGS` or
+    `python -m mia ARGS`), or None for any other command."""
     while words and ENV_ASSIGNMENT.match(words[0]):
         words = words[1:]
     if len(words) >= 2 and _is_python(words[0]) and Path(words[1]).name == "run.py":
         return words[2:]
+    if words and words[0] == "mia":
+        return words[1:]
+    if len(words) >= 3 and _is_python(words[0]) and words[1:3] == ["-m", "mia"]:
+        return words[3:]
     return None
 
 
@@ -391,6 +402,9 @@ def test_overrides_as_run_py_reads_them():
         "MIA_ROOT=/tmp/x python run.py data.members=<member shards> logger=none  # a comment"
     )
     assert run_py_arguments(words) == ["data.members=<member shards>", "logger=none"]
+    assert run_py_arguments(["mia", "debug=small"]) == ["debug=small"]
+    assert run_py_arguments([".venv/bin/python", "-m", "mia", "-m", "a=1,2"]) == ["-m", "a=1,2"]
+    assert run_py_arguments(["python", "-m", "mia.report", "x"]) is None
     assert overrides_of(run_py_arguments(words))[1] == [
         "data.members='<member shards>'",
         "logger=none",
@@ -444,7 +458,8 @@ def test_checkers_catch_broken_docs(tmp_path):
     )
 
 
-def test_help_starts_with_mias_own_usage():
+@pytest.fixture(scope="module")
+def help_text() -> str:
     out = subprocess.run(
         [sys.executable, "run.py", "--help"],
         cwd=ROOT,
@@ -454,16 +469,94 @@ def test_help_starts_with_mias_own_usage():
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    lines = [line for line in out.stdout.splitlines() if line.strip()]
-    assert lines[0].startswith("mia: membership inference attacks on CLIP"), out.stdout[:500]
+    return out.stdout
+
+
+def test_help_starts_with_mias_own_usage(help_text):
+    lines = [line for line in help_text.splitlines() if line.strip()]
+    assert lines[0].startswith("mia: membership inference attacks on CLIP"), help_text[:500]
     for section in (
+        "Usage: mia [-m]",
         "== Examples ==",
         "python run.py experiment=gap_scaling",
         "== Flags ==",
         "--multirun,-m",
     ):
-        assert section in out.stdout
-    assert out.stdout.index("== Examples ==") < out.stdout.index("== Flags ==")
+        assert section in help_text
+    assert help_text.index("== Examples ==") < help_text.index("== Flags ==")
+
+
+# --- the list of studies -------------------------------------------------------------------------
+
+
+def test_readme_lists_every_study_as_conf_experiment_holds_them():
+    """README's list is the one `make studies` writes from conf/experiment/, and names every study."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert studies.listed(readme) == studies.names(), "run `make studies`"
+    assert studies.block() in readme, "run `make studies`"
+
+
+def test_help_lists_every_study(help_text):
+    (line,) = [x for x in help_text.splitlines() if x.startswith("experiment: ")]
+    assert line.removeprefix("experiment: ").split(", ") == studies.names()
+
+
+def test_studies_list_is_rewritten_between_its_markers(tmp_path):
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "conf" / "experiment" / "alpha.yaml").write_text(
+        "# @package _global_\n# The gap against N (docs/design.md §6): python run.py experiment=alpha\n"
+    )
+    (tmp_path / "conf" / "experiment" / "beta.yaml").write_text(
+        "# @package _global_\n# Does it leak? A question\n# (docs/design.md\n# §7): more\n"
+    )
+    (tmp_path / "experiments" / "alpha.md").write_text("# alpha\n")
+    (tmp_path / "experiments" / "other.md").write_text("python run.py experiment=beta\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{studies.BEGIN}\n| `old` | gone | |\n{studies.END}\n\nafter\n")
+    assert studies.write(readme)
+    text = readme.read_text()
+    assert studies.listed(text) == ["alpha", "beta"] and text.endswith("\n\nafter\n")
+    assert "| `alpha` | The gap against N | [alpha](experiments/alpha.md) |" in text
+    assert "| `beta` | Does it leak? A question | [other](experiments/other.md) |" in text
+    assert not studies.write(readme)  # a second run changes nothing
+
+
+# --- the sample outputs --------------------------------------------------------------------------
+
+
+def key_paths(value, prefix: str = "") -> set[str]:
+    """Every key of a JSON record as a dotted path; a list's elements under `[]`."""
+    if isinstance(value, dict):
+        out = set()
+        for k, v in value.items():
+            out |= {f"{prefix}{k}"} | key_paths(v, f"{prefix}{k}.")
+        return out
+    if isinstance(value, list):
+        return set().union(*(key_paths(v, f"{prefix}[].") for v in value))
+    return set()
+
+
+def test_examples_paths_are_made_relative():
+    record = {"a": "/r/x/y", "b": ["/r", "/rx"], "c": {"d": 1}}
+    assert examples.relative(record, "/r") == {"a": "x/y", "b": [".", "/rx"], "c": {"d": 1}}
+
+
+@pytest.mark.slow
+def test_sample_results_have_the_keys_a_job_writes_today(default_job):
+    """docs/examples/ holds what a job writes today: the same keys in results.json, the same columns
+    in scores.parquet, as a fresh debug=small job (`make examples` rewrites the samples)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    _, path = default_job
+    fresh = json.loads(Path(path).read_text(encoding="utf-8"))
+    sample = json.loads((ROOT / "docs" / "examples" / "results.json").read_text(encoding="utf-8"))
+    missing, extra = key_paths(fresh) - key_paths(sample), key_paths(sample) - key_paths(fresh)
+    assert not missing and not extra, f"run `make examples`: missing {missing}, stale {extra}"
+    fresh_columns = pq.read_schema(Path(path).parent / fresh["scores"]).names
+    assert pq.read_schema(ROOT / "docs" / "examples" / "scores.parquet").names == fresh_columns
 
 
 def _code_constants(name: str) -> set[int]:
@@ -497,18 +590,56 @@ def test_schema_versions_in_the_docs_match_the_code_and_the_samples():
 
 
 def test_one_version_everywhere():
+    """mia.__version__ is the one place the version is written: pyproject.toml reads it (setuptools'
+    dynamic version), CITATION.cff repeats it, and the CHANGELOG has its release section."""
     import mia
 
-    project = (
-        (ROOT / "pyproject.toml")
-        .read_text(encoding="utf-8")
-        .split("[project]", 1)[1]
-        .split("\n[", 1)[0]
-    )
-    version = re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
-    assert mia.__version__ == version
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mia.__version__"}
+    version = mia.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
     assert str(citation["version"]) == version
     assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
     assert {"authors", "message", "title"} <= set(citation)
-    assert f"## [{version}]" in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(
+        rf"^## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", _changelog(), re.M
+    )
+
+
+def _changelog() -> str:
+    return (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+KEEP_A_CHANGELOG = {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
+
+
+def test_changelog_in_keep_a_changelog_form():
+    """[Unreleased] first, then one section per release, newest first, each with a link reference;
+    within a release, each kind of change (Added, Changed, ...) at most once."""
+    releases = re.findall(r"^## \[([^\]]+)\](.*)$", _changelog(), re.M)
+    names = [name for name, _ in releases]
+    assert names[0] == "Unreleased" and len(set(names)) == len(names), names
+    dated = [tuple(map(int, n.split("."))) for n in names[1:]]
+    assert dated == sorted(dated, reverse=True), names
+    assert all(re.fullmatch(r" - \d{4}-\d{2}-\d{2}", rest) for _, rest in releases[1:]), releases
+    for name in names:
+        assert re.search(rf"^\[{re.escape(name)}\]: \S+$", _changelog(), re.M), name
+    for section in re.split(r"^## ", _changelog(), flags=re.M)[1:]:
+        kinds = re.findall(r"^### (.+)$", section, re.M)
+        assert len(kinds) == len(set(kinds)) and set(kinds) <= KEEP_A_CHANGELOG, (
+            section[:40],
+            kinds,
+        )
+
+
+def test_citation_abstract_says_what_the_findings_say():
+    """T/N is an upper bound on the gap, not its law (README, Findings)."""
+    abstract = " ".join(
+        yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))["abstract"].split()
+    )
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "T/N is an upper bound, not a law" in readme
+    assert "like T/N" not in abstract and "bounds it from above and does not predict it" in abstract

@@ -1,0 +1,1 @@
+"""Maintainer scripts behind make targets that regenerate committed files (docs/development.md)."""
