@@ -1,6 +1,6 @@
 """`make examples`: docs/examples/results.json and scores.parquet, the samples docs/outputs.md
 describes, from a fresh `debug=small` job (seconds on a CPU; its corpus is generated in a temporary
-folder). The job runs as a user would run it, `python run.py debug=small logger=none`, under a
+folder). The job runs as a user would run it, `python run.py debug=small`, under a
 temporary MIA_ROOT; the paths it records are then written relative to that root, so the sample holds
 no path of the machine that made it."""
 
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = ["run.py", "debug=small", "logger=none"]
+COMMAND = ["run.py", "debug=small"]  # W&B offline, as by default
 
 
 def relative(value, root: str):
