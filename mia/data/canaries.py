@@ -116,7 +116,7 @@ def check_coverage(uids, seen, epochs: int):
     `seen` counts per position of `uids` (mia.training.module.CLIPTarget.seen)."""
     seen = np.asarray(seen)
     got = Counter()
-    for u, n in zip(uids, seen.tolist()):
+    for u, n in zip(uids, seen.tolist(), strict=True):
         got[u] += n
     want = Counter(uids)
     bad = [u for u in want if got[u] != want[u] * epochs]

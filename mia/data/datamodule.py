@@ -118,14 +118,14 @@ def generate_all(pairs: GeneratedPairs, num_workers: int, batch: int = 256):
         num_workers=num_workers,
     )
     parts = list(tqdm(loader, total=len(loader), desc="generate members", unit="batch"))
-    return tuple(torch.cat(column) for column in zip(*parts))
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
 class InMemoryPairs(TensorDataset):
     """Decoded training pairs, held on the training device: at the embedded corpus' 32 px a whole
     member set fits in GPU memory, and a batch is then one gather instead of a host-to-device copy."""
 
-    def __init__(self, images, tokens, device=torch.device("cpu")):
+    def __init__(self, images, tokens, device="cpu"):
         super().__init__(
             images.to(device), tokens.to(device), torch.arange(len(images), device=device)
         )

@@ -94,6 +94,8 @@ def codes(indexes, rules) -> list[dict]:
         inverse = inverse.astype(np.int64)
         if rule != "caption":
             inverse[values[inverse] == ""] = -1
-        for c, part in zip(codes, np.split(inverse, np.cumsum([len(k) for k in keys])[:-1])):
+        for c, part in zip(
+            codes, np.split(inverse, np.cumsum([len(k) for k in keys])[:-1]), strict=True
+        ):
             c[rule] = part
     return codes

@@ -64,7 +64,7 @@ def load_raw(shards, uids, desc="pairs"):
             if found == len(uids):
                 break
     if found < len(uids):
-        missing = [u for u, im in zip(uids, images) if im is None][:3]
+        missing = [u for u, im in zip(uids, images, strict=True) if im is None][:3]
         raise ValueError(
             f"{len(uids) - found} uids were not found in the shards (e.g. {missing}); "
             "the shards changed since they were indexed?"
@@ -117,7 +117,7 @@ class PairStream(IterableDataset):
         """A batch of (image, caption, position) as tensors, its captions tokenised in one call. The
         images stay uint8 where the whole batch took the tensor path: `finish` makes them model-ready
         where they arrive (on the training device, PairDataModule.on_after_batch_transfer)."""
-        images, captions, positions = zip(*batch)
+        images, captions, positions = zip(*batch, strict=True)
         return (
             self.preprocess.stack_raw(images),
             self.tokenizer(list(captions)),

@@ -204,7 +204,9 @@ def swaps(index: int, *, seed: int, shift: float, shift_parts) -> tuple:
     the very images a two-part shift swaps, and what a shift swaps, every larger shift swaps too."""
     coins = np.random.default_rng([seed, _COIN_STREAM, index]).random(len(SHIFT_PARTS))
     return tuple(
-        part for part, coin in zip(SHIFT_PARTS, coins) if part in shift_parts and coin < shift
+        part
+        for part, coin in zip(SHIFT_PARTS, coins, strict=True)
+        if part in shift_parts and coin < shift
     )
 
 

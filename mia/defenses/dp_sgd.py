@@ -78,11 +78,13 @@ def clipped_sum(model, params, loss_fn, images, tokens, sampled, group, groups: 
         out = model(images[idx], tokens[idx])
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
+        grads = [
+            torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads, strict=True)
+        ]
         norm = float(torch.sqrt(sum((gr.double() ** 2).sum() for gr in grads)))
         scale = min(1.0, C / (norm + 1e-12))
         clipped.append(scale < 1.0)
-        for t, gr in zip(total, grads):
+        for t, gr in zip(total, grads, strict=True):
             t.add_(gr, alpha=scale)
     return total, clipped
 
@@ -176,7 +178,7 @@ class DPSGD(Defense):
                 model, params, loss_fn, images, tokens, sampled.to(device), group, s["groups"], C
             )
             clipped_frac.extend(clipped)
-            for p, t in zip(params, grads):
+            for p, t in zip(params, grads, strict=True):
                 noise = torch.randn(p.shape, generator=g).to(device)
                 p.grad = (t + noise_std * noise) / s["groups"]
             opt.step()

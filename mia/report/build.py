@@ -194,7 +194,11 @@ def _log_wandb(sweep_dir, rows, pts, names, plots, rocs):
                 sd = [p[f"{key}_seed_std"] or 0.0 for p in have]
                 payload[f"{key.replace('/', '_')}_vs_N@{tag}"] = wandb.plot.line_series(
                     xs=[p["size"] for p in have],
-                    ys=[mean, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)]],
+                    ys=[
+                        mean,
+                        [m - s for m, s in zip(mean, sd, strict=True)],
+                        [m + s for m, s in zip(mean, sd, strict=True)],
+                    ],
                     keys=["seed mean", "mean - seed sd", "mean + seed sd"],
                     title=f"{key} vs N ({tag})",
                     xname="N",

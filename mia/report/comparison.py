@@ -63,7 +63,9 @@ def comparison_rows(pts, names, n_bootstrap: int, seed: int = 0) -> list[dict]:
             for ref, key in ((REFERENCE, "vs_csa"), (base_of(name, scored), "vs_base")):
                 if ref is None or ref == name or ref not in scored:
                     continue
-                deltas = seed_mean_metrics(list(zip(jobs, scored[ref])), n_bootstrap, seed)
+                deltas = seed_mean_metrics(
+                    list(zip(jobs, scored[ref], strict=True)), n_bootstrap, seed
+                )
                 row[f"{key}_attack"] = ref
                 row[f"{key}_delta_auc"] = row["auc"] - float(np.mean([r[f"{ref}/auc"] for r in rs]))
                 row[f"{key}_delta_auc_ci95"] = _ci(deltas[:, 0])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import numpy as np
 from scipy import stats
@@ -146,7 +146,7 @@ def across_sizes(jobs, attack, k, draws, rng) -> list[dict]:
     out = []
     for rs in groups.values():
         rs = sorted(rs, key=lambda r: r["size"])
-        for a, b in zip(rs, rs[1:]):
+        for a, b in pairwise(rs):
             shared = members(scores_table(a)) & members(scores_table(b))
             if len(shared) <= k:
                 continue
@@ -167,7 +167,7 @@ def caption_attributes(table) -> dict:
     """{attribute: {uid: value}} from a job's captions: the caption's length in words, and its count of
     distinct rare words (lower-cased; rare among the job's scored captions, members and non-members,
     the only captions at hand)."""
-    captions = dict(zip(table["uid"], table["caption"].astype(str)))
+    captions = dict(zip(table["uid"], table["caption"].astype(str), strict=True))
     words = {uid: re.findall(r"\w+", c.lower()) for uid, c in captions.items()}
     df = Counter(w for ws in words.values() for w in set(ws))
     rare = max(1, int(RARE_SHARE * len(captions)))
@@ -236,7 +236,7 @@ def markdown(exposure) -> list[str]:
             f"| N | T | seeds | members | overlap | chance | p | in every seed's top {k} | chance |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for o, p in zip(exposure["across_seeds"], exposure["persistent"]):
+        for o, p in zip(exposure["across_seeds"], exposure["persistent"], strict=True):
             md.append(
                 f"| {o['size']} | {o['epochs']} | {len(o['seeds'])} | {o['n_shared']} | {o['overlap']:.1f} | "
                 f"{o['null_mean']:.1f} | {o['p_value']:.3g} | {p['n']} | {p['chance']:.1f} |"

@@ -312,14 +312,14 @@ def plot_auc_vs_shift(rows, path):
     if not series:
         return None
     fig, axes = plt.subplots(1, len(series), figsize=(6.5 * len(series), 4.5), squeeze=False)
-    for ax, ((n, t, parts), rs) in zip(axes[0], series.items()):
+    for ax, ((n, t, parts), rs) in zip(axes[0], series.items(), strict=True):
         for name in attacks_of(rs):
             pts = [
                 (r["shift"], r[f"{name}/auc"], r[f"{name}/auc_std"])
                 for r in rs
                 if r.get(f"{name}/auc") is not None
             ]
-            xs, ys, sd = zip(*pts)
+            xs, ys, sd = zip(*pts, strict=True)
             style = (
                 dict(
                     color="k", ls="--", lw=2, marker="s", label=f"{name} (captions only, no model)"

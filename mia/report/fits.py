@@ -3,6 +3,8 @@ log10 T at each fixed N, over the points in the fitted regime, with a bootstrap 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from scipy import stats
 
@@ -38,10 +40,10 @@ def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
     for x, expected in (("size", -1.0), ("epochs", 1.0)):
         for name, series in point_series(pts, x).items():
             reasons = [left_out(p) for p in series]
-            keep = [p for p, why in zip(series, reasons) if why is None]
+            keep = [p for p, why in zip(series, reasons, strict=True) if why is None]
             excluded = [
                 {"x": float(p[x]), "y": p["gap_mean"], "reason": why}
-                for p, why in zip(series, reasons)
+                for p, why in zip(series, reasons, strict=True)
                 if why is not None
             ]
             xs, gaps = [p[x] for p in keep], [p["gap_mean"] for p in keep]
@@ -66,7 +68,7 @@ def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
                     "to": b[x],
                     "slope": float(np.log10(b["gap_mean"] / a["gap_mean"]) / np.log10(b[x] / a[x])),
                 }
-                for a, b in zip(pos, pos[1:])
+                for a, b in pairwise(pos)
             ]
             out[name] = {
                 **fit,
@@ -90,7 +92,7 @@ def fit_loglog(x, y) -> dict:
     if x.shape != y.shape:
         raise ValueError(f"x ({x.size}) and y ({y.size}) differ in length")
     excluded = []
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         reason = (
             "non-finite value"
             if not (np.isfinite(xi) and np.isfinite(yi))

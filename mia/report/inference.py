@@ -142,14 +142,14 @@ def plot_m_vs_n(di_rows, path):
         colour = f"C{i % 10}"
         ax.plot(ns, ms, color=colour, label=f"{attack}" + (f" (T={t})" if tagged else ""))
         ax.scatter(
-            [n for n, p in zip(ns, predicted) if not p],
-            [m for m, p in zip(ms, predicted) if not p],
+            [n for n, p in zip(ns, predicted, strict=True) if not p],
+            [m for m, p in zip(ms, predicted, strict=True) if not p],
             color=colour,
             zorder=3,
         )
         ax.scatter(
-            [n for n, p in zip(ns, predicted) if p],
-            [m for m, p in zip(ms, predicted) if p],
+            [n for n, p in zip(ns, predicted, strict=True) if p],
+            [m for m, p in zip(ms, predicted, strict=True) if p],
             facecolors="none",
             edgecolors=colour,
             zorder=3,

@@ -39,7 +39,7 @@ def grids(pts) -> dict:
     if len(found) == 1:
         return {KEY: next(iter(found.values()))}
     return {
-        f"{KEY}@" + ",".join(f"{k}={v}" for k, v in zip(_ARM, key)): ps
+        f"{KEY}@" + ",".join(f"{k}={v}" for k, v in zip(_ARM, key, strict=True)): ps
         for key, ps in sorted(found.items(), key=str)
     }
 
@@ -48,11 +48,15 @@ def fit_law(ps, n_bootstrap: int, seed: int = 0) -> dict:
     """The two-factor fit of one grid's points (module docstring), the cells it used and left out (with
     the reason, fits.left_out), whether it rests on enough cells, and the equal-steps ratios."""
     reasons = [left_out(p) for p in ps]
-    keep = [p for p, why in zip(ps, reasons) if why is None]
+    keep = [p for p, why in zip(ps, reasons, strict=True) if why is None]
     seeded = sum(p["n_seeds"] >= ENOUGH_SEEDS for p in keep)
     out = {
         "cells": [_cell(p) for p in keep],
-        "excluded": [{**_cell(p), "reason": why} for p, why in zip(ps, reasons) if why is not None],
+        "excluded": [
+            {**_cell(p), "reason": why}
+            for p, why in zip(ps, reasons, strict=True)
+            if why is not None
+        ],
         "n_points": len(keep),
         "n_cells_enough_seeds": seeded,
         "enough_cells": seeded >= ENOUGH_CELLS,

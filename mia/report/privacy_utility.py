@@ -98,10 +98,10 @@ def plot(rows, names, path) -> Path:
     """AUC and TPR@1%FPR of each attack against Recall@1, one marker per job; the reference starred."""
     ref, rows = _ordered(rows)
     families = sorted({family(r) for r in rows})
-    colours = dict(zip(families, plt.cm.tab10.colors))
-    markers = dict(zip(names, "osD^v<>"))
+    colours = dict(zip(families, plt.cm.tab10.colors, strict=False))
+    markers = dict(zip(names, "osD^v<>", strict=False))
     fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4.8))
-    for ax, (metric, title) in zip(axes, METRICS):
+    for ax, (metric, title) in zip(axes, METRICS, strict=True):
         for r in rows:
             x = recall1(r)
             for n in names:

@@ -37,7 +37,12 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
         groups[tuple(r[k] for k in IDENTITY)].append(r)
     out = []
     for key, rs in groups.items():
-        p = dict(zip(IDENTITY, key), n_seeds=len(rs), seeds=sorted(r["seed"] for r in rs), _rows=rs)
+        p = dict(
+            zip(IDENTITY, key, strict=True),
+            n_seeds=len(rs),
+            seeds=sorted(r["seed"] for r in rs),
+            _rows=rs,
+        )
         p.update(_spread("gap", [r["gap_value"] for r in rs]))
         for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
             p.update(_spread(f"{side}_cos", [r[f"gap_{side}_mean"] for r in rs]))
@@ -109,7 +114,7 @@ def seed_mean_metrics(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
     prepared = []
     for a, b in jobs:
         arrays = [np.asarray(x, np.float64) for x in (*a, *(b or ()))]
-        for x, what in zip(arrays, ("member scores", "non-member scores") * 2):
+        for x, what in zip(arrays, ("member scores", "non-member scores") * 2, strict=False):
             metrics.check_finite(x, what)
         if b is not None and (arrays[0].size, arrays[1].size) != (arrays[2].size, arrays[3].size):
             raise ValueError("a paired difference needs both attacks' scores of the same pairs")

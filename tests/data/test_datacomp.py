@@ -133,7 +133,7 @@ def pool(tmp_path_factory):
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     uids = [rng.bytes(16).hex() for _ in rows]
-    for uid, (kind, _, _) in zip(uids, rows):
+    for uid, (kind, _, _) in zip(uids, rows, strict=True):
         expect[kind].append(uid)
     boxes = [
         [[0.2, 0.2, 0.6, 0.7]] if n % 10 == 2 else [] for n in range(len(rows))
@@ -159,7 +159,7 @@ def pool(tmp_path_factory):
     yield {
         "metadata": folder,
         "expect": expect,
-        "captions": dict(zip(uids, table.column("text").to_pylist())),
+        "captions": dict(zip(uids, table.column("text").to_pylist(), strict=True)),
     }
     server.shutdown()
     server.server_close()
@@ -227,7 +227,7 @@ def _side_of(uids):
 def test_split_is_deterministic_and_disjoint(fetched):
     expect, out = fetched["expect"], fetched["out"]
     split = pq.read_table(out / "split.parquet").to_pydict()
-    sides = dict(zip(split["uid"], split["side"]))
+    sides = dict(zip(split["uid"], split["side"], strict=True))
     listed = [u for kind, us in expect.items() if kind != "no_text" for u in us]
     assert sorted(sides) == sorted(listed) and len(split["uid"]) == len(
         listed
@@ -291,7 +291,9 @@ def test_shards_read_back_with_mias_reader(fetched):
         index = sh.build_index(shards)
         assert not index.corrupt and len(index.uids) == len(set(index.uids))
         assert set(index.uids) == {u for u in expect["ok"] if sides[u] == side}
-        assert all(c == fetched["captions"][u] for u, c in zip(index.uids, index.captions))
+        assert all(
+            c == fetched["captions"][u] for u, c in zip(index.uids, index.captions, strict=True)
+        )
         assert all(url.startswith("http://127.0.0.1:") for url in index.urls)
 
 

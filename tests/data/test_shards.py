@@ -311,7 +311,7 @@ def test_web_images_decode_at_224_px_and_unreadable_ones_are_skipped_and_counted
 
     uids = [f"u{i}" for i in range(len(images))]
     decoded, captions = load_raw(shards, uids)
-    for (name, _, expected), image, caption in zip(images, decoded, captions):
+    for (name, _, expected), image, caption in zip(images, decoded, captions, strict=True):
         assert image.mode == "RGB" and image.size == expected.size and caption == name
         error = np.abs(np.asarray(image, float) - np.asarray(expected, float)).mean()
         assert error < 6, name  # JPEG losses only

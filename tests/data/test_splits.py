@@ -63,7 +63,7 @@ def test_dedup_drops_pairs_on_both_sides():
     )
     s = build_splits(idx, SPLIT, 100)
     assert s.dedup_dropped > 0
-    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions)))
+    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions), strict=True))
     member_caps = {caps[u] for u in s.members}
     assert not member_caps & {
         caps[u] for u in np.concatenate([s.nonmember_eval, s.nonmember_known])
@@ -111,7 +111,7 @@ def test_held_out_part_grows_from_the_far_end_without_touching_the_members():
     r0 = build_splits(rep, SPLIT, 100)
     r1 = build_splits(rep, OmegaConf.merge(SPLIT, {"eval_size": 100, "known_size": 150}), 100)
     assert r1.held_out_extra > 0 and np.array_equal(r0.members, r1.members)
-    caps = dict(zip(rep.uids, (normalise_caption(c) for c in rep.captions)))
+    caps = dict(zip(rep.uids, (normalise_caption(c) for c in rep.captions), strict=True))
     assert not {caps[u] for u in r1.members} & {
         caps[u] for u in np.concatenate([r1.nonmember_eval, r1.nonmember_known])
     }
@@ -265,7 +265,7 @@ def test_dedup_rules_are_selectable_and_each_rule_counted():
     assert both.summary()["dedup_by_rule"] == both.dedup_by_rule
     assert none.dedup_dropped == 0 and none.dedup_by_rule == {}
     # Without caption de-duplication, repeated captions do land on both sides.
-    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions)))
+    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions), strict=True))
     assert {caps[u] for u in url.members} & {caps[u] for u in url.nonmember_eval}
 
 
@@ -274,7 +274,7 @@ def test_image_rule_drops_identical_images_across_the_boundary():
     idx.sha256 = np.array([f"{i % 600:064x}" if i % 3 == 0 else f"{i:064x}" for i in range(1000)])
     s = build_splits(idx, OmegaConf.merge(SPLIT, {"dedup": ["image"]}), 100)
     assert s.dedup_dropped > 0 and s.dedup_by_rule == {"image": s.dedup_dropped}
-    sha = dict(zip(idx.uids, idx.sha256))
+    sha = dict(zip(idx.uids, idx.sha256, strict=True))
     non = np.concatenate([s.nonmember_eval, s.nonmember_known, s.aux_pool[~s.aux_is_member]])
     assert not {sha[u] for u in s.members} & {sha[u] for u in non}
 

@@ -3,6 +3,7 @@ powerful on a weak planted signal, Noether's prediction, refusals, and its place
 the sweep report."""
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ def test_weak_signal_adds_up_over_a_set():
     assert 0.6 < r["auc"] < 0.7
     power = [b["power"] for b in r["by_m"]]
     assert power[0] < 0.1 and power[-1] == 1.0
-    assert all(b >= a - 0.03 for a, b in zip(power, power[1:]))  # grows with m, up to draw noise
+    assert all(b >= a - 0.03 for a, b in pairwise(power))  # grows with m, up to draw noise
     assert 30 <= r["smallest_m"] <= 150 and r["calibrated"]
 
 

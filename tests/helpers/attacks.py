@@ -278,7 +278,7 @@ def modality_context(planted: bool, n=100, seed=0) -> AttackContext:
     )
     features, raw = {}, {}
     for name, stable in kinds.items():
-        images, captions = zip(*[pair(k) for k in stable])
+        images, captions = zip(*[pair(k) for k in stable], strict=True)
         with torch.no_grad():
             img = towers.encode_image(torch.stack([TF.to_tensor(im) for im in images])).numpy()
             txt = towers.encode_text(tokenizer(list(captions))).numpy()
@@ -346,7 +346,9 @@ def relabelled(ctx: AttackContext, moved: float = 1.0) -> AttackContext:
         return SplitFeatures(
             *(
                 np.concatenate([x[:k], y[m:]])
-                for x, y in zip((f.uids, f.image, f.text, f.cos), (g.uids, g.image, g.text, g.cos))
+                for x, y in zip(
+                    (f.uids, f.image, f.text, f.cos), (g.uids, g.image, g.text, g.cos), strict=True
+                )
             )
         )
 
@@ -366,6 +368,7 @@ def scores_by_uid(ctx: AttackContext, result) -> dict:
         zip(
             np.r_[ctx.uids("member_eval"), ctx.uids("nonmember_eval")],
             np.r_[result.member_scores, result.nonmember_scores],
+            strict=True,
         )
     )
 
@@ -390,7 +393,9 @@ def pil_image_views(
             emb = []
             for i in range(0, len(images), batch_size):
                 batch = []
-                for uid, im in zip(uids[i : i + batch_size], images[i : i + batch_size]):
+                for uid, im in zip(
+                    uids[i : i + batch_size], images[i : i + batch_size], strict=True
+                ):
                     torch.manual_seed(sample_seed(ctx.seed, uid, tag, r))
                     batch.append(ctx.target.preprocess(transform(im)))
                 emb.append(

@@ -191,7 +191,9 @@ def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval
     head = next(line for line in report.splitlines() if line.startswith("| N |"))
     assert "better vs CSA" in head and "csa vs CSA" not in head
     row = next(line for line in report.splitlines() if line.startswith("| 1000 | 40 | iid | 3 |"))
-    cells = dict(zip([c.strip() for c in head.split("|")], [c.strip() for c in row.split("|")]))
+    cells = dict(
+        zip([c.strip() for c in head.split("|")], [c.strip() for c in row.split("|")], strict=True)
+    )
     assert cells["better vs CSA: ΔAUC [95% CI]"].startswith("beats CSA: +0.200 [")
     assert cells["worse vs CSA: ΔAUC [95% CI]"].startswith("below CSA: -0.250 [")
     assert cells["same vs CSA: ΔAUC [95% CI]"] == "no difference: +0.000 [+0.000, +0.000]"
