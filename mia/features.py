@@ -110,7 +110,8 @@ def extract_features(target, splits, member_corpus, nonmember_corpus, world):
 
 def released(defense, features: dict) -> dict:
     """The feature store as the target releases it under `defense` (mia/defenses/): every set's
-    embeddings through `defense.release` (keyed by uid, so a pair's answer is the same in every set and job), cosines recomputed."""
+    embeddings through `defense.release` (keyed by uid, so a pair's answer is the same in every set
+    and job), cosines recomputed."""
     if not defense.releases:
         return features
     out = {}

@@ -49,7 +49,8 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
 
 
 def group_of(uids, groups: int, seed: int) -> np.ndarray:
-    """Each member's group: a hash of (seed, uid), so it depends on the pair alone, not on the others."""
+    """Each member's group: a hash of (seed, uid), so it depends on the pair alone, not on the
+    others."""
     return np.array(
         [
             int.from_bytes(
@@ -67,8 +68,9 @@ def steps_for(n: int, batch_size: int, epochs: int) -> int:
 
 
 def clipped_sum(model, params, loss_fn, images, tokens, sampled, group, groups: int, C: float):
-    """The sum over groups of each group's contrastive-loss gradient clipped to norm C, before noise,
-    and which groups were clipped. Adding or removing one sampled pair changes one term: by <= 2C."""
+    """The sum over groups of each group's contrastive-loss gradient clipped to norm C, before
+    noise, and which groups were clipped. Adding or removing one sampled pair changes one term: by
+    <= 2C."""
     total = [torch.zeros_like(p) for p in params]
     clipped = []
     for j in range(groups):

@@ -5,15 +5,16 @@ points.csv (one row per condition, pooled over training seeds), report.md, fits.
 the member / non-member gap against N on log-log axes with its fitted slope (a bootstrap over seeds
 and evaluation pairs, over the fitted regime; docs/design.md §6.4) next to the T/N bound, the gap
 against T, AUC and TPR@1%FPR against N for every attack with a band over seeds (and the Gaussian
-prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every attack's AUC against
-data.shift beside the blind baseline's (docs/design.md §2.6), and dataset inference per attack and N with
-the smallest m that reaches its power target against N (dataset_inference.csv, m_vs_N.png; §5.1), and
-the duplicated canaries' AUC per copy count (canaries.csv, auc_vs_copies.png; §2.9). Where a sweep varies
-both T and N: the two-factor fit log10 gap = a + alpha log10 T - beta log10 N (fits.json's tn_law) and
-the gap against T per N and against N per T (gap_vs_T_by_N.png, gap_vs_N_by_T.png; §6.7). Where jobs
-can be compared: the overlap of their most exposed members across seeds and sizes (exposure.json; §6.8).
-Every attack's seed-mean AUC and TPRs with intervals, its paired difference from CSA and from its base
-attack (gradnorm_pure against gradnorm), and its calibrated TPR (comparison.csv; §6.9).
+prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every
+attack's AUC against data.shift beside the blind baseline's (docs/design.md §2.6), and dataset
+inference per attack and N with the smallest m that reaches its power target against N
+(dataset_inference.csv, m_vs_N.png; §5.1), and the duplicated canaries' AUC per copy count
+(canaries.csv, auc_vs_copies.png; §2.9). Where a sweep varies both T and N: the two-factor fit log10
+gap = a + alpha log10 T - beta log10 N (fits.json's tn_law) and the gap against T per N and against
+N per T (gap_vs_T_by_N.png, gap_vs_N_by_T.png; §6.7). Where jobs can be compared: the overlap of
+their most exposed members across seeds and sizes (exposure.json; §6.8). Every attack's seed-mean
+AUC and TPRs with intervals, its paired difference from CSA and from its base attack (gradnorm_pure
+against gradnorm), and its calibrated TPR (comparison.csv; §6.9).
 
 Every metric is also recomputed from each job's scores.parquet and checked against its results.json
 (checks.json, and a line of report.md); a disagreement makes the report fail once it is written.
@@ -45,8 +46,9 @@ from mia.report.stats import bootstrap_settings, point_series, points
 
 
 def build_report(sweep_dir, wandb_log: bool = True) -> Path:
-    """Write the sweep's report into `sweep_dir` (the files above) and return report.md's path; raise
-    ScoresMismatch, once everything is written, where a results.json disagrees with its scores.parquet."""
+    """Write the sweep's report into `sweep_dir` (the files above) and return report.md's path;
+    raise ScoresMismatch, once everything is written, where a results.json disagrees with its
+    scores.parquet."""
     sweep_dir = Path(sweep_dir)
     rows = load_rows(sweep_dir)
     names = attacks_of(rows)
@@ -99,23 +101,24 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         [
             f"# Sweep report: {sweep_dir.name}",
             "",
-            f"{len(rows)} jobs, {len(pts)} conditions, training seeds {seeds}; attacks: {', '.join(names)}.",
+            f"{len(rows)} jobs, {len(pts)} conditions, training seeds {seeds}; attacks: "
+            f"{', '.join(names)}.",
             "",
             markdown.points_table(pts, names),
             "",
-            "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at 1% FPR. "
-            "vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% interval from a paired "
-            'bootstrap over seeds and pairs; "beats" / "below" only where it excludes 0 '
-            "(docs/design.md §5).",
+            "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at "
+            "1% FPR. vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% "
+            'interval from a paired bootstrap over seeds and pairs; "beats" / "below" only where '
+            "it excludes 0 (docs/design.md §5).",
             "",
         ]
         + comparison.markdown(compared)
         + [
             "## Scaling fits (log10 gap on log10 x)",
             "",
-            f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
-            f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
-            "gap); the plot shows every point.",
+            "A point is left out of a fit when its members are saturated (Gaussian AUC from the "
+            f"gap >= {SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than "
+            f"+-{NOISY_REL_CI:.0%} of the gap); the plot shows every point.",
             "",
         ]
         + markdown.fit_lines(fit_results)
@@ -131,8 +134,9 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         md += [
             "## AUC minus blind AUC",
             "",
-            "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
-            "its signal that the member / non-member distribution shift alone does not explain.",
+            "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the "
+            "part of its signal that the member / non-member distribution shift alone does not "
+            "explain.",
             "",
             minus_blind,
         ]
@@ -164,8 +168,8 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
 
 
 def _log_wandb(sweep_dir, rows, pts, names, plots, rocs):
-    """One extra run (job_type=report) in the sweep's group: the jobs' and the points' tables, plots,
-    and gap and AUC against N with a band of +-1 sd over training seeds."""
+    """One extra run (job_type=report) in the sweep's group: the jobs' and the points' tables,
+    plots, and gap and AUC against N with a band of +-1 sd over training seeds."""
     run = tracking.start(
         rows[0]["_config"],
         sweep_dir,

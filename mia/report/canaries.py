@@ -13,7 +13,8 @@ FILENAME = "canaries.csv"
 
 
 def canary_rows(rows) -> list[dict]:
-    """One row per (job, attack, copy count); the attack's member_eval AUC beside it for reference."""
+    """One row per (job, attack, copy count); the attack's member_eval AUC beside it for
+    reference."""
     out = []
     for r in rows:
         c = r["_results"].get("canaries")  # only where data.canaries.copies asked for some
@@ -49,9 +50,10 @@ def markdown(c_rows) -> list[str]:
     md = [
         "## Duplicated canaries",
         "",
-        f"{c_rows[0]['count']} canaries per copy count, each trained on `copies` times per epoch and scored as a "
-        "member set against the job's evaluation non-members (docs/design.md §2.9). member_eval: the "
-        "attack's AUC on the ordinary members (one copy, in the member pool). AUC (95% CI) / TPR@1%FPR.",
+        f"{c_rows[0]['count']} canaries per copy count, each trained on `copies` times per epoch "
+        "and scored as a member set against the job's evaluation non-members (docs/design.md "
+        "§2.9). member_eval: the attack's AUC on the ordinary members (one copy, in the member "
+        "pool). AUC (95% CI) / TPR@1%FPR.",
         "",
         "| N | T | seed | attack | member_eval AUC | "
         + " | ".join(f"{c} copies" for c in copies)

@@ -53,7 +53,8 @@ if _LOG:
         if sock.family in (socket.AF_INET, socket.AF_INET6) and _host(address[0]) not in _LOCAL:
             _note(f"blocked connect {address!r}")
             raise OSError("network beyond 127.0.0.1 is off in this test")
-    _connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+    _connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+    _getaddrinfo = socket.getaddrinfo
     def connect(self, address):
         _check(self, address)
         return _connect(self, address)
@@ -65,7 +66,8 @@ if _LOG:
             _note(f"blocked resolve {host!r}")
             raise socket.gaierror(socket.EAI_NONAME, "network beyond 127.0.0.1 is off in this test")
         return _getaddrinfo(host, *args, **kwargs)
-    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    socket.getaddrinfo = getaddrinfo
     _note("loaded")
 """
 
@@ -382,7 +384,8 @@ def test_bad_metadata_and_changed_settings_are_refused(fetched, tmp_path):
         fetch(tmp_path / "d.parquet", tmp_path / "o")
     with pytest.raises(ValueError, match=r"--metadata: .*sha256 \(needed by --verify-sha256\)"):
         fetch(tmp_path / "d.parquet", tmp_path / "o", verify_sha256=True)
-    # the fetched --out again, with another seed: refused before anything is downloaded or overwritten
+    # the fetched --out again, with another seed: refused before anything is downloaded or
+    # overwritten
     before = (fetched["out"] / "split.parquet").read_bytes()
     with pytest.raises(ValueError, match=r"--out=.*other settings \(.*seed.*\)"):
         fetch(fetched["metadata"], fetched["out"], seed=SEED + 1, verify_sha256=True)

@@ -122,8 +122,8 @@ def test_embedding_noise_is_a_function_of_the_query():
 
 
 def test_one_pair_moves_the_clipped_sum_by_at_most_2C():
-    """The sensitivity the noise is scaled to: add one pair to a Poisson batch, the clipped group sum
-    moves by <= 2C; and only that pair's group changes."""
+    """The sensitivity the noise is scaled to: add one pair to a Poisson batch, the clipped group
+    sum moves by <= 2C; and only that pair's group changes."""
     model, tokenizer, _ = build_model(compose_config().model)
     params = [p for p in model.parameters() if p.requires_grad]
     torch.manual_seed(0)

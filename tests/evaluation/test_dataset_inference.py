@@ -1,6 +1,6 @@
-"""Dataset inference (mia/evaluation/dataset_inference.py, docs/design.md §5.1): calibrated on the null,
-powerful on a weak planted signal, Noether's prediction, refusals, and its place in results.json and
-the sweep report."""
+"""Dataset inference (mia/evaluation/dataset_inference.py, docs/design.md §5.1): calibrated on the
+null, powerful on a weak planted signal, Noether's prediction, refusals, and its place in
+results.json and the sweep report."""
 
 import json
 from itertools import pairwise
@@ -143,8 +143,8 @@ def test_an_anticonservative_test_is_caught(monkeypatch):
 
 
 def test_the_fast_rank_sums_give_scipys_p_values_bit_for_bit():
-    """The null's precomputed ranks and the members' counted wins against scipy's mannwhitneyu on the
-    very candidate sets: identical p-values, with ties and without."""
+    """The null's precomputed ranks and the members' counted wins against scipy's mannwhitneyu on
+    the very candidate sets: identical p-values, with ties and without."""
     from mia.evaluation import dataset_inference as di
 
     rng = np.random.default_rng(5)

@@ -1,4 +1,5 @@
-"""Utility of a target: Recall@k on the held-out pool, and zero-shot attributes of the embedded corpus."""
+"""Utility of a target: Recall@k on the held-out pool, and zero-shot attributes of the embedded
+corpus."""
 
 import json
 
@@ -23,7 +24,8 @@ def test_recall_perfect_wrong_and_constant():
     # every caption is its neighbour's: the partner is never first
     shifted = utility.recall_at_k(image, np.roll(image, 1, axis=0))
     assert shifted["i2t_r1"] == shifted["t2i_r1"] == 0.0
-    # a model that embeds everything alike ranks no partner above anything: no recall, not full recall
+    # a model that embeds everything alike ranks no partner above anything: no recall, not full
+    # recall
     const = utility.recall_at_k(np.ones((40, 4)) / 2, np.ones((40, 4)) / 2)
     assert const["i2t_r10"] == const["t2i_r10"] == 0.0
 
