@@ -11,7 +11,6 @@ names the class (`_target_`); the job builds it once (mia/training/spec.py).
 from __future__ import annotations
 
 import hashlib
-import inspect
 
 import numpy as np
 
@@ -30,10 +29,6 @@ class Defense:
 
     def __init__(self, **settings):
         self.settings = dict(settings)
-
-    @classmethod
-    def setting_names(cls) -> set:
-        return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
     def weights_key(self) -> dict | None:
         """What enters the target's cache key: nothing for a defense that leaves the weights alone,

@@ -122,13 +122,6 @@ def _allowed_false_positives(n0: int, target: float) -> int:
     return k
 
 
-def auc_resampler(pos, neg):
-    """f(pos_idx, neg_idx) -> the AUC of each resample (rows of indices into pos and neg), ties
-    1/2."""
-    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
-    return _resampled_aucs(pos, neg)
-
-
 def _resampled_tprs(pos, neg, target: float):
     """Return f(pos_idx, neg_idx) -> TPR at FPR <= `target` of each resample, equal to tpr_at_fpr on
     it.

@@ -131,7 +131,7 @@ def model_context(cfg, members, splits, target, spec):
 
 def make_attack(name: str, **overrides):
     """The attack conf/attack/<name>.yaml configures (its settings live only there), with overrides
-    merged key by key, built as a job builds it: pipeline.build_attacks, which instantiates with
+    merged key by key, built as a job builds it: mia.job.build_attacks, which instantiates with
     _convert_="all" (the attack gets plain dicts and lists) and names a bad key
     attack.<name>.<key>."""
     cfg = OmegaConf.load(Path(CONF) / "attack" / f"{name}.yaml")[name]
