@@ -44,13 +44,11 @@ class MemberOrder(Sampler):
             g = torch.Generator()
             g.set_state(state)
         while e < epoch:
-            torch.empty((), dtype=torch.int64).random_(
-                generator=g
-            )  # the DataLoader's per-epoch base seed
+            # the DataLoader's per-epoch base seed
+            torch.empty((), dtype=torch.int64).random_(generator=g)
             perm, e = torch.randperm(self.n, generator=g), e + 1
-            torch.randperm(
-                self.n, generator=g
-            )  # RandomSampler draws (and drops) one more at the end
+            # RandomSampler draws (and drops) one more at the end
+            torch.randperm(self.n, generator=g)
         self._cursor = (e, perm, g.get_state())
         return perm
 
