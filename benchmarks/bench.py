@@ -8,7 +8,8 @@ optionally torch.compile) buys on this machine, not just how fast the machine is
     training samples/s and MFU       tiny and vit_b32        train_<model>.json
     (on a CPU: against sgemm's peak)  measured in the same run  train_<model>.json
     feature extraction images/s      same models             train_<model>.json
-    data loader images/s             224 px JPEG shards      loader.json (beside the previous loader)
+    data loader images/s             224 px JPEG shards      loader.json (beside the previous
+                                                             loader)
     peak GPU memory                  every GPU figure        in each JSON
 """
 
@@ -65,8 +66,8 @@ def peak_flops() -> float | None:
 
 
 def sgemm_flops(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's float32 matrix-multiply rate, FLOP/s, the best of `repeats` n x n products: on a
-    CPU the ceiling a training step's FLOP/s is compared with (no vendor peak applies there)."""
+    """This machine's float32 matrix-multiply rate, FLOP/s, the best of `repeats` n x n products: on
+    a CPU the ceiling a training step's FLOP/s is compared with (no vendor peak applies there)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)  # warm-up
     best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
@@ -263,7 +264,8 @@ def bench_model(model_name: str, steps: int, batch_size: int, n: int, compile_: 
 
 class ReferenceStream(torch.utils.data.IterableDataset):
     """The loader as it was before the tensor path, kept as the baseline: Python's tarfile, PIL
-    decoding, open_clip's PIL transform and one tokenizer call per sample. Every sample, one pass."""
+    decoding, open_clip's PIL transform and one tokenizer call per sample. Every sample, one
+    pass."""
 
     def __init__(self, shards, preprocess, tokenizer):
         self.shards, self.preprocess, self.tokenizer = shards, preprocess, tokenizer

@@ -1,7 +1,7 @@
-"""`make bench`: dataset inference (mia/evaluation/dataset_inference.py) at the evaluation-set sizes of
-experiment=attack_comparison, against the baseline of scipy's mannwhitneyu on every drawn set (the
-rank test the module replaces by precomputed ranks and counted wins), in the same run, on the same
-draws. Writes outputs/bench/dataset_inference.json."""
+"""`make bench`: dataset inference (mia/evaluation/dataset_inference.py) at the evaluation-set sizes
+of experiment=attack_comparison, against the baseline of scipy's mannwhitneyu on every drawn set
+(the rank test the module replaces by precomputed ranks and counted wins), in the same run, on the
+same draws. Writes outputs/bench/dataset_inference.json."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from mia.evaluation import dataset_inference as di
 
 
 def baseline(member, non, settings, seed: int = 0) -> list:
-    """The p-values of every m by scipy's rank test on the module's own draws (the same generator)."""
+    """The p-values of every m by scipy's rank test on the module's own draws (the same
+    generator)."""
     rng, out = np.random.default_rng(seed), []
     for m in (v for v in settings["m"] if v <= member.size and v <= non.size // 2):
         ref = non.size - m

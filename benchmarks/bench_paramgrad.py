@@ -1,8 +1,8 @@
-"""Per-sample parameter-gradient norms (mia/attacks/paramgrad.py): batched (vmap + ghost-norm
-token embedding) against the plain one-sample-at-a-time loop (loss.backward per sample), same
-model, same inputs, same machine. Checks both give the same norms; writes outputs/bench/paramgrad.json.
+"""Per-sample parameter-gradient norms (mia/attacks/paramgrad.py): batched (vmap + ghost-norm token
+embedding) against the plain one-sample-at-a-time loop (loss.backward per sample), same model, same
+inputs, same machine. Checks both give the same norms; writes outputs/bench/paramgrad.json.
 
-    python -m benchmarks.bench_paramgrad                  # tiny model (conf/model/tiny.yaml), + ViT-B/32 on CUDA
+    python -m benchmarks.bench_paramgrad     # tiny model (conf/model/tiny.yaml), + ViT-B/32 on CUDA
     python -m benchmarks.bench_paramgrad --model vit_b32 --device cuda
 """
 

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# What mia, run.py and the benchmarks import at runtime (or what that imports) and the GPU image lacks.
+# What mia, run.py and the benchmarks import at runtime (or what that imports) and the GPU image
+# lacks.
 RUNTIME = [
     "open_clip_torch",
     "ftfy",
@@ -61,8 +62,8 @@ def pins() -> dict:
 
 
 def version(name: str, pinned: dict) -> str:
-    """pyproject's pin of `name`, else the version installed beside this interpreter (what pip resolved
-    against those pins); a pin the environment contradicts is refused."""
+    """pyproject's pin of `name`, else the version installed beside this interpreter (what pip
+    resolved against those pins); a pin the environment contradicts is refused."""
     try:
         installed = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -70,12 +71,13 @@ def version(name: str, pinned: dict) -> str:
     want = pinned.get(_norm(name), installed)
     if want is None:
         sys.exit(
-            f"device-wheels: {name} is neither pinned in pyproject.toml nor installed here: run `make` first"
+            f"device-wheels: {name} is neither pinned in pyproject.toml nor installed here: run "
+            "`make` first"
         )
     if installed is not None and installed != want:
         sys.exit(
-            f"device-wheels: pyproject.toml pins {name}=={want} but {installed} is installed: rebuild .venv "
-            "(rm -rf .venv; make test)"
+            f"device-wheels: pyproject.toml pins {name}=={want} but {installed} is installed: "
+            "rebuild .venv (rm -rf .venv; make test)"
         )
     return want
 
@@ -130,8 +132,8 @@ def main(argv=None):
     print(f"{total / 1e6:8.2f} MB  in {dest}")
     if total > BUDGET:
         sys.exit(
-            f"device-wheels: {total / 2**20:.1f} MiB of wheels, more than the {BUDGET >> 20} MiB a GPU machine "
-            "is sent"
+            f"device-wheels: {total / 2**20:.1f} MiB of wheels, more than the {BUDGET >> 20} MiB a "
+            "GPU machine is sent"
         )
 
 

@@ -8,17 +8,22 @@ never build the same thing twice and never see a half-written artefact.
 Layout under `paths.cache_dir`:
 
     corpus/<name>-<key>/           generated corpora (webdataset shards; sizes.json written last)
-    index/<fingerprint>.npz        the index of a shard folder (readable samples, corrupt ones listed)
+    index/<fingerprint>.npz        the index of a shard folder (readable samples, corrupt ones
+                                   listed)
     targets/<key>/                 one trained target or shadow model
         ckpt/last.ckpt             while training (resume point; removed once done)
         model.pt                   final weights (state_dict)
-        trained_uids.txt           the uids trained on that the shards hold, one per line (generated ones: target.json)
+        trained_uids.txt           the uids trained on that the shards hold, one per line
+                                   (generated ones: target.json)
         target.json                resolved config, seed, git revision, timings
-        DONE                       written last: without it the target is incomplete and never served
+        DONE                       written last: without it the target is incomplete and never
+                                   served
         features/<key>.npz         embeddings of evaluation / reference pairs under this model
-        open_clip/                 the weights as an open_clip `local-dir:` folder (mia/checkpoint.py)
+        open_clip/                 the weights as an open_clip `local-dir:` folder
+                                   (mia/checkpoint.py)
     checkpoints/<hash>/            a CLIP trained elsewhere (target=checkpoint): features/ only
-    model_configs/<key>/<name>.json  custom architectures registered with open_clip to load a checkpoint
+    model_configs/<key>/<name>.json  custom architectures registered with open_clip to load a
+                                   checkpoint
 """
 
 from __future__ import annotations
@@ -116,8 +121,9 @@ def get_or_build(path: Path, build, world=None, done: Path | None = None) -> boo
 
 @contextmanager
 def atomic(path: Path):
-    """Yield a temporary sibling of `path` (file or folder) to write; rename it to `path` on success,
-    remove it on failure. The suffix is kept, so `np.savez` does not append another `.npz`."""
+    """Yield a temporary sibling of `path` (file or folder) to write; rename it to `path` on
+    success, remove it on failure. The suffix is kept, so `np.savez` does not append another
+    `.npz`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")

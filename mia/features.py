@@ -87,7 +87,7 @@ def extract_features(target, splits, member_corpus, nonmember_corpus, world):
     def build():
         shares = world.gather(_embed_sources(target, sources, world.device, world.rank, world.size))
         if world.is_main:
-            uids, img, txt, cos = (np.concatenate(x) for x in zip(*shares))
+            uids, img, txt, cos = (np.concatenate(x) for x in zip(*shares, strict=True))
             _, first = np.unique(uids, return_index=True)  # one row per uid (docs/design.md §7.6)
             with atomic(path) as tmp:
                 np.savez(tmp, uids=uids[first], image=img[first], text=txt[first], cos=cos[first])
@@ -110,7 +110,8 @@ def extract_features(target, splits, member_corpus, nonmember_corpus, world):
 
 def released(defense, features: dict) -> dict:
     """The feature store as the target releases it under `defense` (mia/defenses/): every set's
-    embeddings through `defense.release` (keyed by uid, so a pair's answer is the same in every set and job), cosines recomputed."""
+    embeddings through `defense.release` (keyed by uid, so a pair's answer is the same in every set
+    and job), cosines recomputed."""
     if not defense.releases:
         return features
     out = {}

@@ -107,6 +107,7 @@ def fpr_targets(cfg) -> tuple:
             isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1,
             key,
             targets,
-            f"holds {f!r}: each target must be a false-positive rate strictly between 0 and 1, e.g. 0.01",
+            f"holds {f!r}: each target must be a false-positive rate strictly between 0 and 1, "
+            "e.g. 0.01",
         )
     return tuple(float(f) for f in targets)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def git_revision() -> str:
-    """HEAD's commit, with `-dirty` when tracked files differ from it; `unknown` outside a checkout."""
+    """HEAD's commit, with `-dirty` when tracked files differ from it; `unknown` outside a
+    checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(

@@ -2,7 +2,8 @@
 
 Every stage raises `ConfigError`; run.py prints its one line and exits with status 2 (the traceback
 stays available with HYDRA_FULL_ERROR=1). A setting inside one config instance of an attack raises
-under its own key (`lam`) and is re-raised under the instance's (`attack.wsa_gomez.lam`) with `under`.
+under its own key (`lam`) and is re-raised under the instance's (`attack.wsa_gomez.lam`) with
+`under`.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def is_number(v) -> bool:
 
 
 def build(node, key: str, relative: bool = False):
-    """The object a config node's `_target_` names, built by Hydra with plain containers; a setting the
-    class does not take, or one it needs and the node lacks, is refused as `<key>.<setting>`. With
-    `relative`, the class's own ConfigErrors name keys inside the node and are re-raised under `key`."""
+    """The object a config node's `_target_` names, built by Hydra with plain containers; a setting
+    the class does not take, or one it needs and the node lacks, is refused as `<key>.<setting>`.
+    With `relative`, the class's own ConfigErrors name keys inside the node and are re-raised under
+    `key`."""
     node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = node.get("_target_")
     require(bool(target), key, node, "names no _target_: choose one of its config group's options")
@@ -73,7 +75,8 @@ def build(node, key: str, relative: bool = False):
 
 
 def _settings(cls) -> dict:
-    """The keyword settings a class takes, following `**kwargs` up to the base class that takes them."""
+    """The keyword settings a class takes, following `**kwargs` up to the base class that takes
+    them."""
     found = {}
     for klass in cls.__mro__ if isinstance(cls, type) else [cls]:
         init = klass.__init__ if isinstance(cls, type) else klass

@@ -24,8 +24,9 @@ def make_cfg(tmp_path):
 
 @pytest.fixture(scope="session")
 def small_cache(tmp_path_factory) -> Path:
-    """A cache holding the debug=small corpus and its index, generated once a session: every test-size
-    job reads this corpus. Tests get copies (`small_corpus`, seed_cache), never this folder itself."""
+    """A cache holding the debug=small corpus and its index, generated once a session: every
+    test-size job reads this corpus. Tests get copies (`small_corpus`, seed_cache), never this
+    folder itself."""
     from mia.validate import build
 
     cfg = compose_config(
@@ -37,16 +38,16 @@ def small_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def small_corpus(tmp_path, small_cache) -> Path:
-    """make_cfg's cache (tmp_path/.cache) holding the debug=small corpus and index, as an earlier job
-    leaves them: for tests of what a job does with a corpus, not of how it is generated."""
+    """make_cfg's cache (tmp_path/.cache) holding the debug=small corpus and index, as an earlier
+    job leaves them: for tests of what a job does with a corpus, not of how it is generated."""
     return seed_cache(small_cache, tmp_path / ".cache")
 
 
 @pytest.fixture(scope="session")
 def default_job(tmp_path_factory, small_cache):
-    """(config, results.json path) of the default job (attack=csa) at test size, logged to W&B offline.
-    One run serves tests/test_pipeline.py, tests/evaluation/ and tests/report/; tests that change its files copy it.
-    It trains its target (cache_hit false) on small_cache's corpus."""
+    """(config, results.json path) of the default job (attack=csa) at test size, logged to W&B
+    offline. One run serves tests/test_pipeline.py, tests/evaluation/ and tests/report/; tests that
+    change its files copy it. It trains its target (cache_hit false) on small_cache's corpus."""
     from mia.pipeline import run
 
     cfg = compose_config(
@@ -67,8 +68,8 @@ def small_target(tmp_path, default_job) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests skip cleanly where there is no CUDA device (CI never has one); `slurm` tests (root,
-    Debian packages, daemons) skip unless asked for."""
+    """`gpu` tests skip cleanly where there is no CUDA device (CI never has one); `slurm` tests
+    (root, Debian packages, daemons) skip unless asked for."""
     import torch
 
     skips = {}

@@ -1,5 +1,6 @@
-"""mia.cache (docs/design.md §8.1): concurrent callers build a key once, a build that fails or is killed
-leaves nothing half-written and no lock behind, and atomic writes leave no temporary files."""
+"""mia.cache (docs/design.md §8.1): concurrent callers build a key once, a build that fails or is
+killed leaves nothing half-written and no lock behind, and atomic writes leave no temporary
+files."""
 
 import json
 import os
@@ -14,7 +15,8 @@ from tests.helpers.processes import child, finish, kill, wait_for
 
 
 def counted_build(path, counter, first=None):
-    """A build that adds a line to `counter` each time it runs, calls `first()`, then writes `path`."""
+    """A build that adds a line to `counter` each time it runs, calls `first()`, then writes
+    `path`."""
 
     def build():
         with open(counter, "a") as f:
@@ -27,7 +29,8 @@ def counted_build(path, counter, first=None):
 
 
 def folder_build(folder, counter):
-    """A folder built as corpora are: written under a temporary name, DONE last, renamed into place."""
+    """A folder built as corpora are: written under a temporary name, DONE last, renamed into
+    place."""
 
     def build():
         with open(counter, "a") as f:
@@ -150,8 +153,8 @@ def test_a_killed_build_leaves_nothing_and_the_next_call_builds(tmp_path):
 
 
 def test_atomic_starts_clean_where_a_killed_process_of_our_pid_left_its_temporary(tmp_path):
-    # pids repeat (a container's job is often pid 1): a build killed under the pid this process has now
-    # left its half-written folder under the very name atomic() hands this process.
+    # pids repeat (a container's job is often pid 1): a build killed under the pid this process has
+    # now left its half-written folder under the very name atomic() hands this process.
     folder = tmp_path / "corpus"
     stale = tmp_path / f"corpus.tmp{os.getpid()}"
     stale.mkdir()

@@ -21,28 +21,30 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 # The Python packages of the GPU machines' image (the lending service's description of its kinds).
 IMAGE = """
-    absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
-    certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings
-    cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils
-    execnet filelock flatbuffers flax fonttools formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet
-    httpcore httpx huggingface-hub humanize hypothesis idna imageio iniconfig interface-meta jax
-    jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver lazy-loader lightning
-    lightning-utilities linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe matplotlib
-    mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind
+    absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs
+    botorch build certifi charset-normalizer chex click cloudpickle cmake colorama contourpy
+    coverage cuda-bindings cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython
+    diffrax e3nn einops equinox etils execnet filelock flatbuffers flax fonttools formulaic
+    frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize
+    hypothesis idna imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin
+    jaxlib jaxtyping jinja2 joblib kiwisolver lazy-loader lightning lightning-utilities
+    linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe matplotlib mdurl
+    meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind
     narwhals networkx ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti
-    nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand
-    nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink
-    nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir onnxruntime onnxscript opencv-python-headless optax
-    opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging pandas pathspec patsy peft pillow pip
-    pluggy portalocker prometheus-client propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments
-    pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock pytest-timeout
-    pytest-xdist python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors
-    scikit-build-core scikit-image scikit-learn scipy seaborn sentencepiece sentence-transformers
-    setuptools shellingham simplejson six sortedcontainers statsmodels sympy tabulate tensorboard
-    tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm tokenizers toolz torch
-    torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope triton
-    typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash
-    yarl zipp
+    nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile
+    nvidia-curand nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-ml-py
+    nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir onnxruntime
+    onnxscript opencv-python-headless optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint
+    packaging pandas pathspec patsy peft pillow pip pluggy portalocker prometheus-client
+    propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments pyparsing pyproject-hooks
+    pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock pytest-timeout pytest-xdist
+    python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors
+    scikit-build-core scikit-image scikit-learn scipy seaborn sentencepiece
+    sentence-transformers setuptools shellingham simplejson six sortedcontainers statsmodels
+    sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl tifffile
+    tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics
+    torchvision tqdm transformers treescope triton typer typing-extensions typing-inspect
+    urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
 """.split()
 PARTS = ["install", "machine", "bench_tiny", "bench_vit_b32", "bench_loader", "gpu_tests", "e2e"]
 E2E_ATTACKS = {
@@ -72,7 +74,8 @@ def _closure(names) -> set:
 
 
 def bare_python(tmp: Path) -> Path:
-    """A venv's python that sees the image's packages (links into this environment) and nothing else."""
+    """A venv's python that sees the image's packages (links into this environment) and nothing
+    else."""
     image = tmp / "image"
     image.mkdir()
     for key in sorted(_closure(IMAGE)):

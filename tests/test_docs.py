@@ -15,7 +15,8 @@ sample outputs, compared with the session's default job):
   outputs in docs/examples/ hold the keys a job writes today.
 
 The checkers return a list of failures (file:line, what, why), so a failing test names every broken
-command, link and figure at once. `test_checkers_catch_broken_docs` runs them on a small broken sample.
+command, link and figure at once. `test_checkers_catch_broken_docs` runs them on a small broken
+sample.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 def split_fenced(text: str):
-    """(code blocks, prose): each code block as [(line number, line)], prose as {line number: line}."""
+    """(code blocks, prose): each code block as [(line number, line)], prose as {line number:
+    line}."""
     blocks, prose, current, marker = [], {}, None, None
     for no, line in enumerate(text.splitlines(), 1):
         m = FENCE.match(line)
@@ -139,8 +141,9 @@ def make_targets(makefile: Path) -> set[str]:
 
 
 def segments(command: str) -> list[list[str]]:
-    """A shell line as its simple commands (split at &&, ||, ;, |), comments dropped. A <placeholder>
-    is one word, as the reader means it (the shell would take it for a redirection)."""
+    """A shell line as its simple commands (split at &&, ||, ;, |), comments dropped. A
+    <placeholder> is one word, as the reader means it (the shell would take it for a
+    redirection)."""
     quoted = PLACEHOLDER.sub(lambda m: "'" + m.group(0).replace("'", "") + "'", command)
     words = shlex.split(quoted, comments=True)
     out, current = [], []
@@ -173,9 +176,9 @@ def run_py_arguments(words: list[str]) -> list[str] | None:
 
 
 def overrides_of(arguments: list[str], conf: Path = CONF) -> tuple[str, list[str]]:
-    """(config name, overrides) that `python run.py ARGUMENTS` composes for its first job: flags dropped,
-    `+experiment=` read as run.py reads it, a sweep at its first value, placeholders quoted, and a
-    placeholder standing for a group option (experiment=<name>) left out."""
+    """(config name, overrides) that `python run.py ARGUMENTS` composes for its first job: flags
+    dropped, `+experiment=` read as run.py reads it, a sweep at its first value, placeholders
+    quoted, and a placeholder standing for a group option (experiment=<name>) left out."""
     config_name, raw, args = "config", [], list(arguments)
     while args:
         a = args.pop(0)
@@ -273,8 +276,8 @@ def link_targets(line: str) -> list[str]:
 
 
 def check_links(files: list[Path], root: Path = ROOT) -> list[str]:
-    """Every relative link (and image) outside code resolves to a path inside the repository; anchors
-    are not checked, web links are not followed."""
+    """Every relative link (and image) outside code resolves to a path inside the repository;
+    anchors are not checked, web links are not followed."""
     failures, root = [], root.resolve()
     for path in files:
         _, prose = split_fenced(path.read_text(encoding="utf-8"))
@@ -301,8 +304,8 @@ LIST_ITEM = re.compile(r"^\s*([-*+]|\d+\.)\s")
 
 
 def paragraphs(prose: dict) -> list[list[tuple[int, str]]]:
-    """Prose as units of meaning, each a list of (line number, line): a paragraph ends at a blank line
-    or a code block; a list item, a table row and a heading are units of their own."""
+    """Prose as units of meaning, each a list of (line number, line): a paragraph ends at a blank
+    line or a code block; a list item, a table row and a heading are units of their own."""
     units, current, last = [], [], None
     for no in sorted(prose):
         line = prose[no]
@@ -412,7 +415,8 @@ def test_overrides_as_run_py_reads_them():
 
 
 def test_checkers_catch_broken_docs(tmp_path):
-    """A sample with one good and one broken thing of each kind: only the broken ones are reported."""
+    """A sample with one good and one broken thing of each kind: only the broken ones are
+    reported."""
     (tmp_path / "docs").mkdir()
     (tmp_path / "experiments").mkdir()
     (tmp_path / "Makefile").write_text("run:\n\tpython run.py\n")
@@ -425,13 +429,15 @@ def test_checkers_catch_broken_docs(tmp_path):
         "python run.py data.size=2k attack=csa          # fine\n"
         "python run.py attak=csa                         # no such group or key\n"
         "python run.py -m data.size=1k,4k 'attack=[csa,wsa]' \\\n"
-        "    train.epochs=5                              # fine: a sweep, composed at its first value\n"
+        "    train.epochs=5                              # fine: a sweep, "
+        "composed at its first value\n"
         "python run.py data.size=1k trian.epochs=5       # a typo in a key\n"
         "make run\n"
         "make deploy\n"
         "python -m mia.nowhere\n"
         "```\n\n"
-        "See [the guide](docs/guide.md), [a missing page](docs/missing.md) and `[code](not/a/link.md)`.\n\n"
+        "See [the guide](docs/guide.md), [a missing page](docs/missing.md) and "
+        "`[code](not/a/link.md)`.\n\n"
         "**A finding** ([experiments/study.md](experiments/study.md)). CSA reaches 0.982 at 1k,\n"
         "and 0.777 at 4k.\n"
     )
@@ -490,7 +496,8 @@ def test_help_starts_with_mias_own_usage(help_text):
 
 
 def test_readme_lists_every_study_as_conf_experiment_holds_them():
-    """README's list is the one `make studies` writes from conf/experiment/, and names every study."""
+    """README's list is the one `make studies` writes from conf/experiment/, and names every
+    study."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert studies.listed(readme) == studies.names(), "run `make studies`"
     assert studies.block() in readme, "run `make studies`"
@@ -505,7 +512,8 @@ def test_studies_list_is_rewritten_between_its_markers(tmp_path):
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "experiments").mkdir()
     (tmp_path / "conf" / "experiment" / "alpha.yaml").write_text(
-        "# @package _global_\n# The gap against N (docs/design.md §6): python run.py experiment=alpha\n"
+        "# @package _global_\n"
+        "# The gap against N (docs/design.md §6): python run.py experiment=alpha\n"
     )
     (tmp_path / "conf" / "experiment" / "beta.yaml").write_text(
         "# @package _global_\n# Does it leak? A question\n# (docs/design.md\n# §7): more\n"

@@ -117,7 +117,8 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_conf, tmp_path):
             if p.name.isdigit()
         )
         subprocess.run(["scontrol", "requeue", job], env=env, check=True)
-        # SLURM holds a requeued job back for two minutes (BeginTime); once it is pending, release it.
+        # SLURM holds a requeued job back for two minutes (BeginTime); once it is pending, release
+        # it.
         for _ in range(120):
             state = subprocess.run(
                 ["squeue", "-h", "-j", job, "-o", "%T"], env=env, capture_output=True, text=True

@@ -16,5 +16,6 @@ def test_restarted_job_resumes_its_wandb_run(make_cfg, tmp_path, monkeypatch):
         finally:
             tracking.finish(run)
     assert ids[0] == ids[1] != ids[2]
-    # both starts wrote under the one id (one folder per start, or one if they fell in the same second)
+    # both starts wrote under the one id (one folder per start, or one if they fell in the same
+    # second)
     assert list((tmp_path / "job0" / "wandb").glob(f"offline-run-*-{ids[0]}"))

@@ -39,7 +39,8 @@ class Canaries:
 
 
 def settings(cfg, *, iid: bool, in_memory, audit: bool) -> tuple[list[int], int] | None:
-    """(copies, count) of `data.canaries`, or None where it asks for none; bad values name their key."""
+    """(copies, count) of `data.canaries`, or None where it asks for none; bad values name their
+    key."""
     if not cfg or not cfg.get("copies"):
         return None
     copies, count = list(cfg.get("copies")), cfg.get("count", 100)
@@ -75,8 +76,8 @@ def settings(cfg, *, iid: bool, in_memory, audit: bool) -> tuple[list[int], int]
 
 def draw(settings: tuple[list[int], int] | None, splits) -> Canaries | None:
     """The canary groups of `settings` (copies, count): consecutive runs of the held-out pairs no
-    non-member set uses, in the order of `copies`. They do not depend on data.size, so every size of a
-    sweep has the same canaries."""
+    non-member set uses, in the order of `copies`. They do not depend on data.size, so every size of
+    a sweep has the same canaries."""
     if settings is None:
         return None
     copies, count = settings
@@ -112,11 +113,11 @@ def training_uids(members, canaries: Canaries | None) -> list:
 
 
 def check_coverage(uids, seen, epochs: int):
-    """Every uid trained on (number of times it is listed) x T times: members T, a c-copy canary c x T.
-    `seen` counts per position of `uids` (mia.training.module.CLIPTarget.seen)."""
+    """Every uid trained on (number of times it is listed) x T times: members T, a c-copy canary c x
+    T. `seen` counts per position of `uids` (mia.training.module.CLIPTarget.seen)."""
     seen = np.asarray(seen)
     got = Counter()
-    for u, n in zip(uids, seen.tolist()):
+    for u, n in zip(uids, seen.tolist(), strict=True):
         got[u] += n
     want = Counter(uids)
     bad = [u for u in want if got[u] != want[u] * epochs]
@@ -129,24 +130,26 @@ def check_coverage(uids, seen, epochs: int):
 
 
 def check_trained(trained_uids_file, canaries: Canaries):
-    """Refuse a target whose training list does not hold every canary `copies` times. The canaries are
-    the held-out pairs after the non-member sets, so the evaluation sizes decide which they are, and
-    those sizes are not in the target key: a cached target trained beside other sets would otherwise
-    be scored with wrong membership labels."""
+    """Refuse a target whose training list does not hold every canary `copies` times. The canaries
+    are the held-out pairs after the non-member sets, so the evaluation sizes decide which they are,
+    and those sizes are not in the target key: a cached target trained beside other sets would
+    otherwise be scored with wrong membership labels."""
     trained = Counter(open(trained_uids_file).read().split())
     wrong = [u for c, group in canaries.groups.items() for u in group if trained[u] != c]
     if wrong:
         raise ConfigError(
             "data.canaries",
-            need=f": the cached target {trained_uids_file} was trained on other "
-            f"canaries ({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the "
-            "held-out pairs after the non-member sets, so data.split.eval_size, known_size and "
-            "aux_size must be those the target was trained beside",
+            need=(
+                f": the cached target {trained_uids_file} was trained on other canaries "
+                f"({len(wrong)} of {len(canaries.uids)} differ, e.g. {wrong[0]}). Canaries are the "
+                "held-out pairs after the non-member sets, so data.split.eval_size, known_size "
+                "and aux_size must be those the target was trained beside"
+            ),
         )
 
 
 def features_of(extract, splits, canaries: Canaries):
-    """The canaries' features, read through the job's own feature extraction with the canaries as the
-    member set (its own cache entry beside the evaluation sets')."""
+    """The canaries' features, read through the job's own feature extraction with the canaries as
+    the member set (its own cache entry beside the evaluation sets')."""
     features = extract(replace(splits, member_eval=canaries.uids))
     return None if features is None else features[MEMBER_EVAL]  # only rank 0 gets features back

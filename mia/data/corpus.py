@@ -53,8 +53,8 @@ def generated_shards(name: str, gen_cfg: dict, cache_dir: Path, write=write_corp
 
 def indexed(name: str, shards: list[Path], cache_dir: Path) -> Corpus:
     fingerprint = config_hash(sh.shard_fingerprint(shards))
-    # The index file is keyed by the format too, so an index built by older reading rules is rebuilt;
-    # the corpus fingerprint (part of every target key) stays the folder's alone.
+    # The index file is keyed by the format too, so an index built by older reading rules is
+    # rebuilt; the corpus fingerprint (part of every target key) stays the folder's alone.
     path = Layout(cache_dir).index(config_hash({"shards": fingerprint, "format": sh.INDEX_FORMAT}))
     get_or_build(path, lambda: sh.build_index(shards, desc=f"index {name}").save(path))
     return Corpus(name, shards, sh.Index.load(path), fingerprint)
@@ -63,15 +63,16 @@ def indexed(name: str, shards: list[Path], cache_dir: Path) -> Corpus:
 class Data(ABC):
     """The `data` group, parsed once (docs/design.md §2): N as an integer, the non-member condition,
     the shift, the split sizes and the canaries, each refused naming its key before any corpus is
-    generated or read. A subclass per corpus (each data option's `_target_`) says where the pairs live."""
+    generated or read. A subclass per corpus (each data option's `_target_`) says where the pairs
+    live."""
 
     name = "data"
     has_sibling = False  # a corpus of its own for the non-members exists (nonmembers=ood)
-    mixes_shift = (
-        False  # data.shift > 0 can swap the sibling's images and captions in, pair by pair
-    )
+    # data.shift > 0 can swap the sibling's images and captions in, pair by pair
+    mixes_shift = False
     sibling_fix = "use data.nonmembers=iid"  # how to get OOD non-members where there is no sibling
-    attributes = False  # captions follow a grammar the utility's attribute probe reads (docs/design.md §11.1)
+    # captions follow a grammar the utility's attribute probe reads (docs/design.md §11.1)
+    attributes = False
 
     def __init__(
         self,
@@ -118,15 +119,15 @@ class Data(ABC):
         return nonmembers
 
     def _shift(self, shift, parts) -> tuple[float, tuple]:
-        """(data.shift, data.shift_parts in SHIFT_PARTS order); a shift above 0 only for a corpus with a
-        sibling to mix in, with i.i.d. non-members (docs/design.md §2.6)."""
+        """(data.shift, data.shift_parts in SHIFT_PARTS order); a shift above 0 only for a corpus
+        with a sibling to mix in, with i.i.d. non-members (docs/design.md §2.6)."""
         parts = list(parts) if isinstance(parts, (list, tuple)) else parts
         require(
             is_number(shift) and 0 <= shift <= 1,
             "data.shift",
             shift,
-            "must be a number in [0, 1], the probability that a non-member's image or caption comes from "
-            "the shifted sibling corpus (0: i.i.d. non-members)",
+            "must be a number in [0, 1], the probability that a non-member's image or caption "
+            "comes from the shifted sibling corpus (0: i.i.d. non-members)",
         )
         require(
             isinstance(parts, list)
@@ -142,22 +143,24 @@ class Data(ABC):
             shift == 0 or self.mixes_shift,
             "data.shift",
             shift,
-            f"only the embedded corpus has a shifted sibling to mix into the non-members, and this is "
-            f"data={self.name}; set data.shift=0",
+            "only the embedded corpus has a shifted sibling to mix into the non-members, and this "
+            f"is data={self.name}; set data.shift=0",
         )
         require(
             shift == 0 or self.nonmembers == "iid",
             "data.shift",
             shift,
-            f"mixes the shifted corpus into i.i.d. non-members, and data.nonmembers={self.nonmembers!r} "
-            "already takes every non-member from it; set data.shift=0 or data.nonmembers=iid",
+            "mixes the shifted corpus into i.i.d. non-members, and "
+            f"data.nonmembers={self.nonmembers!r} already takes every non-member from it; set "
+            "data.shift=0 or data.nonmembers=iid",
         )
         return float(shift), tuple(p for p in SHIFT_PARTS if p in parts)
 
     @property
     def condition(self) -> str:
         """iid, ood (a corpus of their own), audit, or under data.shift > 0: shift=<s> (images and
-        captions), image-shift=<s> or caption-shift=<s>, so that a sweep report never pools two shifts."""
+        captions), image-shift=<s> or caption-shift=<s>, so that a sweep report never pools two
+        shifts."""
         if self.shift == 0:
             return self.nonmembers
         return (
@@ -165,7 +168,8 @@ class Data(ABC):
         )
 
     def shift_record(self) -> dict:
-        """data.shift and its parts as applied: null where non-members have a corpus of their own."""
+        """data.shift and its parts as applied: null where non-members have a corpus of their
+        own."""
         if self.nonmembers != "iid":
             return {"shift": None, "shift_parts": None}
         return {
@@ -174,8 +178,9 @@ class Data(ABC):
         }
 
     def swapped(self, uids, members: Corpus) -> np.ndarray | None:
-        """Which of the non-member `uids` data.shift swapped (a part or both, docs/design.md §2.6): a swapped
-        pair has a uid of its own, which the member corpus does not hold. None where nothing is shifted."""
+        """Which of the non-member `uids` data.shift swapped (a part or both, docs/design.md §2.6):
+        a swapped pair has a uid of its own, which the member corpus does not hold. None where
+        nothing is shifted."""
         if self.nonmembers != "iid" or self.shift == 0:
             return None
         return ~np.isin(np.asarray(uids, dtype=str), members.index.uids)
@@ -185,17 +190,18 @@ class Data(ABC):
         """The corpus the members come from (and the i.i.d. non-members)."""
 
     def sibling_corpus(self, cache_dir: Path) -> Corpus:
-        """The corpus OOD non-members come from; only where `has_sibling` (data.nonmembers=ood is refused
-        before any work otherwise)."""
+        """The corpus OOD non-members come from; only where `has_sibling` (data.nonmembers=ood is
+        refused before any work otherwise)."""
         raise RuntimeError(f"data={self.name} has no sibling corpus")
 
     def extension(self) -> Members | None:
-        """How the member pool runs on past the shards (mia/data/generated.py); None where it ends there."""
+        """How the member pool runs on past the shards (mia/data/generated.py); None where it ends
+        there."""
         return None
 
     def load(self, cache_dir: Path) -> tuple[Corpus, Corpus, Splits]:
-        """(member corpus, non-member corpus, splits): the non-members are the member corpus's held-out
-        pairs, those pairs partly swapped (data.shift), or a corpus of their own."""
+        """(member corpus, non-member corpus, splits): the non-members are the member corpus's
+        held-out pairs, those pairs partly swapped (data.shift), or a corpus of their own."""
         cache_dir = Path(cache_dir)
         members = self.member_corpus(cache_dir)
         if self.nonmembers == "ood":
@@ -235,8 +241,9 @@ class Data(ABC):
 
 
 class Synthetic(Data):
-    """data=synthetic: the embedded corpus (mia/data/synthetic.py), generated once into the cache, with
-    members past its shards generated in the loader and a shifted sibling for OOD non-members."""
+    """data=synthetic: the embedded corpus (mia/data/synthetic.py), generated once into the cache,
+    with members past its shards generated in the loader and a shifted sibling for OOD
+    non-members."""
 
     name, has_sibling, mixes_shift = "synthetic", True, True
 
@@ -265,8 +272,8 @@ class Synthetic(Data):
 
 
 class Glyphs(Data):
-    """data=glyphs: CJK ideographs rendered and captioned (mia/data/glyphs.py); the resolved font and
-    Unihan sources are part of the corpus's cache key."""
+    """data=glyphs: CJK ideographs rendered and captioned (mia/data/glyphs.py); the resolved font
+    and Unihan sources are part of the corpus's cache key."""
 
     name = "glyphs"
 
@@ -307,7 +314,8 @@ class WebDataset(Data):
 
 class Audit(Data):
     """data=audit (and ko, gomez): the audited CLIP's owner's member and non-member shard folders,
-    optionally narrowed by uid lists. Nothing is held out of the members; size None = every member."""
+    optionally narrowed by uid lists. Nothing is held out of the members; size None = every
+    member."""
 
     name, has_sibling = "audit", True
 
@@ -348,10 +356,10 @@ class Audit(Data):
 def load_shifted(
     corpus: dict, members: Corpus, cache_dir: Path, shift: float, parts: tuple
 ) -> Corpus:
-    """The member corpus as the non-members see it under data.shift (docs/design.md §2.6): row for row
-    `members`, but each pair whose image or caption the shift swaps is its swapped version. Only the
-    swapped pairs are generated (cached by the corpus settings, shift and parts); the others are read
-    from the member shards, so no uid lives in two shard folders."""
+    """The member corpus as the non-members see it under data.shift (docs/design.md §2.6): row for
+    row `members`, but each pair whose image or caption the shift swaps is its swapped version. Only
+    the swapped pairs are generated (cached by the corpus settings, shift and parts); the others are
+    read from the member shards, so no uid lives in two shard folders."""
     gen = {**corpus, "shift": shift, "shift_parts": list(parts)}
     folder = generated_shards("synthetic-swaps", gen, Path(cache_dir), write_swaps)
     if any(folder.glob("*.tar")):
@@ -395,7 +403,8 @@ def load_shifted(
 
 
 def _narrowed(corpus: Corpus, path, key: str) -> Corpus:
-    """The corpus restricted to the uids a list names (mia/data/uids.py reads .npy / .txt / .parquet)."""
+    """The corpus restricted to the uids a list names (mia/data/uids.py reads .npy / .txt /
+    .parquet)."""
     wanted = read_uids(path, key)
     keep = np.isin(corpus.index.uids, wanted)
     missing = len(np.setdiff1d(wanted, corpus.index.uids))

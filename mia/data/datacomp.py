@@ -3,8 +3,8 @@
     python -m mia.data.datacomp --metadata <parquet file or folder> --out <dir> [--seed 0]
         [--member-fraction 0.5] [--processes 2] [--threads 16] [--image-size 224] ...
 
-1. Split. A uid is a member iff
-       int.from_bytes(sha256(f"{seed}:{uid}".encode("utf-8")).digest()[:8], "big") < int(fraction * 2**64)
+1. Split. A uid is a member iff int.from_bytes(sha256(f"{seed}:{uid}".encode("utf-8")).digest()[:8],
+       "big") < int(fraction * 2**64)
    an independent coin per uid: the split is reproducible from that rule and the seed alone (no
    row order, no RNG state), and a uid's side never depends on which other rows are present.
    Written to <out>/split.parquet (uid, side) and <out>/split.json (seed, hash, rule, counts).
@@ -88,7 +88,8 @@ def metadata_files(path) -> list[Path]:
 
 
 def read_metadata(files: list[Path], verify_sha256: bool, blur_faces: bool):
-    """One pyarrow table of uid, url, text (+ sha256 to verify, + face_bboxes to blur) of all files."""
+    """One pyarrow table of uid, url, text (+ sha256 to verify, + face_bboxes to blur) of all
+    files."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,7 +128,8 @@ def read_metadata(files: list[Path], verify_sha256: bool, blur_faces: bool):
 
 
 def split_metadata(table, seed: int, member_fraction: float):
-    """(the rows that can be fetched, their uids, member mask, rows dropped for a null url or text)."""
+    """(the rows that can be fetched, their uids, member mask, rows dropped for a null url or
+    text)."""
     import pyarrow.compute as pc
 
     valid = pc.and_(pc.is_valid(table.column("url")), pc.is_valid(table.column("text")))
@@ -213,7 +215,8 @@ def check_img2dataset() -> str:
         ) from None
     if version != IMG2DATASET_VERSION:
         say(
-            f"warning: img2dataset {version} is installed; this recipe is tested with {IMG2DATASET_VERSION}"
+            f"warning: img2dataset {version} is installed; this recipe is tested with "
+            f"{IMG2DATASET_VERSION}"
         )
     return version
 
@@ -294,7 +297,8 @@ def fetch(
     (out / "split.json").write_text(json.dumps(record, indent=2) + "\n")
     say(
         f"split (seed {seed}, member fraction {member_fraction}): {counts['member']} members, "
-        f"{counts['nonmember']} non-members, {dropped} rows dropped for a null url or text -> {out / 'split.parquet'}"
+        f"{counts['nonmember']} non-members, {dropped} rows dropped for a null url or text -> "
+        f"{out / 'split.parquet'}"
     )
 
     report = {"img2dataset": version}
@@ -304,7 +308,8 @@ def fetch(
         pq.write_table(rows, list_path)
         if len(rows):
             say(
-                f"fetching {len(rows)} {folder_name} into {folder} ({processes} processes x {threads} threads)"
+                f"fetching {len(rows)} {folder_name} into {folder} ({processes} processes x "
+                f"{threads} threads)"
             )
             with offline_img2dataset() as img2dataset:
                 img2dataset.download(
@@ -347,7 +352,8 @@ def fetch(
             else ""
         )
         say(
-            f"{name}: requested {r['requested']}, fetched {r['fetched']}, failed {r['failed']}{detail}"
+            f"{name}: requested {r['requested']}, fetched {r['fetched']}, failed "
+            f"{r['failed']}{detail}"
             + (
                 f", {r['unaccounted']} unaccounted (shards img2dataset gave up on; rerun to retry)"
                 if r["unaccounted"]
@@ -388,7 +394,10 @@ def parse_args(argv=None):
         "--resize-mode",
         default="keep_ratio",
         choices=["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"],
-        help="img2dataset resize mode (default keep_ratio: shorter side to --image-size, never upscaled)",
+        help=(
+            "img2dataset resize mode (default keep_ratio: shorter side to --image-size, never "
+            "upscaled)"
+        ),
     )
     p.add_argument("--samples-per-shard", type=int, default=10000, help="default 10000")
     p.add_argument("--timeout", type=int, default=10, help="seconds per download (default 10)")
@@ -396,7 +405,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--verify-sha256",
         action="store_true",
-        help="drop images whose sha256 differs from the metadata's sha256 column (counted as failed)",
+        help=(
+            "drop images whose sha256 differs from the metadata's sha256 column (counted as failed)"
+        ),
     )
     p.add_argument(
         "--no-blur-faces",
@@ -417,7 +428,8 @@ def main(argv=None) -> int:
     empty = [name for name in SIDES.values() if report[name]["fetched"] == 0]
     if empty:
         print(
-            f"error: nothing fetched for {' and '.join(empty)}; see top_errors in {Path(args.out) / 'fetch.json'}",
+            f"error: nothing fetched for {' and '.join(empty)}; see top_errors in "
+            f"{Path(args.out) / 'fetch.json'}",
             file=sys.stderr,
         )
         return 1

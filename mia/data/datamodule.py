@@ -1,5 +1,6 @@
 """The Lightning data module of target training: the N member pairs, in memory or streamed, read
-from the shards or, for members past the embedded corpus's shards, generated (mia/data/generated.py)."""
+from the shards or, for members past the embedded corpus's shards, generated
+(mia/data/generated.py)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ class PairDataModule(L.LightningDataModule):
             )
 
     def token_ids(self):
-        """Every token id the members' captions hold (with padding's 0), or None where they are streamed."""
+        """Every token id the members' captions hold (with padding's 0), or None where they are
+        streamed."""
         if not isinstance(getattr(self, "dataset", None), InMemoryPairs):
             return None
         return torch.cat(
@@ -100,16 +102,17 @@ class PairDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        # Streamed batches travel as uint8 (PairStream.collate) and are normalised here, on the device;
-        # the precision's input conversion (bf16-true's cast, say), which left the uint8 images alone
-        # before the transfer, is then applied to the floats.
+        # Streamed batches travel as uint8 (PairStream.collate) and are normalised here, on the
+        # device; the precision's input conversion (bf16-true's cast, say), which left the uint8
+        # images alone before the transfer, is then applied to the floats.
         if not isinstance(self.dataset, PairStream) or batch[0].dtype != torch.uint8:
             return batch
         return self.trainer.precision_plugin.convert_input(self.dataset.finish(batch))
 
 
 def generate_all(pairs: GeneratedPairs, num_workers: int, batch: int = 256):
-    """Every member of `pairs`, generated once by `num_workers` loader workers: (images, tokens, positions)."""
+    """Every member of `pairs`, generated once by `num_workers` loader workers: (images, tokens,
+    positions)."""
     n = len(pairs)
     loader = DataLoader(
         pairs,
@@ -118,14 +121,15 @@ def generate_all(pairs: GeneratedPairs, num_workers: int, batch: int = 256):
         num_workers=num_workers,
     )
     parts = list(tqdm(loader, total=len(loader), desc="generate members", unit="batch"))
-    return tuple(torch.cat(column) for column in zip(*parts))
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
 class InMemoryPairs(TensorDataset):
     """Decoded training pairs, held on the training device: at the embedded corpus' 32 px a whole
-    member set fits in GPU memory, and a batch is then one gather instead of a host-to-device copy."""
+    member set fits in GPU memory, and a batch is then one gather instead of a host-to-device
+    copy."""
 
-    def __init__(self, images, tokens, device=torch.device("cpu")):
+    def __init__(self, images, tokens, device="cpu"):
         super().__init__(
             images.to(device), tokens.to(device), torch.arange(len(images), device=device)
         )

@@ -1,6 +1,6 @@
 """De-duplication across the member / non-member boundary (data.split.dedup, docs/design.md §2.4): a
-pair's key under each rule, and the rules themselves. Below both the splits and the generated members,
-which must not share a key with any non-member."""
+pair's key under each rule, and the rules themselves. Below both the splits and the generated
+members, which must not share a key with any non-member."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ DEFAULT_DEDUP = ("caption", "url")
 
 
 def dedup_rules(split_cfg) -> tuple:
-    """The rules of `data.split.dedup`, in order (default [caption, url]); refused unless a list of them."""
+    """The rules of `data.split.dedup`, in order (default [caption, url]); refused unless a list of
+    them."""
     rules = split_cfg.get("dedup", list(DEFAULT_DEDUP))
     rules = [] if rules is None else rules
     if (
@@ -94,6 +95,8 @@ def codes(indexes, rules) -> list[dict]:
         inverse = inverse.astype(np.int64)
         if rule != "caption":
             inverse[values[inverse] == ""] = -1
-        for c, part in zip(codes, np.split(inverse, np.cumsum([len(k) for k in keys])[:-1])):
+        for c, part in zip(
+            codes, np.split(inverse, np.cumsum([len(k) for k in keys])[:-1]), strict=True
+        ):
             c[rule] = part
     return codes

@@ -88,9 +88,12 @@ class Members:
         return {
             "count": self.extra,
             "first_index": self.first,
-            "uids": f"{sample_uid(self.seed, self.first)}..{sample_uid(self.seed, self.first + self.extra - 1)}"
-            if self.extra
-            else None,
+            "uids": (
+                f"{sample_uid(self.seed, self.first)}.."
+                f"{sample_uid(self.seed, self.first + self.extra - 1)}"
+                if self.extra
+                else None
+            ),
         }
 
 
@@ -115,7 +118,8 @@ class GeneratedPairs(Dataset):
 
     def pair(self, index: int):
         """(PIL image, caption) of corpus pair `index` as the shards would hold it; a generated pair
-        that shares a de-duplication key with a non-member is redrawn (it never is in the shards)."""
+        that shares a de-duplication key with a non-member is redrawn (it never is in the
+        shards)."""
         for redraw in range(self.MAX_REDRAWS):
             image, caption, meta = make_sample(index, redraw=redraw, **self.sample_kw)
             data = jpeg(image)

@@ -88,7 +88,8 @@ def find_unihan(path=None) -> Path:
 
 
 def find_font(path=None) -> Path:
-    """The CJK font: `path` if given, else noto-cjk-sans-otc's TTC, else Debian's fonts-noto-cjk file."""
+    """The CJK font: `path` if given, else noto-cjk-sans-otc's TTC, else Debian's fonts-noto-cjk
+    file."""
     if path:
         if not Path(path).exists():
             raise FileNotFoundError(f"data.corpus.font={str(path)!r}: no such font file")
@@ -103,7 +104,8 @@ def find_font(path=None) -> Path:
 
 
 def _unihan_lines(path: Path):
-    """(code point, field, value) from the Unihan_*.txt, .txt.bz2 or Unihan.zip files that hold FIELDS."""
+    """(code point, field, value) from the Unihan_*.txt, .txt.bz2 or Unihan.zip files that hold
+    FIELDS."""
     wanted = (
         "Unihan_Readings",
         "Unihan_IRGSources",
@@ -133,7 +135,8 @@ def _unihan_lines(path: Path):
 
 
 def _unihan_xml(path: Path):
-    """(code point, {field: value}) from a UCD XML (flat or grouped: a char inherits its group's values)."""
+    """(code point, {field: value}) from a UCD XML (flat or grouped: a char inherits its group's
+    values)."""
     import xml.etree.ElementTree as ET
 
     group = {}
@@ -212,7 +215,8 @@ def font_coverage(font: Path, face: int) -> set[int]:
 
 @lru_cache(maxsize=4)
 def glyph_table(unihan: Path, font: Path, face: int) -> tuple[list, dict]:
-    """[(code point, caption)] in code-point order with distinct normalised captions, and the counts."""
+    """[(code point, caption)] in code-point order with distinct normalised captions, and the
+    counts."""
     rows, covered = read_unihan(unihan), font_coverage(font, face)
     table, seen, dropped = [], set(), 0
     in_font = [cp for cp in sorted(rows) if cp in covered]
@@ -245,7 +249,8 @@ def render_glyph(
     cp: int, font: Path, face: int, image_size: int, rng, jitter: float
 ) -> Image.Image:
     """Black glyph on white, ink box centred, then scaled to 0.8 +- `jitter` of the side and shifted
-    by up to `jitter` / 2 of it, both drawn from `rng`; drawn at 4x, downsampled for anti-aliasing."""
+    by up to `jitter` / 2 of it, both drawn from `rng`; drawn at 4x, downsampled for
+    anti-aliasing."""
     side = image_size * _SUPERSAMPLE
     scale = 0.8 + jitter * rng.uniform(-1, 1)
     dy, dx = jitter * side / 2 * rng.uniform(-1, 1, 2)
@@ -276,9 +281,9 @@ def write_glyph_corpus(
 ) -> Path:
     """Write `size` glyph pairs as webdataset shards in the layout of synthetic.write_corpus.
 
-    `size` glyphs are a seeded subset (kept in code-point order) of those with distinct captions;
-    a size above that count is an error naming it. Writes glyphs.json (sources and counts, the
-    dropped duplicates included), then sizes.json last. The same arguments give byte-identical shards.
+    `size` glyphs are a seeded subset (kept in code-point order) of those with distinct captions; a
+    size above that count is an error naming it. Writes glyphs.json (sources and counts, the dropped
+    duplicates included), then sizes.json last. The same arguments give byte-identical shards.
     """
     import webdataset as wds
 

@@ -9,10 +9,11 @@ from mia.validate import ConfigError
 
 
 class MemberOrder(Sampler):
-    """The positions one rank trains on in an epoch. Each epoch's seeded permutation of the N members
-    is cut into global batches of `batch_size`; rank r takes places r, r+W, ... of each. So across
-    ranks every member is trained on exactly once per epoch, nothing is padded (docs/design.md §7.6),
-    and every rank gets the same number of equal-sized batches (DDP hangs otherwise, §7.4).
+    """The positions one rank trains on in an epoch. Each epoch's seeded permutation of the N
+    members is cut into global batches of `batch_size`; rank r takes places r, r+W, ... of each. So
+    across ranks every member is trained on exactly once per epoch, nothing is padded
+    (docs/design.md §7.6), and every rank gets the same number of equal-sized batches (DDP hangs
+    otherwise, §7.4).
 
     With one rank this is the order `DataLoader(shuffle=True, generator=manual_seed(seed))` gives,
     but as a function of the epoch: a resumed run replays the order of an uninterrupted one."""
@@ -43,13 +44,11 @@ class MemberOrder(Sampler):
             g = torch.Generator()
             g.set_state(state)
         while e < epoch:
-            torch.empty((), dtype=torch.int64).random_(
-                generator=g
-            )  # the DataLoader's per-epoch base seed
+            # the DataLoader's per-epoch base seed
+            torch.empty((), dtype=torch.int64).random_(generator=g)
             perm, e = torch.randperm(self.n, generator=g), e + 1
-            torch.randperm(
-                self.n, generator=g
-            )  # RandomSampler draws (and drops) one more at the end
+            # RandomSampler draws (and drops) one more at the end
+            torch.randperm(self.n, generator=g)
         self._cursor = (e, perm, g.get_state())
         return perm
 

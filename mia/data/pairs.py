@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def _position(sample, position: dict):
-    """Where the sample's uid sits in `position`, or None: not asked for, or not indexed (a sample cut
-    off by a truncated shard, an unreadable JSON)."""
+    """Where the sample's uid sits in `position`, or None: not asked for, or not indexed (a sample
+    cut off by a truncated shard, an unreadable JSON)."""
     return None if "__cut__" in sample else position.get(sample_uid(sample))
 
 
@@ -42,8 +42,9 @@ def _decode(sample, decode=decode_image):
 
 
 def load_raw(shards, uids, desc="pairs"):
-    """(PIL images, captions) in the order of `uids`; every uid must be readable (the index says so).
-    A uid listed several times (a duplicated canary, mia/data/canaries.py) is read once and repeated."""
+    """(PIL images, captions) in the order of `uids`; every uid must be readable (the index says
+    so). A uid listed several times (a duplicated canary, mia/data/canaries.py) is read once and
+    repeated."""
     unique = list(dict.fromkeys(uids))
     if len(unique) < len(uids):
         images, captions = load_raw(shards, unique, desc)
@@ -64,7 +65,7 @@ def load_raw(shards, uids, desc="pairs"):
             if found == len(uids):
                 break
     if found < len(uids):
-        missing = [u for u, im in zip(uids, images) if im is None][:3]
+        missing = [u for u, im in zip(uids, images, strict=True) if im is None][:3]
         raise ValueError(
             f"{len(uids) - found} uids were not found in the shards (e.g. {missing}); "
             "the shards changed since they were indexed?"
@@ -83,19 +84,21 @@ def load_pairs(shards, uids, preprocess, tokenizer, desc="pairs"):
 
 
 class PairStream(IterableDataset):
-    """Streams (image, caption, position) of this rank's members from the shards, each once per epoch;
-    `collate` makes a batch of them (images, tokens, positions), tokenising the captions together.
+    """Streams (image, caption, position) of this rank's members from the shards, each once per
+    epoch; `collate` makes a batch of them (images, tokens, positions), tokenising the captions
+    together.
 
-    `order` (mia.data.order.MemberOrder) gives the rank's member positions of each epoch (docs/design.md
-    §7.4). They are cut into local batches, and the local batches are dealt to the DataLoader workers:
-    worker w takes batches w, w + workers, ... . Every worker scans the shards, decodes only its own
-    members and mixes them through a seeded shuffle buffer. Each worker thus holds whole batches but
-    for the rank's last one, and the loader yields exactly the len(loader) batches Lightning counts
-    on (§7.5).
+    `order` (mia.data.order.MemberOrder) gives the rank's member positions of each epoch
+    (docs/design.md §7.4). They are cut into local batches, and the local batches are dealt to the
+    DataLoader workers: worker w takes batches w, w + workers, ... . Every worker scans the shards,
+    decodes only its own members and mixes them through a seeded shuffle buffer. Each worker thus
+    holds whole batches but for the rank's last one, and the loader yields exactly the len(loader)
+    batches Lightning counts on (§7.5).
 
     Nothing is skipped here: every member was indexed, and the index decodes exactly as this stream
     does. A member that fails to decode anyway (its shard changed in place) stops training with an
-    error naming it, rather than leaving a member untrained for the coverage check to find at the end.
+    error naming it, rather than leaving a member untrained for the coverage check to find at the
+    end.
     """
 
     def __init__(self, shards, uids, preprocess, tokenizer, order, shuffle_buffer=1000):
@@ -115,9 +118,10 @@ class PairStream(IterableDataset):
 
     def collate(self, batch):
         """A batch of (image, caption, position) as tensors, its captions tokenised in one call. The
-        images stay uint8 where the whole batch took the tensor path: `finish` makes them model-ready
-        where they arrive (on the training device, PairDataModule.on_after_batch_transfer)."""
-        images, captions, positions = zip(*batch)
+        images stay uint8 where the whole batch took the tensor path: `finish` makes them
+        model-ready where they arrive (on the training device,
+        PairDataModule.on_after_batch_transfer)."""
+        images, captions, positions = zip(*batch, strict=True)
         return (
             self.preprocess.stack_raw(images),
             self.tokenizer(list(captions)),

@@ -98,9 +98,9 @@ _META_FILE = re.compile(r"__[^/]*__($|/)")  # webdataset's own metadata files, s
 
 
 def _tar_files(shard: Path, failed: list):
-    """(file name, bytes) of the regular files of one tar, in order. Reading stops at the first error,
-    recorded in `failed`. An uncompressed tar (every shard img2dataset or mia writes) is read by
-    `_plain_tar_files`, which parses the 512-byte headers itself: tarfile's header parsing was
+    """(file name, bytes) of the regular files of one tar, in order. Reading stops at the first
+    error, recorded in `failed`. An uncompressed tar (every shard img2dataset or mia writes) is read
+    by `_plain_tar_files`, which parses the 512-byte headers itself: tarfile's header parsing was
     most of the cost of a pass over 32 px shards. Anything else (compressed shards) goes to tarfile,
     which takes a header cut short for the end of the archive, so the end is checked too: a complete
     tar ends in a zero block, an interrupted download does not."""
@@ -154,7 +154,8 @@ def _octal(field: bytes) -> int:
 def _plain_tar_files(raw):
     """The regular files of an uncompressed tar, reading headers as POSIX (ustar, pax) and GNU write
     them: a pax `path` / `size` record or a GNU long name applies to the next file. Raises on a bad
-    header checksum, a file cut short, or no end-of-archive block, after yielding what came before."""
+    header checksum, a file cut short, or no end-of-archive block, after yielding what came
+    before."""
     extended, offset = {}, 0
     while True:
         header = raw.read(tarfile.BLOCKSIZE)
@@ -187,7 +188,8 @@ def _plain_tar_files(raw):
 
 
 def _pax(data: bytes) -> dict:
-    """The records of a pax extended header ("<length> <key>=<value>\\n" each) that name or size a file."""
+    """The records of a pax extended header ("<length> <key>=<value>\\n" each) that name or size a
+    file."""
     found, at = {}, 0
     while at < len(data) and data[at : at + 1] != b"\0":
         length = int(data[at : data.index(b" ", at)])
@@ -202,12 +204,13 @@ _WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit greyscale, as PI
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """Decode an image file's bytes (JPEG, PNG, WebP, any size and mode) to 8-bit RGB. The index decodes
-    every image with this very function, so what it found readable, training and features can read.
+    """Decode an image file's bytes (JPEG, PNG, WebP, any size and mode) to 8-bit RGB. The index
+    decodes every image with this very function, so what it found readable, training and features
+    can read.
 
-    Modes convert as open_clip's own preprocessing does (alpha dropped), except 16-bit greyscale, which
-    PIL's convert would clip to white: it is scaled to 8 bits. Palette images go through RGBA, which
-    keeps PIL quiet about palettes with per-entry transparency."""
+    Modes convert as open_clip's own preprocessing does (alpha dropped), except 16-bit greyscale,
+    which PIL's convert would clip to white: it is scaled to 8 bits. Palette images go through RGBA,
+    which keeps PIL quiet about palettes with per-entry transparency."""
     image = Image.open(io.BytesIO(data))
     image.load()
     if image.mode in _WIDE_GREY:
@@ -239,7 +242,8 @@ def read_meta(sample) -> dict:
 
 
 def _sha256(value) -> str | None:
-    """The JSON's sha256 of the image (img2dataset's compute_hash, DataComp's column), if it is one."""
+    """The JSON's sha256 of the image (img2dataset's compute_hash, DataComp's column), if it is
+    one."""
     value = str(value or "").strip().lower()
     return value if _HEX64.fullmatch(value) else None
 
@@ -368,7 +372,8 @@ def build_index(shards, desc: str = "index") -> Index:
 
 
 def corrupt_report(*indexes) -> dict:
-    """What the indexes of a job skipped, for results.json's `data`: samples by kind, broken shards."""
+    """What the indexes of a job skipped, for results.json's `data`: samples by kind, broken
+    shards."""
     kinds = Counter(c.get("kind", "unknown") for index in indexes for c in index.corrupt)
     return {
         "corrupt_skipped": sum(kinds.values()),

@@ -1,5 +1,5 @@
-"""Member / non-member splits by uid (docs/design.md §2), de-duplicated across the boundary and checked
-disjoint before anything is trained.
+"""Member / non-member splits by uid (docs/design.md §2), de-duplicated across the boundary and
+checked disjoint before anything is trained.
 
 Member corpus, after a seeded permutation:  [ held out (H) | member pool ]
 - member pool: a target with data.size=N trains on its first N uids (nested across a sweep);
@@ -7,8 +7,8 @@ Member corpus, after a seeded permutation:  [ held out (H) | member pool ]
 - held out (or the shifted corpus, for nonmembers=ood): nonmember_eval (K), then
   nonmember_known (D_no), then the non-member half of aux_pool (D_all). Under data.shift the
   held-out pairs are read from the member corpus with some images or captions swapped (§2.6).
-When the held-out part is short of the non-member sets, it grows from the far end of the pool (_grow).
-The member pool depends only on the member corpus, split.seed and split.holdout.
+When the held-out part is short of the non-member sets, it grows from the far end of the pool
+(_grow). The member pool depends only on the member corpus, split.seed and split.holdout.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ SCORED = (MEMBER_EVAL, NONMEMBER_EVAL)  # the two sets every attack scores, in t
 
 
 def _dropped(side: dict, other: dict, n: int, rules):
-    """Which of the `n` pairs of `side` have a key that occurs in `other` under some rule, and how many
-    each rule dropped. A pair two rules would drop counts for the first, in config order."""
+    """Which of the `n` pairs of `side` have a key that occurs in `other` under some rule, and how
+    many each rule dropped. A pair two rules would drop counts for the first, in config order."""
     drop, by_rule = np.zeros(n, bool), {}
     for r in rules:
         hit = np.isin(side[r], other[r][other[r] >= 0])
@@ -50,8 +50,9 @@ class _Draw:
     pool: np.ndarray  # member pool uids, in order
     nonmembers: np.ndarray  # held-out (or OOD) uids, in order
     dropped: dict  # {"member pool" | "held out" | "OOD corpus": {rule: pairs dropped there}}
-    # the member-corpus (i.i.d.) uids of the held-out pairs: row for row with `nonmembers` where those are
-    # held-out pairs (i.i.d. or swapped), every kept held-out pair where the non-members are OOD
+    # the member-corpus (i.i.d.) uids of the held-out pairs: row for row with `nonmembers` where
+    # those are held-out pairs (i.i.d. or swapped), every kept held-out pair where the non-members
+    # are OOD
     held: np.ndarray = None
     extra: int = 0  # held-out pairs taken from the far end of the permutation (_grow)
 
@@ -71,8 +72,9 @@ def _draw(
     shifted_index=None,
     extra: int = 0,
 ) -> _Draw:
-    """`extra` > 0 grows the held-out part from the far end of the permutation (see _grow): those pairs
-    are only filtered against the pool, like OOD ones, so the pool's first uids stay what they were."""
+    """`extra` > 0 grows the held-out part from the far end of the permutation (see _grow): those
+    pairs are only filtered against the pool, like OOD ones, so the pool's first uids stay what they
+    were."""
     end = len(order) - extra
     held, pool, far = order[:holdout], order[holdout:end], order[end:]
     pool_codes, held_codes = ({r: c[rows] for r, c in codes[0].items()} for rows in (pool, held))
@@ -89,8 +91,8 @@ def _draw(
     draw.held = draw.nonmembers
     if shifted_index is not None:
         # Shifted i.i.d. non-members (data.shift): the held-out rows the i.i.d. draw kept, read from
-        # the shifted index and only filtered, like OOD ones, so the member pool stays the i.i.d. one.
-        # Unswapped rows passed this very filter above: at shift 0 the draw is the i.i.d. one.
+        # the shifted index and only filtered, like OOD ones, so the member pool stays the i.i.d.
+        # one. Unswapped rows passed this very filter above: at shift 0 the draw is the i.i.d. one.
         drop_shift, by_shift = _dropped(
             {r: c[rows] for r, c in codes[1].items()}, pool_codes, len(rows), rules
         )
@@ -110,9 +112,9 @@ def _draw(
 
 def _grow(draw, d: _Draw, sizes: _Sizes, corpus: int) -> _Draw:
     """The draw whose held-out part holds the i.i.d. non-member sets, grown from the far end of the
-    permutation when `data.split.holdout` is short (large eval_size): the member pool loses pairs only
-    past its first N, so members, member_eval and the cached targets stay the same. `d` itself when it
-    needs no growth, or when growing would reach into the first N pairs of the pool."""
+    permutation when `data.split.holdout` is short (large eval_size): the member pool loses pairs
+    only past its first N, so members, member_eval and the cached targets stay the same. `d` itself
+    when it needs no growth, or when growing would reach into the first N pairs of the pool."""
     extra, got = 0, d
     for _ in range(
         5
@@ -184,17 +186,16 @@ class Splits:
     aux_pool: np.ndarray
     aux_is_member: np.ndarray  # ground truth of aux_pool, for diagnostics only, never for attacks
     dedup_dropped: int  # pairs dropped on either side of the boundary
-    dedup_by_rule: dict = field(
-        default_factory=dict
-    )  # {rule: pairs it dropped}, summed over the sides
-    scored: str = (
-        "eval"  # eval: member_eval / nonmember_eval are the evaluation pairs; validation: the
-    )
-    #   validation pairs stand in their place, and the evaluation pairs are in no set at all
-    # held-out pairs that no non-member set uses, in order: where data.canaries come from (mia/data/canaries.py)
+    dedup_by_rule: dict = field(default_factory=dict)  # {rule: pairs it dropped}, summed over sides
+    # eval: member_eval / nonmember_eval are the evaluation pairs; validation: the validation pairs
+    # stand in their place, and the evaluation pairs are in no set at all
+    scored: str = "eval"
+    # held-out pairs that no non-member set uses, in order: where data.canaries come from
+    # (mia/data/canaries.py)
     spare: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
-    # i.i.d. member-corpus pairs past every split: held out, used by no set in any version (swapped or not);
-    # the same as `spare` for i.i.d. non-members. Shadow models take filler from it (mia/attacks/shadows.py)
+    # i.i.d. member-corpus pairs past every split: held out, used by no set in any version (swapped
+    # or not); the same as `spare` for i.i.d. non-members. Shadow models take filler from it
+    # (mia/attacks/shadows.py)
     past: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
 
     def summary(self) -> dict:
@@ -247,9 +248,9 @@ def _scored(value, validation) -> str:
 
 
 def scored_size(n: int, eval_size: int, aux_size: int) -> int:
-    """K, the members (and non-members) scored: data.split.eval_size, but at most the members D_all does
-    not need, N - its member half, so weak supervision keeps trained members to learn from (at least
-    min(N, eval_size) when N is below that half)."""
+    """K, the members (and non-members) scored: data.split.eval_size, but at most the members D_all
+    does not need, N - its member half, so weak supervision keeps trained members to learn from (at
+    least min(N, eval_size) when N is below that half)."""
     room = n - (aux_size - aux_size // 2)
     return min(eval_size, room) if room >= 1 else max(0, min(eval_size, n))
 
@@ -265,8 +266,8 @@ class _Sizes:
 
     @property
     def need(self) -> int:
-        """Non-members the sets take: nonmember_eval, nonmember_known, aux_pool's non-member half and the
-        validation non-members."""
+        """Non-members the sets take: nonmember_eval, nonmember_known, aux_pool's non-member half
+        and the validation non-members."""
         return self.k + self.known + self.aux // 2 + self.val
 
     def overrides(self, size) -> str:
@@ -291,22 +292,25 @@ def build_splits(
     shifted_index=None,
     extension: Members | None = None,
 ) -> Splits:
-    """`nonmember_index` is the shifted corpus for the OOD condition, or the audited non-member folder;
-    None means i.i.d. `shifted_index` (data.shift, mia.data.corpus.load_shifted) is the member index
-    row for row with some pairs swapped: i.i.d. non-members are read from it. `size` None (audits of a
-    CLIP trained elsewhere) makes every member pair a member. `extension` (the embedded corpus: an
-    empty Members naming the first index past the shards and the corpus seed) lets data.size run past
-    the member pool, into pairs generated on demand (docs/design.md §2.7)."""
+    """`nonmember_index` is the shifted corpus for the OOD condition, or the audited non-member
+    folder; None means i.i.d. `shifted_index` (data.shift, mia.data.corpus.load_shifted) is the
+    member index row for row with some pairs swapped: i.i.d. non-members are read from it. `size`
+    None (audits of a CLIP trained elsewhere) makes every member pair a member. `extension` (the
+    embedded corpus: an empty Members naming the first index past the shards and the corpus seed)
+    lets data.size run past the member pool, into pairs generated on demand
+    (docs/design.md §2.7)."""
     if nonmember_index is not None and shifted_index is not None:
         raise ValueError(
-            "non-members come from a corpus of their own or from the shifted held-out pairs, not both"
+            "non-members come from a corpus of their own or from the shifted held-out pairs, not "
+            "both"
         )
     if shifted_index is not None and len(shifted_index) != len(member_index):
         raise ValueError(
             f"the shifted index holds {len(shifted_index)} pairs and the member corpus "
             f"{len(member_index)}: it must stand in for the member corpus row for row"
         )
-    # a parsed SplitSpec and an integer N from the job spec; a mapping and "1k" from a notebook or test
+    # a parsed SplitSpec and an integer N from the job spec; a mapping and "1k" from a notebook or
+    # test
     split = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
     size = None if size is None else parse_size(size, "data.size")
     whole = size is None
@@ -439,15 +443,16 @@ def build_splits(
 
 
 def _refuse_generated_nonmembers(members: Members, nonmembers):
-    """Members past the shards are corpus indices from `first` on; no non-member may be one of them."""
+    """Members past the shards are corpus indices from `first` on; no non-member may be one of
+    them."""
     mine = np.char.startswith(nonmembers.astype(str), "syn") & np.array(
         [u[3:7] == f"{members.seed:04d}" and sample_index(u) >= members.first for u in nonmembers],
         bool,
     )
     if mine.any():
         raise ValueError(
-            f"{int(mine.sum())} non-members (e.g. {list(nonmembers[mine][:3])}) are pairs the member "
-            "pool generates past the shards: member and non-member splits must be disjoint"
+            f"{int(mine.sum())} non-members (e.g. {list(nonmembers[mine][:3])}) are pairs the "
+            "member pool generates past the shards: member and non-member splits must be disjoint"
         )
 
 
@@ -460,8 +465,9 @@ def _problem(d, sizes, size, corpus, rules, ood, extendable=False) -> str | None
         by_rule = d.dropped["member pool"]
         return (
             f"data.size={sizes.n} exceeds the member pool of {len(d.pool)} pairs (corpus {corpus} "
-            f"- holdout {sizes.holdout} - {sum(by_rule.values())} dropped by de-duplication"
-            f"{_by_rule(by_rule)}); lower data.size or use a larger corpus{_fewer_rules(by_rule, rules)}"
+            f"- holdout {sizes.holdout} - {sum(by_rule.values())} dropped by "
+            f"de-duplication{_by_rule(by_rule)}); lower data.size or use a larger "
+            f"corpus{_fewer_rules(by_rule, rules)}"
         )
     if sizes.need > len(d.nonmembers):
         sides = ["OOD corpus"] if ood else ["held out", "shifted held out"]
@@ -487,9 +493,9 @@ def _problem(d, sizes, size, corpus, rules, ood, extendable=False) -> str | None
             else "raise data.split.holdout or data.corpus.size, or lower those sizes"
         )
         return (
-            f"data.split.eval_size={sizes.k}: the non-member sets need {sizes.need} pairs (eval_size {sizes.k} + "
-            f"known_size {sizes.known} + aux_size/2 {sizes.aux // 2}) but {have}{after}{far}; "
-            f"{remedy}{_fewer_rules(by_rule, rules)}"
+            f"data.split.eval_size={sizes.k}: the non-member sets need {sizes.need} pairs "
+            f"(eval_size {sizes.k} + known_size {sizes.known} + aux_size/2 {sizes.aux // 2}) but "
+            f"{have}{after}{far}; {remedy}{_fewer_rules(by_rule, rules)}"
         )
     return None
 
@@ -511,11 +517,11 @@ def _fewer_rules(by_rule: dict, rules) -> str:
 
 
 def _fitting(draw, sizes: _Sizes, corpus: int, d, ood: bool) -> _Sizes | None:
-    """Sizes that fit the corpus, each checked with a real draw. The non-member sets (eval, known, aux)
-    shrink in proportion, by steps of 20%, until they fit; for i.i.d. non-members the holdout is set
-    just large enough for them after de-duplication. data.size stays if it fits beside them; if it
-    never does, it becomes the member pool left by the largest sets that leave the pool at least half
-    the corpus. None if nothing fits."""
+    """Sizes that fit the corpus, each checked with a real draw. The non-member sets (eval, known,
+    aux) shrink in proportion, by steps of 20%, until they fit; for i.i.d. non-members the holdout
+    is set just large enough for them after de-duplication. data.size stays if it fits beside them;
+    if it never does, it becomes the member pool left by the largest sets that leave the pool at
+    least half the corpus. None if nothing fits."""
     keep = (
         1.0  # the share of held-out pairs de-duplication leaves, as seen at the configured holdout
     )

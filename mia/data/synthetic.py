@@ -7,8 +7,9 @@ drawn from the same per-sample generator, so the texture is unrelated to the wor
 only tie them together by memorising the pair.
 
 `style="shifted"` is a sibling corpus with other colours, textures and caption phrasing; it plays
-"another corpus" for the out-of-distribution (OOD) non-member condition. `mixed_sample` mixes the two
-generators pair by pair for the shift continuum between the conditions (data.shift, docs/design.md §2.6).
+"another corpus" for the out-of-distribution (OOD) non-member condition. `mixed_sample` mixes the
+two generators pair by pair for the shift continuum between the conditions (data.shift,
+docs/design.md §2.6).
 """
 
 from __future__ import annotations
@@ -165,7 +166,10 @@ def make_sample(
         parts = [
             f"one {shape} ({size}, {colour}) placed {pos}" for size, colour, shape, pos in objects
         ]
-        caption = f"Image showing {len(objects)} item(s): {'; '.join(parts)}. Backdrop: {bg}. Credit: {people.title()}"
+        caption = (
+            f"Image showing {len(objects)} item(s): {'; '.join(parts)}. Backdrop: {bg}. Credit: "
+            f"{people.title()}"
+        )
     uid = _uid("syn" if style == "iid" else "ood", seed, index)
     meta = {
         "uid": uid,
@@ -204,14 +208,17 @@ def swaps(index: int, *, seed: int, shift: float, shift_parts) -> tuple:
     the very images a two-part shift swaps, and what a shift swaps, every larger shift swaps too."""
     coins = np.random.default_rng([seed, _COIN_STREAM, index]).random(len(SHIFT_PARTS))
     return tuple(
-        part for part, coin in zip(SHIFT_PARTS, coins) if part in shift_parts and coin < shift
+        part
+        for part, coin in zip(SHIFT_PARTS, coins, strict=True)
+        if part in shift_parts and coin < shift
     )
 
 
 def mixed_sample(index: int, *, seed: int, shift: float, shift_parts, **sample_kw):
-    """Pair `index` of the i.i.d. corpus with the parts `swaps` names taken from the shifted sibling's
-    pair `index`. Nothing swapped: the i.i.d. pair itself, uid included. A swapped pair gets a uid of
-    its own (its features are cached by uid) and the URL of the style its image comes from."""
+    """Pair `index` of the i.i.d. corpus with the parts `swaps` names taken from the shifted
+    sibling's pair `index`. Nothing swapped: the i.i.d. pair itself, uid included. A swapped pair
+    gets a uid of its own (its features are cached by uid) and the URL of the style its image comes
+    from."""
     swapped = swaps(index, seed=seed, shift=shift, shift_parts=shift_parts)
     if swapped == SHIFT_PARTS:
         return make_sample(index, seed=seed, style="shifted", **sample_kw)
@@ -262,8 +269,9 @@ def write_swaps(
     jpeg_quality: int = JPEG_QUALITY,
     **sample_kw,
 ) -> Path:
-    """Write, in index order, the pairs of the first `size` whose parts data.shift swaps (`mixed_sample`),
-    and only those: the others are the member corpus's own pairs. Nothing swapped writes no shard."""
+    """Write, in index order, the pairs of the first `size` whose parts data.shift swaps
+    (`mixed_sample`), and only those: the others are the member corpus's own pairs. Nothing swapped
+    writes no shard."""
     chosen = [i for i in range(size) if swaps(i, seed=seed, shift=shift, shift_parts=shift_parts)]
     samples = (
         mixed_sample(i, seed=seed, shift=shift, shift_parts=shift_parts, **sample_kw)
@@ -277,7 +285,8 @@ def write_swaps(
 def _write_shards(
     out_dir: Path, samples, count: int, shard_size: int, jpeg_quality: int, desc: str
 ) -> Path:
-    """`count` (image, caption, meta) triples into NNNNN.tar shards of `shard_size`, then `sizes.json`."""
+    """`count` (image, caption, meta) triples into NNNNN.tar shards of `shard_size`, then
+    `sizes.json`."""
     import webdataset as wds
 
     out_dir = Path(out_dir)

@@ -3,10 +3,10 @@
 open_clip's eval transform is Resize (bicubic, PIL), CenterCrop, RGB, ToTensor, Normalize. For a
 3-component JPEG already at the model's input size, Resize and CenterCrop do nothing, and the rest
 is tensor arithmetic: `TensorPreprocess` then decodes with torchvision.io (libjpeg-turbo, as PIL's
-decoder) straight to a uint8 tensor and scales and normalises it. That gives bit for bit the
-tensor of the PIL path (tests/data/test_tensors.py), at a fraction of the cost. Any other image (PNG,
-CMYK or greyscale JPEG, another size, a JPEG torchvision refuses) takes the PIL path unchanged.
-Resizing stays with PIL, so what a CLIP trained elsewhere sees is what open_clip shows it.
+decoder) straight to a uint8 tensor and scales and normalises it. That gives bit for bit the tensor
+of the PIL path (tests/data/test_tensors.py), at a fraction of the cost. Any other image (PNG, CMYK
+or greyscale JPEG, another size, a JPEG torchvision refuses) takes the PIL path unchanged. Resizing
+stays with PIL, so what a CLIP trained elsewhere sees is what open_clip shows it.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ class TensorPreprocess:
         return self.preprocess(decode_image(data))
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images (one or a batch, on any device) as ToTensor and Normalize leave them: the same
-        operations, in the same order, so the same floats (in place after the one conversion)."""
+        """uint8 images (one or a batch, on any device) as ToTensor and Normalize leave them: the
+        same operations, in the same order, so the same floats (in place after the one
+        conversion)."""
         device = images.device
         # 255 as a tensor on the device: CUDA divides by a host scalar as a multiplication by its
         # reciprocal, which can differ from ToTensor's division in the last bit

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Two lowercase hex digits of every byte value: turns big-endian bytes into hex without a Python loop.
+# Two lowercase hex digits of every byte value: turns big-endian bytes into hex without a Python
+# loop.
 _HEX_PAIRS = np.array([f"{b:02x}".encode() for b in range(256)], dtype="S2")
 
 

@@ -28,7 +28,8 @@ class AugmentImage(Defense):
 
     def augment(self, images, tokens, generator):
         n = images.shape[0]
-        # affine_grid's translation is in [-1, 1] units of the half-width: a shift of f image widths is 2f
+        # affine_grid's translation is in [-1, 1] units of the half-width: a shift of f image widths
+        # is 2f
         shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * 2 * self.settings["max_shift"]
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0] = theta[:, 1, 1] = 1

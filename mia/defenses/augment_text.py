@@ -13,7 +13,8 @@ from mia.validate import is_number
 
 def drop_tokens(tokens: torch.Tensor, p: float, generator) -> torch.Tensor:
     """Each token strictly between start-of-text (column 0) and end-of-text (the row's largest id,
-    as open_clip's tokenizer has it) dropped with probability p; the rest close up, padded with 0."""
+    as open_clip's tokenizer has it) dropped with probability p; the rest close up, padded with
+    0."""
     length = tokens.shape[1]
     col = torch.arange(length).expand_as(tokens)
     eot = tokens.argmax(1, keepdim=True).cpu()

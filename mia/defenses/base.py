@@ -11,7 +11,6 @@ names the class (`_target_`); the job builds it once (mia/training/spec.py).
 from __future__ import annotations
 
 import hashlib
-import inspect
 
 import numpy as np
 
@@ -22,20 +21,18 @@ class Defense:
     name = "none"
     trains = False  # changes the trained weights: its settings enter the target's cache key
     augments = False  # `augment` is called on every training batch
-    fit = None  # a training loop of its own: fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
+    # a training loop of its own:
+    # fit(spec, model, preprocess, tokenizer, shards, uids, world, tdir, optim)
+    fit = None
     releases = False  # `release` perturbs the embeddings the target answers with
     strength = ()  # the settings a label shows: what a privacy-utility sweep varies
 
     def __init__(self, **settings):
         self.settings = dict(settings)
 
-    @classmethod
-    def setting_names(cls) -> set:
-        return set(inspect.signature(cls.__init__).parameters) - {"self"}
-
     def weights_key(self) -> dict | None:
-        """What enters the target's cache key: nothing for a defense that leaves the weights alone, so
-        defense=none (and output perturbation) keep the key every existing target has."""
+        """What enters the target's cache key: nothing for a defense that leaves the weights alone,
+        so defense=none (and output perturbation) keep the key every existing target has."""
         return {"name": self.name, **self.settings} if self.trains else None
 
     def augment(self, images, tokens, generator):

@@ -49,7 +49,8 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
 
 
 def group_of(uids, groups: int, seed: int) -> np.ndarray:
-    """Each member's group: a hash of (seed, uid), so it depends on the pair alone, not on the others."""
+    """Each member's group: a hash of (seed, uid), so it depends on the pair alone, not on the
+    others."""
     return np.array(
         [
             int.from_bytes(
@@ -67,8 +68,9 @@ def steps_for(n: int, batch_size: int, epochs: int) -> int:
 
 
 def clipped_sum(model, params, loss_fn, images, tokens, sampled, group, groups: int, C: float):
-    """The sum over groups of each group's contrastive-loss gradient clipped to norm C, before noise,
-    and which groups were clipped. Adding or removing one sampled pair changes one term: by <= 2C."""
+    """The sum over groups of each group's contrastive-loss gradient clipped to norm C, before
+    noise, and which groups were clipped. Adding or removing one sampled pair changes one term: by
+    <= 2C."""
     total = [torch.zeros_like(p) for p in params]
     clipped = []
     for j in range(groups):
@@ -78,11 +80,13 @@ def clipped_sum(model, params, loss_fn, images, tokens, sampled, group, groups: 
         out = model(images[idx], tokens[idx])
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
+        grads = [
+            torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads, strict=True)
+        ]
         norm = float(torch.sqrt(sum((gr.double() ** 2).sum() for gr in grads)))
         scale = min(1.0, C / (norm + 1e-12))
         clipped.append(scale < 1.0)
-        for t, gr in zip(total, grads):
+        for t, gr in zip(total, grads, strict=True):
             t.add_(gr, alpha=scale)
     return total, clipped
 
@@ -176,7 +180,7 @@ class DPSGD(Defense):
                 model, params, loss_fn, images, tokens, sampled.to(device), group, s["groups"], C
             )
             clipped_frac.extend(clipped)
-            for p, t in zip(params, grads):
+            for p, t in zip(params, grads, strict=True):
                 noise = torch.randn(p.shape, generator=g).to(device)
                 p.grad = (t + noise_std * noise) / s["groups"]
             opt.step()

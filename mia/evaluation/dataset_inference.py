@@ -29,7 +29,8 @@ from scipy import special, stats
 
 from mia.validate import ConfigError, is_int, is_number, require
 
-# Settings left out of analysis.dataset_inference take these (conf/analysis/default.yaml restates them).
+# Settings left out of analysis.dataset_inference take these (conf/analysis/default.yaml restates
+# them).
 DEFAULTS = {
     "m": [2, 3, 5, 10, 20, 30, 50, 75, 100, 150, 200, 250],
     "draws": 2000,
@@ -39,7 +40,8 @@ DEFAULTS = {
 
 
 def check_settings(settings) -> dict:
-    """`analysis.dataset_inference` without `enabled`, filled with DEFAULTS; a bad value is refused, naming its key."""
+    """`analysis.dataset_inference` without `enabled`, filled with DEFAULTS; a bad value is refused,
+    naming its key."""
     s = {
         **DEFAULTS,
         **{k: v for k, v in (dict(settings) if settings else {}).items() if k != "enabled"},
@@ -79,8 +81,8 @@ def check_settings(settings) -> dict:
 
 
 def rank_test(candidates: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """One-sided Mann-Whitney U p-values, row by row: is each candidate row stochastically larger than
-    its reference row? Normal approximation with tie and continuity corrections."""
+    """One-sided Mann-Whitney U p-values, row by row: is each candidate row stochastically larger
+    than its reference row? Normal approximation with tie and continuity corrections."""
     return stats.mannwhitneyu(
         candidates,
         references,
@@ -92,15 +94,16 @@ def rank_test(candidates: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 def _draw_sets(rng, pool: int, draws: int, m: int) -> np.ndarray:
-    """`draws` random splits of range(pool), one per row: a row's first m are its candidate set (the m
-    smallest of a row of uniforms), the rest the others. The rank test ignores order within either part,
-    so a partition serves where a full sort would cost far more at large pools."""
+    """`draws` random splits of range(pool), one per row: a row's first m are its candidate set (the
+    m smallest of a row of uniforms), the rest the others. The rank test ignores order within either
+    part, so a partition serves where a full sort would cost far more at large pools."""
     return np.argpartition(rng.random((draws, pool)), m - 1, axis=1)
 
 
 def _p_greater(u, n1: int, n2: int, tie_term) -> np.ndarray:
-    """scipy.stats.mannwhitneyu's one-sided ("greater") asymptotic p-value with continuity correction,
-    from U1 and the tie term sum(t^3 - t) of the pooled sample: the same operations, so the same bits."""
+    """scipy.stats.mannwhitneyu's one-sided ("greater") asymptotic p-value with continuity
+    correction, from U1 and the tie term sum(t^3 - t) of the pooled sample: the same operations, so
+    the same bits."""
     mu = n1 * n2 / 2
     n = n1 + n2
     s = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
@@ -115,20 +118,21 @@ def _tie_term(x) -> float:
 
 
 def _null_pvalues(non, order, m) -> np.ndarray:
-    """rank_test of each row's first m non-members against the rest of them: the pooled sample is every
-    non-member, so its ranks and ties are computed once and U1 is a sum of precomputed ranks."""
+    """rank_test of each row's first m non-members against the rest of them: the pooled sample is
+    every non-member, so its ranks and ties are computed once and U1 is a sum of precomputed
+    ranks."""
     ranks = stats.rankdata(non)
     u = ranks[order[:, :m]].sum(axis=1) - m * (m + 1) / 2
     return _p_greater(u, m, non.size - m, _tie_term(non))
 
 
 def _member_pvalues(member, non, cand, excluded, chunk: int = 256) -> np.ndarray:
-    """rank_test of each row's members `cand` against every non-member but the row's `excluded` ones.
-    U1 counts the pairs a member wins, a tie as a half: the wins over all non-members (two sorted
-    searches) minus those over the excluded few. The pooled sample's tie term is the non-members' own,
-    corrected for the values a row adds (its members) and removes (its excluded non-members). Every
-    count is an integer or a half, so each sum is exact in any order, and the p-values are scipy's bit
-    for bit (tests/evaluation/test_dataset_inference.py), ties or none."""
+    """rank_test of each row's members `cand` against every non-member but the row's `excluded`
+    ones. U1 counts the pairs a member wins, a tie as a half: the wins over all non-members (two
+    sorted searches) minus those over the excluded few. The pooled sample's tie term is the
+    non-members' own, corrected for the values a row adds (its members) and removes (its excluded
+    non-members). Every count is an integer or a half, so each sum is exact in any order, and the
+    p-values are scipy's bit for bit (tests/evaluation/test_dataset_inference.py), ties or none."""
     ordered = np.sort(non)
     below = np.searchsorted(ordered, member, "left")
     wins = below + (np.searchsorted(ordered, member, "right") - below) / 2
@@ -143,7 +147,8 @@ def _member_pvalues(member, non, cand, excluded, chunk: int = 256) -> np.ndarray
         u[rows] -= (c[:, :, None] > e[:, None, :]).sum(axis=(1, 2)) + (
             c[:, :, None] == e[:, None, :]
         ).sum(axis=(1, 2)) / 2
-        # each value the row touches, once: its count among all non-members, then in the pooled sample
+        # each value the row touches, once: its count among all non-members, then in the pooled
+        # sample
         v = np.sort(np.concatenate([c, e], axis=1), axis=1)
         first = np.ones(v.shape, bool)
         first[:, 1:] = v[:, 1:] != v[:, :-1]
@@ -170,10 +175,10 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> list[float]:
 def predicted_m(
     auc: float, alpha: float, power: float, n_reference: float = math.inf
 ) -> float | None:
-    """The m at which the rank test reaches `power` at `alpha` for a per-pair AUC, by Noether's normal
-    approximation (U's null variance for both hypotheses): var(U / mn) = (m + n + 1) / (12 m n). With
-    unlimited known non-members (n -> inf) this is ((z_alpha + z_power) / (AUC - 1/2))^2 / 12. None
-    where no m suffices (AUC <= 1/2, or a reference too small for that AUC)."""
+    """The m at which the rank test reaches `power` at `alpha` for a per-pair AUC, by Noether's
+    normal approximation (U's null variance for both hypotheses): var(U / mn) = (m + n + 1) / (12 m
+    n). With unlimited known non-members (n -> inf) this is ((z_alpha + z_power) / (AUC - 1/2))^2 /
+    12. None where no m suffices (AUC <= 1/2, or a reference too small for that AUC)."""
     if auc <= 0.5:
         return None
     k = ((auc - 0.5) / (stats.norm.isf(alpha) + stats.norm.ppf(power))) ** 2
@@ -184,16 +189,16 @@ def predicted_m(
 
 
 def dataset_inference(member_scores, nonmember_scores, settings=None, seed: int = 0) -> dict:
-    """Power and false-positive rate of the set-level test at every m of the grid (docs/design.md §5.1).
+    """Power and false-positive rate of the set-level test at every m of the grid
+    (docs/design.md §5.1).
 
     Returns {"alpha", "power_target", "draws", "n_members", "n_nonmembers", "auc", "by_m": [{"m",
     "reference", "power", "fpr", "fpr_ci95"}], "smallest_m", "max_m", "fpr", "fpr_ci95", "fpr_max",
-    "m_above_alpha", "calibrated", "predicted_m"}. `smallest_m` is the first m whose power reaches the
-    target (None if no m of the grid does); `fpr` is the non-member sets' flag rate pooled over the
-    grid, and `calibrated` says it is at most alpha with no single m significantly above alpha
-    (one-sided, Bonferroni over the grid). Grid
-    values above the members or above half the non-members (the reference would be smaller than the
-    candidate set) are left out."""
+    "m_above_alpha", "calibrated", "predicted_m"}. `smallest_m` is the first m whose power reaches
+    the target (None if no m of the grid does); `fpr` is the non-member sets' flag rate pooled over
+    the grid, and `calibrated` says it is at most alpha with no single m significantly above alpha
+    (one-sided, Bonferroni over the grid). Grid values above the members or above half the
+    non-members (the reference would be smaller than the candidate set) are left out."""
     s = check_settings(settings)
     member = np.asarray(member_scores, dtype=np.float64).ravel()
     non = np.asarray(nonmember_scores, dtype=np.float64).ravel()

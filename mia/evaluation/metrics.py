@@ -1,6 +1,7 @@
 """Attack metrics (docs/design.md §5, §6): ROC / AUC / TPR@FPR with stratified bootstrap intervals,
 the paired comparison of two attacks on the same pairs (bootstrap and DeLong), thresholds calibrated
-on known non-members, the cosine gap and the Gaussian AUC prediction. The scaling fits across jobs are the sweep report's (mia/report/fits.py).
+on known non-members, the cosine gap and the Gaussian AUC prediction. The scaling fits across jobs
+are the sweep report's (mia/report/fits.py).
 
 Plain functions: numpy arrays in, python floats / ints / lists out, so results go straight into
 JSON. Higher score = more likely member; labels are 1 for member, 0 for non-member.
@@ -21,7 +22,8 @@ _CHUNK = 4_000_000  # max resample elements held in memory at once by the bootst
 
 
 def check_finite(x: np.ndarray, name: str) -> None:
-    """Refuse NaN and inf, counting each (the report's seed bootstrap checks cosines with it too)."""
+    """Refuse NaN and inf, counting each (the report's seed bootstrap checks cosines with it
+    too)."""
     bad = ~np.isfinite(x)
     if bad.any():
         raise ValueError(
@@ -103,7 +105,8 @@ def _summary(values: np.ndarray) -> tuple[float | None, list | None]:
 
 
 def low_fpr_resolved(n_nonmembers: int, fpr: float) -> bool:
-    """Whether n_nonmembers resolve a TPR at `fpr`: at least MIN_FALSE_POSITIVES false positives allowed."""
+    """Whether n_nonmembers resolve a TPR at `fpr`: at least MIN_FALSE_POSITIVES false positives
+    allowed."""
     return (
         n_nonmembers * fpr >= MIN_FALSE_POSITIVES - 1e-9
     )  # 1e-9: 1000 * 0.01 is 10 up to rounding
@@ -119,14 +122,9 @@ def _allowed_false_positives(n0: int, target: float) -> int:
     return k
 
 
-def auc_resampler(pos, neg):
-    """f(pos_idx, neg_idx) -> the AUC of each resample (rows of indices into pos and neg), ties 1/2."""
-    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
-    return _resampled_aucs(pos, neg)
-
-
 def _resampled_tprs(pos, neg, target: float):
-    """Return f(pos_idx, neg_idx) -> TPR at FPR <= `target` of each resample, equal to tpr_at_fpr on it.
+    """Return f(pos_idx, neg_idx) -> TPR at FPR <= `target` of each resample, equal to tpr_at_fpr on
+    it.
 
     With k false positives allowed, the best ROC point's threshold lies just above v, the (k+1)-th
     largest non-member score; its TPR is the share of members strictly above v (1 when k >= n0).
@@ -145,7 +143,8 @@ def _resampled_tprs(pos, neg, target: float):
 
 
 def resampled_metrics(pos, neg):
-    """f(pos_idx, neg_idx) -> [resamples, 1 + len(FPR_TARGETS)]: the AUC and each TPR@FPR of each resample."""
+    """f(pos_idx, neg_idx) -> [resamples, 1 + len(FPR_TARGETS)]: the AUC and each TPR@FPR of each
+    resample."""
     fns = [_resampled_aucs(pos, neg)] + [_resampled_tprs(pos, neg, t) for t in FPR_TARGETS.values()]
     return lambda pi, ni: np.stack([f(pi, ni) for f in fns], axis=1)
 
@@ -172,7 +171,8 @@ def roc_metrics(scores, labels, *, n_bootstrap: int = 200, seed: int = 0) -> dic
     out["low_fpr_resolved"] = {
         k.rsplit("_", 1)[1]: low_fpr_resolved(neg.size, t) for k, t in FPR_TARGETS.items()
     }
-    # The best threshold chosen on the evaluation labels themselves: an oracle, no attacker's decision.
+    # The best threshold chosen on the evaluation labels themselves: an oracle, no attacker's
+    # decision.
     out["oracle_balanced_accuracy"] = float(np.max(1 - (fpr + 1 - tpr) / 2))
     out["n_members"], out["n_nonmembers"] = int(pos.size), int(neg.size)
     return out
@@ -189,8 +189,8 @@ def _bootstrap_p_value(deltas: np.ndarray) -> float | None:
 
 
 def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
-    """Attack A against attack B on the same evaluation pairs: a = (A's member scores, A's non-member
-    scores), b likewise, in the same pair order. Differences are A - B.
+    """Attack A against attack B on the same evaluation pairs: a = (A's member scores, A's
+    non-member scores), b likewise, in the same pair order. Differences are A - B.
 
     Paired bootstrap: each replicate draws member and non-member indices once (stratified, with
     _bootstrap's seed, so the very resamples of roc_metrics) and applies them to both attacks.
@@ -225,7 +225,8 @@ def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
 
 
 def labelled(member, nonmember):
-    """(scores, labels) of two scored sets, members first: labels 1 for a member, 0 for a non-member."""
+    """(scores, labels) of two scored sets, members first: labels 1 for a member, 0 for a
+    non-member."""
     member, nonmember = (
         np.asarray(member, np.float64).ravel(),
         np.asarray(nonmember, np.float64).ravel(),
@@ -244,8 +245,8 @@ def _structural_components(pos, neg):
 
 
 def delong(a, b) -> dict:
-    """DeLong's test (DeLong, DeLong & Clarke-Pearson 1988) of AUC(A) = AUC(B) for two attacks scored
-    on the same pairs, by the fast midrank algorithm of Sun & Xu (2014).
+    """DeLong's test (DeLong, DeLong & Clarke-Pearson 1988) of AUC(A) = AUC(B) for two attacks
+    scored on the same pairs, by the fast midrank algorithm of Sun & Xu (2014).
 
     a, b: (member scores, non-member scores) in the same pair order. Each AUC is the mean of its
     members' placements V10 and of its non-members' placements V01; the variance of Delta AUC is
@@ -284,11 +285,11 @@ def delong(a, b) -> dict:
 def calibrated_thresholds(
     known_scores, member_scores, nonmember_scores, targets=(1e-2, 1e-3)
 ) -> list[dict]:
-    """Thresholds an auditor can set without the evaluation labels: for each FPR target f, the (1 - f)
-    quantile of the attack's scores on known non-members (D_no; numpy's linear interpolation), and a
-    pair called a member when its score is strictly above it. Each entry holds the target, the
-    threshold, how many known non-members set it and whether they resolve f (low_fpr_resolved),
-    and on the evaluation sets the realised FPR and the TPR with Clopper-Pearson 95% intervals."""
+    """Thresholds an auditor can set without the evaluation labels: for each FPR target f, the (1 -
+    f) quantile of the attack's scores on known non-members (D_no; numpy's linear interpolation),
+    and a pair called a member when its score is strictly above it. Each entry holds the target, the
+    threshold, how many known non-members set it and whether they resolve f (low_fpr_resolved), and
+    on the evaluation sets the realised FPR and the TPR with Clopper-Pearson 95% intervals."""
     known = np.asarray(known_scores, np.float64).ravel()
     member = np.asarray(member_scores, np.float64).ravel()
     nonmember = np.asarray(nonmember_scores, np.float64).ravel()

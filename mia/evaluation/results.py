@@ -31,7 +31,8 @@ METRIC_KEYS = (
     "seconds",
 )
 REFERENCE = "csa"  # every other attack is compared with CSA on the same pairs (vs_csa)
-# Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped (mia.evaluation.scoring.unshifted)
+# Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped
+# (mia.evaluation.scoring.unshifted)
 UNSHIFTED_KEYS = ("auc_unshifted", "auc_unshifted_ci95", "n_unshifted", "vs_csa_unshifted")
 
 
@@ -68,12 +69,14 @@ def add_attack(
     calibrated_skipped: str | None = None,
     unshifted: dict | None = None,
 ):
-    """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
-    the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots. `vs_csa` is its paired
-    comparison with CSA (metrics.paired_comparison; every attack but csa), `calibrated` its thresholds set on the
-    known non-members (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`.
-    `unshifted` (only where data.shift swapped non-members) is its AUC on the unswapped ones
-    (mia.evaluation.scoring.unshifted: UNSHIFTED_KEYS, vs_csa_unshifted for every attack but csa)."""
+    """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its
+    diagnostics, and its TPR on the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the
+    report's ROC plots. `vs_csa` is its paired comparison with CSA (metrics.paired_comparison; every
+    attack but csa), `calibrated` its thresholds set on the known non-members
+    (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`. `unshifted`
+    (only where data.shift swapped non-members) is its AUC on the unswapped ones
+    (mia.evaluation.scoring.unshifted: UNSHIFTED_KEYS, vs_csa_unshifted for every attack but
+    csa)."""
     unknown = set(metrics) - set(METRIC_KEYS)
     if unknown:
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
@@ -101,8 +104,8 @@ def add_attack(
 
 
 def add_skipped(results: dict, name: str, why: str):
-    """An attack the data gave nothing to score with (mia.attacks.base.NotApplicable), and why; it has no
-    entry under `attacks` and no column in scores.parquet."""
+    """An attack the data gave nothing to score with (mia.attacks.base.NotApplicable), and why; it
+    has no entry under `attacks` and no column in scores.parquet."""
     results.setdefault("skipped", {})[name] = why
 
 
@@ -112,13 +115,14 @@ def skipped(results: dict) -> dict:
 
 
 def add_analysis(results: dict, name: str, value: dict):
-    """An analysis of the attacks' scores (dataset inference, say), {attack: result}, under `analysis.<name>`."""
+    """An analysis of the attacks' scores (dataset inference, say), {attack: result}, under
+    `analysis.<name>`."""
     results.setdefault("analysis", {})[name] = value
 
 
 def add_scores(results: dict, path: str):
-    """Where the job's per-pair scores lie (mia/evaluation/scores.py), relative to the job's folder, so that a
-    sweep folder can be moved or copied whole."""
+    """Where the job's per-pair scores lie (mia/evaluation/scores.py), relative to the job's folder,
+    so that a sweep folder can be moved or copied whole."""
     if Path(path).is_absolute():
         raise ValueError(f"scores path {path!r}: must be relative to the job's folder")
     results["scores"] = str(path)
@@ -135,9 +139,9 @@ def write(path: Path, results: dict) -> Path:
 
 
 def load(path: Path) -> dict:
-    """A results.json of this schema version; SchemaError for any other. Version 2 files (balanced_accuracy,
-    no TPR intervals, no vs_csa) are refused too: the report reads the keys version 3 added, and no
-    version 2 file is kept (docs/outputs.md)."""
+    """A results.json of this schema version; SchemaError for any other. Version 2 files
+    (balanced_accuracy, no TPR intervals, no vs_csa) are refused too: the report reads the keys
+    version 3 added, and no version 2 file is kept (docs/outputs.md)."""
     record = json.loads(Path(path).read_text())
     version = record.get("schema_version", 1)
     if version != SCHEMA_VERSION:
@@ -149,8 +153,8 @@ def load(path: Path) -> dict:
 
 
 def attack_metrics(results: dict) -> dict:
-    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its comparison
-    with CSA or its calibrated thresholds."""
+    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its
+    comparison with CSA or its calibrated thresholds."""
     return {
         name: {k: v for k, v in entry.items() if k in METRIC_KEYS}
         for name, entry in results["attacks"].items()

@@ -1,19 +1,21 @@
-"""scores.parquet: every scored pair's per-attack score, written beside results.json (docs/design.md §10.1).
+"""scores.parquet: every scored pair's per-attack score, written beside results.json
+(docs/design.md §10.1).
 
-Schema 1 (the parquet file's metadata key `mia.scores.schema_version`). One row per scored evaluation
-pair: member_eval, then nonmember_eval, each in the order of its features (mia.features):
+Schema 1 (the parquet file's metadata key `mia.scores.schema_version`). One row per scored
+evaluation pair: member_eval, then nonmember_eval, each in the order of its features (mia.features):
 
     uid      string   the pair's uid
     set      string   member_eval | nonmember_eval (mia.data.splits.SCORED)
     label    int8     1 = member, 0 = non-member
     caption  string   the pair's caption
-    cos      float64  the target's image-text cosine, whatever the attacks (the gap is its difference of means)
+    cos      float64  the target's image-text cosine, whatever the attacks (the gap is its
+                      difference of means)
     <attack> float64  one column per attack, named by its instance name in the `attack` group
                       (csa, wsa_gomez, ...): its score, higher = more likely a member
 
 The columns up to `cos` are always there, in that order; every further column is an attack. A reader
-checks the version and refuses a newer file than it knows. Written by mia.pipeline, read by the sweep
-report (which recomputes every metric from it) and by anyone combining attacks.
+checks the version and refuses a newer file than it knows. Written by mia.pipeline, read by the
+sweep report (which recomputes every metric from it) and by anyone combining attacks.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ _VERSION_KEY = b"mia.scores.schema_version"
 
 def check_aligned(name: str, member_scores, nonmember_scores, sizes: dict):
     """Refuse an attack whose score arrays are not one score per pair of each scored set. `sizes` is
-    {set name: number of pairs}; the order within a set is the features' by contract (AttackResult)."""
+    {set name: number of pairs}; the order within a set is the features' by contract
+    (AttackResult)."""
     for set_name, got in ((MEMBER_EVAL, member_scores), (NONMEMBER_EVAL, nonmember_scores)):
         if np.ndim(got) != 1 or len(got) != sizes[set_name]:
             raise ValueError(
@@ -107,7 +110,8 @@ def write(path: Path, df: pd.DataFrame) -> Path:
 
 
 def load(path) -> pd.DataFrame:
-    """The table of a scores.parquet, checked against the schema; string columns come back as object."""
+    """The table of a scores.parquet, checked against the schema; string columns come back as
+    object."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
@@ -119,11 +123,13 @@ def load(path) -> pd.DataFrame:
         )
     if int(version) > SCHEMA_VERSION:
         raise ValueError(
-            f"{path}: scores schema {int(version)}, newer than this code's {SCHEMA_VERSION}; update mia"
+            f"{path}: scores schema {int(version)}, newer than this code's {SCHEMA_VERSION}; "
+            "update mia"
         )
     if tuple(table.column_names[: len(FIXED)]) != FIXED:
         raise ValueError(
-            f"{path}: the first columns must be {list(FIXED)}, got {table.column_names[: len(FIXED)]}"
+            f"{path}: the first columns must be {list(FIXED)}, got "
+            f"{table.column_names[: len(FIXED)]}"
         )
     return table.to_pandas()
 
@@ -144,8 +150,9 @@ def exposure(df: pd.DataFrame) -> np.ndarray:
 
 
 def most_exposed(df: pd.DataFrame, k: int = 50) -> pd.DataFrame:
-    """The k member_eval pairs of highest exposure (see `exposure`), highest first, with an `exposure`
-    column; ties keep the table's order. Non-members are ranked against, never returned."""
+    """The k member_eval pairs of highest exposure (see `exposure`), highest first, with an
+    `exposure` column; ties keep the table's order. Non-members are ranked against, never
+    returned."""
     value = exposure(df)
     members = np.flatnonzero(df["label"].to_numpy() == 1)
     top = members[np.argsort(-value[members], kind="stable")[:k]]

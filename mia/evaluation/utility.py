@@ -23,7 +23,8 @@ ATTRIBUTE_SETS = (
     NONMEMBER_KNOWN,
 )  # held-out pairs whose captions name their attributes
 COLOURS, SHAPES, SIZES = tuple(synthetic.COLOURS["iid"]), synthetic.SHAPES, tuple(synthetic.SIZES)
-# The caption grammar's first object: "a {size} {colour} {shape} on the {pos}" (mia/data/synthetic.py)
+# The caption grammar's first object: "a {size} {colour} {shape} on the {pos}"
+# (mia/data/synthetic.py)
 _FIRST = re.compile(
     rf"^a ({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) (?:on|in) the "
 )
@@ -38,7 +39,8 @@ POSITIONS = tuple(
 
 def prompts() -> tuple[list[str], np.ndarray]:
     """Every (size, colour, shape, position) once, each with one background colour other than the
-    object's (rotated, so every background occurs about equally); and each prompt's (colour, shape)."""
+    object's (rotated, so every background occurs about equally); and each prompt's (colour,
+    shape)."""
     out, labels = [], []
     for s in SIZES:
         for ci, c in enumerate(COLOURS):
@@ -88,8 +90,8 @@ def parse_attributes(caption: str):
 @torch.no_grad()
 def class_embeddings(model, tokenizer, release=None) -> dict:
     """{attribute: [classes, d]}: each class's prompts, over the other attributes, averaged (CLIP's
-    prompt ensembling) and normalised. `release` perturbs the text embeddings as the defense releases
-    them (keyed by prompt, so a prompt always gets the same answer)."""
+    prompt ensembling) and normalised. `release` perturbs the text embeddings as the defense
+    releases them (keyed by prompt, so a prompt always gets the same answer)."""
     texts, labels = prompts()
     device = next(model.parameters()).device
     emb = np.concatenate(
@@ -111,8 +113,8 @@ def class_embeddings(model, tokenizer, release=None) -> dict:
 
 
 def attribute_accuracy(image: np.ndarray, labels: list, classes: dict) -> dict:
-    """Top-1 zero-shot accuracy of colour and shape, with chance (1 / classes) and the majority-class
-    rate of the evaluated images beside it."""
+    """Top-1 zero-shot accuracy of colour and shape, with chance (1 / classes) and the
+    majority-class rate of the evaluated images beside it."""
     out = {"n_images": len(labels)}
     for j, (attribute, names) in enumerate((("colour", COLOURS), ("shape", SHAPES))):
         truth = np.array([names.index(lab[j]) for lab in labels])
@@ -126,8 +128,9 @@ def attribute_accuracy(image: np.ndarray, labels: list, classes: dict) -> dict:
 
 
 def measure(features: dict, captions: dict | None, model, tokenizer, release=None) -> dict:
-    """The target's utility: retrieval on the pool always; attributes where `captions` ({set: captions})
-    are given and at least one parses (the embedded corpus' i.i.d. grammar), else None."""
+    """The target's utility: retrieval on the pool always; attributes where `captions` ({set:
+    captions}) are given and at least one parses (the embedded corpus' i.i.d. grammar), else
+    None."""
     pool = features[RETRIEVAL_POOL]
     out = {"retrieval": recall_at_k(pool.image, pool.text), "attributes": None}
     if captions:

@@ -5,15 +5,16 @@ points.csv (one row per condition, pooled over training seeds), report.md, fits.
 the member / non-member gap against N on log-log axes with its fitted slope (a bootstrap over seeds
 and evaluation pairs, over the fitted regime; docs/design.md §6.4) next to the T/N bound, the gap
 against T, AUC and TPR@1%FPR against N for every attack with a band over seeds (and the Gaussian
-prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every attack's AUC against
-data.shift beside the blind baseline's (docs/design.md §2.6), and dataset inference per attack and N with
-the smallest m that reaches its power target against N (dataset_inference.csv, m_vs_N.png; §5.1), and
-the duplicated canaries' AUC per copy count (canaries.csv, auc_vs_copies.png; §2.9). Where a sweep varies
-both T and N: the two-factor fit log10 gap = a + alpha log10 T - beta log10 N (fits.json's tn_law) and
-the gap against T per N and against N per T (gap_vs_T_by_N.png, gap_vs_N_by_T.png; §6.7). Where jobs
-can be compared: the overlap of their most exposed members across seeds and sizes (exposure.json; §6.8).
-Every attack's seed-mean AUC and TPRs with intervals, its paired difference from CSA and from its base
-attack (gradnorm_pure against gradnorm), and its calibrated TPR (comparison.csv; §6.9).
+prediction beside CSA), log-log ROC curves per size, OOD-vs-i.i.d. bars per attack, and every
+attack's AUC against data.shift beside the blind baseline's (docs/design.md §2.6), and dataset
+inference per attack and N with the smallest m that reaches its power target against N
+(dataset_inference.csv, m_vs_N.png; §5.1), and the duplicated canaries' AUC per copy count
+(canaries.csv, auc_vs_copies.png; §2.9). Where a sweep varies both T and N: the two-factor fit log10
+gap = a + alpha log10 T - beta log10 N (fits.json's tn_law) and the gap against T per N and against
+N per T (gap_vs_T_by_N.png, gap_vs_N_by_T.png; §6.7). Where jobs can be compared: the overlap of
+their most exposed members across seeds and sizes (exposure.json; §6.8). Every attack's seed-mean
+AUC and TPRs with intervals, its paired difference from CSA and from its base attack (gradnorm_pure
+against gradnorm), and its calibrated TPR (comparison.csv; §6.9).
 
 Every metric is also recomputed from each job's scores.parquet and checked against its results.json
 (checks.json, and a line of report.md); a disagreement makes the report fail once it is written.
@@ -24,12 +25,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mia import tracking
 from mia.report import canaries as canary_report
-from mia.report import comparison, exposure, law, markdown, privacy_utility
+from mia.report import comparison, exposure, law, privacy_utility
 from mia.report import inference as inference_report
 from mia.report.checks import ScoresMismatch, check_scores, mismatch_lines
-from mia.report.checks import markdown as checks_markdown
+from mia.report.document import report_markdown
 from mia.report.figures import (
     plot_attack_vs_n,
     plot_auc_vs_shift,
@@ -39,14 +39,16 @@ from mia.report.figures import (
     plot_ood_vs_iid,
     plot_rocs,
 )
-from mia.report.fits import NOISY_REL_CI, SATURATED_AUC, fits
-from mia.report.rows import BLIND, attacks_of, columns, load_rows, write_csv
-from mia.report.stats import bootstrap_settings, point_series, points
+from mia.report.fits import fits
+from mia.report.rows import attacks_of, load_rows, write_csv
+from mia.report.stats import bootstrap_settings, points
+from mia.report.wandb_log import log_report
 
 
 def build_report(sweep_dir, wandb_log: bool = True) -> Path:
-    """Write the sweep's report into `sweep_dir` (the files above) and return report.md's path; raise
-    ScoresMismatch, once everything is written, where a results.json disagrees with its scores.parquet."""
+    """Write the sweep's report into `sweep_dir` (the files above) and return report.md's path;
+    raise ScoresMismatch, once everything is written, where a results.json disagrees with its
+    scores.parquet."""
     sweep_dir = Path(sweep_dir)
     rows = load_rows(sweep_dir)
     names = attacks_of(rows)
@@ -71,9 +73,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         "ood_vs_iid": plot_ood_vs_iid(rows, sweep_dir / "ood_vs_iid.png"),
         "auc_vs_shift": plot_auc_vs_shift(rows, sweep_dir / "auc_vs_shift.png"),
     }
-    for i, (name, ps) in enumerate(
-        grids.items()
-    ):  # numbered where a sweep has several models or arms
+    for i, (name, ps) in enumerate(grids.items()):  # numbered where there are several grids
         for x, stem in (("epochs", "gap_vs_T_by_N"), ("size", "gap_vs_N_by_T")):
             stem += f"_{i}" if len(grids) > 1 else ""
             plots[stem] = plot_gap_grid(ps, law_results[name], x, sweep_dir / f"{stem}.png")
@@ -94,66 +94,29 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
 
-    seeds = sorted({r["seed"] for r in rows})
-    md = (
-        [
-            f"# Sweep report: {sweep_dir.name}",
-            "",
-            f"{len(rows)} jobs, {len(pts)} conditions, training seeds {seeds}; attacks: {', '.join(names)}.",
-            "",
-            markdown.points_table(pts, names),
-            "",
-            "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at 1% FPR. "
-            "vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% interval from a paired "
-            'bootstrap over seeds and pairs; "beats" / "below" only where it excludes 0 '
-            "(docs/design.md §5).",
-            "",
-        ]
-        + comparison.markdown(compared)
-        + [
-            "## Scaling fits (log10 gap on log10 x)",
-            "",
-            f"A point is left out of a fit when its members are saturated (Gaussian AUC from the gap >= "
-            f"{SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than +-{NOISY_REL_CI:.0%} of the "
-            "gap); the plot shows every point.",
-            "",
-        ]
-        + markdown.fit_lines(fit_results)
-        + [""]
-        + law.markdown(law_results)
-        + [""]
-        + markdown.shift_tables(rows, names)
-        + [""]
-        + markdown.skipped_lines(rows)
-    )
-    minus_blind = markdown.minus_blind_table(rows, [n for n in names if n != BLIND])
-    if minus_blind:
-        md += [
-            "## AUC minus blind AUC",
-            "",
-            "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
-            "its signal that the member / non-member distribution shift alone does not explain.",
-            "",
-            minus_blind,
-        ]
-    if privacy_utility.applies(rows):
-        md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
-    md += [""] + inference_report.markdown(di_rows) + [""] + canary_report.markdown(c_rows)
-    md += [""] + exposure.markdown(exposed)
-    md += checks_markdown(checks)
-    md += (
-        ["", "## Plots", ""]
-        + [f"![{k}]({Path(p).name})" for k, p in plots.items()]
-        + [f"![roc]({Path(p).name})" for p in rocs]
+    md = report_markdown(
+        sweep_dir.name,
+        rows,
+        pts,
+        names,
+        compared=compared,
+        fit_results=fit_results,
+        law_results=law_results,
+        di_rows=di_rows,
+        c_rows=c_rows,
+        exposed=exposed,
+        checks=checks,
+        plots=plots,
+        rocs=rocs,
     )
     path = sweep_dir / "report.md"
-    path.write_text("\n".join(md) + "\n")
+    path.write_text(md)
     (sweep_dir / "fits.json").write_text(json.dumps({**fit_results, **law_results}, indent=1))
     if exposed is not None:
         (sweep_dir / exposure.FILENAME).write_text(json.dumps(exposed, indent=1))
     (sweep_dir / "checks.json").write_text(json.dumps({"scores": checks}, indent=1))
     if wandb_log:
-        _log_wandb(sweep_dir, rows, pts, names, plots, rocs)
+        log_report(sweep_dir, rows, pts, names, plots, rocs)
     print(f"report: {path}")
     if not checks["agree"]:
         raise ScoresMismatch(
@@ -161,57 +124,3 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
             "(checks.json):\n" + "\n".join(mismatch_lines(checks))
         )
     return path
-
-
-def _log_wandb(sweep_dir, rows, pts, names, plots, rocs):
-    """One extra run (job_type=report) in the sweep's group: the jobs' and the points' tables, plots,
-    and gap and AUC against N with a band of +-1 sd over training seeds."""
-    run = tracking.start(
-        rows[0]["_config"],
-        sweep_dir,
-        job_type="report",
-        group=sweep_dir.name,
-        name=f"report-{sweep_dir.name}",
-    )
-    if run is None:
-        return
-    import wandb
-
-    try:
-        payload = {
-            "results": _wandb_table(rows),
-            "points": _wandb_table(pts),
-            **{f"plots/{k}": wandb.Image(str(p)) for k, p in plots.items()},
-            **{f"roc/{Path(p).stem}": wandb.Image(str(p)) for p in rocs},
-        }
-        for name, series in point_series(pts, "size").items():
-            tag = name.split("@")[1]
-            for key in ["gap"] + [f"{n}/auc" for n in names]:
-                have = [p for p in series if p.get(f"{key}_mean") is not None]
-                if len(have) < 2:
-                    continue
-                mean = [p[f"{key}_mean"] for p in have]
-                sd = [p[f"{key}_seed_std"] or 0.0 for p in have]
-                payload[f"{key.replace('/', '_')}_vs_N@{tag}"] = wandb.plot.line_series(
-                    xs=[p["size"] for p in have],
-                    ys=[mean, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)]],
-                    keys=["seed mean", "mean - seed sd", "mean + seed sd"],
-                    title=f"{key} vs N ({tag})",
-                    xname="N",
-                )
-        run.log(payload)
-    finally:
-        run.finish()
-
-
-def _wandb_table(rows):
-    import wandb
-
-    cols = columns(rows)
-    return wandb.Table(
-        columns=cols,
-        data=[
-            [json.dumps(r.get(k)) if isinstance(r.get(k), list) else r.get(k) for k in cols]
-            for r in rows
-        ],
-    )

@@ -1,4 +1,5 @@
-"""The Hydra callback that writes the sweep report when a multirun ends (conf/hydra/default.yaml)."""
+"""The Hydra callback that writes the sweep report when a multirun ends
+(conf/hydra/default.yaml)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ count of the duplicated canaries, per N, from results.json's `canaries`."""
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 
 from mia.plots import plt, save
 from mia.report.rows import attack_order
@@ -12,7 +13,8 @@ FILENAME = "canaries.csv"
 
 
 def canary_rows(rows) -> list[dict]:
-    """One row per (job, attack, copy count); the attack's member_eval AUC beside it for reference."""
+    """One row per (job, attack, copy count); the attack's member_eval AUC beside it for
+    reference."""
     out = []
     for r in rows:
         c = r["_results"].get("canaries")  # only where data.canaries.copies asked for some
@@ -48,9 +50,10 @@ def markdown(c_rows) -> list[str]:
     md = [
         "## Duplicated canaries",
         "",
-        f"{c_rows[0]['count']} canaries per copy count, each trained on `copies` times per epoch and scored as a "
-        "member set against the job's evaluation non-members (docs/design.md §2.9). member_eval: the "
-        "attack's AUC on the ordinary members (one copy, in the member pool). AUC (95% CI) / TPR@1%FPR.",
+        f"{c_rows[0]['count']} canaries per copy count, each trained on `copies` times per epoch "
+        "and scored as a member set against the job's evaluation non-members (docs/design.md "
+        "§2.9). member_eval: the attack's AUC on the ordinary members (one copy, in the member "
+        "pool). AUC (95% CI) / TPR@1%FPR.",
         "",
         "| N | T | seed | attack | member_eval AUC | "
         + " | ".join(f"{c} copies" for c in copies)
@@ -65,7 +68,7 @@ def markdown(c_rows) -> list[str]:
     ):
         cells = [_cell(by.get(c)) for c in copies]
         aucs = [by[c]["auc"] for c in copies if c in by]
-        rises = all(b > a for a, b in zip(aucs, aucs[1:]))
+        rises = all(b > a for a, b in pairwise(aucs))
         member = next(iter(by.values()))["member_eval_auc"]
         md.append(
             f"| {n} | {t} | {seed} | {attack} | {member:.3f} | "
@@ -91,13 +94,13 @@ def plot_auc_vs_copies(c_rows, path):
         1, len(sizes), figsize=(5 * len(sizes), 4.2), squeeze=False, sharey=True
     )
     attacks = sorted({r["attack"] for r in c_rows}, key=attack_order)
-    for ax, n in zip(axes[0], sizes):
+    for ax, n in zip(axes[0], sizes, strict=True):
         for i, attack in enumerate(attacks):
             pts = sorted(
                 (r["copies"], r["auc"]) for r in c_rows if r["size"] == n and r["attack"] == attack
             )
             if pts:
-                ax.plot(*zip(*pts), marker="o", color=f"C{i % 10}", label=attack)
+                ax.plot(*zip(*pts, strict=True), marker="o", color=f"C{i % 10}", label=attack)
         ax.axhline(0.5, color="gray", lw=0.8)
         ax.set(xscale="log", xlabel="copies per epoch", title=f"N = {n}")
         ax.set_xticks(
@@ -107,7 +110,7 @@ def plot_auc_vs_copies(c_rows, path):
     axes[0][0].set_ylabel("canary AUC")
     handles = {}
     for ax in axes[0]:  # one legend for every attack, whichever panels it ran in
-        for h, label in zip(*ax.get_legend_handles_labels()):
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, h)
     fig.legend(handles.values(), handles.keys(), fontsize=7, loc="center right")
     fig.subplots_adjust(right=0.85)

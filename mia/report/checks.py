@@ -28,7 +28,8 @@ class ScoresMismatch(ValueError):
 
 
 def _recompute(job, record, df) -> tuple[list[dict], list[str]]:
-    """(mismatches, problems) between one job's results.json and its scores table; both [] when they agree."""
+    """(mismatches, problems) between one job's results.json and its scores table; both [] when they
+    agree."""
     mismatches, problems = [], []
 
     def compare(attack, metric, reported, recomputed, exact=False):
@@ -104,8 +105,8 @@ def check_scores(rows) -> dict:
         checked.append(job)
         mismatches += found
         errors += [{"job": job, "error": f"{path}: {p}"} for p in problems]
-    # not_checked: always empty now that every job names its scores; kept so checks.json keeps the keys
-    # docs/design.md lists
+    # not_checked: always empty now that every job names its scores; kept so checks.json keeps the
+    # keys docs/design.md lists
     return {
         "rel_tol": REL_TOL,
         "checked": checked,
@@ -131,7 +132,8 @@ def markdown(checks) -> list[str]:
     md = ["", "## Checks", ""]
     if checks["agree"]:
         md.append(
-            f"metrics recomputed from scores.parquet: {n} jobs, all agree (relative tolerance {REL_TOL:g})"
+            f"metrics recomputed from scores.parquet: {n} jobs, all agree (relative tolerance "
+            f"{REL_TOL:g})"
         )
     else:
         md.append(

@@ -1,5 +1,6 @@
-"""`python -m mia.report <sweep dir> [--no-wandb]`: the sweep report, rebuilt from the jobs' results;
-exit status 1 where results.json and scores.parquet disagree (the report is written first)."""
+"""`python -m mia.report <sweep dir> [--no-wandb]`: the sweep report, rebuilt from the jobs'
+results; exit status 1 where results.json and scores.parquet disagree (the report is written
+first)."""
 
 from __future__ import annotations
 

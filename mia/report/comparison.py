@@ -1,7 +1,8 @@
-"""The attack comparison (report.md, comparison.csv; docs/design.md §6.9): per condition and attack, the
-seed-mean AUC and TPR at 1% FPR with 95% intervals from the two-level bootstrap (seeds, then pairs),
-the seed-mean difference from CSA on the same pairs, the TPR at the threshold an auditor sets on known
-non-members, and each variant (`<attack>_<variant>`, e.g. gradnorm_pure) against its base attack."""
+"""The attack comparison (report.md, comparison.csv; docs/design.md §6.9): per condition and attack,
+the seed-mean AUC and TPR at 1% FPR with 95% intervals from the two-level bootstrap (seeds, then
+pairs), the seed-mean difference from CSA on the same pairs, the TPR at the threshold an auditor
+sets on known non-members, and each variant (`<attack>_<variant>`, e.g. gradnorm_pure) against its
+base attack."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ METRICS = ("auc", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3")
 
 
 def base_of(name: str, names) -> str | None:
-    """The attack `name` is a variant of (gradnorm_pure -> gradnorm), if the sweep ran that attack too."""
+    """The attack `name` is a variant of (gradnorm_pure -> gradnorm), if the sweep ran that attack
+    too."""
     base = name.rsplit("_", 1)[0]
     return base if "_" in name and base in names else None
 
@@ -63,7 +65,9 @@ def comparison_rows(pts, names, n_bootstrap: int, seed: int = 0) -> list[dict]:
             for ref, key in ((REFERENCE, "vs_csa"), (base_of(name, scored), "vs_base")):
                 if ref is None or ref == name or ref not in scored:
                     continue
-                deltas = seed_mean_metrics(list(zip(jobs, scored[ref])), n_bootstrap, seed)
+                deltas = seed_mean_metrics(
+                    list(zip(jobs, scored[ref], strict=True)), n_bootstrap, seed
+                )
                 row[f"{key}_attack"] = ref
                 row[f"{key}_delta_auc"] = row["auc"] - float(np.mean([r[f"{ref}/auc"] for r in rs]))
                 row[f"{key}_delta_auc_ci95"] = _ci(deltas[:, 0])
@@ -100,11 +104,12 @@ def markdown(rows) -> list[str]:
     md = [
         "## Attack comparison",
         "",
-        "Seed means with 95% intervals from a bootstrap over training seeds and evaluation pairs (the same "
-        'pairs for every attack, so differences are paired). "beats" / "below" only where the interval of '
-        'the difference excludes 0. TPR in brackets with "unresolved": the non-members allow fewer than 10 '
-        "false positives at that FPR. Calibrated: the threshold is the 99th percentile of the attack's scores "
-        "on the known non-members (D_no); the TPR and FPR it gets on the evaluation pairs.",
+        "Seed means with 95% intervals from a bootstrap over training seeds and evaluation pairs "
+        '(the same pairs for every attack, so differences are paired). "beats" / "below" only '
+        'where the interval of the difference excludes 0. TPR in brackets with "unresolved": the '
+        "non-members allow fewer than 10 false positives at that FPR. Calibrated: the threshold "
+        "is the 99th percentile of the attack's scores on the known non-members (D_no); the TPR "
+        "and FPR it gets on the evaluation pairs.",
         "",
     ]
     conditions = sorted({(r["nonmembers"], r["epochs"], r["size"]) for r in rows})
@@ -114,8 +119,8 @@ def markdown(rows) -> list[str]:
             f"### N = {cond[2]}, T = {cond[1]}, {cond[0]} non-members ({rs[0]['seeds']} seeds, "
             f"{rs[0]['members']} + {rs[0]['nonmembers_scored']} pairs)",
             "",
-            "| attack | AUC [95% CI] | TPR@1% FPR | TPR@0.1% FPR | vs CSA: ΔAUC | vs CSA: ΔTPR@1% | "
-            "calibrated 1%: TPR (realised FPR) | vs its base attack: ΔAUC |",
+            "| attack | AUC [95% CI] | TPR@1% FPR | TPR@0.1% FPR | vs CSA: ΔAUC | vs CSA: "
+            "ΔTPR@1% | calibrated 1%: TPR (realised FPR) | vs its base attack: ΔAUC |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in rs:
@@ -136,8 +141,8 @@ def markdown(rows) -> list[str]:
             )
             md.append(
                 f"| {r['attack']} | {_interval(r, 'auc')} | {_tpr(r, 'tpr_at_fpr_1e-2')} | "
-                f"{_tpr(r, 'tpr_at_fpr_1e-3')} | {_delta(r, 'vs_csa', 'CSA')} | {tpr_delta} | {calibrated} | "
-                f"{base} |"
+                f"{_tpr(r, 'tpr_at_fpr_1e-3')} | {_delta(r, 'vs_csa', 'CSA')} | {tpr_delta} | "
+                f"{calibrated} | {base} |"
             )
         md.append("")
     return md

@@ -1,14 +1,15 @@
-"""Which members an attack exposes, and whether it is the same ones every time (docs/design.md §6.8):
-each job's K members of highest score, the overlap of those sets between the training seeds of one
-condition and from one N to the next at the same seed, each against a permutation null; what the
-members exposed at every seed share, from their captions; and the TPR at 0.1% FPR at the largest N,
-as results.json reports it (exposure.json, and a section of report.md)."""
+"""Which members an attack exposes, and whether it is the same ones every time
+(docs/design.md §6.8): each job's K members of highest score, the overlap of those sets between the
+training seeds of one condition and from one N to the next at the same seed, each against a
+permutation null; what the members exposed at every seed share, from their captions; and the TPR at
+0.1% FPR at the largest N, as results.json reports it (exposure.json, and a section of
+report.md)."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import numpy as np
 from scipy import stats
@@ -33,8 +34,8 @@ UNAVAILABLE = (
 def analyse(
     rows, attack: str = ATTACK, k: int = K, draws: int = DRAWS, seed: int = 0
 ) -> dict | None:
-    """exposure.json's content, or None where no two jobs can be compared (every comparison needs more
-    than k members scored by both jobs, on i.i.d. non-members without shift, by `attack`)."""
+    """exposure.json's content, or None where no two jobs can be compared (every comparison needs
+    more than k members scored by both jobs, on i.i.d. non-members without shift, by `attack`)."""
     jobs = [
         r
         for r in rows
@@ -66,8 +67,8 @@ def members(table) -> set:
 
 
 def top_members(table, attack: str, uids: set, k: int) -> set:
-    """The k members among `uids` that `attack` scores highest in a job's scores table (ties: the file's
-    order, as scores.most_exposed breaks them)."""
+    """The k members among `uids` that `attack` scores highest in a job's scores table (ties: the
+    file's order, as scores.most_exposed breaks them)."""
     keep = (table["label"] == 0) | table["uid"].isin(uids)
     return set(scores.most_exposed(table.loc[keep, list(scores.FIXED) + [attack]], k)["uid"])
 
@@ -78,8 +79,8 @@ def mean_overlap(sets) -> float:
 
 
 def null_overlaps(n: int, k: int, n_sets: int, draws: int, rng) -> np.ndarray:
-    """The mean pairwise overlap of n_sets independent random k-subsets of n items, `draws` times: what
-    the overlap of top-k sets would be if the ranking were chance."""
+    """The mean pairwise overlap of n_sets independent random k-subsets of n items, `draws` times:
+    what the overlap of top-k sets would be if the ranking were chance."""
     picks = np.stack(
         [[rng.choice(n, k, replace=False) for _ in range(n_sets)] for _ in range(draws)]
     )
@@ -93,8 +94,8 @@ def null_overlaps(n: int, k: int, n_sets: int, draws: int, rng) -> np.ndarray:
 
 
 def against_null(tops, n: int, k: int, draws: int, rng) -> dict:
-    """The observed mean pairwise overlap of the top-k sets `tops`, drawn from n shared members, the null's
-    mean and the one-sided permutation p-value of an overlap at least as large."""
+    """The observed mean pairwise overlap of the top-k sets `tops`, drawn from n shared members, the
+    null's mean and the one-sided permutation p-value of an overlap at least as large."""
     observed, null = mean_overlap(tops), null_overlaps(n, k, len(tops), draws, rng)
     return {
         "overlap": observed,
@@ -108,8 +109,8 @@ def _condition(r) -> dict:
 
 
 def across_seeds(jobs, attack, k, draws, rng) -> tuple[list[dict], list[dict]]:
-    """(one overlap entry per condition with two seeds or more, one entry of the members in the top k of
-    every seed per condition), over the members every seed scored."""
+    """(one overlap entry per condition with two seeds or more, one entry of the members in the top
+    k of every seed per condition), over the members every seed scored."""
     groups = defaultdict(list)
     for r in jobs:
         groups[tuple(r[key] for key in IDENTITY)].append(r)
@@ -138,15 +139,15 @@ def across_seeds(jobs, attack, k, draws, rng) -> tuple[list[dict], list[dict]]:
 
 
 def across_sizes(jobs, attack, k, draws, rng) -> list[dict]:
-    """One overlap entry from each N to the next N at the same seed and everything else, over the members
-    both jobs scored."""
+    """One overlap entry from each N to the next N at the same seed and everything else, over the
+    members both jobs scored."""
     groups = defaultdict(list)
     for r in jobs:
         groups[tuple(r[key] for key in IDENTITY if key != "size") + (r["seed"],)].append(r)
     out = []
     for rs in groups.values():
         rs = sorted(rs, key=lambda r: r["size"])
-        for a, b in zip(rs, rs[1:]):
+        for a, b in pairwise(rs):
             shared = members(scores_table(a)) & members(scores_table(b))
             if len(shared) <= k:
                 continue
@@ -164,10 +165,10 @@ def across_sizes(jobs, attack, k, draws, rng) -> list[dict]:
 
 
 def caption_attributes(table) -> dict:
-    """{attribute: {uid: value}} from a job's captions: the caption's length in words, and its count of
-    distinct rare words (lower-cased; rare among the job's scored captions, members and non-members,
-    the only captions at hand)."""
-    captions = dict(zip(table["uid"], table["caption"].astype(str)))
+    """{attribute: {uid: value}} from a job's captions: the caption's length in words, and its count
+    of distinct rare words (lower-cased; rare among the job's scored captions, members and
+    non-members, the only captions at hand)."""
+    captions = dict(zip(table["uid"], table["caption"].astype(str), strict=True))
     words = {uid: re.findall(r"\w+", c.lower()) for uid, c in captions.items()}
     df = Counter(w for ws in words.values() for w in set(ws))
     rare = max(1, int(RARE_SHARE * len(captions)))
@@ -178,8 +179,8 @@ def caption_attributes(table) -> dict:
 
 
 def compare_attributes(attributes, chosen: set, among: set) -> dict:
-    """Each attribute's mean over the `chosen` members and over the rest of `among`, with a two-sided
-    Mann-Whitney p-value (None where a side is empty or every value is equal)."""
+    """Each attribute's mean over the `chosen` members and over the rest of `among`, with a
+    two-sided Mann-Whitney p-value (None where a side is empty or every value is equal)."""
     out = {}
     for name, values in attributes.items():
         a = np.array([values[u] for u in sorted(chosen)], float)
@@ -196,8 +197,8 @@ def compare_attributes(attributes, chosen: set, among: set) -> dict:
 
 
 def low_fpr_at_largest_n(jobs, attack) -> list[dict]:
-    """The attack's TPR at 0.1% FPR with its 95% interval and whether the non-members resolve it, for
-    every job at the largest N, as results.json reports them."""
+    """The attack's TPR at 0.1% FPR with its 95% interval and whether the non-members resolve it,
+    for every job at the largest N, as results.json reports them."""
     if not jobs:
         return []
     largest = max(r["size"] for r in jobs)
@@ -226,20 +227,23 @@ def markdown(exposure) -> list[str]:
     md = [
         "## Exposure: the same members every time?",
         "",
-        f"Each job's {k} members of highest {attack} score, among the members both jobs scored. Overlap: the "
-        f"mean number shared by two jobs; chance: the mean over {exposure['draws']} random {k}-subsets; p: "
-        "one-sided permutation p-value of an overlap at least as large (docs/design.md §6.8).",
+        f"Each job's {k} members of highest {attack} score, among the members both jobs scored. "
+        f"Overlap: the mean number shared by two jobs; chance: the mean over {exposure['draws']} "
+        f"random {k}-subsets; p: one-sided permutation p-value of an overlap at least as large "
+        "(docs/design.md §6.8).",
         "",
     ]
     if exposure["across_seeds"]:
         md += [
-            f"| N | T | seeds | members | overlap | chance | p | in every seed's top {k} | chance |",
+            f"| N | T | seeds | members | overlap | chance | p | in every seed's top {k} | "
+            "chance |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for o, p in zip(exposure["across_seeds"], exposure["persistent"]):
+        for o, p in zip(exposure["across_seeds"], exposure["persistent"], strict=True):
             md.append(
-                f"| {o['size']} | {o['epochs']} | {len(o['seeds'])} | {o['n_shared']} | {o['overlap']:.1f} | "
-                f"{o['null_mean']:.1f} | {o['p_value']:.3g} | {p['n']} | {p['chance']:.1f} |"
+                f"| {o['size']} | {o['epochs']} | {len(o['seeds'])} | {o['n_shared']} | "
+                f"{o['overlap']:.1f} | {o['null_mean']:.1f} | {o['p_value']:.3g} | {p['n']} | "
+                f"{p['chance']:.1f} |"
             )
         md.append("")
     if exposure["across_sizes"]:
@@ -249,8 +253,9 @@ def markdown(exposure) -> list[str]:
         ]
         for o in exposure["across_sizes"]:
             md.append(
-                f"| {o['epochs']} | {o['seed']} | {o['size']} -> {o['to_size']} | {o['n_shared']} | "
-                f"{o['overlap']:.1f} | {o['null_mean']:.1f} | {o['p_value']:.3g} |"
+                f"| {o['epochs']} | {o['seed']} | {o['size']} -> {o['to_size']} | "
+                f"{o['n_shared']} | {o['overlap']:.1f} | {o['null_mean']:.1f} | "
+                f"{o['p_value']:.3g} |"
             )
         md.append("")
     for p in exposure["persistent"]:
@@ -262,15 +267,16 @@ def markdown(exposure) -> list[str]:
             for name, a in p["attributes"].items()
         )
         md.append(
-            f"- N={p['size']}, T={p['epochs']}: the {p['n']} members in every seed's top {k} against the "
-            f"other members: {cells}"
+            f"- N={p['size']}, T={p['epochs']}: the {p['n']} members in every seed's top {k} "
+            f"against the other members: {cells}"
         )
     md.append(f"- not available: {'; '.join(exposure['attributes_unavailable'])}")
     rows = exposure["tpr_at_fpr_1e-3_at_largest_n"]
     if rows:
         md += [
             "",
-            f"{attack} TPR at 0.1% FPR at the largest N ({rows[0]['size']}), as each job reports it:",
+            f"{attack} TPR at 0.1% FPR at the largest N ({rows[0]['size']}), as each job reports "
+            "it:",
             "",
         ]
         for r in rows:

@@ -1,8 +1,8 @@
 """The sweep report's figures: the gap against N and T with its fit, the gap of a T x N grid against
 either factor with the two-factor fit, each attack's AUC and TPR@1%FPR against N with a band over
-seeds, the gap's two sides against N, log-log ROCs, i.i.d. against OOD non-members, and every attack's
-AUC against data.shift. Each writes one PNG and returns its path, or
-None where the sweep has nothing to draw."""
+seeds, the gap's two sides against N, log-log ROCs, i.i.d. against OOD non-members, and every
+attack's AUC against data.shift. Each writes one PNG and returns its path, or None where the sweep
+has nothing to draw."""
 
 from __future__ import annotations
 
@@ -78,9 +78,10 @@ def plot_gap(pts, fit_results, x, path):
 
 
 def plot_gap_grid(ps, law, x, path):
-    """The gap of a T x N grid (law.grids) against `x` ("epochs" or "size") on log-log axes, one line per
-    value of the other factor: seed means with their 95% interval, hollow where left out of the fit,
-    each seed as a dot, and the two-factor fit `law` (law.fit_law) dashed in the line's colour."""
+    """The gap of a T x N grid (law.grids) against `x` ("epochs" or "size") on log-log axes, one
+    line per value of the other factor: seed means with their 95% interval, hollow where left out of
+    the fit, each seed as a dot, and the two-factor fit `law` (law.fit_law) dashed in the line's
+    colour."""
     other = "size" if x == "epochs" else "epochs"
     name = {"epochs": "T", "size": "N"}
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
@@ -213,8 +214,8 @@ def plot_attack_vs_n(pts, metric, path):
 
 
 def plot_cosines_vs_n(pts, path):
-    """Mean member and non-member cosine against N: whether the gap closes because members are fitted
-    less tightly (capacity) or because non-members are matched better (generalisation)."""
+    """Mean member and non-member cosine against N: whether the gap closes because members are
+    fitted less tightly (capacity) or because non-members are matched better (generalisation)."""
     drawn = _size_series(pts)
     if drawn is None:
         return None
@@ -312,14 +313,14 @@ def plot_auc_vs_shift(rows, path):
     if not series:
         return None
     fig, axes = plt.subplots(1, len(series), figsize=(6.5 * len(series), 4.5), squeeze=False)
-    for ax, ((n, t, parts), rs) in zip(axes[0], series.items()):
+    for ax, ((n, t, parts), rs) in zip(axes[0], series.items(), strict=True):
         for name in attacks_of(rs):
             pts = [
                 (r["shift"], r[f"{name}/auc"], r[f"{name}/auc_std"])
                 for r in rs
                 if r.get(f"{name}/auc") is not None
             ]
-            xs, ys, sd = zip(*pts)
+            xs, ys, sd = zip(*pts, strict=True)
             style = (
                 dict(
                     color="k", ls="--", lw=2, marker="s", label=f"{name} (captions only, no model)"
@@ -330,7 +331,9 @@ def plot_auc_vs_shift(rows, path):
             ax.errorbar(xs, ys, yerr=sd, capsize=3, **style)
         ax.axhline(0.5, color="gray", lw=0.8)
         ax.set(
-            xlabel=f"data.shift: P(a non-member's part is swapped), parts {parts.replace('+', ', ')}",
+            xlabel=(
+                f"data.shift: P(a non-member's part is swapped), parts {parts.replace('+', ', ')}"
+            ),
             ylabel="AUC",
             title=f"AUC vs distribution shift (N={n}, T={t})",
         )

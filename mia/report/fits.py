@@ -1,15 +1,18 @@
-"""The sweep report's scaling fits (docs/design.md §6.4): log10 gap on log10 N at each fixed T, and on
-log10 T at each fixed N, over the points in the fitted regime, with a bootstrap interval on the slope."""
+"""The sweep report's scaling fits (docs/design.md §6.4): log10 gap on log10 N at each fixed T, and
+on log10 T at each fixed N, over the points in the fitted regime, with a bootstrap interval on the
+slope."""
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import numpy as np
 from scipy import stats
 
 from mia.report.stats import point_series, seed_mean_gap_table
 
-# When a point of a scaling curve is left out of the fit (docs/design.md §6.4). Both are properties of
-# the point itself, fixed before looking at the slope.
+# When a point of a scaling curve is left out of the fit (docs/design.md §6.4). Both are properties
+# of the point itself, fixed before looking at the slope.
 SATURATED_AUC = (
     0.95  # Gaussian AUC from the gap at or above this: members sit at the model's ceiling
 )
@@ -32,16 +35,16 @@ def left_out(p) -> str | None:
 
 
 def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
-    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (docs/design.md §6.4), over
-    the points in the fitted regime; the curve's local slopes cover every point."""
+    """log10 gap on log10 N at each fixed T, and on log10 T at each fixed N (docs/design.md §6.4),
+    over the points in the fitted regime; the curve's local slopes cover every point."""
     out = {}
     for x, expected in (("size", -1.0), ("epochs", 1.0)):
         for name, series in point_series(pts, x).items():
             reasons = [left_out(p) for p in series]
-            keep = [p for p, why in zip(series, reasons) if why is None]
+            keep = [p for p, why in zip(series, reasons, strict=True) if why is None]
             excluded = [
                 {"x": float(p[x]), "y": p["gap_mean"], "reason": why}
-                for p, why in zip(series, reasons)
+                for p, why in zip(series, reasons, strict=True)
                 if why is not None
             ]
             xs, gaps = [p[x] for p in keep], [p["gap_mean"] for p in keep]
@@ -49,7 +52,9 @@ def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
                 if len(keep) >= 2 and n_bootstrap and all(p["_cos"] is not None for p in keep):
                     reps = seed_mean_gap_table([p["_cos"] for p in keep], n_bootstrap, seed)
                     fit = bootstrap_loglog_slope(xs, reps, gaps)
-                else:  # a job's scores.parquet failed the check, or n_bootstrap=0: a t-interval through the means
+                else:
+                    # a job's scores.parquet failed the check, or n_bootstrap=0: a t-interval
+                    # through the means
                     fit = {
                         **fit_loglog(xs, gaps),
                         "method": "OLS t-interval through the seed means",
@@ -66,7 +71,7 @@ def fits(pts, n_bootstrap: int = 200, seed: int = 0) -> dict:
                     "to": b[x],
                     "slope": float(np.log10(b["gap_mean"] / a["gap_mean"]) / np.log10(b[x] / a[x])),
                 }
-                for a, b in zip(pos, pos[1:])
+                for a, b in pairwise(pos)
             ]
             out[name] = {
                 **fit,
@@ -90,7 +95,7 @@ def fit_loglog(x, y) -> dict:
     if x.shape != y.shape:
         raise ValueError(f"x ({x.size}) and y ({y.size}) differ in length")
     excluded = []
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         reason = (
             "non-finite value"
             if not (np.isfinite(xi) and np.isfinite(yi))
@@ -132,8 +137,9 @@ def bootstrap_loglog_slope(x, replicates, point) -> dict:
     replicate is fitted the same way. A replicate with a non-positive gap has no logarithm: it is
     counted in `n_invalid` and left out, and a fit with more than 5% invalid replicates is refused,
     since its interval would describe only the replicates that happened to stay positive. With three
-    or more points, `curvature` is the quadratic coefficient of log10 gap in log10 x with its interval
-    from the same replicates: an interval away from 0 says the points bend and one slope averages them.
+    or more points, `curvature` is the quadratic coefficient of log10 gap in log10 x with its
+    interval from the same replicates: an interval away from 0 says the points bend and one slope
+    averages them.
     """
     x = np.asarray(x, np.float64)
     point = np.asarray(point, np.float64)

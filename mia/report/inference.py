@@ -84,14 +84,16 @@ def markdown(di_rows) -> list[str]:
     md = [
         "## Dataset inference",
         "",
-        f"Sets of m members, and of m non-members, each tested against the other evaluation non-members with a "
-        f"one-sided Mann-Whitney U test at alpha = {r0['alpha']:g} (docs/design.md §5.1). *m for "
-        f"{r0['power_target']:.0%} power*: the smallest m of the grid whose member sets are flagged at least "
-        f"that often; past the grid, the m Noether's approximation predicts from the AUC with unlimited known "
-        "non-members. *non-member FPR*: how often non-member sets were flagged, pooled over the grid, with its "
-        "95% interval; *calibrated*: at most alpha, and no single m significantly above it.",
+        "Sets of m members, and of m non-members, each tested against the other evaluation "
+        f"non-members with a one-sided Mann-Whitney U test at alpha = {r0['alpha']:g} "
+        f"(docs/design.md §5.1). *m for {r0['power_target']:.0%} power*: the smallest m of the "
+        "grid whose member sets are flagged at least that often; past the grid, the m Noether's "
+        "approximation predicts from the AUC with unlimited known non-members. *non-member FPR*: "
+        "how often non-member sets were flagged, pooled over the grid, with its 95% interval; "
+        "*calibrated*: at most alpha, and no single m significantly above it.",
         "",
-        "| N | T | non-members | seed | attack | AUC | m for power | non-member FPR (95% CI) | max over m | calibrated |",
+        "| N | T | non-members | seed | attack | AUC | m for power | non-member FPR (95% CI) | "
+        "max over m | calibrated |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(
@@ -106,21 +108,24 @@ def markdown(di_rows) -> list[str]:
     ):
         md.append(
             f"| {r['size']} | {r['epochs']} | {r['nonmembers']} | {r['seed']} | {r['attack']} | "
-            f"{r['auc']:.3f} | {_m_cell(r)} | {r['fpr']:.4f} ({r['fpr_ci_lo']:.4f}-{r['fpr_ci_hi']:.4f}) | "
-            f"{r['fpr_max']:.4f} | {'yes' if r['calibrated'] else 'no'} |"
+            f"{r['auc']:.3f} | {_m_cell(r)} | {r['fpr']:.4f} "
+            f"({r['fpr_ci_lo']:.4f}-{r['fpr_ci_hi']:.4f}) | {r['fpr_max']:.4f} | "
+            f"{'yes' if r['calibrated'] else 'no'} |"
         )
     bad = [r for r in di_rows if not r["calibrated"]]
     md += [
         "",
-        f"Non-member sets calibrated in {len(di_rows) - len(bad)} of {len(di_rows)} (job, attack) pairs"
+        f"Non-member sets calibrated in {len(di_rows) - len(bad)} of {len(di_rows)} (job, attack) "
+        "pairs"
         + (": not in " + ", ".join(f"{r['job']}/{r['attack']}" for r in bad) if bad else "."),
     ]
     return md
 
 
 def plot_m_vs_n(di_rows, path):
-    """The smallest m reaching the power target against N per attack (i.i.d. non-members), median over
-    seeds; hollow markers where the grid never reached it and the value is Noether's prediction."""
+    """The smallest m reaching the power target against N per attack (i.i.d. non-members), median
+    over seeds; hollow markers where the grid never reached it and the value is Noether's
+    prediction."""
     series = defaultdict(lambda: defaultdict(list))
     for r in di_rows:
         if r["nonmembers"] != "iid":
@@ -142,14 +147,14 @@ def plot_m_vs_n(di_rows, path):
         colour = f"C{i % 10}"
         ax.plot(ns, ms, color=colour, label=f"{attack}" + (f" (T={t})" if tagged else ""))
         ax.scatter(
-            [n for n, p in zip(ns, predicted) if not p],
-            [m for m, p in zip(ms, predicted) if not p],
+            [n for n, p in zip(ns, predicted, strict=True) if not p],
+            [m for m, p in zip(ms, predicted, strict=True) if not p],
             color=colour,
             zorder=3,
         )
         ax.scatter(
-            [n for n, p in zip(ns, predicted) if p],
-            [m for m, p in zip(ms, predicted) if p],
+            [n for n, p in zip(ns, predicted, strict=True) if p],
+            [m for m, p in zip(ms, predicted, strict=True) if p],
             facecolors="none",
             edgecolors=colour,
             zorder=3,

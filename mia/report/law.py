@@ -1,7 +1,8 @@
-"""The two-factor law of the gap (docs/design.md §6.7): where a sweep varies both epochs T and size N,
-log10 gap = a + alpha log10 T - beta log10 N, fitted by least squares over the cells in the fitted regime,
-with a bootstrap over seeds and evaluation pairs on alpha and beta; and the gap ratio of cells with the
-same T*N (the same optimiser steps at a fixed batch size), which tells epochs from steps."""
+"""The two-factor law of the gap (docs/design.md §6.7): where a sweep varies both epochs T and size
+N, log10 gap = a + alpha log10 T - beta log10 N, fitted by least squares over the cells in the
+fitted regime, with a bootstrap over seeds and evaluation pairs on alpha and beta; and the gap ratio
+of cells with the same T*N (the same optimiser steps at a fixed batch size), which tells epochs from
+steps."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ _ARM = tuple(k for k in IDENTITY if k not in ("nonmembers", "epochs", "size"))
 
 
 def grids(pts) -> dict:
-    """{name: i.i.d. points} of every model and arm whose points take two values or more of both T and N,
-    sorted by T then N; the name is KEY, or KEY@<model, arm> where there are several."""
+    """{name: i.i.d. points} of every model and arm whose points take two values or more of both T
+    and N, sorted by T then N; the name is KEY, or KEY@<model, arm> where there are several."""
     groups = defaultdict(list)
     for p in pts:
         if p["nonmembers"] == "iid":
@@ -39,27 +40,33 @@ def grids(pts) -> dict:
     if len(found) == 1:
         return {KEY: next(iter(found.values()))}
     return {
-        f"{KEY}@" + ",".join(f"{k}={v}" for k, v in zip(_ARM, key)): ps
+        f"{KEY}@" + ",".join(f"{k}={v}" for k, v in zip(_ARM, key, strict=True)): ps
         for key, ps in sorted(found.items(), key=str)
     }
 
 
 def fit_law(ps, n_bootstrap: int, seed: int = 0) -> dict:
-    """The two-factor fit of one grid's points (module docstring), the cells it used and left out (with
-    the reason, fits.left_out), whether it rests on enough cells, and the equal-steps ratios."""
+    """The two-factor fit of one grid's points (module docstring), the cells it used and left out
+    (with the reason, fits.left_out), whether it rests on enough cells, and the equal-steps
+    ratios."""
     reasons = [left_out(p) for p in ps]
-    keep = [p for p, why in zip(ps, reasons) if why is None]
+    keep = [p for p, why in zip(ps, reasons, strict=True) if why is None]
     seeded = sum(p["n_seeds"] >= ENOUGH_SEEDS for p in keep)
     out = {
         "cells": [_cell(p) for p in keep],
-        "excluded": [{**_cell(p), "reason": why} for p, why in zip(ps, reasons) if why is not None],
+        "excluded": [
+            {**_cell(p), "reason": why}
+            for p, why in zip(ps, reasons, strict=True)
+            if why is not None
+        ],
         "n_points": len(keep),
         "n_cells_enough_seeds": seeded,
         "enough_cells": seeded >= ENOUGH_CELLS,
         "expected": EXPECTED,
     }
     positive = [p for p in ps if p["gap_mean"] > 0]
-    # One bootstrap table for the whole grid: the fit and the ratios share each replicate's draw of pairs.
+    # One bootstrap table for the whole grid: the fit and the ratios share each replicate's draw of
+    # pairs.
     table = (
         seed_mean_gap_table([p["_cos"] for p in positive], n_bootstrap, seed)
         if n_bootstrap and positive and all(p["_cos"] is not None for p in positive)
@@ -90,8 +97,8 @@ def _cell(p) -> dict:
 
 
 def design(ps) -> np.ndarray:
-    """The least-squares design of the law: columns 1, log10 T and -log10 N, one row per cell. Refused
-    unless the cells separate T from N (two values of each, not tied along one line)."""
+    """The least-squares design of the law: columns 1, log10 T and -log10 N, one row per cell.
+    Refused unless the cells separate T from N (two values of each, not tied along one line)."""
     x = np.column_stack(
         [np.ones(len(ps)), np.log10([p["epochs"] for p in ps]), -np.log10([p["size"] for p in ps])]
     )
@@ -104,15 +111,16 @@ def design(ps) -> np.ndarray:
 
 
 def solve(x, gaps) -> np.ndarray:
-    """(a, alpha, beta) of log10 gap on the design `x`: [3], or [3, B] for gaps of shape [B, cells]."""
+    """(a, alpha, beta) of log10 gap on the design `x`: [3], or [3, B] for gaps of shape
+    [B, cells]."""
     return np.linalg.lstsq(x, np.log10(np.asarray(gaps, np.float64)).T, rcond=None)[0]
 
 
 def bootstrap_law(ps, replicates) -> dict:
-    """The law through the observed seed-mean gaps, with percentile 95% intervals on alpha and beta from
-    the same fit of every bootstrap replicate ([B, cells], seed_mean_gap_table). A replicate with a
-    non-positive gap has no logarithm: counted in n_invalid and left out, and the fit is refused past
-    MAX_INVALID of them, as a one-factor slope is."""
+    """The law through the observed seed-mean gaps, with percentile 95% intervals on alpha and beta
+    from the same fit of every bootstrap replicate ([B, cells], seed_mean_gap_table). A replicate
+    with a non-positive gap has no logarithm: counted in n_invalid and left out, and the fit is
+    refused past MAX_INVALID of them, as a one-factor slope is."""
     x = design(ps)
     replicates = np.asarray(replicates, np.float64)
     valid = (replicates > 0).all(axis=1)
@@ -138,9 +146,9 @@ def bootstrap_law(ps, replicates) -> dict:
 
 
 def ols_law(ps) -> dict:
-    """The law through the seed means with t-intervals from the residuals, where there are no per-pair
-    cosines to resample (n_bootstrap=0, or a job's scores.parquet failed the check); no interval with
-    three cells, where the plane is exact."""
+    """The law through the seed means with t-intervals from the residuals, where there are no
+    per-pair cosines to resample (n_bootstrap=0, or a job's scores.parquet failed the check); no
+    interval with three cells, where the plane is exact."""
     x = design(ps)
     y = np.log10([p["gap_mean"] for p in ps])
     coef = solve(x, [p["gap_mean"] for p in ps])
@@ -162,8 +170,8 @@ def ols_law(ps) -> dict:
 
 
 def verdict(alpha_ci, beta_ci) -> str | None:
-    """ "T/N holds" where both 95% intervals contain 1, "holds in part" where one does, "fails" where
-    neither does; None without intervals."""
+    """ "T/N holds" where both 95% intervals contain 1, "holds in part" where one does, "fails"
+    where neither does; None without intervals."""
     if None in (*alpha_ci, *beta_ci):
         return None
     inside = sum(lo <= EXPECTED <= hi for lo, hi in (alpha_ci, beta_ci))
@@ -171,10 +179,10 @@ def verdict(alpha_ci, beta_ci) -> str | None:
 
 
 def equal_steps(ps, table) -> list[dict]:
-    """Every two cells with the same T*N (the same optimiser steps at a fixed batch size, up to the last
-    batch's rounding): the gap of the one with more epochs over the other's, with a 95% interval from the
-    bootstrap `table` ([B, len(ps)], or None: no interval). Steps alone predict 1; T/N predicts
-    (T1 / T2) (N2 / N1)."""
+    """Every two cells with the same T*N (the same optimiser steps at a fixed batch size, up to the
+    last batch's rounding): the gap of the one with more epochs over the other's, with a 95%
+    interval from the bootstrap `table` ([B, len(ps)], or None: no interval). Steps alone predict 1;
+    T/N predicts (T1 / T2) (N2 / N1)."""
     by_samples = defaultdict(list)
     for i, p in enumerate(ps):
         by_samples[p["epochs"] * p["size"]].append(i)
@@ -216,9 +224,9 @@ def markdown(law_results) -> list[str]:
     md = [
         "## Epochs and size together: log10 gap = a + alpha log10 T - beta log10 N",
         "",
-        "One plane through every cell in the fitted regime (left-out cells as in the scaling fits). T/N "
-        'predicts alpha = beta = 1: "T/N holds" where both 95% intervals contain 1, "holds in part" where '
-        'one does, "fails" where neither does (docs/design.md §6.7).',
+        "One plane through every cell in the fitted regime (left-out cells as in the scaling "
+        'fits). T/N predicts alpha = beta = 1: "T/N holds" where both 95% intervals contain 1, '
+        '"holds in part" where one does, "fails" where neither does (docs/design.md §6.7).',
         "",
     ]
     for name, fit in law_results.items():
@@ -226,9 +234,9 @@ def markdown(law_results) -> list[str]:
             md.append(f"- **{name}**: no fit ({fit['error']})")
         else:
             md.append(
-                f"- **{name}**: alpha {fit['alpha']:.2f} {_ci(fit['alpha_ci95'])}, beta {fit['beta']:.2f} "
-                f"{_ci(fit['beta_ci95'])} over {fit['n_points']} cells, {fit['method']}: "
-                f"**{fit['verdict'] or 'no interval, no verdict'}**"
+                f"- **{name}**: alpha {fit['alpha']:.2f} {_ci(fit['alpha_ci95'])}, beta "
+                f"{fit['beta']:.2f} {_ci(fit['beta_ci95'])} over {fit['n_points']} cells, "
+                f"{fit['method']}: **{fit['verdict'] or 'no interval, no verdict'}**"
             )
         md.append(
             f"  - {fit['n_cells_enough_seeds']} fitted cells with >= {ENOUGH_SEEDS} seeds: "
@@ -240,14 +248,15 @@ def markdown(law_results) -> list[str]:
         )
         for ex in fit["excluded"]:
             md.append(
-                f"  - left out T={ex['epochs']}, N={ex['size']} (gap {ex['gap']:.4g}): {ex['reason']}"
+                f"  - left out T={ex['epochs']}, N={ex['size']} (gap {ex['gap']:.4g}): "
+                f"{ex['reason']}"
             )
         for s in fit["equal_steps"]:
             m, f = s["more_epochs"], s["fewer_epochs"]
             md.append(
                 f"  - equal T*N = {s['samples']:g}: gap(T={m['epochs']}, N={m['size']}) / "
-                f"gap(T={f['epochs']}, N={f['size']}) = {s['ratio']:.2f} {_ci(s['ratio_ci95'])}; steps alone "
-                f"predict 1, T/N {s['t_over_n_predicts']:.2f}"
+                f"gap(T={f['epochs']}, N={f['size']}) = {s['ratio']:.2f} {_ci(s['ratio_ci95'])}; "
+                f"steps alone predict 1, T/N {s['t_over_n_predicts']:.2f}"
                 + ("" if s["both_fitted"] else " (a cell outside the fitted regime)")
             )
     return md

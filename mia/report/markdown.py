@@ -1,6 +1,7 @@
 """report.md's own tables: one line per point, the scaling fits, each attack's AUC against the shift
 (and on the non-members the shift left unswapped), and each attack's AUC minus the blind baseline's.
-The sections with data of their own (canaries, dataset inference, privacy-utility, checks) write theirs."""
+The sections with data of their own (canaries, dataset inference, privacy-utility, checks) write
+theirs."""
 
 from __future__ import annotations
 
@@ -67,8 +68,8 @@ def points_table(pts, names):
 
 
 def verdict(ci, than: str = "CSA") -> str | None:
-    """ "beats CSA" / "below CSA" where the paired 95% interval of the difference excludes 0, "no difference"
-    where it holds 0, None without an interval."""
+    """ "beats CSA" / "below CSA" where the paired 95% interval of the difference excludes 0, "no
+    difference" where it holds 0, None without an interval."""
     lo, hi = ci if ci is not None else (None, None)
     if lo is None or hi is None:
         return None
@@ -76,7 +77,8 @@ def verdict(ci, than: str = "CSA") -> str | None:
 
 
 def vs_csa_cell(p, name) -> str:
-    """'beats CSA: +0.031 [+0.012, +0.050]': the point's verdict, seed-mean ΔAUC and its interval."""
+    """'beats CSA: +0.031 [+0.012, +0.050]': the point's verdict, seed-mean ΔAUC and its
+    interval."""
     mean = p.get(f"{name}/delta_auc_vs_csa_mean")
     if mean is None:
         return ""
@@ -102,19 +104,22 @@ def fit_lines(fit_results) -> list[str]:
             verdict = (
                 ""
                 if fit["contains_expected"] is None
-                else f"; the interval {'contains' if fit['contains_expected'] else 'excludes'} {fit['expected_slope']:+.0f}"
+                else (
+                    f"; the interval {'contains' if fit['contains_expected'] else 'excludes'} "
+                    f"{fit['expected_slope']:+.0f}"
+                )
             )
             xs = ", ".join(f"{v:g}" for v in fit["fitted_x"])
             md.append(
-                f"- **{name}**: slope {fit['slope']:.3f} ({ci}) over {xs}; the T/N bound predicts about "
-                f"{fit['expected_slope']:+.0f}{verdict}"
+                f"- **{name}**: slope {fit['slope']:.3f} ({ci}) over {xs}; the T/N bound predicts "
+                f"about {fit['expected_slope']:+.0f}{verdict}"
             )
             c_lo, c_hi = fit.get("curvature_ci95", [None, None])
             if c_lo is not None:
                 bends = c_lo > 0 or c_hi < 0
                 md.append(
-                    f"  - curvature (quadratic term of log10 gap in log10 x) {fit['curvature']:+.2f}, 95% CI "
-                    f"[{c_lo:+.2f}, {c_hi:+.2f}]: "
+                    "  - curvature (quadratic term of log10 gap in log10 x) "
+                    f"{fit['curvature']:+.2f}, 95% CI [{c_lo:+.2f}, {c_hi:+.2f}]: "
                     + (
                         "the points bend, so the slope above averages the "
                         "local slopes below rather than describing each part "
@@ -138,16 +143,18 @@ def fit_lines(fit_results) -> list[str]:
 
 
 def shift_tables(rows, names) -> list[str]:
-    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std and, where
-    the jobs record it, its AUC on the non-members the shift left unswapped with its 95% interval (at shift 0
-    every non-member is unswapped); then each attack's paired difference from CSA on those non-members."""
+    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std
+    and, where the jobs record it, its AUC on the non-members the shift left unswapped with its 95%
+    interval (at shift 0 every non-member is unswapped); then each attack's paired difference from
+    CSA on those non-members."""
     md = []
     for (n, t, parts), rs in shift_series(rows).items():
         attacks = [a for a in names if any(r.get(f"{a}/auc") is not None for r in rs)]
         kept = any("n_unshifted" in r for r in rs)
         head = ["shift"] + ["unshifted non-members"] * kept + attacks
         md += [
-            f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; N={n}, T={t})",
+            f"## AUC against the shift (data.shift; swapped parts: {parts.replace('+', ', ')}; "
+            f"N={n}, T={t})",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "---|" * len(head),
@@ -188,13 +195,14 @@ def _shift_cell(r, a) -> str:
 
 
 def _vs_csa_unshifted(rs, attacks) -> list[str]:
-    """Each attack's AUC minus CSA's on the members and the unswapped non-members, by shift: does it beat
-    CSA without the shifted pairs' help?"""
+    """Each attack's AUC minus CSA's on the members and the unswapped non-members, by shift: does it
+    beat CSA without the shifted pairs' help?"""
     if not attacks:
         return []
     md = [
-        "Each attack's AUC minus CSA's on the members and the non-members the shift left unswapped (all of "
-        'them at shift 0), with its paired 95% interval; "beats" / "below" only where it excludes 0.',
+        "Each attack's AUC minus CSA's on the members and the non-members the shift left "
+        'unswapped (all of them at shift 0), with its paired 95% interval; "beats" / "below" only '
+        "where it excludes 0.",
         "",
         "| shift | " + " | ".join(attacks) + " |",
         "|" + "---|" * (len(attacks) + 1),
@@ -219,10 +227,11 @@ def _vs_csa_unshifted(rs, attacks) -> list[str]:
 
 
 def skipped_lines(rows) -> list[str]:
-    """One line per attack a job could not score (results.json's `skipped`), with the job and the reason;
-    nothing where every job scored every attack."""
+    """One line per attack a job could not score (results.json's `skipped`), with the job and the
+    reason; nothing where every job scored every attack."""
     found = [
-        f"- job {r['job']} (N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}): {name}: {why}"
+        f"- job {r['job']} (N={r['size']}, T={r['epochs']}, {r['nonmembers']}, seed {r['seed']}): "
+        f"{name}: {why}"
         for r in rows
         for name, why in r["_skipped"].items()
     ]

@@ -29,7 +29,8 @@ def arm(row) -> str:
 
 
 def reference(rows):
-    """The undefended target: no defense, the least weight decay and the most epochs of the sweep."""
+    """The undefended target: no defense, the least weight decay and the most epochs of the
+    sweep."""
     plain = [r for r in rows if r["defense"] == "none"]
     if not plain:
         return None
@@ -95,13 +96,14 @@ def table(rows, names) -> list[str]:
 
 
 def plot(rows, names, path) -> Path:
-    """AUC and TPR@1%FPR of each attack against Recall@1, one marker per job; the reference starred."""
+    """AUC and TPR@1%FPR of each attack against Recall@1, one marker per job; the reference
+    starred."""
     ref, rows = _ordered(rows)
     families = sorted({family(r) for r in rows})
-    colours = dict(zip(families, plt.cm.tab10.colors))
-    markers = dict(zip(names, "osD^v<>"))
+    colours = dict(zip(families, plt.cm.tab10.colors, strict=False))
+    markers = dict(zip(names, "osD^v<>", strict=False))
     fig, axes = plt.subplots(1, len(METRICS), figsize=(12, 4.8))
-    for ax, (metric, title) in zip(axes, METRICS):
+    for ax, (metric, title) in zip(axes, METRICS, strict=True):
         for r in rows:
             x = recall1(r)
             for n in names:

@@ -1,7 +1,7 @@
 """The sweep report's points: one per condition, its training seeds pooled into a mean and a band of
-+-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap and of each
-attack's seed-mean AUC difference from CSA (paired: the same pairs for both); and the
-series the figures and tables draw (points against N or T, rows against data.shift)."""
++-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap and of
+each attack's seed-mean AUC difference from CSA (paired: the same pairs for both); and the series
+the figures and tables draw (points against N or T, rows against data.shift)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from mia.evaluation import metrics
 from mia.evaluation.results import REFERENCE
 from mia.report.rows import attack_scores, attacks_of, cosines
 
-# a point: one condition, any seeds (defense and weight decay split the arms of experiment=privacy_utility)
+# a point: one condition, any seeds (defense and weight decay split the arms of
+# experiment=privacy_utility)
 IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
 
 
@@ -30,14 +31,20 @@ def _spread(name, values) -> dict:
 
 def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
     """One point per condition (non-members, T, N, model): mean and spread over its training seeds,
-    and a 95% interval of the seed-mean gap from a bootstrap over seeds and evaluation pairs; where a
-    job's scores.parquet failed the check, or with n_bootstrap=0, the job's own interval with one seed."""
+    and a 95% interval of the seed-mean gap from a bootstrap over seeds and evaluation pairs; where
+    a job's scores.parquet failed the check, or with n_bootstrap=0, the job's own interval with one
+    seed."""
     groups = defaultdict(list)
     for r in rows:
         groups[tuple(r[k] for k in IDENTITY)].append(r)
     out = []
     for key, rs in groups.items():
-        p = dict(zip(IDENTITY, key), n_seeds=len(rs), seeds=sorted(r["seed"] for r in rs), _rows=rs)
+        p = dict(
+            zip(IDENTITY, key, strict=True),
+            n_seeds=len(rs),
+            seeds=sorted(r["seed"] for r in rs),
+            _rows=rs,
+        )
         p.update(_spread("gap", [r["gap_value"] for r in rs]))
         for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
             p.update(_spread(f"{side}_cos", [r[f"gap_{side}_mean"] for r in rs]))
@@ -68,8 +75,9 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
 
 
 def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
-    """A point's seed-mean AUC difference from CSA with its 95% interval (seed_mean_delta_aucs); with one
-    seed and no scores to resample, that job's own paired interval; with none at all, no interval."""
+    """A point's seed-mean AUC difference from CSA with its 95% interval (seed_mean_delta_aucs);
+    with one seed and no scores to resample, that job's own paired interval; with none at all, no
+    interval."""
     deltas = [r.get(f"{name}/delta_auc_vs_csa") for r in rs]
     if any(d is None for d in deltas):  # a job that did not run the attack
         return {}
@@ -90,26 +98,27 @@ def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
 
 
 def seed_mean_delta_aucs(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
-    """Bootstrap replicates of the seed-mean AUC difference of attack A from attack B: [n_bootstrap].
-    `jobs` is one ((A's member, A's non-member scores), (B's member, B's non-member scores)) per
-    training seed, both on the same pairs in the same order (seed_mean_metrics)."""
+    """Bootstrap replicates of the seed-mean AUC difference of attack A from attack B:
+    [n_bootstrap]. `jobs` is one ((A's member, A's non-member scores), (B's member, B's non-member
+    scores)) per training seed, both on the same pairs in the same order (seed_mean_metrics)."""
     return seed_mean_metrics(jobs, n_bootstrap, seed)[:, 0]
 
 
 def seed_mean_metrics(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
-    """Bootstrap replicates of the seed-mean AUC, TPR at 1% and TPR at 0.1% FPR of attack A, or of their
-    differences from attack B: [n_bootstrap, 3].
+    """Bootstrap replicates of the seed-mean AUC, TPR at 1% and TPR at 0.1% FPR of attack A, or of
+    their differences from attack B: [n_bootstrap, 3].
 
-    `jobs` is one (A's (member, non-member) scores, B's or None) per training seed, A and B on the same
-    pairs in the same order. Each replicate draws the seeds with replacement, and for every drawn seed
-    its member and non-member pairs with replacement, the same indices for A and B (paired), and
-    averages the drawn seeds' metrics (A - B where B is given): the seed_mean_gaps bootstrap.
+    `jobs` is one (A's (member, non-member) scores, B's or None) per training seed, A and B on the
+    same pairs in the same order. Each replicate draws the seeds with replacement, and for every
+    drawn seed its member and non-member pairs with replacement, the same indices for A and B
+    (paired), and averages the drawn seeds' metrics (A - B where B is given): the seed_mean_gaps
+    bootstrap.
     """
     rng = np.random.default_rng(seed)
     prepared = []
     for a, b in jobs:
         arrays = [np.asarray(x, np.float64) for x in (*a, *(b or ()))]
-        for x, what in zip(arrays, ("member scores", "non-member scores") * 2):
+        for x, what in zip(arrays, ("member scores", "non-member scores") * 2, strict=False):
             metrics.check_finite(x, what)
         if b is not None and (arrays[0].size, arrays[1].size) != (arrays[2].size, arrays[3].size):
             raise ValueError("a paired difference needs both attacks' scores of the same pairs")
@@ -198,13 +207,15 @@ def seed_mean_gaps(jobs, n_bootstrap: int, seed: int = 0) -> np.ndarray:
 
 
 def seed_mean_gap_table(conditions, n_bootstrap: int, seed: int = 0) -> np.ndarray:
-    """Two-level bootstrap of the seed-mean gap of several conditions at once: [n_bootstrap, n_conditions].
+    """Two-level bootstrap of the seed-mean gap of several conditions at once:
+    [n_bootstrap, n_conditions].
 
-    `conditions[c]` is one (member_cos, nonmember_cos) pair per seed. Where every job scored the same
-    number of members and of non-members (the i.i.d. splits of a sweep score the same evaluation uids,
-    in the same order, at every N and seed), one draw of evaluation pairs per replicate is shared by
-    all jobs, so a pair that is easy everywhere moves every point of the curve together, as it would
-    in a new experiment; otherwise each job draws its own pairs. Training seeds are drawn per condition.
+    `conditions[c]` is one (member_cos, nonmember_cos) pair per seed. Where every job scored the
+    same number of members and of non-members (the i.i.d. splits of a sweep score the same
+    evaluation uids, in the same order, at every N and seed), one draw of evaluation pairs per
+    replicate is shared by all jobs, so a pair that is easy everywhere moves every point of the
+    curve together, as it would in a new experiment; otherwise each job draws its own pairs.
+    Training seeds are drawn per condition.
     """
     rng = np.random.default_rng(seed)
     arrays = [

@@ -1,5 +1,6 @@
-"""Duplicated canaries (mia/data/canaries.py, docs/design.md §2.9): settings and refusals, where they come
-from, the training list and its coverage check, the target key, and a job that scores them."""
+"""Duplicated canaries (mia/data/canaries.py, docs/design.md §2.9): settings and refusals, where
+they come from, the training list and its coverage check, the target key, and a job that scores
+them."""
 
 import json
 from pathlib import Path

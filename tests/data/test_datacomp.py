@@ -53,7 +53,8 @@ if _LOG:
         if sock.family in (socket.AF_INET, socket.AF_INET6) and _host(address[0]) not in _LOCAL:
             _note(f"blocked connect {address!r}")
             raise OSError("network beyond 127.0.0.1 is off in this test")
-    _connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+    _connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+    _getaddrinfo = socket.getaddrinfo
     def connect(self, address):
         _check(self, address)
         return _connect(self, address)
@@ -65,7 +66,8 @@ if _LOG:
             _note(f"blocked resolve {host!r}")
             raise socket.gaierror(socket.EAI_NONAME, "network beyond 127.0.0.1 is off in this test")
         return _getaddrinfo(host, *args, **kwargs)
-    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    socket.getaddrinfo = getaddrinfo
     _note("loaded")
 """
 
@@ -133,7 +135,7 @@ def pool(tmp_path_factory):
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     uids = [rng.bytes(16).hex() for _ in rows]
-    for uid, (kind, _, _) in zip(uids, rows):
+    for uid, (kind, _, _) in zip(uids, rows, strict=True):
         expect[kind].append(uid)
     boxes = [
         [[0.2, 0.2, 0.6, 0.7]] if n % 10 == 2 else [] for n in range(len(rows))
@@ -159,7 +161,7 @@ def pool(tmp_path_factory):
     yield {
         "metadata": folder,
         "expect": expect,
-        "captions": dict(zip(uids, table.column("text").to_pylist())),
+        "captions": dict(zip(uids, table.column("text").to_pylist(), strict=True)),
     }
     server.shutdown()
     server.server_close()
@@ -227,7 +229,7 @@ def _side_of(uids):
 def test_split_is_deterministic_and_disjoint(fetched):
     expect, out = fetched["expect"], fetched["out"]
     split = pq.read_table(out / "split.parquet").to_pydict()
-    sides = dict(zip(split["uid"], split["side"]))
+    sides = dict(zip(split["uid"], split["side"], strict=True))
     listed = [u for kind, us in expect.items() if kind != "no_text" for u in us]
     assert sorted(sides) == sorted(listed) and len(split["uid"]) == len(
         listed
@@ -291,7 +293,9 @@ def test_shards_read_back_with_mias_reader(fetched):
         index = sh.build_index(shards)
         assert not index.corrupt and len(index.uids) == len(set(index.uids))
         assert set(index.uids) == {u for u in expect["ok"] if sides[u] == side}
-        assert all(c == fetched["captions"][u] for u, c in zip(index.uids, index.captions))
+        assert all(
+            c == fetched["captions"][u] for u, c in zip(index.uids, index.captions, strict=True)
+        )
         assert all(url.startswith("http://127.0.0.1:") for url in index.urls)
 
 
@@ -380,7 +384,8 @@ def test_bad_metadata_and_changed_settings_are_refused(fetched, tmp_path):
         fetch(tmp_path / "d.parquet", tmp_path / "o")
     with pytest.raises(ValueError, match=r"--metadata: .*sha256 \(needed by --verify-sha256\)"):
         fetch(tmp_path / "d.parquet", tmp_path / "o", verify_sha256=True)
-    # the fetched --out again, with another seed: refused before anything is downloaded or overwritten
+    # the fetched --out again, with another seed: refused before anything is downloaded or
+    # overwritten
     before = (fetched["out"] / "split.parquet").read_bytes()
     with pytest.raises(ValueError, match=r"--out=.*other settings \(.*seed.*\)"):
         fetch(fetched["metadata"], fetched["out"], seed=SEED + 1, verify_sha256=True)

@@ -1,4 +1,5 @@
-"""The glyph corpus: real CJK glyphs (Noto Sans CJK) captioned from Unihan, built small in tmp_path."""
+"""The glyph corpus: real CJK glyphs (Noto Sans CJK) captioned from Unihan, built small in
+tmp_path."""
 
 import hashlib
 import json
@@ -99,7 +100,10 @@ def test_unihan_text_files_read_like_the_xml(tmp_path):
 
     (tmp_path / "Unihan_Readings.txt.bz2").write_bytes(
         bz2.compress(
-            "# comment\nU+6D17\tkDefinition\twash\nU+6D17\tkMandarin\txǐ\nU+4E00\tkMandarin\tyī\n".encode()
+            (
+                "# comment\nU+6D17\tkDefinition\twash\n"
+                "U+6D17\tkMandarin\txǐ\nU+4E00\tkMandarin\tyī\n"
+            ).encode()
         )
     )
     (tmp_path / "Unihan_IRGSources.txt").write_text("U+6D17\tkRSUnicode\t85.6\n", encoding="utf-8")

@@ -88,7 +88,8 @@ def test_a_truncated_shard_costs_only_the_samples_past_the_cut(corpus, tmp_path)
     size = last.stat().st_size
     with tarfile.open(last) as tar:
         members = tar.getmembers()
-    # Cuts inside an image, inside a JSON's header, inside a caption, right after a sample, and at half.
+    # Cuts inside an image, inside a JSON's header, inside a caption, right after a sample, and at
+    # half.
     jpg, js, txt = (
         next(m for m in members[9:] if m.name.endswith(ext)) for ext in (".jpg", ".json", ".txt")
     )
@@ -119,7 +120,8 @@ def test_a_truncated_shard_costs_only_the_samples_past_the_cut(corpus, tmp_path)
 
 def test_every_rank_streams_its_share_in_equal_batches(corpus):
     """Under DDP each rank streams its MemberOrder share through two workers: the ranks together see
-    every member once per epoch, in as many batches as len(loader) says, of equal sizes step by step."""
+    every member once per epoch, in as many batches as len(loader) says, of equal sizes step by
+    step."""
     shards, world, batch = sh.list_shards(corpus), 2, 8
     uids = list(sh.build_index(shards).uids)
     per_rank = [
@@ -214,8 +216,9 @@ def test_unreadable_parts_are_skipped_and_counted_by_kind(tmp_path):
 
 
 def test_a_shard_changed_after_indexing_stops_the_readers_with_the_sample_named(corpus, tmp_path):
-    """The index decodes as the readers do, so a stream-time failure means the shard changed in place
-    (same name, size and mtime): the readers stop and name the sample instead of skipping a member."""
+    """The index decodes as the readers do, so a stream-time failure means the shard changed in
+    place (same name, size and mtime): the readers stop and name the sample instead of skipping a
+    member."""
     shards = copy_shards(corpus, tmp_path / "shards")
     uids = list(sh.build_index(shards).uids)
     shard, stat = shards[1], shards[1].stat()
@@ -249,8 +252,8 @@ def encoded(image, fmt, **kw) -> bytes:
 
 
 def web_images():
-    """(name, file bytes, the RGB picture it should decode to) in the sizes, aspect ratios and modes of
-    web images."""
+    """(name, file bytes, the RGB picture it should decode to) in the sizes, aspect ratios and modes
+    of web images."""
     rgb = picture(640, 480)
     grey = picture(200, 900).convert("L")
     wide = picture(1024, 300)
@@ -284,9 +287,9 @@ def web_images():
 
 
 def test_web_images_decode_at_224_px_and_unreadable_ones_are_skipped_and_counted(tmp_path):
-    """Every mode decodes to the right picture and through open_clip's 224 px preprocessing, in memory
-    and streamed; truncated, random and empty image files are skipped and counted by the index, and
-    so never reach the readers."""
+    """Every mode decodes to the right picture and through open_clip's 224 px preprocessing, in
+    memory and streamed; truncated, random and empty image files are skipped and counted by the
+    index, and so never reach the readers."""
     images = web_images()
     bad = {
         "truncated": encoded(picture(300, 200), "JPEG")[:700],
@@ -311,7 +314,7 @@ def test_web_images_decode_at_224_px_and_unreadable_ones_are_skipped_and_counted
 
     uids = [f"u{i}" for i in range(len(images))]
     decoded, captions = load_raw(shards, uids)
-    for (name, _, expected), image, caption in zip(images, decoded, captions):
+    for (name, _, expected), image, caption in zip(images, decoded, captions, strict=True):
         assert image.mode == "RGB" and image.size == expected.size and caption == name
         error = np.abs(np.asarray(image, float) - np.asarray(expected, float)).mean()
         assert error < 6, name  # JPEG losses only
@@ -329,8 +332,8 @@ def test_web_images_decode_at_224_px_and_unreadable_ones_are_skipped_and_counted
 
 
 def test_the_index_keeps_each_images_sha256(tmp_path):
-    """The JSON's sha256 (img2dataset's compute_hash, DataComp's column) where it has one, else the hash
-    of the image bytes; the cached index keeps them."""
+    """The JSON's sha256 (img2dataset's compute_hash, DataComp's column) where it has one, else the
+    hash of the image bytes; the cached index keeps them."""
     same, other = jpeg(), jpeg((30, 30))
     given = "AB" * 32
     write_shard(
@@ -354,7 +357,8 @@ def test_the_index_keeps_each_images_sha256(tmp_path):
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_the_plain_tar_reader_reads_what_tarfile_reads(tmp_path, fmt):
     """mia's own header parser (uncompressed shards) against Python's tarfile: long names, a ustar
-    prefix, a directory, an empty file, sizes off the block size; then a compressed copy (tarfile)."""
+    prefix, a directory, an empty file, sizes off the block size; then a compressed copy
+    (tarfile)."""
     from mia.data.shards import _tar_files
 
     files = {

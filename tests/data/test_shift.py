@@ -1,5 +1,5 @@
-"""data.shift: i.i.d. non-members mixed pair by pair with the shifted sibling corpus (docs/design.md §2.6),
-from the generator through the splits to the job and the sweep report."""
+"""data.shift: i.i.d. non-members mixed pair by pair with the shifted sibling corpus
+(docs/design.md §2.6), from the generator through the splits to the job and the sweep report."""
 
 import json
 
@@ -45,7 +45,8 @@ def test_half_shift_swaps_about_half_each_part_independently_and_nested():
         assert abs(len(half[part]) - n / 2) < 5 * 31.6
         assert quarter[part] <= half[part]  # what a shift swaps, a larger one swaps too
     assert abs(len(half["image"] & half["caption"]) - n / 4) < 5 * 27.4  # independent coins
-    # The caption template and palette follow the swaps: a shifted caption credits, an i.i.d. one says "photo by".
+    # The caption template and palette follow the swaps: a shifted caption credits, an i.i.d. one
+    # says "photo by".
     caps = [mixed_sample(i, seed=0, shift=0.5, shift_parts=SHIFT_PARTS)[1] for i in range(300)]
     assert [c.startswith("Image showing") for c in caps] == [
         i in half["caption"] for i in range(300)
@@ -288,9 +289,9 @@ def test_report_draws_auc_against_shift_with_a_row_per_shift(tmp_path):
 
 
 def test_report_sets_each_attacks_auc_on_the_unswapped_nonmembers_beside_its_auc(tmp_path):
-    """The shift table: every attack's AUC and, where the shift swapped some non-members, its AUC on the others
-    with its interval and their count; then each attack's difference from CSA on those non-members (at shift
-    0 on all of them, vs_csa itself)."""
+    """The shift table: every attack's AUC and, where the shift swapped some non-members, its AUC on
+    the others with its interval and their count; then each attack's difference from CSA on those
+    non-members (at shift 0 on all of them, vs_csa itself)."""
     from tests.helpers.sweeps import PAIRS, scores_with_auc
 
     swapped = (
@@ -361,9 +362,9 @@ def test_shift_zero_is_the_iid_job_and_a_caption_shift_feeds_blind(make_cfg, sma
 
 @pytest.mark.slow
 def test_a_shifted_job_scores_each_attack_on_its_unswapped_nonmembers_too(make_cfg, small_target):
-    """auc_unshifted is the AUC of the members against the non-members whose uid is still the i.i.d. corpus's
-    (`syn…`: a swapped pair's is `mxi…`, `mxc…` or `ood…`), counted by hand from scores.parquet; a job that
-    shifts nothing has none of it."""
+    """auc_unshifted is the AUC of the members against the non-members whose uid is still the i.i.d.
+    corpus's (`syn…`: a swapped pair's is `mxi…`, `mxc…` or `ood…`), counted by hand from
+    scores.parquet; a job that shifts nothing has none of it."""
     from sklearn.metrics import roc_auc_score
 
     from mia.evaluation import results, scores
@@ -385,7 +386,8 @@ def test_a_shifted_job_scores_each_attack_on_its_unswapped_nonmembers_too(make_c
         assert lo <= auc <= hi
     vs = record["attacks"]["blind"]["vs_csa_unshifted"]
     assert vs["delta_auc"] == pytest.approx(by_hand["blind"] - by_hand["csa"], abs=1e-12)
-    # blind reads captions: the swapped ones give it its edge, which the unswapped non-members take away
+    # blind reads captions: the swapped ones give it its edge, which the unswapped non-members take
+    # away
     assert by_hand["blind"] < record["attacks"]["blind"]["auc"]
     zero = json.loads(run(make_cfg(attacks, "data.shift=0")).read_text())
     assert not any(

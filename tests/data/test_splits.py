@@ -63,7 +63,7 @@ def test_dedup_drops_pairs_on_both_sides():
     )
     s = build_splits(idx, SPLIT, 100)
     assert s.dedup_dropped > 0
-    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions)))
+    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions), strict=True))
     member_caps = {caps[u] for u in s.members}
     assert not member_caps & {
         caps[u] for u in np.concatenate([s.nonmember_eval, s.nonmember_known])
@@ -80,7 +80,8 @@ def test_size_larger_than_pool():
 
 
 def test_eval_size_is_capped_so_aux_keeps_its_members():
-    """K = min(eval_size, N - D_all's member half): weak supervision keeps trained members to learn from."""
+    """K = min(eval_size, N - D_all's member half): weak supervision keeps trained members to learn
+    from."""
     big = OmegaConf.merge(SPLIT, {"eval_size": 400})
     s = build_splits(index(1000), big, 200)
     assert len(s.member_eval) == len(s.nonmember_eval) == 150 and s.aux_is_member.sum() == 50
@@ -105,20 +106,21 @@ def test_held_out_part_grows_from_the_far_end_without_touching_the_members():
         [big.nonmember_eval, big.nonmember_known, big.aux_pool[~big.aux_is_member]]
     )
     check_disjoint(members=big.members, nonmembers=non)
-    # Training data of every N the shortened pool holds is unchanged; the far end is only filtered, so
-    # de-duplication never takes a member from the pool because of it.
+    # Training data of every N the shortened pool holds is unchanged; the far end is only filtered,
+    # so de-duplication never takes a member from the pool because of it.
     rep, _ = repetitive_index()
     r0 = build_splits(rep, SPLIT, 100)
     r1 = build_splits(rep, OmegaConf.merge(SPLIT, {"eval_size": 100, "known_size": 150}), 100)
     assert r1.held_out_extra > 0 and np.array_equal(r0.members, r1.members)
-    caps = dict(zip(rep.uids, (normalise_caption(c) for c in rep.captions)))
+    caps = dict(zip(rep.uids, (normalise_caption(c) for c in rep.captions), strict=True))
     assert not {caps[u] for u in r1.members} & {
         caps[u] for u in np.concatenate([r1.nonmember_eval, r1.nonmember_known])
     }
 
 
 def test_too_few_held_out():
-    """Growth may not reach into the first N pairs of the pool: then the sizes are refused with a fit."""
+    """Growth may not reach into the first N pairs of the pool: then the sizes are refused with a
+    fit."""
     cfg = OmegaConf.merge(SPLIT, {"known_size": 400})
     with pytest.raises(
         ValueError,
@@ -166,7 +168,8 @@ def split_digest(s) -> str:
 
 
 def repetitive_index():
-    """1000 pairs whose captions and URLs repeat across any boundary, and an OOD corpus sharing some."""
+    """1000 pairs whose captions and URLs repeat across any boundary, and an OOD corpus sharing
+    some."""
     idx = Index(
         np.array([f"u{i}" for i in range(1000)]),
         np.array(
@@ -248,7 +251,8 @@ def test_the_default_corpus_scores_5k_a_side_at_16k_without_touching_the_members
 
 
 def test_dedup_rules_are_selectable_and_each_rule_counted():
-    """A pair two rules would drop counts for the first rule in data.split.dedup, so the counts add up."""
+    """A pair two rules would drop counts for the first rule in data.split.dedup, so the counts add
+    up."""
     idx, _ = repetitive_index()
     caption, url, both, swapped, none = (
         build_splits(idx, OmegaConf.merge(SPLIT, {"dedup": rules}), 100)
@@ -265,7 +269,7 @@ def test_dedup_rules_are_selectable_and_each_rule_counted():
     assert both.summary()["dedup_by_rule"] == both.dedup_by_rule
     assert none.dedup_dropped == 0 and none.dedup_by_rule == {}
     # Without caption de-duplication, repeated captions do land on both sides.
-    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions)))
+    caps = dict(zip(idx.uids, (normalise_caption(c) for c in idx.captions), strict=True))
     assert {caps[u] for u in url.members} & {caps[u] for u in url.nonmember_eval}
 
 
@@ -274,7 +278,7 @@ def test_image_rule_drops_identical_images_across_the_boundary():
     idx.sha256 = np.array([f"{i % 600:064x}" if i % 3 == 0 else f"{i:064x}" for i in range(1000)])
     s = build_splits(idx, OmegaConf.merge(SPLIT, {"dedup": ["image"]}), 100)
     assert s.dedup_dropped > 0 and s.dedup_by_rule == {"image": s.dedup_dropped}
-    sha = dict(zip(idx.uids, idx.sha256))
+    sha = dict(zip(idx.uids, idx.sha256, strict=True))
     non = np.concatenate([s.nonmember_eval, s.nonmember_known, s.aux_pool[~s.aux_is_member]])
     assert not {sha[u] for u in s.members} & {sha[u] for u in non}
 
@@ -327,9 +331,10 @@ def test_errors_name_the_rule_and_suggest_sizes_that_fit():
     message = str(err.value)
     assert re.search(
         r"non-member sets need 2000 pairs .* but only \d+ are held out after de-duplication "
-        r"dropped \d+ \(caption: \d+, url: \d+\), and the far end of the member pool past data.size=1000 "
-        r"holds only \d+ more; raise data.split.holdout or data.corpus.size, or lower those sizes, or "
-        r"set data.split.dedup=\[url\]\. Sizes that fit this corpus of 8115 pairs: data.split.holdout=",
+        r"dropped \d+ \(caption: \d+, url: \d+\), and the far end of the member pool past "
+        r"data.size=1000 holds only \d+ more; raise data.split.holdout or data.corpus.size, or "
+        r"lower those sizes, or set data.split.dedup=\[url\]\. Sizes that fit this corpus of 8115 "
+        r"pairs: data.split.holdout=",
         message,
     ), message
     fitted = build_splits(idx, *refit(err.value, split, 1000))

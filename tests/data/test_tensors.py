@@ -1,4 +1,5 @@
-"""mia/data/tensors.py: the tensor path gives the PIL path's tensors bit for bit, or is not taken."""
+"""mia/data/tensors.py: the tensor path gives the PIL path's tensors bit for bit, or is not
+taken."""
 
 import io
 
@@ -73,8 +74,8 @@ def test_a_batch_finished_at_once_is_the_samples_finished_one_by_one():
 
 def test_a_batch_shipped_as_uint8_and_finished_where_it_arrives_is_the_workers_batch_bit_for_bit():
     """stack_raw ships the tensor path's batches as uint8; finish, run where the batch arrives (the
-    training device), gives the floats of finishing in the worker. A batch with a PIL-path image ships
-    as floats, finished in the worker as before."""
+    training device), gives the floats of finishing in the worker. A batch with a PIL-path image
+    ships as floats, finished in the worker as before."""
     preprocess = open_clip.image_transform(32, is_train=False)
     fast = TensorPreprocess(preprocess)
     data = [jpeg(make_sample(i, seed=0)[0]) for i in range(8)] + [

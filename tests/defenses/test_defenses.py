@@ -3,6 +3,7 @@ sensitivity and accounting, and one end-to-end job per training defense."""
 
 import json
 import math
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,8 @@ def test_embedding_noise_is_a_function_of_the_query():
 
 
 def test_one_pair_moves_the_clipped_sum_by_at_most_2C():
-    """The sensitivity the noise is scaled to: add one pair to a Poisson batch, the clipped group sum
-    moves by <= 2C; and only that pair's group changes."""
+    """The sensitivity the noise is scaled to: add one pair to a Poisson batch, the clipped group
+    sum moves by <= 2C; and only that pair's group changes."""
     model, tokenizer, _ = build_model(compose_config().model)
     params = [p for p in model.parameters() if p.requires_grad]
     torch.manual_seed(0)
@@ -140,7 +141,7 @@ def test_one_pair_moves_the_clipped_sum_by_at_most_2C():
     a, clipped = clipped_sum(model, params, ClipLoss(), images, tokens, without, group, groups, C)
     b, _ = clipped_sum(model, params, ClipLoss(), images, tokens, with_x, group, groups, C)
     assert any(clipped)  # C is small enough that clipping is active
-    diff = math.sqrt(sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b)))
+    diff = math.sqrt(sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b, strict=True)))
     assert 0 < diff <= 2 * C + 1e-6
     # the same pair's group alone reproduces the change
     g = int(group[23])
@@ -150,7 +151,7 @@ def test_one_pair_moves_the_clipped_sum_by_at_most_2C():
     b_g, _ = clipped_sum(
         model, params, ClipLoss(), images, tokens, with_x[group[with_x] == g], group, groups, C
     )
-    diff_g = math.sqrt(sum(float(((x - y) ** 2).sum()) for x, y in zip(a_g, b_g)))
+    diff_g = math.sqrt(sum(float(((x - y) ** 2).sum()) for x, y in zip(a_g, b_g, strict=True)))
     assert diff_g == pytest.approx(diff, rel=1e-4)
 
 
@@ -183,7 +184,7 @@ def test_reported_epsilon_matches_opacus_stepwise_accountant(sigma, n, batch, ep
 
 def test_more_noise_less_epsilon():
     eps = [epsilon(s, 0.128, steps_for(1000, 128, 40), 1e-5) for s in (0.5, 1.0, 2.0, 4.0)]
-    assert all(a > b for a, b in zip(eps, eps[1:]))
+    assert all(a > b for a, b in pairwise(eps))
 
 
 # --- end to end -----------------------------------------------------------------------------------

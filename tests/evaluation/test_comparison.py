@@ -57,7 +57,8 @@ def test_tpr_interval_holds_the_estimate_and_shrinks_with_n():
 
 
 def test_tpr_intervals_come_from_the_auc_resamples():
-    """Adding the TPR bootstrap leaves the AUC's interval as it was: the same draws, the same seed."""
+    """Adding the TPR bootstrap leaves the AUC's interval as it was: the same draws, the same
+    seed."""
     rng = np.random.default_rng(2)
     pos, neg = gaussian(rng, 300)
     r = roc_metrics(*labelled(pos, neg), n_bootstrap=50, seed=7)
@@ -85,7 +86,8 @@ def test_an_attack_against_itself_differs_by_exactly_zero():
 
 
 def test_a_strictly_better_attack_is_told_apart_and_the_two_tests_agree():
-    """B is A plus noise on the same pairs: A is better, and only the paired test can see it at this n."""
+    """B is A plus noise on the same pairs: A is better, and only the paired test can see it at this
+    n."""
     rng = np.random.default_rng(5)
     signal = np.r_[np.full(500, 0.8), np.zeros(500)] + rng.normal(0, 1, 1000)
     a = (signal[:500], signal[500:])
@@ -115,8 +117,8 @@ def test_equal_attacks_on_the_same_pairs_are_no_different():
 
 
 def brute_force_delong(a, b):
-    """DeLong's variance from its definition: psi(x, y) = 1, 1/2, 0 for x >, =, < y; V10_i the mean of
-    psi(member i, each non-member), V01_j the mean of psi(each member, non-member j)."""
+    """DeLong's variance from its definition: psi(x, y) = 1, 1/2, 0 for x >, =, < y; V10_i the mean
+    of psi(member i, each non-member), V01_j the mean of psi(each member, non-member j)."""
 
     def psi(x, y):
         return 1.0 if x > y else 0.5 if x == y else 0.0

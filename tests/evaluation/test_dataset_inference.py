@@ -1,8 +1,9 @@
-"""Dataset inference (mia/evaluation/dataset_inference.py, docs/design.md §5.1): calibrated on the null,
-powerful on a weak planted signal, Noether's prediction, refusals, and its place in results.json and
-the sweep report."""
+"""Dataset inference (mia/evaluation/dataset_inference.py, docs/design.md §5.1): calibrated on the
+null, powerful on a weak planted signal, Noether's prediction, refusals, and its place in
+results.json and the sweep report."""
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ def test_weak_signal_adds_up_over_a_set():
     assert 0.6 < r["auc"] < 0.7
     power = [b["power"] for b in r["by_m"]]
     assert power[0] < 0.1 and power[-1] == 1.0
-    assert all(b >= a - 0.03 for a, b in zip(power, power[1:]))  # grows with m, up to draw noise
+    assert all(b >= a - 0.03 for a, b in pairwise(power))  # grows with m, up to draw noise
     assert 30 <= r["smallest_m"] <= 150 and r["calibrated"]
 
 
@@ -142,8 +143,8 @@ def test_an_anticonservative_test_is_caught(monkeypatch):
 
 
 def test_the_fast_rank_sums_give_scipys_p_values_bit_for_bit():
-    """The null's precomputed ranks and the members' counted wins against scipy's mannwhitneyu on the
-    very candidate sets: identical p-values, with ties and without."""
+    """The null's precomputed ranks and the members' counted wins against scipy's mannwhitneyu on
+    the very candidate sets: identical p-values, with ties and without."""
     from mia.evaluation import dataset_inference as di
 
     rng = np.random.default_rng(5)

@@ -119,7 +119,7 @@ def test_resampled_aucs_match_sklearn_with_ties():
     pos, neg = np.round(rng.normal(0.3, 1, 300), 1), np.round(rng.normal(0, 1, 200), 1)
     pi, ni = rng.integers(0, 300, (5, 300)), rng.integers(0, 200, (5, 200))
     got = metrics._resampled_aucs(pos, neg)(pi, ni)
-    want = [roc_auc_score(*labelled(pos[p], neg[n])[::-1]) for p, n in zip(pi, ni)]
+    want = [roc_auc_score(*labelled(pos[p], neg[n])[::-1]) for p, n in zip(pi, ni, strict=True)]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 

@@ -1,6 +1,6 @@
-"""results.json (mia/evaluation/results.py, docs/design.md §10): a record built as mia/pipeline.py builds it
-holds every key its readers read, carries the current schema version, and keeps the attacks' diagnostics
-out of the report's rows and the W&B summary."""
+"""results.json (mia/evaluation/results.py, docs/design.md §10): a record built as mia/pipeline.py
+builds it holds every key its readers read, carries the current schema version, and keeps the
+attacks' diagnostics out of the report's rows and the W&B summary."""
 
 import json
 from types import SimpleNamespace
@@ -21,8 +21,9 @@ from tests.helpers.config import SMALL, compose_config
 ATTACKS, COPIES = ("csa", "blind"), ("copies=1", "copies=4")
 
 # Every key of results.json that a reader reads: the sweep report (mia/report/: rows.py, stats.py,
-# checks.py, privacy_utility.py, canaries.py, inference.py, build.py) and the W&B summary (tracking.summary).
-# <attack> stands for each attack of the job, <copies> for each canary copy count.
+# checks.py, privacy_utility.py, canaries.py, inference.py, build.py) and the W&B summary
+# (tracking.summary). <attack> stands for each attack of the job, <copies> for each canary copy
+# count.
 READ = [
     "config.n_bootstrap",
     "config.data.split.seed",  # report.stats.bootstrap_settings
@@ -109,7 +110,8 @@ def evaluated(member, nonmember):
 
 
 def write_job(job_dir):
-    """A job's results.json and scores.parquet, built as mia/pipeline.py builds them, from fake scores."""
+    """A job's results.json and scores.parquet, built as mia/pipeline.py builds them, from fake
+    scores."""
     job_dir.mkdir(parents=True, exist_ok=True)
     cfg = compose_config(*SMALL, "defense=dp_sgd", "logger=none", f"paths.root_dir={job_dir}")
     rng = np.random.default_rng(0)
@@ -256,8 +258,8 @@ def test_diagnostics_stay_out_of_the_rows_and_the_w_and_b_summary(tmp_path):
 
 
 def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
-    """Under data.shift: auc_unshifted, its interval, n_unshifted and (but for csa) vs_csa_unshifted, beside the
-    metrics and out of the shared metric keys that every job has."""
+    """Under data.shift: auc_unshifted, its interval, n_unshifted and (but for csa)
+    vs_csa_unshifted, beside the metrics and out of the shared metric keys that every job has."""
     m, table = evaluated(*scored(np.random.default_rng(0)))
     roc = {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]}
     kept = {"auc_unshifted": 0.6, "auc_unshifted_ci95": [0.5, 0.7], "n_unshifted": 25}

@@ -100,7 +100,8 @@ def test_misaligned_attacks_and_foreign_files_are_refused(tmp_path):
 
 
 def test_most_exposed_ranks_members_by_mean_percentile():
-    # Two attacks on different scales; the non-members score highest of all and must never be returned.
+    # Two attacks on different scales; the non-members score highest of all and must never be
+    # returned.
     df = pd.DataFrame(
         {
             "uid": list("abcdefgh"),
@@ -156,7 +157,8 @@ def test_exposed_members_table_in_an_offline_run(make_cfg, tmp_path, monkeypatch
 
 
 def _exposed_table(out_dir) -> dict:
-    """The exposed_members table as the offline run keeps it (its images are in the run's artifact)."""
+    """The exposed_members table as the offline run keeps it (its images are in the run's
+    artifact)."""
     files = list(out_dir.glob("wandb/offline-run-*/files/media/table/exposed_members_*.table.json"))
     assert len(files) == 1, files
     return json.loads(files[0].read_text())

@@ -1,7 +1,7 @@
 """mia/evaluation/scoring.py: CSA's scores for the comparison are the evaluation cosines, and each
-attack's D_no scores for its calibrated thresholds come from D_no scored alone (per_pair attacks: the
-cosines for csa; bit for bit a second run's), a second run with D_no as members (flagged where the
-attack fits on D_no), or nowhere (shadow attacks, blind)."""
+attack's D_no scores for its calibrated thresholds come from D_no scored alone (per_pair attacks:
+the cosines for csa; bit for bit a second run's), a second run with D_no as members (flagged where
+the attack fits on D_no), or nowhere (shadow attacks, blind)."""
 
 import importlib
 import inspect
@@ -78,8 +78,8 @@ def test_any_other_attack_scores_d_no_in_a_second_run_as_members():
     assert all(e["threshold_from_training_pairs"] for e in cal)
 
 
-# Every per_pair attack (scores of a set that depend on that set alone), with settings that keep it quick.
-# Not mcd: its dropout masks follow the label-blind order of the union of the scored pairs.
+# Every per_pair attack (scores of a set that depend on that set alone), with settings that keep it
+# quick. Not mcd: its dropout masks follow the label-blind order of the union of the scored pairs.
 PER_PAIR = {
     "csa": {},
     "aea": {"repeats": 2},
@@ -102,7 +102,8 @@ def test_every_per_pair_attack_is_checked_against_a_second_run():
 def test_per_pair_attacks_score_d_no_alone_as_a_second_run_would(model_ctx, name):
     attack = make_attack(name, **PER_PAIR[name])
     result = attack(model_ctx)
-    # Today's reference: the second run with D_no as member_eval (this context holds its pairs, no shards).
+    # Today's reference: the second run with D_no as member_eval (this context holds its pairs, no
+    # shards).
     ctx = replace(model_ctx, _raw=dict(model_ctx._raw))
     second = ctx.with_members(ctx.features[NONMEMBER_KNOWN])
     ctx._raw[second._members_as] = ctx._raw[NONMEMBER_KNOWN]
@@ -160,8 +161,8 @@ def attack_classes():
 
 
 def test_every_attack_that_reads_known_non_members_is_flagged():
-    """An attack module that reads D_no (NONMEMBER_KNOWN, or weak supervision's pseudo-labels from it)
-    defines attacks that fit on it: each must be flagged (FITS_ON_KNOWN), have no thresholds
+    """An attack module that reads D_no (NONMEMBER_KNOWN, or weak supervision's pseudo-labels from
+    it) defines attacks that fit on it: each must be flagged (FITS_ON_KNOWN), have no thresholds
     (NOT_CALIBRATED) or train shadows (no thresholds either)."""
     found = {}
     for module, cls in attack_classes():
@@ -188,8 +189,8 @@ def test_calibrated_thresholds_of_a_planted_attack_hold_their_fpr_on_d_no():
 
 
 def test_unshifted_auc_leaves_the_swapped_nonmembers_out():
-    """scoring.unshifted: the AUC of the members against the unswapped non-members alone, counted by hand, with
-    its interval, its count and its paired difference from CSA on the same pairs."""
+    """scoring.unshifted: the AUC of the members against the unswapped non-members alone, counted by
+    hand, with its interval, its count and its paired difference from CSA on the same pairs."""
     rng = np.random.default_rng(0)
     member, nonmember = rng.normal(1, 1, 300), rng.normal(0, 1, 400)
     swapped = rng.random(400) < 0.4

@@ -1,4 +1,5 @@
-"""Utility of a target: Recall@k on the held-out pool, and zero-shot attributes of the embedded corpus."""
+"""Utility of a target: Recall@k on the held-out pool, and zero-shot attributes of the embedded
+corpus."""
 
 import json
 
@@ -23,7 +24,8 @@ def test_recall_perfect_wrong_and_constant():
     # every caption is its neighbour's: the partner is never first
     shifted = utility.recall_at_k(image, np.roll(image, 1, axis=0))
     assert shifted["i2t_r1"] == shifted["t2i_r1"] == 0.0
-    # a model that embeds everything alike ranks no partner above anything: no recall, not full recall
+    # a model that embeds everything alike ranks no partner above anything: no recall, not full
+    # recall
     const = utility.recall_at_k(np.ones((40, 4)) / 2, np.ones((40, 4)) / 2)
     assert const["i2t_r10"] == const["t2i_r10"] == 0.0
 
@@ -39,7 +41,7 @@ def test_recall_of_noisy_partners_sits_between_chance_and_one():
 def test_attributes_parse_the_generators_one_object_captions():
     captions = [make_sample(i, seed=0)[1] for i in range(200)]
     parsed = [utility.parse_attributes(c) for c in captions]
-    one = [(c, p) for c, p in zip(captions, parsed) if p is not None]
+    one = [(c, p) for c, p in zip(captions, parsed, strict=True) if p is not None]
     assert 50 < len(one) < 150  # one object or two, about half each
     for caption, (colour, shape) in one:
         assert (
@@ -94,10 +96,11 @@ def test_prompts_follow_the_grammar_and_cover_every_class_alike():
     assert len(texts) == len(set(texts)) == 2 * 12 * 6 * 9
     assert all(
         utility.parse_attributes(t + ", photo by x") == (utility.COLOURS[c], utility.SHAPES[h])
-        for t, (c, h) in zip(texts, labels)
+        for t, (c, h) in zip(texts, labels, strict=True)
     )
     assert len(set(np.bincount(labels[:, 0]))) == len(set(np.bincount(labels[:, 1]))) == 1
     # the background is never the object's colour
     assert not any(
-        t.endswith(f"on a {utility.COLOURS[c]} background") for t, (c, _) in zip(texts, labels)
+        t.endswith(f"on a {utility.COLOURS[c]} background")
+        for t, (c, _) in zip(texts, labels, strict=True)
     )

@@ -113,7 +113,8 @@ def shifted_members(ctx, delta=0.6, seed=1):
 
 
 def model_context(cfg, members, splits, target, spec):
-    """The context of a trained target: its features on the given splits, shadows trained like it."""
+    """The context of a trained target: its features on the given splits, shadows trained like
+    it."""
     features, _ = extract_features(
         target, splits, members, members, distributed.single(cfg.trainer)
     )
@@ -130,8 +131,9 @@ def model_context(cfg, members, splits, target, spec):
 
 def make_attack(name: str, **overrides):
     """The attack conf/attack/<name>.yaml configures (its settings live only there), with overrides
-    merged key by key, built as a job builds it: pipeline.build_attacks, which instantiates with
-    _convert_="all" (the attack gets plain dicts and lists) and names a bad key attack.<name>.<key>."""
+    merged key by key, built as a job builds it: mia.job.build_attacks, which instantiates with
+    _convert_="all" (the attack gets plain dicts and lists) and names a bad key
+    attack.<name>.<key>."""
     cfg = OmegaConf.load(Path(CONF) / "attack" / f"{name}.yaml")[name]
     root = OmegaConf.create(
         {
@@ -146,7 +148,8 @@ def make_attack(name: str, **overrides):
 
 
 def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
-    """A null context whose reference pool holds the same uids as ctx's (see test_lira.py's docstring)."""
+    """A null context whose reference pool holds the same uids as ctx's (see test_lira.py's
+    docstring)."""
     s = ctx.splits
     aux = ctx.features["aux_pool"]
     non = np.concatenate([ctx.uids("nonmember_eval"), aux.uids[~s.aux_is_member]])
@@ -182,7 +185,8 @@ def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
 
 
 def synthetic_references(planted: bool, num_shadows: int = 8, seed: int = 0) -> References:
-    """Statistics as LiRA and RMIA see them, without models: s = difficulty + shift * trained + noise."""
+    """Statistics as LiRA and RMIA see them, without models: s = difficulty + shift * trained +
+    noise."""
     rng = np.random.default_rng(seed)
     sizes = {"member_eval": 200, "nonmember_eval": 200, "nonmember_known": 300, "aux_pool": 300}
     offsets, start = {}, 0
@@ -242,10 +246,11 @@ class _BagTowers:
 
 
 def modality_context(planted: bool, n=100, seed=0) -> AttackContext:
-    """Pairs whose one-modality agreement is planted: a smooth image (a colour and a gentle gradient)
-    hardly moves under a small translation, a noise image moves entirely; a caption of one repeated
-    word has the same bag of words under any dropout or swap, a caption of distinct words does not.
-    Planted: members get the stable kind; null: both sets get one random mix of the two kinds."""
+    """Pairs whose one-modality agreement is planted: a smooth image (a colour and a gentle
+    gradient) hardly moves under a small translation, a noise image moves entirely; a caption of one
+    repeated word has the same bag of words under any dropout or swap, a caption of distinct words
+    does not. Planted: members get the stable kind; null: both sets get one random mix of the two
+    kinds."""
     from types import SimpleNamespace
 
     import open_clip
@@ -278,7 +283,7 @@ def modality_context(planted: bool, n=100, seed=0) -> AttackContext:
     )
     features, raw = {}, {}
     for name, stable in kinds.items():
-        images, captions = zip(*[pair(k) for k in stable])
+        images, captions = zip(*[pair(k) for k in stable], strict=True)
         with torch.no_grad():
             img = towers.encode_image(torch.stack([TF.to_tensor(im) for im in images])).numpy()
             txt = towers.encode_text(tokenizer(list(captions))).numpy()
@@ -334,10 +339,10 @@ def untrained_model_context(n_eval=40, n_known=100, n_aux=100, seed=0) -> Attack
 
 
 def relabelled(ctx: AttackContext, moved: float = 1.0) -> AttackContext:
-    """The same pairs with the evaluation labels changed: the last `moved` share of member_eval and of
-    nonmember_eval cross over to the other set (1.0: the two sets exchange places; 0.5: half of each
-    moves, so every set is regrouped). What an attack that never looks at the labels cannot tell
-    from ctx. Compare scores by uid (scores_by_uid)."""
+    """The same pairs with the evaluation labels changed: the last `moved` share of member_eval and
+    of nonmember_eval cross over to the other set (1.0: the two sets exchange places; 0.5: half of
+    each moves, so every set is regrouped). What an attack that never looks at the labels cannot
+    tell from ctx. Compare scores by uid (scores_by_uid)."""
     a, b = "member_eval", "nonmember_eval"
     fa, fb = ctx.features[a], ctx.features[b]
     ka, kb = len(fa.uids) - round(moved * len(fa.uids)), len(fb.uids) - round(moved * len(fb.uids))
@@ -346,7 +351,9 @@ def relabelled(ctx: AttackContext, moved: float = 1.0) -> AttackContext:
         return SplitFeatures(
             *(
                 np.concatenate([x[:k], y[m:]])
-                for x, y in zip((f.uids, f.image, f.text, f.cos), (g.uids, g.image, g.text, g.cos))
+                for x, y in zip(
+                    (f.uids, f.image, f.text, f.cos), (g.uids, g.image, g.text, g.cos), strict=True
+                )
             )
         )
 
@@ -366,6 +373,7 @@ def scores_by_uid(ctx: AttackContext, result) -> dict:
         zip(
             np.r_[ctx.uids("member_eval"), ctx.uids("nonmember_eval")],
             np.r_[result.member_scores, result.nonmember_scores],
+            strict=True,
         )
     )
 
@@ -390,7 +398,9 @@ def pil_image_views(
             emb = []
             for i in range(0, len(images), batch_size):
                 batch = []
-                for uid, im in zip(uids[i : i + batch_size], images[i : i + batch_size]):
+                for uid, im in zip(
+                    uids[i : i + batch_size], images[i : i + batch_size], strict=True
+                ):
                     torch.manual_seed(sample_seed(ctx.seed, uid, tag, r))
                     batch.append(ctx.target.preprocess(transform(im)))
                 emb.append(

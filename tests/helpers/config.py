@@ -9,7 +9,8 @@ CONF = str(Path(__file__).resolve().parents[2] / "conf")
 # A corpus and splits small enough that a full job takes seconds on a CPU (conf/debug/small.yaml).
 SMALL = ["debug=small"]
 
-# The attacks' trained fixture (tests/attacks/conftest.py): 200 members, 30 epochs, so they are memorised.
+# The attacks' trained fixture (tests/attacks/conftest.py): 200 members, 30 epochs, so they are
+# memorised.
 MODEL_OVERRIDES = [
     "data.size=200",
     "data.corpus.size=1200",

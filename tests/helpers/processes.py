@@ -1,4 +1,5 @@
-"""Child processes a test starts and stops itself: bounded waits, and SIGKILL by pid of its own children only."""
+"""Child processes a test starts and stops itself: bounded waits, and SIGKILL by pid of its own
+children only."""
 
 import multiprocessing
 import os

@@ -1,5 +1,5 @@
-"""Fake jobs and sweeps for the sweep report's tests: a results.json in the format mia/pipeline.py writes,
-beside a scores.parquet it agrees with (the report checks one against the other), built from
+"""Fake jobs and sweeps for the sweep report's tests: a results.json in the format mia/pipeline.py
+writes, beside a scores.parquet it agrees with (the report checks one against the other), built from
 known cosines and attack scores; and simulated per-seed cosines of a scaling curve."""
 
 from dataclasses import dataclass
@@ -30,7 +30,8 @@ def scores_with_auc(auc: float, n: int = PAIRS) -> tuple[np.ndarray, np.ndarray]
 
 
 def cosines_with_gap(gap: float, n: int = PAIRS) -> tuple[np.ndarray, np.ndarray]:
-    """(member, non-member) cosines: non-members spread tightly around 0.5, members `gap` above them."""
+    """(member, non-member) cosines: non-members spread tightly around 0.5, members `gap` above
+    them."""
     nonmember = 0.5 + 0.001 * np.linspace(-1, 1, n)
     return nonmember + gap, nonmember
 
@@ -51,14 +52,15 @@ def fake_job(
     dataset_inference=None,
     swapped=None,
 ) -> Job:
-    """A job whose cosines have the member / non-member `gap` (or are `cos`: (member, non-member)), and
-    whose attacks have the AUCs `aucs` ({attack: AUC}, on the grid of scores_with_auc) or the scores
-    `attacks` ({attack: (member, non-member)}); by default csa scores 0.5 + gap (at most 0.95) and the
-    blind baseline 0.5. Every metric comes from those arrays, as mia.pipeline computes it;
-    Attacks but csa are compared with CSA's scores, the cosines (vs_csa), as a job compares them;
-    `gaussian_auc` overrides the gap's own, to place the point in or out of the saturated regime.
-    Dataset inference runs in the report only with `dataset_inference` settings. `swapped` marks the
-    non-members a shift swapped: each attack then has its AUC on the others, as a shifted job records it."""
+    """A job whose cosines have the member / non-member `gap` (or are `cos`: (member, non-member)),
+    and whose attacks have the AUCs `aucs` ({attack: AUC}, on the grid of scores_with_auc) or the
+    scores `attacks` ({attack: (member, non-member)}); by default csa scores 0.5 + gap (at most
+    0.95) and the blind baseline 0.5. Every metric comes from those arrays, as mia.pipeline computes
+    it; Attacks but csa are compared with CSA's scores, the cosines (vs_csa), as a job compares
+    them; `gaussian_auc` overrides the gap's own, to place the point in or out of the saturated
+    regime. Dataset inference runs in the report only with `dataset_inference` settings. `swapped`
+    marks the non-members a shift swapped: each attack then has its AUC on the others, as a shifted
+    job records it."""
     member_cos, nonmember_cos = cos if cos is not None else cosines_with_gap(gap)
     if attacks is None:
         aucs = aucs or {"csa": 0.5 + min(gap, 0.45), "blind": 0.5}

@@ -1,5 +1,6 @@
-"""The sweep report's check of results.json against scores.parquet (mia/report/checks.py) on a real job
-(the session's default job: tests/conftest.py): it agrees, and a tampered score fails the report."""
+"""The sweep report's check of results.json against scores.parquet (mia/report/checks.py) on a real
+job (the session's default job: tests/conftest.py): it agrees, and a tampered score fails the
+report."""
 
 import json
 import shutil

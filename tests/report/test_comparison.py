@@ -35,7 +35,8 @@ def test_base_of_names_a_variant_only_when_its_base_ran():
 
 
 def test_comparison_gives_intervals_deltas_and_variants_against_their_base(tmp_path):
-    """Three seeds; gradnorm at AUC 0.95 beats CSA (0.75), its leaky variant at 0.5 is below its base."""
+    """Three seeds; gradnorm at AUC 0.95 beats CSA (0.75), its leaky variant at 0.5 is below its
+    base."""
     cos = scores_with_auc(0.75, 200)
     attacks = {
         "csa": cos,

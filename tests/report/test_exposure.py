@@ -1,6 +1,7 @@
-"""The exposure analysis (mia/report/exposure.py) on score tables whose rankings are known: identical
-rankings overlap fully and beat the null, random ones sit on it, the null is seeded, comparisons across
-N use only the members both jobs scored, and what the members exposed at every seed share."""
+"""The exposure analysis (mia/report/exposure.py) on score tables whose rankings are known:
+identical rankings overlap fully and beat the null, random ones sit on it, the null is seeded,
+comparisons across N use only the members both jobs scored, and what the members exposed at every
+seed share."""
 
 from types import SimpleNamespace
 
@@ -20,7 +21,8 @@ from mia.report.exposure import (
 
 
 def table(member_scores, uids=None, captions=None, nonmembers=100):
-    """A scores.parquet table: members `uids` (m0, m1, ... by default) scored `member_scores` by csa."""
+    """A scores.parquet table: members `uids` (m0, m1, ... by default) scored `member_scores` by
+    csa."""
     member_scores = np.asarray(member_scores, float)
     uids = uids or [f"m{i}" for i in range(member_scores.size)]
     sets = {
@@ -101,8 +103,8 @@ def test_the_permutation_p_value_is_reproducible():
 
 
 def test_across_sizes_compares_only_the_members_both_jobs_scored():
-    """The larger job scores 50 extra members, all above the shared ones: among the shared members its
-    ranking is the smaller job's, so the top 50 agree fully."""
+    """The larger job scores 50 extra members, all above the shared ones: among the shared members
+    its ranking is the smaller job's, so the top 50 agree fully."""
     ranked = np.random.default_rng(1).normal(size=200)
     small = table(ranked, uids=[f"m{i}" for i in range(200)])
     large = table(np.r_[ranked, np.full(50, 10.0)], uids=[f"m{i}" for i in range(250)])

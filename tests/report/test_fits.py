@@ -47,7 +47,8 @@ def test_bootstrap_slope_recovers_known_slope_and_spread():
         means = [np.mean([m.mean() - n.mean() for m, n in jobs]) for jobs in conditions]
         return np.polyfit(np.log10(sizes), np.log10(means), 1)[0], means
 
-    # The spread of the slope over fresh experiments, which the bootstrap of one experiment must match.
+    # The spread of the slope over fresh experiments, which the bootstrap of one experiment must
+    # match.
     true_sd = np.std([ols(scaling_sweep(rng, sizes, 6))[0] for _ in range(300)], ddof=1)
     conditions = scaling_sweep(rng, sizes, 6)
     slope, means = ols(conditions)

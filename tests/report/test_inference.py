@@ -29,8 +29,8 @@ def test_report_plots_smallest_m_against_n(tmp_path):
 
 
 def test_the_report_takes_each_jobs_own_result_and_recomputes_only_what_is_missing(tmp_path):
-    """A job that ran dataset inference is not run again: its results.json's result is the row (marked
-    here by an m no grid holds); a job without one is recomputed from its scores.parquet."""
+    """A job that ran dataset inference is not run again: its results.json's result is the row
+    (marked here by an m no grid holds); a job without one is recomputed from its scores.parquet."""
     rng = np.random.default_rng(0)
     scores = rng.normal(1.0, 1, 300), rng.normal(0, 1, 300)
     ran, missing = (

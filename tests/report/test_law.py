@@ -1,6 +1,6 @@
-"""The two-factor law of the gap (mia/report/law.py) on simulated T x N grids whose exponents are known:
-the fit recovers them with intervals that contain them, the verdict reads the intervals, the cells
-count, and cells with equal T*N are compared."""
+"""The two-factor law of the gap (mia/report/law.py) on simulated T x N grids whose exponents are
+known: the fit recovers them with intervals that contain them, the verdict reads the intervals, the
+cells count, and cells with equal T*N are compared."""
 
 import numpy as np
 import pytest
@@ -15,7 +15,8 @@ def grid_points(
     rng, gap_of, ts=TS, ns=NS, n_seeds=2, seed_sd=0.03, pair_sd=0.0005, k=300, gaussian_auc=0.6
 ):
     """Points of a T x N grid as stats.points makes them: per-seed cosines whose seed-mean gap is
-    gap_of(T, N) times a log-normal training-seed effect (sd `seed_sd` in log10), plus pair noise."""
+    gap_of(T, N) times a log-normal training-seed effect (sd `seed_sd` in log10), plus pair
+    noise."""
     pts = []
     for t in ts:
         for n in ns:

@@ -139,8 +139,9 @@ def test_seeds_are_pooled_with_a_bootstrap_over_seeds_and_pairs(tmp_path):
 
 
 def test_a_job_whose_scores_fail_the_check_falls_back_to_its_own_interval(tmp_path):
-    """A scores.parquet that is missing fails the check (the report is written, then refused), and the
-    job's point and the fit fall back to what results.json holds: the job's own interval, a t-interval."""
+    """A scores.parquet that is missing fails the check (the report is written, then refused), and
+    the job's point and the fit fall back to what results.json holds: the job's own interval, a
+    t-interval."""
     sweep = write_sweep(tmp_path, [fake_job(1000, 40, 0.2), fake_job(4000, 40, 0.05)])
     (sweep / "1" / "scores.parquet").unlink()
     with pytest.raises(ScoresMismatch, match="1: .*scores.parquet: FileNotFoundError"):
@@ -167,9 +168,10 @@ def test_a_job_whose_scores_fail_the_check_falls_back_to_its_own_interval(tmp_pa
 
 
 def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval_says_so(tmp_path):
-    """Three seeds of one condition, CSA (the cosines) at AUC 0.75 on 100 pairs a side: an attack at 0.95
-    beats it, one at 0.5 is below it, and the cosines under another name are no different (Delta 0 on
-    every resample). TPR@1%FPR rests on one false positive at 100 non-members: marked unresolved."""
+    """Three seeds of one condition, CSA (the cosines) at AUC 0.75 on 100 pairs a side: an attack at
+    0.95 beats it, one at 0.5 is below it, and the cosines under another name are no different
+    (Delta 0 on every resample). TPR@1%FPR rests on one false positive at 100 non-members: marked
+    unresolved."""
     cos = scores_with_auc(0.75, 100)
     attacks = {
         "csa": cos,
@@ -191,7 +193,9 @@ def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval
     head = next(line for line in report.splitlines() if line.startswith("| N |"))
     assert "better vs CSA" in head and "csa vs CSA" not in head
     row = next(line for line in report.splitlines() if line.startswith("| 1000 | 40 | iid | 3 |"))
-    cells = dict(zip([c.strip() for c in head.split("|")], [c.strip() for c in row.split("|")]))
+    cells = dict(
+        zip([c.strip() for c in head.split("|")], [c.strip() for c in row.split("|")], strict=True)
+    )
     assert cells["better vs CSA: ΔAUC [95% CI]"].startswith("beats CSA: +0.200 [")
     assert cells["worse vs CSA: ΔAUC [95% CI]"].startswith("below CSA: -0.250 [")
     assert cells["same vs CSA: ΔAUC [95% CI]"] == "no difference: +0.000 [+0.000, +0.000]"
@@ -217,8 +221,9 @@ def test_verdict_reads_the_interval():
 
 
 def test_a_t_by_n_grid_gets_the_two_factor_fit_its_figures_and_the_exposure_analysis(tmp_path):
-    """2 T x 2 N x 2 seeds with gap = 5 T / N and the same per-pair ranking in every job: the plane is
-    T/N's, cells of equal T*N differ by T/N's ratio, and the same members are the most exposed."""
+    """2 T x 2 N x 2 seeds with gap = 5 T / N and the same per-pair ranking in every job: the plane
+    is T/N's, cells of equal T*N differ by T/N's ratio, and the same members are the most
+    exposed."""
     rng = np.random.default_rng(0)
     base, nonmember = rng.normal(0.3, 0.002, 200), rng.normal(0.3, 0.002, 200)
     base += nonmember.mean() - base.mean()  # the gap is exactly the shift added below
@@ -255,8 +260,8 @@ def test_a_t_by_n_grid_gets_the_two_factor_fit_its_figures_and_the_exposure_anal
 
 
 def test_an_attack_a_job_could_not_score_is_listed_and_the_rest_of_the_report_holds(tmp_path):
-    """One size's WSA found no pseudo-members: the report names the job, the attack and the reason, and
-    reports WSA at the other size only."""
+    """One size's WSA found no pseudo-members: the report names the job, the attack and the reason,
+    and reports WSA at the other size only."""
     scored = fake_job(1000, 40, 0.2, aucs={"csa": 0.7, "blind": 0.5, "wsa": 0.6})
     skipped = fake_job(4000, 40, 0.1, aucs={"csa": 0.6, "blind": 0.5})
     skipped.record["skipped"] = {

@@ -1,4 +1,5 @@
-"""The two-level bootstraps of a condition's seed-mean gap and seed-mean AUC difference (mia/report/stats.py)."""
+"""The two-level bootstraps of a condition's seed-mean gap and seed-mean AUC difference
+(mia/report/stats.py)."""
 
 import numpy as np
 import pytest

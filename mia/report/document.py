@@ -1,0 +1,87 @@
+"""report.md, the sweep report's text: every section in order, from the analyses build.py ran
+(the tables themselves are rendered by the modules that ran them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mia.report import canaries as canary_report
+from mia.report import comparison, exposure, law, markdown, privacy_utility
+from mia.report import inference as inference_report
+from mia.report.checks import markdown as checks_markdown
+from mia.report.fits import NOISY_REL_CI, SATURATED_AUC
+from mia.report.rows import BLIND
+
+
+def report_markdown(
+    sweep_name: str,
+    rows,
+    pts,
+    names,
+    *,
+    compared,
+    fit_results,
+    law_results,
+    di_rows,
+    c_rows,
+    exposed,
+    checks,
+    plots: dict,
+    rocs,
+) -> str:
+    """The text of report.md for the sweep folder `sweep_name`, its plots linked by file name."""
+    seeds = sorted({r["seed"] for r in rows})
+    md = (
+        [
+            f"# Sweep report: {sweep_name}",
+            "",
+            f"{len(rows)} jobs, {len(pts)} conditions, training seeds {seeds}; attacks: "
+            f"{', '.join(names)}.",
+            "",
+            markdown.points_table(pts, names),
+            "",
+            "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at "
+            "1% FPR. vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% "
+            'interval from a paired bootstrap over seeds and pairs; "beats" / "below" only where '
+            "it excludes 0 (docs/design.md §5).",
+            "",
+        ]
+        + comparison.markdown(compared)
+        + [
+            "## Scaling fits (log10 gap on log10 x)",
+            "",
+            "A point is left out of a fit when its members are saturated (Gaussian AUC from the "
+            f"gap >= {SATURATED_AUC}) or its gap is noise (95% CI reaching 0 or wider than "
+            f"+-{NOISY_REL_CI:.0%} of the gap); the plot shows every point.",
+            "",
+        ]
+        + markdown.fit_lines(fit_results)
+        + [""]
+        + law.markdown(law_results)
+        + [""]
+        + markdown.shift_tables(rows, names)
+        + [""]
+        + markdown.skipped_lines(rows)
+    )
+    minus_blind = markdown.minus_blind_table(rows, [n for n in names if n != BLIND])
+    if minus_blind:
+        md += [
+            "## AUC minus blind AUC",
+            "",
+            "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the "
+            "part of its signal that the member / non-member distribution shift alone does not "
+            "explain.",
+            "",
+            minus_blind,
+        ]
+    if privacy_utility.applies(rows):
+        md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
+    md += [""] + inference_report.markdown(di_rows) + [""] + canary_report.markdown(c_rows)
+    md += [""] + exposure.markdown(exposed)
+    md += checks_markdown(checks)
+    md += (
+        ["", "## Plots", ""]
+        + [f"![{k}]({Path(p).name})" for k, p in plots.items()]
+        + [f"![roc]({Path(p).name})" for p in rocs]
+    )
+    return "\n".join(md) + "\n"
