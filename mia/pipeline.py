@@ -13,7 +13,6 @@ from hydra.core.hydra_config import HydraConfig
 
 from mia import distributed, plots, tracking
 from mia.attacks.base import AttackContext, NotApplicable
-from mia.attacks.shadows import shadow_trainer
 from mia.data import canaries as canary_groups
 from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
@@ -30,6 +29,7 @@ from mia.evaluation.scoring import (
 from mia.features import extract_features, released
 from mia.job import JobSpec
 from mia.provenance import git_revision
+from mia.training.shadows import ShadowPlan
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +61,8 @@ def _run(job: JobSpec, world) -> Path | None:
     log.info("splits: %s", splits.summary())
     canaries = canary_groups.draw(data.canaries, splits)
     # lira / rmia: a shadows.size=target whose filler pool is too small for N is refused here, before any training
-    shadows = (
-        shadow_trainer(
-            job.attacks,
-            job.train,
-            splits,
-            cache_dir,
-            job.n,
-            canaries,
-            job.data.split.holdout,
-        )
-        if job.target.trains_shadows
-        else None
+    shadows = ShadowPlan(
+        job.attacks, job.train, splits, cache_dir, job.n, canaries, data.split.holdout
     )
     out, wandb_run = None, None
     if world.is_main:  # the job's folder and W&B run belong to rank 0
@@ -120,7 +110,7 @@ def _run(job: JobSpec, world) -> Path | None:
             splits=splits,
             target=target,
             shards=shards,
-            shadows=None if shadows is None else shadows(shards, target.key),
+            shadows=shadows.trainer(shards, target.key),
             seed=job.seed,
         )
         indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
