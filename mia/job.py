@@ -13,7 +13,7 @@ from mia import tracking
 from mia.data.corpus import Data
 from mia.defenses.base import NoDefense
 from mia.evaluation import dataset_inference
-from mia.training.spec import TrainerArgs, TrainSpec
+from mia.training.spec import TrainSpec
 from mia.validate import ConfigError, build, is_int, require
 
 
@@ -63,7 +63,7 @@ class JobSpec:
         train = TrainSpec.parse(
             cfg.train,
             model=OmegaConf.to_container(cfg.model, resolve=True),
-            trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+            trainer=build(cfg.trainer, "trainer"),
             in_memory=data.in_memory,
             seed=int(cfg.seed),
             defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),

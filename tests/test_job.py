@@ -50,8 +50,9 @@ def test_the_default_job_parses_into_typed_parts():
         (["+data.colour=red"], "data.colour"),
         (["data=webdataset"], "data.path"),
         (["data=audit"], "data.members"),
-        (["data=audit", "data.members=/m"], "data.nonmembers"),
-        (["data=audit", "data.members=/m", "data.nonmembers=/n"], "data.size"),
+        (["data=audit", "data.members=/m"], "data.nonmembers_path"),
+        (["data=audit", "data.members=/m", "data.nonmembers=/n"], "data.nonmembers"),
+        (["data=audit", "data.members=/m", "data.nonmembers_path=/n"], "data.size"),
         (["data=glyphs", "data.nonmembers=ood"], "data.nonmembers"),
         (["train.epochs=0"], "train.epochs"),
         (["train.lr=-1"], "train.lr"),
@@ -96,7 +97,7 @@ def test_checkpoint_target_takes_path_or_tag():
             "target.path=/x",
             "data=audit",
             "data.members=/m",
-            "data.nonmembers=/n",
+            "data.nonmembers_path=/n",
         )
     )
     assert isinstance(job.data, Audit) and job.data.size is None and job.data.condition == "audit"

@@ -130,7 +130,7 @@ class TrainSpec:
         return cls.parse(
             cfg.train,
             model=OmegaConf.to_container(cfg.model, resolve=True),
-            trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+            trainer=build(cfg.trainer, "trainer"),
             in_memory=cfg.data.in_memory,
             seed=cfg.seed,
             defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
