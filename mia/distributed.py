@@ -7,7 +7,7 @@ from one of three places:
     SLURMEnvironment names the ranks. auto_requeue=False: submitit does the requeueing.
   - an outside launcher (torchrun, or the ranks this module spawns): LOCAL_RANK is set.
   - neither: this process becomes rank 0 and spawns the other local ranks itself. Fresh
-    interpreters that call the job's entry point (`entry(cfg)`, handed to `session`), never
+    interpreters that call the job's entry point (`entry(*args)`, handed to `session`), never
     sys.argv again, so a Hydra multirun is not re-entered (docs/design.md §7.1).
 All ranks train together (DDP) and extract features together; rank 0 alone runs the attacks and
 writes results, plots and the W&B run.
@@ -110,17 +110,18 @@ def single(trainer) -> World:
 
 
 @contextmanager
-def session(cfg, entry):
-    """The World of this job: a single process, or every rank joined in one process group.
-    `entry(cfg)` is what each spawned local rank runs: a module-level function (it is pickled)."""
-    n = world_size(cfg.trainer)
+def session(trainer, entry, *args):
+    """The World of a job of this `trainer` group (mia.training.spec.TrainerArgs): a single process, or
+    every rank joined in one process group. `entry(*args)` is what each spawned local rank runs: a
+    module-level function (it and `args` are pickled)."""
+    n = world_size(trainer)
     if n == 1:
-        yield single(cfg.trainer)
+        yield single(trainer)
         return
     saved = {k: os.environ.get(k) for k in _RANK_ENV}
     threads = torch.get_num_threads()
     try:
-        world, children = _join(cfg, n, entry)
+        world, children = _join(trainer, n, entry, args)
     except BaseException:
         _restore(saved, threads)
         raise
@@ -161,7 +162,7 @@ def _restore(saved_env: dict, threads: int):
             os.environ[k] = v
 
 
-def _join(cfg, n: int, entry):
+def _join(trainer, n: int, entry, args):
     """(World, locally spawned children) with the process group initialised."""
     children = []
     if SLURMEnvironment.detect():
@@ -175,16 +176,16 @@ def _join(cfg, n: int, entry):
         os.environ.update(MASTER_ADDR=cluster.main_address, MASTER_PORT=str(cluster.main_port))
     else:
         if "LOCAL_RANK" not in os.environ:
-            if cfg.trainer.num_nodes != 1:
+            if trainer.num_nodes != 1:
                 raise RuntimeError(
-                    f"trainer.num_nodes={cfg.trainer.num_nodes} needs a cluster launcher: "
+                    f"trainer.num_nodes={trainer.num_nodes} needs a cluster launcher: "
                     "run the sweep with hydra/launcher=slurm"
                 )
-            _device(cfg.trainer, 0)  # a bad trainer config fails here, before any rank is started
-            children = _spawn_local_ranks(cfg, n, entry)
+            _device(trainer, 0)  # a bad trainer config fails here, before any rank is started
+            children = _spawn_local_ranks(n, entry, args)
         cluster = LightningEnvironment()
         local_rank = cluster.local_rank()
-        rank = cluster.node_rank() * int(cfg.trainer.devices) + local_rank
+        rank = cluster.node_rank() * int(trainer.devices) + local_rank
         cluster.set_world_size(n)
         cluster.set_global_rank(rank)
     try:
@@ -192,13 +193,13 @@ def _join(cfg, n: int, entry):
             rank=rank,
             size=n,
             local_rank=local_rank,
-            device=_device(cfg.trainer, local_rank),
+            device=_device(trainer, local_rank),
             cluster=cluster,
         )
         if world.device.type == "cuda":
             torch.cuda.set_device(world.device)
         else:  # CPU ranks share the node's cores
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(cfg.trainer.devices)))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(trainer.devices)))
         dist.init_process_group(
             "nccl" if world.device.type == "cuda" else "gloo",
             rank=rank,
@@ -227,7 +228,7 @@ def _watch(children, finished, grace_s: float = 60.0):
             return
 
 
-def _spawn_local_ranks(cfg, n: int, entry) -> list:
+def _spawn_local_ranks(n: int, entry, args) -> list:
     """Start local ranks 1..n-1; this process is rank 0."""
     port = str(find_free_network_port())
     os.environ.update(
@@ -247,7 +248,7 @@ def _spawn_local_ranks(cfg, n: int, entry) -> list:
             "RANK": str(r),
         }
         p = ctx.Process(
-            target=_rank_main, args=(entry, cfg, env), name=f"mia-rank{r}", daemon=False
+            target=_rank_main, args=(entry, args, env), name=f"mia-rank{r}", daemon=False
         )
         p.start()
         children.append(p)
@@ -255,9 +256,9 @@ def _spawn_local_ranks(cfg, n: int, entry) -> list:
     return children
 
 
-def _rank_main(entry, cfg, env):
+def _rank_main(entry, args, env):
     os.environ.update(env)
     logging.basicConfig(
         level=logging.INFO, format=f"[rank {env['RANK']}] %(levelname)s %(name)s: %(message)s"
     )
-    entry(cfg)
+    entry(*args)

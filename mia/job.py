@@ -9,7 +9,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mia import tracking
 from mia.data.corpus import Data
+from mia.defenses.base import NoDefense
 from mia.evaluation import dataset_inference
 from mia.training.spec import TrainSpec
 from mia.validate import ConfigError, build, is_int, require
@@ -25,7 +27,11 @@ class JobSpec:
     fpr_targets: tuple  # analysis.calibrated.fpr_targets: the FPRs an auditor's thresholds aim at
     seed: int
     n_bootstrap: int
+    n: int | None  # the target's N: data.size where it trains here, target.size of a checkpoint
+    logger: object  # conf/logger/<option>: mia.tracking.Wandb or NoTracking
     cache_dir: Path
+    log_dir: Path  # runs outside Hydra write under <log_dir>/runs
+    config: dict  # the resolved config, as results.json and the W&B run keep it
 
     @classmethod
     def parse(cls, cfg) -> JobSpec:
@@ -54,16 +60,28 @@ class JobSpec:
                 "target.train_shadows=true (they then train like a target of the model and train "
                 f"groups: model=..., train.epochs, ...) or leave {shadows[0]} out of attack",
             )
+        train = TrainSpec.parse(
+            cfg.train,
+            model=OmegaConf.to_container(cfg.model, resolve=True),
+            trainer=build(cfg.trainer, "trainer"),
+            in_memory=data.in_memory,
+            seed=int(cfg.seed),
+            defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
+        )
         return cls(
             data=data,
             target=target,
-            train=TrainSpec.from_cfg(cfg),
+            train=train,
             attacks=attacks,
             inference=inference_settings(cfg),
             fpr_targets=fpr_targets(cfg),
             seed=int(cfg.seed),
             n_bootstrap=int(cfg.n_bootstrap),
+            n=data.size if target.trains else target.size,
+            logger=tracking.tracker(cfg.logger),
             cache_dir=Path(cfg.paths.cache_dir),
+            log_dir=Path(cfg.paths.log_dir),
+            config=OmegaConf.to_container(cfg, resolve=True),
         )
 
 

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
 from mia import distributed, plots, tracking
 from mia.attacks.base import AttackContext, NotApplicable
-from mia.attacks.shadows import shadow_trainer
 from mia.data import canaries as canary_groups
 from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
@@ -31,15 +29,16 @@ from mia.evaluation.scoring import (
 from mia.features import extract_features, released
 from mia.job import JobSpec
 from mia.provenance import git_revision
+from mia.training.shadows import ShadowPlan
 
 log = logging.getLogger(__name__)
 
 
-def output_dir(cfg) -> Path:
+def output_dir(log_dir: Path) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     # called outside @hydra.main (tests, notebooks): same layout, microseconds keep jobs apart
-    return Path(cfg.paths.log_dir) / "runs" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    return Path(log_dir) / "runs" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 
 def prepare(cfg):
@@ -52,43 +51,32 @@ def run(cfg) -> Path | None:
     """The job, once per rank: every rank trains and extracts features; rank 0 does the rest. The
     whole config is checked before any rank starts (mia/job.py)."""
     job = JobSpec.parse(cfg)
-    with distributed.session(cfg, run) as world:
-        return _run(cfg, job, world)
+    with distributed.session(job.train.trainer, run, cfg) as world:
+        return _run(job, world)
 
 
-def _run(cfg, job: JobSpec, world) -> Path | None:
+def _run(job: JobSpec, world) -> Path | None:
     data, cache_dir = job.data, job.cache_dir
     members, nonmembers, splits = data.load(cache_dir)
     log.info("splits: %s", splits.summary())
     canaries = canary_groups.draw(data.canaries, splits)
     # lira / rmia: a shadows.size=target whose filler pool is too small for N is refused here, before any training
-    shadows = (
-        shadow_trainer(
-            job.attacks,
-            job.train,
-            splits,
-            cache_dir,
-            job.data.size if job.target.trains else job.target.size,
-            canaries,
-            job.data.split.holdout,
-        )
-        if job.target.trains_shadows
-        else None
+    shadows = ShadowPlan(
+        job.attacks, job.train, splits, cache_dir, job.n, canaries, data.split.holdout
     )
     out, wandb_run = None, None
     if world.is_main:  # the job's folder and W&B run belong to rank 0
-        out = output_dir(cfg)
+        out = output_dir(job.log_dir)
         out.mkdir(parents=True, exist_ok=True)
-        wandb_run = tracking.start(cfg, out)
+        wandb_run = job.logger.start(job.config, out)
     try:
         target = job.target.obtain(
             job.train,
             corpus=members,
             split=data.split,
-            size=data.size,
+            size=job.n,
             uids=canary_groups.training_uids(splits.members, canaries),
             canaries=canaries.key() if canaries else None,
-            model_cfg=cfg.model,
             cache_dir=cache_dir,
             logger=tracking.lightning_logger(wandb_run),
             world=world,
@@ -122,12 +110,12 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
             splits=splits,
             target=target,
             shards=shards,
-            shadows=None if shadows is None else shadows(shards, target.key),
+            shadows=shadows.trainer(shards, target.key),
             seed=job.seed,
         )
         indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
         record = _record(
-            cfg, job, target, members, nonmembers, indexes, splits, features, features_hit, world
+            job, target, members, nonmembers, indexes, splits, features, features_hit, world
         )
         t_utility = time.time()
         record["defense"] = defense.record(target.dir)
@@ -178,7 +166,7 @@ def _run(cfg, job: JobSpec, world) -> Path | None:
 
 
 def _record(
-    cfg, job, target, members, nonmembers, indexes, splits, features, features_hit, world
+    job, target, members, nonmembers, indexes, splits, features, features_hit, world
 ) -> dict:
     """results.json before the attacks: provenance, target, data and the member / non-member gap;
     `indexes` are the corpus indexes the pairs come from (one, or members' and non-members')."""
@@ -192,14 +180,14 @@ def _record(
         gap["value"], gap["member_std"], gap["nonmember_std"]
     )
     return results.new(
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=job.config,
         git=git_revision(),
         seed=job.seed,
         target={
             "source": "train" if job.target.trains else "checkpoint",
             "size": target.size,
             "epochs": target.epochs,
-            "model": cfg.model.name,
+            "model": job.train.model["name"],
             "params": sum(p.numel() for p in target.model.parameters()),
             "world_size": world.size,
             "cache_key": target.key,

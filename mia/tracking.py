@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from mia.cache import config_hash
 from mia.evaluation import results, scores, utility
+from mia.validate import build, require
 
 log = logging.getLogger(__name__)
 
@@ -16,28 +17,72 @@ EXPOSED_ROWS = 50  # rows of the exposed_members table
 THUMBNAIL_PX = 128  # its images' longest side: a web image at full size would bloat the run
 
 
-def start(cfg, out_dir: Path, job_type: str = "attack", group: str | None = None, **kwargs):
-    """A wandb run, or None with logger=none. `cfg` is the job's config (or its resolved dict, as in
-    results.json). The run id is a function of the output folder, so a job started again there (a
-    requeued SLURM job, a rerun after a kill, a second `mia.report`) resumes its run."""
-    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
-    if cfg.logger.backend == "none":
-        return None
-    import wandb
+class NoTracking:
+    """logger=none: no W&B run."""
 
-    return wandb.init(
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        mode=cfg.logger.mode,
-        group=cfg.logger.group or group or sweep_group(),
-        tags=list(cfg.logger.tags),
-        job_type=job_type,
-        dir=str(out_dir),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        id=run_id(out_dir),
-        resume="allow",
-        **kwargs,
-    )
+    def start(self, config: dict, out_dir: Path, job_type: str = "attack", group=None, **kwargs):
+        return None
+
+
+class Wandb:
+    """logger=wandb: one W&B run per job, in `mode` (offline: `wandb sync` it later)."""
+
+    MODES = ("offline", "online", "disabled")
+
+    def __init__(self, *, project="mia", entity=None, mode="offline", group=None, tags=()):
+        require(mode in self.MODES, "logger.mode", mode, f"choose one of {', '.join(self.MODES)}")
+        require(
+            isinstance(project, str) and bool(project), "logger.project", project, "must be a name"
+        )
+        require(
+            isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags),
+            "logger.tags",
+            tags,
+            "must be a list of strings",
+        )
+        self.project, self.entity, self.mode, self.group = project, entity, mode, group
+        self.tags = list(tags)
+
+    def start(self, config: dict, out_dir: Path, job_type: str = "attack", group=None, **kwargs):
+        """The run of the job whose resolved config is `config`. Its id is a function of the output
+        folder, so a job started again there (a requeued SLURM job, a rerun after a kill, a second
+        `mia.report`) resumes its run."""
+        import wandb
+
+        return wandb.init(
+            project=self.project,
+            entity=self.entity,
+            mode=self.mode,
+            group=self.group or group or sweep_group(),
+            tags=self.tags,
+            job_type=job_type,
+            dir=str(out_dir),
+            config=config,
+            id=run_id(out_dir),
+            resume="allow",
+            **kwargs,
+        )
+
+
+# results.json of jobs run before the logger group named its class: {"backend": ..., settings}
+_BACKENDS = {"none": NoTracking, "wandb": Wandb}
+
+
+def tracker(node):
+    """The `logger` group built (its `_target_`), refused naming logger.<key>; a recorded config whose
+    logger names a `backend` instead is read as that backend's class."""
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    if "_target_" not in node and node.get("backend") in _BACKENDS:
+        settings = {k: v for k, v in node.items() if k != "backend"}
+        return _BACKENDS[node["backend"]](**settings)
+    return build(node, "logger")
+
+
+def start(cfg, out_dir: Path, job_type: str = "attack", group: str | None = None, **kwargs):
+    """A wandb run, or None with logger=none, of a recorded config (results.json's, or a composed
+    one): what the sweep report opens its run with. A job starts its run from its parsed logger."""
+    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return tracker(config["logger"]).start(config, out_dir, job_type, group, **kwargs)
 
 
 def run_id(out_dir: Path) -> str:

@@ -11,7 +11,7 @@ def test_default_config_composes(make_cfg):
     cfg = make_cfg(small=False)
     assert cfg.data._target_ == "mia.data.corpus.Synthetic" and cfg.data.size == "1k"
     assert cfg.model.name == "tiny" and cfg.train.precision == "auto"
-    assert cfg.logger.backend == "none"
+    assert cfg.logger._target_ == "mia.tracking.NoTracking"
     assert set(cfg.attack) == {"csa"}
     assert isinstance(instantiate(cfg.attack.csa), Attack)
 

@@ -30,6 +30,7 @@ def test_the_default_job_parses_into_typed_parts():
         and list(job.attacks) == ["csa"]
     )
     assert job.data.canaries is None and job.data.condition == "iid"
+    assert job.n == 1000 and job.train.trainer.devices == 1 and job.config["seed"] == 0
 
 
 @pytest.mark.parametrize(
@@ -49,14 +50,16 @@ def test_the_default_job_parses_into_typed_parts():
         (["+data.colour=red"], "data.colour"),
         (["data=webdataset"], "data.path"),
         (["data=audit"], "data.members"),
-        (["data=audit", "data.members=/m"], "data.nonmembers"),
-        (["data=audit", "data.members=/m", "data.nonmembers=/n"], "data.size"),
+        (["data=audit", "data.members=/m"], "data.nonmembers_path"),
+        (["data=audit", "data.members=/m", "data.nonmembers=/n"], "data.nonmembers"),
+        (["data=audit", "data.members=/m", "data.nonmembers_path=/n"], "data.size"),
         (["data=glyphs", "data.nonmembers=ood"], "data.nonmembers"),
         (["train.epochs=0"], "train.epochs"),
         (["train.lr=-1"], "train.lr"),
         (["train.batch_size=1.5"], "train.batch_size"),
         (["+train.momentum=0.9"], "train.momentum"),
         (["trainer.devices=0"], "trainer.devices"),
+        (["logger=wandb", "logger.mode=loud"], "logger.mode"),
         (["seed=-1"], "seed"),
         (["n_bootstrap=-1"], "n_bootstrap"),
         (["defense=dp_sgd", "defense.delta=2"], "defense.delta"),
@@ -94,10 +97,11 @@ def test_checkpoint_target_takes_path_or_tag():
             "target.path=/x",
             "data=audit",
             "data.members=/m",
-            "data.nonmembers=/n",
+            "data.nonmembers_path=/n",
         )
     )
     assert isinstance(job.data, Audit) and job.data.size is None and job.data.condition == "audit"
+    assert job.n is None  # a checkpoint's N is target.size, unknown here
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ class AttackContext:
     features:  set name -> mia.features.SplitFeatures (mia.data.splits.EVAL_SETS), all from the target
     target:    mia.training.stage.Target; white-box attacks use target.model / tokenizer / preprocess
     shards:    where every set's pairs can be read (member corpus, plus the OOD corpus or data.shift's swapped pairs)
-    shadows:   mia.attacks.shadows.ShadowTrainer, or None where no shadow models can be trained
+    shadows:   mia.training.shadows.ShadowTrainer, or None where no shadow models can be trained
     """
 
     features: dict

@@ -1,6 +1,6 @@
 """LiRA, the likelihood ratio attack (Carlini et al. 2022), with shadow CLIPs trained on random
-halves of the auditor's reference pool, at the target's N by default (mia/attacks/shadows.py, which
-also defines the per-pair statistic s: by default atanh of the pair's cosine).
+halves of the auditor's reference pool, at the target's N by default (mia/training/shadows.py), and
+the per-pair statistic s of mia/attacks/shadows.py (by default atanh of the pair's cosine).
 
 For a pair with statistic s under the target, fit Gaussians to its statistic under the shadows
 that trained on it (IN) and those that did not (OUT):

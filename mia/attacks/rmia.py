@@ -1,5 +1,5 @@
 """RMIA (Zarifzadeh et al. 2024, "Low-Cost High-Power Membership Inference Attacks") with the
-shadow CLIPs of mia/attacks/shadows.py as reference models.
+shadow CLIPs of mia/training/shadows.py as reference models.
 
 Pr(x | theta) is the probability the model gives the pair among a bank of known non-member pairs,
 sigmoid of the contrastive log-odds statistic (shadows.py). With reference models theta_m:

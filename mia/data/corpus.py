@@ -319,15 +319,37 @@ class Audit(Data):
 
     name, has_sibling = "audit", True
 
-    def __init__(self, *, members, nonmembers, members_uids=None, nonmembers_uids=None, **common):
-        for key, folder in (("data.members", members), ("data.nonmembers", nonmembers)):
+    def __init__(
+        self,
+        *,
+        members,
+        nonmembers_path,
+        members_uids=None,
+        nonmembers_uids=None,
+        nonmembers="ood",
+        **common,
+    ):
+        require(
+            nonmembers in ("iid", "ood"),
+            "data.nonmembers",
+            nonmembers,
+            "is iid or ood; the audited CLIP's non-member shard folder is data.nonmembers_path",
+        )
+        require(
+            nonmembers == "ood",
+            "data.nonmembers",
+            nonmembers,
+            "an audit's non-members come from data.nonmembers_path, a corpus of their own: "
+            "leave data.nonmembers=ood",
+        )
+        for key, folder in (("data.members", members), ("data.nonmembers_path", nonmembers_path)):
             if folder is None:
                 raise ConfigError(
                     key,
-                    need=f"is not set: point it at the shard folder of the audited CLIP's "
-                    f"{key.split('.')[1]}",
+                    need="is not set: point it at the shard folder of the audited CLIP's "
+                    f"{'members' if key == 'data.members' else 'non-members'}",
                 )
-        self.folders = {"members": members, "nonmembers": nonmembers}
+        self.folders = {"members": members, "nonmembers": nonmembers_path}
         self.uid_lists = {"members": members_uids, "nonmembers": nonmembers_uids}
         super().__init__(nonmembers="ood", **common)
 
@@ -340,9 +362,8 @@ class Audit(Data):
 
     def _side(self, side: str, cache_dir: Path) -> Corpus:
         folder = self.folders[side]
-        corpus = indexed(
-            f"{side}-{Path(folder).name}", sh.list_shards(folder, f"data.{side}"), cache_dir
-        )
+        key = "data.members" if side == "members" else "data.nonmembers_path"
+        corpus = indexed(f"{side}-{Path(folder).name}", sh.list_shards(folder, key), cache_dir)
         uid_list = self.uid_lists[side]
         return _narrowed(corpus, uid_list, f"data.{side}_uids") if uid_list else corpus
 

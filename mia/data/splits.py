@@ -195,7 +195,7 @@ class Splits:
     spare: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
     # i.i.d. member-corpus pairs past every split: held out, used by no set in any version (swapped
     # or not); the same as `spare` for i.i.d. non-members. Shadow models take filler from it
-    # (mia/attacks/shadows.py)
+    # (mia/training/shadows.py)
     past: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
 
     def summary(self) -> dict:

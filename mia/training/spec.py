@@ -29,6 +29,13 @@ class TrainerArgs:
     num_nodes: int = 1
     strategy: str = "auto"
 
+    def __post_init__(self):
+        for key in ("devices", "num_nodes"):
+            value = getattr(self, key)
+            require(
+                is_int(value) and value >= 1, f"trainer.{key}", value, "must be an integer >= 1"
+            )
+
     def lightning(self, world) -> dict:
         """Trainer keyword arguments for this process. A one-process job trains on its World's device
         alone (the local GPU it was given, or the CPU)."""
@@ -44,7 +51,8 @@ class TrainerArgs:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """What training reads: the `model` and `train` groups, `data.in_memory`, `seed`, `trainer`."""
+    """What training reads: the `model` and `train` groups, `data.in_memory`, `seed`, `trainer`. The
+    train group's settings are checked here; the others arrive checked (mia/job.py)."""
 
     model: dict
     epochs: int
@@ -91,45 +99,41 @@ class TrainSpec:
             lambda v: is_number(v) and v >= 0,
             "a number of seconds >= 0",
         ),
-        (
-            "data.in_memory",
-            "in_memory",
-            lambda v: isinstance(v, bool) or v == "auto",
-            "true, false or auto",
-        ),
-        ("seed", "seed", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     )
 
     def __post_init__(self):
         for key, name, ok, requirement in self._RULES:
             value = getattr(self, name)
             require(ok(value), key, value, f"must be {requirement}")
-        for key in ("devices", "num_nodes"):
-            value = getattr(self.trainer, key)
-            require(
-                is_int(value) and value >= 1, f"trainer.{key}", value, "must be an integer >= 1"
-            )
         if not self.model.get("name"):
             raise ConfigError(
                 "model.name", need="is not set: choose a model config, e.g. model=tiny"
             )
 
     @classmethod
-    def from_cfg(cls, cfg) -> TrainSpec:
-        """From the job's config; the defense is built here, once (conf/defense/<name>.yaml's `_target_`)."""
-        train = OmegaConf.to_container(cfg.train, resolve=True)
+    def parse(cls, train, *, model, trainer, in_memory, seed, defense) -> TrainSpec:
+        """From the `train` group's settings and the job's parsed model, trainer, data.in_memory, seed
+        and defense."""
+        train = OmegaConf.to_container(train, resolve=True) if OmegaConf.is_config(train) else train
         unknown = sorted(set(train) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(
                 f"train.{unknown[0]}", need="is not a setting of train (conf/train/default.yaml)"
             )
         return cls(
+            model=model, in_memory=in_memory, seed=seed, trainer=trainer, defense=defense, **train
+        )
+
+    @classmethod
+    def from_cfg(cls, cfg) -> TrainSpec:
+        """From a composed config alone, as a test builds one (a job parses it in mia/job.py)."""
+        return cls.parse(
+            cfg.train,
             model=OmegaConf.to_container(cfg.model, resolve=True),
+            trainer=build(cfg.trainer, "trainer"),
             in_memory=cfg.data.in_memory,
             seed=cfg.seed,
-            trainer=TrainerArgs(**OmegaConf.to_container(cfg.trainer, resolve=True)),
             defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
-            **train,
         )
 
     def record(self) -> dict:

@@ -71,7 +71,6 @@ class TrainHere:
         size: int,
         uids,
         canaries,
-        model_cfg,
         cache_dir,
         logger,
         world,
@@ -114,9 +113,9 @@ class FromCheckpoint:
         self.size = None if size is None else parse_size(size, "target.size")
         self.trains_shadows = train_shadows
 
-    def obtain(self, spec: TrainSpec, *, model_cfg, cache_dir, world, **_) -> Target:
+    def obtain(self, spec: TrainSpec, *, cache_dir, world, **_) -> Target:
         model, tokenizer, preprocess, fingerprint = checkpoint.load(
-            self.path, self.pretrained, model_cfg, cache_dir
+            self.path, self.pretrained, spec.model, cache_dir
         )
         model.to(world.device)  # features and white-box attacks run on the job's device
         key = f"checkpoint-{config_hash(fingerprint)}"

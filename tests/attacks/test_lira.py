@@ -1,4 +1,5 @@
-"""LiRA (online and offline) and the shadow machinery it shares with RMIA (mia/attacks/shadows.py).
+"""LiRA (online and offline) and the shadow machinery it shares with RMIA (mia/training/shadows.py,
+mia/attacks/shadows.py).
 
 Fixtures:
 - planted_model (conftest) with NUM_SHADOWS shadows at the target's scale (shadows.size=target, the
@@ -30,7 +31,12 @@ from hydra.utils import instantiate
 
 from mia.attacks.lira import LiRA
 from mia.attacks.rmia import RMIA
-from mia.attacks.shadows import (
+from mia.attacks.shadows import masked_mean, pool, references
+from mia.cache import config_hash
+from mia.data.shards import Index
+from mia.data.splits import EVAL_SETS, build_splits
+from mia.pipeline import run
+from mia.training.shadows import (
     Filler,
     ShadowSettings,
     ShadowTrainer,
@@ -38,16 +44,9 @@ from mia.attacks.shadows import (
     draw_filler,
     filler_need,
     halves,
-    masked_mean,
-    pool,
-    references,
     scaled_halves,
     shadow_tag,
 )
-from mia.cache import config_hash
-from mia.data.shards import Index
-from mia.data.splits import EVAL_SETS, build_splits
-from mia.pipeline import run
 from mia.validate import ConfigError
 from tests.helpers.attacks import (
     NUM_SHADOWS,

@@ -193,7 +193,7 @@ def test_shifted_splits_refuse_overlap_and_drop_member_twins():
             [
                 "data=audit",
                 "data.members=/a",
-                "data.nonmembers=/b",
+                "data.nonmembers_path=/b",
                 "data.size=300",
                 "data.shift=0.5",
             ],

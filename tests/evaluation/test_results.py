@@ -28,7 +28,7 @@ READ = [
     "config.n_bootstrap",
     "config.data.split.seed",  # report.stats.bootstrap_settings
     "config.train.weight_decay",  # report.rows.report_row: privacy_utility's arms
-    "config.logger.backend",  # tracking.start, for the report's W&B run
+    "config.logger",  # tracking.start, for the report's W&B run
     "config.analysis.dataset_inference.enabled",  # report.inference._settings
     "seed",
     "scores",  # report.rows.report_row, results.scores_path

@@ -11,13 +11,14 @@ from omegaconf import OmegaConf
 from mia import distributed
 from mia.attacks.augment import sample_seed
 from mia.attacks.base import AttackContext, AttackResult
-from mia.attacks.shadows import References, ShadowTrainer, halves
+from mia.attacks.shadows import References
 from mia.data.pairs import to_tensors
 from mia.data.splits import EVAL_SETS
 from mia.evaluation import metrics
 from mia.features import SplitFeatures, extract_features
 from mia.job import build_attacks
 from mia.model import build_model
+from mia.training.shadows import ShadowTrainer, halves
 from tests.helpers.config import CONF, compose_config
 
 NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (one set serves both)

@@ -167,7 +167,7 @@ def test_audit_a_checkpoint_with_member_and_nonmember_folders(trained, tmp_path)
         "model=tiny",
         "data=audit",
         f"data.members={tmp_path / 'members'}",
-        f"data.nonmembers={tmp_path / 'nonmembers'}",
+        f"data.nonmembers_path={tmp_path / 'nonmembers'}",
         f"data.members_uids={tmp_path / 'keep.txt'}",
         "data.split.eval_size=50",
         "data.split.known_size=100",

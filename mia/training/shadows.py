@@ -1,0 +1,405 @@
+"""Shadow CLIPs, the reference models of LiRA and RMIA: which pairs each one trains on, and their
+training through the cached training stage, like the target's. The attacks receive them trained
+(mia/attacks/shadows.py computes their per-pair statistics).
+
+Reference pool: member_eval + nonmember_eval + nonmember_known + aux_pool, i.e. every pair the
+auditor holds. The evaluation pairs are in it because online LiRA needs IN and OUT shadows for
+each of them; nonmember_known is in it so that RMIA's population samples z are, like the
+evaluated pairs, IN for half of the shadows (online) or looked up in their OUT shadows (offline).
+
+Halves come in complementary pairs: shadow 2j trains on a seeded random half H_j of the pool,
+shadow 2j+1 on the rest. Every pool pair is therefore IN for exactly num_shadows / 2 shadows and
+OUT for the others (balanced, as in Carlini et al.'s code), and shadow i depends only on
+(seed, i // 2, pool), so raising num_shadows reuses the shadows already trained, and lira and
+rmia (and reruns) share them through the cached training stage.
+
+Scale (`shadows.size`, one setting for lira and rmia, conf/shadows/default.yaml):
+- target (default): every shadow trains on N pairs, the target's N, at its T and recipe. Where the
+  half of the pool is smaller than N, it is topped up with filler: seeded pairs from the auditor's
+  own i.i.d. pairs beyond the pool (the held-out pairs past every split, Splits.past, or the shard
+  folder `shadows.pool`), disjoint from every evaluation set, never IN for any shadow and never
+  scored. Members generated past the embedded corpus's shards are never filler: they are members'
+  siblings. Where the half is larger than N (2N < pool), the halves split only 2N pool pairs: the
+  scored pairs first (member_eval, nonmember_eval), then nonmember_known, then aux_pool, the last
+  tier that fits in part drawn with the seed; the pairs left out are OUT of every shadow. Shadows
+  are seeded by `shadows.seed`, not the job's seed, and their cache key holds neither the target's
+  key nor its seed, so the seeds of a sweep (and jobs with or without canaries) share them.
+  A pool too small for N is refused right after the splits, before any model trains
+  (`check_scale`), naming attack.<name>.shadows.size, the need and what would fit.
+- pool: today's shadows exactly (halves of the pool, seeded by the job's seed, keyed by the target).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from mia.cache import config_hash
+from mia.data import shards as sh
+from mia.data.corpus import indexed
+from mia.data.generated import Members
+from mia.data.splits import AUX_POOL, EVAL_SETS, NONMEMBER_KNOWN, SCORED
+from mia.training.stage import Target, train_target
+from mia.validate import ConfigError, is_int, require
+
+log = logging.getLogger(__name__)
+
+SIZES = ("target", "pool")
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """The `shadows` node of lira and rmia (conf/shadows/default.yaml, interpolated into both)."""
+
+    size: str  # target: N pairs each, the target's N; pool: halves of the reference pool only
+    pool: (
+        str | None
+    )  # shard folder of the auditor's own i.i.d. pairs for filler; None: the held-out pairs
+    seed: int  # halves and filler under size=target (the job's seed under size=pool)
+
+    @classmethod
+    def parse(cls, node) -> ShadowSettings:
+        require(isinstance(node, dict), "shadows", node, "must be a mapping of size, pool and seed")
+        unknown = sorted(set(node) - {"size", "pool", "seed"})
+        if unknown:
+            raise ConfigError(
+                f"shadows.{unknown[0]}", need="is not a setting of shadows (size, pool, seed)"
+            )
+        for key in ("size", "pool", "seed"):
+            if key not in node:
+                raise ConfigError(
+                    f"shadows.{key}", need="is missing (conf/shadows/default.yaml holds it)"
+                )
+        size, folder, seed = node["size"], node["pool"], node["seed"]
+        require(
+            size in SIZES,
+            "shadows.size",
+            size,
+            "choose 'target' (each shadow trains on the target's N "
+            "pairs) or 'pool' (on half of the reference pool)",
+        )
+        require(
+            folder is None or (isinstance(folder, str) and folder),
+            "shadows.pool",
+            folder,
+            "a shard folder of the auditor's own pairs, or null (the held-out pairs past the splits)",
+        )
+        require(is_int(seed) and seed >= 0, "shadows.seed", seed, "an integer >= 0")
+        return cls(size, folder, int(seed))
+
+
+@dataclass
+class Filler:
+    """The auditor's own i.i.d. pairs beyond the reference pool that shadows may fill up with."""
+
+    uids: np.ndarray  # sorted
+    shards: list  # where they are read from, beside the job's shards
+    where: str  # for messages: "the held-out pool past the splits" or "shadows.pool=<folder>"
+
+
+@dataclass
+class ShadowSet:
+    """One attack's shadows over the reference pool: `inside[m, k]` says shadow m trains on pool pair
+    k, `members[m]` lists every pair it trains on (its pool pairs, then any filler). Iterating trains
+    (or loads from the cache) one shadow at a time, so that one model is held at once."""
+
+    inside: np.ndarray
+    members: list
+    train: Callable[[int], Target]
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __iter__(self) -> Iterator[Target]:
+        return (self.train(m) for m in range(len(self.members)))
+
+
+class ShadowTrainer:
+    """Reference models trained like the target (same TrainSpec, same shards, other uids) through
+    the same cached training stage, so a rerun, or lira and rmia in one job, train nothing twice.
+    `past`: the i.i.d. pairs past every split (filler unless shadows.pool names a folder); `taken`:
+    every uid a split or canary uses, which no filler may be."""
+
+    def __init__(self, spec, shards, cache_dir, target_key: str, past=(), taken=()):
+        self.spec, self.shards, self.cache_dir, self.target_key = (
+            spec,
+            list(shards),
+            cache_dir,
+            target_key,
+        )
+        self.past, self.taken = np.asarray(past, dtype=str), np.asarray(taken, dtype=str)
+        self._fillers = {}
+
+    def train(self, uids, tag: str):
+        """A shadow of shadows.size=pool: keyed by the target's key (the job's seed and N included)."""
+        key = config_hash(
+            {"target": self.target_key, "shadow": tag, "uids": config_hash(sorted(uids))}
+        )
+        return train_target(self.spec, self.shards, list(uids), self.cache_dir, key, export=False)
+
+    def train_scaled(self, uids, tag: str, seed: int, filler: Filler):
+        """A shadow of shadows.size=target: trained with `seed`, keyed by what defines its weights (the
+        target's recipe, the shards, the uids), not by the target, so the seeds of a sweep share it."""
+        spec = replace(self.spec, seed=seed)
+        shards = self.shards + [s for s in filler.shards if s not in self.shards]
+        key = config_hash(
+            {
+                "shadow": tag,
+                "weights": spec.weights_key(),
+                "uids": config_hash(sorted(uids)),
+                "shards": config_hash(sh.shard_fingerprint(shards)),
+            }
+        )
+        return train_target(spec, shards, list(uids), self.cache_dir, key, export=False)
+
+    def shadows(
+        self, uids, offsets: dict, num_shadows: int, settings: ShadowSettings, seed: int, size
+    ) -> ShadowSet:
+        """The shadows of one attack over the reference pool `uids` (its sets at `offsets`). Under
+        shadows.size=pool: halves of the pool seeded by the job's `seed`. Under shadows.size=target:
+        `size` (the target's N) pairs each, halves seeded by shadows.seed, topped up with filler."""
+        if settings.size == "pool":
+            inside = halves(uids, num_shadows, seed)
+            members = [sorted(uids[inside[m]]) for m in range(num_shadows)]
+            return ShadowSet(inside, members, lambda m: self.train(members[m], shadow_tag(seed, m)))
+        require(
+            size is not None,
+            "shadows.size",
+            "target",
+            "needs the target's N, and this target has none: set target.size or shadows.size=pool",
+        )
+        inside = scaled_halves(uids, offsets, num_shadows, settings.seed, size)
+        filler = self.filler_for(settings, size, len(uids))
+        members = []
+        for m in range(num_shadows):
+            mine = sorted(uids[inside[m]])
+            members.append(mine + list(draw_filler(filler, size - len(mine), settings.seed, m)))
+        return ShadowSet(
+            inside,
+            members,
+            lambda m: self.train_scaled(
+                members[m], scaled_tag(settings.seed, m, size), settings.seed, filler
+            ),
+        )
+
+    def filler_for(
+        self, settings: ShadowSettings, size: int, n_pool: int, holdout: int | None = None
+    ) -> Filler:
+        """The filler of shadows.size=target at N = `size` beside a reference pool of `n_pool` pairs,
+        refused naming shadows.size where it holds fewer pairs than the larger half lacks. `holdout`
+        (data.split.holdout) sizes the fix, where the filler is the held-out pairs."""
+        need = filler_need(size, n_pool)
+        filler = self.filler(settings.pool)
+        if need > len(filler.uids):
+            more = need - len(filler.uids)
+            to = "" if holdout is None else f" to {holdout + more} or more"
+            fix = (
+                f"raise data.split.holdout{to} (by {more}, plus what de-duplication drops), point "
+                "shadows.pool at a shard folder of the auditor's own pairs"
+                if settings.pool is None
+                else f"point shadows.pool at a folder of at least {need} pairs no split uses"
+            )
+            raise ConfigError(
+                "shadows.size",
+                "target",
+                f"N = {size} needs {need} filler pairs beside the half of the "
+                f"reference pool ({n_pool // 2} of {n_pool} pairs), and {filler.where} holds "
+                f"{len(filler.uids)}; {fix}, or set shadows.size=pool (shadows on halves of the "
+                f"pool, {n_pool - n_pool // 2} pairs)",
+            )
+        return filler
+
+    def filler(self, folder: str | None) -> Filler:
+        """The filler pairs: the held-out pairs past every split, or those of the folder `shadows.pool`
+        (indexed once, cached), less any uid a split or canary uses."""
+        if folder not in self._fillers:
+            if folder is None:
+                uids, shards, where = self.past, [], "the held-out pool past the splits"
+            else:
+                corpus = indexed(
+                    f"shadows-{Path(folder).name}",
+                    sh.list_shards(folder, "shadows.pool"),
+                    Path(self.cache_dir),
+                )
+                uids, shards, where = (
+                    corpus.index.uids,
+                    corpus.shards,
+                    f"the folder shadows.pool={folder}",
+                )
+            self._fillers[folder] = Filler(
+                np.sort(np.setdiff1d(uids, self.taken)), list(shards), where
+            )
+        return self._fillers[folder]
+
+
+def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
+    """[num_shadows, n] membership: shadows 2j and 2j+1 split the pool in two complementary halves."""
+    check_num_shadows(num_shadows)
+    order = np.argsort(uids)  # halves depend on the pool's content, not on the order sets come in
+    inside = np.zeros((num_shadows, len(uids)), dtype=bool)
+    for j in range(num_shadows // 2):
+        first = np.random.default_rng([seed, j]).permutation(len(uids))[: len(uids) // 2]
+        inside[2 * j, order[first]] = True
+        inside[2 * j + 1] = ~inside[2 * j]
+    return inside
+
+
+def scaled_halves(
+    uids: np.ndarray, offsets: dict, num_shadows: int, seed: int, size: int
+) -> np.ndarray:
+    """[num_shadows, n] membership of shadows that train on `size` pool pairs each (shadows.size=target).
+    2 size >= n: the halves of the whole pool. Else halves of 2 size pool pairs: member_eval and
+    nonmember_eval, then nonmember_known, then aux_pool, the last tier that fits in part by a seeded draw
+    (one for every shadow, so each chosen pair is IN for exactly half); the others are OUT of all."""
+    if 2 * size >= len(uids):
+        return halves(uids, num_shadows, seed)
+    rng = np.random.default_rng([seed, 2**20])  # apart from the halves' streams [seed, j]
+    tiers = [
+        np.r_[tuple(np.arange(len(uids))[offsets[name]] for name in SCORED)],
+        np.arange(len(uids))[offsets[NONMEMBER_KNOWN]],
+        np.arange(len(uids))[offsets[AUX_POOL]],
+    ]
+    chosen, room = [], 2 * size
+    for rows in tiers:
+        rows = rows[np.argsort(uids[rows])]  # by content, not by the order the sets come in
+        take = rows if len(rows) <= room else rows[np.sort(rng.permutation(len(rows))[:room])]
+        chosen.append(take)
+        room -= len(take)
+    chosen = np.concatenate(chosen)
+    inside = np.zeros((num_shadows, len(uids)), dtype=bool)
+    inside[:, chosen] = halves(uids[chosen], num_shadows, seed)
+    return inside
+
+
+def filler_need(size: int, pool_size: int) -> int:
+    """Filler pairs the larger need of the two halves: N - floor(n / 2), or 0."""
+    return max(0, size - pool_size // 2)
+
+
+def draw_filler(filler: Filler, count: int, seed: int, index: int) -> np.ndarray:
+    """Shadow `index`'s filler: `count` pairs drawn with (seed, index) from the sorted filler pairs, so
+    it depends on neither the order they come in nor the number of shadows."""
+    if count <= 0:
+        return np.array([], dtype=str)
+    return filler.uids[
+        np.sort(np.random.default_rng([seed, index, 1]).permutation(len(filler.uids))[:count])
+    ]
+
+
+def shadow_tag(seed: int, index: int) -> str:
+    return f"reference-half/seed{seed}/shadow{index}"
+
+
+def scaled_tag(seed: int, index: int, size: int) -> str:
+    return f"target-scale/seed{seed}/N{size}/shadow{index}"
+
+
+def check_num_shadows(num_shadows):
+    require(
+        is_int(num_shadows) and num_shadows >= 2 and num_shadows % 2 == 0,
+        "num_shadows",
+        num_shadows,
+        "an even number >= 2 (complementary halves put every pair IN exactly half of the shadows)",
+    )
+
+
+class ShadowPlan:
+    """The shadows a job's attacks ask for (none, for most jobs), set up right after the splits, where
+    a shadows.size=target whose filler is too small for N is refused (check_scale) before any model
+    trains. `trainer(shards, target key)` trains them once the target is known; None where no attack
+    needs shadows. `size`: the target's N (None: unknown)."""
+
+    def __init__(self, attacks: dict, spec, splits, cache_dir, size, canaries=None, holdout=None):
+        self.wanted = any(getattr(a, "needs_shadows", False) for a in attacks.values())
+        self.spec, self.splits, self.cache_dir = spec, splits, cache_dir
+        if not self.wanted:
+            return
+        members = splits.members.base if isinstance(splits.members, Members) else splits.members
+        self.taken = np.concatenate(
+            [
+                np.asarray(members, str),
+                *(np.asarray(getattr(splits, name), str) for name in EVAL_SETS),
+                np.asarray([] if canaries is None else canaries.uids, str),
+            ]
+        )  # never filler
+        check_scale(attacks, size, splits, self.trainer([], None), spec.epochs, holdout)
+
+    def trainer(self, shards, target_key: str | None) -> ShadowTrainer | None:
+        if not self.wanted:
+            return None
+        return ShadowTrainer(
+            self.spec,
+            shards,
+            self.cache_dir,
+            target_key,
+            past=self.splits.past,
+            taken=self.taken,
+        )
+
+
+def check_scale(
+    attacks: dict, size, splits, trainer: ShadowTrainer, epochs: int, holdout: int | None = None
+):
+    """Refuse, right after the splits and before any model trains, a shadows.size=target whose filler
+    pool is too small for N, naming attack.<name>.shadows.size; log each shadow attack's training plan
+    (pairs x epochs x shadows). `attacks`: {name: Attack}; `size`: the target's N (None: unknown)."""
+    n_pool = sum(len(getattr(splits, name)) for name in EVAL_SETS)
+    k = len(splits.member_eval)
+    for name, attack in attacks.items():
+        if not getattr(attack, "needs_shadows", False):
+            continue
+        settings, m = attack.shadows, attack.num_shadows
+        key = f"{attack.key}.shadows.size"
+        if settings.size == "pool":
+            log.info(
+                "%s: %d shadows x %d pairs (halves of the reference pool of %d) x %d epochs = %d samples "
+                "(shadows.size=pool)",
+                name,
+                m,
+                n_pool - n_pool // 2,
+                n_pool,
+                epochs,
+                m * (n_pool - n_pool // 2) * epochs,
+            )
+            continue
+        require(
+            size is not None,
+            key,
+            "target",
+            "needs the target's N, and this target has none: set "
+            "target.size (the N its owner reports) or shadows.size=pool",
+        )
+        require(
+            size >= k,
+            key,
+            "target",
+            f"N = {size} is below data.split.eval_size = {k}: the scored pairs "
+            "would not all fit in the shadows' halves; set shadows.size=pool",
+        )
+        need = filler_need(size, n_pool)
+        try:
+            filler = trainer.filler_for(settings, size, n_pool, holdout)
+        except ConfigError as err:
+            raise err.under(attack.key) from None
+        source = (
+            f"{size - need} from halves of the reference pool of {n_pool}, {need} filler from {filler.where}"
+            if 2 * size >= n_pool
+            else f"halves of {2 * size} of the reference pool's {n_pool} pairs, "
+            "the scored ones first; no filler"
+        )
+        log.info(
+            "%s: %d shadows x %d pairs (%s) x %d epochs = %d samples (shadows.size=target; the target: "
+            "%d x %d)",
+            name,
+            m,
+            size,
+            source,
+            epochs,
+            m * size * epochs,
+            size,
+            epochs,
+        )
