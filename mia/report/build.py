@@ -40,7 +40,7 @@ from mia.report.figures import (
     plot_rocs,
 )
 from mia.report.fits import NOISY_REL_CI, SATURATED_AUC, fits
-from mia.report.rows import BLIND, attacks_of, columns, load_rows, write_csv
+from mia.report.rows import attacks_of, baseline_of, columns, label, load_rows, reference, write_csv
 from mia.report.stats import bootstrap_settings, point_series, points
 
 
@@ -49,7 +49,8 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     ScoresMismatch, once everything is written, where a results.json disagrees with its scores.parquet."""
     sweep_dir = Path(sweep_dir)
     rows = load_rows(sweep_dir)
-    names = attacks_of(rows)
+    names, base = attacks_of(rows), baseline_of(rows)
+    ref = label(reference(rows))
     write_csv(rows, sweep_dir / "results.csv")
     checks = check_scores(rows)
     n_bootstrap, seed = bootstrap_settings(rows)
@@ -84,12 +85,14 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     di_rows = inference_report.inference_rows(rows)
     if di_rows:
         write_csv(di_rows, sweep_dir / inference_report.FILENAME)
-    plots["m_vs_N"] = inference_report.plot_m_vs_n(di_rows, sweep_dir / "m_vs_N.png")
+    plots["m_vs_N"] = inference_report.plot_m_vs_n(
+        di_rows, sweep_dir / "m_vs_N.png", reference(rows)
+    )
     c_rows = canary_report.canary_rows(rows)
     if c_rows:
         write_csv(c_rows, sweep_dir / canary_report.FILENAME)
     plots["auc_vs_copies"] = canary_report.plot_auc_vs_copies(
-        c_rows, sweep_dir / "auc_vs_copies.png"
+        c_rows, sweep_dir / "auc_vs_copies.png", reference(rows)
     )
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)
@@ -104,12 +107,12 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
             markdown.points_table(pts, names),
             "",
             "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at 1% FPR. "
-            "vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% interval from a paired "
+            f"vs {ref}: the seed-mean AUC difference from {ref} on the same pairs, with a 95% interval from a paired "
             'bootstrap over seeds and pairs; "beats" / "below" only where it excludes 0 '
             "(docs/design.md §5).",
             "",
         ]
-        + comparison.markdown(compared)
+        + comparison.markdown(compared, reference(rows))
         + [
             "## Scaling fits (log10 gap on log10 x)",
             "",
@@ -126,19 +129,20 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         + [""]
         + markdown.skipped_lines(rows)
     )
-    minus_blind = markdown.minus_blind_table(rows, [n for n in names if n != BLIND])
-    if minus_blind:
+    minus_baseline = markdown.minus_baseline_table(rows, [n for n in names if n != base])
+    if minus_baseline:
         md += [
-            "## AUC minus blind AUC",
+            f"## AUC minus {base} AUC",
             "",
-            "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the part of "
+            f"Each attack's AUC minus the caption-only {base} baseline's AUC in the same job: the part of "
             "its signal that the member / non-member distribution shift alone does not explain.",
             "",
-            minus_blind,
+            minus_baseline,
         ]
     if privacy_utility.applies(rows):
         md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
-    md += [""] + inference_report.markdown(di_rows) + [""] + canary_report.markdown(c_rows)
+    md += [""] + inference_report.markdown(di_rows, reference(rows))
+    md += [""] + canary_report.markdown(c_rows, reference(rows))
     md += [""] + exposure.markdown(exposed)
     md += checks_markdown(checks)
     md += (
