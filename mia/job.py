@@ -25,6 +25,7 @@ class JobSpec:
     attacks: dict  # {name: Attack}, in the order of the attack group
     inference: dict | None  # analysis.dataset_inference, checked; None where it is off
     fpr_targets: tuple  # analysis.calibrated.fpr_targets: the FPRs an auditor's thresholds aim at
+    reference: tuple  # (name, Attack) of analysis.comparison.reference: every other attack's vs_csa
     seed: int
     n_bootstrap: int
     n: int | None  # the target's N: data.size where it trains here, target.size of a checkpoint
@@ -75,6 +76,7 @@ class JobSpec:
             attacks=attacks,
             inference=inference_settings(cfg),
             fpr_targets=fpr_targets(cfg),
+            reference=reference_attack(cfg),
             seed=int(cfg.seed),
             n_bootstrap=int(cfg.n_bootstrap),
             n=data.size if target.trains else target.size,
@@ -96,6 +98,30 @@ def build_attacks(attack_cfg) -> dict:
         attacks[name] = build(acfg, f"attack.{name}", relative=True)
         attacks[name].key = f"attack.{name}"
     return attacks
+
+
+def reference_attack(cfg) -> tuple:
+    """(name, Attack) of `analysis.comparison.reference`: one attack config of conf/attack/, built as the
+    job's attacks are, that scores every job (so no shadow models)."""
+    key = "analysis.comparison.reference"
+    node = cfg.get("analysis") and cfg.analysis.get("comparison")
+    node = node and node.get("reference")
+    require(
+        node is not None and len(node) == 1,
+        key,
+        None if node is None else list(node),
+        "must hold one attack: set attack@analysis.comparison.reference=<a file of conf/attack/>",
+    )
+    ((name, acfg),) = node.items()
+    attack = build(acfg, f"{key}.{name}", relative=True)
+    attack.key = f"{key}.{name}"
+    require(
+        not attack.needs_shadows,
+        key,
+        name,
+        "trains shadow models, and the reference is scored in every job: choose one without",
+    )
+    return name, attack
 
 
 def inference_settings(cfg) -> dict | None:

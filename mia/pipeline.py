@@ -20,8 +20,8 @@ from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
 from mia.evaluation import dataset_inference, metrics, results, scores, utility
 from mia.evaluation.scoring import (
     calibrate,
-    compare_with_csa,
-    csa_scores,
+    compare,
+    reference_scores,
     score_attack,
     score_canaries,
     unshifted,
@@ -220,12 +220,14 @@ def _utility(job, target, features, indexes, defense) -> dict:
 
 
 def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
-    """Run every attack into `record`, with its paired comparison with CSA (but csa's own), its
+    """Run every attack into `record`, with its paired comparison with the reference (but the reference's own), its
     thresholds calibrated on D_no (docs/design.md §5) and, where `swapped` marks the non-members
     data.shift swapped, its AUC on the others (§2.6); returns the plots for W&B ({key: path}) and each
     attack's (member scores, non-member scores) for scores.parquet. An attack the data give nothing to
     score with (NotApplicable) is recorded under `skipped`, and the others still run."""
     curves, images, attack_scores = {}, {}, {}
+    reference, reference_attack = job.reference
+    ref_scores = reference_scores(reference_attack, ctx)
     for name, attack in job.attacks.items():
         try:
             scored = score_attack(attack, ctx, job.n_bootstrap, job.seed)
@@ -237,11 +239,7 @@ def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
         attack_scores[name] = (res.member_scores, res.nonmember_scores)
         table = metrics.roc_table(*metrics.labelled(res.member_scores, res.nonmember_scores))
         curves[name] = ([r["fpr"] for r in table], [r["tpr"] for r in table])
-        vs_csa = (
-            None
-            if name == results.REFERENCE
-            else compare_with_csa(res, ctx, job.n_bootstrap, job.seed)
-        )
+        vs_csa = None if name == reference else compare(res, ref_scores, job.n_bootstrap, job.seed)
         calibrated, why_not = calibrate(attack, res, ctx, job.fpr_targets)
         kept = (
             None
@@ -249,7 +247,7 @@ def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
             else unshifted(
                 attack_scores[name],
                 swapped,
-                None if name == results.REFERENCE else csa_scores(ctx),
+                None if name == reference else ref_scores,
                 job.n_bootstrap,
                 job.seed,
             )
@@ -261,6 +259,7 @@ def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
             scored.seconds,
             res.diagnostics,
             {"fpr": curves[name][0], "tpr": curves[name][1]},
+            reference=reference,
             vs_csa=vs_csa,
             calibrated=calibrated,
             calibrated_skipped=why_not,
@@ -289,8 +288,9 @@ def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
             )
         if vs_csa is not None:
             log.info(
-                "%s vs CSA: delta AUC %+.3f (95%% CI %s), DeLong p %.3g",
+                "%s vs %s: delta AUC %+.3f (95%% CI %s), DeLong p %.3g",
                 name,
+                reference,
                 vs_csa["delta_auc"],
                 "%+.3f to %+.3f" % tuple(vs_csa["delta_auc_ci95"])
                 if vs_csa["delta_auc_ci95"]

@@ -97,14 +97,29 @@ class Attack(ABC):
     """Settings are keyword arguments with no defaults in code: conf/attack/<name>.yaml holds them."""
 
     name: str = "attack"
-    needs_shadows: bool = (
-        False  # reference-model attacks train shadow CLIPs (AttackContext.shadows)
-    )
-    key: str = "attack"  # this instance's config key, attack.<name>; set by pipeline.build_attacks
-    # True where a set's scores depend on that set alone (a pair's cosine, draws seeded by its uid, batches
+    key: str = "attack"  # this instance's config key, attack.<name>; set by mia.job.build_attacks
+
+    # Traits: what the job and the evaluation stage need to know about an attack, declared by the attack
+    # itself (tests/evaluation/test_scoring.py runs each attack without D_no to hold them true).
+    #
+    # needs_shadows: the attack trains shadow CLIPs (AttackContext.shadows). Their reference pool holds
+    # member_eval, so it gets no calibrated thresholds and no canaries (another member set would need
+    # shadows of its own).
+    needs_shadows: bool = False
+    # reads_known_nonmembers: the attack reads D_no (ctx.features / ctx.pairs of nonmember_known, or
+    # weak supervision's pseudo-labels built from it). Its scores of D_no then come from an attack that
+    # saw those very pairs, so a threshold calibrated on them is flagged threshold_from_training_pairs.
+    reads_known_nonmembers: bool = False
+    # uncalibrated: why the attack cannot score D_no for the calibrated thresholds without becoming
+    # another attack (it trains on D_no and refuses to score a pair it trained on, say); None where it can.
+    uncalibrated: str | None = None
+    # per_pair: a set's scores depend on that set alone (a pair's cosine, draws seeded by its uid, batches
     # cut from the set itself), never on the other pairs scored: such an attack defines
     # score(ctx, set_name), and another set (D_no, for the calibrated thresholds) is scored by itself.
     per_pair: bool = False
+    # baseline: the attack never queries the target (captions alone, say), so it measures what the
+    # member / non-member distribution shift alone explains; the report subtracts its AUC from the others'.
+    baseline: bool = False
 
     @contextmanager
     def _keyed(self):

@@ -21,6 +21,11 @@ from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 
 class Blind(Attack):
     name = "blind"
+    baseline = True  # captions only: what the member / non-member shift alone scores
+    uncalibrated = (
+        "fits a classifier on the evaluation labels (cross-validated): a run with D_no as "
+        "members scores D_no with another classifier"
+    )
 
     def __init__(
         self,

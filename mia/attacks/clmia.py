@@ -24,6 +24,7 @@ from torch import nn
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.weak_supervision import (
+    TRAINS_ON_KNOWN,
     feature_matrix,
     labelled_training_set,
     p_member,
@@ -109,6 +110,8 @@ def fine_tune(model, x, y, epochs, lr):
 
 class CLMIA(Attack):
     name = "clmia"
+    reads_known_nonmembers = True  # D_no is its classifier's negatives
+    uncalibrated = TRAINS_ON_KNOWN
 
     def __init__(
         self,

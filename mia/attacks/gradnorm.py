@@ -53,6 +53,7 @@ NEGATIVES = ("mixed", "pure", "fixed")
 
 class GradNorm(Attack):
     name = "gradnorm"
+    reads_known_nonmembers = True  # z-scores its statistics on D_no
 
     def __init__(self, *, negatives: str, batch_size: int, bank_size: int, C: float):
         require(

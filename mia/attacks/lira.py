@@ -68,6 +68,7 @@ def log_normal(x, mean, std):
 class LiRA(Attack):
     name = "lira"
     needs_shadows = True
+    reads_known_nonmembers = True  # D_no is in the shadows' reference pool
 
     def __init__(
         self, *, num_shadows: int, mode: str, variance: str, statistic: str, shadows: dict

@@ -244,6 +244,7 @@ def resolve_device(device: str) -> torch.device:
 
 class ParamGrad(Attack):
     name = "paramgrad"
+    reads_known_nonmembers = True  # z-scores its statistics on D_no
 
     def __init__(
         self,

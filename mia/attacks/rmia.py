@@ -73,6 +73,7 @@ def tune_offline_a(shadow_logodds, inside) -> tuple[float, dict]:
 class RMIA(Attack):
     name = "rmia"
     needs_shadows = True
+    reads_known_nonmembers = True  # D_no is in the shadows' reference pool, and its population z
 
     def __init__(
         self,

@@ -25,6 +25,14 @@ from mia.validate import require
 GRAD_FEATURES = ("loss", "grad_norm")
 
 
+# Attack.uncalibrated of the attacks that train a classifier with labelled_training_set: it labels D_no,
+# and a run with D_no in member_eval's place is refused, so they get no calibrated thresholds.
+TRAINS_ON_KNOWN = (
+    "trains its classifier on D_no and refuses to score a pair it trained on "
+    "(mia.attacks.weak_supervision.labelled_training_set)"
+)
+
+
 @dataclass
 class PseudoLabels:
     """Which pairs the attacker labels: indices into nonmember_known (0) and into aux_pool (1)."""

@@ -29,6 +29,7 @@ from torch import nn
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.weak_supervision import (
+    TRAINS_ON_KNOWN,
     feature_matrix,
     labelled_training_set,
     p_member,
@@ -125,6 +126,8 @@ def train_gomez(x, y, g, lr, weight_decay, batch_size, epochs):
 
 class WSA(Attack):
     name = "wsa"
+    reads_known_nonmembers = True  # D_no is its classifier's negatives
+    uncalibrated = TRAINS_ON_KNOWN
 
     def __init__(
         self,

@@ -30,9 +30,7 @@ METRIC_KEYS = (
     "n_nonmembers",
     "seconds",
 )
-REFERENCE = "csa"  # every other attack is compared with CSA on the same pairs (vs_csa)
-# Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped
-# (mia.evaluation.scoring.unshifted)
+# Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped (mia.evaluation.scoring.unshifted)
 UNSHIFTED_KEYS = ("auc_unshifted", "auc_unshifted_ci95", "n_unshifted", "vs_csa_unshifted")
 
 
@@ -64,30 +62,30 @@ def add_attack(
     diagnostics: dict,
     roc: dict,
     *,
+    reference: str,
     vs_csa: dict | None = None,
     calibrated: list | None = None,
     calibrated_skipped: str | None = None,
     unshifted: dict | None = None,
 ):
-    """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its
-    diagnostics, and its TPR on the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the
-    report's ROC plots. `vs_csa` is its paired comparison with CSA (metrics.paired_comparison; every
-    attack but csa), `calibrated` its thresholds set on the known non-members
-    (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`. `unshifted`
-    (only where data.shift swapped non-members) is its AUC on the unswapped ones
-    (mia.evaluation.scoring.unshifted: UNSHIFTED_KEYS, vs_csa_unshifted for every attack but
-    csa)."""
+    """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
+    the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots. `vs_csa` is its paired
+    comparison with the job's reference attack (analysis.comparison.reference, CSA by default;
+    metrics.paired_comparison; every attack but the `reference` itself), `calibrated` its thresholds set on the
+    known non-members (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`.
+    `unshifted` (only where data.shift swapped non-members) is its AUC on the unswapped ones
+    (mia.evaluation.scoring.unshifted: UNSHIFTED_KEYS, vs_csa_unshifted for every attack but the reference)."""
     unknown = set(metrics) - set(METRIC_KEYS)
     if unknown:
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
-    if (name == REFERENCE) != (vs_csa is None):
+    if (name == reference) != (vs_csa is None):
         raise ValueError(
-            f"{name}: every attack but {REFERENCE} has vs_csa, and {REFERENCE} has none"
+            f"{name}: every attack but {reference} has vs_csa, and {reference} has none"
         )
     if (calibrated is None) == (calibrated_skipped is None):
         raise ValueError(f"{name}: either calibrated thresholds or the reason there are none")
     if unshifted is not None:
-        want = {k for k in UNSHIFTED_KEYS if k != "vs_csa_unshifted" or name != REFERENCE}
+        want = {k for k in UNSHIFTED_KEYS if k != "vs_csa_unshifted" or name != reference}
         if set(unshifted) != want:
             raise ValueError(
                 f"{name}: the unshifted metrics are {sorted(want)}, got {sorted(unshifted)}"
@@ -152,9 +150,21 @@ def load(path: Path) -> dict:
     return record
 
 
+def reference(results: dict) -> str | None:
+    """The attack the job compared every other attack with (vs_csa): the key of its config's
+    analysis.comparison.reference; for a job recorded before that setting, the one attack it scored
+    without vs_csa; None where neither tells."""
+    comparison = results["config"].get("analysis", {}).get("comparison")
+    if comparison:
+        (name,) = comparison["reference"]
+        return name
+    alone = [name for name, entry in results["attacks"].items() if "vs_csa" not in entry]
+    return alone[0] if len(alone) == 1 else None
+
+
 def attack_metrics(results: dict) -> dict:
-    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its
-    comparison with CSA or its calibrated thresholds."""
+    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its comparison
+    with the reference or its calibrated thresholds."""
     return {
         name: {k: v for k, v in entry.items() if k in METRIC_KEYS}
         for name, entry in results["attacks"].items()

@@ -1,6 +1,8 @@
 """One way from an attack's scores to its metrics, for the evaluation sets and the canaries alike; each
-attack's paired comparison with CSA, its thresholds calibrated on the known non-members D_no
-(docs/design.md §5), and under data.shift its AUC on the non-members the shift left unswapped (§2.6)."""
+attack's paired comparison with the reference attack (analysis.comparison.reference, CSA by default),
+its thresholds calibrated on the known non-members D_no (docs/design.md §5), and under data.shift its
+AUC on the non-members the shift left unswapped (§2.6). What an attack does with D_no is read from its
+traits (mia.attacks.base.Attack), never from its name."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 
 from mia.attacks.base import AttackContext, AttackResult, NotApplicable
 from mia.data.canaries import Canaries
-from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
+from mia.data.splits import NONMEMBER_KNOWN
 from mia.evaluation import metrics
 
 log = logging.getLogger(__name__)
@@ -37,58 +39,44 @@ def score_attack(attack, ctx: AttackContext, n_bootstrap: int, seed: int) -> Sco
     return Scored(res, m, time.time() - t0)
 
 
-# Attacks (by Attack.name) that fit on D_no, the known non-members, and can score D_no all the same
-# (z-scoring and loss banks from D_no): their scores on D_no come from a model that saw those very
-# pairs, so a threshold set on them is flagged threshold_from_training_pairs.
-FITS_ON_KNOWN = frozenset({"gradnorm", "paramgrad"})
-# Attacks whose D_no scores cannot be had without changing the attack. No calibrated thresholds for them.
-_TRAINS_ON_KNOWN = (
-    "trains its classifier on D_no and refuses to score a pair it trained on "
-    "(mia.attacks.weak_supervision.labelled_training_set)"
-)
-NOT_CALIBRATED = {
-    "wsa": _TRAINS_ON_KNOWN,
-    "clmia": _TRAINS_ON_KNOWN,
-    "blind": "fits a classifier on the evaluation labels (cross-validated): a run with D_no as "
-    "members scores D_no with another classifier",
-}
-# tests/evaluation/test_scoring.py checks that every attack module reading D_no is in one of the two.
 SHADOWS_SKIPPED = (
     "trains shadow models whose pool holds member_eval: scoring D_no would need shadows of its own"
 )
 
 
-def csa_scores(ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:
-    """CSA's scores of the evaluation pairs: their image-text cosines, exactly what attack csa returns, so
-    every attack can be compared with CSA whether or not the job runs it."""
-    return ctx.features[MEMBER_EVAL].cos, ctx.features[NONMEMBER_EVAL].cos
+def reference_scores(reference, ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:
+    """The reference attack's scores of the evaluation pairs (member, non-member), computed whether or not
+    the job runs it, so that every attack is compared with it on the same pairs."""
+    res = reference(ctx)
+    return res.member_scores, res.nonmember_scores
 
 
-def compare_with_csa(result: AttackResult, ctx: AttackContext, n_bootstrap: int, seed: int) -> dict:
-    """vs_csa: metrics.paired_comparison of the attack (A) against CSA (B) on the same evaluation pairs."""
+def compare(result: AttackResult, reference: tuple, n_bootstrap: int, seed: int) -> dict:
+    """vs_csa: metrics.paired_comparison of the attack (A) against the reference's scores (B) of the same
+    evaluation pairs (reference_scores)."""
     return metrics.paired_comparison(
         (result.member_scores, result.nonmember_scores),
-        csa_scores(ctx),
+        reference,
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
 
 
 def unshifted(
-    scores: tuple, swapped: np.ndarray, csa: tuple | None, n_bootstrap: int, seed: int
+    scores: tuple, swapped: np.ndarray, reference: tuple | None, n_bootstrap: int, seed: int
 ) -> dict:
     """An attack's AUC on the non-members data.shift left as they were (docs/design.md §2.6): `scores` are its
-    (member, non-member) scores, `swapped` marks the non-members whose image or caption was swapped, `csa`
-    CSA's scores of the same pairs (None for csa itself). auc_unshifted with its 95% interval (members
-    against the unswapped non-members, the bootstrap of metrics.roc_metrics), n_unshifted, and
-    vs_csa_unshifted, the paired comparison with CSA on those pairs; the AUCs are null where every
-    non-member was swapped."""
+    (member, non-member) scores, `swapped` marks the non-members whose image or caption was swapped,
+    `reference` the reference attack's scores of the same pairs (None for the reference itself).
+    auc_unshifted with its 95% interval (members against the unswapped non-members, the bootstrap of
+    metrics.roc_metrics), n_unshifted, and vs_csa_unshifted, the paired comparison with the reference on
+    those pairs; the AUCs are null where every non-member was swapped."""
     member, nonmember = (np.asarray(s, dtype=np.float64) for s in scores)
     kept = ~np.asarray(swapped, dtype=bool)
     if kept.shape != nonmember.shape:
         raise ValueError(f"{kept.size} swapped flags for {nonmember.size} non-member scores")
     out = {"auc_unshifted": None, "auc_unshifted_ci95": None, "n_unshifted": int(kept.sum())}
-    if csa is not None:
+    if reference is not None:
         out["vs_csa_unshifted"] = None
     if not kept.any():
         return out
@@ -96,10 +84,10 @@ def unshifted(
         *metrics.labelled(member, nonmember[kept]), n_bootstrap=n_bootstrap, seed=seed
     )
     out["auc_unshifted"], out["auc_unshifted_ci95"] = m["auc"], m["auc_ci95"]
-    if csa is not None:
+    if reference is not None:
         out["vs_csa_unshifted"] = metrics.paired_comparison(
             (member, nonmember[kept]),
-            (csa[0], np.asarray(csa[1])[kept]),
+            (reference[0], np.asarray(reference[1])[kept]),
             n_bootstrap=n_bootstrap,
             seed=seed,
         )
@@ -109,17 +97,18 @@ def unshifted(
 def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, str | None]:
     """(the attack's scores on D_no, whether it fitted on those pairs, why there are none) of a job.
 
-    An attack whose scores of a set depend on that set alone (Attack.per_pair: csa's are D_no's
-    cosines) scores D_no by itself. Any other attack runs again with D_no in member_eval's place
+    An attack whose scores of a set depend on that set alone (Attack.per_pair: a pair's cosine, say)
+    scores D_no by itself. Any other attack runs again with D_no in member_eval's place
     (AttackContext.with_members, as the canaries do) and its member scores are D_no's: its scores
-    depend on the other pairs scored. Attacks with shadow models and those of NOT_CALIBRATED get
-    none; those of FITS_ON_KNOWN are flagged.
+    depend on the other pairs scored. Attacks with shadow models (Attack.needs_shadows) and those
+    that cannot score D_no (Attack.uncalibrated) get none; those that read D_no
+    (Attack.reads_known_nonmembers) are flagged.
     """
     if attack.needs_shadows:
         return None, False, SHADOWS_SKIPPED
-    if attack.name in NOT_CALIBRATED:
-        return None, False, NOT_CALIBRATED[attack.name]
-    fitted = attack.name in FITS_ON_KNOWN
+    if attack.uncalibrated is not None:
+        return None, False, attack.uncalibrated
+    fitted = attack.reads_known_nonmembers
     if attack.per_pair:
         return np.asarray(attack.score_set(ctx, NONMEMBER_KNOWN)), fitted, None
     return (

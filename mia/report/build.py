@@ -40,7 +40,7 @@ from mia.report.figures import (
     plot_rocs,
 )
 from mia.report.fits import fits
-from mia.report.rows import attacks_of, load_rows, write_csv
+from mia.report.rows import attacks_of, load_rows, reference, write_csv
 from mia.report.stats import bootstrap_settings, points
 from mia.report.wandb_log import log_report
 
@@ -84,12 +84,14 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     di_rows = inference_report.inference_rows(rows)
     if di_rows:
         write_csv(di_rows, sweep_dir / inference_report.FILENAME)
-    plots["m_vs_N"] = inference_report.plot_m_vs_n(di_rows, sweep_dir / "m_vs_N.png")
+    plots["m_vs_N"] = inference_report.plot_m_vs_n(
+        di_rows, sweep_dir / "m_vs_N.png", reference(rows)
+    )
     c_rows = canary_report.canary_rows(rows)
     if c_rows:
         write_csv(c_rows, sweep_dir / canary_report.FILENAME)
     plots["auc_vs_copies"] = canary_report.plot_auc_vs_copies(
-        c_rows, sweep_dir / "auc_vs_copies.png"
+        c_rows, sweep_dir / "auc_vs_copies.png", reference(rows)
     )
     plots = {k: v for k, v in plots.items() if v is not None}
     rocs = plot_rocs(rows, sweep_dir)

@@ -43,7 +43,8 @@ def canary_rows(rows) -> list[dict]:
     return out
 
 
-def markdown(c_rows) -> list[str]:
+def markdown(c_rows, first: str | None = None) -> list[str]:
+    """report.md's canary section; `first`: the attack listed first (the sweep's reference)."""
     if not c_rows:
         return []
     copies = sorted({r["copies"] for r in c_rows})
@@ -64,7 +65,7 @@ def markdown(c_rows) -> list[str]:
     for r in c_rows:
         groups[(r["size"], r["epochs"], r["seed"], r["attack"])][r["copies"]] = r
     for (n, t, seed, attack), by in sorted(
-        groups.items(), key=lambda kv: (attack_order(kv[0][3]), kv[0][:3])
+        groups.items(), key=lambda kv: (attack_order(kv[0][3], first), kv[0][:3])
     ):
         cells = [_cell(by.get(c)) for c in copies]
         aucs = [by[c]["auc"] for c in copies if c in by]
@@ -85,15 +86,15 @@ def _cell(r) -> str:
     return f"{r['auc']:.3f}{ci} / {r['tpr_at_fpr_1e-2']:.2f}"
 
 
-def plot_auc_vs_copies(c_rows, path):
-    """AUC against the copy count, one line per attack, one panel per N."""
+def plot_auc_vs_copies(c_rows, path, first: str | None = None):
+    """AUC against the copy count, one line per attack (`first` first), one panel per N."""
     if not c_rows:
         return None
     sizes = sorted({r["size"] for r in c_rows})
     fig, axes = plt.subplots(
         1, len(sizes), figsize=(5 * len(sizes), 4.2), squeeze=False, sharey=True
     )
-    attacks = sorted({r["attack"] for r in c_rows}, key=attack_order)
+    attacks = sorted({r["attack"] for r in c_rows}, key=lambda a: attack_order(a, first))
     for ax, n in zip(axes[0], sizes, strict=True):
         for i, attack in enumerate(attacks):
             pts = sorted(

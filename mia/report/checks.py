@@ -17,7 +17,7 @@ RECOMPUTED_VS_CSA = (
     "delta_auc",
     "delta_tpr_at_fpr_1e-2",
     "delong_p_value",
-)  # against the cos column
+)  # against the reference's column (rows.reference_scores)
 RECOMPUTED_EXACT = ("n_members", "n_nonmembers")
 RECOMPUTED_GAP = ("value", "member_mean", "nonmember_mean")
 REL_TOL = 1e-9
@@ -73,11 +73,20 @@ def _recompute(job, record, df) -> tuple[list[dict], list[str]]:
         for k in RECOMPUTED + RECOMPUTED_EXACT:
             compare(name, k, reported[name][k], m[k], exact=k in RECOMPUTED_EXACT)
         vs = record["attacks"][name].get("vs_csa")
-        if vs is not None:
+        ref = results.reference(record)
+        if ref in df.columns:
+            ref_scores = df[ref].to_numpy()
+        elif "comparison" not in record["config"].get("analysis", {}):
+            ref_scores = (
+                cos  # recorded before analysis.comparison: the reference scored the cosines
+            )
+        else:
+            ref_scores = None  # the job did not run its reference: nothing to recompute against
+        if vs is not None and ref_scores is not None:
             member = labels == 1
             d = metrics.paired_comparison(
                 (df[name].to_numpy()[member], df[name].to_numpy()[~member]),
-                (cos[member], cos[~member]),
+                (ref_scores[member], ref_scores[~member]),
                 n_bootstrap=0,
             )
             for k in RECOMPUTED_VS_CSA:

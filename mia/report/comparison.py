@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mia.evaluation.results import REFERENCE
 from mia.report.markdown import verdict
-from mia.report.rows import attack_scores
+from mia.report.rows import attack_scores, label, reference
 from mia.report.stats import seed_mean_metrics
 
 FILENAME = "comparison.csv"
@@ -34,6 +33,7 @@ def comparison_rows(pts, names, n_bootstrap: int, seed: int = 0) -> list[dict]:
     out = []
     if not n_bootstrap:
         return out
+    ref_name = reference([r for p in pts for r in p["_rows"]])
     for p in pts:
         rs = p["_rows"]
         scored = {n: [attack_scores(r, n) for r in rs] for n in names}
@@ -62,7 +62,7 @@ def comparison_rows(pts, names, n_bootstrap: int, seed: int = 0) -> list[dict]:
                         float(np.mean(tprs)),
                         float(np.mean(fprs)),
                     )
-            for ref, key in ((REFERENCE, "vs_csa"), (base_of(name, scored), "vs_base")):
+            for ref, key in ((ref_name, "vs_csa"), (base_of(name, scored), "vs_base")):
                 if ref is None or ref == name or ref not in scored:
                     continue
                 deltas = seed_mean_metrics(
@@ -97,8 +97,10 @@ def _delta(row, key, than) -> str:
     return f"{verdict(ci, than)}: {_interval(row, f'{key}_delta_auc', signed=True)}"
 
 
-def markdown(rows) -> list[str]:
-    """report.md's comparison section: one table per condition, one line per attack."""
+def markdown(rows, reference: str | None) -> list[str]:
+    """report.md's comparison section: one table per condition, one line per attack; `reference` is the
+    attack the others are compared with (vs_csa: CSA by default)."""
+    than = label(reference)
     if not rows:
         return []
     md = [
@@ -119,8 +121,8 @@ def markdown(rows) -> list[str]:
             f"### N = {cond[2]}, T = {cond[1]}, {cond[0]} non-members ({rs[0]['seeds']} seeds, "
             f"{rs[0]['members']} + {rs[0]['nonmembers_scored']} pairs)",
             "",
-            "| attack | AUC [95% CI] | TPR@1% FPR | TPR@0.1% FPR | vs CSA: ΔAUC | vs CSA: "
-            "ΔTPR@1% | calibrated 1%: TPR (realised FPR) | vs its base attack: ΔAUC |",
+            f"| attack | AUC [95% CI] | TPR@1% FPR | TPR@0.1% FPR | vs {than}: ΔAUC | vs {than}: ΔTPR@1% | "
+            "calibrated 1%: TPR (realised FPR) | vs its base attack: ΔAUC |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in rs:
@@ -141,8 +143,8 @@ def markdown(rows) -> list[str]:
             )
             md.append(
                 f"| {r['attack']} | {_interval(r, 'auc')} | {_tpr(r, 'tpr_at_fpr_1e-2')} | "
-                f"{_tpr(r, 'tpr_at_fpr_1e-3')} | {_delta(r, 'vs_csa', 'CSA')} | {tpr_delta} | "
-                f"{calibrated} | {base} |"
+                f"{_tpr(r, 'tpr_at_fpr_1e-3')} | {_delta(r, 'vs_csa', than)} | {tpr_delta} | {calibrated} | "
+                f"{base} |"
             )
         md.append("")
     return md

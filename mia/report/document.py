@@ -10,7 +10,7 @@ from mia.report import comparison, exposure, law, markdown, privacy_utility
 from mia.report import inference as inference_report
 from mia.report.checks import markdown as checks_markdown
 from mia.report.fits import NOISY_REL_CI, SATURATED_AUC
-from mia.report.rows import BLIND
+from mia.report.rows import baseline_of, label, reference
 
 
 def report_markdown(
@@ -31,6 +31,7 @@ def report_markdown(
 ) -> str:
     """The text of report.md for the sweep folder `sweep_name`, its plots linked by file name."""
     seeds = sorted({r["seed"] for r in rows})
+    base, ref = baseline_of(rows), label(reference(rows))
     md = (
         [
             f"# Sweep report: {sweep_name}",
@@ -41,12 +42,12 @@ def report_markdown(
             markdown.points_table(pts, names),
             "",
             "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at "
-            "1% FPR. vs CSA: the seed-mean AUC difference from CSA on the same pairs, with a 95% "
+            f"1% FPR. vs {ref}: the seed-mean AUC difference from {ref} on the same pairs, with a 95% "
             'interval from a paired bootstrap over seeds and pairs; "beats" / "below" only where '
             "it excludes 0 (docs/design.md §5).",
             "",
         ]
-        + comparison.markdown(compared)
+        + comparison.markdown(compared, reference(rows))
         + [
             "## Scaling fits (log10 gap on log10 x)",
             "",
@@ -63,20 +64,21 @@ def report_markdown(
         + [""]
         + markdown.skipped_lines(rows)
     )
-    minus_blind = markdown.minus_blind_table(rows, [n for n in names if n != BLIND])
-    if minus_blind:
+    minus_baseline = markdown.minus_baseline_table(rows, [n for n in names if n != base])
+    if minus_baseline:
         md += [
-            "## AUC minus blind AUC",
+            f"## AUC minus {base} AUC",
             "",
-            "Each attack's AUC minus the caption-only blind baseline's AUC in the same job: the "
+            f"Each attack's AUC minus the caption-only {base} baseline's AUC in the same job: the "
             "part of its signal that the member / non-member distribution shift alone does not "
             "explain.",
             "",
-            minus_blind,
+            minus_baseline,
         ]
     if privacy_utility.applies(rows):
         md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
-    md += [""] + inference_report.markdown(di_rows) + [""] + canary_report.markdown(c_rows)
+    md += [""] + inference_report.markdown(di_rows, reference(rows))
+    md += [""] + canary_report.markdown(c_rows, reference(rows))
     md += [""] + exposure.markdown(exposed)
     md += checks_markdown(checks)
     md += (

@@ -15,11 +15,10 @@ import numpy as np
 from scipy import stats
 
 from mia.evaluation import results, scores
-from mia.report.rows import scores_table
+from mia.report.rows import reference, scores_table
 from mia.report.stats import IDENTITY
 
 FILENAME = "exposure.json"
-ATTACK = "csa"  # whose scores rank the members, by default
 K = 50  # the most exposed members of a job
 DRAWS = 2000  # random K-subsets behind each permutation null
 RARE_SHARE = (
@@ -32,10 +31,12 @@ UNAVAILABLE = (
 
 
 def analyse(
-    rows, attack: str = ATTACK, k: int = K, draws: int = DRAWS, seed: int = 0
+    rows, attack: str | None = None, k: int = K, draws: int = DRAWS, seed: int = 0
 ) -> dict | None:
-    """exposure.json's content, or None where no two jobs can be compared (every comparison needs
-    more than k members scored by both jobs, on i.i.d. non-members without shift, by `attack`)."""
+    """exposure.json's content, or None where no two jobs can be compared (every comparison needs more
+    than k members scored by both jobs, on i.i.d. non-members without shift, by `attack`: by default
+    the sweep's reference attack, CSA)."""
+    attack = attack or reference(rows)
     jobs = [
         r
         for r in rows

@@ -12,7 +12,7 @@ import numpy as np
 
 from mia.plots import plt, roc_loglog, save
 from mia.report.fits import left_out
-from mia.report.rows import BLIND, attacks_of
+from mia.report.rows import attacks_of, baseline_of
 from mia.report.stats import IDENTITY, point_series, shift_series
 
 
@@ -309,7 +309,7 @@ def plot_ood_vs_iid(rows, path):
 def plot_auc_vs_shift(rows, path):
     """Every attack's AUC (bootstrap std as error bars) against data.shift, one panel per target and
     shifted parts; the caption-only blind baseline in black, dashed: what the shift alone buys."""
-    series = shift_series(rows)
+    series, base = shift_series(rows), baseline_of(rows)
     if not series:
         return None
     fig, axes = plt.subplots(1, len(series), figsize=(6.5 * len(series), 4.5), squeeze=False)
@@ -325,7 +325,7 @@ def plot_auc_vs_shift(rows, path):
                 dict(
                     color="k", ls="--", lw=2, marker="s", label=f"{name} (captions only, no model)"
                 )
-                if name == BLIND
+                if name == base
                 else dict(marker="o", label=name)
             )
             ax.errorbar(xs, ys, yerr=sd, capsize=3, **style)

@@ -77,7 +77,8 @@ def _m_cell(row) -> str:
     )
 
 
-def markdown(di_rows) -> list[str]:
+def markdown(di_rows, first: str | None = None) -> list[str]:
+    """report.md's dataset-inference section; `first`: the attack listed first (the sweep's reference)."""
     if not di_rows:
         return []
     r0 = di_rows[0]
@@ -101,7 +102,7 @@ def markdown(di_rows) -> list[str]:
         key=lambda r: (
             r["nonmembers"],
             r["epochs"],
-            *attack_order(r["attack"]),
+            *attack_order(r["attack"], first),
             r["size"],
             r["seed"],
         ),
@@ -122,10 +123,9 @@ def markdown(di_rows) -> list[str]:
     return md
 
 
-def plot_m_vs_n(di_rows, path):
-    """The smallest m reaching the power target against N per attack (i.i.d. non-members), median
-    over seeds; hollow markers where the grid never reached it and the value is Noether's
-    prediction."""
+def plot_m_vs_n(di_rows, path, first: str | None = None):
+    """The smallest m reaching the power target against N per attack (i.i.d. non-members), median over
+    seeds; hollow markers where the grid never reached it and the value is Noether's prediction."""
     series = defaultdict(lambda: defaultdict(list))
     for r in di_rows:
         if r["nonmembers"] != "iid":
@@ -139,7 +139,7 @@ def plot_m_vs_n(di_rows, path):
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     tagged = len({t for _, t in series}) > 1
     for i, ((attack, t), by_n) in enumerate(
-        sorted(series.items(), key=lambda kv: (*attack_order(kv[0][0]), kv[0][1]))
+        sorted(series.items(), key=lambda kv: (*attack_order(kv[0][0], first), kv[0][1]))
     ):
         ns = sorted(by_n)
         ms = [float(np.median([m for m, _ in by_n[n]])) for n in ns]

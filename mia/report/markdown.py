@@ -1,12 +1,11 @@
 """report.md's own tables: one line per point, the scaling fits, each attack's AUC against the shift
-(and on the non-members the shift left unswapped), and each attack's AUC minus the blind baseline's.
-The sections with data of their own (canaries, dataset inference, privacy-utility, checks) write
-theirs."""
+(and on the non-members the shift left unswapped), and each attack's AUC minus the baseline's (blind).
+The sections with data of their own (canaries, dataset inference, privacy-utility, checks) write theirs."""
 
 from __future__ import annotations
 
-from mia.evaluation.results import REFERENCE
 from mia.report.fits import left_out
+from mia.report.rows import baseline_of, label, reference
 from mia.report.stats import shift_series
 
 
@@ -14,7 +13,8 @@ def points_table(pts, names):
     """One line per point: seed means ± the seeds' sd, the gap's bootstrap interval, the AUC's mean
     bootstrap sd in brackets, whether the point is in the fitted regime, each attack's TPR@1%FPR
     ("(unresolved)" where its non-members allow fewer than 10 false positives), and each attack's
-    verdict against CSA (vs_csa_cell)."""
+    verdict against the reference attack, CSA by default (vs_csa_cell)."""
+    ref = reference([r for p in pts for r in p["_rows"]])
     models = len({(p["model"], p["params"]) for p in pts}) > 1  # a capacity sweep: say which model
     head = (
         ["N", "T", "non-members"]
@@ -29,7 +29,7 @@ def points_table(pts, names):
         ]
         + [f"{n} AUC (± seed sd) [boot sd]" for n in names]
         + [f"{n} TPR@1%" for n in names]
-        + [f"{n} vs CSA: ΔAUC [95% CI]" for n in names if n != REFERENCE]
+        + [f"{n} vs {label(ref)}: ΔAUC [95% CI]" for n in names if n != ref]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pts:
@@ -62,28 +62,28 @@ def points_table(pts, names):
             )
             for n in names
         ]
-        cells += [vs_csa_cell(p, n) for n in names if n != REFERENCE]
+        cells += [vs_csa_cell(p, n, label(ref)) for n in names if n != ref]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def verdict(ci, than: str = "CSA") -> str | None:
-    """ "beats CSA" / "below CSA" where the paired 95% interval of the difference excludes 0, "no
-    difference" where it holds 0, None without an interval."""
+def verdict(ci, than: str) -> str | None:
+    """ "beats CSA" / "below CSA" (`than`: CSA) where the paired 95% interval of the difference excludes 0, "no difference"
+    where it holds 0, None without an interval."""
     lo, hi = ci if ci is not None else (None, None)
     if lo is None or hi is None:
         return None
     return f"beats {than}" if lo > 0 else f"below {than}" if hi < 0 else "no difference"
 
 
-def vs_csa_cell(p, name) -> str:
-    """'beats CSA: +0.031 [+0.012, +0.050]': the point's verdict, seed-mean ΔAUC and its
-    interval."""
+def vs_csa_cell(p, name, than: str) -> str:
+    """'beats CSA: +0.031 [+0.012, +0.050]': the point's verdict against `than` (the reference attack,
+    CSA), seed-mean ΔAUC and its interval."""
     mean = p.get(f"{name}/delta_auc_vs_csa_mean")
     if mean is None:
         return ""
     ci = p.get(f"{name}/delta_auc_vs_csa_ci")
-    v = verdict(ci)
+    v = verdict(ci, than)
     if v is None:
         return f"{mean:+.3f} (no interval)"
     return f"{v}: {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
@@ -143,11 +143,11 @@ def fit_lines(fit_results) -> list[str]:
 
 
 def shift_tables(rows, names) -> list[str]:
-    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std
-    and, where the jobs record it, its AUC on the non-members the shift left unswapped with its 95%
-    interval (at shift 0 every non-member is unswapped); then each attack's paired difference from
-    CSA on those non-members."""
-    md = []
+    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std and, where
+    the jobs record it, its AUC on the non-members the shift left unswapped with its 95% interval (at shift 0
+    every non-member is unswapped); then each attack's paired difference from the reference (CSA) on those
+    non-members."""
+    md, ref = [], reference(rows)
     for (n, t, parts), rs in shift_series(rows).items():
         attacks = [a for a in names if any(r.get(f"{a}/auc") is not None for r in rs)]
         kept = any("n_unshifted" in r for r in rs)
@@ -168,7 +168,7 @@ def shift_tables(rows, names) -> list[str]:
             md.append("| " + " | ".join(cells) + " |")
         md.append("")
         if kept:
-            md += _vs_csa_unshifted(rs, [a for a in attacks if a != REFERENCE])
+            md += _vs_csa_unshifted(rs, [a for a in attacks if a != ref], label(ref))
     return md
 
 
@@ -194,15 +194,14 @@ def _shift_cell(r, a) -> str:
     )
 
 
-def _vs_csa_unshifted(rs, attacks) -> list[str]:
-    """Each attack's AUC minus CSA's on the members and the unswapped non-members, by shift: does it
-    beat CSA without the shifted pairs' help?"""
+def _vs_csa_unshifted(rs, attacks, than: str) -> list[str]:
+    """Each attack's AUC minus the reference's (`than`: CSA) on the members and the unswapped non-members,
+    by shift: does it beat CSA without the shifted pairs' help?"""
     if not attacks:
         return []
     md = [
-        "Each attack's AUC minus CSA's on the members and the non-members the shift left "
-        'unswapped (all of them at shift 0), with its paired 95% interval; "beats" / "below" only '
-        "where it excludes 0.",
+        f"Each attack's AUC minus {than}'s on the members and the non-members the shift left unswapped (all of "
+        'them at shift 0), with its paired 95% interval; "beats" / "below" only where it excludes 0.',
         "",
         "| shift | " + " | ".join(attacks) + " |",
         "|" + "---|" * (len(attacks) + 1),
@@ -214,7 +213,7 @@ def _vs_csa_unshifted(rs, attacks) -> list[str]:
         cells = []
         for a in attacks:
             d, lo, hi = (r.get(f"{a}/delta_auc_vs_csa{tag}{k}") for k in ("", "_ci_lo", "_ci_hi"))
-            v = None if d is None else verdict((lo, hi))
+            v = None if d is None else verdict((lo, hi), than)
             cells.append(
                 ""
                 if d is None
@@ -250,20 +249,18 @@ def skipped_lines(rows) -> list[str]:
     )
 
 
-def minus_blind_table(rows, names):
-    """The table of attack AUC minus the same job's blind AUC, or None if no job ran blind."""
-    names = [n for n in names if any(f"{n}/auc_minus_blind" in r for r in rows)]
-    rows = [r for r in rows if any(f"{n}/auc_minus_blind" in r for n in names)]
+def minus_baseline_table(rows, names):
+    """The table of attack AUC minus the same job's baseline AUC (blind), or None if no job ran one."""
+    key = f"auc_minus_{baseline_of(rows)}"
+    names = [n for n in names if any(f"{n}/{key}" in r for r in rows)]
+    rows = [r for r in rows if any(f"{n}/{key}" in r for n in names)]
     if not rows:
         return None
     head = ["N", "T", "non-members"] + names
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["size"]), str(r["epochs"]), r["nonmembers"]]
-        cells += [
-            f"{r[f'{n}/auc_minus_blind']:+.3f}" if f"{n}/auc_minus_blind" in r else ""
-            for n in names
-        ]
+        cells += [f"{r[f'{n}/{key}']:+.3f}" if f"{n}/{key}" in r else "" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -6,18 +6,20 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from hydra.utils import get_class
+
 from mia.evaluation import results, scores, utility
 
 # Each attack's columns in the report's rows.
 REPORTED = ("auc", "auc_std", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "oracle_balanced_accuracy")
-# Each attack's comparison with CSA in the rows: vs_csa's keys, and the row's column names for them.
+# Each attack's comparison with the job's reference attack in the rows: vs_csa's keys, and the row's
+# column names for them.
 VS_CSA = {
     "delta_auc": "delta_auc_vs_csa",
     "delta_tpr_at_fpr_1e-2": "delta_tpr_at_fpr_1e-2_vs_csa",
     "p_value": "p_value_vs_csa",
     "delong_p_value": "delong_p_value_vs_csa",
 }
-BLIND = "blind"  # the caption-only baseline's attack key (conf/attack/blind.yaml): what shift alone scores
 
 
 def load_rows(sweep_dir) -> list[dict]:
@@ -86,22 +88,25 @@ def report_row(record: dict, job: str) -> dict:
                 c["tpr"],
                 c["realised_fpr"],
             )
-        vs = record["attacks"][name].get("vs_csa")  # every attack but csa
+        vs = record["attacks"][name].get("vs_csa")  # every attack but the reference
         if vs is not None:
             row.update({f"{name}/{col}": vs[k] for k, col in VS_CSA.items()})
             lo, hi = vs["delta_auc_ci95"] or (None, None)
             row[f"{name}/delta_auc_vs_csa_ci_lo"], row[f"{name}/delta_auc_vs_csa_ci_hi"] = lo, hi
         row.update(_unshifted(name, record["attacks"][name]))
+    base = baseline(record)
     if (
-        BLIND in by_attack
+        base is not None
     ):  # the part of each AUC that the member / non-member shift alone does not explain
         row.update(
             {
-                f"{name}/auc_minus_blind": m["auc"] - by_attack[BLIND]["auc"]
+                f"{name}/auc_minus_{base}": m["auc"] - by_attack[base]["auc"]
                 for name, m in by_attack.items()
-                if name != BLIND
+                if name != base
             }
         )
+    row["_reference"], row["_baseline"] = results.reference(record), base
+    row["_compared_on_cosines"] = "comparison" not in record["config"].get("analysis", {})
     row["_skipped"] = results.skipped(record)
     row["_roc"] = record["roc"]
     row["_config"] = record["config"]
@@ -120,7 +125,7 @@ def _unshifted(name: str, entry: dict) -> dict:
         f"{name}/auc_unshifted_ci_lo": lo,
         f"{name}/auc_unshifted_ci_hi": hi,
     }
-    vs = entry.get("vs_csa_unshifted")  # every attack but csa, null where no non-member is left
+    vs = entry.get("vs_csa_unshifted")  # every attack but the reference, null where none is left
     if vs is not None:
         lo, hi = vs["delta_auc_ci95"] or (None, None)
         out.update(
@@ -133,16 +138,50 @@ def _unshifted(name: str, entry: dict) -> dict:
     return out
 
 
-def attack_order(name: str) -> tuple[bool, str]:
-    """Sort key of an attack in every table and plot of the report: csa, the reference attack, first,
-    then by name."""
-    return name != "csa", name
+def baseline(record: dict) -> str | None:
+    """The job's baseline attack (Attack.baseline, read from the class its config's `_target_` names), if
+    it scored one."""
+    for name, node in record["config"].get("attack", {}).items():
+        if name in record["attacks"] and getattr(get_class(node["_target_"]), "baseline", False):
+            return name
+    return None
+
+
+def _common(rows, key: str, what: str) -> str | None:
+    found = {r[key] for r in rows if r.get(key) is not None}
+    if len(found) > 1:
+        raise ValueError(
+            f"the jobs have different {what}s ({', '.join(sorted(found))}): report them apart"
+        )
+    return found.pop() if found else None
+
+
+def reference(rows) -> str | None:
+    """The attack the sweep's jobs compared every other with (analysis.comparison.reference)."""
+    return _common(rows, "_reference", "reference attack")
+
+
+def baseline_of(rows) -> str | None:
+    """The baseline attack of the sweep's jobs (Attack.baseline), if they scored one."""
+    return _common(rows, "_baseline", "baseline attack")
+
+
+def label(name: str | None) -> str:
+    """How the report's prose names the reference attack."""
+    return "the reference" if name is None else name.upper()
+
+
+def attack_order(name: str, first: str | None = None) -> tuple[bool, str]:
+    """Sort key of an attack in every table and plot of the report: `first` (the reference attack)
+    first, then by name."""
+    return name != first, name
 
 
 def attacks_of(rows) -> list[str]:
-    """The attacks the rows report, in attack_order."""
+    """The attacks the rows report, in attack_order (the sweep's reference first)."""
     names = {k.split("/")[0] for r in rows for k in r if k.endswith("/auc")}
-    return sorted(names, key=attack_order)
+    first = reference(rows)
+    return sorted(names, key=lambda n: attack_order(n, first))
 
 
 def columns(rows) -> list[str]:
@@ -175,6 +214,17 @@ def attack_scores(row, name):
     member = table["label"].to_numpy() == 1
     s = table[name].to_numpy()
     return s[member], s[~member]
+
+
+def reference_scores(row):
+    """(member, non-member) scores of the job's reference attack from its scores.parquet: its column
+    where the job ran it; for a job recorded before analysis.comparison existed, the cosines (its
+    reference, CSA, scored them); else None."""
+    if row.get("_reference") is not None:
+        found = attack_scores(row, row["_reference"])
+        if found is not None:
+            return found
+    return cosines(row) if row.get("_compared_on_cosines") else None
 
 
 def cosines(row):

@@ -1,7 +1,7 @@
 """The sweep report's points: one per condition, its training seeds pooled into a mean and a band of
-+-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap and of
-each attack's seed-mean AUC difference from CSA (paired: the same pairs for both); and the series
-the figures and tables draw (points against N or T, rows against data.shift)."""
++-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap and of each
+attack's seed-mean AUC difference from the reference attack, CSA by default (paired: the same pairs for both); and the
+series the figures and tables draw (points against N or T, rows against data.shift)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from collections import defaultdict
 import numpy as np
 
 from mia.evaluation import metrics
-from mia.evaluation.results import REFERENCE
-from mia.report.rows import attack_scores, attacks_of, cosines
+from mia.report.rows import attack_scores, attacks_of, cosines, reference, reference_scores
 
 # a point: one condition, any seeds (defense and weight decay split the arms of
 # experiment=privacy_utility)
@@ -37,7 +36,7 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
     groups = defaultdict(list)
     for r in rows:
         groups[tuple(r[k] for k in IDENTITY)].append(r)
-    out = []
+    out, ref = [], reference(rows)
     for key, rs in groups.items():
         p = dict(
             zip(IDENTITY, key, strict=True),
@@ -66,7 +65,7 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
                 "tpr_at_fpr_1e-3",
             ):  # resolved only where every seed's non-members do
                 p[f"{name}/{k}_resolved"] = all(r.get(f"{name}/{k}_resolved", True) for r in rs)
-            if name != REFERENCE:
+            if name != ref:
                 p.update(_vs_csa(rs, name, n_bootstrap, seed))
         out.append(p)
     return sorted(
@@ -75,9 +74,8 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
 
 
 def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
-    """A point's seed-mean AUC difference from CSA with its 95% interval (seed_mean_delta_aucs);
-    with one seed and no scores to resample, that job's own paired interval; with none at all, no
-    interval."""
+    """A point's seed-mean AUC difference from the reference with its 95% interval (seed_mean_delta_aucs); with one
+    seed and no scores to resample, that job's own paired interval; with none at all, no interval."""
     deltas = [r.get(f"{name}/delta_auc_vs_csa") for r in rs]
     if any(d is None for d in deltas):  # a job that did not run the attack
         return {}
@@ -85,7 +83,7 @@ def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
         f"{name}/delta_auc_vs_csa_mean": float(np.mean(deltas)),
         f"{name}/delta_auc_vs_csa_ci": [None, None],
     }
-    jobs = [(attack_scores(r, name), cosines(r)) for r in rs]
+    jobs = [(attack_scores(r, name), reference_scores(r)) for r in rs]
     if n_bootstrap and all(a is not None and c is not None for a, c in jobs):
         lo, hi = np.percentile(seed_mean_delta_aucs(jobs, n_bootstrap, seed), [2.5, 97.5])
         out[f"{name}/delta_auc_vs_csa_ci"] = [float(lo), float(hi)]

@@ -170,6 +170,7 @@ def write_job(job_dir):
         "attributes": utility.attribute_accuracy(image, labels, classes),
     }
     attack_scores = {name: scored(rng) for name in ATTACKS}
+    attack_scores["csa"] = cos  # the reference's scores, as a job's: the cosines
     for name, pair in attack_scores.items():
         m, table = evaluated(*pair)
         vs_csa = None if name == "csa" else metrics.paired_comparison(pair, cos, n_bootstrap=20)
@@ -182,6 +183,7 @@ def write_job(job_dir):
             {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]},
             vs_csa=vs_csa,
             calibrated=metrics.calibrated_thresholds(rng.normal(0, 1, 200), *pair),
+            reference="csa",
         )
     record["timing"] = {"train_s": 1.0, "features_s": 1.0, "attacks_s": 0.2, "utility_s": 0.1}
     record["canaries"] = {
@@ -237,11 +239,15 @@ def test_add_attack_requires_the_comparison_and_the_calibration(tmp_path):
     roc = {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]}
     record = results.new({}, "x", 0, {}, {}, {})
     with pytest.raises(ValueError, match="vs_csa"):  # an attack but csa without its comparison
-        results.add_attack(record, "wsa", m, 0.1, {}, roc, calibrated_skipped="why")
+        results.add_attack(
+            record, "wsa", m, 0.1, {}, roc, calibrated_skipped="why", reference="csa"
+        )
     with pytest.raises(ValueError, match="vs_csa"):  # csa compared with itself
-        results.add_attack(record, "csa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why")
+        results.add_attack(
+            record, "csa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why", reference="csa"
+        )
     with pytest.raises(ValueError, match="calibrated"):  # neither thresholds nor a reason
-        results.add_attack(record, "csa", m, 0.1, {}, roc)
+        results.add_attack(record, "csa", m, 0.1, {}, roc, reference="csa")
 
 
 def test_diagnostics_stay_out_of_the_rows_and_the_w_and_b_summary(tmp_path):
@@ -264,7 +270,9 @@ def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
     roc = {"fpr": [r["fpr"] for r in table], "tpr": [r["tpr"] for r in table]}
     kept = {"auc_unshifted": 0.6, "auc_unshifted_ci95": [0.5, 0.7], "n_unshifted": 25}
     record = results.new({}, "x", 0, {}, {}, {})
-    results.add_attack(record, "csa", m, 0.1, {}, roc, calibrated_skipped="why", unshifted=kept)
+    results.add_attack(
+        record, "csa", m, 0.1, {}, roc, calibrated_skipped="why", unshifted=kept, reference="csa"
+    )
     results.add_attack(
         record,
         "wsa",
@@ -275,6 +283,7 @@ def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
         vs_csa={},
         calibrated_skipped="why",
         unshifted={**kept, "vs_csa_unshifted": None},
+        reference="csa",
     )
     assert (
         record["attacks"]["wsa"]["n_unshifted"] == 25
@@ -290,12 +299,22 @@ def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
             roc,
             calibrated_skipped="why",
             unshifted={**kept, "vs_csa_unshifted": None},
+            reference="csa",
         )
     with pytest.raises(
         ValueError, match="unshifted metrics"
     ):  # an attack but csa without its comparison
         results.add_attack(
-            record, "wsa", m, 0.1, {}, roc, vs_csa={}, calibrated_skipped="why", unshifted=kept
+            record,
+            "wsa",
+            m,
+            0.1,
+            {},
+            roc,
+            vs_csa={},
+            calibrated_skipped="why",
+            unshifted=kept,
+            reference="csa",
         )
 
 

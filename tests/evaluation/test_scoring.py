@@ -1,22 +1,27 @@
-"""mia/evaluation/scoring.py: CSA's scores for the comparison are the evaluation cosines, and each
-attack's D_no scores for its calibrated thresholds come from D_no scored alone (per_pair attacks:
-the cosines for csa; bit for bit a second run's), a second run with D_no as members (flagged where
-the attack fits on D_no), or nowhere (shadow attacks, blind)."""
+"""mia/evaluation/scoring.py: the reference's scores for the comparison (CSA's: the evaluation cosines),
+and each attack's D_no scores for its calibrated thresholds from D_no scored alone (per_pair attacks:
+the cosines for csa; bit for bit a second run's), a second run with D_no as members (flagged where the
+attack reads D_no), or nowhere (shadow attacks, Attack.uncalibrated). The traits those rules read are
+held true by running every attack without D_no."""
 
 import importlib
 import inspect
 import pkgutil
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 import mia.attacks
 from mia.attacks.base import Attack, AttackResult
 from mia.attacks.csa import CSA
+from mia.attacks.weak_supervision import TRAINS_ON_KNOWN
 from mia.data.splits import EVAL_SETS, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.evaluation import metrics, scoring
 from tests.helpers.attacks import feature_context, make_attack, untrained_model_context
+from tests.helpers.config import CONF
 
 
 @dataclass
@@ -44,14 +49,13 @@ class Aligned(Attack):
         )
 
 
-def test_csa_scores_are_the_evaluation_cosines():
+def test_csa_as_the_reference_scores_the_evaluation_cosines():
     ctx = context()
     res = CSA()(ctx)
-    member, nonmember = scoring.csa_scores(ctx)
-    assert np.array_equal(res.member_scores, member) and np.array_equal(
-        res.nonmember_scores, nonmember
-    )
-    assert scoring.compare_with_csa(res, ctx, 50, 0)["delta_auc_ci95"] == [0.0, 0.0]
+    member, nonmember = scoring.reference_scores(CSA(), ctx)
+    assert np.array_equal(member, ctx.features[MEMBER_EVAL].cos)
+    assert np.array_equal(nonmember, ctx.features[NONMEMBER_EVAL].cos)
+    assert scoring.compare(res, (member, nonmember), 50, 0)["delta_auc_ci95"] == [0.0, 0.0]
 
 
 def test_csa_is_calibrated_on_the_known_cosines_without_a_second_run():
@@ -72,8 +76,8 @@ def test_any_other_attack_scores_d_no_in_a_second_run_as_members():
     np.testing.assert_array_equal(known, ctx.features[NONMEMBER_KNOWN].cos + 1.0)
     assert not fitted and why is None
     fits = type(
-        "Fits", (Aligned,), {"name": "gradnorm"}
-    )()  # an attack that fits on D_no is flagged
+        "Fits", (Aligned,), {"reads_known_nonmembers": True}
+    )()  # an attack that reads D_no is flagged
     cal, _ = scoring.calibrate(fits, fits(ctx), ctx)
     assert all(e["threshold_from_training_pairs"] for e in cal)
 
@@ -124,17 +128,16 @@ def test_an_attack_that_scores_its_pairs_together_scores_no_set_alone():
         Aligned().score_set(context(), NONMEMBER_KNOWN)
 
 
-def test_shadow_attacks_and_blind_get_no_thresholds_and_say_why():
+def test_shadow_attacks_and_uncalibrated_ones_get_no_thresholds_and_say_why():
     ctx = context()
-    shadowed = type("Shadowed", (Aligned,), {"name": "lira", "needs_shadows": True})()
+    shadowed = type("Shadowed", (Aligned,), {"needs_shadows": True})()
     cal, why = scoring.calibrate(shadowed, shadowed(ctx), ctx)
     assert cal is None and "shadow" in why
-    blind = type("Blindish", (Aligned,), {"name": "blind"})()
-    cal, why = scoring.calibrate(blind, blind(ctx), ctx)
-    assert cal is None and "evaluation labels" in why
-    wsa = type("Wsaish", (Aligned,), {"name": "wsa"})()
-    cal, why = scoring.calibrate(wsa, wsa(ctx), ctx)
-    assert cal is None and "refuses to score a pair it trained on" in why
+    refuses = type("Refuses", (Aligned,), {"uncalibrated": "cannot score D_no"})()
+    cal, why = scoring.calibrate(refuses, refuses(ctx), ctx)
+    assert cal is None and why == "cannot score D_no"
+    blind = make_attack("blind")
+    assert "evaluation labels" in scoring.known_scores(blind, ctx)[2]
 
 
 def test_wsa_refuses_d_no_as_members_which_is_why_it_gets_no_thresholds():
@@ -143,7 +146,16 @@ def test_wsa_refuses_d_no_as_members_which_is_why_it_gets_no_thresholds():
     with pytest.raises(ValueError, match="evaluation uids are in D_no"):
         wsa(ctx.with_members(ctx.features[NONMEMBER_KNOWN]))
     cal, why = scoring.calibrate(wsa, wsa(ctx), ctx)
-    assert cal is None and why == scoring.NOT_CALIBRATED["wsa"]
+    assert cal is None and why == TRAINS_ON_KNOWN
+
+
+def attack_configs():
+    """Every attack config of conf/attack/ that names one attack (not the lists all and no_shadows)."""
+    return sorted(
+        p.stem
+        for p in (Path(CONF) / "attack").glob("*.yaml")
+        if "_target_" in OmegaConf.load(p).get(p.stem, {})
+    )
 
 
 def attack_classes():
@@ -160,21 +172,29 @@ def attack_classes():
                 yield module, cls
 
 
-def test_every_attack_that_reads_known_non_members_is_flagged():
-    """An attack module that reads D_no (NONMEMBER_KNOWN, or weak supervision's pseudo-labels from
-    it) defines attacks that fit on it: each must be flagged (FITS_ON_KNOWN), have no thresholds
-    (NOT_CALIBRATED) or train shadows (no thresholds either)."""
-    found = {}
-    for module, cls in attack_classes():
-        reads = any(w in inspect.getsource(module) for w in ("NONMEMBER_KNOWN", "pseudo_label"))
-        found[cls.name] = (reads, cls.needs_shadows)
-    for name, (reads, shadows) in found.items():
-        if reads and not shadows:
-            assert name in scoring.FITS_ON_KNOWN | set(scoring.NOT_CALIBRATED), (
-                f"{name} reads D_no and is neither in FITS_ON_KNOWN nor in NOT_CALIBRATED"
-            )
-    assert scoring.FITS_ON_KNOWN <= set(found), "FITS_ON_KNOWN names an attack that does not exist"
-    assert set(scoring.NOT_CALIBRATED) <= set(found)
+def without_known(ctx):
+    """ctx with D_no gone: its features and its pairs. An attack that reads D_no fails on it."""
+    return replace(
+        ctx,
+        features={k: v for k, v in ctx.features.items() if k != NONMEMBER_KNOWN},
+        _raw={k: v for k, v in ctx._raw.items() if k != NONMEMBER_KNOWN},
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in attack_configs() if not make_attack(n).needs_shadows])
+def test_an_attack_reads_known_non_members_exactly_when_it_says_so(model_ctx, name):
+    """Attack.reads_known_nonmembers (and so the flag on its calibrated thresholds) is held to what the
+    attack does: run without D_no, an attack that declares it fails for want of D_no, and any other
+    scores every pair as it did with D_no. Shadow attacks are left out: their reference pool holds
+    D_no by construction (mia/attacks/shadows.py), and they get no thresholds."""
+    attack = make_attack(name)
+    if attack.reads_known_nonmembers:
+        with pytest.raises(KeyError, match=NONMEMBER_KNOWN):
+            attack(without_known(model_ctx))
+    else:
+        with_known, without = attack(model_ctx), attack(without_known(model_ctx))
+        assert np.array_equal(with_known.member_scores, without.member_scores)
+        assert np.array_equal(with_known.nonmember_scores, without.nonmember_scores)
 
 
 def test_calibrated_thresholds_of_a_planted_attack_hold_their_fpr_on_d_no():
@@ -183,7 +203,7 @@ def test_calibrated_thresholds_of_a_planted_attack_hold_their_fpr_on_d_no():
     known = ctx.features[NONMEMBER_KNOWN].cos
     assert np.mean(known > cal[0]["threshold"]) <= 0.01
     assert cal[0] == {
-        **metrics.calibrated_thresholds(known, *scoring.csa_scores(ctx))[0],
+        **metrics.calibrated_thresholds(known, *scoring.reference_scores(CSA(), ctx))[0],
         "threshold_from_training_pairs": False,
     }
 

@@ -2,7 +2,6 @@
 contexts, and the shadow machinery's null context and synthetic statistics (LiRA and RMIA)."""
 
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,7 +18,7 @@ from mia.features import SplitFeatures, extract_features
 from mia.job import build_attacks
 from mia.model import build_model
 from mia.training.shadows import ShadowTrainer, halves
-from tests.helpers.config import CONF, compose_config
+from tests.helpers.config import compose_config
 
 NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (one set serves both)
 
@@ -135,11 +134,11 @@ def make_attack(name: str, **overrides):
     merged key by key, built as a job builds it: mia.job.build_attacks, which instantiates with
     _convert_="all" (the attack gets plain dicts and lists) and names a bad key
     attack.<name>.<key>."""
-    cfg = OmegaConf.load(Path(CONF) / "attack" / f"{name}.yaml")[name]
+    cfg = compose_config(f"attack={name}")  # composed: conf/attack/<name>.yaml has defaults
     root = OmegaConf.create(
         {
-            "attack": {name: OmegaConf.merge(cfg, overrides)},  # ${shadows} resolves here
-            "shadows": OmegaConf.load(Path(CONF) / "shadows" / "default.yaml"),
+            "attack": {name: OmegaConf.merge(cfg.attack[name], overrides)},  # ${shadows} resolves
+            "shadows": cfg.shadows,
         }
     )
     return build_attacks(root.attack)[name]

@@ -3,15 +3,26 @@ writes, beside a scores.parquet it agrees with (the report checks one against th
 known cosines and attack scores; and simulated per-seed cosines of a scaling curve."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
 from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
 from mia.evaluation import metrics, results, scores, scoring, utility
+from tests.helpers.config import CONF
 
+REFERENCE = "csa"  # analysis.comparison.reference of the fake jobs
 PAIRS = 20  # evaluation pairs per side of a fake job: its AUCs lie on a grid of 1 / PAIRS**2
+
+
+def _target(name: str) -> str:
+    """The class conf/attack/<name>.yaml builds (the report reads Attack.baseline from it); a name with
+    no config of its own is a CSA-like attack."""
+    path = Path(CONF) / "attack" / f"{name}.yaml"
+    return OmegaConf.load(path)[name]["_target_"] if path.exists() else "mia.attacks.csa.CSA"
 
 
 @dataclass
@@ -74,6 +85,7 @@ def fake_job(
         "data": {"split": {"seed": 0}},
         "train": {"weight_decay": 0.1},
         "analysis": {"dataset_inference": inference},
+        "attack": {name: {"_target_": _target(name)} for name in attacks},
     }
     record = results.new(
         config=config,
@@ -95,16 +107,18 @@ def fake_job(
     rng = np.random.default_rng(0)
     image, text = rng.normal(size=(PAIRS, 8)), rng.normal(size=(PAIRS, 8))
     record["utility"] = {"retrieval": utility.recall_at_k(image, text), "attributes": None}
+    # the reference's scores: its own where the job runs it (the report recomputes vs_csa from its
+    # column), else the cosines, as a job recorded before analysis.comparison is read
+    reference = attacks.get(REFERENCE, (member_cos, nonmember_cos))
     for name, (member, nonmember) in attacks.items():
         both = np.r_[member, nonmember]
         labels = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
         roc = metrics.roc_table(both, labels)
-        # compared with CSA's scores, the cosines, as mia.evaluation.scoring.compare_with_csa does
         vs_csa = (
             None
-            if name == results.REFERENCE
+            if name == REFERENCE
             else metrics.paired_comparison(
-                (member, nonmember), (member_cos, nonmember_cos), n_bootstrap=20, seed=seed
+                (member, nonmember), reference, n_bootstrap=20, seed=seed
             )
         )
         unshifted = (
@@ -113,7 +127,7 @@ def fake_job(
             else scoring.unshifted(
                 (member, nonmember),
                 swapped,
-                None if name == results.REFERENCE else (member_cos, nonmember_cos),
+                None if name == REFERENCE else reference,
                 20,
                 seed,
             )
@@ -125,6 +139,7 @@ def fake_job(
             0.1,
             {},
             {"fpr": [r["fpr"] for r in roc], "tpr": [r["tpr"] for r in roc]},
+            reference=REFERENCE,
             vs_csa=vs_csa,
             calibrated=None,
             calibrated_skipped="a fake job has no known non-members",

@@ -62,6 +62,7 @@ def row(tab, seed=0, size=1000, epochs=40, tpr=0.01):
         "seed": seed,
         "_table": tab,
         "_results": record,
+        "_reference": "csa",  # exposure ranks by the reference attack's scores by default
     }
 
 

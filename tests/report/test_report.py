@@ -213,10 +213,12 @@ def test_a_tampered_comparison_fails_the_check(tmp_path):
 
 
 def test_verdict_reads_the_interval():
-    assert verdict([0.01, 0.2]) == "beats CSA" and verdict([-0.2, -0.01]) == "below CSA"
     assert (
-        verdict([-0.01, 0.2]) == verdict([0.0, 0.0]) == "no difference"
-        and verdict([None, None]) is None
+        verdict([0.01, 0.2], "CSA") == "beats CSA" and verdict([-0.2, -0.01], "CSA") == "below CSA"
+    )
+    assert (
+        verdict([-0.01, 0.2], "CSA") == verdict([0.0, 0.0], "CSA") == "no difference"
+        and verdict([None, None], "CSA") is None
     )
 
 
