@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)            ## the default job: tiny CLIP on 1k pairs of the embedded corpus, CSA, W&B offline
 	$(PY) run.py
 
-test: $(STAMP)           ## every CPU test (GPU tests skip without a GPU; SLURM tests unless MIA_TEST_SLURM=1)
-	$(PY) -m pytest -q
+test: $(STAMP)           ## every CPU test, one pytest-xdist worker per core (GPU tests skip without a GPU; SLURM tests unless MIA_TEST_SLURM=1)
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 test-fast: $(STAMP)      ## skip the end-to-end runs
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadscope -m "not slow"
 
 test-slurm: $(STAMP)     ## the SLURM tests alone: as root, may apt-get install slurm-wlm munge, starts daemons
 	MIA_TEST_SLURM=1 $(PY) -m pytest -q -m slurm

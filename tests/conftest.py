@@ -2,11 +2,20 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers.caches import seed_cache
 from tests.helpers.config import SMALL, compose_config
+from tests.helpers.shared import built_once
 
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# Under pytest-xdist (make test runs one worker per core) each worker gets its share of the cores,
+# and so do the jobs it starts as subprocesses: intra-op threads beyond that only contend.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 
 @pytest.fixture
@@ -29,10 +38,10 @@ def small_cache(tmp_path_factory) -> Path:
     folder itself."""
     from mia.validate import build
 
-    cfg = compose_config(
-        *SMALL, f"paths.root_dir={tmp_path_factory.mktemp('small_cache')}", "logger=none"
-    )
-    build(cfg.data, "data").member_corpus(Path(cfg.paths.cache_dir))
+    with built_once(tmp_path_factory, "small_cache") as (root, fresh):
+        cfg = compose_config(*SMALL, f"paths.root_dir={root}", "logger=none")
+        if fresh:
+            build(cfg.data, "data").member_corpus(Path(cfg.paths.cache_dir))
     return Path(cfg.paths.cache_dir)
 
 
@@ -50,13 +59,14 @@ def default_job(tmp_path_factory, small_cache):
     change its files copy it. It trains its target (cache_hit false) on small_cache's corpus."""
     from mia.pipeline import run
 
-    cfg = compose_config(
-        *SMALL, f"paths.root_dir={tmp_path_factory.mktemp('default_job')}", "logger=wandb"
-    )
-    seed_cache(small_cache, cfg.paths.cache_dir)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_MODE", "offline")
-        return cfg, run(cfg)
+    with built_once(tmp_path_factory, "default_job") as (root, fresh):
+        cfg = compose_config(*SMALL, f"paths.root_dir={root}", "logger=wandb")
+        if fresh:
+            seed_cache(small_cache, cfg.paths.cache_dir)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("WANDB_MODE", "offline")
+                (root / "results_path").write_text(str(run(cfg)))
+    return cfg, Path((root / "results_path").read_text())
 
 
 @pytest.fixture
@@ -70,8 +80,6 @@ def small_target(tmp_path, default_job) -> Path:
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests skip cleanly where there is no CUDA device (CI never has one); `slurm` tests
     (root, Debian packages, daemons) skip unless asked for."""
-    import torch
-
     skips = {}
     if not torch.cuda.is_available():
         skips["gpu"] = pytest.mark.skip(reason="needs a CUDA device")

@@ -30,6 +30,7 @@ from tests.helpers.attacks import (
 )
 from tests.helpers.caches import seed_cache
 from tests.helpers.config import MODEL_OVERRIDES, compose_config
+from tests.helpers.shared import built_once
 
 
 @pytest.fixture
@@ -55,17 +56,19 @@ def null_modality():
 
 @pytest.fixture(scope="session")
 def _trained(tmp_path_factory, small_cache):
-    root = tmp_path_factory.mktemp("attack_target")
-    cfg = compose_config(*MODEL_OVERRIDES, f"paths.root_dir={root}")
-    seed_cache(small_cache, cfg.paths.cache_dir)  # the same corpus as debug=small's: generated once
-    members, _, splits, spec = prepare(cfg)
-    target = train_target(
-        spec,
-        members.shards,
-        splits.members,
-        Path(cfg.paths.cache_dir),
-        target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size),
-    )
+    # One worker trains it; under pytest-xdist the others load it from the shared cache (a hit).
+    with built_once(tmp_path_factory, "attack_target") as (root, fresh):
+        cfg = compose_config(*MODEL_OVERRIDES, f"paths.root_dir={root}")
+        if fresh:  # the same corpus as debug=small's: generated once
+            seed_cache(small_cache, cfg.paths.cache_dir)
+        members, _, splits, spec = prepare(cfg)
+        target = train_target(
+            spec,
+            members.shards,
+            splits.members,
+            Path(cfg.paths.cache_dir),
+            target_key(spec, members.fingerprint, cfg.data.split, cfg.data.size),
+        )
     return cfg, members, splits, target, spec
 
 
