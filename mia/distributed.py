@@ -69,7 +69,7 @@ class World:
 
 
 def world_size(trainer) -> int:
-    """Ranks of a job whose `trainer` group (or mia.training.stage.TrainerArgs) is given."""
+    """Ranks of a job whose `trainer` group (or mia.training.spec.TrainerArgs) is given."""
     return int(trainer.devices) * int(trainer.num_nodes)
 
 
@@ -80,8 +80,8 @@ def _on_gpu(trainer) -> bool:
 
 
 def device_of(trainer) -> torch.device:
-    """The kind of device a job of this `trainer` group trains on (rank 0's; what `train.precision=auto`
-    resolves against), without the checks a job makes before it starts."""
+    """The kind of device a job of this `trainer` group trains on (rank 0's; what
+    `train.precision=auto` resolves against), without the checks a job makes before it starts."""
     return torch.device("cuda", 0) if _on_gpu(trainer) else torch.device("cpu")
 
 
@@ -111,9 +111,9 @@ def single(trainer) -> World:
 
 @contextmanager
 def session(trainer, entry, *args):
-    """The World of a job of this `trainer` group (mia.training.spec.TrainerArgs): a single process, or
-    every rank joined in one process group. `entry(*args)` is what each spawned local rank runs: a
-    module-level function (it and `args` are pickled)."""
+    """The World of a job of this `trainer` group (mia.training.spec.TrainerArgs): a single process,
+    or every rank joined in one process group. `entry(*args)` is what each spawned local rank runs:
+    a module-level function (it and `args` are pickled)."""
     n = world_size(trainer)
     if n == 1:
         yield single(trainer)
@@ -169,8 +169,9 @@ def _join(trainer, n: int, entry, args):
         cluster = SLURMEnvironment(auto_requeue=False)
         if cluster.world_size() != n:
             raise RuntimeError(
-                f"trainer.devices x trainer.num_nodes = {n}, but SLURM started {cluster.world_size()} tasks: "
-                "use hydra/launcher=slurm, which sets tasks_per_node=trainer.devices and nodes=trainer.num_nodes"
+                f"trainer.devices x trainer.num_nodes = {n}, but SLURM started "
+                f"{cluster.world_size()} tasks: use hydra/launcher=slurm, which sets "
+                "tasks_per_node=trainer.devices and nodes=trainer.num_nodes"
             )
         rank, local_rank = cluster.global_rank(), cluster.local_rank()
         os.environ.update(MASTER_ADDR=cluster.main_address, MASTER_PORT=str(cluster.main_port))
@@ -214,8 +215,8 @@ def _join(trainer, n: int, entry, args):
 
 
 def _watch(children, finished, grace_s: float = 60.0):
-    """A local rank that dies leaves the others blocked in a collective until the (long) timeout: after
-    a grace period for the error to surface here too, end this job rather than hang."""
+    """A local rank that dies leaves the others blocked in a collective until the (long) timeout:
+    after a grace period for the error to surface here too, end this job rather than hang."""
     while not finished.wait(2.0):
         dead = [c for c in children if c.exitcode not in (None, 0)]
         if dead:

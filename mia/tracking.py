@@ -69,8 +69,8 @@ _BACKENDS = {"none": NoTracking, "wandb": Wandb}
 
 
 def tracker(node):
-    """The `logger` group built (its `_target_`), refused naming logger.<key>; a recorded config whose
-    logger names a `backend` instead is read as that backend's class."""
+    """The `logger` group built (its `_target_`), refused naming logger.<key>; a recorded config
+    whose logger names a `backend` instead is read as that backend's class."""
     node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     if "_target_" not in node and node.get("backend") in _BACKENDS:
         settings = {k: v for k, v in node.items() if k != "backend"}
@@ -90,7 +90,8 @@ def run_id(out_dir: Path) -> str:
 
 
 def sweep_group():
-    """Every job of one multirun shares a W&B group: the sweep folder's name (the report uses it too)."""
+    """Every job of one multirun shares a W&B group: the sweep folder's name (the report uses it
+    too)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -108,8 +109,9 @@ def lightning_logger(run):
 
 
 def log_results(run, record: dict, images: dict):
-    """Summary scalars, a log-spaced ROC table per attack, and the plots. Never wandb.plot.roc_curve:
-    it rounds FPR to three decimals, which hides the low-FPR regime that matters here."""
+    """Summary scalars, a log-spaced ROC table per attack, and the plots. Never
+    wandb.plot.roc_curve: it rounds FPR to three decimals, which hides the low-FPR regime that
+    matters here."""
     if run is None:
         return
     import wandb
@@ -117,7 +119,7 @@ def log_results(run, record: dict, images: dict):
     run.summary.update(summary(record))
     payload = {
         f"roc_table/{name}": wandb.Table(
-            columns=["fpr", "tpr"], data=[list(p) for p in zip(c["fpr"], c["tpr"])]
+            columns=["fpr", "tpr"], data=[list(p) for p in zip(c["fpr"], c["tpr"], strict=True)]
         )
         for name, c in record["roc"].items()
     }
@@ -146,9 +148,9 @@ def _scalar(v) -> bool:
 
 
 def log_exposed(run, top, images: dict):
-    """The `exposed_members` table: the members of `top` (mia.evaluation.scores.most_exposed: highest exposure
-    first) with a thumbnail of each pair's image (`images`: {uid: PIL image}), caption, exposure and
-    every attack's score."""
+    """The `exposed_members` table: the members of `top` (mia.evaluation.scores.most_exposed:
+    highest exposure first) with a thumbnail of each pair's image (`images`: {uid: PIL image}),
+    caption, exposure and every attack's score."""
     if run is None:
         return
     import wandb

@@ -91,8 +91,9 @@ def test_experiment_needs_no_plus(make_cfg):
 
 
 def test_gap_scaling_sweeps_five_log_spaced_sizes_within_the_member_pool():
-    """The default study's design (issue: >= 5 log-spaced sizes, >= 2 seeds, T held fixed); every size
-    must train on shard members only and score its K evaluation members from its own training set."""
+    """The default study's design (issue: >= 5 log-spaced sizes, >= 2 seeds, T held fixed); every
+    size must train on shard members only and score its K evaluation members from its own training
+    set."""
     import numpy as np
 
     from mia.sizes import parse_size
@@ -110,8 +111,9 @@ def test_gap_scaling_sweeps_five_log_spaced_sizes_within_the_member_pool():
 
 
 def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
-    """experiment=tn_grid: >= 2 values of T and of N, >= 2 seeds, CSA only, the learning rate and warm-up
-    not swept, every size within the member pool, and cells of equal T*N for the epochs-or-steps ratio."""
+    """experiment=tn_grid: >= 2 values of T and of N, >= 2 seeds, CSA only, the learning rate and
+    warm-up not swept, every size within the member pool, and cells of equal T*N for the
+    epochs-or-steps ratio."""
     from mia.sizes import parse_size
     from tests.helpers.config import compose_study
 
@@ -126,7 +128,8 @@ def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
         "train.batch_size",
     } & set(params)
     assert max(sizes) <= parse_size(cfg.data.corpus.size) - cfg.data.split.holdout
-    # K = min(eval_size, N - aux_size/2): the largest size scores the whole eval_size (docs/design.md §2.3)
+    # K = min(eval_size, N - aux_size/2): the largest size scores the whole eval_size
+    # (docs/design.md §2.3)
     eval_size = parse_size(cfg.data.split.eval_size)
     assert eval_size <= max(sizes) - parse_size(cfg.data.split.aux_size) // 2
     steps = [t * n for t in epochs for n in sizes]
@@ -134,7 +137,8 @@ def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
 
 
 def test_plus_experiment_selects_the_study_as_experiment_does():
-    """`python run.py +experiment=gap_scaling` (Hydra's usual spelling) is the same study as experiment=."""
+    """`python run.py +experiment=gap_scaling` (Hydra's usual spelling) is the same study as
+    experiment=."""
     import subprocess
     import sys
 
@@ -161,7 +165,8 @@ STUDIES = sorted(
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_every_study_builds_its_job_spec(name):
-    """Each experiment composes and its first job's spec is built and checked (mia/job.py), no corpus read."""
+    """Each experiment composes and its first job's spec is built and checked (mia/job.py), no
+    corpus read."""
     from mia.job import JobSpec
     from tests.helpers.config import compose_config
 
@@ -169,7 +174,8 @@ def test_every_study_builds_its_job_spec(name):
 
 
 def _sweep(cfg, key) -> list[str]:
-    """The values a study's sweeper gives `key`, as Hydra splits them ([] where it does not sweep it)."""
+    """The values a study's sweeper gives `key`, as Hydra splits them ([] where it does not sweep
+    it)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = cfg.hydra.sweeper.params
@@ -183,8 +189,8 @@ def _sweep(cfg, key) -> list[str]:
 
 
 def _target_settings(cfg) -> dict:
-    """What a target's cache key holds from the config (mia/training/spec.py: target_key): the corpus, the
-    split's seed, holdout and rules, the model and the training recipe."""
+    """What a target's cache key holds from the config (mia/training/spec.py: target_key): the
+    corpus, the split's seed, holdout and rules, the model and the training recipe."""
     from omegaconf import OmegaConf
 
     split = cfg.data.split
@@ -226,9 +232,9 @@ def test_ko_regime_studies_attack_attack_comparisons_16k_target_with_room_for_th
 
 
 def test_ko_regime_search_chooses_the_shift_on_validation_pairs_with_ko_regimes_attacker():
-    """The search scores validation pairs only, with the evaluation job's D_no and D_all (the same split but
-    for the validation pairs), at several shifts of at least one parts list holding the caption, which the
-    blind baseline reads."""
+    """The search scores validation pairs only, with the evaluation job's D_no and D_all (the same
+    split but for the validation pairs), at several shifts of at least one parts list holding the
+    caption, which the blind baseline reads."""
     from tests.helpers.config import compose_study
 
     cfg, final = compose_study("ko_regime_search"), compose_study("ko_regime")
@@ -272,8 +278,9 @@ def test_ko_regime_runs_every_attack_and_wsas_knobs_with_and_without_shift():
 
 
 def test_glyph_gap_sweeps_four_sizes_and_two_seeds_at_one_t_within_two_hours():
-    """experiment=glyph_gap: the glyph corpus, CSA only, >= 4 sizes in the member pool, >= 2 seeds, T held fixed,
-    and its training samples within 2 h at 1,200 samples/s (its comment's estimate)."""
+    """experiment=glyph_gap: the glyph corpus, CSA only, >= 4 sizes in the member pool, >= 2 seeds,
+    T held fixed, and its training samples within 2 h at 1,200 samples/s (its comment's
+    estimate)."""
     from mia.sizes import parse_size
     from tests.helpers.config import compose_study
 

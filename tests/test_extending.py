@@ -1,6 +1,6 @@
-"""docs/extending.md, followed step by step: each section's code blocks are written, as the page says,
-into a copy of the tree (a new file, or the class and its import added to an existing one), the
-lists it names get the new attack, and nothing outside the files the section names is touched.
+"""docs/extending.md, followed step by step: each section's code blocks are written, as the page
+says, into a copy of the tree (a new file, or the class and its import added to an existing one),
+the lists it names get the new attack, and nothing outside the files the section names is touched.
 Then the section's own test passes in that copy and a debug=small job runs the new attack, defense
 or corpus end to end."""
 
@@ -47,7 +47,8 @@ def blocks(text: str):
 
 
 def add_to(path: Path, code: str):
-    """A new file gets the code; an existing one gets its imports after its own and the rest at the end."""
+    """A new file gets the code; an existing one gets its imports after its own and the rest at the
+    end."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(code)

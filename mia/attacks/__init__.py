@@ -1,1 +1,2 @@
-"""One attack per module, all behind `mia.attacks.base.Attack`; `conf/attack/<name>.yaml` configures each."""
+"""One attack per module, all behind `mia.attacks.base.Attack`; `conf/attack/<name>.yaml` configures
+each."""

@@ -138,7 +138,8 @@ def whole_pixel_shift(transform) -> v2.RandomAffine | None:
 
 
 def shifted(image: torch.Tensor, tx: int, ty: int) -> torch.Tensor:
-    """image [..., h, w] moved right by tx and down by ty whole pixels, zeros where nothing moved in."""
+    """image [..., h, w] moved right by tx and down by ty whole pixels, zeros where nothing moved
+    in."""
     h, w = image.shape[-2:]
     out = torch.zeros_like(image)
     out[..., max(ty, 0) : h + min(ty, 0), max(tx, 0) : w + min(tx, 0)] = image[
@@ -151,12 +152,12 @@ def shifted(image: torch.Tensor, tx: int, ty: int) -> torch.Tensor:
 def image_views(
     ctx, set_name: str, transform, tag: str, repeats: int, batch_size: int
 ) -> np.ndarray:
-    """[repeats, n, d] L2-normalised image embeddings (float32) of `transform` applied to every image
-    of a set, draw r of pair uid seeded by sample_seed(ctx.seed, uid, tag, r).
+    """[repeats, n, d] L2-normalised image embeddings (float32) of `transform` applied to every
+    image of a set, draw r of pair uid seeded by sample_seed(ctx.seed, uid, tag, r).
 
-    A pure translation (whole_pixel_shift) of an RGB image at the size of a preprocess of open_clip's
-    shape (TensorPreprocess.size: Resize and CenterCrop leave it as it is) is done on the uint8
-    tensor: the same make_params call draws the same shift from the same seeded RNG, and
+    A pure translation (whole_pixel_shift) of an RGB image at the size of a preprocess of
+    open_clip's shape (TensorPreprocess.size: Resize and CenterCrop leave it as it is) is done on
+    the uint8 tensor: the same make_params call draws the same shift from the same seeded RNG, and
     TensorPreprocess finishes the batch as ToTensor and Normalize would, so the view is the PIL
     path's bit for bit (tests/attacks/test_augment.py), without PIL's per-image cost. Any other
     transform or image takes the PIL path."""
@@ -182,10 +183,13 @@ def image_views(
             for i in range(0, len(images), batch_size):
                 batch = []
                 for uid, im, px in zip(
-                    uids[i : i + batch_size], images[i : i + batch_size], pixels[i : i + batch_size]
+                    uids[i : i + batch_size],
+                    images[i : i + batch_size],
+                    pixels[i : i + batch_size],
+                    strict=True,
                 ):
-                    # the CPU generator alone: the transforms draw from it, and torch.manual_seed would
-                    # also seed every other device type, formatting a stack trace per view
+                    # the CPU generator alone: the transforms draw from it, and torch.manual_seed
+                    # would also seed every other device type, formatting a stack trace per view
                     torch.default_generator.manual_seed(sample_seed(ctx.seed, uid, tag, r))
                     if px is None:
                         batch.append(ctx.target.preprocess(transform(im)))
@@ -200,7 +204,8 @@ def image_views(
 
 def agreement(views, original, statistic: str) -> np.ndarray:
     """[n] agreement of each pair's views [repeats, n, d] (unit rows), in float64:
-    to_original: mean_r <v_r, original>;  pairwise: mean over r != r' of <v_r, v_r'> (repeats >= 2)."""
+    to_original: mean_r <v_r, original>;
+    pairwise: mean over r != r' of <v_r, v_r'> (repeats >= 2)."""
     v = np.asarray(views, dtype=np.float64)
     repeats = len(v)
     if statistic == "to_original":

@@ -1,4 +1,5 @@
-"""The interface every attack implements: score the evaluation pairs, higher = more likely member."""
+"""The interface every attack implements: score the evaluation pairs, higher = more likely
+member."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ class AttackContext:
     """Everything an attacker may use, and nothing more. The evaluation sets' labels are not in
     here: `splits.aux_is_member` is ground truth for diagnostics only, never for scoring.
 
-    features:  set name -> mia.features.SplitFeatures (mia.data.splits.EVAL_SETS), all from the target
-    target:    mia.training.stage.Target; white-box attacks use target.model / tokenizer / preprocess
-    shards:    where every set's pairs can be read (member corpus, plus the OOD corpus or data.shift's swapped pairs)
+    features:  set name -> mia.features.SplitFeatures (mia.data.splits.EVAL_SETS), all from the
+               target
+    target:    mia.training.stage.Target; white-box attacks use target.model / tokenizer /
+               preprocess
+    shards:    where every set's pairs can be read (member corpus, plus the OOD corpus or
+               data.shift's swapped pairs)
     shadows:   mia.training.shadows.ShadowTrainer, or None where no shadow models can be trained
     """
 
@@ -58,17 +62,19 @@ class AttackContext:
         )
 
     def scored_order(self, tag: int) -> np.ndarray:
-        """Label-blind order of the scored pairs (docs/design.md §4, label-blind scoring): positions in
-        the concatenation member_eval + nonmember_eval, as a shuffle seeded by (seed, tag) of the pairs
-        sorted by uid. It depends on which pairs are scored, never on which of the two sets holds a
-        pair: an attack whose score depends on batch-mates (or on a position in a random stream) cuts
-        its batches from this order, so exchanging the two sets gives every pair the same batch."""
+        """Label-blind order of the scored pairs (docs/design.md §4, label-blind scoring): positions
+        in the concatenation member_eval + nonmember_eval, as a shuffle seeded by (seed, tag) of the
+        pairs sorted by uid. It depends on which pairs are scored, never on which of the two sets
+        holds a pair: an attack whose score depends on batch-mates (or on a position in a random
+        stream) cuts its batches from this order, so exchanging the two sets gives every pair the
+        same batch."""
         uids = np.concatenate([self.uids(s) for s in SCORED])
         by_uid = np.argsort(uids, kind="stable")
         return by_uid[np.random.default_rng([self.seed, tag]).permutation(len(uids))]
 
     def split_scored(self, values) -> tuple:
-        """(member_eval part, nonmember_eval part) of an array over the concatenation member_eval + nonmember_eval."""
+        """(member_eval part, nonmember_eval part) of an array over the concatenation member_eval +
+        nonmember_eval."""
         n = len(self.uids(MEMBER_EVAL))
         return values[:n], values[n:]
 
@@ -81,9 +87,9 @@ class AttackContext:
 
 
 class NotApplicable(Exception):
-    """The data give an attack nothing to score with at its settings (no pseudo-members at this lambda,
-    say): not a bad setting, an outcome. The job records the reason under results.json's `skipped` and
-    goes on with the other attacks (mia/pipeline.py)."""
+    """The data give an attack nothing to score with at its settings (no pseudo-members at this
+    lambda, say): not a bad setting, an outcome. The job records the reason under results.json's
+    `skipped` and goes on with the other attacks (mia/pipeline.py)."""
 
 
 @dataclass
@@ -94,38 +100,44 @@ class AttackResult:
 
 
 class Attack(ABC):
-    """Settings are keyword arguments with no defaults in code: conf/attack/<name>.yaml holds them."""
+    """Settings are keyword arguments with no defaults in code: conf/attack/<name>.yaml holds
+    them."""
 
     name: str = "attack"
     key: str = "attack"  # this instance's config key, attack.<name>; set by mia.job.build_attacks
 
-    # Traits: what the job and the evaluation stage need to know about an attack, declared by the attack
-    # itself (tests/evaluation/test_scoring.py runs each attack without D_no to hold them true).
+    # Traits: what the job and the evaluation stage need to know about an attack, declared by the
+    # attack itself (tests/evaluation/test_scoring.py runs each attack without D_no to hold them
+    # true).
     #
-    # needs_shadows: the attack trains shadow CLIPs (AttackContext.shadows). Their reference pool holds
-    # member_eval, so it gets no calibrated thresholds and no canaries (another member set would need
-    # shadows of its own).
+    # needs_shadows: the attack trains shadow CLIPs (AttackContext.shadows). Their reference pool
+    # holds member_eval, so it gets no calibrated thresholds and no canaries (another member set
+    # would need shadows of its own).
     needs_shadows: bool = False
     # reads_known_nonmembers: the attack reads D_no (ctx.features / ctx.pairs of nonmember_known, or
-    # weak supervision's pseudo-labels built from it). Its scores of D_no then come from an attack that
-    # saw those very pairs, so a threshold calibrated on them is flagged threshold_from_training_pairs.
+    # weak supervision's pseudo-labels built from it). Its scores of D_no then come from an attack
+    # that saw those very pairs, so a threshold calibrated on them is flagged
+    # threshold_from_training_pairs.
     reads_known_nonmembers: bool = False
     # uncalibrated: why the attack cannot score D_no for the calibrated thresholds without becoming
-    # another attack (it trains on D_no and refuses to score a pair it trained on, say); None where it can.
+    # another attack (it trains on D_no and refuses to score a pair it trained on, say); None where
+    # it can.
     uncalibrated: str | None = None
-    # per_pair: a set's scores depend on that set alone (a pair's cosine, draws seeded by its uid, batches
-    # cut from the set itself), never on the other pairs scored: such an attack defines
-    # score(ctx, set_name), and another set (D_no, for the calibrated thresholds) is scored by itself.
+    # per_pair: a set's scores depend on that set alone (a pair's cosine, draws seeded by its uid,
+    # batches cut from the set itself), never on the other pairs scored: such an attack defines
+    # score(ctx, set_name), and another set (D_no, for the calibrated thresholds) is scored by
+    # itself.
     per_pair: bool = False
     # baseline: the attack never queries the target (captions alone, say), so it measures what the
-    # member / non-member distribution shift alone explains; the report subtracts its AUC from the others'.
+    # member / non-member distribution shift alone explains; the report subtracts its AUC from the
+    # others'.
     baseline: bool = False
 
     @contextmanager
     def _keyed(self):
-        """A bad setting reported under this instance's own key (attack.wsa_gomez.lam): attacks raise
-        mia.validate.ConfigError under their own keys (`lam`, `gomez.epochs`), so the message names
-        the very key to fix, whichever config instance of the attack raised it."""
+        """A bad setting reported under this instance's own key (attack.wsa_gomez.lam): attacks
+        raise mia.validate.ConfigError under their own keys (`lam`, `gomez.epochs`), so the message
+        names the very key to fix, whichever config instance of the attack raised it."""
         try:
             yield
         except ConfigError as err:
@@ -137,7 +149,8 @@ class Attack(ABC):
             return self.run(ctx)
 
     def score_set(self, ctx: AttackContext, set_name: str) -> np.ndarray:
-        """The scores of one set of ctx, scored alone (per_pair attacks only), a bad setting named by its key."""
+        """The scores of one set of ctx, scored alone (per_pair attacks only), a bad setting named
+        by its key."""
         if not self.per_pair:
             raise TypeError(
                 f"{self.name} scores its pairs together (per_pair is False): score it with run"
@@ -147,4 +160,5 @@ class Attack(ABC):
 
     @abstractmethod
     def run(self, ctx: AttackContext) -> AttackResult:
-        """Scores for ctx.features['member_eval'] and ctx.features['nonmember_eval'], in that order."""
+        """Scores for ctx.features['member_eval'] and ctx.features['nonmember_eval'], in that
+        order."""

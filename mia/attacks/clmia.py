@@ -1,14 +1,15 @@
-"""CLMIA (Chen et al. 2024, arXiv 2411.11144) adapted to CLIP: contrastive pre-training of the attack
-model on unlabelled pairs, then a small head fine-tuned on a few labelled ones.
+"""CLMIA (Chen et al. 2024, arXiv 2411.11144) adapted to CLIP: contrastive pre-training of the
+attack model on unlabelled pairs, then a small head fine-tuned on a few labelled ones.
 
-Adaptation. CLMIA attacks classifiers: a sample is a shadow model's output, and one input passed twice
-through a shadow model with dropout gives a positive pair. A CLIP target has no class outputs and
-training shadow CLIPs is what this attack avoids, so a sample here is the target's per-pair feature
-vector [f_img, f_txt, f_img * f_txt, cos], and the two dropout masks are drawn inside the attack
-encoder instead (dropout on its input and hidden layers, as in SimCSE). The encoder learns by NT-Xent
-on every pair an auditor holds without labels (aux_pool, D_no, the evaluation pairs, taken in uid
-order, never member_eval first: docs/design.md §4, label-blind scoring); CLMIA's small
-labelled set becomes what WSA can label, D_no (0) and pseudo-members (1), for a head on the frozen encoder.
+Adaptation. CLMIA attacks classifiers: a sample is a shadow model's output, and one input passed
+twice through a shadow model with dropout gives a positive pair. A CLIP target has no class outputs
+and training shadow CLIPs is what this attack avoids, so a sample here is the target's per-pair
+feature vector [f_img, f_txt, f_img * f_txt, cos], and the two dropout masks are drawn inside the
+attack encoder instead (dropout on its input and hidden layers, as in SimCSE). The encoder learns by
+NT-Xent on every pair an auditor holds without labels (aux_pool, D_no, the evaluation pairs, taken
+in uid order, never member_eval first: docs/design.md §4, label-blind scoring); CLMIA's small
+labelled set becomes what WSA can label, D_no (0) and pseudo-members (1), for a head on the frozen
+encoder.
 
 Settings: temperature 0.05 as in the paper; dropout 0.3 rather than its 0.1: on feature vectors 0.1
 makes the two views nearly identical (NT-Xent 0.06 in the first epoch, 0.004 at the end, against
@@ -49,7 +50,8 @@ def encoder(d_in, dims, dropout) -> nn.Sequential:
 
 
 def nt_xent(z1, z2, temperature):
-    """SimCLR's NT-Xent over 2B views: each view's positive is its twin, the other 2B - 2 are negatives."""
+    """SimCLR's NT-Xent over 2B views: each view's positive is its twin, the other 2B - 2 are
+    negatives."""
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     sim = z @ z.T / temperature
     sim.fill_diagonal_(float("-inf"))
@@ -95,7 +97,8 @@ class _Frozen(nn.Module):
 
 
 def fine_tune(model, x, y, epochs, lr):
-    """Full-batch cross-entropy with class weights, so a few pseudo-members weigh as much as D_no."""
+    """Full-batch cross-entropy with class weights, so a few pseudo-members weigh as much as
+    D_no."""
     counts = torch.bincount(y, minlength=2).float()
     loss_fn = nn.CrossEntropyLoss(weight=counts.sum() / (2 * counts))
     opt = torch.optim.Adam(model.head.parameters(), lr=lr)
@@ -139,7 +142,8 @@ class CLMIA(Attack):
             len(set(contrastive_sets) & set(SCORED)) != 1,
             "contrastive_sets",
             list(contrastive_sets),
-            f"list both of {list(SCORED)} or neither: an auditor cannot tell them apart (label-blind scoring)",
+            f"list both of {list(SCORED)} or neither: an auditor cannot tell them apart "
+            "(label-blind scoring)",
         )
         self.lam, self.known_size = float(lam), known_size
         self.features, self.contrastive_sets = list(features), list(contrastive_sets)

@@ -11,7 +11,8 @@ from mia.validate import is_int, require
 
 
 def logit_scale(model) -> float:
-    """exp(logit_scale): the factor a CLIP puts on its cosines before the softmax (1 / temperature)."""
+    """exp(logit_scale): the factor a CLIP puts on its cosines before the softmax (1 /
+    temperature)."""
     return float(model.logit_scale.detach().exp())
 
 
@@ -45,13 +46,14 @@ def loss_and_grad_norm(img, txt, scale, bank=None):
 
 
 def split_known(n_known: int, bank_size: int, seed: int):
-    """(bank indices, remaining indices) of D_no: a seeded draw of `bank_size` pairs for the bank."""
+    """(bank indices, remaining indices) of D_no: a seeded draw of `bank_size` pairs for the
+    bank."""
     require(
         is_int(bank_size) and 0 < bank_size <= n_known - 2,
         "bank_size",
         bank_size,
-        f"an integer in [1, {n_known - 2}]: D_no has {n_known} pairs and at least 2 must stay out of the "
-        "bank for z-scoring",
+        f"an integer in [1, {n_known - 2}]: D_no has {n_known} pairs and at least 2 must stay out "
+        "of the bank for z-scoring",
     )
     order = np.random.default_rng([seed, 7]).permutation(n_known)
     return np.sort(order[:bank_size]), np.sort(order[bank_size:])

@@ -2,8 +2,10 @@
 
 For each pair, two features from the target's L2-normalised embeddings:
 
-    l_k = (CE(row k) + CE(column k)) / 2         symmetric InfoNCE, logits exp(logit_scale) img @ txt.T
-    g_k = || d(sum_j l_j) / d(img_k, txt_k) ||   the group loss's gradient w.r.t. the pair's embeddings
+    l_k = (CE(row k) + CE(column k)) / 2         symmetric InfoNCE, logits exp(logit_scale)
+                                                 img @ txt.T
+    g_k = || d(sum_j l_j) / d(img_k, txt_k) ||   the group loss's gradient w.r.t. the pair's
+                                                 embeddings
 
 Members are fitted better: lower loss and, the softmax being saturated, a smaller gradient. The
 features are z-scored against D_no (known non-members); the D_all pairs with -z_l/2 - z_g/2 > 0 are
@@ -60,8 +62,8 @@ class GradNorm(Attack):
             negatives != "batch",
             "negatives",
             negatives,
-            "renamed 'pure' (batches of one evaluation set, the published script, which leaks the labels); "
-            "the label-blind default is 'mixed'",
+            "renamed 'pure' (batches of one evaluation set, the published script, which leaks the "
+            "labels); the label-blind default is 'mixed'",
         )
         require(negatives in NEGATIVES, "negatives", negatives, f"choose from {list(NEGATIVES)}")
         require(

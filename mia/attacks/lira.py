@@ -35,9 +35,9 @@ from mia.validate import ConfigError, require
 
 
 def gaussian_fit(stats, mask, variance: str):
-    """Per-pair mean and std of stats[m, k] over the shadows with mask[m, k]. A pair no shadow has on
-    that side (left out of every shadow under shadows.size=target; never a scored pair) gets NaN and
-    takes no part in the pooled variance."""
+    """Per-pair mean and std of stats[m, k] over the shadows with mask[m, k]. A pair no shadow has
+    on that side (left out of every shadow under shadows.size=target; never a scored pair) gets NaN
+    and takes no part in the pooled variance."""
     count = mask.sum(0)
     seen = count > 0
     mean = masked_mean(stats, mask)

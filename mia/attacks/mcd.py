@@ -1,5 +1,5 @@
-"""MCD, the Monte-Carlo dropout attack (docs/design.md §4): attention dropout p in every residual block of
-both towers, score = mean image-text cosine over `passes` stochastic forward passes.
+"""MCD, the Monte-Carlo dropout attack (docs/design.md §4): attention dropout p in every residual
+block of both towers, score = mean image-text cosine over `passes` stochastic forward passes.
 
 The pairs run in the label-blind order of their union (AttackContext.scored_order): a pass's
 dropout masks are drawn batch after batch, so a pair's masks, and its score, would otherwise depend
@@ -79,7 +79,8 @@ class MCD(Attack):
 
     @torch.no_grad()
     def pass_cos(self, model, images, tokens, seed: int) -> np.ndarray:
-        """Cosine of every pair in one stochastic pass, seeded so that a rerun draws the same masks."""
+        """Cosine of every pair in one stochastic pass, seeded so that a rerun draws the same
+        masks."""
         device = next(model.parameters()).device
         cos = []
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -95,10 +96,12 @@ class MCD(Attack):
         (mi, mt), (ni, nt) = ctx.tensors(MEMBER_EVAL), ctx.tensors(NONMEMBER_EVAL)
         images, tokens, n = torch.cat([mi, ni]), torch.cat([mt, nt]), len(mi)
         # A pass's dropout masks are drawn in batch order, so a pair's masks depend on its position:
-        # the pairs run in the label-blind order of their union (docs/design.md §4), never members first.
+        # the pairs run in the label-blind order of their union (docs/design.md §4), never members
+        # first.
         order = torch.as_tensor(ctx.scored_order(0))
         images, tokens = images[order], tokens[order]
-        # One seed per pass, derived from the job's seed: [passes, n] cosines, back in member + non-member order.
+        # One seed per pass, derived from the job's seed: [passes, n] cosines, back in member +
+        # non-member order.
         seeds = np.random.SeedSequence(ctx.seed).generate_state(self.passes, dtype=np.uint64) >> 1
         cos = np.stack([self.pass_cos(model, images, tokens, int(s)) for s in seeds])[
             :, np.argsort(order.numpy())

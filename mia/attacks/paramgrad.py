@@ -28,7 +28,8 @@ time, in two ways that add up to the full squared norm:
   vmap(grad(functional_call)). Fused attention kernels (flash / memory-efficient SDPA, and
   nn.MultiheadAttention's fast path) have no vmap batching rule: torch falls back to a slow
   per-sample loop. So while vmapped the towers run the math SDPA backend, fast path off.
-The test and benchmarks/bench_paramgrad.py check both against a loss.backward() loop, sample by sample.
+The test and benchmarks/bench_paramgrad.py check both against a loss.backward() loop, sample by
+sample.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def ghost_sq_norm(module, x, b, with_bias: bool):
     """Squared norm of each sample's gradient of `module`'s weight (and bias) from its input x
     [c, 1, ...] and the gradient b [c, ...] w.r.t. its output. With per-position inputs a_p and
     output gradients b_p, the weight gradient is sum_p b_p a_p^T and
-    ||sum_p b_p a_p^T||^2 = sum_{p,p'} <a_p, a_p'> <b_p, b_p'>: T x T products, no [out, in] matrix."""
+    ||sum_p b_p a_p^T||^2 = sum_{p,p'} <a_p, a_p'> <b_p, b_p'>: T x T products, no [out, in]
+    matrix."""
     c = len(b)
     if isinstance(module, nn.Embedding):  # a_p is the one-hot of token p
         ids = x.reshape(c, -1)
@@ -263,7 +265,8 @@ class ParamGrad(Attack):
     def run(self, ctx: AttackContext) -> AttackResult:
         device = resolve_device(self.device)
         model = ctx.target.model
-        # a copy where the target is not on `device`: the shared target stays where the other attacks expect it
+        # a copy where the target is not on `device`: the shared target stays where the other
+        # attacks expect it
         model = (
             copy.deepcopy(model).to(device) if next(model.parameters()).device != device else model
         )

@@ -72,7 +72,7 @@ class TextAgreement(Attack):
                 self.word_dropout,
                 self.swaps,
             )
-            for uid, c in zip(ctx.uids(set_name), ctx.captions(set_name))
+            for uid, c in zip(ctx.uids(set_name), ctx.captions(set_name), strict=True)
         ]
 
     @torch.no_grad()

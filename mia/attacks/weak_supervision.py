@@ -4,7 +4,9 @@ D_all that look like members get label 1, and a classifier learns the difference
 
 - `pseudo_label` / `labelled_training_set`: the cosine rule mu + lam * sigma of D_no (wsa, clmia);
 - `pseudo_label_scores`: the z-scored (loss, gradient norm) rule (gradnorm, paramgrad);
-- `seeded` / `shuffled_batches` / `p_member`: training and scoring the torch classifiers (wsa, clmia).
+- `seeded` / `shuffled_batches` / `p_member`: training and scoring the torch classifiers (wsa,
+  clmia).
+
 No evaluation uid is ever labelled or trained on (docs/design.md §4).
 """
 
@@ -25,8 +27,8 @@ from mia.validate import require
 GRAD_FEATURES = ("loss", "grad_norm")
 
 
-# Attack.uncalibrated of the attacks that train a classifier with labelled_training_set: it labels D_no,
-# and a run with D_no in member_eval's place is refused, so they get no calibrated thresholds.
+# Attack.uncalibrated of the attacks that train a classifier with labelled_training_set: it labels
+# D_no, and a run with D_no in member_eval's place is refused, so they get no calibrated thresholds.
 TRAINS_ON_KNOWN = (
     "trains its classifier on D_no and refuses to score a pair it trained on "
     "(mia.attacks.weak_supervision.labelled_training_set)"
@@ -50,8 +52,8 @@ class PseudoLabels:
 
 def pseudo_label(ctx: AttackContext, lam: float, known_size=None) -> PseudoLabels:
     """Eq. 2 of Ko et al.: D_no = the first `known_size` known non-members (nested, like data.size;
-    None = all; 500 or "1k"); pseudo-members = aux_pool pairs whose cosine reaches mu + lam * sigma of D_no.
-    Raises NotApplicable where no pair reaches it."""
+    None = all; 500 or "1k"); pseudo-members = aux_pool pairs whose cosine reaches mu + lam * sigma
+    of D_no. Raises NotApplicable where no pair reaches it."""
     known_cos = ctx.features[NONMEMBER_KNOWN].cos
     n_known = len(known_cos) if known_size is None else parse_size(known_size, "known_size")
     require(
@@ -65,19 +67,19 @@ def pseudo_label(ctx: AttackContext, lam: float, known_size=None) -> PseudoLabel
     pl = PseudoLabels(
         known, np.flatnonzero(ctx.features[AUX_POOL].cos >= mu + lam * sigma), float(lam), mu, sigma
     )
-    if not len(
-        pl.members
-    ):  # shift spreads D_no's cosines: a high lam can pass every pair (docs/design.md §6.11)
+    # shift spreads D_no's cosines: a high lam can pass every pair (docs/design.md §6.11)
+    if not len(pl.members):
         raise NotApplicable(
-            f"lam={lam:g}: no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} (mu "
-            f"{mu:.4f}, sigma {sigma:.4f}, max aux cos {ctx.features[AUX_POOL].cos.max():.4f}): "
-            "no pseudo-members to train on"
+            f"lam={lam:g}: no aux_pool pair reaches cos >= mu + lam * sigma = {pl.threshold:.4f} "
+            f"(mu {mu:.4f}, sigma {sigma:.4f}, max aux cos "
+            f"{ctx.features[AUX_POOL].cos.max():.4f}): no pseudo-members to train on"
         )
     return pl
 
 
 def pseudo_label_diagnostics(ctx: AttackContext, pl: PseudoLabels) -> dict:
-    """Pseudo-label statistics; `aux_is_member` (ground truth) is read here only, never for scoring."""
+    """Pseudo-label statistics; `aux_is_member` (ground truth) is read here only, never for
+    scoring."""
     truth = np.asarray(ctx.splits.aux_is_member, dtype=bool)
     picked = truth[pl.members]
     return {
@@ -119,7 +121,8 @@ def labelled_training_set(ctx: AttackContext, pl: PseudoLabels, features):
     leaked = np.isin(uids, np.concatenate([ctx.features[s].uids for s in SCORED]))
     if leaked.any():
         raise ValueError(
-            f"{int(leaked.sum())} evaluation uids are in D_no / aux_pool (e.g. {list(uids[leaked][:3])})"
+            f"{int(leaked.sum())} evaluation uids are in D_no / aux_pool (e.g. "
+            f"{list(uids[leaked][:3])})"
         )
     x = np.concatenate(
         [feature_matrix(known, features)[pl.known], feature_matrix(aux, features)[pl.members]]
@@ -172,13 +175,16 @@ def pseudo_label_scores(known, aux, evals, aux_is_member=None, C=1.0):
     x = np.vstack([z(known), z(aux)[pseudo]])
     y = np.r_[np.zeros(len(known)), np.ones(pseudo.sum())]
     clf = LogisticRegression(C=C, max_iter=1000).fit(x, y)
-    diag["coef_z"] = dict(zip(GRAD_FEATURES, map(float, clf.coef_[0])))
+    diag["coef_z"] = dict(zip(GRAD_FEATURES, map(float, clf.coef_[0]), strict=True))
     diag["intercept"] = float(clf.intercept_[0])
-    diag["z_mean"] = dict(zip(GRAD_FEATURES, map(float, mu)))
-    diag["z_std"] = dict(zip(GRAD_FEATURES, map(float, sd)))
+    diag["z_mean"] = dict(zip(GRAD_FEATURES, map(float, mu), strict=True))
+    diag["z_std"] = dict(zip(GRAD_FEATURES, map(float, sd), strict=True))
     return [clf.predict_proba(z(e))[:, 1] for e in evals], diag
 
 
 def feature_means(features: dict) -> dict:
     """{set: {loss: mean, grad_norm: mean}}: raw (AUC-free) feature means, for diagnostics."""
-    return {name: dict(zip(GRAD_FEATURES, map(float, f.mean(0)))) for name, f in features.items()}
+    return {
+        name: dict(zip(GRAD_FEATURES, map(float, f.mean(0)), strict=True))
+        for name, f in features.items()
+    }

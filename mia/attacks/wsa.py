@@ -1,22 +1,25 @@
-"""WSA, the weakly supervised attack (Ko et al. 2023, docs/design.md §4), in its two published variants.
+"""WSA, the weakly supervised attack (Ko et al. 2023, docs/design.md §4), in its two published
+variants.
 
 1. mu, sigma = mean and sample std of the cosines of the known non-members D_no;
 2. pseudo-members = the pairs of the unlabelled pool D_all with cos >= mu + lam * sigma;
 3. a classifier learns D_no (label 0) against the pseudo-members (label 1);
 4. score = P(member) of each evaluation pair.
 
-variant=ko    (reds-lab/CLIP-MIA): input [f_img, f_txt]; MLP d-512-256-128-2 with ReLU, cross-entropy,
-              Adam lr 1e-3, batch 32, <= 15 epochs, 90/10 validation split, early stopping on the
-              validation loss (patience 3, last weights kept, as in their code); both classes
-              subsampled to the smaller one. Their code's default lam is 1.5, the paper recommends 0.5.
-              One deviation: the score here is the softmax P(member) of the two logits, where Ko's
-              code takes the sigmoid of the member logit alone (a different, non-normalised score).
+variant=ko    (reds-lab/CLIP-MIA): input [f_img, f_txt]; MLP d-512-256-128-2 with ReLU,
+              cross-entropy, Adam lr 1e-3, batch 32, <= 15 epochs, 90/10 validation split, early
+              stopping on the validation loss (patience 3, last weights kept, as in their code);
+              both classes subsampled to the smaller one. Their code's default lam is 1.5, the paper
+              recommends 0.5. One deviation: the score here is the softmax P(member) of the two
+              logits, where Ko's code takes the sigmoid of the member logit alone (a different,
+              non-normalised score).
 variant=gomez (lluisgomez/CLIP-MIA-Bench): input [f_img, f_txt, cos]; one logistic layer, BCE,
               AdamW lr 1e-3, batch 1024, 5 epochs, no balancing, lam 0.5. Note: 5 epochs of batch
               1024 is only 5 * ceil(n / 1024) optimiser steps, so with a few thousand training pairs
               the layer barely moves from its random init (raise `gomez.epochs` for small pools).
 
-Pseudo-labels and the labelled training set come from mia/attacks/weak_supervision.py (shared with CLMIA).
+Pseudo-labels and the labelled training set come from mia/attacks/weak_supervision.py (shared with
+CLMIA).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ FEATURES = {"ko": ["image", "text"], "gomez": ["image", "text", "cos"]}
 def mlp(sizes) -> nn.Sequential:
     """Linear layers of the given sizes with ReLU between them (none after the last)."""
     layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 
@@ -75,7 +78,8 @@ def train_ko(x, y, g, hidden, lr, batch_size, max_epochs, val_fraction, patience
     model, loss_fn = mlp([x.shape[1], *list(hidden), 2]), nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best, stale, epochs, val_loss = float("inf"), 0, 0, float("nan")
-    for epochs in range(1, max_epochs + 1):
+    for epoch in range(1, max_epochs + 1):
+        epochs = epoch  # reported below: early stopping can end the loop before max_epochs
         model.train()
         for b in shuffled_batches(len(tr), batch_size, g):
             opt.zero_grad()

@@ -1,8 +1,8 @@
-"""One way from an attack's scores to its metrics, for the evaluation sets and the canaries alike; each
-attack's paired comparison with the reference attack (analysis.comparison.reference, CSA by default),
-its thresholds calibrated on the known non-members D_no (docs/design.md §5), and under data.shift its
-AUC on the non-members the shift left unswapped (§2.6). What an attack does with D_no is read from its
-traits (mia.attacks.base.Attack), never from its name."""
+"""One way from an attack's scores to its metrics, for the evaluation sets and the canaries alike;
+each attack's paired comparison with the reference attack (analysis.comparison.reference, CSA by
+default), its thresholds calibrated on the known non-members D_no (docs/design.md §5), and under
+data.shift its AUC on the non-members the shift left unswapped (§2.6). What an attack does with D_no
+is read from its traits (mia.attacks.base.Attack), never from its name."""
 
 from __future__ import annotations
 
@@ -45,15 +45,15 @@ SHADOWS_SKIPPED = (
 
 
 def reference_scores(reference, ctx: AttackContext) -> tuple[np.ndarray, np.ndarray]:
-    """The reference attack's scores of the evaluation pairs (member, non-member), computed whether or not
-    the job runs it, so that every attack is compared with it on the same pairs."""
+    """The reference attack's scores of the evaluation pairs (member, non-member), computed whether
+    or not the job runs it, so that every attack is compared with it on the same pairs."""
     res = reference(ctx)
     return res.member_scores, res.nonmember_scores
 
 
 def compare(result: AttackResult, reference: tuple, n_bootstrap: int, seed: int) -> dict:
-    """vs_csa: metrics.paired_comparison of the attack (A) against the reference's scores (B) of the same
-    evaluation pairs (reference_scores)."""
+    """vs_csa: metrics.paired_comparison of the attack (A) against the reference's scores (B) of the
+    same evaluation pairs (reference_scores)."""
     return metrics.paired_comparison(
         (result.member_scores, result.nonmember_scores),
         reference,
@@ -65,12 +65,13 @@ def compare(result: AttackResult, reference: tuple, n_bootstrap: int, seed: int)
 def unshifted(
     scores: tuple, swapped: np.ndarray, reference: tuple | None, n_bootstrap: int, seed: int
 ) -> dict:
-    """An attack's AUC on the non-members data.shift left as they were (docs/design.md §2.6): `scores` are its
-    (member, non-member) scores, `swapped` marks the non-members whose image or caption was swapped,
-    `reference` the reference attack's scores of the same pairs (None for the reference itself).
-    auc_unshifted with its 95% interval (members against the unswapped non-members, the bootstrap of
-    metrics.roc_metrics), n_unshifted, and vs_csa_unshifted, the paired comparison with the reference on
-    those pairs; the AUCs are null where every non-member was swapped."""
+    """An attack's AUC on the non-members data.shift left as they were (docs/design.md §2.6):
+    `scores` are its (member, non-member) scores, `swapped` marks the non-members whose image or
+    caption was swapped, `reference` the reference attack's scores of the same pairs (None for the
+    reference itself). auc_unshifted with its 95% interval (members against the unswapped
+    non-members, the bootstrap of metrics.roc_metrics), n_unshifted, and vs_csa_unshifted, the
+    paired comparison with the reference on those pairs; the AUCs are null where every non-member
+    was swapped."""
     member, nonmember = (np.asarray(s, dtype=np.float64) for s in scores)
     kept = ~np.asarray(swapped, dtype=bool)
     if kept.shape != nonmember.shape:
@@ -121,8 +122,9 @@ def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, s
 def calibrate(
     attack, result: AttackResult, ctx: AttackContext, targets=(1e-2, 1e-3)
 ) -> tuple[list | None, str | None]:
-    """(calibrated, why not): metrics.calibrated_thresholds of the attack's D_no scores, applied to its
-    evaluation scores, each entry with threshold_from_training_pairs; (None, reason) where it has none."""
+    """(calibrated, why not): metrics.calibrated_thresholds of the attack's D_no scores, applied to
+    its evaluation scores, each entry with threshold_from_training_pairs; (None, reason) where it
+    has none."""
     known, fitted, why = known_scores(attack, ctx)
     if known is None:
         return None, why
@@ -135,10 +137,10 @@ def calibrate(
 def score_canaries(
     attacks, ctx: AttackContext, canaries: Canaries, canary_features, n_bootstrap: int
 ) -> dict:
-    """{"count", "copies", "attacks": {name: {"copies=<c>": metrics}}, "skipped": {name: why}}. Each group
-    is scored like member_eval, against the same non-members: every attack is run again with the group
-    in member_eval's place. Attacks that train shadow models are skipped: their reference pool holds
-    member_eval, so another member set would need shadows of its own."""
+    """{"count", "copies", "attacks": {name: {"copies=<c>": metrics}}, "skipped": {name: why}}. Each
+    group is scored like member_eval, against the same non-members: every attack is run again with
+    the group in member_eval's place. Attacks that train shadow models are skipped: their reference
+    pool holds member_eval, so another member set would need shadows of its own."""
     out = {
         "count": canaries.count,
         "copies": list(canaries.groups),

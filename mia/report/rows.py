@@ -1,5 +1,5 @@
-"""The sweep report's rows: one flat row per job, from its results.json, with its scores.parquet read
-on demand; and the attacks' order in every table and plot."""
+"""The sweep report's rows: one flat row per job, from its results.json, with its scores.parquet
+read on demand; and the attacks' order in every table and plot."""
 
 from __future__ import annotations
 
@@ -80,9 +80,8 @@ def report_row(record: dict, job: str) -> dict:
                 for k in ("tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3")
             }
         )
-        for c in (
-            record["attacks"][name].get("calibrated") or []
-        ):  # the threshold set on D_no, as an auditor would
+        # the threshold set on D_no, as an auditor would
+        for c in record["attacks"][name].get("calibrated") or []:
             tag = f"{c['fpr_target']:.0e}".replace("e-0", "e-")
             row[f"{name}/calibrated_tpr_{tag}"], row[f"{name}/calibrated_fpr_{tag}"] = (
                 c["tpr"],
@@ -95,9 +94,8 @@ def report_row(record: dict, job: str) -> dict:
             row[f"{name}/delta_auc_vs_csa_ci_lo"], row[f"{name}/delta_auc_vs_csa_ci_hi"] = lo, hi
         row.update(_unshifted(name, record["attacks"][name]))
     base = baseline(record)
-    if (
-        base is not None
-    ):  # the part of each AUC that the member / non-member shift alone does not explain
+    # the part of each AUC that the member / non-member shift alone does not explain
+    if base is not None:
         row.update(
             {
                 f"{name}/auc_minus_{base}": m["auc"] - by_attack[base]["auc"]
@@ -114,8 +112,8 @@ def report_row(record: dict, job: str) -> dict:
 
 
 def _unshifted(name: str, entry: dict) -> dict:
-    """An attack's AUC on the non-members data.shift left unswapped, and its difference from CSA's on them,
-    each with its interval; nothing where the job shifted none (docs/design.md §2.6)."""
+    """An attack's AUC on the non-members data.shift left unswapped, and its difference from CSA's
+    on them, each with its interval; nothing where the job shifted none (docs/design.md §2.6)."""
     if "n_unshifted" not in entry:
         return {}
     lo, hi = entry["auc_unshifted_ci95"] or (None, None)
@@ -139,8 +137,8 @@ def _unshifted(name: str, entry: dict) -> dict:
 
 
 def baseline(record: dict) -> str | None:
-    """The job's baseline attack (Attack.baseline, read from the class its config's `_target_` names), if
-    it scored one."""
+    """The job's baseline attack (Attack.baseline, read from the class its config's `_target_`
+    names), if it scored one."""
     for name, node in record["config"].get("attack", {}).items():
         if name in record["attacks"] and getattr(get_class(node["_target_"]), "baseline", False):
             return name
@@ -228,8 +226,8 @@ def reference_scores(row):
 
 
 def cosines(row):
-    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None where
-    check_scores refused the file."""
+    """(member, non-member) cosines of a job's evaluation pairs from its scores.parquet, or None
+    where check_scores refused the file."""
     table = scores_table(row)
     if table is None:
         return None

@@ -45,7 +45,8 @@ def null_features():
 
 @pytest.fixture
 def planted_modality():
-    """Stand-in towers on which members' image views and caption perturbations agree (imgagree, txtagree)."""
+    """Stand-in towers on which members' image views and caption perturbations agree (imgagree,
+    txtagree)."""
     return modality_context(planted=True)
 
 
@@ -91,13 +92,15 @@ def null_model(_trained):
 
 @pytest.fixture(scope="module")
 def pool_null(planted_model):
-    """The null condition on planted_model's own reference pool, for the shadow attacks (test_lira.py)."""
+    """The null condition on planted_model's own reference pool, for the shadow attacks
+    (test_lira.py)."""
     return pool_null_context(planted_model)
 
 
 @pytest.fixture
 def one_thread():
-    """Tiny networks: several intra-op threads only spin against each other on a shared 2-core box."""
+    """Tiny networks: several intra-op threads only spin against each other on a shared 2-core
+    box."""
     import torch
 
     n = torch.get_num_threads()

@@ -1,6 +1,6 @@
-"""The augmentation pieces aea, imgagree and txtagree share (mia/attacks/augment.py): per-pair seeds,
-the transforms and their checks, the seeded image views (translations on tensors, bit for bit the
-PIL views) and the agreement statistic."""
+"""The augmentation pieces aea, imgagree and txtagree share (mia/attacks/augment.py): per-pair
+seeds, the transforms and their checks, the seeded image views (translations on tensors, bit for bit
+the PIL views) and the agreement statistic."""
 
 from dataclasses import replace
 from types import SimpleNamespace
@@ -47,7 +47,8 @@ def test_sample_seed_is_a_function_of_seed_uid_tag_repeat_only():
         for r in (0, 1)
     }
     assert len(seeds) == 16 and all(0 <= s < 2**63 for s in seeds)
-    # uids come as numpy strings from the feature store, seeds as numpy ints: the same draw as Python's
+    # uids come as numpy strings from the feature store, seeds as numpy ints: the same draw as
+    # Python's
     assert sample_seed(np.int64(7), np.str_("u1"), "crop", np.int64(1)) == sample_seed(
         7, "u1", "crop", 1
     )
@@ -146,7 +147,8 @@ def test_image_views_leave_the_callers_rng_alone():
 
 
 class _Pixels:
-    """A stand-in image tower that returns its input: image_views then returns the views themselves."""
+    """A stand-in image tower that returns its input: image_views then returns the views
+    themselves."""
 
     def __init__(self):
         self._p = torch.nn.Parameter(torch.zeros(1))
@@ -262,7 +264,8 @@ def test_agreement_on_known_views():
     np.testing.assert_allclose(
         agreement(views, original, "to_original"), [2 / 3, (2**-0.5 * 2 + 1) / 3], rtol=1e-6
     )
-    # pairwise: the mean over the 3 unordered pairs of distinct views (r, r') = (0, 1), (0, 2), (1, 2)
+    # pairwise: the mean over the 3 unordered pairs of distinct views (r, r') = (0, 1), (0, 2), (1,
+    # 2)
     np.testing.assert_allclose(
         agreement(views, original, "pairwise"), [(0 + 1 + 0) / 3, (1 + 2**-0.5 * 2) / 3], rtol=1e-6
     )

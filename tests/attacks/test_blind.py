@@ -1,7 +1,7 @@
-"""Blind (caption-only) baseline. The feature fixtures carry no captions, so these contexts are built
-here with captions of the embedded corpus prefilled in `_raw` (what `ctx.captions` reads):
-planted = member captions from the i.i.d. corpus vs non-member captions from the shifted corpus
-(the OOD condition this baseline exists to expose), null = two disjoint i.i.d. halves."""
+"""Blind (caption-only) baseline. The feature fixtures carry no captions, so these contexts are
+built here with captions of the embedded corpus prefilled in `_raw` (what `ctx.captions` reads):
+planted = member captions from the i.i.d. corpus vs non-member captions from the shifted corpus (the
+OOD condition this baseline exists to expose), null = two disjoint i.i.d. halves."""
 
 import json
 

@@ -52,8 +52,8 @@ def test_clmia_planted_in_embeddings():
 
 
 def test_clmia_never_trains_head_on_evaluation_uids(planted_features):
-    """The evaluation pairs may enter the unlabelled contrastive stage (contrastive_sets says which),
-    never the labelled one: an evaluation uid among the head's training pairs is refused."""
+    """The evaluation pairs may enter the unlabelled contrastive stage (contrastive_sets says
+    which), never the labelled one: an evaluation uid among the head's training pairs is refused."""
     d = (
         make_attack("clmia", contrastive_sets=["aux_pool", "nonmember_known"], **FAST)
         .run(planted_features)

@@ -35,7 +35,8 @@ def test_hand_example():
 
 def test_autograd_matches_closed_form():
     """Random batch: autograd's gradient norm equals the closed form of the symmetric InfoNCE
-    gradient, G = (softmax_rows - I + softmax_cols - I) / 2, dL/dimg = s G txt, dL/dtxt = s G^T img."""
+    gradient, G = (softmax_rows - I + softmax_cols - I) / 2, dL/dimg = s G txt, dL/dtxt = s G^T
+    img."""
     gen = torch.Generator().manual_seed(0)
     img = torch.nn.functional.normalize(
         torch.randn(5, 8, generator=gen, dtype=torch.float64), dim=1

@@ -1,6 +1,7 @@
-"""imgagree on stand-in towers whose agreement is planted (tests/helpers/attacks.py modality_context),
-and on the trained fixture's null. On the memorised planted_model it scores below chance (0.46): the
-bar of 0.9 is met on the planted stand-in instead (docs/design.md §4.12, §9.1)."""
+"""imgagree on stand-in towers whose agreement is planted (tests/helpers/attacks.py
+modality_context), and on the trained fixture's null. On the memorised planted_model it scores below
+chance (0.46): the bar of 0.9 is met on the planted stand-in instead
+(docs/design.md §4.12, §9.1)."""
 
 from dataclasses import replace
 
@@ -67,8 +68,8 @@ def test_imgagree_is_seeded(planted_modality):
 
 @pytest.mark.parametrize("statistic", ["to_original", "pairwise"])
 def test_imgagree_scores_on_a_tiny_clip_are_those_of_the_pil_views(monkeypatch, statistic):
-    # The configured translation on the corpus's 32 px images takes the tensor path (augment.image_views);
-    # the scores must be those of the PIL views bit for bit.
+    # The configured translation on the corpus's 32 px images takes the tensor path
+    # (augment.image_views); the scores must be those of the PIL views bit for bit.
     ctx = untrained_model_context(n_eval=40)
     attack = make_attack("imgagree", statistic=statistic)
     assert (

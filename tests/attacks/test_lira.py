@@ -237,7 +237,8 @@ def test_target_size_shadows_are_shared_by_the_seeds_and_reused_by_more_shadows(
 
 
 def test_target_size_tops_up_with_filler(planted_model):
-    """A target of N = 300 (the fixture's, relabelled): halves of 275 pool pairs + 25 filler each."""
+    """A target of N = 300 (the fixture's, relabelled): halves of 275 pool pairs + 25 filler
+    each."""
     ctx = planted_model
     used = set(pool(ctx)[0]) | set(ctx.splits.members)
     spare = np.array(sorted(set(ctx.splits.spare) - used))

@@ -40,7 +40,7 @@ def test_mcd_planted_model(planted_run, planted_model):
 
 def test_mcd_leaves_target_unmodified(planted_run, planted_model):
     _, (out_before, state_before), (out_after, state_after) = planted_run
-    for a, b in zip(out_before, out_after):
+    for a, b in zip(out_before, out_after, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert state_before.keys() == state_after.keys()
     assert all(torch.equal(state_before[k], state_after[k]) for k in state_before)

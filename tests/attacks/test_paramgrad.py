@@ -32,7 +32,8 @@ def tiny():
 
 @pytest.mark.parametrize("params", ["all", "last_blocks"])
 def test_batched_norms_equal_the_loop(tiny, params):
-    """vmap + ghost norms == loss.backward() one sample at a time; chunk 4 leaves a partial chunk."""
+    """vmap + ghost norms == loss.backward() one sample at a time; chunk 4 leaves a partial
+    chunk."""
     model, images, tokens, bank = tiny
     names = select_params(model, params, last_blocks=1)
     loss, norm = per_sample_grad_norms(model, images, tokens, *bank, names, chunk_size=4)
@@ -60,7 +61,7 @@ def test_ghost_norm_equals_materialised_gradient(module, x):
     torch.manual_seed(0)
     b = torch.randn(len(x), *module(x[0]).shape[1:])
     expected = []
-    for xi, bi in zip(x, b):
+    for xi, bi in zip(x, b, strict=True):
         module.zero_grad()
         (module(xi)[0] * bi).sum().backward()
         expected.append(sum(p.grad.pow(2).sum() for p in module.parameters()))

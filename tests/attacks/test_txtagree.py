@@ -1,6 +1,6 @@
-"""txtagree on stand-in towers whose agreement is planted (tests/helpers/attacks.py modality_context),
-and on the trained fixture's null. On the memorised planted_model it scores 0.61: the bar of 0.9 is
-met on the planted stand-in instead (docs/design.md §4.13, §9.1)."""
+"""txtagree on stand-in towers whose agreement is planted (tests/helpers/attacks.py
+modality_context), and on the trained fixture's null. On the memorised planted_model it scores 0.61:
+the bar of 0.9 is met on the planted stand-in instead (docs/design.md §4.13, §9.1)."""
 
 from dataclasses import replace
 

@@ -5,9 +5,10 @@ Ko's variant sees [f_img, f_txt] and would have to learn that inner product with
 pseudo-labelled pairs; it does not (AUC 0.56 measured), and Gomez's published 5 epochs of batch 1024
 are 5 optimiser steps on so small a pool (AUC 0.54). WSA's premise (Ko et al. §5.2, "discriminative
 feature alignment") is that members are also recognisable in the embeddings themselves, so
-`shifted_members` adds that: members' image and text embeddings lean along one shared direction, which
-also raises their cosine, so pseudo-labelling by cosine still finds them. Gomez's variant is tested on a
-pool large enough (20k + 20k) for its published schedule to take ~200 steps, the regime it was made for.
+`shifted_members` adds that: members' image and text embeddings lean along one shared direction,
+which also raises their cosine, so pseudo-labelling by cosine still finds them. Gomez's variant is
+tested on a pool large enough (20k + 20k) for its published schedule to take ~200 steps, the regime
+it was made for.
 """
 
 import json
@@ -107,8 +108,8 @@ def test_wsa_never_trains_on_evaluation_uids(planted_features):
 
 def _known_truth_context():
     """D_no cosines 0.1..0.5: mu 0.3, sample std sqrt(0.025). With lam=1 the threshold is 0.4581, so
-    aux cosines [0.2, 0.46, 0.5, 0.6, 0.9, 0.45] give pseudo-members at rows 1-4, one of them (row 1)
-    a true non-member."""
+    aux cosines [0.2, 0.46, 0.5, 0.6, 0.9, 0.45] give pseudo-members at rows 1-4, one of them (row
+    1) a true non-member."""
     cos = {
         "nonmember_known": [0.1, 0.2, 0.3, 0.4, 0.5],
         "aux_pool": [0.2, 0.46, 0.5, 0.6, 0.9, 0.45],
@@ -149,7 +150,8 @@ def test_pseudo_label_diagnostics_known_truth():
 
 
 def test_wsa_without_pseudo_members_is_not_applicable_and_says_why(planted_features):
-    """No pair reaching the threshold is an outcome of the data (shift spreads D_no), not a bad setting."""
+    """No pair reaching the threshold is an outcome of the data (shift spreads D_no), not a bad
+    setting."""
     with pytest.raises(
         NotApplicable, match=r"lam=100: no aux_pool pair reaches cos >= mu \+ lam \* sigma"
     ):
@@ -195,7 +197,9 @@ def test_seeded_training_restores_the_callers_rng():
     assert torch.equal(torch.rand(2), expected)
     with seeded(3) as g:
         assert torch.equal(torch.rand(1), init)
-        assert all(torch.equal(a, b) for a, b in zip(shuffled_batches(10, 4, g), batches))
+        assert all(
+            torch.equal(a, b) for a, b in zip(shuffled_batches(10, 4, g), batches, strict=True)
+        )
     assert [len(b) for b in batches] == [4, 4, 2] and sorted(torch.cat(batches).tolist()) == list(
         range(10)
     )

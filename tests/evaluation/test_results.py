@@ -301,9 +301,8 @@ def test_add_attack_takes_exactly_the_unshifted_metrics(tmp_path):
             unshifted={**kept, "vs_csa_unshifted": None},
             reference="csa",
         )
-    with pytest.raises(
-        ValueError, match="unshifted metrics"
-    ):  # an attack but csa without its comparison
+    # an attack but csa without its comparison
+    with pytest.raises(ValueError, match="unshifted metrics"):
         results.add_attack(
             record,
             "wsa",

@@ -1,8 +1,8 @@
-"""mia/evaluation/scoring.py: the reference's scores for the comparison (CSA's: the evaluation cosines),
-and each attack's D_no scores for its calibrated thresholds from D_no scored alone (per_pair attacks:
-the cosines for csa; bit for bit a second run's), a second run with D_no as members (flagged where the
-attack reads D_no), or nowhere (shadow attacks, Attack.uncalibrated). The traits those rules read are
-held true by running every attack without D_no."""
+"""mia/evaluation/scoring.py: the reference's scores for the comparison (CSA's: the evaluation
+cosines), and each attack's D_no scores for its calibrated thresholds from D_no scored alone
+(per_pair attacks: the cosines for csa; bit for bit a second run's), a second run with D_no as
+members (flagged where the attack reads D_no), or nowhere (shadow attacks, Attack.uncalibrated). The
+traits those rules read are held true by running every attack without D_no."""
 
 import importlib
 import inspect
@@ -150,7 +150,8 @@ def test_wsa_refuses_d_no_as_members_which_is_why_it_gets_no_thresholds():
 
 
 def attack_configs():
-    """Every attack config of conf/attack/ that names one attack (not the lists all and no_shadows)."""
+    """Every attack config of conf/attack/ that names one attack (not the lists all and
+    no_shadows)."""
     return sorted(
         p.stem
         for p in (Path(CONF) / "attack").glob("*.yaml")
@@ -183,10 +184,10 @@ def without_known(ctx):
 
 @pytest.mark.parametrize("name", [n for n in attack_configs() if not make_attack(n).needs_shadows])
 def test_an_attack_reads_known_non_members_exactly_when_it_says_so(model_ctx, name):
-    """Attack.reads_known_nonmembers (and so the flag on its calibrated thresholds) is held to what the
-    attack does: run without D_no, an attack that declares it fails for want of D_no, and any other
-    scores every pair as it did with D_no. Shadow attacks are left out: their reference pool holds
-    D_no by construction (mia/attacks/shadows.py), and they get no thresholds."""
+    """Attack.reads_known_nonmembers (and so the flag on its calibrated thresholds) is held to what
+    the attack does: run without D_no, an attack that declares it fails for want of D_no, and any
+    other scores every pair as it did with D_no. Shadow attacks are left out: their reference pool
+    holds D_no by construction (mia/attacks/shadows.py), and they get no thresholds."""
     attack = make_attack(name)
     if attack.reads_known_nonmembers:
         with pytest.raises(KeyError, match=NONMEMBER_KNOWN):
@@ -218,9 +219,8 @@ def test_unshifted_auc_leaves_the_swapped_nonmembers_out():
     csa = rng.normal(0.5, 1, 300), rng.normal(0, 1, 400)
     got = scoring.unshifted((member, nonmember), swapped, csa, 50, 0)
 
-    def by_hand(
-        m, n
-    ):  # the share of member / non-member pairs ranked right (no ties in continuous draws)
+    # the share of member / non-member pairs ranked right (no ties in continuous draws)
+    def by_hand(m, n):
         return float(np.mean(m[:, None] > n[None, :]))
 
     kept = ~swapped

@@ -19,8 +19,8 @@ PAIRS = 20  # evaluation pairs per side of a fake job: its AUCs lie on a grid of
 
 
 def _target(name: str) -> str:
-    """The class conf/attack/<name>.yaml builds (the report reads Attack.baseline from it); a name with
-    no config of its own is a CSA-like attack."""
+    """The class conf/attack/<name>.yaml builds (the report reads Attack.baseline from it); a name
+    with no config of its own is a CSA-like attack."""
     path = Path(CONF) / "attack" / f"{name}.yaml"
     return OmegaConf.load(path)[name]["_target_"] if path.exists() else "mia.attacks.csa.CSA"
 

@@ -33,7 +33,8 @@ def _scores(path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, default_job):
-    """A target trained by mia (the default job's, from its cache), scored by every attack that needs no shadows."""
+    """A target trained by mia (the default job's, from its cache), scored by every attack that
+    needs no shadows."""
     from hydra import compose, initialize_config_dir
 
     from tests.helpers.caches import seed_cache
@@ -80,7 +81,9 @@ def test_checkpoint_target_gives_the_trained_scores(trained, form, tmp_path):
         path = res["target"]["open_clip"]
     elif form == "plain state dict":
         path = res["target"]["checkpoint"]
-    else:  # what open_clip's trainer writes under DDP: module. prefixes, beside epoch / name / optimizer
+    else:
+        # what open_clip's trainer writes under DDP: module. prefixes, beside epoch / name /
+        # optimizer
         state = torch.load(res["target"]["checkpoint"], weights_only=True)
         path = tmp_path / "epoch_latest.pt"
         torch.save(
@@ -124,7 +127,8 @@ def test_a_missing_checkpoint_names_the_key(trained, tmp_path):
 
 
 def _write_subset(shards, uids, folder, shard_size=150):
-    """The samples of `uids`, copied from `shards` into a new shard folder (what an owner would hand over)."""
+    """The samples of `uids`, copied from `shards` into a new shard folder (what an owner would hand
+    over)."""
     import webdataset as wds
 
     from mia.data.shards import raw_samples, sample_uid
@@ -145,8 +149,8 @@ def _write_subset(shards, uids, folder, shard_size=150):
 
 
 def test_audit_a_checkpoint_with_member_and_nonmember_folders(trained, tmp_path):
-    """The README's command: target=checkpoint on an exported folder, data=audit on two shard folders
-    (the target's training pairs, and pairs it never saw), narrowed by a uid list."""
+    """The README's command: target=checkpoint on an exported folder, data=audit on two shard
+    folders (the target's training pairs, and pairs it never saw), narrowed by a uid list."""
     import numpy as np
 
     make, (res, _) = trained

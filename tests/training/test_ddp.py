@@ -93,7 +93,8 @@ def test_ddp_cpu_matches_one_process(make_cfg, tmp_path, small_cache):
     assert moved > len(a) // 2, (
         "the step barely changed the weights: the comparison would prove nothing"
     )
-    # the members trained on, across both ranks, are exactly the member set (each once: coverage check)
+    # the members trained on, across both ranks, are exactly the member set (each once: coverage
+    # check)
     members = (_target_dir(ddp) / "trained_uids.txt").read_text().split()
     assert (
         members == (_target_dir(single) / "trained_uids.txt").read_text().split()
@@ -149,7 +150,8 @@ def test_a_dead_local_rank_ends_the_job_instead_of_hanging():
         "import multiprocessing as mp, sys, threading\n"
         "from mia.distributed import _watch\n"
         "if __name__ == '__main__':\n"
-        "    child = mp.get_context('spawn').Process(target=sys.exit, args=(3,)); child.start(); child.join()\n"
+        "    child = mp.get_context('spawn').Process(target=sys.exit, args=(3,)); "
+        "child.start(); child.join()\n"
         "    _watch([child], threading.Event(), grace_s=0.5)\n"
         "    print('not reached')\n"
     )

@@ -34,14 +34,15 @@ def _train(root: Path, overrides: list) -> dict:
 
 
 def _train_in_child(root: Path, names: list, out: Path):
-    """In a fresh process: train the targets `names` (keys of PATHS) one after another, saving each."""
+    """In a fresh process: train the targets `names` (keys of PATHS) one after another, saving
+    each."""
     for name in names:
         torch.save(_train(root, PATHS[name]), out / f"{name}, first {names[0]}.pt")
 
 
 def test_a_target_trained_after_another_equals_it_trained_alone(tmp_path):
-    """Two fresh processes train the two targets in opposite orders: each target is then trained once
-    first and once after the other (whose members are read another way, and held or streamed by
+    """Two fresh processes train the two targets in opposite orders: each target is then trained
+    once first and once after the other (whose members are read another way, and held or streamed by
     workers), and both times to the same bits."""
     first, second = PATHS
     for order in ((first, second), (second, first)):

@@ -1,5 +1,5 @@
-"""On a GPU: the default job in bf16 with the members held on the device, streamed members normalised
-on the device, features and white-box attacks on the GPU, and DDP over every GPU."""
+"""On a GPU: the default job in bf16 with the members held on the device, streamed members
+normalised on the device, features and white-box attacks on the GPU, and DDP over every GPU."""
 
 import json
 from pathlib import Path
@@ -26,7 +26,8 @@ def test_job_on_gpu_in_bf16(make_cfg):
 
 
 def test_streamed_job_on_gpu(make_cfg):
-    """Members streamed by loader workers as uint8, normalised on the GPU, each trained once per epoch."""
+    """Members streamed by loader workers as uint8, normalised on the GPU, each trained once per
+    epoch."""
     res = json.loads(
         run(
             make_cfg("data.in_memory=false", "train.num_workers=auto", "train.epochs=2")

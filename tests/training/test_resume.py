@@ -1,4 +1,5 @@
-"""A training killed with SIGKILL resumes from its last checkpoint; the cache never serves it half-trained."""
+"""A training killed with SIGKILL resumes from its last checkpoint; the cache never serves it
+half-trained."""
 
 import json
 import os
@@ -56,5 +57,6 @@ def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
     )
     assert not res["target"]["cache_hit"] and res["target"]["epochs"] == 40
     assert (tdir / "DONE").exists() and not (tdir / "ckpt").exists()
-    # The coverage check inside training passed: every member seen exactly 40 times across both runs.
+    # The coverage check inside training passed: every member seen exactly 40 times across both
+    # runs.
     assert len(Path(res["target"]["trained_uids"]).read_text().split()) == 300

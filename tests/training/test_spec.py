@@ -26,10 +26,8 @@ def _key(spec, cfg, device=None):
 def test_an_fp32_target_keeps_the_key_it_had():
     spec, cfg = _spec()
     assert _key(spec, cfg, CPU) == FP32_KEY
-    for precision in (
-        "32-true",
-        "'32'",
-    ):  # fp32 named outright: the same target, wherever it trains
+    # fp32 named outright: the same target, wherever it trains
+    for precision in ("32-true", "'32'"):
         named, _ = _spec(f"train.precision={precision}")
         assert _key(named, cfg, CPU) == _key(named, cfg, GPU) == FP32_KEY, precision
         assert "precision" not in named.weights_key(GPU)

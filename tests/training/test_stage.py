@@ -31,7 +31,8 @@ def _spec(*overrides):
 
 def test_the_target_comes_back_on_the_jobs_device(members, tmp_path):
     """Features and white-box attacks run where the job trains: train_target leaves the model on
-    world.device (a GPU in a GPU job; the meta device stands in for it here), its files on the CPU."""
+    world.device (a GPU in a GPU job; the meta device stands in for it here), its files on the
+    CPU."""
     shards, uids = members
     spec = _spec()
     trained = train_target(spec, shards, uids, tmp_path, "k")
@@ -66,7 +67,7 @@ def test_streamed_members_shipped_as_uint8_train_the_weights_of_members_finished
     floats = []
 
     def in_worker(self, batch):  # images finished where they were decoded, as floats
-        images, captions, positions = zip(*batch)
+        images, captions, positions = zip(*batch, strict=True)
         floats.append(self.preprocess.stack(images))
         return floats[-1], self.tokenizer(list(captions)), torch.as_tensor(positions)
 

@@ -30,9 +30,8 @@ def test_compact_table_keeps_layout_and_round_trips():
     )  # the full table, in open_clip's layout
     ids = torch.tensor([[0, 3, 42], [7, 7, 0]])
     assert torch.equal(model.token_embedding(ids), before[ids])
-    with pytest.raises(
-        IndexError
-    ):  # an id outside the used rows is refused, never read from a wrong row
+    # an id outside the used rows is refused, never read from a wrong row
+    with pytest.raises(IndexError):
         model.token_embedding(torch.tensor([[5]]))
     compact.decay(0.5, 0.1)
     changed = before.clone()
