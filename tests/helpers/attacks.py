@@ -137,7 +137,8 @@ def make_attack(name: str, **overrides):
     cfg = compose_config(f"attack={name}")  # composed: conf/attack/<name>.yaml has defaults
     root = OmegaConf.create(
         {
-            "attack": {name: OmegaConf.merge(cfg.attack[name], overrides)},  # ${shadows} resolves
+            # a plain copy (not Hydra's struct node), so that a bad key reaches build_attacks
+            "attack": {name: OmegaConf.merge(OmegaConf.to_container(cfg.attack[name]), overrides)},
             "shadows": cfg.shadows,
         }
     )
