@@ -167,7 +167,7 @@ def markdown(rows, reference: str | None, family: int) -> list[str]:
         "bootstrap p (ΔTPR), which speak for that one target only. The family: "
         + family_text(family)
         + '. "beats" / "below" only where the Holm-adjusted p < '
-        f'{VERDICT_ALPHA:g}, "no difference" otherwise. '
+        f'{VERDICT_ALPHA:g}, "no verdict" otherwise. '
         'TPR in brackets with "unresolved": the '
         "non-members allow fewer than 10 false positives at that FPR. Calibrated: the threshold "
         "is the 99th percentile of the attack's scores on the known non-members (D_no); the TPR "

@@ -73,11 +73,12 @@ VERDICT_ALPHA = 0.05
 
 def verdict(p_adjusted, mean, than: str) -> str | None:
     """ "beats CSA" / "below CSA" (`than`: CSA) where the family's Holm-adjusted p of the difference
-    is below VERDICT_ALPHA, by the sign of its mean; "no difference" otherwise; None without a p."""
+    is below VERDICT_ALPHA, by the sign of its mean; "no verdict" otherwise (the family does not
+    resolve it, which is no claim of equality); None without a p."""
     if p_adjusted is None or mean is None:
         return None
     if p_adjusted >= VERDICT_ALPHA or mean == 0:
-        return "no difference"
+        return "no verdict"
     return f"beats {than}" if mean > 0 else f"below {than}"
 
 

@@ -199,7 +199,7 @@ def test_report_says_beats_below_or_no_difference_only_where_the_adjusted_test_s
     assert cells["better vs CSA: ΔAUC [95% t CI over seeds]"].startswith("beats CSA: +0.200 [")
     assert cells["worse vs CSA: ΔAUC [95% t CI over seeds]"].startswith("below CSA: -0.250 [")
     assert cells["same vs CSA: ΔAUC [95% t CI over seeds]"] == (
-        "no difference: +0.000 [+0.000, +0.000] (p 1, Holm 1)"
+        "no verdict: +0.000 [+0.000, +0.000] (p 1, Holm 1)"
     )
     assert cells["csa TPR@1%"].endswith("(unresolved)")
     assert "3 jobs, all agree" in report  # vs_csa recomputed from scores.parquet too
@@ -216,7 +216,7 @@ def test_a_tampered_comparison_fails_the_check(tmp_path):
 
 def test_verdict_reads_the_adjusted_p():
     assert verdict(0.01, 0.1, "CSA") == "beats CSA" and verdict(0.049, -0.1, "CSA") == "below CSA"
-    assert verdict(0.05, 0.1, "CSA") == verdict(0.0, 0.0, "CSA") == "no difference"
+    assert verdict(0.05, 0.1, "CSA") == verdict(0.0, 0.0, "CSA") == "no verdict"
     assert verdict(None, 0.1, "CSA") is None
 
 
