@@ -178,7 +178,7 @@ def roc_metrics(scores, labels, *, n_bootstrap: int = 200, seed: int = 0) -> dic
     return out
 
 
-def _bootstrap_p_value(deltas: np.ndarray) -> float | None:
+def bootstrap_p_value(deltas: np.ndarray) -> float | None:
     """Two-sided bootstrap p-value of "no difference": twice the smaller share of replicates on
     either side of 0 (ties at 0 count for both sides), with the +1 correction, at most 1."""
     if deltas.size == 0:
@@ -218,7 +218,7 @@ def paired_comparison(a, b, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
         "delta_auc_ci95": _summary(deltas[:, 0])[1],
         "delta_tpr_at_fpr_1e-2": ma["tpr_at_fpr_1e-2"] - mb["tpr_at_fpr_1e-2"],
         "delta_tpr_at_fpr_1e-2_ci95": _summary(deltas[:, 1])[1],
-        "p_value": _bootstrap_p_value(deltas[:, 0]),
+        "p_value": bootstrap_p_value(deltas[:, 0]),
         "delong_p_value": delong(a, b)["p_value"],
         "n_bootstrap": int(n_bootstrap),
     }

@@ -56,12 +56,13 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     checks = check_scores(rows)
     n_bootstrap, seed = bootstrap_settings(rows)
     pts = points(rows, n_bootstrap, seed)
-    write_csv(pts, sweep_dir / "points.csv")
     fit_results = fits(pts, n_bootstrap, seed)
     grids = law.grids(pts)
     law_results = {name: law.fit_law(ps, n_bootstrap, seed) for name, ps in grids.items()}
     exposed = exposure.analyse(rows, seed=seed)
     compared = comparison.comparison_rows(pts, names, n_bootstrap, seed)
+    family = comparison.adjust(pts, compared)  # before the CSVs: they carry the adjusted p
+    write_csv(pts, sweep_dir / "points.csv")
     if compared:
         write_csv(compared, sweep_dir / comparison.FILENAME)
     plots = {
@@ -102,6 +103,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         pts,
         names,
         compared=compared,
+        family=family,
         fit_results=fit_results,
         law_results=law_results,
         di_rows=di_rows,

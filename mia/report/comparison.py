@@ -1,19 +1,23 @@
 """The attack comparison (report.md, comparison.csv; docs/design.md §6.9): per condition and attack,
 the seed-mean AUC and TPR at 1% FPR with 95% intervals from the two-level bootstrap (seeds, then
-pairs), the seed-mean difference from CSA on the same pairs, the TPR at the threshold an auditor
-sets on known non-members, and each variant (`<attack>_<variant>`, e.g. gradnorm_pure) against its
-base attack."""
+pairs), the seed-mean difference from CSA on the same pairs with a t interval and t test over the
+seeds (one seed: over that job's pairs), the TPR at the threshold an auditor sets on known
+non-members, and each variant (`<attack>_<variant>`, e.g. gradnorm_pure) against its base attack.
+The report's verdicts form one family, Holm-adjusted (adjust)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mia.report.markdown import verdict
+from mia.evaluation import metrics
+from mia.report.markdown import VERDICT_ALPHA, p_cell, verdict
 from mia.report.rows import attack_scores, label, reference
-from mia.report.stats import seed_mean_metrics
+from mia.report.stats import IDENTITY, holm, seed_interval, seed_mean_metrics
 
 FILENAME = "comparison.csv"
 METRICS = ("auc", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3")
+# The differences each comparison row tests: against the reference (vs_csa) and the base attack.
+TESTED = (("vs_csa", "auc"), ("vs_csa", "tpr_at_fpr_1e-2"), ("vs_base", "auc"))
 
 
 def base_of(name: str, names) -> str | None:
@@ -47,6 +51,7 @@ def comparison_rows(pts, names, n_bootstrap: int, seed: int = 0) -> list[dict]:
                 "seeds": len(rs),
                 "members": len(jobs[0][0]),
                 "nonmembers_scored": len(jobs[0][1]),
+                "_point": tuple(p[k] for k in IDENTITY),
             }
             reps = seed_mean_metrics([(j, None) for j in jobs], n_bootstrap, seed)
             for i, m in enumerate(METRICS):
@@ -65,18 +70,62 @@ def comparison_rows(pts, names, n_bootstrap: int, seed: int = 0) -> list[dict]:
             for ref, key in ((ref_name, "vs_csa"), (base_of(name, scored), "vs_base")):
                 if ref is None or ref == name or ref not in scored:
                     continue
-                deltas = seed_mean_metrics(
-                    list(zip(jobs, scored[ref], strict=True)), n_bootstrap, seed
-                )
                 row[f"{key}_attack"] = ref
-                row[f"{key}_delta_auc"] = row["auc"] - float(np.mean([r[f"{ref}/auc"] for r in rs]))
-                row[f"{key}_delta_auc_ci95"] = _ci(deltas[:, 0])
-                row[f"{key}_delta_tpr_at_fpr_1e-2"] = row["tpr_at_fpr_1e-2"] - float(
-                    np.mean([r[f"{ref}/tpr_at_fpr_1e-2"] for r in rs])
-                )
-                row[f"{key}_delta_tpr_at_fpr_1e-2_ci95"] = _ci(deltas[:, 1])
+                row.update(_versus(rs, name, ref, jobs, scored[ref], key, n_bootstrap, seed))
             out.append(row)
     return out
+
+
+def _versus(rs, name, ref, mine, theirs, key, n_bootstrap, seed) -> dict:
+    """`name`'s seed-mean AUC and TPR@1% differences from `ref` on the same pairs, each with a 95%
+    interval and a two-sided p-value, and what varied in them (`<key>_interval`). Several seeds: a
+    t interval and t test over the per-seed differences (seed_interval). One seed: the paired
+    bootstrap over that job's pairs, DeLong's p for the AUC and the bootstrap p for the TPR; they
+    speak for that one target only."""
+    out = {f"{key}_interval": "seeds" if len(rs) > 1 else "pairs"}
+    if len(rs) == 1:
+        reps = seed_mean_metrics([(mine[0], theirs[0])], n_bootstrap, seed)
+        pair_p = {
+            "auc": metrics.delong(mine[0], theirs[0])["p_value"],
+            "tpr_at_fpr_1e-2": metrics.bootstrap_p_value(reps[:, 1]),
+        }
+    for i, m in enumerate(METRICS[:2]):
+        per_seed = [r[f"{name}/{m}"] - r[f"{ref}/{m}"] for r in rs]
+        out[f"{key}_delta_{m}"] = float(np.mean(per_seed))
+        if len(rs) > 1:
+            found = seed_interval(per_seed)
+            out[f"{key}_delta_{m}_ci95"], out[f"{key}_delta_{m}_p"] = found["ci"], found["p"]
+        else:
+            out[f"{key}_delta_{m}_ci95"], out[f"{key}_delta_{m}_p"] = _ci(reps[:, i]), pair_p[m]
+    return out
+
+
+def adjust(pts, rows) -> int:
+    """Holm-adjust every verdict the report states, as one family: each point's ΔAUC against the
+    reference (the points table) and each comparison row's ΔAUC and ΔTPR@1% against the reference
+    and ΔAUC against its base attack (a row's ΔAUC against the reference is the point's test,
+    counted once). Writes `<p key>_holm` beside each p-value and returns the family's size."""
+    tests = {}
+    for p in pts:
+        for k, v in p.items():
+            if k.endswith("/delta_auc_vs_csa_p") and v is not None:
+                name = k.split("/")[0]
+                tests.setdefault((tuple(p[i] for i in IDENTITY), name, "vs_csa", "auc"), []).append(
+                    (p, k)
+                )
+    for r in rows:
+        for key, m in TESTED:
+            if r.get(f"{key}_delta_{m}_p") is not None:
+                tests.setdefault((r["_point"], r["attack"], key, m), []).append(
+                    (r, f"{key}_delta_{m}_p")
+                )
+    found = list(tests.values())
+    for places, adjusted in zip(
+        found, holm([places[0][0][places[0][1]] for places in found]), strict=True
+    ):
+        for where, k in places:
+            where[f"{k}_holm"] = adjusted
+    return len(found)
 
 
 def _interval(row, key, spec=".3f", signed=False) -> str:
@@ -90,25 +139,36 @@ def _tpr(row, key) -> str:
     return cell if row[f"{key}_resolved"] else f"({cell}, unresolved)"
 
 
-def _delta(row, key, than) -> str:
-    if f"{key}_delta_auc" not in row:
+def _delta(row, key, than, metric="auc") -> str:
+    """'below CSA: -0.083 [-0.142, -0.029] (p 0.004, Holm 0.04)'; the verdict from the Holm-adjusted
+    p."""
+    k = f"{key}_delta_{metric}"
+    if k not in row:
         return ""
-    ci = row[f"{key}_delta_auc_ci95"]
-    return f"{verdict(ci, than)}: {_interval(row, f'{key}_delta_auc', signed=True)}"
+    v = verdict(row[f"{k}_p_holm"], row[k], than)
+    return f"{v}: {_interval(row, k, signed=True)} {p_cell(row[f'{k}_p'], row[f'{k}_p_holm'])}"
 
 
-def markdown(rows, reference: str | None) -> list[str]:
-    """report.md's comparison section: one table per condition, one line per attack; `reference` is the
-    attack the others are compared with (vs_csa: CSA by default)."""
+def markdown(rows, reference: str | None, family: int) -> list[str]:
+    """report.md's comparison section: one table per condition, one line per attack; `reference`:
+    the attack the others are compared with (vs_csa: CSA by default); `family`: the number of
+    verdicts adjust counted."""
     than = label(reference)
     if not rows:
         return []
     md = [
         "## Attack comparison",
         "",
-        "Seed means with 95% intervals from a bootstrap over training seeds and evaluation pairs "
-        '(the same pairs for every attack, so differences are paired). "beats" / "below" only '
-        'where the interval of the difference excludes 0. TPR in brackets with "unresolved": the '
+        "AUC and TPR: seed means with 95% intervals from a bootstrap over training seeds and "
+        "evaluation pairs. Differences (Δ) are paired, on the same pairs for both attacks: seed "
+        "means with a 95% t interval over the seeds' differences (n - 1 degrees of freedom), and "
+        "the two-sided p of a t test over them (p) beside its Holm-adjusted value (Holm); with one "
+        "seed, the paired bootstrap interval over that job's pairs and DeLong's p (ΔAUC) or the "
+        "bootstrap p (ΔTPR), which speak for that one target only. The family: "
+        + family_text(family)
+        + '. "beats" / "below" only where the Holm-adjusted p < '
+        f'{VERDICT_ALPHA:g}, "no verdict" otherwise. '
+        'TPR in brackets with "unresolved": the '
         "non-members allow fewer than 10 false positives at that FPR. Calibrated: the threshold "
         "is the 99th percentile of the attack's scores on the known non-members (D_no); the TPR "
         "and FPR it gets on the evaluation pairs.",
@@ -117,20 +177,21 @@ def markdown(rows, reference: str | None) -> list[str]:
     conditions = sorted({(r["nonmembers"], r["epochs"], r["size"]) for r in rows})
     for cond in conditions:
         rs = [r for r in rows if (r["nonmembers"], r["epochs"], r["size"]) == cond]
+        over = (
+            "Δ intervals over the seeds"
+            if rs[0]["seeds"] > 1
+            else "Δ intervals over the pairs, for this one target"
+        )
         md += [
-            f"### N = {cond[2]}, T = {cond[1]}, {cond[0]} non-members ({rs[0]['seeds']} seeds, "
-            f"{rs[0]['members']} + {rs[0]['nonmembers_scored']} pairs)",
+            f"### N = {cond[2]}, T = {cond[1]}, {cond[0]} non-members ({rs[0]['seeds']} "
+            f"seed{'s' * (rs[0]['seeds'] > 1)}, {rs[0]['members']} + {rs[0]['nonmembers_scored']} "
+            f"pairs; {over})",
             "",
-            f"| attack | AUC [95% CI] | TPR@1% FPR | TPR@0.1% FPR | vs {than}: ΔAUC | vs {than}: ΔTPR@1% | "
-            "calibrated 1%: TPR (realised FPR) | vs its base attack: ΔAUC |",
+            f"| attack | AUC [95% CI] | TPR@1% FPR | TPR@0.1% FPR | vs {than}: ΔAUC | "
+            f"vs {than}: ΔTPR@1% | calibrated 1%: TPR (realised FPR) | vs its base attack: ΔAUC |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in rs:
-            tpr_delta = (
-                ""
-                if "vs_csa_delta_auc" not in r
-                else _interval(r, "vs_csa_delta_tpr_at_fpr_1e-2", signed=True)
-            )
             calibrated = (
                 ""
                 if "calibrated_tpr_1e-2" not in r
@@ -143,8 +204,16 @@ def markdown(rows, reference: str | None) -> list[str]:
             )
             md.append(
                 f"| {r['attack']} | {_interval(r, 'auc')} | {_tpr(r, 'tpr_at_fpr_1e-2')} | "
-                f"{_tpr(r, 'tpr_at_fpr_1e-3')} | {_delta(r, 'vs_csa', than)} | {tpr_delta} | {calibrated} | "
-                f"{base} |"
+                f"{_tpr(r, 'tpr_at_fpr_1e-3')} | {_delta(r, 'vs_csa', than)} | "
+                f"{_delta(r, 'vs_csa', than, 'tpr_at_fpr_1e-2')} | {calibrated} | {base} |"
             )
         md.append("")
     return md
+
+
+def family_text(family: int) -> str:
+    """The report's family of verdicts (adjust), in words."""
+    return (
+        f"the report's {family} verdicts (each point's ΔAUC against the reference, each comparison "
+        "row's ΔTPR@1% against it and ΔAUC against its base attack)"
+    )

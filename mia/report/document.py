@@ -20,6 +20,7 @@ def report_markdown(
     names,
     *,
     compared,
+    family,
     fit_results,
     law_results,
     di_rows,
@@ -29,7 +30,8 @@ def report_markdown(
     plots: dict,
     rocs,
 ) -> str:
-    """The text of report.md for the sweep folder `sweep_name`, its plots linked by file name."""
+    """The text of report.md for the sweep folder `sweep_name`, its plots linked by file name;
+    `family`: the number of verdicts comparison.adjust Holm-adjusted together."""
     seeds = sorted({r["seed"] for r in rows})
     base, ref = baseline_of(rows), label(reference(rows))
     md = (
@@ -42,12 +44,16 @@ def report_markdown(
             markdown.points_table(pts, names),
             "",
             "TPR@1% marked (unresolved): the non-members allow fewer than 10 false positives at "
-            f"1% FPR. vs {ref}: the seed-mean AUC difference from {ref} on the same pairs, with a 95% "
-            'interval from a paired bootstrap over seeds and pairs; "beats" / "below" only where '
-            "it excludes 0 (docs/design.md §5).",
+            f"1% FPR. vs {ref}: the seed-mean AUC difference from {ref} on the same pairs, with a "
+            "95% t interval over the seeds' differences and the two-sided p of a t test over them; "
+            'with one seed (marked "over pairs, 1 seed"), that job\'s paired bootstrap interval '
+            "over its pairs and DeLong's p, which speak for that one target only. p is adjusted by "
+            f"Holm's method over {comparison.family_text(family)}; "
+            f'"beats" / "below" only where the adjusted p < {markdown.VERDICT_ALPHA:g} '
+            "(docs/design.md §6.9).",
             "",
         ]
-        + comparison.markdown(compared, reference(rows))
+        + comparison.markdown(compared, reference(rows), family)
         + [
             "## Scaling fits (log10 gap on log10 x)",
             "",

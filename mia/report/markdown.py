@@ -13,7 +13,7 @@ def points_table(pts, names):
     """One line per point: seed means ± the seeds' sd, the gap's bootstrap interval, the AUC's mean
     bootstrap sd in brackets, whether the point is in the fitted regime, each attack's TPR@1%FPR
     ("(unresolved)" where its non-members allow fewer than 10 false positives), and each attack's
-    verdict against the reference attack, CSA by default (vs_csa_cell)."""
+    verdict against the reference attack, CSA by default (vs_csa_cell, after comparison.adjust)."""
     ref = reference([r for p in pts for r in p["_rows"]])
     models = len({(p["model"], p["params"]) for p in pts}) > 1  # a capacity sweep: say which model
     head = (
@@ -29,7 +29,7 @@ def points_table(pts, names):
         ]
         + [f"{n} AUC (± seed sd) [boot sd]" for n in names]
         + [f"{n} TPR@1%" for n in names]
-        + [f"{n} vs {label(ref)}: ΔAUC [95% CI]" for n in names if n != ref]
+        + [f"{n} vs {label(ref)}: ΔAUC [95% t CI over seeds]" for n in names if n != ref]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pts:
@@ -67,26 +67,49 @@ def points_table(pts, names):
     return "\n".join(lines)
 
 
-def verdict(ci, than: str) -> str | None:
-    """ "beats CSA" / "below CSA" (`than`: CSA) where the paired 95% interval of the difference excludes 0, "no difference"
-    where it holds 0, None without an interval."""
+# Verdicts ("beats" / "below") only where a difference's Holm-adjusted p is below this.
+VERDICT_ALPHA = 0.05
+
+
+def verdict(p_adjusted, mean, than: str) -> str | None:
+    """ "beats CSA" / "below CSA" (`than`: CSA) where the family's Holm-adjusted p of the difference
+    is below VERDICT_ALPHA, by the sign of its mean; "no verdict" otherwise (the family does not
+    resolve it, which is no claim of equality); None without a p."""
+    if p_adjusted is None or mean is None:
+        return None
+    if p_adjusted >= VERDICT_ALPHA or mean == 0:
+        return "no verdict"
+    return f"beats {than}" if mean > 0 else f"below {than}"
+
+
+def interval_verdict(ci, than: str) -> str | None:
+    """A single job's pair-level verdict, outside the report's family: "beats" / "below" where its
+    paired 95% interval excludes 0, "no difference" where it holds 0, None without an interval."""
     lo, hi = ci if ci is not None else (None, None)
     if lo is None or hi is None:
         return None
     return f"beats {than}" if lo > 0 else f"below {than}" if hi < 0 else "no difference"
 
 
+def p_cell(p, p_adjusted) -> str:
+    """'(p 0.0032, Holm 0.041)': a difference's raw and Holm-adjusted p."""
+    return f"(p {p:.2g}, Holm {p_adjusted:.2g})"
+
+
 def vs_csa_cell(p, name, than: str) -> str:
-    """'beats CSA: +0.031 [+0.012, +0.050]': the point's verdict against `than` (the reference attack,
-    CSA), seed-mean ΔAUC and its interval."""
+    """'below CSA: -0.083 [-0.142, -0.029] (p 0.0032, Holm 0.041)': the point's verdict against
+    `than` (the reference attack, CSA) from its Holm-adjusted p, the seed-mean ΔAUC and its interval
+    (over the seeds; with one seed, over the job's pairs, marked)."""
     mean = p.get(f"{name}/delta_auc_vs_csa_mean")
     if mean is None:
         return ""
-    ci = p.get(f"{name}/delta_auc_vs_csa_ci")
-    v = verdict(ci, than)
-    if v is None:
+    ci, raw = p.get(f"{name}/delta_auc_vs_csa_ci"), p.get(f"{name}/delta_auc_vs_csa_p")
+    if ci is None or ci[0] is None or raw is None:
         return f"{mean:+.3f} (no interval)"
-    return f"{v}: {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+    adjusted = p.get(f"{name}/delta_auc_vs_csa_p_holm")
+    pairs = " over pairs, 1 seed" if p.get(f"{name}/delta_auc_vs_csa_interval") == "pairs" else ""
+    word = verdict(adjusted, mean, than) or "no verdict"
+    return f"{word}: {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]{pairs} " + p_cell(raw, adjusted)
 
 
 def fit_lines(fit_results) -> list[str]:
@@ -201,7 +224,9 @@ def _vs_csa_unshifted(rs, attacks, than: str) -> list[str]:
         return []
     md = [
         f"Each attack's AUC minus {than}'s on the members and the non-members the shift left unswapped (all of "
-        'them at shift 0), with its paired 95% interval; "beats" / "below" only where it excludes 0.',
+        'them at shift 0), with its paired 95% interval over that one job\'s pairs; "beats" / '
+        '"below" only where it excludes 0, unadjusted: these verdicts are not in the family of the '
+        "attack comparison.",
         "",
         "| shift | " + " | ".join(attacks) + " |",
         "|" + "---|" * (len(attacks) + 1),
@@ -213,7 +238,7 @@ def _vs_csa_unshifted(rs, attacks, than: str) -> list[str]:
         cells = []
         for a in attacks:
             d, lo, hi = (r.get(f"{a}/delta_auc_vs_csa{tag}{k}") for k in ("", "_ci_lo", "_ci_hi"))
-            v = None if d is None else verdict((lo, hi), than)
+            v = None if d is None else interval_verdict((lo, hi), than)
             cells.append(
                 ""
                 if d is None

@@ -1,13 +1,16 @@
 """The sweep report's points: one per condition, its training seeds pooled into a mean and a band of
-+-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap and of each
-attack's seed-mean AUC difference from the reference attack, CSA by default (paired: the same pairs for both); and the
-series the figures and tables draw (points against N or T, rows against data.shift)."""
++-1 seed sd, with a two-level bootstrap (seeds, then evaluation pairs) of the seed-mean gap, and
+each attack's seed-mean AUC difference from the reference attack, CSA by default, with a t interval
+over the seeds' paired differences (seed_interval; one seed: that job's paired interval over its
+pairs); Holm's adjustment of a family of p-values; and the series the figures and tables draw
+(points against N or T, rows against data.shift)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 import numpy as np
+from scipy import stats
 
 from mia.evaluation import metrics
 from mia.report.rows import attack_scores, attacks_of, cosines, reference, reference_scores
@@ -74,24 +77,67 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
 
 
 def _vs_csa(rs, name, n_bootstrap, seed) -> dict:
-    """A point's seed-mean AUC difference from the reference with its 95% interval (seed_mean_delta_aucs); with one
-    seed and no scores to resample, that job's own paired interval; with none at all, no interval."""
+    """A point's seed-mean AUC difference from the reference, its 95% interval and two-sided p, and
+    what varied in them (`_interval`): "seeds", a t interval and t test over the seeds' paired
+    differences (seed_interval); "pairs" with one seed, a paired bootstrap over that job's pairs
+    (seed_mean_delta_aucs; without its scores, the job's own interval) and its DeLong p, which speak
+    for that one target only; None without either."""
     deltas = [r.get(f"{name}/delta_auc_vs_csa") for r in rs]
     if any(d is None for d in deltas):  # a job that did not run the attack
         return {}
     out = {
         f"{name}/delta_auc_vs_csa_mean": float(np.mean(deltas)),
         f"{name}/delta_auc_vs_csa_ci": [None, None],
+        f"{name}/delta_auc_vs_csa_p": None,
+        f"{name}/delta_auc_vs_csa_interval": None,
     }
-    jobs = [(attack_scores(r, name), reference_scores(r)) for r in rs]
-    if n_bootstrap and all(a is not None and c is not None for a, c in jobs):
-        lo, hi = np.percentile(seed_mean_delta_aucs(jobs, n_bootstrap, seed), [2.5, 97.5])
-        out[f"{name}/delta_auc_vs_csa_ci"] = [float(lo), float(hi)]
-    elif len(rs) == 1:
-        out[f"{name}/delta_auc_vs_csa_ci"] = [
-            rs[0][f"{name}/delta_auc_vs_csa_ci_lo"],
-            rs[0][f"{name}/delta_auc_vs_csa_ci_hi"],
-        ]
+    over_seeds = seed_interval(deltas)
+    if over_seeds is not None:
+        out[f"{name}/delta_auc_vs_csa_ci"] = over_seeds["ci"]
+        out[f"{name}/delta_auc_vs_csa_p"] = over_seeds["p"]
+        out[f"{name}/delta_auc_vs_csa_interval"] = "seeds"
+    elif rs[0].get(f"{name}/delta_auc_vs_csa_ci_lo") is not None:
+        job = attack_scores(rs[0], name), reference_scores(rs[0])
+        if n_bootstrap and None not in job:
+            lo, hi = np.percentile(seed_mean_delta_aucs([job], n_bootstrap, seed), [2.5, 97.5])
+            ci = [float(lo), float(hi)]
+        else:
+            ci = [rs[0][f"{name}/delta_auc_vs_csa_ci_lo"], rs[0][f"{name}/delta_auc_vs_csa_ci_hi"]]
+        out[f"{name}/delta_auc_vs_csa_ci"] = ci
+        out[f"{name}/delta_auc_vs_csa_p"] = rs[0].get(f"{name}/delong_p_value_vs_csa")
+        out[f"{name}/delta_auc_vs_csa_interval"] = "pairs"
+    return out
+
+
+def seed_interval(values, level: float = 0.95) -> dict | None:
+    """The mean of per-seed values (paired differences of two attacks, one per training seed), its
+    t interval (n - 1 degrees of freedom) and the two-sided p of a one-sample t test of mean 0:
+    {"mean", "ci", "p", "n"}; None with fewer than 2 seeds, where the seeds give no interval.
+
+    Training seeds are the unit a new run redraws, so their spread is the interval's; resampling
+    2-3 seeds gives about [lowest seed, highest seed], which covers the mean far less often than its
+    label says. Seeds that agree exactly give the zero-width interval and p 1 (mean 0) or 0."""
+    x = np.asarray(values, np.float64)
+    if x.size < 2:
+        return None
+    metrics.check_finite(x, "per-seed differences")
+    mean, se = float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
+    if se == 0:
+        return {"mean": mean, "ci": [mean, mean], "p": 1.0 if mean == 0 else 0.0, "n": int(x.size)}
+    q = float(stats.t.ppf(0.5 + level / 2, x.size - 1))
+    p = float(stats.ttest_1samp(x, 0.0).pvalue)
+    return {"mean": mean, "ci": [mean - q * se, mean + q * se], "p": p, "n": int(x.size)}
+
+
+def holm(pvalues) -> list:
+    """Holm's step-down adjustment of a family of p-values, in their order (None stays None): the
+    i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)). Rejecting where the
+    adjusted p < alpha keeps the chance of any false verdict in the family at most alpha."""
+    given = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    out, running = [None] * len(pvalues), 0.0
+    for rank, (p, i) in enumerate(sorted(given)):
+        running = max(running, min(1.0, (len(given) - rank) * p))
+        out[i] = running
     return out
 
 

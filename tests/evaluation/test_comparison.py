@@ -204,6 +204,6 @@ def test_calibration_resolution_follows_the_known_non_members():
 
 
 def test_bootstrap_p_value_is_one_without_a_difference_and_small_with_a_clear_one():
-    assert metrics._bootstrap_p_value(np.zeros(99)) == 1.0
-    assert metrics._bootstrap_p_value(np.full(99, 0.1)) == pytest.approx(2 / 100)
-    assert metrics._bootstrap_p_value(np.full(99, -0.1)) == pytest.approx(2 / 100)
+    assert metrics.bootstrap_p_value(np.zeros(99)) == 1.0
+    assert metrics.bootstrap_p_value(np.full(99, 0.1)) == pytest.approx(2 / 100)
+    assert metrics.bootstrap_p_value(np.full(99, -0.1)) == pytest.approx(2 / 100)

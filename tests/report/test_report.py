@@ -8,7 +8,7 @@ import pytest
 from mia.report import ReportCallback, build_report
 from mia.report.checks import ScoresMismatch, check_scores
 from mia.report.fits import fits
-from mia.report.markdown import verdict
+from mia.report.markdown import interval_verdict, verdict
 from mia.report.rows import load_rows
 from mia.report.stats import points
 from tests.helpers.sweeps import fake_job, scores_with_auc, write_job, write_sweep
@@ -167,10 +167,10 @@ def test_a_job_whose_scores_fail_the_check_falls_back_to_its_own_interval(tmp_pa
     ]  # the bootstrap of its pairs
 
 
-def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval_says_so(tmp_path):
+def test_report_says_beats_below_or_no_difference_only_where_the_adjusted_test_says_so(tmp_path):
     """Three seeds of one condition, CSA (the cosines) at AUC 0.75 on 100 pairs a side: an attack at
     0.95 beats it, one at 0.5 is below it, and the cosines under another name are no different
-    (Delta 0 on every resample). TPR@1%FPR rests on one false positive at 100 non-members: marked
+    (Delta 0 in every seed, p 1). TPR@1%FPR rests on one false positive at 100 non-members: marked
     unresolved."""
     cos = scores_with_auc(0.75, 100)
     attacks = {
@@ -196,9 +196,11 @@ def test_report_says_beats_below_or_no_difference_only_where_the_paired_interval
     cells = dict(
         zip([c.strip() for c in head.split("|")], [c.strip() for c in row.split("|")], strict=True)
     )
-    assert cells["better vs CSA: ΔAUC [95% CI]"].startswith("beats CSA: +0.200 [")
-    assert cells["worse vs CSA: ΔAUC [95% CI]"].startswith("below CSA: -0.250 [")
-    assert cells["same vs CSA: ΔAUC [95% CI]"] == "no difference: +0.000 [+0.000, +0.000]"
+    assert cells["better vs CSA: ΔAUC [95% t CI over seeds]"].startswith("beats CSA: +0.200 [")
+    assert cells["worse vs CSA: ΔAUC [95% t CI over seeds]"].startswith("below CSA: -0.250 [")
+    assert cells["same vs CSA: ΔAUC [95% t CI over seeds]"] == (
+        "no verdict: +0.000 [+0.000, +0.000] (p 1, Holm 1)"
+    )
     assert cells["csa TPR@1%"].endswith("(unresolved)")
     assert "3 jobs, all agree" in report  # vs_csa recomputed from scores.parquet too
 
@@ -212,14 +214,18 @@ def test_a_tampered_comparison_fails_the_check(tmp_path):
         build_report(sweep, wandb_log=False)
 
 
-def test_verdict_reads_the_interval():
-    assert (
-        verdict([0.01, 0.2], "CSA") == "beats CSA" and verdict([-0.2, -0.01], "CSA") == "below CSA"
-    )
-    assert (
-        verdict([-0.01, 0.2], "CSA") == verdict([0.0, 0.0], "CSA") == "no difference"
-        and verdict([None, None], "CSA") is None
-    )
+def test_verdict_reads_the_adjusted_p():
+    assert verdict(0.01, 0.1, "CSA") == "beats CSA" and verdict(0.049, -0.1, "CSA") == "below CSA"
+    assert verdict(0.05, 0.1, "CSA") == verdict(0.0, 0.0, "CSA") == "no verdict"
+    assert verdict(None, 0.1, "CSA") is None
+
+
+def test_a_single_jobs_verdict_reads_its_interval():
+    assert interval_verdict([0.01, 0.2], "CSA") == "beats CSA"
+    assert interval_verdict([-0.2, -0.01], "CSA") == "below CSA"
+    assert interval_verdict([-0.01, 0.2], "CSA") == interval_verdict([0.0, 0.0], "CSA")
+    assert interval_verdict([-0.01, 0.2], "CSA") == "no difference"
+    assert interval_verdict([None, None], "CSA") is None
 
 
 def test_a_t_by_n_grid_gets_the_two_factor_fit_its_figures_and_the_exposure_analysis(tmp_path):

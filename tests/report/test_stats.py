@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mia.report.stats import seed_mean_delta_aucs, seed_mean_gaps
+from mia.report.stats import holm, seed_interval, seed_mean_delta_aucs, seed_mean_gaps
 
 
 def test_seed_mean_gaps_resample_seeds_and_pairs():
@@ -45,3 +45,26 @@ def test_repeating_one_job_as_seeds_adds_no_confidence():
     one = seed_mean_delta_aucs([(a, b)], 400, seed=3)
     four = seed_mean_delta_aucs([(a, b)] * 4, 400, seed=3)
     assert four.std() == pytest.approx(one.std(), rel=0.15)
+
+
+def test_seed_interval_is_the_t_interval_over_seeds():
+    """Differences 1, 2, 3: mean 2, standard error 1/sqrt(3); with 2 degrees of freedom the 97.5%
+    quantile of t is 0.95 / sqrt(2 * 0.975 * 0.025) = 4.302653 and the two-sided p of t = sqrt(12)
+    is 1 - sqrt(12 / 14)."""
+    found = seed_interval([1.0, 2.0, 3.0])
+    half = 0.95 / np.sqrt(2 * 0.975 * 0.025) / np.sqrt(3)
+    assert found["mean"] == pytest.approx(2.0) and found["n"] == 3
+    assert found["ci"] == pytest.approx([2 - half, 2 + half])
+    assert found["ci"] == pytest.approx([-0.484138, 4.484138], abs=1e-6)
+    assert found["p"] == pytest.approx(1 - np.sqrt(12 / 14))
+    assert seed_interval([0.3]) is None  # one seed: no interval over seeds
+    assert seed_interval([0.0, 0.0])["p"] == 1.0 and seed_interval([0.1, 0.1])["p"] == 0.0
+
+
+def test_holm_adjusts_by_rank_and_stays_monotone():
+    """m = 4: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, then 0.04 * 1 = 0.04 is raised
+    to the 0.06 before it."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([None, 0.5]) == [None, 0.5]
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    assert holm([]) == []
