@@ -30,7 +30,8 @@ METRIC_KEYS = (
     "n_nonmembers",
     "seconds",
 )
-# Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped (mia.evaluation.scoring.unshifted)
+# Under data.shift > 0, each attack's AUC on the non-members the shift left unswapped
+# (mia.evaluation.scoring.unshifted)
 UNSHIFTED_KEYS = ("auc_unshifted", "auc_unshifted_ci95", "n_unshifted", "vs_csa_unshifted")
 
 
@@ -68,13 +69,15 @@ def add_attack(
     calibrated_skipped: str | None = None,
     unshifted: dict | None = None,
 ):
-    """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its diagnostics, and its TPR on
-    the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the report's ROC plots. `vs_csa` is its paired
-    comparison with the job's reference attack (analysis.comparison.reference, CSA by default;
-    metrics.paired_comparison; every attack but the `reference` itself), `calibrated` its thresholds set on the
-    known non-members (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`.
-    `unshifted` (only where data.shift swapped non-members) is its AUC on the unswapped ones
-    (mia.evaluation.scoring.unshifted: UNSHIFTED_KEYS, vs_csa_unshifted for every attack but the reference)."""
+    """One attack's metrics (from mia.evaluation.metrics.roc_metrics), its run time, its
+    diagnostics, and its TPR on the log-spaced FPR grid ({"fpr": [...], "tpr": [...]}) for the
+    report's ROC plots. `vs_csa` is its paired comparison with the job's reference attack
+    (analysis.comparison.reference, CSA by default; metrics.paired_comparison; every attack but the
+    `reference` itself), `calibrated` its thresholds set on the known non-members
+    (metrics.calibrated_thresholds), or None with the reason in `calibrated_skipped`. `unshifted`
+    (only where data.shift swapped non-members) is its AUC on the unswapped ones
+    (mia.evaluation.scoring.unshifted: UNSHIFTED_KEYS, vs_csa_unshifted for every attack but the
+    reference)."""
     unknown = set(metrics) - set(METRIC_KEYS)
     if unknown:
         raise ValueError(f"{name}: {sorted(unknown)} are not metrics; put them in the diagnostics")
@@ -163,8 +166,8 @@ def reference(results: dict) -> str | None:
 
 
 def attack_metrics(results: dict) -> dict:
-    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its comparison
-    with the reference or its calibrated thresholds."""
+    """{attack: {metric: value}}: the shared metrics only, without each attack's diagnostics, its
+    comparison with the reference or its calibrated thresholds."""
     return {
         name: {k: v for k, v in entry.items() if k in METRIC_KEYS}
         for name, entry in results["attacks"].items()

@@ -33,9 +33,9 @@ UNAVAILABLE = (
 def analyse(
     rows, attack: str | None = None, k: int = K, draws: int = DRAWS, seed: int = 0
 ) -> dict | None:
-    """exposure.json's content, or None where no two jobs can be compared (every comparison needs more
-    than k members scored by both jobs, on i.i.d. non-members without shift, by `attack`: by default
-    the sweep's reference attack, CSA)."""
+    """exposure.json's content, or None where no two jobs can be compared (every comparison needs
+    more than k members scored by both jobs, on i.i.d. non-members without shift, by `attack`: by
+    default the sweep's reference attack, CSA)."""
     attack = attack or reference(rows)
     jobs = [
         r

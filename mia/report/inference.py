@@ -78,7 +78,8 @@ def _m_cell(row) -> str:
 
 
 def markdown(di_rows, first: str | None = None) -> list[str]:
-    """report.md's dataset-inference section; `first`: the attack listed first (the sweep's reference)."""
+    """report.md's dataset-inference section; `first`: the attack listed first (the sweep's
+    reference)."""
     if not di_rows:
         return []
     r0 = di_rows[0]
@@ -124,8 +125,9 @@ def markdown(di_rows, first: str | None = None) -> list[str]:
 
 
 def plot_m_vs_n(di_rows, path, first: str | None = None):
-    """The smallest m reaching the power target against N per attack (i.i.d. non-members), median over
-    seeds; hollow markers where the grid never reached it and the value is Noether's prediction."""
+    """The smallest m reaching the power target against N per attack (i.i.d. non-members), median
+    over seeds; hollow markers where the grid never reached it and the value is Noether's
+    prediction."""
     series = defaultdict(lambda: defaultdict(list))
     for r in di_rows:
         if r["nonmembers"] != "iid":

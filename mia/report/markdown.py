@@ -1,6 +1,7 @@
 """report.md's own tables: one line per point, the scaling fits, each attack's AUC against the shift
-(and on the non-members the shift left unswapped), and each attack's AUC minus the baseline's (blind).
-The sections with data of their own (canaries, dataset inference, privacy-utility, checks) write theirs."""
+(and on the non-members the shift left unswapped), and each attack's AUC minus the baseline's
+(blind). The sections with data of their own (canaries, dataset inference, privacy-utility, checks)
+write theirs."""
 
 from __future__ import annotations
 
@@ -166,10 +167,10 @@ def fit_lines(fit_results) -> list[str]:
 
 
 def shift_tables(rows, names) -> list[str]:
-    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std and, where
-    the jobs record it, its AUC on the non-members the shift left unswapped with its 95% interval (at shift 0
-    every non-member is unswapped); then each attack's paired difference from the reference (CSA) on those
-    non-members."""
+    """report.md's lines on each shift series: one row per shift value, every attack's AUC ± std
+    and, where the jobs record it, its AUC on the non-members the shift left unswapped with its 95%
+    interval (at shift 0 every non-member is unswapped); then each attack's paired difference from
+    the reference (CSA) on those non-members."""
     md, ref = [], reference(rows)
     for (n, t, parts), rs in shift_series(rows).items():
         attacks = [a for a in names if any(r.get(f"{a}/auc") is not None for r in rs)]
@@ -218,13 +219,14 @@ def _shift_cell(r, a) -> str:
 
 
 def _vs_csa_unshifted(rs, attacks, than: str) -> list[str]:
-    """Each attack's AUC minus the reference's (`than`: CSA) on the members and the unswapped non-members,
-    by shift: does it beat CSA without the shifted pairs' help?"""
+    """Each attack's AUC minus the reference's (`than`: CSA) on the members and the unswapped
+    non-members, by shift: does it beat CSA without the shifted pairs' help?"""
     if not attacks:
         return []
     md = [
-        f"Each attack's AUC minus {than}'s on the members and the non-members the shift left unswapped (all of "
-        'them at shift 0), with its paired 95% interval over that one job\'s pairs; "beats" / '
+        f"Each attack's AUC minus {than}'s on the members and the non-members the shift left "
+        "unswapped (all of them at shift 0), with its paired 95% interval over that one job's "
+        'pairs; "beats" / '
         '"below" only where it excludes 0, unadjusted: these verdicts are not in the family of the '
         "attack comparison.",
         "",
@@ -275,7 +277,8 @@ def skipped_lines(rows) -> list[str]:
 
 
 def minus_baseline_table(rows, names):
-    """The table of attack AUC minus the same job's baseline AUC (blind), or None if no job ran one."""
+    """The table of attack AUC minus the same job's baseline AUC (blind), or None if no job ran
+    one."""
     key = f"auc_minus_{baseline_of(rows)}"
     names = [n for n in names if any(f"{n}/{key}" in r for r in rows)]
     rows = [r for r in rows if any(f"{n}/{key}" in r for n in names)]
