@@ -16,6 +16,8 @@ Layout under `paths.cache_dir`:
         trained_uids.txt           the uids trained on that the shards hold, one per line
                                    (generated ones: target.json)
         target.json                resolved config, seed, git revision, timings
+        history.csv, loss.png      the training history (mia/training/history.py); shadows
+                                   keep the CSV only
         DONE                       written last: without it the target is incomplete and never
                                    served
         features/<key>.npz         embeddings of evaluation / reference pairs under this model

@@ -1,5 +1,5 @@
 """One job: the spec (mia/job.py), then corpus -> splits -> target (cached) -> features (cached) ->
-attacks -> scores.parquet, results.json."""
+attacks -> scores.parquet, results.json, and report.md (mia/report/job.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from mia.evaluation.scoring import (
 from mia.features import extract_features, released
 from mia.job import JobSpec
 from mia.provenance import git_revision
+from mia.report import job as job_report
+from mia.training import history
 from mia.training.shadows import ShadowPlan
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ def _run(job: JobSpec, world) -> Path | None:
         features_s = time.time() - t0
         if not world.is_main:
             return None
+        history.copy_to(target.dir, out)  # on a cache hit, that of the run that trained it
         defense = job.train.defense
         features = released(defense, features)  # what the attacks and utility see (§11.4)
         if canary_features is not None:  # the canaries are answered as every other query is
@@ -153,6 +156,7 @@ def _run(job: JobSpec, world) -> Path | None:
         )
         results.add_scores(record, scores.write(out / scores.FILENAME, table).name)
         path = results.write(out / "results.json", record)
+        _report(out, record)
         tracking.log_results(wandb_run, record, images)
         if wandb_run is not None:
             top = scores.most_exposed(table, tracking.EXPOSED_ROWS)
@@ -163,6 +167,19 @@ def _run(job: JobSpec, world) -> Path | None:
     log.info("gap %.4f (95%% CI %.4f-%.4f)", record["gap"]["value"], *record["gap"]["ci95"])
     print(f"results: {path}")
     return path
+
+
+def _report(out: Path, record: dict):
+    """report.md from the record just written: a plot or table it fails on costs the report only."""
+    try:
+        job_report.write(out, record)
+    except Exception as e:  # noqa: BLE001 - results.json is written; the job still succeeds
+        log.warning(
+            "%s not written (%s: %s); results.json is complete",
+            job_report.FILENAME,
+            type(e).__name__,
+            e,
+        )
 
 
 def _record(

@@ -54,3 +54,15 @@ def roc_loglog(curves, path, title):
     )
     ax.legend(loc="lower right")
     return save(fig, path)
+
+
+def training_loss(steps, loss, path, title):
+    """The training loss against the optimizer step."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(
+        np.asarray(steps),
+        np.asarray(loss, dtype=np.float64),
+        marker="." if len(steps) < 50 else None,
+    )
+    ax.set(xlabel="step", ylabel="training loss", title=title)
+    return save(fig, path)

@@ -150,6 +150,7 @@ def test_shadow_attack_through_the_pipeline(make_cfg, small_target):
     assert diag["num_shadows"] == 2 and diag["shadows_trained"] == 2 and "num_shadows" not in lira
     for shadow in map(Path, diag["shadow_dirs"]):
         assert (shadow / "DONE").exists() and not (shadow / "open_clip").exists()
+        assert (shadow / "history.csv").exists() and not (shadow / "loss.png").exists()
         assert len(list((shadow / "features").glob("pool-*.npz"))) == 1
     assert Path(res["target"]["open_clip"], "open_clip_config.json").exists()
 
@@ -185,3 +186,7 @@ def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_other
     assert res["skipped"]["wsa"].startswith("lam=100: no aux_pool pair reaches")
     table = pd.read_parquet(path.parent / res["scores"])
     assert "csa" in table.columns and "wsa" not in table.columns
+    assert (
+        "## Not scored\n\n- wsa: lam=100: no aux_pool pair reaches"
+        in (path.parent / "report.md").read_text()
+    )

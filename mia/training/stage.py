@@ -24,7 +24,7 @@ from mia.data.generated import Members
 from mia.model import build_model
 from mia.provenance import git_revision
 from mia.sizes import parse_size
-from mia.training import optim
+from mia.training import history, optim
 from mia.training.module import CLIPTarget
 from mia.training.spec import TrainSpec, plan, target_key
 from mia.validate import ConfigError, is_int, require
@@ -168,6 +168,8 @@ def train_target(
     model.eval()
     if export and world.is_main and not (tdir / "open_clip" / checkpoint.CONFIG_FILE).exists():
         checkpoint.export(model, spec.model, tdir / "open_clip")  # from the CPU: loadable anywhere
+    if export and world.is_main and not (tdir / history.PLOT).exists():  # shadows keep the CSV only
+        history.plot(tdir, f"N={len(uids)}, T={spec.epochs}")
     # Features, white-box attacks and shadow statistics then run where the job trains (its GPU).
     model.to(world.device)
     return Target(
@@ -246,12 +248,15 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
         plugins=[world.cluster],
         use_distributed_sampler=False,  # MemberOrder already splits the ranks
         precision=spec.precision_for(world.device),
-        logger=logger if logger is not None and world.is_main else False,
+        # the history on disk (mia/training/history.py) beside the job's logger
+        logger=[lg for lg in (logger, history.csv_logger(tdir)) if lg is not None]
+        if world.is_main
+        else False,
         default_root_dir=str(tdir),
-        callbacks=[EpochCheckpoint(ckpt_dir, spec.checkpoint_s)],
+        callbacks=[EpochCheckpoint(ckpt_dir, spec.checkpoint_s), history.Throughput()],
         enable_model_summary=False,
         enable_progress_bar=spec.progress_bar and world.is_main,
-        log_every_n_steps=10,
+        log_every_n_steps=history.cadence(len(uids), spec.batch_size),
         num_sanity_val_steps=0,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
@@ -303,8 +308,9 @@ class EpochCheckpoint(ModelCheckpoint):
 
 
 def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sampled=None) -> float:
-    """model.pt, trained_uids.txt, target.json (with the training `plan`) and DONE; `sampled` counts how
-    often each member was drawn where that is random (Poisson sampling), summarised in target.json."""
+    """model.pt, trained_uids.txt, target.json (with the training `plan`), history.csv and DONE;
+    `sampled` counts how often each member was drawn where that is random (Poisson sampling),
+    summarised in target.json."""
     train_s = time.time() - t0
     if not world.is_main:
         return train_s
@@ -336,6 +342,7 @@ def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sam
             "max": int(sampled.max()),
         }
     atomic_write_text(tdir / "target.json", json.dumps(meta, indent=1))
+    history.write(tdir)
     atomic_write_text(tdir / "DONE", "")
     shutil.rmtree(tdir / "ckpt", ignore_errors=True)
     return train_s

@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from mia.training import history
 from tests.helpers.config import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,3 +62,6 @@ def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
     # The coverage check inside training passed: every member seen exactly 40 times across both
     # runs.
     assert len(Path(res["target"]["trained_uids"]).read_text().split()) == 300
+    # The history holds both runs: one row per epoch (3 steps each), the replayed ones once.
+    table = pd.read_csv(tdir / history.FILE)
+    assert list(table["epoch"]) == list(range(40)) and list(table["step"]) == list(range(2, 120, 3))
