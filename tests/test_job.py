@@ -41,7 +41,26 @@ def files(tmp_path_factory) -> dict:
     (root / "shards").mkdir()
     (root / "shards" / "00000.tar").write_bytes(b"")
     (root / "model.pt").write_bytes(b"")
-    return {"shards": str(root / "shards"), "ckpt": str(root / "model.pt")}
+    return {
+        "shards": str(root / "shards"),
+        "ckpt": str(root / "model.pt"),
+        "missing": str(root / "missing"),
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides, fix",
+    [
+        (["trainer=ddp_cpu", "data.size=1001"], "the largest that fits is data.size=1000"),
+        (
+            ["data.corpus.size=2k", "data.split.holdout=1800"],
+            "the largest that fits is data.split.eval_size=300",
+        ),
+    ],
+)
+def test_a_size_that_does_not_fit_is_refused_with_the_largest_that_does(overrides, fix):
+    with pytest.raises(ConfigError, match=fix):
+        JobSpec.parse(compose_config(*overrides))
 
 
 @pytest.mark.parametrize(
@@ -86,6 +105,21 @@ def files(tmp_path_factory) -> dict:
         (["data.split.scored=test"], "data.split.scored"),
         (["data.split.scored=validation"], "data.split.scored"),
         (["data.split.validation=-1"], "data.split.validation"),
+        (["target=checkpoint", "target.path={missing}"], "target.path"),
+        (["data=webdataset", "data.path={missing}"], "data.path"),
+        (["data=audit", "data.members={missing}", "data.nonmembers_path={shards}"], "data.members"),
+        (
+            ["data=audit", "data.members={shards}", "data.nonmembers_path={shards}"]
+            + ["data.members_uids={missing}", "target=checkpoint", "target.path={ckpt}"],
+            "data.members_uids",
+        ),
+        (["trainer=ddp_cpu", "data.size=1001"], "data.size"),
+        (["trainer=ddp_cpu", "train.batch_size=255"], "train.batch_size"),
+        (["data.corpus.size=2k", "data.split.holdout=1800"], "data.split.eval_size"),
+        (
+            ["data.corpus.size=2k", "data.split.holdout=1800", "data.split.known_size=1500"],
+            "data.split.known_size",
+        ),
     ],
 )
 def test_bad_values_are_refused_before_any_work_naming_the_key(tmp_path, files, overrides, key):

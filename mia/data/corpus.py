@@ -181,8 +181,8 @@ class Data(ABC):
         N (mia/data/splits.py), and OOD non-members are a sibling of the same size. None where that
         is known only once the corpus is indexed."""
         corpus = self.corpus_size
-        if corpus is None or self.size is None:
-            return None
+        if corpus is None or self.size is None or self.split.holdout >= corpus:
+            return None  # unknown yet, or no member pool at all (refused with the splits)
         if self.nonmembers == "ood":
             return corpus
         return max(self.split.holdout, corpus - self.size)
