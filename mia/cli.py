@@ -1,5 +1,9 @@
 """The `mia` command, also `python run.py` and `python -m mia`: train target CLIPs, attack them,
-write results.json.  mia [-m] key=value ...  (--help: the groups and studies; --version)"""
+write results.json.  mia [-m] key=value ...  (--help: the groups and studies; --version)
+
+Exit status: 0 done; 2 a setting refused before any work (one line naming the key and the fix,
+Hydra's own composition errors included); 128 + the signal for a job interrupted by SIGTERM or
+SIGINT (one line saying how to resume); 1 any other failure (Hydra's shortened traceback)."""
 
 import os
 import shlex
@@ -19,6 +23,9 @@ from mia import __version__
 
 # An absolute path, so that the command finds the config tree from any working directory.
 CONF = Path(__file__).resolve().parents[1] / "conf"
+_MAIN_PID = os.getpid()  # the command's own process, not a worker forked from it
+_COMMAND = "mia"  # the command line as typed (main sets it), for the line of an interrupted job
+_started = False  # the job function was entered: Hydra composed the config without error
 
 
 class Interrupted(BaseException):
@@ -32,10 +39,13 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum, frame):
+    if os.getpid() != _MAIN_PID:  # a forked child (a data-loading worker) ends as it would have
+        signal.signal(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
+        return
     raise Interrupted(signum)
-
-
-_started = False  # the job function was entered: Hydra composed the config without error
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
@@ -143,9 +153,6 @@ def main():
     _COMMAND = _command(sys.argv)
     hydra_utils.run_and_report = _hydra_errors(hydra_utils.run_and_report)
     job()
-
-
-_COMMAND = "mia"
 
 
 def _command(argv) -> str:
