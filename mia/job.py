@@ -9,8 +9,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mia import tracking
-from mia.data.corpus import Data
+from mia import distributed, tracking
+from mia.data.corpus import Audit, Data
+from mia.data.splits import scored_size
 from mia.defenses.base import NoDefense
 from mia.evaluation import dataset_inference
 from mia.training.spec import TrainSpec
@@ -47,6 +48,13 @@ class JobSpec:
         target = build(cfg.target, "target")
         data = build(cfg.data, "data")
         if data.size is None and target.trains:
+            if isinstance(data, Audit):  # an audit's members are what a CLIP trained elsewhere saw
+                raise ConfigError(
+                    "target",
+                    "train",
+                    "data=audit audits a CLIP trained elsewhere: set target=checkpoint "
+                    "target.path=<its checkpoint file or exported open_clip folder>",
+                )
             raise ConfigError(
                 "data.size",
                 need="is not set: target=train trains on the first N members; set "
@@ -69,6 +77,9 @@ class JobSpec:
             seed=int(cfg.seed),
             defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
         )
+        if target.trains:
+            check_ranks(data.size, train)
+        check_eval_size(data)
         return cls(
             data=data,
             target=target,
@@ -85,6 +96,54 @@ class JobSpec:
             log_dir=Path(cfg.paths.log_dir),
             config=OmegaConf.to_container(cfg, resolve=True),
         )
+
+
+def check_ranks(n: int, train: TrainSpec) -> None:
+    """Under DDP every rank takes an equal share of the N members and of each batch: a size the
+    ranks do not divide is refused with the largest one they do."""
+    world = distributed.world_size(train.trainer)
+    ranks = f"the {world} ranks (trainer.devices x trainer.num_nodes)"
+    for key, value in (("data.size", n), ("train.batch_size", train.batch_size)):
+        require(
+            value % world == 0,
+            key,
+            value,
+            f"must divide by {ranks}, so that every rank trains on equal batches; the largest "
+            f"that fits is {key}={value - value % world}",
+        )
+
+
+def check_eval_size(data: Data) -> None:
+    """The non-member sets (eval_size K, known_size, the non-member half of aux_size, validation)
+    must fit in what the corpus can hold out. Where the corpus is generated its size is known now,
+    so sizes that cannot fit even before de-duplication are refused with the largest eval_size that
+    does; a folder of shards is measured once it is indexed (mia/data/splits.py)."""
+    room, n, split = data.held_out_room(), data.size, data.split
+    if room is None or n is None:
+        return
+    k = scored_size(n - split.validation, split.eval_size, split.aux_size)
+    others = split.known_size + split.aux_size // 2 + split.validation
+    if k + others <= room:
+        return
+    need = (
+        f"the non-member sets need {k + others} pairs (K={k} scored + known_size "
+        f"{split.known_size} + aux_size/2 {split.aux_size // 2}"
+        f"{f' + validation {split.validation}' if split.validation else ''}), and "
+        f"data.corpus.size={data.corpus_size} can hold out at most {room} beside data.size={n}"
+    )
+    if room <= others:
+        raise ConfigError(
+            "data.split.known_size",
+            split.known_size,
+            f"{need}; lower data.split.known_size or data.split.aux_size, or raise "
+            "data.corpus.size",
+        )
+    raise ConfigError(
+        "data.split.eval_size",
+        split.eval_size,
+        f"{need}; the largest that fits is data.split.eval_size={room - others}, or raise "
+        "data.corpus.size",
+    )
 
 
 def build_attacks(attack_cfg) -> dict:

@@ -61,6 +61,7 @@ def _run(job: JobSpec, world) -> Path | None:
     data, cache_dir = job.data, job.cache_dir
     members, nonmembers, splits = data.load(cache_dir)
     log.info("splits: %s", splits.summary())
+    log.info("plan: %s", _plan(job, splits))
     canaries = canary_groups.draw(data.canaries, splits)
     # lira / rmia: a shadows.size=target whose filler pool is too small for N is refused here, before any training
     shadows = ShadowPlan(
@@ -182,6 +183,21 @@ def _report(out: Path, record: dict):
         )
 
 
+def _plan(job: JobSpec, splits) -> str:
+    """The job in one line: N, K (saying so where N caps data.split.eval_size) and the attacks."""
+    asked, k = job.data.split.eval_size, splits.eval_size
+    cap = (
+        ""
+        if k == asked
+        else f" (data.split.eval_size={asked} capped by N: at most N - aux_size/2 members are "
+        "scored, so that D_all keeps trained members)"
+    )
+    return (
+        f"N={len(splits.members)} members, K={k} members and K non-members scored{cap}; "
+        f"attacks: {', '.join(job.attacks)}"
+    )
+
+
 def _record(
     job, target, members, nonmembers, indexes, splits, features, features_hit, world
 ) -> dict:
@@ -221,6 +237,8 @@ def _record(
             **corrupt_report(*indexes),
             "features_cache_hit": features_hit,
             **splits.summary(),
+            # K as data.split.eval_size asked for it, and as scored once N capped it (scored_size)
+            "eval_size": {"asked": job.data.split.eval_size, "scored": splits.eval_size},
         },
         gap=gap,
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
+from pathlib import Path
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
@@ -38,6 +40,23 @@ def require(ok: bool, key: str, value, need: str) -> None:
     """Refuse `value` of `key` unless `ok`; `need` says what it must be and how to fix it."""
     if not ok:
         raise ConfigError(key, value, need)
+
+
+def readable(path, key: str, *, folder: bool, fix: str = "") -> Path:
+    """`path`, the value of `key`, refused unless it is an existing file (or folder) this process
+    can read: checked when the job is parsed, so that a typo costs seconds, not a generated corpus.
+    `fix` says what the key should point at."""
+    kind = "folder" if folder else "file"
+    p = Path(path)
+    if not p.exists():
+        why = f"no such {kind}"
+    elif folder != p.is_dir():
+        why = f"is a {'file' if folder else 'folder'}, not a {kind}"
+    elif not os.access(p, os.R_OK | (os.X_OK if folder else 0)):
+        why = f"this {kind} is not readable (permissions)"
+    else:
+        return p
+    raise ConfigError(key, str(path), why + (f": {fix}" if fix else ""))
 
 
 def is_int(v) -> bool:

@@ -33,6 +33,36 @@ def test_the_default_job_parses_into_typed_parts():
     assert job.n == 1000 and job.train.trainer.devices == 1 and job.config["seed"] == 0
 
 
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    """Paths the job spec finds (it checks that they exist): a shard folder and a checkpoint file,
+    outside the tests' own tmp_path, which must stay empty."""
+    root = tmp_path_factory.mktemp("files")
+    (root / "shards").mkdir()
+    (root / "shards" / "00000.tar").write_bytes(b"")
+    (root / "model.pt").write_bytes(b"")
+    return {
+        "shards": str(root / "shards"),
+        "ckpt": str(root / "model.pt"),
+        "missing": str(root / "missing"),
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides, fix",
+    [
+        (["trainer=ddp_cpu", "data.size=1001"], "the largest that fits is data.size=1000"),
+        (
+            ["data.corpus.size=2k", "data.split.holdout=1800"],
+            "the largest that fits is data.split.eval_size=300",
+        ),
+    ],
+)
+def test_a_size_that_does_not_fit_is_refused_with_the_largest_that_does(overrides, fix):
+    with pytest.raises(ConfigError, match=fix):
+        JobSpec.parse(compose_config(*overrides))
+
+
 @pytest.mark.parametrize(
     "overrides, key",
     [
@@ -50,9 +80,9 @@ def test_the_default_job_parses_into_typed_parts():
         (["+data.colour=red"], "data.colour"),
         (["data=webdataset"], "data.path"),
         (["data=audit"], "data.members"),
-        (["data=audit", "data.members=/m"], "data.nonmembers_path"),
-        (["data=audit", "data.members=/m", "data.nonmembers=/n"], "data.nonmembers"),
-        (["data=audit", "data.members=/m", "data.nonmembers_path=/n"], "data.size"),
+        (["data=audit", "data.members={shards}"], "data.nonmembers_path"),
+        (["data=audit", "data.members={shards}", "data.nonmembers=/n"], "data.nonmembers"),
+        (["data=audit", "data.members={shards}", "data.nonmembers_path={shards}"], "target"),
         (["data=glyphs", "data.nonmembers=ood"], "data.nonmembers"),
         (["train.epochs=0"], "train.epochs"),
         (["train.lr=-1"], "train.lr"),
@@ -65,8 +95,8 @@ def test_the_default_job_parses_into_typed_parts():
         (["defense=dp_sgd", "defense.delta=2"], "defense.delta"),
         (["defense=embedding_noise", "+defense.mean=0"], "defense.mean"),
         (["target=checkpoint"], "target.path"),
-        (["target=checkpoint", "target.path=/x", "target.pretrained=y"], "target.path"),
-        (["target=checkpoint", "target.path=/x", "attack=lira"], "target.train_shadows"),
+        (["target=checkpoint", "target.path={ckpt}", "target.pretrained=y"], "target.path"),
+        (["target=checkpoint", "target.path={ckpt}", "attack=lira"], "target.train_shadows"),
         (["analysis.dataset_inference.alpha=2"], "analysis.dataset_inference.alpha"),
         (["+attack.csa.scale=2"], "attack.csa.scale"),
         (["analysis.calibrated.fpr_targets=[0.01,-0.001]"], "analysis.calibrated.fpr_targets"),
@@ -75,10 +105,25 @@ def test_the_default_job_parses_into_typed_parts():
         (["data.split.scored=test"], "data.split.scored"),
         (["data.split.scored=validation"], "data.split.scored"),
         (["data.split.validation=-1"], "data.split.validation"),
+        (["target=checkpoint", "target.path={missing}"], "target.path"),
+        (["data=webdataset", "data.path={missing}"], "data.path"),
+        (["data=audit", "data.members={missing}", "data.nonmembers_path={shards}"], "data.members"),
+        (
+            ["data=audit", "data.members={shards}", "data.nonmembers_path={shards}"]
+            + ["data.members_uids={missing}", "target=checkpoint", "target.path={ckpt}"],
+            "data.members_uids",
+        ),
+        (["trainer=ddp_cpu", "data.size=1001"], "data.size"),
+        (["trainer=ddp_cpu", "train.batch_size=255"], "train.batch_size"),
+        (["data.corpus.size=2k", "data.split.holdout=1800"], "data.split.eval_size"),
+        (
+            ["data.corpus.size=2k", "data.split.holdout=1800", "data.split.known_size=1500"],
+            "data.split.known_size",
+        ),
     ],
 )
-def test_bad_values_are_refused_before_any_work_naming_the_key(tmp_path, overrides, key):
-    cfg = compose_config(*overrides, f"paths.root_dir={tmp_path}")
+def test_bad_values_are_refused_before_any_work_naming_the_key(tmp_path, files, overrides, key):
+    cfg = compose_config(*(o.format(**files) for o in overrides), f"paths.root_dir={tmp_path}")
     with pytest.raises(ConfigError) as err:
         JobSpec.parse(cfg)
     assert err.value.key == key, str(err.value)
@@ -86,18 +131,18 @@ def test_bad_values_are_refused_before_any_work_naming_the_key(tmp_path, overrid
     assert not any(tmp_path.iterdir())  # nothing generated, indexed or written
 
 
-def test_checkpoint_target_takes_path_or_tag():
+def test_checkpoint_target_takes_path_or_tag(files):
     assert (
-        FromCheckpoint(path="/x").path == "/x"
+        FromCheckpoint(path=files["ckpt"]).path == files["ckpt"]
         and FromCheckpoint(pretrained="tag").trains_shadows is False
     )
     job = JobSpec.parse(
         compose_config(
             "target=checkpoint",
-            "target.path=/x",
+            f"target.path={files['ckpt']}",
             "data=audit",
-            "data.members=/m",
-            "data.nonmembers_path=/n",
+            f"data.members={files['shards']}",
+            f"data.nonmembers_path={files['shards']}",
         )
     )
     assert isinstance(job.data, Audit) and job.data.size is None and job.data.condition == "audit"

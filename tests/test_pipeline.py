@@ -190,3 +190,14 @@ def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_other
         "## Not scored\n\n- wsa: lam=100: no aux_pool pair reaches"
         in (path.parent / "report.md").read_text()
     )
+
+
+def test_a_cap_n_puts_on_eval_size_is_stated_and_recorded(make_cfg, small_target, caplog):
+    """At N = 300 with aux_size 200, at most 200 members are scored however large eval_size is:
+    the plan line says so, and results.json keeps the K asked for beside the K scored."""
+    with caplog.at_level("INFO"):
+        res = json.loads(run(make_cfg("data.split.eval_size=100000")).read_text())
+    assert res["data"]["eval_size"] == {"asked": 100000, "scored": 200}
+    assert res["data"]["member_eval"] == res["data"]["nonmember_eval"] == 200
+    (plan,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan: ")]
+    assert "K=200" in plan and "data.split.eval_size=100000 capped by N" in plan

@@ -22,7 +22,7 @@ from mia.data.splits import Splits, SplitSpec, build_splits
 from mia.data.synthetic import SHIFT_PARTS, replaced_uid, write_corpus, write_swaps
 from mia.data.uids import read_uids
 from mia.sizes import parse_size
-from mia.validate import ConfigError, is_number, require
+from mia.validate import ConfigError, is_number, readable, require
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,26 @@ class Data(ABC):
             f"{'' if len(self.shift_parts) > 1 else self.shift_parts[0] + '-'}shift={self.shift:g}"
         )
 
+    @property
+    def corpus_size(self) -> int | None:
+        """The pairs of a generated corpus (data.corpus.size); None for a folder of shards, whose
+        size is known once it is indexed."""
+        if not self.corpus or "size" not in self.corpus:
+            return None
+        return parse_size(self.corpus["size"], "data.corpus.size")
+
+    def held_out_room(self) -> int | None:
+        """The most non-member pairs a generated corpus can give beside the N members, before
+        de-duplication: the held-out part grows from the far end of the member pool up to its first
+        N (mia/data/splits.py), and OOD non-members are a sibling of the same size. None where that
+        is known only once the corpus is indexed."""
+        corpus = self.corpus_size
+        if corpus is None or self.size is None or self.split.holdout >= corpus:
+            return None  # unknown yet, or no member pool at all (refused with the splits)
+        if self.nonmembers == "ood":
+            return corpus
+        return max(self.split.holdout, corpus - self.size)
+
     def shift_record(self) -> dict:
         """data.shift and its parts as applied: null where non-members have a corpus of their
         own."""
@@ -302,6 +322,10 @@ class WebDataset(Data):
         self.path, self.ood_path = path, ood_path
         self.has_sibling = ood_path is not None
         super().__init__(**common)
+        # the folders are listed now, so that a typo is refused before anything is indexed
+        sh.list_shards(path, "data.path")
+        if ood_path is not None:
+            sh.list_shards(ood_path, "data.ood_path")
 
     def member_corpus(self, cache_dir: Path) -> Corpus:
         return indexed(Path(self.path).name, sh.list_shards(self.path, "data.path"), cache_dir)
@@ -352,6 +376,17 @@ class Audit(Data):
         self.folders = {"members": members, "nonmembers": nonmembers_path}
         self.uid_lists = {"members": members_uids, "nonmembers": nonmembers_uids}
         super().__init__(nonmembers="ood", **common)
+        # every folder and uid list is checked now, before anything is indexed
+        for key, folder in (("data.members", members), ("data.nonmembers_path", nonmembers_path)):
+            sh.list_shards(folder, key)
+        for side, uid_list in self.uid_lists.items():
+            if uid_list:
+                readable(
+                    uid_list,
+                    f"data.{side}_uids",
+                    folder=False,
+                    fix="point it at a .npy, .txt or .parquet list of uids, or set it to null",
+                )
 
     def _size(self, size) -> int | None:
         return None if size is None else parse_size(size, "data.size")

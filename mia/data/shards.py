@@ -24,21 +24,23 @@ from PIL import Image
 from tqdm import tqdm
 
 from mia.cache import atomic
+from mia.validate import readable, require
 
 log = logging.getLogger(__name__)
 
 
 def list_shards(path, key: str = "data.path") -> list[Path]:
-    """The .tar shards of a folder, sorted; a clear error names the config key if there are none."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{key}={str(path)!r}: no such shard folder")
+    """The .tar shards of a folder, sorted; a missing or unreadable folder, or one without shards,
+    is refused naming the config key."""
+    folder = readable(path, key, folder=True, fix="point it at a folder of img2dataset shards")
     shards = sorted(folder.glob("*.tar"))
-    if not shards:
-        raise ValueError(
-            f"{key}={str(path)!r} holds no .tar shards (expected img2dataset / DataComp layout: "
-            "NNNNN.tar with {key}.jpg, {key}.txt, {key}.json inside)"
-        )
+    require(
+        bool(shards),
+        key,
+        str(path),
+        "holds no .tar shards (expected img2dataset / DataComp layout: NNNNN.tar with "
+        "{key}.jpg, {key}.txt, {key}.json inside)",
+    )
     return shards
 
 

@@ -197,6 +197,8 @@ class Splits:
     # or not); the same as `spare` for i.i.d. non-members. Shadow models take filler from it
     # (mia/training/shadows.py)
     past: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
+    # K, the evaluation pairs of each side: data.split.eval_size, capped by N (scored_size)
+    eval_size: int = 0
 
     def summary(self) -> dict:
         return {
@@ -425,6 +427,7 @@ def build_splits(
         scored=split.scored,
         spare=non_uids[need:],
         past=d.held if nonmember_index is not None else d.held[need:],
+        eval_size=k,
     )
     check_disjoint(
         members=pool_uids[:n],

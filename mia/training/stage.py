@@ -27,7 +27,7 @@ from mia.sizes import parse_size
 from mia.training import history, optim
 from mia.training.module import CLIPTarget
 from mia.training.spec import TrainSpec, plan, target_key
-from mia.validate import ConfigError, is_int, require
+from mia.validate import ConfigError, is_int, readable, require
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,20 @@ class FromCheckpoint:
             epochs,
             "must be null (unknown) or an integer >= 1",
         )
+        if path:  # checked now, before any corpus is read: loading it waits for the splits
+            found = readable(
+                path,
+                "target.path",
+                folder=Path(path).is_dir(),
+                fix="point it at a checkpoint file or an open_clip folder mia exported",
+            )
+            require(
+                not found.is_dir() or (found / checkpoint.CONFIG_FILE).is_file(),
+                "target.path",
+                str(path),
+                f"is a folder without {checkpoint.CONFIG_FILE}: point it at a checkpoint file, "
+                "or at a folder mia exported (<target>/open_clip)",
+            )
         self.path, self.pretrained, self.epochs = path, pretrained, epochs
         self.size = None if size is None else parse_size(size, "target.size")
         self.trains_shadows = train_shadows

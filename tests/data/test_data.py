@@ -65,7 +65,7 @@ def test_corrupt_jpeg_is_skipped_and_counted(tmp_path):
 
 def test_missing_or_empty_shard_folder(tmp_path, make_cfg):
     cfg = make_cfg("data=webdataset", f"data.path={tmp_path / 'nope'}", small=False)
-    with pytest.raises(FileNotFoundError, match="data.path=.*no such shard folder"):
+    with pytest.raises(ValueError, match="data.path=.*no such folder"):
         build(cfg.data, "data").member_corpus(tmp_path / "cache")
     (tmp_path / "empty").mkdir()
     cfg = make_cfg("data=webdataset", f"data.path={tmp_path / 'empty'}", small=False)

@@ -185,15 +185,15 @@ def test_shifted_splits_refuse_overlap_and_drop_member_twins():
             r"data.shift=0.5: mixes .* data.nonmembers='ood'",
         ),
         (
-            ["data=webdataset", "data.path=/nowhere", "data.shift=0.5"],
+            ["data=webdataset", "data.path={shards}", "data.shift=0.5"],
             r"data.shift=0.5: .* data=webdataset",
         ),
         (["data=glyphs", "data.shift=0.5"], r"data.shift=0.5: .* data=glyphs"),
         (
             [
                 "data=audit",
-                "data.members=/a",
-                "data.nonmembers_path=/b",
+                "data.members={shards}",
+                "data.nonmembers_path={shards}",
                 "data.size=300",
                 "data.shift=0.5",
             ],
@@ -201,10 +201,15 @@ def test_shifted_splits_refuse_overlap_and_drop_member_twins():
         ),
     ],
 )
-def test_bad_shift_settings_are_refused_naming_the_key(make_cfg, tmp_path, overrides, message):
+def test_bad_shift_settings_are_refused_naming_the_key(
+    make_cfg, tmp_path, tmp_path_factory, overrides, message
+):
     folders = {"data=audit", "data=webdataset"} & set(
         overrides
     )  # no corpus: no test-size corpus overrides
+    shards = tmp_path_factory.mktemp("shards")  # a folder the job spec finds: it checks it exists
+    (shards / "00000.tar").write_bytes(b"")
+    overrides = [o.format(shards=shards) for o in overrides]
     with pytest.raises(ValueError, match=message):
         prepare(make_cfg(*overrides, small=not folders))
     assert not (tmp_path / ".cache").exists()  # refused before any corpus is generated

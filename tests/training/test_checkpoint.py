@@ -122,7 +122,7 @@ def test_shadow_attacks_on_a_checkpoint_are_refused_before_any_work(trained, tmp
 
 def test_a_missing_checkpoint_names_the_key(trained, tmp_path):
     make, _ = trained
-    with pytest.raises(FileNotFoundError, match="target.path"):
+    with pytest.raises(ValueError, match="target.path=.*no such file"):
         run(make("target=checkpoint", f"target.path={tmp_path / 'nope.pt'}", attack="attack=csa"))
 
 

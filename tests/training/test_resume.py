@@ -65,3 +65,55 @@ def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
     # The history holds both runs: one row per epoch (3 steps each), the replayed ones once.
     table = pd.read_csv(tdir / history.FILE)
     assert list(table["epoch"]) == list(range(40)) and list(table["step"]) == list(range(2, 120, 3))
+
+
+def test_sigterm_mid_training_exits_143_in_one_line_then_resumes(tmp_path, small_corpus):
+    """What a scheduler or `kill` sends: the job stops with 128 + 15, one line saying how to go on,
+    and the same command resumes the training from its checkpoint."""
+    args = [
+        sys.executable,
+        "run.py",
+        *SMALL,
+        "train.epochs=40",
+        "train.checkpoint_s=0",
+        f"paths.root_dir={tmp_path}",
+        "logger=none",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would stall the job
+    with log.open("w") as err:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    targets = tmp_path / ".cache" / "targets"
+    ckpt = None
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            found = list(targets.glob("*/ckpt/last.ckpt"))
+            if found and found[0].stat().st_size > 0:
+                ckpt = found[0]
+                break
+            time.sleep(0.2)
+        assert ckpt is not None and proc.poll() is None, "the job ended before a checkpoint"
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stderr = log.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted by SIGTERM;") and "python run.py debug=small" in last
+    assert "Traceback" not in stderr
+    tdir = ckpt.parent.parent
+    assert ckpt.is_file() and not (tdir / "DONE").exists()
+
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming target training from" in done.stdout + done.stderr  # Hydra logs to stdout
+    res = json.loads(
+        Path(done.stdout.strip().splitlines()[-1].removeprefix("results: ")).read_text()
+    )
+    assert not res["target"]["cache_hit"] and res["target"]["epochs"] == 40
+    assert (tdir / "DONE").exists()
