@@ -20,6 +20,8 @@ from hydra.experimental.callback import Callback
 from omegaconf.errors import OmegaConfBaseException
 
 from mia import __version__
+from mia.pipeline import run
+from mia.validate import ConfigError
 
 # An absolute path, so that the command finds the config tree from any working directory.
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -50,8 +52,6 @@ def _interrupt(signum, frame):
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def job(cfg):
-    from mia.pipeline import run  # imported late so that --help and config errors come fast
-    from mia.validate import ConfigError
 
     global _started
     _started = True
