@@ -9,9 +9,9 @@ import torch
 
 
 def optimizer(model, spec, total_steps: int):
-    """(AdamW, lr schedule stepped per batch) of a target; DP-SGD's own loop uses it too. The schedule
-    is spec.schedule's (`lr_factor`); a frozen temperature (train.freeze_logit_scale) keeps its
-    initial value, out of the optimiser."""
+    """(AdamW, lr schedule stepped per batch) of a target; DP-SGD's own loop uses it too. The
+    schedule is spec.schedule's (`lr_factor`); a frozen temperature (train.freeze_logit_scale) keeps
+    its initial value, out of the optimiser."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if "logit_scale" in name and spec.freeze_logit_scale:
@@ -35,11 +35,12 @@ def optimizer(model, spec, total_steps: int):
 def lr_factor(spec, total_steps: int):
     """step -> the factor of train.lr at that optimiser step.
 
-    cosine: linear warm-up over min(warmup_steps, total / 2), then a cosine to zero over the rest, so
-    its shape follows the job's own length. wsd (warm-up, stable, decay): linear warm-up over
-    warmup_steps, the constant lr, then a linear decay to zero over the last spec.cooldown_epochs() of
-    the epochs. Before its cooldown a wsd schedule does not depend on the job's length, so every T
-    with the same settings follows one path up to its own cooldown (docs/design.md §3)."""
+    cosine: linear warm-up over min(warmup_steps, total / 2), then a cosine to zero over the rest,
+    so its shape follows the job's own length. wsd (warm-up, stable, decay): linear warm-up over
+    warmup_steps, the constant lr, then a linear decay to zero over the last
+    spec.cooldown_epochs() of the epochs. Before its cooldown a wsd schedule does not depend on the
+    job's length, so every T with the same settings follows one path up to its own cooldown
+    (docs/design.md §3.7)."""
     total = max(1, total_steps)
     if spec.schedule == "wsd":
         warmup = spec.warmup_steps

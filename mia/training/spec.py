@@ -66,7 +66,7 @@ class TrainSpec:
     warmup_steps: int
     schedule: str = "cosine"  # or "wsd": warm-up, stable, decay (mia/training/optim.py, lr_factor)
     cooldown: float = 0.2  # wsd: a fraction (< 1) of the epochs, or a whole number of epochs
-    branch_epochs: tuple = ()  # wsd: the T's whose stable-phase checkpoints this run leaves
+    branch_epochs: tuple = ()  # wsd: the T's whose cooldown starts this run leaves checkpoints at
     freeze_logit_scale: bool = False
     precision: str = "auto"
     compile: bool = False
@@ -139,13 +139,6 @@ class TrainSpec:
                 "train.branch_epochs",
                 list(self.branch_epochs),
                 "branches cooldowns off a stable phase: set train.schedule=wsd, or leave it []",
-            )
-        beyond = [t for t in self.branch_epochs if t > self.epochs]
-        if beyond:
-            raise ConfigError(
-                "train.branch_epochs",
-                list(self.branch_epochs),
-                f"holds T={beyond[0]} past this run's train.epochs={self.epochs}: run the longest T",
             )
         if not self.model.get("name"):
             raise ConfigError(
@@ -223,17 +216,20 @@ class TrainSpec:
         return key
 
     def cooldown_epochs(self, epochs: int | None = None) -> int:
-        """wsd: the epochs of the cooldown that ends a run of `epochs` (default: this spec's), at least
-        one and at most all of them; a fraction rounds half up."""
+        """wsd: the epochs of the cooldown that ends a run of `epochs` (default: this spec's), at
+        least one and at most all of them; a fraction rounds half up."""
         t = self.epochs if epochs is None else epochs
         n = int(self.cooldown * t + 0.5) if self.cooldown < 1 else int(self.cooldown)
         return min(t, max(1, n))
 
     def branch_points(self) -> list[int]:
-        """wsd: the epochs at which this run's stable phase reaches the cooldown start of its own T and
-        of each train.branch_epochs T (those after epoch 0), where it leaves a stable checkpoint."""
+        """wsd: the epochs at which this run's stable phase reaches the cooldown start of its own T
+        and of each train.branch_epochs T (those after epoch 0 and within its stable phase), where
+        it leaves a stable checkpoint."""
+        own = self.epochs - self.cooldown_epochs()
         ends = {t - self.cooldown_epochs(t) for t in (*self.branch_epochs, self.epochs)}
-        return sorted(e for e in ends if e >= 1)
+        # a start past this run's own cooldown start is a longer run's to leave
+        return sorted(e for e in ends if 1 <= e <= own)
 
     def precision_for(self, device: torch.device | None) -> str:
         if self.precision == "auto":

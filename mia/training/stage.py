@@ -167,9 +167,9 @@ def train_target(
     `key` names the cache entry: `target_key(...)` for the audited target; reference-model attacks
     pass their own keys for shadow models (same spec, other uids, `export=False`). With a multi-rank
     `world` every rank calls this together; rank 0 holds the cache lock and decides. `export` writes
-    the weights as an open_clip folder (mia/checkpoint.py) beside model.pt. `stable` (a wsd schedule's
-    shared folder, `stable_key`) holds stable-phase checkpoints: the run starts from the latest one
-    at or before its own cooldown, and leaves one at each of its `branch_points`."""
+    the weights as an open_clip folder (mia/checkpoint.py) beside model.pt. `stable` (a wsd
+    schedule's shared folder, `stable_key`) holds stable-phase checkpoints: the run starts from the
+    latest one at or before its own cooldown, and leaves one at each of its `branch_points`."""
     world = world or distributed.single(spec.trainer)
     tdir = Layout(cache_dir).target(key)
     model, tokenizer, preprocess = build_model(spec.model)
@@ -332,8 +332,8 @@ class EpochCheckpoint(ModelCheckpoint):
 
 
 def stable_checkpoint(stable: Path, epoch: int) -> Path:
-    """The stable phase's checkpoint after `epoch` epochs (a Lightning checkpoint: weights, optimiser,
-    schedule, per-member counts and loop state)."""
+    """The stable phase's checkpoint after `epoch` epochs (a Lightning checkpoint: weights,
+    optimiser, schedule, per-member counts and loop state)."""
     return Path(stable) / f"epoch-{epoch}.ckpt"
 
 
@@ -349,8 +349,8 @@ def branch_start(stable: Path, end: int) -> Path | None:
 
 
 class StableCheckpoint(Callback):
-    """A wsd run's stable-phase state at each of `epochs` (epoch ends before its cooldown): the start of
-    those T's cooldowns, kept for their targets (mia/training/spec.py, branch_points)."""
+    """A wsd run's stable-phase state at each of `epochs` (epoch ends before its cooldown): the
+    start of those T's cooldowns, kept for their targets (mia/training/spec.py, branch_points)."""
 
     def __init__(self, stable: Path, epochs):
         self.stable, self.epochs = Path(stable), set(epochs)

@@ -87,7 +87,8 @@ def restore(model):
 def decay_after_steps(optimizer, compact: CompactTokens):
     """Decay the unused rows after every step of `optimizer`, with the lr and weight decay of the
     compact table's parameter group (the scheduler moves the lr only after the step). The group is
-    looked up by its place at each step: loading a checkpoint's optimiser state replaces the groups."""
+    looked up by its place at each step: loading a checkpoint's optimiser state replaces the
+    groups."""
     i = next(
         i
         for i, g in enumerate(optimizer.param_groups)

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -197,8 +198,6 @@ def _unit(rng, n, d=8):
 
 
 def test_pair_losses_are_clip_s_infonce_over_the_pair_and_the_bank():
-    import torch
-
     rng = np.random.default_rng(0)
     img, txt, bank_img, bank_txt = (_unit(rng, n) for n in (5, 5, 7, 7))
     got = metrics.pair_losses(img, txt, bank_img, bank_txt, 20.0)

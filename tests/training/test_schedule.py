@@ -1,6 +1,6 @@
-"""mia/training/optim.py and stage.py: the wsd schedule's path before its cooldown does not depend on
-T, so a target of T epochs branched off a longer run's stable phase is, bit for bit, the target a run
-of T epochs trains alone; the cosine schedule is as it was."""
+"""mia/training/optim.py and stage.py: the wsd schedule's path before its cooldown does not depend
+on T, so a target of T epochs branched off a longer run's stable phase is, bit for bit, the target a
+run of T epochs trains alone; the cosine schedule is as it was."""
 
 import logging
 import math
@@ -11,7 +11,7 @@ import torch
 
 from mia import distributed
 from mia.pipeline import prepare
-from mia.training.optim import lr_factor
+from mia.training.optim import lr_factor, optimizer
 from mia.training.spec import TrainSpec, stable_key, target_key
 from mia.training.stage import TrainHere
 from mia.validate import ConfigError
@@ -44,13 +44,15 @@ def test_wsd_follows_one_path_until_each_t_s_own_cooldown():
 def test_branch_points_are_the_stable_epochs_where_each_t_cools_down():
     spec = _spec(schedule="wsd", epochs=80, branch_epochs=[10, 20, 40])
     assert spec.branch_points() == [8, 16, 32, 64]
+    # one setting for a whole sweep: a shorter run leaves the starts it reaches
+    assert _spec(schedule="wsd", epochs=20, branch_epochs=[10, 20, 40]).branch_points() == [8, 16]
 
 
 @pytest.mark.parametrize(
     "train, key",
     [
         ({"branch_epochs": [10]}, "train.branch_epochs"),  # a cosine run has no stable phase
-        ({"schedule": "wsd", "branch_epochs": [20]}, "train.branch_epochs"),  # past T
+        ({"schedule": "wsd", "branch_epochs": [0]}, "train.branch_epochs"),
         ({"schedule": "step"}, "train.schedule"),
         ({"schedule": "wsd", "cooldown": 1.5}, "train.cooldown"),
         ({"freeze_logit_scale": 1}, "train.freeze_logit_scale"),
@@ -76,8 +78,6 @@ def test_the_key_holds_schedule_and_frozen_temperature_only_when_not_the_default
 
 
 def test_a_frozen_temperature_stays_out_of_the_optimiser():
-    from mia.training.optim import optimizer
-
     model = torch.nn.Module()
     model.w = torch.nn.Parameter(torch.ones(2, 2))
     model.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
@@ -89,8 +89,8 @@ def test_a_frozen_temperature_stays_out_of_the_optimiser():
 WSD = ["train.schedule=wsd", "train.cooldown=1", "train.warmup_steps=4", "logger=none"]
 
 
-def _state(root, cache, epochs, *overrides) -> dict:
-    """The weights of the wsd target of `epochs` epochs, obtained as a job does, in cache `cache`."""
+def _state(root, cache, epochs, *overrides) -> SimpleNamespace:
+    """The wsd target of `epochs` epochs (key and weights), obtained as a job does, in `cache`."""
     cfg = compose_config(
         *SMALL, f"paths.root_dir={root}", *WSD, f"train.epochs={epochs}", *overrides
     )
