@@ -269,6 +269,8 @@ def _fit(
             start = branch_start(stable, spec.epochs - spec.cooldown_epochs())
         if start is not None and start.parent == stable:
             log.info("branching from the stable phase at %s", start)
+            # target.json's plan: the epochs this target took from the shared stable phase
+            todo["stable_epochs_taken"] = int(start.stem.removeprefix("epoch-"))
     trainer = L.Trainer(
         max_epochs=spec.epochs,
         **spec.trainer.lightning(world),

@@ -2,6 +2,7 @@
 on T, so a target of T epochs branched off a longer run's stable phase is, bit for bit, the target a
 run of T epochs trains alone; the cosine schedule is as it was."""
 
+import json
 import logging
 import math
 from types import SimpleNamespace
@@ -106,7 +107,10 @@ def _state(root, cache, epochs, *overrides) -> SimpleNamespace:
         logger=None,
         world=distributed.single(spec.trainer),
     )
-    return SimpleNamespace(key=target.key, state=target.model.state_dict())
+    plan = json.loads((target.dir / "target.json").read_text())["plan"]
+    return SimpleNamespace(
+        key=target.key, state=target.model.state_dict(), taken=plan.get("stable_epochs_taken")
+    )
 
 
 def _assert_equal(a, b):
@@ -128,11 +132,14 @@ def test_a_branched_target_equals_a_run_of_its_own_t(tmp_path, small_corpus, cap
     stable = list((root / "long_first" / "stable").glob("*/epoch-*.ckpt"))
     assert sorted(p.name for p in stable) == ["epoch-2.ckpt", "epoch-4.ckpt"]
     caplog.clear()
-    _assert_equal(_state(root, "long_first", 3), alone3)
+    branched = _state(root, "long_first", 3)
+    _assert_equal(branched, alone3)
+    assert branched.taken == 2 and alone3.taken is None
     assert "branching from the stable phase" in caplog.text and "epoch-2.ckpt" in caplog.text
     _assert_equal(long, alone5)
 
     _state(root, "short_first", 3)
     caplog.clear()
-    _assert_equal(_state(root, "short_first", 5), alone5)
-    assert "epoch-2.ckpt" in caplog.text
+    after = _state(root, "short_first", 5)
+    _assert_equal(after, alone5)
+    assert after.taken == 2 and "epoch-2.ckpt" in caplog.text
