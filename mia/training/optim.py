@@ -15,7 +15,8 @@ def optimizer(model, spec, total_steps: int):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if "logit_scale" in name and spec.freeze_logit_scale:
-            p.requires_grad_(False)
+            # left out of the optimiser, not out of autograd: the trained model is the one a cache
+            # hit loads, and white-box attacks differentiate with respect to every parameter
             continue
         # open_clip's rule: no weight decay on gains, biases, embeddings' scale
         (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)

@@ -84,7 +84,10 @@ def test_a_frozen_temperature_stays_out_of_the_optimiser():
     model.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
     opt, _ = optimizer(model, _spec(freeze_logit_scale=True), 10)
     held = [p for g in opt.param_groups for p in g["params"]]
-    assert not any(p is model.logit_scale for p in held) and not model.logit_scale.requires_grad
+    assert not any(p is model.logit_scale for p in held) and any(p is model.w for p in held)
+    (model.w.sum() * model.logit_scale.exp()).backward()
+    opt.step()
+    assert model.logit_scale.item() == 2.0 and not torch.equal(model.w, torch.ones(2, 2))
 
 
 WSD = ["train.schedule=wsd", "train.cooldown=1", "train.warmup_steps=4", "logger=none"]
