@@ -360,7 +360,8 @@ class StableCheckpoint(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         epoch = trainer.current_epoch + 1
         path = stable_checkpoint(self.stable, epoch)
-        if epoch not in self.epochs or path.exists():
+        # rank 0 decides for all: saving is collective, and another job may write the file meanwhile
+        if epoch not in self.epochs or trainer.strategy.broadcast(path.exists(), src=0):
             return
         self.stable.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
