@@ -60,6 +60,10 @@ class Layout:
     def target(self, key: str) -> Path:
         return self.root / "targets" / key
 
+    def stable(self, key: str) -> Path:
+        """A wsd schedule's stable-phase checkpoints, shared by its targets of every T."""
+        return self.root / "stable" / key
+
     def checkpoint(self, fingerprint: str) -> Path:
         return self.root / "checkpoints" / fingerprint
 

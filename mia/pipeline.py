@@ -16,7 +16,7 @@ from mia.attacks.base import AttackContext, NotApplicable
 from mia.data import canaries as canary_groups
 from mia.data.pairs import load_raw
 from mia.data.shards import corrupt_report
-from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN, SCORED
 from mia.evaluation import dataset_inference, metrics, results, scores, utility
 from mia.evaluation.scoring import (
     calibrate,
@@ -212,6 +212,26 @@ def _record(
     gap["gaussian_auc"] = metrics.gaussian_auc(
         gap["value"], gap["member_std"], gap["nonmember_std"]
     )
+    # The gap two more ways, from the same embeddings (no forward pass): in contrastive loss against
+    # the known non-members (D_no) as the bank, and as the separability of the cosines.
+    member, nonmember, bank = (
+        (features[s].image, features[s].text)
+        for s in (MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN)
+    )
+    loss_gap = metrics.loss_gap(
+        member,
+        nonmember,
+        bank,
+        float(target.model.logit_scale.detach().exp()),
+        n_bootstrap=job.n_bootstrap,
+        seed=job.seed,
+    )
+    d_prime = metrics.d_prime(
+        features[MEMBER_EVAL].cos,
+        features[NONMEMBER_EVAL].cos,
+        n_bootstrap=job.n_bootstrap,
+        seed=job.seed,
+    )
     return results.new(
         config=job.config,
         git=git_revision(),
@@ -241,6 +261,8 @@ def _record(
             "eval_size": {"asked": job.data.split.eval_size, "scored": splits.eval_size},
         },
         gap=gap,
+        loss_gap=loss_gap,
+        d_prime=d_prime,
     )
 
 

@@ -128,10 +128,15 @@ def log_results(run, record: dict, images: dict):
 
 
 def summary(record: dict) -> dict:
-    """Flat scalars of a job's results.json for its W&B run summary: gap/<key>, <attack>/<metric>,
+    """Flat scalars of a job's results.json for its W&B run summary: gap/<key>, loss_gap/<key>,
+    d_prime/<key>, <attack>/<metric>,
     <attack>/skipped (why, for an attack the job could not score), target/size, target/cache_hit,
     utility/<key> and privacy/<key>."""
     out = {f"gap/{k}": v for k, v in record["gap"].items() if _scalar(v)}
+    for measure in ("loss_gap", "d_prime"):
+        out.update(
+            {f"{measure}/{k}": v for k, v in (record.get(measure) or {}).items() if _scalar(v)}
+        )
     for name, m in results.attack_metrics(record).items():
         out.update({f"{name}/{k}": v for k, v in m.items() if _scalar(v)})
     out.update({f"{name}/skipped": why for name, why in results.skipped(record).items()})

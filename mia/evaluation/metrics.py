@@ -1,7 +1,7 @@
 """Attack metrics (docs/design.md §5, §6): ROC / AUC / TPR@FPR with stratified bootstrap intervals,
 the paired comparison of two attacks on the same pairs (bootstrap and DeLong), thresholds calibrated
-on known non-members, the cosine gap and the Gaussian AUC prediction. The scaling fits across jobs
-are the sweep report's (mia/report/fits.py).
+on known non-members, the gap (in cosine, in contrastive loss, and as d') and the Gaussian AUC
+prediction. The scaling fits across jobs are the sweep report's (mia/report/fits.py).
 
 Plain functions: numpy arrays in, python floats / ints / lists out, so results go straight into
 JSON. Higher score = more likely member; labels are 1 for member, 0 for non-member.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_TARGETS = {"tpr_at_fpr_1e-2": 1e-2, "tpr_at_fpr_1e-3": 1e-3}
@@ -325,14 +325,22 @@ def _clopper_pearson(k: int, n: int) -> list[float]:
     return [float(ci.low), float(ci.high)]
 
 
-def gap(member_cos, nonmember_cos, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
-    """Delta = mean member cosine - mean non-member cosine, with a stratified bootstrap."""
-    m = np.asarray(member_cos, dtype=np.float64).ravel()
-    n = np.asarray(nonmember_cos, dtype=np.float64).ravel()
-    check_finite(m, "member cosines")
-    check_finite(n, "non-member cosines")
+def _two_classes(member, nonmember, what: str) -> tuple[np.ndarray, np.ndarray]:
+    m = np.asarray(member, dtype=np.float64).ravel()
+    n = np.asarray(nonmember, dtype=np.float64).ravel()
+    check_finite(m, f"member {what}")
+    check_finite(n, f"non-member {what}")
     if m.size < 2 or n.size < 2:
         raise ValueError(f"need >= 2 values per class for a std, got {m.size} and {n.size}")
+    return m, n
+
+
+def gap(
+    member_cos, nonmember_cos, *, n_bootstrap: int = 200, seed: int = 0, what: str = "cosines"
+) -> dict:
+    """Delta = mean member cosine - mean non-member cosine (or of any per-pair `what`), with a
+    stratified bootstrap."""
+    m, n = _two_classes(member_cos, nonmember_cos, what)
     diffs = (
         _bootstrap(
             n_bootstrap, (m.size, n.size), seed, lambda mi, ni: m[mi].mean(1) - n[ni].mean(1)
@@ -350,6 +358,49 @@ def gap(member_cos, nonmember_cos, *, n_bootstrap: int = 200, seed: int = 0) -> 
         "member_std": float(m.std(ddof=1)),
         "nonmember_std": float(n.std(ddof=1)),
     }
+
+
+def pair_losses(image, text, bank_image, bank_text, logit_scale: float) -> np.ndarray:
+    """Each pair's contrastive loss against a bank of other pairs, in float64: the mean of its
+    image-to-text and text-to-image InfoNCE losses, each over the pair itself and the bank's
+    captions (images), at the model's logit scale (the exp of its learned temperature)."""
+    img, txt = (np.asarray(x, dtype=np.float64) for x in (image, text))
+    bank_img, bank_txt = (np.asarray(x, dtype=np.float64) for x in (bank_image, bank_text))
+    s = float(logit_scale)
+    pos = s * (img * txt).sum(1)
+    i2t = np.concatenate([pos[:, None], s * img @ bank_txt.T], axis=1)
+    t2i = np.concatenate([pos[:, None], s * txt @ bank_img.T], axis=1)
+    return 0.5 * (special.logsumexp(i2t, axis=1) + special.logsumexp(t2i, axis=1)) - pos
+
+
+def loss_gap(member, nonmember, bank, logit_scale: float, *, n_bootstrap=200, seed=0) -> dict:
+    """Mean member loss - mean non-member loss (pair_losses against one bank of known non-members;
+    `member`, `nonmember`, `bank`: (image, text) embeddings), with the cosine gap's bootstrap.
+    Negative where the members are fitted better."""
+    out = gap(
+        pair_losses(*member, *bank, logit_scale),
+        pair_losses(*nonmember, *bank, logit_scale),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        what="losses",
+    )
+    return {**out, "bank": len(bank[0]), "logit_scale": float(logit_scale)}
+
+
+def d_prime(member_cos, nonmember_cos, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
+    """The separability of the member and non-member cosines, (mean_m - mean_n) /
+    sqrt((var_m + var_n) / 2), with a stratified bootstrap over pairs as the gap's."""
+    m, n = _two_classes(member_cos, nonmember_cos, "cosines")
+
+    def stat(mi, ni):
+        a, b = m[mi], n[ni]
+        pooled = np.sqrt((a.var(1, ddof=1) + b.var(1, ddof=1)) / 2)
+        return (a.mean(1) - b.mean(1)) / pooled
+
+    values = _bootstrap(n_bootstrap, (m.size, n.size), seed, stat) if n_bootstrap else np.empty(0)
+    std, ci = _summary(values)
+    value = (m.mean() - n.mean()) / np.sqrt((m.var(ddof=1) + n.var(ddof=1)) / 2)
+    return {"value": float(value), "std": std, "ci95": ci}
 
 
 def gaussian_auc(gap_value: float, member_std: float, nonmember_std: float) -> float:

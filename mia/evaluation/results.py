@@ -39,8 +39,18 @@ class SchemaError(ValueError):
     """A results.json of a schema version this code does not read."""
 
 
-def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) -> dict:
-    """A job's record before any attack ran."""
+def new(
+    config: dict,
+    git: str,
+    seed: int,
+    target: dict,
+    data: dict,
+    gap: dict,
+    loss_gap: dict | None = None,
+    d_prime: dict | None = None,
+) -> dict:
+    """A job's record before any attack ran: `gap` in cosine (mia.evaluation.metrics.gap), and the
+    same members and non-members' `loss_gap` (metrics.loss_gap) and `d_prime` (metrics.d_prime)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "config": config,
@@ -49,6 +59,8 @@ def new(config: dict, git: str, seed: int, target: dict, data: dict, gap: dict) 
         "target": target,
         "data": data,
         "gap": gap,
+        "loss_gap": loss_gap,
+        "d_prime": d_prime,
         "attacks": {},
         "roc": {},
         "timing": {},

@@ -49,6 +49,10 @@ class TrainerArgs:
         }
 
 
+# train.schedule: cosine over each job's own steps, or warm-up, stable, decay (optim.lr_factor)
+SCHEDULES = ("cosine", "wsd")
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """What training reads: the `model` and `train` groups, `data.in_memory`, `seed`, `trainer`. The
@@ -60,6 +64,10 @@ class TrainSpec:
     lr: float
     weight_decay: float
     warmup_steps: int
+    schedule: str = "cosine"  # or "wsd": warm-up, stable, decay (mia/training/optim.py, lr_factor)
+    cooldown: float = 0.2  # wsd: a fraction (< 1) of the epochs, or a whole number of epochs
+    branch_epochs: tuple = ()  # wsd: the T's whose cooldown starts this run leaves checkpoints at
+    freeze_logit_scale: bool = False
     precision: str = "auto"
     compile: bool = False
     num_workers: int | str = 0  # or "auto": workers_for(the cores, the local ranks)
@@ -92,6 +100,25 @@ class TrainSpec:
             "'auto' or a Lightning precision",
         ),
         ("train.compile", "compile", lambda v: isinstance(v, bool), "true or false"),
+        ("train.schedule", "schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+        (
+            "train.cooldown",
+            "cooldown",
+            lambda v: is_number(v) and (0 < v < 1 or (is_int(v) and v >= 1)),
+            "a fraction of the epochs in (0, 1) or a whole number of epochs >= 1",
+        ),
+        (
+            "train.branch_epochs",
+            "branch_epochs",
+            lambda v: isinstance(v, tuple) and all(is_int(t) and t >= 1 for t in v),
+            "a list of epochs >= 1",
+        ),
+        (
+            "train.freeze_logit_scale",
+            "freeze_logit_scale",
+            lambda v: isinstance(v, bool),
+            "true or false",
+        ),
         ("train.progress_bar", "progress_bar", lambda v: isinstance(v, bool), "true or false"),
         (
             "train.checkpoint_s",
@@ -102,9 +129,17 @@ class TrainSpec:
     )
 
     def __post_init__(self):
+        if isinstance(self.branch_epochs, (list, tuple)):  # frozen, and hashable: a tuple
+            object.__setattr__(self, "branch_epochs", tuple(self.branch_epochs))
         for key, name, ok, requirement in self._RULES:
             value = getattr(self, name)
             require(ok(value), key, value, f"must be {requirement}")
+        if self.branch_epochs and self.schedule != "wsd":
+            raise ConfigError(
+                "train.branch_epochs",
+                list(self.branch_epochs),
+                "branches cooldowns off a stable phase: set train.schedule=wsd, or leave it []",
+            )
         if not self.model.get("name"):
             raise ConfigError(
                 "model.name", need="is not set: choose a model config, e.g. model=tiny"
@@ -162,6 +197,12 @@ class TrainSpec:
                 for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps")
             },
         }
+        # The schedule and the frozen temperature enter only when not the default (cosine, learned),
+        # so every existing key stays as it was.
+        if self.schedule != "cosine":
+            key["train"].update(schedule=self.schedule, cooldown=self.cooldown)
+        if self.freeze_logit_scale:
+            key["train"]["freeze_logit_scale"] = True
         defense = self.defense.weights_key()
         if defense is not None:
             key["defense"] = defense
@@ -173,6 +214,22 @@ class TrainSpec:
         if precision not in FP32:
             key["precision"] = precision
         return key
+
+    def cooldown_epochs(self, epochs: int | None = None) -> int:
+        """wsd: the epochs of the cooldown that ends a run of `epochs` (default: this spec's), at
+        least one and at most all of them; a fraction rounds half up."""
+        t = self.epochs if epochs is None else epochs
+        n = int(self.cooldown * t + 0.5) if self.cooldown < 1 else int(self.cooldown)
+        return min(t, max(1, n))
+
+    def branch_points(self) -> list[int]:
+        """wsd: the epochs at which this run's stable phase reaches the cooldown start of its own T
+        and of each train.branch_epochs T (those after epoch 0 and within its stable phase), where
+        it leaves a stable checkpoint."""
+        own = self.epochs - self.cooldown_epochs()
+        ends = {t - self.cooldown_epochs(t) for t in (*self.branch_epochs, self.epochs)}
+        # a start past this run's own cooldown start is a longer run's to leave
+        return sorted(e for e in ends if 1 <= e <= own)
 
     def precision_for(self, device: torch.device | None) -> str:
         if self.precision == "auto":
@@ -235,12 +292,31 @@ def target_key(
     the default: the keys of targets trained before the rules were selectable stay as they were.
     Likewise the canaries (mia/data/canaries.py, Canaries.key()) only when there are any. `device` is
     where the target trains (the precision `auto` resolves to depends on it)."""
+    return config_hash(_key_payload(spec, corpus_fingerprint, split, size, canaries, device))
+
+
+def stable_key(
+    spec: TrainSpec,
+    corpus_fingerprint: str,
+    split: SplitSpec,
+    size: int,
+    canaries: dict | None = None,
+    device: torch.device | None = None,
+) -> str:
+    """A wsd target's stable phase: its key without the epochs and the cooldown, shared by every T
+    trained with the same settings (mia/training/stage.py keeps its checkpoints under it)."""
+    payload = _key_payload(spec, corpus_fingerprint, split, size, canaries, device)
+    payload["train"] = {
+        k: v for k, v in payload["train"].items() if k not in ("epochs", "cooldown")
+    }
+    return config_hash({**payload, "phase": "stable"})
+
+
+def _key_payload(spec, corpus_fingerprint, split, size, canaries, device) -> dict:
     w = spec.weights_key(device)
     split = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
     drawn = {"seed": split.seed, "holdout": split.holdout}
     if set(split.dedup) != set(DEFAULT_DEDUP):
         drawn["dedup"] = sorted(split.dedup)
     extra = {"canaries": canaries} if canaries else {}
-    return config_hash(
-        {"corpus": corpus_fingerprint, "split": drawn, "size": parse_size(size), **w, **extra}
-    )
+    return {"corpus": corpus_fingerprint, "split": drawn, "size": parse_size(size), **w, **extra}

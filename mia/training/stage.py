@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import shutil
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from mia import checkpoint, distributed
 from mia.cache import Layout, atomic, atomic_write_text, config_hash, get_or_build
@@ -26,7 +27,7 @@ from mia.provenance import git_revision
 from mia.sizes import parse_size
 from mia.training import history, optim
 from mia.training.module import CLIPTarget
-from mia.training.spec import TrainSpec, plan, target_key
+from mia.training.spec import TrainSpec, plan, stable_key, target_key
 from mia.validate import ConfigError, is_int, readable, require
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,23 @@ class TrainHere:
         key = target_key(
             spec, corpus.fingerprint, split, size, canaries=canaries, device=world.device
         )
+        stable = None
+        if spec.schedule == "wsd":  # every T of these settings shares one stable phase
+            stable = Layout(cache_dir).stable(
+                stable_key(
+                    spec, corpus.fingerprint, split, size, canaries=canaries, device=world.device
+                )
+            )
         return train_target(
-            spec, corpus.shards, uids, cache_dir, key, logger=logger, world=world, size=size
+            spec,
+            corpus.shards,
+            uids,
+            cache_dir,
+            key,
+            logger=logger,
+            world=world,
+            size=size,
+            stable=stable,
         )
 
 
@@ -158,13 +174,16 @@ def train_target(
     world=None,
     export: bool = True,
     size: int | None = None,
+    stable: Path | None = None,
 ) -> Target:
     """Train (or load from the cache) a CLIP on exactly `uids`, read from `shards`, for T epochs.
 
     `key` names the cache entry: `target_key(...)` for the audited target; reference-model attacks
     pass their own keys for shadow models (same spec, other uids, `export=False`). With a multi-rank
     `world` every rank calls this together; rank 0 holds the cache lock and decides. `export` writes
-    the weights as an open_clip folder (mia/checkpoint.py) beside model.pt."""
+    the weights as an open_clip folder (mia/checkpoint.py) beside model.pt. `stable` (a wsd
+    schedule's shared folder, `stable_key`) holds stable-phase checkpoints: the run starts from the
+    latest one at or before its own cooldown, and leaves one at each of its `branch_points`."""
     world = world or distributed.single(spec.trainer)
     tdir = Layout(cache_dir).target(key)
     model, tokenizer, preprocess = build_model(spec.model)
@@ -172,7 +191,7 @@ def train_target(
 
     def build():
         timing["train_s"] = _fit(
-            spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world
+            spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world, stable
         )
 
     hit = get_or_build(tdir, build, world, done=tdir / "DONE")
@@ -201,7 +220,9 @@ def train_target(
     )
 
 
-def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world) -> float:
+def _fit(
+    spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world, stable=None
+) -> float:
     t0 = time.time()
     L.seed_everything(spec.seed, workers=True)
     model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
@@ -254,8 +275,18 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
     )
     ckpt_dir = tdir / "ckpt"
     last = ckpt_dir / "last.ckpt"
-    if last.exists():
+    callbacks = [EpochCheckpoint(ckpt_dir, spec.checkpoint_s), history.Throughput()]
+    start = last if last.exists() else None
+    if start is not None:
         log.info("resuming target training from %s", last)
+    if stable is not None:
+        callbacks.append(StableCheckpoint(stable, spec.branch_points()))
+        if start is None:
+            start = branch_start(stable, spec.epochs - spec.cooldown_epochs())
+        if start is not None and start.parent == stable:
+            log.info("branching from the stable phase at %s", start)
+            # target.json's plan: the epochs this target took from the shared stable phase
+            todo["stable_epochs_taken"] = int(start.stem.removeprefix("epoch-"))
     trainer = L.Trainer(
         max_epochs=spec.epochs,
         **spec.trainer.lightning(world),
@@ -267,13 +298,13 @@ def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logg
         if world.is_main
         else False,
         default_root_dir=str(tdir),
-        callbacks=[EpochCheckpoint(ckpt_dir, spec.checkpoint_s), history.Throughput()],
+        callbacks=callbacks,
         enable_model_summary=False,
         enable_progress_bar=spec.progress_bar and world.is_main,
         log_every_n_steps=history.cadence(len(uids), spec.batch_size),
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(start) if start is not None else None)
     if (
         trainer.current_epoch < spec.epochs
     ):  # interrupted (e.g. Ctrl-C): keep the checkpoint, no DONE
@@ -319,6 +350,43 @@ class EpochCheckpoint(ModelCheckpoint):
         ):
             super().on_train_epoch_end(trainer, pl_module)
             self.last_s = time.monotonic()
+
+
+def stable_checkpoint(stable: Path, epoch: int) -> Path:
+    """The stable phase's checkpoint after `epoch` epochs (a Lightning checkpoint: weights,
+    optimiser, schedule, per-member counts and loop state)."""
+    return Path(stable) / f"epoch-{epoch}.ckpt"
+
+
+def branch_start(stable: Path, end: int) -> Path | None:
+    """The latest stable checkpoint at or before epoch `end` (a run's cooldown start), if any."""
+    found = [
+        (int(p.stem.removeprefix("epoch-")), p)
+        for p in Path(stable).glob("epoch-*.ckpt")
+        if p.stem.removeprefix("epoch-").isdigit()
+    ]
+    found = [(e, p) for e, p in found if e <= end]
+    return max(found)[1] if found else None
+
+
+class StableCheckpoint(Callback):
+    """A wsd run's stable-phase state at each of `epochs` (epoch ends before its cooldown): the
+    start of those T's cooldowns, kept for their targets (mia/training/spec.py, branch_points)."""
+
+    def __init__(self, stable: Path, epochs):
+        self.stable, self.epochs = Path(stable), set(epochs)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        path = stable_checkpoint(self.stable, epoch)
+        # rank 0 decides for all: saving is collective, and another job may write the file meanwhile
+        if epoch not in self.epochs or trainer.strategy.broadcast(path.exists(), src=0):
+            return
+        self.stable.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            tmp.replace(path)
 
 
 def _save(spec: TrainSpec, model, shards, uids, tdir, world, t0, todo: dict, sampled=None) -> float:

@@ -86,8 +86,16 @@ def restore(model):
 
 def decay_after_steps(optimizer, compact: CompactTokens):
     """Decay the unused rows after every step of `optimizer`, with the lr and weight decay of the
-    compact table's parameter group (the scheduler moves the lr only after the step)."""
-    group = next(g for g in optimizer.param_groups if any(p is compact.weight for p in g["params"]))
-    return optimizer.register_step_post_hook(
-        lambda *_: compact.decay(group["lr"], group["weight_decay"])
+    compact table's parameter group (the scheduler moves the lr only after the step). The group is
+    looked up by its place at each step: loading a checkpoint's optimiser state replaces the
+    groups."""
+    i = next(
+        i
+        for i, g in enumerate(optimizer.param_groups)
+        if any(p is compact.weight for p in g["params"])
     )
+
+    def decay(opt, *_):
+        compact.decay(opt.param_groups[i]["lr"], opt.param_groups[i]["weight_decay"])
+
+    return optimizer.register_step_post_hook(decay)

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -189,3 +190,46 @@ def test_non_finite_scores_raise():
         roc_metrics(scores, labels)
     with pytest.raises(ValueError, match="1 NaN"):
         gap([0.1, np.nan], [0.1, 0.2])
+
+
+def _unit(rng, n, d=8):
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_pair_losses_are_clip_s_infonce_over_the_pair_and_the_bank():
+    rng = np.random.default_rng(0)
+    img, txt, bank_img, bank_txt = (_unit(rng, n) for n in (5, 5, 7, 7))
+    got = metrics.pair_losses(img, txt, bank_img, bank_txt, 20.0)
+    for i in range(5):  # row i against its own pair (class 0) and the bank, both ways
+        texts = torch.tensor(np.vstack([txt[i : i + 1], bank_txt]))
+        images = torch.tensor(np.vstack([img[i : i + 1], bank_img]))
+        i2t = torch.nn.functional.cross_entropy(
+            20.0 * torch.tensor(img[i]) @ texts.T, torch.tensor(0)
+        )
+        t2i = torch.nn.functional.cross_entropy(
+            20.0 * torch.tensor(txt[i]) @ images.T, torch.tensor(0)
+        )
+        assert got[i] == pytest.approx(float(i2t + t2i) / 2, rel=1e-12)
+    assert got.dtype == np.float64
+
+
+def test_the_loss_gap_is_negative_where_members_are_fitted_better():
+    rng = np.random.default_rng(1)
+    m_img = _unit(rng, 50)
+    m_txt = m_img + 0.1 * rng.normal(size=m_img.shape)  # members: caption close to its image
+    m_txt /= np.linalg.norm(m_txt, axis=1, keepdims=True)
+    n_img, n_txt, b_img, b_txt = (_unit(rng, 50) for _ in range(4))
+    out = metrics.loss_gap((m_img, m_txt), (n_img, n_txt), (b_img, b_txt), 10.0, n_bootstrap=50)
+    assert out["value"] < 0 and out["ci95"][1] < 0
+    assert out["value"] == pytest.approx(out["member_mean"] - out["nonmember_mean"])
+    assert out["bank"] == 50 and out["logit_scale"] == 10.0
+
+
+def test_d_prime_hand_value_and_interval():
+    m, n = np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0])  # var 1 and 0.5
+    out = metrics.d_prime(m, n, n_bootstrap=0)
+    assert out["value"] == pytest.approx(1.5 / np.sqrt(0.75)) and out["ci95"] is None
+    rng = np.random.default_rng(2)
+    out = metrics.d_prime(rng.normal(1, 1, 400), rng.normal(0, 1, 400), n_bootstrap=200)
+    assert out["ci95"][0] < out["value"] < out["ci95"][1] and 0.7 < out["value"] < 1.3
