@@ -4,6 +4,7 @@ or a CLIP trained elsewhere, loaded from its checkpoint (target=checkpoint)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import resource
@@ -114,24 +115,88 @@ class FromCheckpoint:
         self.trains_shadows = train_shadows
 
     def obtain(self, spec: TrainSpec, *, cache_dir, world, **_) -> Target:
-        model, tokenizer, preprocess, fingerprint = checkpoint.load(
-            self.path, self.pretrained, spec.model, cache_dir
+        return checkpoint_target(
+            self.path,
+            self.pretrained,
+            spec.model,
+            cache_dir,
+            world.device,
+            size=self.size,
+            epochs=self.epochs,
         )
-        model.to(world.device)  # features and white-box attacks run on the job's device
-        key = f"checkpoint-{config_hash(fingerprint)}"
-        log.info("target %s loaded from %s (nothing trained)", key, self.path or self.pretrained)
+
+
+class InMemory:
+    """A CLIP held in memory (mia.audit.audit): nothing is trained or read from disk, and its features
+    are cached by a hash of its weights, so a model changed since is never served stale features."""
+
+    trains = False
+    trains_shadows = False
+    held = True  # lira / rmia need reference models (shadows.paths): there is no recipe to train by
+
+    def __init__(self, model, preprocess, tokenizer, size=None, epochs=None):
+        require(
+            epochs is None or (is_int(epochs) and epochs >= 1),
+            "epochs",
+            epochs,
+            "must be None (unknown) or an integer >= 1",
+        )
+        self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.size = None if size is None else parse_size(size, "size")
+        self.epochs = epochs
+
+    def obtain(self, spec: TrainSpec, *, cache_dir, world, **_) -> Target:
+        key = f"memory-{weights_hash(self.model)}"
+        self.model.eval().to(world.device)
+        log.info("target %s: the model in memory (nothing trained)", key)
         return Target(
             key,
             Layout(cache_dir).checkpoint(key),
-            model,
-            tokenizer,
-            preprocess,
+            self.model,
+            self.tokenizer,
+            self.preprocess,
             cache_hit=True,
             train_s=0.0,
             size=self.size,
             epochs=self.epochs,
-            checkpoint=self.path or self.pretrained,
+            checkpoint="in memory",
         )
+
+
+def weights_hash(model) -> str:
+    """16 hex digits of sha256 over the model's state dict: names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def checkpoint_target(
+    path, pretrained, model_cfg, cache_dir, device, size=None, epochs=None
+) -> Target:
+    """A CLIP trained elsewhere (a target=checkpoint, or a reference model of shadows.paths), loaded
+    by open_clip onto `device`; its folder, named by the checkpoint's content hash, holds its
+    features."""
+    model, tokenizer, preprocess, fingerprint = checkpoint.load(
+        path, pretrained, model_cfg, cache_dir
+    )
+    model.to(device)  # features and white-box attacks run on the job's device
+    key = f"checkpoint-{config_hash(fingerprint)}"
+    log.info("%s loaded from %s (nothing trained)", key, path or pretrained)
+    return Target(
+        key,
+        Layout(cache_dir).checkpoint(key),
+        model,
+        tokenizer,
+        preprocess,
+        cache_hit=True,
+        train_s=0.0,
+        size=size,
+        epochs=epochs,
+        checkpoint=path or pretrained,
+    )
 
 
 def train_target(
