@@ -82,6 +82,7 @@ class JobSpec:
             in_memory=data.in_memory,
             seed=int(cfg.seed),
             defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
+            init=getattr(target, "init", None),  # target.init: fine-tune from a checkpoint
         )
         return cls(
             data=data,

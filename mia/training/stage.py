@@ -57,11 +57,22 @@ class Target:
 
 
 class TrainHere:
-    """target=train: the target is trained here on the job's members, cached by `target_key`."""
+    """target=train: the target is trained here on the job's members, cached by `target_key`; from
+    scratch, or fine-tuned from the checkpoint `target.init` (keyed by its content hash)."""
 
     trains = True
     trains_shadows = True
     size = epochs = None  # N and T are the job's own
+
+    def __init__(self, *, init):
+        require(
+            init is None or (isinstance(init, str) and checkpoint.is_checkpoint(init)),
+            "target.init",
+            init,
+            "no such checkpoint file or exported open_clip folder: point it at the weights to "
+            "fine-tune from, or set it to null to train from scratch",
+        )
+        self.init = init
 
     def obtain(
         self,
@@ -222,8 +233,9 @@ def train_target(
     timing = {"train_s": 0.0}
 
     def build():
+        start = None if spec.init is None else _initial_weights(spec, cache_dir)
         timing["train_s"] = _fit(
-            spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world
+            spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world, start
         )
 
     hit = get_or_build(tdir, build, world, done=tdir / "DONE")
@@ -250,11 +262,33 @@ def train_target(
     )
 
 
-def _fit(spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world) -> float:
+def _initial_weights(spec: TrainSpec, cache_dir) -> dict:
+    """The state dict of target.init, refused naming the key where the model group's architecture
+    cannot hold it."""
+    start, _, _, _ = checkpoint.load(spec.init, None, spec.model, cache_dir)
+    state = start.state_dict()
+    model, _, _ = build_model(spec.model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(
+            "target.init",
+            spec.init,
+            f"its weights do not fit model={spec.model['name']} "
+            f"({str(err).splitlines()[0]}): choose the model group of its architecture",
+        ) from None
+    return state
+
+
+def _fit(
+    spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world, start=None
+) -> float:
     t0 = time.time()
     L.seed_everything(spec.seed, workers=True)
     model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
-    model.load_state_dict(model_init.state_dict())
+    # fine-tuning (target.init) starts from its weights; the seeded build above keeps the RNG where
+    # training from scratch would find it
+    model.load_state_dict(model_init.state_dict() if start is None else start)
     size = model.visual.image_size
     todo = plan(
         spec,
