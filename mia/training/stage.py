@@ -138,8 +138,8 @@ class FromCheckpoint:
 
 
 class InMemory:
-    """A CLIP held in memory (mia.audit.audit): nothing is trained or read from disk, and its features
-    are cached by a hash of its weights, so a model changed since is never served stale features."""
+    """A CLIP held in memory (mia.audit.audit): nothing is trained or read from disk, and its
+    features are cached by a hash of its weights, so a model changed since gets features anew."""
 
     trains = False
     trains_shadows = False

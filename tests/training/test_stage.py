@@ -1,19 +1,20 @@
-"""mia/training/stage.py: the trained target comes back on the job's device, and streamed members
-travel as uint8 and train the very weights that members normalised in the loader worker train."""
+"""mia/training/stage.py: the trained target comes back on the job's device, streamed members
+travel as uint8 and train the very weights that members normalised in the loader worker train, and
+a target fine-tuned from a checkpoint (target.init) starts from its weights."""
+
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
 
+from mia.checkpoint import fingerprint
 from mia.data.pairs import PairStream
 from mia.data.shards import build_index, list_shards
 from mia.data.synthetic import write_corpus
 from mia.distributed import World, single
-import json
-import shutil
-from pathlib import Path
-
-from mia.checkpoint import fingerprint
 from mia.job import JobSpec
 from mia.pipeline import run
 from mia.training.spec import TrainSpec
@@ -114,7 +115,7 @@ def test_a_target_fine_tuned_from_a_checkpoint_starts_from_its_weights_keyed_by_
 
 
 def test_a_fine_tuned_target_runs_end_to_end(make_cfg, small_target, default_job):
-    """target.init from the default target's export: another target, trained (from it) and scored."""
+    """target.init from the default target's export: another target, trained from it, scored."""
     default = json.loads(Path(default_job[1]).read_text())
     got = json.loads(run(make_cfg(f"target.init={default['target']['open_clip']}")).read_text())
     assert got["target"]["cache_key"] != default["target"]["cache_key"]
