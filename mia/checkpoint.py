@@ -82,6 +82,22 @@ def load(path, tag, model_cfg, cache_dir):
     )
 
 
+def is_checkpoint(path) -> bool:
+    """A checkpoint file, or a folder mia exported (it holds open_clip_config.json)."""
+    path = Path(path)
+    return path.is_file() or (path.is_dir() and (path / CONFIG_FILE).is_file())
+
+
+def fingerprint(path) -> str:
+    """A hash of a checkpoint file's bytes, or of an exported folder's config and weights: the
+    same bytes anywhere give the same fingerprint."""
+    path = Path(path)
+    if path.is_dir():
+        weights = sorted(path.glob("*.bin")) + sorted(path.glob("*.safetensors"))
+        return _content_hash([path / CONFIG_FILE, *weights, *sorted(path.glob("*.pth"))])
+    return _content_hash([path])
+
+
 def _registered(model_cfg, cache_dir: Path) -> str:
     """The open_clip name of the `model` group; a custom `arch` is registered with open_clip first
     (open_clip names a config file's model by its stem), so that create_model_and_transforms builds

@@ -36,7 +36,9 @@ class JobSpec:
     config: dict  # the resolved config, as results.json and the W&B run keep it
 
     @classmethod
-    def parse(cls, cfg) -> JobSpec:
+    def parse(cls, cfg, target=None) -> JobSpec:
+        """The job of `cfg`; `target`, where given, stands for the one cfg.target would build (a
+        model held in memory: mia/audit.py)."""
         require(is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
         require(
             is_int(cfg.n_bootstrap) and cfg.n_bootstrap >= 0,
@@ -45,7 +47,7 @@ class JobSpec:
             "must be an integer >= 0 (0: no intervals)",
         )
         attacks = build_attacks(cfg.attack)
-        target = build(cfg.target, "target")
+        target = build(cfg.target, "target") if target is None else target
         data = build(cfg.data, "data")
         if data.size is None and target.trains:
             if isinstance(data, Audit):  # an audit's members are what a CLIP trained elsewhere saw
@@ -60,14 +62,26 @@ class JobSpec:
                 need="is not set: target=train trains on the first N members; set "
                 "e.g. data.size=10k",
             )
-        shadows = [name for name, attack in attacks.items() if attack.needs_shadows]
+        shadows = [
+            name
+            for name, attack in attacks.items()
+            if attack.needs_shadows and not attack.shadows.paths  # reference models of its own
+        ]
+        if shadows and getattr(target, "held", False):  # a model in memory: no recipe to train by
+            raise ConfigError(
+                f"attack.{shadows[0]}",
+                need="needs shadow models, and a model held in memory has no recipe to train them "
+                "by: give reference models of your own (shadows.paths=[{checkpoint: ..., uids: "
+                f"...}}, ...]) or leave {shadows[0]} out of the attacks",
+            )
         if shadows and not target.trains_shadows:
             raise ConfigError(
                 "target.train_shadows",
                 False,
                 f"attack.{shadows[0]} needs shadow models: set "
                 "target.train_shadows=true (they then train like a target of the model and train "
-                f"groups: model=..., train.epochs, ...) or leave {shadows[0]} out of attack",
+                f"groups: model=..., train.epochs, ...), give reference models of your own "
+                f"(shadows.paths), or leave {shadows[0]} out of attack",
             )
         train = TrainSpec.parse(
             cfg.train,
@@ -76,6 +90,7 @@ class JobSpec:
             in_memory=data.in_memory,
             seed=int(cfg.seed),
             defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
+            init=getattr(target, "init", None),  # target.init: fine-tune from a checkpoint
         )
         if target.trains:
             check_ranks(data.size, train)

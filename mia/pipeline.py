@@ -57,6 +57,12 @@ def run(cfg) -> Path | None:
         return _run(job, world)
 
 
+def run_here(job: JobSpec) -> Path:
+    """A parsed job in this process alone, whatever its trainer group: the Python entry point's
+    (mia/audit.py), whose target is a model in memory that no other rank could receive."""
+    return _run(job, distributed.single(job.train.trainer))
+
+
 def _run(job: JobSpec, world) -> Path | None:
     data, cache_dir = job.data, job.cache_dir
     members, nonmembers, splits = data.load(cache_dir)

@@ -31,6 +31,7 @@ LAYERS = [
     {"mia.report"},
     {"mia.job"},
     {"mia.pipeline"},
+    {"mia.audit"},
     {"mia.cli", "mia.__main__"},
 ]
 

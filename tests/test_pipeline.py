@@ -155,6 +155,35 @@ def test_shadow_attack_through_the_pipeline(make_cfg, small_target):
     assert Path(res["target"]["open_clip"], "open_clip_config.json").exists()
 
 
+def test_reference_models_of_your_own_score_as_the_shadows_they_are(
+    make_cfg, small_target, tmp_path
+):
+    """shadows.paths: the shadows a job trained, given back as reference models (each model.pt with
+    the uid list it trained on), score lira and rmia bit for bit as in the job that trained them;
+    none trains, and the diagnostics say where they came from."""
+    attacks = ["attack=[lira,rmia]", "attack.lira.num_shadows=2", "attack.rmia.num_shadows=2"]
+    attacks.append("attack.rmia.offline_a=0.5")  # auto tunes a on >= 4 models
+    first = run(make_cfg(*attacks))
+    trained = json.loads(first.read_text())
+    dirs = trained["attacks"]["lira"]["diagnostics"]["shadow_dirs"]
+    assert trained["attacks"]["rmia"]["diagnostics"]["shadow_dirs"] == dirs
+    refs = []
+    for i, shadow in enumerate(map(Path, dirs)):  # as an auditor would hand them over
+        uids = tmp_path / f"ref{i}.txt"
+        uids.write_text((shadow / "trained_uids.txt").read_text())
+        refs.append(f"{{checkpoint: '{shadow / 'model.pt'}', uids: '{uids}'}}")
+    second = run(make_cfg(*attacks, f"shadows.paths=[{','.join(refs)}]"))
+    given = json.loads(second.read_text())
+    for name in ("lira", "rmia"):
+        assert given["attacks"][name]["auc"] == trained["attacks"][name]["auc"]
+        diag = given["attacks"][name]["diagnostics"]
+        assert diag["shadows_size"] == "paths" and diag["shadows_trained"] == 0
+        assert diag["num_shadows"] == 2 and diag["shadow_dirs"] != dirs
+    before = pd.read_parquet(first.parent / trained["scores"])
+    after = pd.read_parquet(second.parent / given["scores"])
+    pd.testing.assert_frame_equal(before, after, check_exact=True)
+
+
 def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_same_target(
     make_cfg, small_target
 ):

@@ -30,7 +30,8 @@ import numpy as np
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.shadows import check_shadow_settings, masked_mean, references
-from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_EVAL, SCORED
+from mia.training.shadows import Coverage
 from mia.validate import ConfigError, require
 
 
@@ -87,6 +88,13 @@ class LiRA(Attack):
             variance,
             statistic,
         )
+
+    def reference_needs(self) -> Coverage:
+        """What the reference models of shadows.paths must give each scored pair: an OUT Gaussian,
+        and an IN one online; two models per side where the variance is per pair."""
+        k = 2 if self.variance == "per_pair" else 1
+        why = f"mode={self.mode}, variance={self.variance}"
+        return Coverage(SCORED, k if self.mode == "online" else 0, k, why=why)
 
     def score(self, ref) -> np.ndarray:
         """LiRA score of member_eval then nonmember_eval, from a shadows.References."""

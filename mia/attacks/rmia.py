@@ -27,7 +27,8 @@ from sklearn.metrics import roc_auc_score
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
 from mia.attacks.shadows import check_shadow_settings, masked_mean, references
-from mia.data.splits import MEMBER_EVAL, NONMEMBER_KNOWN
+from mia.data.splits import EVAL_SETS, MEMBER_EVAL, NONMEMBER_KNOWN, SCORED
+from mia.training.shadows import Coverage
 from mia.validate import is_int, is_number, require
 
 A_GRID = np.round(np.arange(0, 1.01, 0.1), 2)
@@ -106,6 +107,17 @@ class RMIA(Attack):
         )
         self.break_ties = break_ties
         self.tuning: dict = {}
+
+    def reference_needs(self) -> Coverage:
+        """What the reference models of shadows.paths must give: nothing online (Pr(x) averages them
+        all); offline, an OUT model for each scored pair and each population pair z; with
+        offline_a=auto, which attacks each reference with the others, 4 models, two OUT for every
+        pool pair, and each one IN for some pool pairs and OUT for others."""
+        if self.mode == "online":
+            return Coverage(SCORED, why="mode=online")
+        if self.offline_a == "auto":
+            return Coverage(EVAL_SETS, 0, 2, models=4, mixed=True, why="offline_a=auto")
+        return Coverage((*SCORED, NONMEMBER_KNOWN), 0, 1, why=f"offline_a={self.offline_a}")
 
     def resolved_a(self, ref) -> float:
         if self.offline_a != "auto":

@@ -52,7 +52,7 @@ class References:
     sizes: list = (
         None  # pairs each shadow trained on (pool pairs IN + filler); None: inside's counts
     )
-    size_setting: str = "pool"  # shadows.size
+    size_setting: str = "pool"  # shadows.size, or "paths": the auditor's own reference models
 
     @property
     def shadow_sizes(self) -> list:
@@ -168,8 +168,9 @@ def references(
     ctx, num_shadows: int, statistic: str = "fisher", settings: ShadowSettings | None = None
 ) -> References:
     """The statistic of every pool pair under each shadow, as ctx.shadows (mia.training.shadows.
-    ShadowTrainer) trains (or loads) them, and under the target. `settings` None: shadows.size=pool. The attack checked num_shadows and statistic when it was built
-    (check_shadow_settings)."""
+    ShadowTrainer) trains (or loads) them, or under each reference model of shadows.paths, and under
+    the target. `settings` None: shadows.size=pool. The attack checked num_shadows and statistic
+    when it was built (check_shadow_settings)."""
     settings = settings or ShadowSettings("pool", None, 0)
     if ctx.shadows is None:
         raise ValueError("this attack needs shadow models, and this job has no way to train them")
@@ -205,15 +206,16 @@ def references(
     image = np.concatenate([ctx.features[name].image for name in EVAL_SETS])
     text = np.concatenate([ctx.features[name].text for name in EVAL_SETS])
     target = pair_statistic(image, text, logit_scale(ctx.target.model), bank, exclude, statistic)
+    setting = "paths" if settings.paths else settings.size
     log.info(
-        "reference models: %d shadows (%d trained now) of %d pairs each, %d of them from a pool of %d pairs "
-        "(shadows.size=%s)",
-        num_shadows,
+        "reference models: %d shadows (%d trained now) of %d pairs each, %d of them from a pool of "
+        "%d pairs (shadows.%s)",
+        len(shadows),
         trained,
         sizes[0],
         int(inside[0].sum()),
         len(uids),
-        settings.size,
+        "paths" if settings.paths else f"size={settings.size}",
     )
     return References(
         uids,
@@ -226,5 +228,5 @@ def references(
         trained,
         statistic,
         sizes=sizes,
-        size_setting=settings.size,
+        size_setting=setting,
     )

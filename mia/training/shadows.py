@@ -27,28 +27,90 @@ Scale (`shadows.size`, one setting for lira and rmia, conf/shadows/default.yaml)
   A pool too small for N is refused right after the splits, before any model trains
   (`check_scale`), naming attack.<name>.shadows.size, the need and what would fit.
 - pool: today's shadows exactly (halves of the pool, seeded by the job's seed, keyed by the target).
+
+Reference models of the auditor's own (`shadows.paths`): a list of {checkpoint, uids} entries, each
+a CLIP trained elsewhere (an open_clip checkpoint, a plain state dict of the `model` group's
+architecture, or an exported open_clip folder) and the uid list it trained on. They replace the
+trained shadows: nothing trains, a pool pair is IN a reference exactly when its list holds it, and
+size, pool, seed and the attacks' num_shadows are unused. A missing file is refused when the
+attacks are built; lists that do not give each attack the IN / OUT references it needs for the
+evaluation pairs (`Coverage`, declared by the attack) are refused right after the splits
+(`check_references`), before the target is trained or loaded.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from mia import checkpoint, distributed
 from mia.cache import config_hash
 from mia.data import shards as sh
 from mia.data.corpus import indexed
 from mia.data.generated import Members
 from mia.data.splits import AUX_POOL, EVAL_SETS, NONMEMBER_KNOWN, SCORED
-from mia.training.stage import Target, train_target
+from mia.data.uids import read_uids
+from mia.training.stage import Target, checkpoint_target, train_target
 from mia.validate import ConfigError, is_int, require
 
 log = logging.getLogger(__name__)
 
 SIZES = ("target", "pool")
+SETTINGS = ("size", "pool", "seed", "paths")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One entry of shadows.paths: a reference model the auditor trained, and what it trained on."""
+
+    checkpoint: str  # a checkpoint file or an exported open_clip folder
+    uids: str  # its uid list (.txt, .parquet, .npy: mia/data/uids.py)
+    trained: np.ndarray = field(compare=False, repr=False)  # the list's uids, sorted
+
+    @classmethod
+    def parse(cls, entry, key: str) -> Reference:
+        require(
+            isinstance(entry, dict) and set(entry) == {"checkpoint", "uids"},
+            key,
+            entry,
+            "must be a mapping of checkpoint (a file or exported open_clip folder) and uids "
+            "(the uid list it trained on), e.g. {checkpoint: ref0.pt, uids: ref0.txt}",
+        )
+        path = entry["checkpoint"]
+        require(
+            isinstance(path, str)
+            and (
+                Path(path).is_file()
+                or (Path(path).is_dir() and (Path(path) / checkpoint.CONFIG_FILE).is_file())
+            ),
+            f"{key}.checkpoint",
+            path,
+            "no such checkpoint file or exported open_clip folder: point it at the reference "
+            "model's weights",
+        )
+        try:
+            trained = read_uids(entry["uids"], f"{key}.uids")
+        except (OSError, ValueError) as err:  # read_uids names the key first: keep its reason
+            raise ConfigError(f"{key}.uids", need=str(err)[len(f"{key}.uids") :]) from None
+        return cls(path, str(entry["uids"]), np.unique(trained))
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What an attack needs of the reference models of shadows.paths: every pair of `sets` IN at
+    least `inside` of them and OUT of at least `outside`, at least `models` of them, and, where
+    `mixed`, each one IN for some pool pair and OUT for another. `why`: the settings that ask it."""
+
+    sets: tuple
+    inside: int = 0
+    outside: int = 0
+    models: int = 1
+    mixed: bool = False
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,14 +122,17 @@ class ShadowSettings:
         str | None
     )  # shard folder of the auditor's own i.i.d. pairs for filler; None: the held-out pairs
     seed: int  # halves and filler under size=target (the job's seed under size=pool)
+    paths: tuple = ()  # Reference models of the auditor's own, used instead of training; () trains
 
     @classmethod
     def parse(cls, node) -> ShadowSettings:
-        require(isinstance(node, dict), "shadows", node, "must be a mapping of size, pool and seed")
-        unknown = sorted(set(node) - {"size", "pool", "seed"})
+        require(
+            isinstance(node, dict), "shadows", node, "must be a mapping of size, pool, seed, paths"
+        )
+        unknown = sorted(set(node) - set(SETTINGS))
         if unknown:
             raise ConfigError(
-                f"shadows.{unknown[0]}", need="is not a setting of shadows (size, pool, seed)"
+                f"shadows.{unknown[0]}", need=f"is not a setting of shadows ({', '.join(SETTINGS)})"
             )
         for key in ("size", "pool", "seed"):
             if key not in node:
@@ -89,7 +154,18 @@ class ShadowSettings:
             "a shard folder of the auditor's own pairs, or null (the held-out pairs past the splits)",
         )
         require(is_int(seed) and seed >= 0, "shadows.seed", seed, "an integer >= 0")
-        return cls(size, folder, int(seed))
+        entries = node.get("paths")
+        require(
+            entries is None or (isinstance(entries, list) and entries),
+            "shadows.paths",
+            entries,
+            "a non-empty list of {checkpoint, uids} entries (reference models and the uid lists "
+            "they trained on), or null to train shadows",
+        )
+        paths = tuple(
+            Reference.parse(e, f"shadows.paths[{i}]") for i, e in enumerate(entries or [])
+        )
+        return cls(size, folder, int(seed), paths)
 
 
 @dataclass
@@ -161,7 +237,10 @@ class ShadowTrainer:
     ) -> ShadowSet:
         """The shadows of one attack over the reference pool `uids` (its sets at `offsets`). Under
         shadows.size=pool: halves of the pool seeded by the job's `seed`. Under shadows.size=target:
-        `size` (the target's N) pairs each, halves seeded by shadows.seed, topped up with filler."""
+        `size` (the target's N) pairs each, halves seeded by shadows.seed, topped up with filler.
+        Under shadows.paths: the auditor's reference models, whatever num_shadows; none trains."""
+        if settings.paths:
+            return self.references(uids, settings.paths)
         if settings.size == "pool":
             inside = halves(uids, num_shadows, seed)
             members = [sorted(uids[inside[m]]) for m in range(num_shadows)]
@@ -183,6 +262,25 @@ class ShadowTrainer:
             members,
             lambda m: self.train_scaled(
                 members[m], scaled_tag(settings.seed, m, size), settings.seed, filler
+            ),
+        )
+
+    def references(self, uids, paths: tuple) -> ShadowSet:
+        """The reference models of shadows.paths over the pool `uids`: IN where a model's list holds
+        the pair. Each is loaded (not trained) as a target=checkpoint is, its features cached by its
+        checkpoint's content hash, onto the device shadows would train on."""
+        inside = np.stack([np.isin(uids, ref.trained) for ref in paths])
+        device = distributed.single(self.spec.trainer).device
+        return ShadowSet(
+            inside,
+            [list(ref.trained) for ref in paths],
+            lambda m: checkpoint_target(
+                paths[m].checkpoint,
+                None,
+                self.spec.model,
+                self.cache_dir,
+                device,
+                size=len(paths[m].trained),
             ),
         )
 
@@ -326,7 +424,13 @@ class ShadowPlan:
                 np.asarray([] if canaries is None else canaries.uids, str),
             ]
         )  # never filler
-        check_scale(attacks, size, splits, self.trainer([], None), spec.epochs, holdout)
+        trained = {
+            k: a
+            for k, a in attacks.items()
+            if not getattr(a, "shadows", None) or not a.shadows.paths
+        }
+        check_scale(trained, size, splits, self.trainer([], None), spec.epochs, holdout)
+        check_references(attacks, splits)
 
     def trainer(self, shards, target_key: str | None) -> ShadowTrainer | None:
         if not self.wanted:
@@ -402,4 +506,64 @@ def check_scale(
             m * size * epochs,
             size,
             epochs,
+        )
+
+
+def check_references(attacks: dict, splits):
+    """Refuse, right after the splits and before the target is trained or loaded, reference models
+    of shadows.paths that do not give an attack what it needs (its `reference_needs()`, a Coverage)
+    for the evaluation pairs, naming attack.<name>.shadows.paths, how many pairs fall short, one uid
+    and the fix; log each such attack's references."""
+    sets = {name: np.asarray(getattr(splits, name), str) for name in EVAL_SETS}
+    for name, attack in attacks.items():
+        settings = getattr(attack, "shadows", None)
+        if not getattr(attack, "needs_shadows", False) or not settings or not settings.paths:
+            continue
+        need, key = attack.reference_needs(), f"{attack.key}.shadows.paths"
+        m = len(settings.paths)
+        how = f"{name} ({need.why})" if need.why else name
+        require(
+            m >= need.models,
+            key,
+            f"{m} models",
+            f"{how} needs at least {need.models} reference models: list more, or "
+            "set shadows.paths=null to train shadows",
+        )
+        pool = np.concatenate(list(sets.values()))
+        if need.mixed:
+            counts = np.stack([np.isin(pool, ref.trained) for ref in settings.paths]).sum(1)
+            lopsided = [i for i, c in enumerate(counts) if c in (0, len(pool))]
+            require(
+                not lopsided,
+                key,
+                f"{m} models",
+                f"shadows.paths[{lopsided[0] if lopsided else 0}] trained on "
+                f"{'none' if lopsided and counts[lopsided[0]] == 0 else 'all'} of the "
+                f"{len(pool)} pool pairs, and {how} tunes a by attacking each reference with "
+                "the others: every reference must train on some pool pairs and not on others",
+            )
+        rows = np.concatenate([sets[s] for s in need.sets]) if need.sets else np.array([], str)
+        inside = np.stack([np.isin(rows, ref.trained) for ref in settings.paths]).sum(0)
+        for side, count, least in (
+            ("IN", inside, need.inside),
+            ("OUT of", m - inside, need.outside),
+        ):
+            short = np.flatnonzero(count < least)
+            require(
+                len(short) == 0,
+                key,
+                f"{m} models",
+                f"{len(short)} of the {len(rows)} pairs of {'+'.join(need.sets)} are {side} fewer "
+                f"than {least} of them (e.g. uid {rows[short[0]] if len(short) else ''}), and "
+                f"{how} needs each {side} at least {least}: list reference models "
+                f"{'trained on' if side == 'IN' else 'not trained on'} them, or set "
+                "shadows.paths=null to train shadows",
+            )
+        log.info(
+            "%s: %d reference models of shadows.paths (nothing trained): each evaluation pair IN "
+            "%d to %d of them",
+            name,
+            m,
+            int(inside.min()) if len(inside) else 0,
+            int(inside.max()) if len(inside) else 0,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from mia import distributed
+from mia import checkpoint, distributed
 from mia.cache import config_hash
 from mia.data.dedup import DEFAULT_DEDUP
 from mia.data.generated import in_memory_bytes
@@ -79,6 +79,8 @@ class TrainSpec:
     defense: Defense = field(
         default_factory=NoDefense
     )  # the `defense` group, built (mia/defenses/)
+    init: str | None = None  # target.init: the checkpoint training starts from; None: from scratch
+    init_hash: str | None = None  # its content hash (mia.checkpoint.fingerprint), in weights_key
 
     # (key, field, check, requirement): refused before any corpus is generated or model trained
     _RULES = (
@@ -146,17 +148,25 @@ class TrainSpec:
             )
 
     @classmethod
-    def parse(cls, train, *, model, trainer, in_memory, seed, defense) -> TrainSpec:
-        """From the `train` group's settings and the job's parsed model, trainer, data.in_memory, seed
-        and defense."""
+    def parse(cls, train, *, model, trainer, in_memory, seed, defense, init=None) -> TrainSpec:
+        """From the `train` group's settings and the job's parsed model, trainer, data.in_memory,
+        seed, defense and target.init (checked by the target group)."""
         train = OmegaConf.to_container(train, resolve=True) if OmegaConf.is_config(train) else train
-        unknown = sorted(set(train) - {f.name for f in fields(cls)})
+        settings = {f.name for f in fields(cls)} - {"init", "init_hash"}  # init: target.init
+        unknown = sorted(set(train) - settings)
         if unknown:
             raise ConfigError(
                 f"train.{unknown[0]}", need="is not a setting of train (conf/train/default.yaml)"
             )
         return cls(
-            model=model, in_memory=in_memory, seed=seed, trainer=trainer, defense=defense, **train
+            model=model,
+            in_memory=in_memory,
+            seed=seed,
+            trainer=trainer,
+            defense=defense,
+            init=None if init is None else str(init),
+            init_hash=None if init is None else checkpoint.fingerprint(init),
+            **train,
         )
 
     @classmethod
@@ -169,6 +179,7 @@ class TrainSpec:
             in_memory=cfg.data.in_memory,
             seed=cfg.seed,
             defense=build(cfg.defense, "defense") if cfg.get("defense") else NoDefense(),
+            init=cfg.target.get("init"),
         )
 
     def record(self) -> dict:
@@ -206,6 +217,8 @@ class TrainSpec:
         defense = self.defense.weights_key()
         if defense is not None:
             key["defense"] = defense
+        if self.init_hash is not None:  # fine-tuned: the starting weights, by content
+            key["init"] = self.init_hash
         precision = self.precision_for(
             device
             if device is not None or self.precision != "auto"

@@ -4,6 +4,7 @@ or a CLIP trained elsewhere, loaded from its checkpoint (target=checkpoint)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -57,11 +58,22 @@ class Target:
 
 
 class TrainHere:
-    """target=train: the target is trained here on the job's members, cached by `target_key`."""
+    """target=train: the target is trained here on the job's members, cached by `target_key`; from
+    scratch, or fine-tuned from the checkpoint `target.init` (keyed by its content hash)."""
 
     trains = True
     trains_shadows = True
     size = epochs = None  # N and T are the job's own
+
+    def __init__(self, *, init):
+        require(
+            init is None or (isinstance(init, str) and checkpoint.is_checkpoint(init)),
+            "target.init",
+            init,
+            "no such checkpoint file or exported open_clip folder: point it at the weights to "
+            "fine-tune from, or set it to null to train from scratch",
+        )
+        self.init = init
 
     def obtain(
         self,
@@ -144,24 +156,88 @@ class FromCheckpoint:
         self.trains_shadows = train_shadows
 
     def obtain(self, spec: TrainSpec, *, cache_dir, world, **_) -> Target:
-        model, tokenizer, preprocess, fingerprint = checkpoint.load(
-            self.path, self.pretrained, spec.model, cache_dir
+        return checkpoint_target(
+            self.path,
+            self.pretrained,
+            spec.model,
+            cache_dir,
+            world.device,
+            size=self.size,
+            epochs=self.epochs,
         )
-        model.to(world.device)  # features and white-box attacks run on the job's device
-        key = f"checkpoint-{config_hash(fingerprint)}"
-        log.info("target %s loaded from %s (nothing trained)", key, self.path or self.pretrained)
+
+
+class InMemory:
+    """A CLIP held in memory (mia.audit.audit): nothing is trained or read from disk, and its
+    features are cached by a hash of its weights, so a model changed since gets features anew."""
+
+    trains = False
+    trains_shadows = False
+    held = True  # lira / rmia need reference models (shadows.paths): there is no recipe to train by
+
+    def __init__(self, model, preprocess, tokenizer, size=None, epochs=None):
+        require(
+            epochs is None or (is_int(epochs) and epochs >= 1),
+            "epochs",
+            epochs,
+            "must be None (unknown) or an integer >= 1",
+        )
+        self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.size = None if size is None else parse_size(size, "size")
+        self.epochs = epochs
+
+    def obtain(self, spec: TrainSpec, *, cache_dir, world, **_) -> Target:
+        key = f"memory-{weights_hash(self.model)}"
+        self.model.eval().to(world.device)
+        log.info("target %s: the model in memory (nothing trained)", key)
         return Target(
             key,
             Layout(cache_dir).checkpoint(key),
-            model,
-            tokenizer,
-            preprocess,
+            self.model,
+            self.tokenizer,
+            self.preprocess,
             cache_hit=True,
             train_s=0.0,
             size=self.size,
             epochs=self.epochs,
-            checkpoint=self.path or self.pretrained,
+            checkpoint="in memory",
         )
+
+
+def weights_hash(model) -> str:
+    """16 hex digits of sha256 over the model's state dict: names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def checkpoint_target(
+    path, pretrained, model_cfg, cache_dir, device, size=None, epochs=None
+) -> Target:
+    """A CLIP trained elsewhere (a target=checkpoint, or a reference model of shadows.paths), loaded
+    by open_clip onto `device`; its folder, named by the checkpoint's content hash, holds its
+    features."""
+    model, tokenizer, preprocess, fingerprint = checkpoint.load(
+        path, pretrained, model_cfg, cache_dir
+    )
+    model.to(device)  # features and white-box attacks run on the job's device
+    key = f"checkpoint-{config_hash(fingerprint)}"
+    log.info("%s loaded from %s (nothing trained)", key, path or pretrained)
+    return Target(
+        key,
+        Layout(cache_dir).checkpoint(key),
+        model,
+        tokenizer,
+        preprocess,
+        cache_hit=True,
+        train_s=0.0,
+        size=size,
+        epochs=epochs,
+        checkpoint=path or pretrained,
+    )
 
 
 def train_target(
@@ -190,8 +266,9 @@ def train_target(
     timing = {"train_s": 0.0}
 
     def build():
+        init = None if spec.init is None else _initial_weights(spec, cache_dir)
         timing["train_s"] = _fit(
-            spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world, stable
+            spec, model, preprocess, tokenizer, shards, uids, tdir, logger, world, stable, init
         )
 
     hit = get_or_build(tdir, build, world, done=tdir / "DONE")
@@ -220,13 +297,43 @@ def train_target(
     )
 
 
+def _initial_weights(spec: TrainSpec, cache_dir) -> dict:
+    """The state dict of target.init, refused naming the key where the model group's architecture
+    cannot hold it."""
+    start, _, _, _ = checkpoint.load(spec.init, None, spec.model, cache_dir)
+    state = start.state_dict()
+    model, _, _ = build_model(spec.model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(
+            "target.init",
+            spec.init,
+            f"its weights do not fit model={spec.model['name']} "
+            f"({str(err).splitlines()[0]}): choose the model group of its architecture",
+        ) from None
+    return state
+
+
 def _fit(
-    spec: TrainSpec, model, preprocess, tokenizer, shards, uids, tdir, logger, world, stable=None
+    spec: TrainSpec,
+    model,
+    preprocess,
+    tokenizer,
+    shards,
+    uids,
+    tdir,
+    logger,
+    world,
+    stable=None,
+    init=None,
 ) -> float:
     t0 = time.time()
     L.seed_everything(spec.seed, workers=True)
     model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
-    model.load_state_dict(model_init.state_dict())
+    # fine-tuning (target.init) starts from its weights; the seeded build above keeps the RNG where
+    # training from scratch would find it
+    model.load_state_dict(model_init.state_dict() if init is None else init)
     size = model.visual.image_size
     todo = plan(
         spec,

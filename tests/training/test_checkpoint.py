@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mia.pipeline import run
+from tests.helpers.shards import write_subset
 
 pytestmark = pytest.mark.slow
 
@@ -126,28 +127,6 @@ def test_a_missing_checkpoint_names_the_key(trained, tmp_path):
         run(make("target=checkpoint", f"target.path={tmp_path / 'nope.pt'}", attack="attack=csa"))
 
 
-def _write_subset(shards, uids, folder, shard_size=150):
-    """The samples of `uids`, copied from `shards` into a new shard folder (what an owner would hand
-    over)."""
-    import webdataset as wds
-
-    from mia.data.shards import raw_samples, sample_uid
-
-    wanted, n = set(uids), 0
-    folder.mkdir(parents=True)
-    sink = None
-    for sample in raw_samples(shards):
-        if sample_uid(sample) not in wanted:
-            continue
-        if n % shard_size == 0:
-            sink and sink.close()
-            sink = wds.TarWriter(str(folder / f"{n // shard_size:05d}.tar"))
-        sink.write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"})
-        n += 1
-    sink.close()
-    return n
-
-
 def test_audit_a_checkpoint_with_member_and_nonmember_folders(trained, tmp_path):
     """The README's command: target=checkpoint on an exported folder, data=audit on two shard
     folders (the target's training pairs, and pairs it never saw), narrowed by a uid list."""
@@ -162,8 +141,8 @@ def test_audit_a_checkpoint_with_member_and_nonmember_folders(trained, tmp_path)
 
     every = build_index(shards).uids
     unseen = np.setdiff1d(every, members)[:250]
-    assert _write_subset(shards, members, tmp_path / "members") == len(members)
-    assert _write_subset(shards, unseen, tmp_path / "nonmembers") == len(unseen)
+    assert write_subset(shards, members, tmp_path / "members") == len(members)
+    assert write_subset(shards, unseen, tmp_path / "nonmembers") == len(unseen)
     (tmp_path / "keep.txt").write_text("\n".join(members[:200]) + "\n")
     cfg = make(
         "target=checkpoint",

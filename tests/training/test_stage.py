@@ -1,16 +1,25 @@
-"""mia/training/stage.py: the trained target comes back on the job's device, and streamed members
-travel as uint8 and train the very weights that members normalised in the loader worker train."""
+"""mia/training/stage.py: the trained target comes back on the job's device, streamed members
+travel as uint8 and train the very weights that members normalised in the loader worker train, and
+a target fine-tuned from a checkpoint (target.init) starts from its weights."""
+
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
 
+from mia.checkpoint import fingerprint
 from mia.data.pairs import PairStream
 from mia.data.shards import build_index, list_shards
 from mia.data.synthetic import write_corpus
 from mia.distributed import World, single
+from mia.job import JobSpec
+from mia.pipeline import run
 from mia.training.spec import TrainSpec
 from mia.training.stage import train_target
+from mia.validate import ConfigError
 from tests.helpers.config import compose_config
 
 pytestmark = pytest.mark.slow
@@ -82,3 +91,34 @@ def test_streamed_members_shipped_as_uint8_train_the_weights_of_members_finished
     assert shipped.keys() == finished.keys() and all(
         torch.equal(shipped[k], finished[k]) for k in shipped
     )
+
+
+def test_a_target_fine_tuned_from_a_checkpoint_starts_from_its_weights_keyed_by_its_bytes(
+    members, tmp_path
+):
+    shards, uids = members
+    scratch = train_target(_spec(), shards, uids, tmp_path, "scratch")
+    start = scratch.dir / "open_clip"
+    assert "init" not in _spec().weights_key()  # from scratch: every key as before
+    # at a learning rate of ~0, fine-tuning leaves the weights where target.init put them
+    tuned = train_target(
+        _spec(f"target.init={start}", "train.lr=1e-12"), shards, uids, tmp_path, "t"
+    )
+    assert not tuned.cache_hit
+    before, after = scratch.model.state_dict(), tuned.model.state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    # keyed by the checkpoint's bytes, wherever they lie
+    copy = shutil.copytree(start, tmp_path / "elsewhere")
+    key = _spec(f"target.init={copy}").weights_key()
+    assert key["init"] == fingerprint(start) and key == _spec(f"target.init={start}").weights_key()
+    with pytest.raises(ConfigError, match=r"^target\.init='/nope\.pt': no such checkpoint"):
+        JobSpec.parse(compose_config("debug=small", "logger=none", "target.init=/nope.pt"))
+
+
+def test_a_fine_tuned_target_runs_end_to_end(make_cfg, small_target, default_job):
+    """target.init from the default target's export: another target, trained from it, scored."""
+    default = json.loads(Path(default_job[1]).read_text())
+    got = json.loads(run(make_cfg(f"target.init={default['target']['open_clip']}")).read_text())
+    assert got["target"]["cache_key"] != default["target"]["cache_key"]
+    assert not got["target"]["cache_hit"] and got["config"]["target"]["init"]
+    assert 0 <= got["attacks"]["csa"]["auc"] <= 1

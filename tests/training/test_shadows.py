@@ -1,0 +1,96 @@
+"""shadows.paths: reference models of the auditor's own, refused before any work where a file is
+missing or their uid lists leave an evaluation pair without the IN / OUT models an attack needs.
+That they score as the shadows they are: tests/test_pipeline.py."""
+
+from pathlib import Path
+
+import pytest
+
+from mia.data.splits import EVAL_SETS, SCORED
+from mia.job import JobSpec
+from mia.pipeline import prepare, run
+from mia.validate import ConfigError
+from tests.helpers.attacks import make_attack
+
+
+def _refs(folder: Path, lists) -> str:
+    """shadows.paths=[...] of one reference per uid list: a checkpoint file (never loaded by the
+    refusals) and the list as a .txt file."""
+    entries = []
+    for i, uids in enumerate(lists):
+        weights, listed = folder / f"ref{i}.pt", folder / f"ref{i}.txt"
+        weights.write_bytes(b"weights")
+        listed.write_text("\n".join(uids) + "\n")
+        entries.append(f"{{checkpoint: '{weights}', uids: '{listed}'}}")
+    return f"shadows.paths=[{','.join(entries)}]"
+
+
+def _pool(make_cfg) -> dict:
+    _, _, splits, _ = prepare(make_cfg())
+    return {name: list(getattr(splits, name)) for name in EVAL_SETS}
+
+
+def test_a_missing_checkpoint_or_uid_list_is_refused_when_the_job_is_parsed(make_cfg, tmp_path):
+    good = _refs(tmp_path, [["a"]])
+    with pytest.raises(ConfigError, match=r"^attack\.lira\.shadows\.paths\[0\]\.checkpoint="):
+        JobSpec.parse(make_cfg("attack=lira", good.replace("ref0.pt", "nope.pt")))
+    with pytest.raises(
+        ConfigError, match=r"^attack\.lira\.shadows\.paths\[0\]\.uids=.*no such file"
+    ):
+        JobSpec.parse(make_cfg("attack=lira", good.replace("ref0.txt", "nope.txt")))
+    with pytest.raises(ConfigError, match=r"^attack\.lira\.shadows\.paths=\[\]: a non-empty list"):
+        JobSpec.parse(make_cfg("attack=lira", "shadows.paths=[]"))
+    with pytest.raises(ConfigError, match=r"^attack\.lira\.shadows\.paths\[0\]=.*checkpoint"):
+        JobSpec.parse(make_cfg("attack=lira", f"shadows.paths=['{tmp_path / 'ref0.pt'}']"))
+    assert not (tmp_path / ".cache").exists()  # nothing generated, nothing read
+
+
+def test_reference_models_stand_in_for_shadows_a_checkpoint_target_cannot_train(make_cfg, tmp_path):
+    job = JobSpec.parse(
+        make_cfg(
+            "attack=[lira,rmia]",
+            "target=checkpoint",
+            f"target.path={tmp_path / 'target.pt'}",
+            _refs(tmp_path, [["a"], ["b"]]),
+        )
+    )
+    assert [len(a.shadows.paths) for a in job.attacks.values()] == [2, 2]
+    assert job.attacks["lira"].shadows.paths[1].trained.tolist() == ["b"]
+
+
+def test_lists_that_leave_an_evaluation_pair_uncovered_are_refused_before_any_training(
+    make_cfg, tmp_path, small_corpus
+):
+    pool = _pool(make_cfg)
+    everything = [u for name in EVAL_SETS for u in pool[name]]
+    halves = [everything[::2], everything[1::2]]
+    # every pair IN both: online LiRA has no OUT model for any scored pair
+    with pytest.raises(
+        ConfigError,
+        match=r"^attack\.lira\.shadows\.paths='2 models': 200 of the 200 pairs of "
+        r"member_eval\+nonmember_eval are OUT of fewer than 1 of them \(e\.g\. uid .+\), and lira "
+        r"\(mode=online, variance=global\) needs each OUT of at least 1: list reference models not "
+        r"trained on them, or set shadows.paths=null",
+    ):
+        run(make_cfg("attack=lira", _refs(tmp_path, [everything, everything])))
+    # one scored pair in neither list: online LiRA has no IN model for it; offline needs none
+    missing = [[u for u in half if u != pool["member_eval"][0]] for half in halves]
+    with pytest.raises(ConfigError, match=r"1 of the 200 pairs .* are IN fewer than 1 of them"):
+        run(make_cfg("attack=lira", _refs(tmp_path, missing)))
+    # offline_a=auto attacks each reference with the others: at least 4
+    with pytest.raises(ConfigError, match=r"rmia \(offline_a=auto\) needs at least 4 reference"):
+        run(make_cfg("attack=rmia", _refs(tmp_path, halves)))
+    assert not (tmp_path / ".cache" / "targets").exists()  # neither the target nor a model trained
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_what_each_attack_needs_of_reference_models():
+    lira = make_attack("lira").reference_needs()
+    assert (lira.sets, lira.inside, lira.outside) == (SCORED, 1, 1)
+    offline = make_attack("lira", mode="offline", variance="per_pair").reference_needs()
+    assert (offline.inside, offline.outside) == (0, 2)
+    assert make_attack("rmia", mode="online").reference_needs().outside == 0
+    auto = make_attack("rmia").reference_needs()
+    assert (auto.sets, auto.outside, auto.models, auto.mixed) == (EVAL_SETS, 2, 4, True)
+    fixed = make_attack("rmia", offline_a=0.5).reference_needs()
+    assert fixed.sets == (*SCORED, "nonmember_known") and fixed.outside == 1
