@@ -175,8 +175,8 @@ def build_attacks(attack_cfg) -> dict:
 
 
 def reference_attack(cfg) -> tuple:
-    """(name, Attack) of `analysis.comparison.reference`: one attack config of conf/attack/, built as the
-    job's attacks are, that scores every job (so no shadow models)."""
+    """(name, Attack) of `analysis.comparison.reference`: one attack config of conf/attack/, built
+    as the job's attacks are, that scores every job (so no shadow models)."""
     key = "analysis.comparison.reference"
     node = cfg.get("analysis") and cfg.analysis.get("comparison")
     node = node and node.get("reference")

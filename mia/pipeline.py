@@ -69,7 +69,8 @@ def _run(job: JobSpec, world) -> Path | None:
     log.info("splits: %s", splits.summary())
     log.info("plan: %s", _plan(job, splits))
     canaries = canary_groups.draw(data.canaries, splits)
-    # lira / rmia: a shadows.size=target whose filler pool is too small for N is refused here, before any training
+    # lira / rmia: a shadows.size=target whose filler pool is too small for N is refused here,
+    # before any training
     shadows = ShadowPlan(
         job.attacks, job.train, splits, cache_dir, job.n, canaries, data.split.holdout
     )
@@ -157,7 +158,8 @@ def _run(job: JobSpec, world) -> Path | None:
                     for name, (m, n) in attack_scores.items()
                 },
             )
-        # Scores first, results.json last: a results.json that names scores.parquet finds it complete.
+        # Scores first, results.json last: a results.json that names scores.parquet finds it
+        # complete.
         table = scores.frame(
             features, {s: _index_captions(ctx.uids(s), indexes) for s in SCORED}, attack_scores
         )
@@ -168,7 +170,7 @@ def _run(job: JobSpec, world) -> Path | None:
         if wandb_run is not None:
             top = scores.most_exposed(table, tracking.EXPOSED_ROWS)
             thumbnails, _ = load_raw(shards, list(top["uid"]), desc="exposed members")
-            tracking.log_exposed(wandb_run, top, dict(zip(top["uid"], thumbnails)))
+            tracking.log_exposed(wandb_run, top, dict(zip(top["uid"], thumbnails, strict=False)))
     finally:
         tracking.finish(wandb_run)  # a crashed job must not leak its run into the next multirun job
     log.info("gap %.4f (95%% CI %.4f-%.4f)", record["gap"]["value"], *record["gap"]["ci95"])
@@ -273,8 +275,8 @@ def _record(
 
 
 def _utility(job, target, features, indexes, defense) -> dict:
-    """Retrieval on the held-out pool; attributes too where the captions follow the embedded corpus's
-    grammar (i.i.d. non-members of data=synthetic: docs/design.md §11.1)."""
+    """Retrieval on the held-out pool; attributes too where the captions follow the embedded
+    corpus's grammar (i.i.d. non-members of data=synthetic: docs/design.md §11.1)."""
     captions = None
     if job.data.attributes:
         captions = {s: _index_captions(features[s].uids, indexes) for s in utility.ATTRIBUTE_SETS}
@@ -283,11 +285,12 @@ def _utility(job, target, features, indexes, defense) -> dict:
 
 
 def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
-    """Run every attack into `record`, with its paired comparison with the reference (but the reference's own), its
-    thresholds calibrated on D_no (docs/design.md §5) and, where `swapped` marks the non-members
-    data.shift swapped, its AUC on the others (§2.6); returns the plots for W&B ({key: path}) and each
-    attack's (member scores, non-member scores) for scores.parquet. An attack the data give nothing to
-    score with (NotApplicable) is recorded under `skipped`, and the others still run."""
+    """Run every attack into `record`, with its paired comparison with the reference (but the
+    reference's own), its thresholds calibrated on D_no (docs/design.md §5) and, where `swapped`
+    marks the non-members data.shift swapped, its AUC on the others (§2.6); returns the plots for
+    W&B ({key: path}) and each attack's (member scores, non-member scores) for scores.parquet. An
+    attack the data give nothing to score with (NotApplicable) is recorded under `skipped`, and the
+    others still run."""
     curves, images, attack_scores = {}, {}, {}
     reference, reference_attack = job.reference
     ref_scores = reference_scores(reference_attack, ctx)
@@ -355,7 +358,7 @@ def _attack(job, ctx, record, out, swapped=None) -> tuple[dict, dict]:
                 name,
                 reference,
                 vs_csa["delta_auc"],
-                "%+.3f to %+.3f" % tuple(vs_csa["delta_auc_ci95"])
+                "{:+.3f} to {:+.3f}".format(*vs_csa["delta_auc_ci95"])
                 if vs_csa["delta_auc_ci95"]
                 else "none",
                 vs_csa["delong_p_value"],
@@ -369,7 +372,7 @@ def _index_captions(uids, indexes) -> list[str]:
     found = {}
     for index in indexes:
         keep = np.isin(index.uids, uids)
-        found.update(zip(index.uids[keep], index.captions[keep]))
+        found.update(zip(index.uids[keep], index.captions[keep], strict=True))
     return [str(found[u]) for u in uids]
 
 

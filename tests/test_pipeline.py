@@ -207,8 +207,8 @@ def test_validation_pairs_are_scored_in_place_of_the_evaluation_pairs_on_the_sam
 def test_an_attack_the_data_give_nothing_to_score_with_is_recorded_and_the_others_still_run(
     make_cfg, small_target
 ):
-    """WSA at a lambda no pair reaches: the job records why under `skipped`, with no metrics and no scores
-    column of its own, and scores CSA as usual."""
+    """WSA at a lambda no pair reaches: the job records why under `skipped`, with no metrics and no
+    scores column of its own, and scores CSA as usual."""
     path = run(make_cfg("attack=[csa,wsa]", "attack.wsa.lam=100"))
     res = json.loads(path.read_text())
     assert list(res["attacks"]) == ["csa"]

@@ -1,5 +1,6 @@
 """The per-pair statistic every shadow and the target assign to every pair the auditor holds, for
-the reference-model attacks (LiRA, RMIA); the shadows themselves are trained by mia/training/shadows.py.
+the reference-model attacks (LiRA, RMIA); the shadows themselves are trained by
+mia/training/shadows.py.
 
 Statistics (`statistic`), all per pair and computed alike for every shadow and the target:
 - fisher (LiRA's default): atanh(cos) = 1/2 log((1 + cos) / (1 - cos)), the cosine's variance-
@@ -104,8 +105,8 @@ def pool(ctx):
 
 
 def masked_mean(stats, mask) -> np.ndarray:
-    """Per-pair mean of stats[m, k] over the shadows m with mask[m, k] (IN or OUT); NaN for a pair no
-    shadow has on that side (a pool pair left out of every shadow under shadows.size=target)."""
+    """Per-pair mean of stats[m, k] over the shadows m with mask[m, k] (IN or OUT); NaN for a pair
+    no shadow has on that side (a pool pair left out of every shadow under shadows.size=target)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(mask, stats, 0).sum(0) / mask.sum(0)
 
@@ -144,7 +145,8 @@ def check_shadow_settings(num_shadows, statistic: str, shadows) -> ShadowSetting
 
 
 def _load_tensors(ctx):
-    """Pool images and tokens, read and preprocessed once per call (only if some shadow needs them)."""
+    """Pool images and tokens, read and preprocessed once per call (only if some shadow needs
+    them)."""
     parts = [ctx.tensors(name) for name in EVAL_SETS]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 

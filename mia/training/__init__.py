@@ -1,1 +1,2 @@
-"""The training stage: a target CLIP trained on exactly its members (or loaded), cached (docs/design.md §3)."""
+"""The training stage: a target CLIP trained on exactly its members (or loaded), cached
+(docs/design.md §3)."""

@@ -43,7 +43,8 @@ class CLIPTarget(L.LightningModule):
             images, tokens = self.defense.augment(images, tokens, g)
         out = self.forward_fn(images, tokens)
         loss = self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-        # Counted over all ranks, so every rank (and the checkpoint rank 0 writes) holds the global count.
+        # Counted over all ranks, so every rank (and the checkpoint rank 0 writes) holds the global
+        # count.
         position = self.all_gather(position).reshape(-1)
         self.seen.index_add_(0, position, torch.ones_like(position, dtype=self.seen.dtype))
         self.log("train/loss", loss, prog_bar=True)

@@ -1,5 +1,5 @@
-"""A target's optimiser and temperature clamp: used by the training step (mia/training/module.py) and
-handed to a defense with a loop of its own (defense.fit), which never imports them."""
+"""A target's optimiser and temperature clamp: used by the training step (mia/training/module.py)
+and handed to a defense with a loop of its own (defense.fit), which never imports them."""
 
 from __future__ import annotations
 

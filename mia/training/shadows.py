@@ -151,7 +151,8 @@ class ShadowSettings:
             folder is None or (isinstance(folder, str) and folder),
             "shadows.pool",
             folder,
-            "a shard folder of the auditor's own pairs, or null (the held-out pairs past the splits)",
+            "a shard folder of the auditor's own pairs, or null (the held-out pairs past the "
+            "splits)",
         )
         require(is_int(seed) and seed >= 0, "shadows.seed", seed, "an integer >= 0")
         entries = node.get("paths")
@@ -179,9 +180,9 @@ class Filler:
 
 @dataclass
 class ShadowSet:
-    """One attack's shadows over the reference pool: `inside[m, k]` says shadow m trains on pool pair
-    k, `members[m]` lists every pair it trains on (its pool pairs, then any filler). Iterating trains
-    (or loads from the cache) one shadow at a time, so that one model is held at once."""
+    """One attack's shadows over the reference pool: `inside[m, k]` says shadow m trains on pool
+    pair k, `members[m]` lists every pair it trains on (its pool pairs, then any filler). Iterating
+    trains (or loads from the cache) one shadow at a time, so that one model is held at once."""
 
     inside: np.ndarray
     members: list
@@ -211,15 +212,17 @@ class ShadowTrainer:
         self._fillers = {}
 
     def train(self, uids, tag: str):
-        """A shadow of shadows.size=pool: keyed by the target's key (the job's seed and N included)."""
+        """A shadow of shadows.size=pool: keyed by the target's key (the job's seed and N
+        included)."""
         key = config_hash(
             {"target": self.target_key, "shadow": tag, "uids": config_hash(sorted(uids))}
         )
         return train_target(self.spec, self.shards, list(uids), self.cache_dir, key, export=False)
 
     def train_scaled(self, uids, tag: str, seed: int, filler: Filler):
-        """A shadow of shadows.size=target: trained with `seed`, keyed by what defines its weights (the
-        target's recipe, the shards, the uids), not by the target, so the seeds of a sweep share it."""
+        """A shadow of shadows.size=target: trained with `seed`, keyed by what defines its weights
+        (the target's recipe, the shards, the uids), not by the target, so the seeds of a sweep
+        share it."""
         spec = replace(self.spec, seed=seed)
         shards = self.shards + [s for s in filler.shards if s not in self.shards]
         key = config_hash(
@@ -287,9 +290,9 @@ class ShadowTrainer:
     def filler_for(
         self, settings: ShadowSettings, size: int, n_pool: int, holdout: int | None = None
     ) -> Filler:
-        """The filler of shadows.size=target at N = `size` beside a reference pool of `n_pool` pairs,
-        refused naming shadows.size where it holds fewer pairs than the larger half lacks. `holdout`
-        (data.split.holdout) sizes the fix, where the filler is the held-out pairs."""
+        """The filler of shadows.size=target at N = `size` beside a reference pool of `n_pool`
+        pairs, refused naming shadows.size where it holds fewer pairs than the larger half lacks.
+        `holdout` (data.split.holdout) sizes the fix, where the filler is the held-out pairs."""
         need = filler_need(size, n_pool)
         filler = self.filler(settings.pool)
         if need > len(filler.uids):
@@ -312,8 +315,8 @@ class ShadowTrainer:
         return filler
 
     def filler(self, folder: str | None) -> Filler:
-        """The filler pairs: the held-out pairs past every split, or those of the folder `shadows.pool`
-        (indexed once, cached), less any uid a split or canary uses."""
+        """The filler pairs: the held-out pairs past every split, or those of the folder
+        `shadows.pool` (indexed once, cached), less any uid a split or canary uses."""
         if folder not in self._fillers:
             if folder is None:
                 uids, shards, where = self.past, [], "the held-out pool past the splits"
@@ -335,7 +338,8 @@ class ShadowTrainer:
 
 
 def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
-    """[num_shadows, n] membership: shadows 2j and 2j+1 split the pool in two complementary halves."""
+    """[num_shadows, n] membership: shadows 2j and 2j+1 split the pool in two complementary
+    halves."""
     check_num_shadows(num_shadows)
     order = np.argsort(uids)  # halves depend on the pool's content, not on the order sets come in
     inside = np.zeros((num_shadows, len(uids)), dtype=bool)
@@ -349,10 +353,11 @@ def halves(uids: np.ndarray, num_shadows: int, seed: int) -> np.ndarray:
 def scaled_halves(
     uids: np.ndarray, offsets: dict, num_shadows: int, seed: int, size: int
 ) -> np.ndarray:
-    """[num_shadows, n] membership of shadows that train on `size` pool pairs each (shadows.size=target).
-    2 size >= n: the halves of the whole pool. Else halves of 2 size pool pairs: member_eval and
-    nonmember_eval, then nonmember_known, then aux_pool, the last tier that fits in part by a seeded draw
-    (one for every shadow, so each chosen pair is IN for exactly half); the others are OUT of all."""
+    """[num_shadows, n] membership of shadows that train on `size` pool pairs each
+    (shadows.size=target). 2 size >= n: the halves of the whole pool. Else halves of 2 size pool
+    pairs: member_eval and nonmember_eval, then nonmember_known, then aux_pool, the last tier that
+    fits in part by a seeded draw (one for every shadow, so each chosen pair is IN for exactly
+    half); the others are OUT of all."""
     if 2 * size >= len(uids):
         return halves(uids, num_shadows, seed)
     rng = np.random.default_rng([seed, 2**20])  # apart from the halves' streams [seed, j]
@@ -379,8 +384,8 @@ def filler_need(size: int, pool_size: int) -> int:
 
 
 def draw_filler(filler: Filler, count: int, seed: int, index: int) -> np.ndarray:
-    """Shadow `index`'s filler: `count` pairs drawn with (seed, index) from the sorted filler pairs, so
-    it depends on neither the order they come in nor the number of shadows."""
+    """Shadow `index`'s filler: `count` pairs drawn with (seed, index) from the sorted filler pairs,
+    so it depends on neither the order they come in nor the number of shadows."""
     if count <= 0:
         return np.array([], dtype=str)
     return filler.uids[
@@ -406,10 +411,10 @@ def check_num_shadows(num_shadows):
 
 
 class ShadowPlan:
-    """The shadows a job's attacks ask for (none, for most jobs), set up right after the splits, where
-    a shadows.size=target whose filler is too small for N is refused (check_scale) before any model
-    trains. `trainer(shards, target key)` trains them once the target is known; None where no attack
-    needs shadows. `size`: the target's N (None: unknown)."""
+    """The shadows a job's attacks ask for (none, for most jobs), set up right after the splits,
+    where a shadows.size=target whose filler is too small for N is refused (check_scale) before any
+    model trains. `trainer(shards, target key)` trains them once the target is known; None where no
+    attack needs shadows. `size`: the target's N (None: unknown)."""
 
     def __init__(self, attacks: dict, spec, splits, cache_dir, size, canaries=None, holdout=None):
         self.wanted = any(getattr(a, "needs_shadows", False) for a in attacks.values())
@@ -448,9 +453,10 @@ class ShadowPlan:
 def check_scale(
     attacks: dict, size, splits, trainer: ShadowTrainer, epochs: int, holdout: int | None = None
 ):
-    """Refuse, right after the splits and before any model trains, a shadows.size=target whose filler
-    pool is too small for N, naming attack.<name>.shadows.size; log each shadow attack's training plan
-    (pairs x epochs x shadows). `attacks`: {name: Attack}; `size`: the target's N (None: unknown)."""
+    """Refuse, right after the splits and before any model trains, a shadows.size=target whose
+    filler pool is too small for N, naming attack.<name>.shadows.size; log each shadow attack's
+    training plan (pairs x epochs x shadows). `attacks`: {name: Attack}; `size`: the target's N
+    (None: unknown)."""
     n_pool = sum(len(getattr(splits, name)) for name in EVAL_SETS)
     k = len(splits.member_eval)
     for name, attack in attacks.items():
@@ -460,7 +466,8 @@ def check_scale(
         key = f"{attack.key}.shadows.size"
         if settings.size == "pool":
             log.info(
-                "%s: %d shadows x %d pairs (halves of the reference pool of %d) x %d epochs = %d samples "
+                "%s: %d shadows x %d pairs (halves of the reference pool of %d) x %d epochs = %d "
+                "samples "
                 "(shadows.size=pool)",
                 name,
                 m,
@@ -490,13 +497,15 @@ def check_scale(
         except ConfigError as err:
             raise err.under(attack.key) from None
         source = (
-            f"{size - need} from halves of the reference pool of {n_pool}, {need} filler from {filler.where}"
+            f"{size - need} from halves of the reference pool of {n_pool}, {need} filler from "
+            f"{filler.where}"
             if 2 * size >= n_pool
             else f"halves of {2 * size} of the reference pool's {n_pool} pairs, "
             "the scored ones first; no filler"
         )
         log.info(
-            "%s: %d shadows x %d pairs (%s) x %d epochs = %d samples (shadows.size=target; the target: "
+            "%s: %d shadows x %d pairs (%s) x %d epochs = %d samples (shadows.size=target; the "
+            "target: "
             "%d x %d)",
             name,
             m,

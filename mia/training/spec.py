@@ -1,5 +1,5 @@
-"""What defines a target: `TrainSpec` (everything training reads, built once from the job's config and
-checked before any work starts), the training plan, and the target's cache key."""
+"""What defines a target: `TrainSpec` (everything training reads, built once from the job's config
+and checked before any work starts), the training plan, and the target's cache key."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ class TrainerArgs:
             )
 
     def lightning(self, world) -> dict:
-        """Trainer keyword arguments for this process. A one-process job trains on its World's device
-        alone (the local GPU it was given, or the CPU)."""
+        """Trainer keyword arguments for this process. A one-process job trains on its World's
+        device alone (the local GPU it was given, or the CPU)."""
         if world.size > 1:
             return asdict(self)
         return {
@@ -196,10 +196,11 @@ class TrainSpec:
         }
 
     def weights_key(self, device: torch.device | None = None) -> dict:
-        """The part of the spec that defines the trained weights (not how fast they train). A defense
-        enters only when it changes the weights, so defense=none keeps every existing key; likewise the
-        precision, resolved for `device` (default: where this spec's trainer trains), only when it is
-        not fp32, so a bf16 GPU target never serves an fp32 job and every fp32 key stays as it was."""
+        """The part of the spec that defines the trained weights (not how fast they train). A
+        defense enters only when it changes the weights, so defense=none keeps every existing key;
+        likewise the precision, resolved for `device` (default: where this spec's trainer trains),
+        only when it is not fp32, so a bf16 GPU target never serves an fp32 job and every fp32 key
+        stays as it was."""
         key = {
             "model": self.model,
             "seed": self.seed,
@@ -258,7 +259,8 @@ class TrainSpec:
 
 # Lightning's names of full fp32 training: a target trained so has the key it always had
 FP32 = ("32-true", "32")
-# train.num_workers=auto: enough loader workers to feed a GPU, leaving a core to the training process
+# train.num_workers=auto: enough loader workers to feed a GPU, leaving a core to the training
+# process
 MAX_AUTO_WORKERS = 8
 
 
@@ -268,8 +270,8 @@ def available_cores() -> int:
 
 
 def workers_for(cores: int, local_ranks: int = 1) -> int:
-    """Loader workers per rank for `cores` shared by `local_ranks` ranks: one core per rank stays with
-    the training loop, the rest decode (at most MAX_AUTO_WORKERS each)."""
+    """Loader workers per rank for `cores` shared by `local_ranks` ranks: one core per rank stays
+    with the training loop, the rest decode (at most MAX_AUTO_WORKERS each)."""
     return max(0, min(cores // max(1, local_ranks) - 1, MAX_AUTO_WORKERS))
 
 
@@ -303,8 +305,8 @@ def target_key(
     """Everything that defines the trained weights, nothing that only concerns evaluation. The
     de-duplication rules shape the member pool, so they are part of it, but only when they are not
     the default: the keys of targets trained before the rules were selectable stay as they were.
-    Likewise the canaries (mia/data/canaries.py, Canaries.key()) only when there are any. `device` is
-    where the target trains (the precision `auto` resolves to depends on it)."""
+    Likewise the canaries (mia/data/canaries.py, Canaries.key()) only when there are any. `device`
+    is where the target trains (the precision `auto` resolves to depends on it)."""
     return config_hash(_key_payload(spec, corpus_fingerprint, split, size, canaries, device))
 
 

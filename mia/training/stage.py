@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Target:
     """The audited CLIP. `dir` is its cache folder (features live there); `checkpoint` is the file
-    or folder its weights came from; `trained_uids` lists what it trained on, when mia trained it."""
+    or folder its weights came from; `trained_uids` lists what it trained on, when mia trained
+    it."""
 
     key: str
     dir: Path
@@ -112,8 +113,8 @@ class TrainHere:
 
 
 class FromCheckpoint:
-    """target=checkpoint: a CLIP trained elsewhere, loaded by open_clip (mia/checkpoint.py); nothing is
-    trained, and its features are cached by the checkpoint's content hash."""
+    """target=checkpoint: a CLIP trained elsewhere, loaded by open_clip (mia/checkpoint.py); nothing
+    is trained, and its features are cached by the checkpoint's content hash."""
 
     trains = False
 
@@ -122,7 +123,8 @@ class FromCheckpoint:
             raise ConfigError(
                 "target.path",
                 need=f"{'and target.pretrained are both' if path else 'is not'} set: "
-                "target=checkpoint needs exactly one of target.path (a checkpoint file or an exported "
+                "target=checkpoint needs exactly one of target.path (a checkpoint file or an "
+                "exported "
                 "open_clip folder) and target.pretrained (an open_clip pretrained tag)",
             )
         require(
@@ -344,7 +346,8 @@ def _fit(
     )
     generated = uids.extra if isinstance(uids, Members) else 0
     log.info(
-        "training N=%d (%d of them generated past the shards) for T=%d epochs: %d samples; corpus on disk "
+        "training N=%d (%d of them generated past the shards) for T=%d epochs: %d samples; corpus "
+        "on disk "
         "%.0f MB; members %s; peak memory so far %.2f GB",
         todo["members"],
         generated,
@@ -426,7 +429,8 @@ def _fit(
             f"member coverage check failed: {int((seen == 0).sum())} members never seen, "
             f"counts range {int(seen.min())}..{int(seen.max())}, expected {spec.epochs} each"
         )
-    # duplicated canaries (mia/data/canaries.py): each uid copies x T times; generated members are never repeated
+    # duplicated canaries (mia/data/canaries.py): each uid copies x T times; generated members are
+    # never repeated
     if not isinstance(uids, Members) and len(set(uids)) < len(uids):
         check_coverage(uids, seen.numpy(), spec.epochs)
     return _save(spec, model, shards, uids, tdir, world, t0, todo)

@@ -1,13 +1,13 @@
 """Train only the token rows the members use (docs/design.md §3.3).
 
-The tiny model's token table is 49,408 rows x its width, over 90% of its parameters, while a corpus's
-captions use a few thousand ids. A row no caption uses gets a zero gradient, so AdamW leaves its
-moments at zero and only its decoupled weight decay moves it. `CompactTokens` takes the table's
-place during training: it trains the used rows as a compact parameter and decays the others by the
-factor AdamW applies, `p * (1 - lr * wd)`, once per optimiser step. That is the same arithmetic as
-the full table's update, so the weights are bit for bit those of training the whole table
-(tests/training/test_tokens.py), for a fraction of the optimiser's work. Its state_dict is the full
-table, so checkpoints, model.pt and the exported open_clip folder keep open_clip's layout.
+The tiny model's token table is 49,408 rows x its width, over 90% of its parameters, while a
+corpus's captions use a few thousand ids. A row no caption uses gets a zero gradient, so AdamW
+leaves its moments at zero and only its decoupled weight decay moves it. `CompactTokens` takes the
+table's place during training: it trains the used rows as a compact parameter and decays the others
+by the factor AdamW applies, `p * (1 - lr * wd)`, once per optimiser step. That is the same
+arithmetic as the full table's update, so the weights are bit for bit those of training the whole
+table (tests/training/test_tokens.py), for a fraction of the optimiser's work. Its state_dict is the
+full table, so checkpoints, model.pt and the exported open_clip folder keep open_clip's layout.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def install(model, used: torch.Tensor) -> CompactTokens:
 
 
 def restore(model):
-    """The model's own `nn.Embedding` back, holding the full table (a no-op if none was installed)."""
+    """The model's own `nn.Embedding` back, holding the full table (a no-op if none was
+    installed)."""
     compact = model.token_embedding
     if isinstance(compact, CompactTokens):
         original = compact.original.to(compact.weight.device)
