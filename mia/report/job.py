@@ -11,6 +11,7 @@ from mia.cache import atomic_write_text
 from mia.evaluation import results
 from mia.report.markdown import verdict
 from mia.report.rows import attack_order, label
+from mia.report.stats import holm
 
 FILENAME = "report.md"
 ROC = "roc_loglog.png"  # drawn by the job (mia/pipeline.py), as are the histograms below
@@ -58,8 +59,11 @@ def markdown(record: dict, job_dir: Path) -> str:
 def headline(record: dict, names, ref: str | None) -> str:
     """One row per scored attack."""
     head = ["attack", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR [95% CI]"]
-    head += [f"vs {label(ref)}: ΔAUC [95% CI]", "DeLong p"]
+    head += [f"vs {label(ref)}: ΔAUC [95% CI]", "DeLong p (Holm)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    # the job's comparisons with the reference are one family: a verdict only where Holm allows it
+    compared = [record["attacks"][n].get("vs_csa") or {} for n in names]
+    adjusted = dict(zip(names, holm([vs.get("delong_p_value") for vs in compared]), strict=True))
     for name in names:
         a = record["attacks"][name]
         resolved = a.get("low_fpr_resolved", {})
@@ -75,13 +79,14 @@ def headline(record: dict, names, ref: str | None) -> str:
         if vs is None:
             cells += ["", ""]
         else:
-            ci = vs.get("delta_auc_ci95")
-            v = verdict(ci, label(ref))
+            ci, p_holm = vs.get("delta_auc_ci95"), adjusted[name]
+            v = verdict(p_holm, vs["delta_auc"], label(ref))
             cells += [
                 f"{vs['delta_auc']:+.3f}"
                 + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]")
                 + ("" if v is None else f" ({v})"),
-                _number(vs.get("delong_p_value"), ".3g"),
+                _number(vs.get("delong_p_value"), ".3g")
+                + ("" if p_holm is None else f" ({p_holm:.3g})"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -56,11 +56,18 @@ def test_an_attack_compared_with_the_reference_gets_its_verdict(default_job, tmp
     names = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
     assert names[1:3] == ["| csa (reference)", "| other"]  # the reference first
     row = next(line for line in text.splitlines() if line.startswith("| other |"))
-    assert "-0.113 [-0.200, -0.050] (below CSA)" in row and "0.004" in row
+    assert "-0.113 [-0.200, -0.050] (below CSA)" in row and "0.004 (0.004)" in row
     assert row.count("(unresolved)") == 1  # at 0.1% FPR only
     assert "## Not scored\n\n- wsa: lam=100: no pair reaches it" in text
     assert "- attacks: csa, other, wsa" in text
     assert "![" not in text  # no plot in tmp_path, none linked
+    # a second comparison makes a family of two: Holm doubles the smaller p, and a verdict at
+    # p 0.03 alone no longer stands
+    record["attacks"]["other"]["vs_csa"]["delong_p_value"] = 0.03
+    record["attacks"]["third"] = copy.deepcopy(record["attacks"]["other"])
+    text = job_report.markdown(record, tmp_path)
+    row = next(line for line in text.splitlines() if line.startswith("| other |"))
+    assert "(no verdict)" in row and "0.03 (0.06)" in row
 
 
 def test_a_cache_hit_keeps_the_trained_runs_history_and_a_failed_report_costs_nothing_else(

@@ -99,7 +99,7 @@ def _state(root, cache, epochs, *overrides) -> SimpleNamespace:
         *SMALL, f"paths.root_dir={root}", *WSD, f"train.epochs={epochs}", *overrides
     )
     members, _, splits, spec = prepare(cfg)
-    target = TrainHere().obtain(
+    target = TrainHere(init=None).obtain(
         spec,
         corpus=members,
         split=cfg.data.split,

@@ -46,6 +46,7 @@ def test_a_missing_checkpoint_or_uid_list_is_refused_when_the_job_is_parsed(make
 
 
 def test_reference_models_stand_in_for_shadows_a_checkpoint_target_cannot_train(make_cfg, tmp_path):
+    (tmp_path / "target.pt").write_bytes(b"")  # the path must exist when the job is parsed
     job = JobSpec.parse(
         make_cfg(
             "attack=[lira,rmia]",
