@@ -19,16 +19,21 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
-    args = [
+def _job(root) -> list[str]:
+    """A debug=small job of 40 epochs that checkpoints at every epoch end: long enough to stop."""
+    return [
         sys.executable,
         "run.py",
-        *[o for o in SMALL if not o.startswith("train.epochs")],
+        *SMALL,
         "train.epochs=40",
         "train.checkpoint_s=0",
-        f"paths.root_dir={tmp_path}",
+        f"paths.root_dir={root}",
         "logger=none",
     ]
+
+
+def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
+    args = _job(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -70,15 +75,7 @@ def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
 def test_sigterm_mid_training_exits_143_in_one_line_then_resumes(tmp_path, small_corpus):
     """What a scheduler or `kill` sends: the job stops with 128 + 15, one line saying how to go on,
     and the same command resumes the training from its checkpoint."""
-    args = [
-        sys.executable,
-        "run.py",
-        *SMALL,
-        "train.epochs=40",
-        "train.checkpoint_s=0",
-        f"paths.root_dir={tmp_path}",
-        "logger=none",
-    ]
+    args = _job(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would stall the job
