@@ -32,23 +32,26 @@ def _job(root) -> list[str]:
     ]
 
 
+def _first_checkpoint(proc, root) -> Path | None:
+    """The job's target checkpoint once it has bytes; None if the job ends, or 300 s pass, first."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list((root / ".cache" / "targets").glob("*/ckpt/last.ckpt"))
+        if found and found[0].stat().st_size > 0:
+            return found[0]
+        time.sleep(0.2)
+    return None
+
+
 def test_sigkill_mid_training_then_resume(tmp_path, small_corpus):
     args = _job(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    targets = tmp_path / ".cache" / "targets"
-    ckpt = None
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            found = list(targets.glob("*/ckpt/last.ckpt"))
-            if found and found[0].stat().st_size > 0:
-                ckpt = found[0]
-                time.sleep(1.0)  # let it get a few epochs in, then kill it mid-run
-                break
-            time.sleep(0.2)
+        ckpt = _first_checkpoint(proc, tmp_path)
+        time.sleep(1.0)  # let it get a few epochs in, then kill it mid-run
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -81,16 +84,8 @@ def test_sigterm_mid_training_exits_143_in_one_line_then_resumes(tmp_path, small
     log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would stall the job
     with log.open("w") as err:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    targets = tmp_path / ".cache" / "targets"
-    ckpt = None
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            found = list(targets.glob("*/ckpt/last.ckpt"))
-            if found and found[0].stat().st_size > 0:
-                ckpt = found[0]
-                break
-            time.sleep(0.2)
+        ckpt = _first_checkpoint(proc, tmp_path)
         assert ckpt is not None and proc.poll() is None, "the job ended before a checkpoint"
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=120)
