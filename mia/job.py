@@ -75,6 +75,13 @@ class JobSpec:
                 f"...}}, ...]) or leave {shadows[0]} out of the attacks",
             )
         if shadows and not target.trains_shadows:
+            if getattr(target, "needs_sibling", False):  # target=finetune
+                raise ConfigError(
+                    "target",
+                    "finetune",
+                    f"trains no shadow models, and attack.{shadows[0]} needs them: give reference "
+                    f"models of your own (shadows.paths) or leave {shadows[0]} out of attack",
+                )
             raise ConfigError(
                 "target.train_shadows",
                 False,
@@ -82,6 +89,13 @@ class JobSpec:
                 "target.train_shadows=true (they then train like a target of the model and train "
                 f"groups: model=..., train.epochs, ...), give reference models of your own "
                 f"(shadows.paths), or leave {shadows[0]} out of attack",
+            )
+        if getattr(target, "needs_sibling", False) and not data.has_sibling:
+            raise ConfigError(
+                "target",
+                "finetune",
+                f"pretrains on the shifted sibling corpus, which data={data.name} does not have: "
+                "use data=synthetic",
             )
         train = TrainSpec.parse(
             cfg.train,

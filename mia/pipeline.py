@@ -90,6 +90,7 @@ def _run(job: JobSpec, world) -> Path | None:
             cache_dir=cache_dir,
             logger=tracking.lightning_logger(wandb_run),
             world=world,
+            sibling=lambda: data.sibling_corpus(cache_dir),  # target=finetune pretrains on it
         )
         if canaries is not None:
             canary_groups.check_trained(target.trained_uids, canaries)
@@ -255,6 +256,7 @@ def _record(
             "cache_hit": target.cache_hit,
             "checkpoint": str(target.checkpoint),
             "trained_uids": _str(target.trained_uids),
+            "init": _str(target.init),  # fine-tuned from these weights; null: trained from scratch
             "open_clip": _str(target.exported),
         },
         data={

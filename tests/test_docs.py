@@ -651,3 +651,9 @@ def test_citation_abstract_says_what_the_findings_say():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "T/N is an upper bound, not a law" in readme
     assert "like T/N" not in abstract and "bounds it from above and does not predict it" in abstract
+
+
+def test_readme_is_short_enough_to_read():
+    """The README speaks to users; maintainer material lives in docs/development.md."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines: move detail into docs/"

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from mia.report import canaries as canary_report
-from mia.report import comparison, exposure, law, privacy_utility
+from mia.report import comparison, exposure, finetune, law, privacy_utility
 from mia.report import inference as inference_report
 from mia.report.checks import ScoresMismatch, check_scores, mismatch_lines
 from mia.report.document import report_markdown
@@ -82,6 +82,10 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         plots["privacy_utility"] = privacy_utility.plot(
             rows, names, sweep_dir / "privacy_utility.png"
         )
+    ft_rows = finetune.finetune_rows(rows, reference(rows)) if finetune.applies(rows) else []
+    if ft_rows:
+        write_csv(ft_rows, sweep_dir / finetune.FILENAME)
+        plots["finetune"] = finetune.plot(ft_rows, sweep_dir / "finetune.png")
     di_rows = inference_report.inference_rows(rows)
     if di_rows:
         write_csv(di_rows, sweep_dir / inference_report.FILENAME)
@@ -112,6 +116,7 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
         checks=checks,
         plots=plots,
         rocs=rocs,
+        ft_rows=ft_rows,
     )
     path = sweep_dir / "report.md"
     path.write_text(md)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mia.report import canaries as canary_report
-from mia.report import comparison, exposure, law, markdown, privacy_utility
+from mia.report import comparison, exposure, finetune, law, markdown, privacy_utility
 from mia.report import inference as inference_report
 from mia.report.checks import markdown as checks_markdown
 from mia.report.fits import NOISY_REL_CI, SATURATED_AUC
@@ -29,6 +29,7 @@ def report_markdown(
     checks,
     plots: dict,
     rocs,
+    ft_rows=(),
 ) -> str:
     """The text of report.md for the sweep folder `sweep_name`, its plots linked by file name;
     `family`: the number of verdicts comparison.adjust Holm-adjusted together."""
@@ -83,6 +84,8 @@ def report_markdown(
         ]
     if privacy_utility.applies(rows):
         md += ["## Privacy and utility", ""] + privacy_utility.table(rows, names) + [""]
+    if ft_rows:
+        md += ["## Fine-tuned against from scratch", ""] + finetune.markdown(ft_rows) + [""]
     md += [""] + inference_report.markdown(di_rows, reference(rows))
     md += [""] + canary_report.markdown(c_rows, reference(rows))
     md += [""] + exposure.markdown(exposed)

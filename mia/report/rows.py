@@ -65,6 +65,7 @@ def report_row(record: dict, job: str) -> dict:
         "cache_key": record["target"]["cache_key"],
         "defense": record["defense"]["label"],
         "weight_decay": record["config"]["train"]["weight_decay"],
+        "init": init_label(record),
         **utility.summary(record["utility"]),
         **results.privacy_summary(record),
         **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
@@ -109,6 +110,16 @@ def report_row(record: dict, job: str) -> dict:
     row["_roc"] = record["roc"]
     row["_config"] = record["config"]
     return row
+
+
+def init_label(record: dict) -> str:
+    """Where the target's training started: "scratch", or the folder (or file) name of the weights
+    it was fine-tuned from (target.init, target=finetune's base model)."""
+    init = record["target"].get("init")  # absent from results written before target.init
+    if not init:
+        return "scratch"
+    path = Path(init)
+    return path.parent.name if path.name == "open_clip" else path.name
 
 
 def _unshifted(name: str, entry: dict) -> dict:

@@ -16,8 +16,8 @@ from mia.evaluation import metrics
 from mia.report.rows import attack_scores, attacks_of, cosines, reference, reference_scores
 
 # a point: one condition, any seeds (defense and weight decay split the arms of
-# experiment=privacy_utility)
-IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay")
+# experiment=privacy_utility, the starting weights those of experiment=finetune)
+IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay", "init")
 
 
 def _spread(name, values) -> dict:
@@ -203,12 +203,14 @@ def point_series(pts, x):
     for key, ps in groups.items():
         if len({p[x] for p in ps}) < 2:
             continue
-        fixed, model, params, defense, wd = key
+        fixed, model, params, defense, wd, init = key
         tag = f",{model}({params} params)" if len(models) > 1 else ""
         if (
             len({(p["defense"], p["weight_decay"]) for p in pts}) > 1
         ):  # a privacy-utility sweep's arms
             tag += f",{defense},wd={wd}"
+        if len({p["init"] for p in pts}) > 1:  # experiment=finetune's arms
+            tag += f",{init}"
         name = f"gap_vs_N@T={fixed}{tag}" if x == "size" else f"gap_vs_T@N={fixed}{tag}"
         out[name] = sorted(ps, key=lambda p: p[x])
     return dict(sorted(out.items()))

@@ -51,6 +51,7 @@ class Target:
     epochs: int | None
     checkpoint: Path | str
     trained_uids: Path | None = None
+    init: Path | str | None = None  # the weights training started from (target.init); None: scratch
 
     @property
     def exported(self) -> Path | None:
@@ -88,6 +89,7 @@ class TrainHere:
         cache_dir,
         logger,
         world,
+        **_,
     ) -> Target:
         key = target_key(
             spec, corpus.fingerprint, split, size, canaries=canaries, device=world.device
@@ -296,6 +298,7 @@ def train_target(
         spec.epochs,
         checkpoint=tdir / "model.pt",
         trained_uids=tdir / "trained_uids.txt",
+        init=spec.init,
     )
 
 

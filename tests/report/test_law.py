@@ -37,6 +37,7 @@ def grid_points(
                     "params": 1,
                     "defense": "none",
                     "weight_decay": 0.1,
+                    "init": "scratch",
                     "n_seeds": n_seeds,
                     "gap_mean": float(np.mean([m.mean() - x.mean() for m, x in jobs])),
                     "gap_ci": [float(lo), float(hi)],
