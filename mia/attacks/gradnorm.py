@@ -8,10 +8,12 @@ For each pair, two features from the target's L2-normalised embeddings:
                                                  embeddings
 
 Members are fitted better: lower loss and, the softmax being saturated, a smaller gradient. The
-features are z-scored against D_no (known non-members); the D_all pairs with -z_l/2 - z_g/2 > 0 are
-pseudo-members; a logistic regression (D_no = 0, pseudo-members = 1) on (l, g) gives the score.
-It is fitted on the z-scored features (the original fits raw ones: same model up to the L2
-penalty, better conditioned).
+features are log l and log g, in float64 from the margins (mia/attacks/contrastive.py), so that
+tiny losses stay distinct instead of rounding to one tied 0 (the original takes l and g in
+float32). They are z-scored against D_no (known non-members); the D_all pairs with
+-z_l/2 - z_g/2 > 0 are pseudo-members; a logistic regression (D_no = 0, pseudo-members = 1) on
+them gives the score. It is fitted on the z-scored features (the original fits raw ones: same
+model up to the L2 penalty, better conditioned).
 
 Three ways to choose the negatives each pair is contrasted with (`negatives`):
 - mixed (default): the scored pairs are cut into batches of `batch_size` from ONE seeded shuffle
@@ -45,7 +47,7 @@ import numpy as np
 import torch
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.contrastive import logit_scale, loss_and_grad_norm, split_known
+from mia.attacks.contrastive import log_loss_and_grad_norm, logit_scale, split_known
 from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
 from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN, SCORED
 from mia.validate import is_int, is_number, require
@@ -82,19 +84,20 @@ class GradNorm(Attack):
         )
 
     def _features(self, img, txt, scale, seed, bank, order=None):
-        """[n, 2] (loss, grad norm) of one set of pairs, in the set's order; batches are cut from
-        `order` (positions in the set), by default a shuffle seeded by `seed`."""
+        """[n, 2] (log loss, log grad norm), float64, of one set of pairs, in the set's order;
+        batches are cut from `order` (positions in the set), by default a shuffle seeded by
+        `seed`."""
         img, txt = (
             torch.as_tensor(img, dtype=torch.float32),
             torch.as_tensor(txt, dtype=torch.float32),
         )
         if bank is not None:  # each pair's loss is independent of the others: one group
-            return torch.stack(loss_and_grad_norm(img, txt, scale, bank), 1).numpy()
-        out = np.empty((len(img), 2), dtype=np.float32)
+            return torch.stack(log_loss_and_grad_norm(img, txt, scale, bank), 1).numpy()
+        out = np.empty((len(img), 2), dtype=np.float64)
         if order is None:
             order = np.random.default_rng(seed).permutation(len(img))
         for idx in np.array_split(order, math.ceil(len(img) / self.batch_size)):
-            out[idx] = torch.stack(loss_and_grad_norm(img[idx], txt[idx], scale), 1).numpy()
+            out[idx] = torch.stack(log_loss_and_grad_norm(img[idx], txt[idx], scale), 1).numpy()
         return out
 
     def run(self, ctx: AttackContext) -> AttackResult:

@@ -8,7 +8,8 @@ with respect to the model's parameters (all of them, or the last residual blocks
 
 A memorised pair sits in a flat, well-fitted spot: low loss and a small gradient. The score follows
 gradnorm's recipe (z-score against D_no, pseudo-members from D_all, logistic regression on
-(l, g)), through mia/attacks/weak_supervision.py.
+(log l, log g)), through mia/attacks/weak_supervision.py. Both features are float64 logs that stay
+distinct however small the loss (per_sample_grad_norms).
 
 The bank's embeddings are taken from the feature store, as constants: the gradient flows only
 through the pair's own image and text forward (and logit_scale). So l_k depends on pair k alone,
@@ -45,7 +46,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mia.attacks.base import Attack, AttackContext, AttackResult
-from mia.attacks.contrastive import bank_losses, split_known
+from mia.attacks.contrastive import bank_margins, log_symmetric_loss, split_known, symmetric_loss
 from mia.attacks.weak_supervision import feature_means, pseudo_label_scores
 from mia.data.splits import AUX_POOL, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.validate import ConfigError, is_int, require
@@ -188,8 +189,16 @@ def ghost_sq_norm(module, x, b, with_bias: bool):
 
 
 def per_sample_grad_norms(model, images, tokens, bank_img, bank_txt, names, chunk_size=64):
-    """(loss [n], gradient norm [n]) of each pair's bank loss w.r.t. the parameters `names`,
-    batched over `chunk_size` pairs at a time. Model, inputs and bank on one device."""
+    """(log loss [n], log gradient norm [n]), float64, of each pair's bank loss w.r.t. the
+    parameters `names`, batched over `chunk_size` pairs at a time. Model, inputs and bank on one
+    device.
+
+    The loss is taken in float64 from the margins (mia/attacks/contrastive.py). The towers' backward
+    runs in the model's float32, where the gradient of a tiny loss (e^-50 at a logit scale of 100
+    and margins of 0.5) would underflow: so each pair's loss is divided by c = the larger of
+    sigmoid(x_row), sigmoid(x_col) (its d loss / d margin, held constant), which brings its
+    gradient to order 1, and log c is added back to the log norm (the gradient is linear in the
+    loss: ||d(l / c)|| = ||dl|| / c)."""
     model.eval()
     names = set(names)
     ghosts = ghost_modules(model, names, images, tokens)
@@ -205,14 +214,16 @@ def per_sample_grad_norms(model, images, tokens, bank_img, bank_txt, names, chun
     def sample_loss(trainable, deltas, image, token):
         state["deltas"], state["inputs"] = deltas, {}
         out = functional_call(model, {**trainable, **constants}, (image[None], token[None]))
-        loss = bank_losses(
-            out["image_features"][0],
-            out["text_features"][0],
-            bank_img,
-            bank_txt,
-            out["logit_scale"],
+        row, col = bank_margins(
+            out["image_features"][0].double(),
+            out["text_features"][0].double(),
+            bank_img.double(),
+            bank_txt.double(),
+            out["logit_scale"].double(),
         )
-        return loss, (loss, state["inputs"])
+        log_c = torch.maximum(F.logsigmoid(row), F.logsigmoid(col)).detach()
+        scaled = symmetric_loss(row, col) * torch.exp(-log_c)
+        return scaled, (log_symmetric_loss(row, col).detach(), log_c, state["inputs"])
 
     per_sample = vmap(grad(sample_loss, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0, 0))
     losses, norms = [], []
@@ -220,7 +231,7 @@ def per_sample_grad_norms(model, images, tokens, bank_img, bank_txt, names, chun
         for i in range(0, len(images), chunk_size):
             img, tok = images[i : i + chunk_size], tokens[i : i + chunk_size]
             deltas = {n: img.new_zeros(len(img), *shape) for n, (_, shape) in ghosts.items()}
-            (g, g_out), (loss, inputs) = per_sample(trainable, deltas, img, tok)
+            (g, g_out), (loss, log_c, inputs) = per_sample(trainable, deltas, img, tok)
             sq = sum(
                 torch.linalg.vector_norm(v.reshape(len(img), -1), dim=1).square()
                 for v in g.values()
@@ -228,7 +239,7 @@ def per_sample_grad_norms(model, images, tokens, bank_img, bank_txt, names, chun
             for n, (module, _) in ghosts.items():
                 sq = sq + ghost_sq_norm(module, inputs[n], g_out[n], f"{n}.bias" in names)
             losses.append(loss.detach())
-            norms.append(sq.sqrt().detach())
+            norms.append(sq.detach().double().log() / 2 + log_c)
     state.clear()
     return torch.cat(losses), torch.cat(norms)
 

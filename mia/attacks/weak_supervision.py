@@ -3,7 +3,7 @@ eq. 2; Gomez's white-box variant): known non-members D_no get label 0, pairs of 
 D_all that look like members get label 1, and a classifier learns the difference.
 
 - `pseudo_label` / `labelled_training_set`: the cosine rule mu + lam * sigma of D_no (wsa, clmia);
-- `pseudo_label_scores`: the z-scored (loss, gradient norm) rule (gradnorm, paramgrad);
+- `pseudo_label_scores`: the z-scored (log loss, log gradient norm) rule (gradnorm, paramgrad);
 - `seeded` / `shuffled_batches` / `p_member`: training and scoring the torch classifiers (wsa,
   clmia).
 
@@ -24,7 +24,7 @@ from mia.data.splits import AUX_POOL, NONMEMBER_KNOWN, SCORED
 from mia.sizes import parse_size
 from mia.validate import require
 
-GRAD_FEATURES = ("loss", "grad_norm")
+GRAD_FEATURES = ("log_loss", "log_grad_norm")
 
 
 # Attack.uncalibrated of the attacks that train a classifier with labelled_training_set: it labels
@@ -154,10 +154,11 @@ def p_member(model, x: np.ndarray) -> np.ndarray:
 
 
 def pseudo_label_scores(known, aux, evals, aux_is_member=None, C=1.0):
-    """Gomez's weak supervision on per-pair features [n, 2] = (loss, grad norm): z-score against
-    D_no, pseudo-members = D_all rows with -z_l/2 - z_g/2 > 0, logistic regression with D_no = 0 and
-    pseudo-members = 1. Returns (P(member) for each array in `evals`, diagnostics).
-    `aux_is_member` is ground truth for the diagnostics only."""
+    """Gomez's weak supervision on per-pair features [n, 2] = (log loss, log grad norm): z-score
+    against D_no, pseudo-members = D_all rows with -z_l/2 - z_g/2 > 0, logistic regression with
+    D_no = 0 and pseudo-members = 1. Returns (the regression's log-odds of membership for each array
+    in `evals`, diagnostics): the ranking of P(member), which would round to a tied 1.0 for pairs
+    fitted far better than D_no. `aux_is_member` is ground truth for the diagnostics only."""
     mu, sd = known.mean(0), known.std(0)
     sd = np.where(sd > 0, sd, 1.0)
 
@@ -179,11 +180,12 @@ def pseudo_label_scores(known, aux, evals, aux_is_member=None, C=1.0):
     diag["intercept"] = float(clf.intercept_[0])
     diag["z_mean"] = dict(zip(GRAD_FEATURES, map(float, mu), strict=True))
     diag["z_std"] = dict(zip(GRAD_FEATURES, map(float, sd), strict=True))
-    return [clf.predict_proba(z(e))[:, 1] for e in evals], diag
+    return [clf.decision_function(z(e)) for e in evals], diag
 
 
 def feature_means(features: dict) -> dict:
-    """{set: {loss: mean, grad_norm: mean}}: raw (AUC-free) feature means, for diagnostics."""
+    """{set: {log_loss: mean, log_grad_norm: mean}}: raw (AUC-free) feature means, for
+    diagnostics."""
     return {
         name: dict(zip(GRAD_FEATURES, map(float, f.mean(0)), strict=True))
         for name, f in features.items()

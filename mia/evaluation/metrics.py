@@ -47,15 +47,49 @@ def _split(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return pos, neg
 
 
+def _crossing(fpr, tpr, target: float):
+    """(i, straddles): i is the last ROC point with FPR at most `target` (the highest TPR there,
+    the curve being monotone); `straddles` says whether the next point lies beyond the target with
+    a higher TPR, i.e. the target falls inside a block of tied scores that holds members and
+    non-members (between untied points the curve only rises at constant FPR or runs flat)."""
+    i = int(np.flatnonzero(fpr <= target)[-1])
+    return i, bool(i + 1 < fpr.size and fpr[i] < target and tpr[i + 1] > tpr[i])
+
+
+def _along(fa, fb, ta, tb, target):
+    """TPR at FPR `target` on the segment (fa, ta) - (fb, tb); one formula for tpr_at_fpr and the
+    bootstrap (_resampled_tprs), so that the two agree bit for bit."""
+    return ta + (target - fa) / (fb - fa) * (tb - ta)
+
+
 def tpr_at_fpr(fpr, tpr, target: float) -> float:
-    """Largest TPR among ROC points whose FPR is at most `target`.
+    """TPR of the ROC curve (roc_curve, every threshold kept) at FPR `target`, with a block of tied
+    scores drawn as the straight segment across it: the largest TPR among points whose FPR is at
+    most `target`, plus, where a tied block straddles the target (_crossing), the share of the
+    block's members a threshold inside it gets on average when the tie is broken at random, by
+    linear interpolation along the segment. Without such a tie, the step value alone.
 
     Exact comparison is safe: roc_curve's FPR is k / n0, a correctly rounded division, so
-    e.g. 1/100 == 0.01 bit for bit.
+    e.g. 1/100 == 0.01 bit for bit. roc_curve always starts at (0, 0).
     """
-    fpr, tpr = np.asarray(fpr), np.asarray(tpr)
-    ok = fpr <= target
-    return float(tpr[ok].max()) if ok.any() else 0.0
+    fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+    i, straddles = _crossing(fpr, tpr, target)
+    if not straddles:
+        return float(tpr[i])
+    return float(_along(fpr[i], fpr[i + 1], tpr[i], tpr[i + 1], target))
+
+
+def tpr_tied(fpr, tpr, target: float) -> bool:
+    """Whether the TPR at `target` was read inside a block of tied scores (interpolated)."""
+    return _crossing(np.asarray(fpr), np.asarray(tpr), target)[1]
+
+
+def top_tie_share(scores) -> float:
+    """The share of the scored pairs (members and non-members) tied at the highest score: 1 / n
+    for untied scores. A large block at the top holds the low-FPR figures: a threshold either
+    calls all of it members or none."""
+    scores = np.asarray(scores, np.float64)
+    return float(np.count_nonzero(scores == scores.max()) / scores.size)
 
 
 def _resampled_aucs(pos, neg):
@@ -123,11 +157,13 @@ def _allowed_false_positives(n0: int, target: float) -> int:
 
 
 def _resampled_tprs(pos, neg, target: float):
-    """Return f(pos_idx, neg_idx) -> TPR at FPR <= `target` of each resample, equal to tpr_at_fpr on
+    """Return f(pos_idx, neg_idx) -> TPR at FPR `target` of each resample, equal to tpr_at_fpr on
     it.
 
-    With k false positives allowed, the best ROC point's threshold lies just above v, the (k+1)-th
-    largest non-member score; its TPR is the share of members strictly above v (1 when k >= n0).
+    With k false positives allowed, the target falls in the block of non-members tied at v, the
+    (k+1)-th largest non-member score: a of them lie strictly above v, c at v. The ROC runs from
+    (a / n0, share of members above v) to ((a + c) / n0, share at or above v), and tpr_at_fpr
+    interpolates along it (1 when k >= n0). Without members at v that is the share above v.
     """
     n0 = neg.size
     k = _allowed_false_positives(n0, target)
@@ -136,8 +172,12 @@ def _resampled_tprs(pos, neg, target: float):
         if k >= n0:
             return np.ones(len(pos_idx))
         drawn = neg[neg_idx]
-        v = np.partition(drawn, n0 - 1 - k, axis=1)[:, n0 - 1 - k]
-        return (pos[pos_idx] > v[:, None]).mean(axis=1)
+        v = np.partition(drawn, n0 - 1 - k, axis=1)[:, n0 - 1 - k, None]
+        a, c = (drawn > v).sum(1), (drawn == v).sum(1)
+        p = pos[pos_idx]
+        n1 = p.shape[1]
+        above, tied = (p > v).sum(1), (p == v).sum(1)
+        return _along(a / n0, (a + c) / n0, above / n1, (above + tied) / n1, target)
 
     return tprs
 
@@ -151,7 +191,8 @@ def resampled_metrics(pos, neg):
 
 def roc_metrics(scores, labels, *, n_bootstrap: int = 200, seed: int = 0) -> dict:
     """AUC (with bootstrap std and 95% CI), TPR at 1% and 0.1% FPR (with 95% CIs from the same
-    resamples, and whether the non-members resolve them), and the oracle balanced accuracy."""
+    resamples, whether the non-members resolve them and whether a tie straddles them), the
+    top-tie share, and the oracle balanced accuracy."""
     pos, neg = _split(scores, labels)
     y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
     s = np.r_[pos, neg]
@@ -171,6 +212,8 @@ def roc_metrics(scores, labels, *, n_bootstrap: int = 200, seed: int = 0) -> dic
     out["low_fpr_resolved"] = {
         k.rsplit("_", 1)[1]: low_fpr_resolved(neg.size, t) for k, t in FPR_TARGETS.items()
     }
+    out["tpr_tied"] = {k.rsplit("_", 1)[1]: tpr_tied(fpr, tpr, t) for k, t in FPR_TARGETS.items()}
+    out["top_tie_share"] = top_tie_share(s)
     # The best threshold chosen on the evaluation labels themselves: an oracle, no attacker's
     # decision.
     out["oracle_balanced_accuracy"] = float(np.max(1 - (fpr + 1 - tpr) / 2))
@@ -288,8 +331,9 @@ def calibrated_thresholds(
     """Thresholds an auditor can set without the evaluation labels: for each FPR target f, the (1 -
     f) quantile of the attack's scores on known non-members (D_no; numpy's linear interpolation),
     and a pair called a member when its score is strictly above it. Each entry holds the target, the
-    threshold, how many known non-members set it and whether they resolve f (low_fpr_resolved), and
-    on the evaluation sets the realised FPR and the TPR with Clopper-Pearson 95% intervals."""
+    threshold, how many known non-members set it and whether they resolve f (low_fpr_resolved),
+    whether it sits on a block of tied D_no scores (`tied`), and on the evaluation sets the
+    realised FPR and the TPR with Clopper-Pearson 95% intervals."""
     known = np.asarray(known_scores, np.float64).ravel()
     member = np.asarray(member_scores, np.float64).ravel()
     nonmember = np.asarray(nonmember_scores, np.float64).ravel()
@@ -305,12 +349,15 @@ def calibrated_thresholds(
     for f in targets:
         threshold = float(np.quantile(known, 1 - f))
         fp, tp = int((nonmember > threshold).sum()), int((member > threshold).sum())
+        # a block of tied D_no scores at the threshold: "strictly above" leaves all of it out
+        tied = bool(np.count_nonzero(known == threshold) > 1)
         out.append(
             {
                 "fpr_target": f,
                 "threshold": threshold,
                 "n_known": int(known.size),
                 "resolved": low_fpr_resolved(known.size, f),
+                "tied": tied,
                 "realised_fpr": fp / nonmember.size,
                 "realised_fpr_ci95": _clopper_pearson(fp, nonmember.size),
                 "tpr": tp / member.size,
@@ -412,7 +459,7 @@ def gaussian_auc(gap_value: float, member_std: float, nonmember_std: float) -> f
 
 
 def roc_table(scores, labels, n_points: int = 50) -> list[dict]:
-    """TPR on a log-spaced FPR grid (step definition, so it matches tpr_at_fpr exactly).
+    """TPR on a log-spaced FPR grid (tpr_at_fpr at each grid point).
 
     The grid starts at 1e-4, or at 1/n_nonmembers if larger (nothing finer is resolvable).
     """

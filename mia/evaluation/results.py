@@ -25,6 +25,8 @@ METRIC_KEYS = (
     "tpr_at_fpr_1e-3",
     "tpr_at_fpr_1e-3_ci95",
     "low_fpr_resolved",
+    "tpr_tied",
+    "top_tie_share",
     "oracle_balanced_accuracy",
     "n_members",
     "n_nonmembers",

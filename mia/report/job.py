@@ -66,15 +66,17 @@ def headline(record: dict, names, ref: str | None) -> str:
     adjusted = dict(zip(names, holm([vs.get("delong_p_value") for vs in compared]), strict=True))
     for name in names:
         a = record["attacks"][name]
-        resolved = a.get("low_fpr_resolved", {})
+        resolved, tied = a.get("low_fpr_resolved", {}), a.get("tpr_tied", {})
         cells = [
             name + (" (reference)" if name == ref else ""),
             _interval(a["auc"], a["auc_ci95"]),
-            _interval(a["tpr_at_fpr_1e-2"], a.get("tpr_at_fpr_1e-2_ci95"))
-            + ("" if resolved.get("1e-2", True) else " (unresolved)"),
-            _interval(a["tpr_at_fpr_1e-3"], a.get("tpr_at_fpr_1e-3_ci95"))
-            + ("" if resolved.get("1e-3", True) else " (unresolved)"),
         ]
+        for f in ("1e-2", "1e-3"):
+            cells.append(
+                _interval(a[f"tpr_at_fpr_{f}"], a.get(f"tpr_at_fpr_{f}_ci95"))
+                + ("" if resolved.get(f, True) else " (unresolved)")
+                + (" (tied)" if tied.get(f, False) else "")
+            )
         vs = a.get("vs_csa")
         if vs is None:
             cells += ["", ""]

@@ -1,4 +1,6 @@
+import copy
 import json
+import math
 
 import pytest
 import torch
@@ -36,13 +38,45 @@ def test_batched_norms_equal_the_loop(tiny, params):
     chunk."""
     model, images, tokens, bank = tiny
     names = select_params(model, params, last_blocks=1)
-    loss, norm = per_sample_grad_norms(model, images, tokens, *bank, names, chunk_size=4)
+    log_loss, log_norm = per_sample_grad_norms(model, images, tokens, *bank, names, chunk_size=4)
     ref_loss, ref_norm = loop_grad_norms(model, images, tokens, *bank, names)
-    assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(norm, ref_norm, rtol=1e-4)
+    assert log_loss.dtype == log_norm.dtype == torch.float64
+    assert torch.allclose(log_loss.exp(), ref_loss.double(), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(log_norm.exp(), ref_norm.double(), rtol=1e-4)
     # nothing left behind: hooks removed, MultiheadAttention's fast path restored
     assert not any(m._forward_hooks for m in model.modules())
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_sharp_temperature_keeps_features_distinct(tiny):
+    """Logit scale 100 and a bank every pair beats by a cosine margin of at least 0.5: each loss is
+    below e^-50, which float32's logsumexp - positive rounds to one tied 0; the float64 logs stay
+    distinct, and the loss scaling keeps the float32 backward from underflowing (its squares of
+    order e^-100 would: every log gradient norm finite)."""
+    model, images, tokens, _ = tiny
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100))
+        img = model.encode_image(images, normalize=True)
+        txt = model.encode_text(tokens, normalize=True)
+    # the untrained towers' embeddings cluster: the opposite of their mean is far from every pair
+    # (bank images from the texts' mean, bank texts from the images')
+    gen = torch.Generator().manual_seed(0)
+    bank = [
+        nn.functional.normalize(
+            -x.mean(0) + 0.02 * torch.randn(5, x.shape[1], generator=gen), dim=1
+        )
+        for x in (txt, img)
+    ]
+    pos = (img * txt).sum(1, keepdim=True)
+    assert (img @ bank[1].T - pos).max() <= -0.5 and (txt @ bank[0].T - pos).max() <= -0.5
+    row = 100 * torch.cat([pos, img @ bank[1].T], 1)
+    assert (row.logsumexp(1) - row[:, 0] == 0).all()  # float32's logsumexp - positive: a tied 0
+    names = select_params(model, "all")
+    log_loss, log_norm = per_sample_grad_norms(model, images, tokens, *bank, names, chunk_size=4)
+    assert torch.isfinite(log_loss).all() and torch.isfinite(log_norm).all()
+    assert (log_loss < -40).all()
+    assert len(log_loss.unique()) == len(log_norm.unique()) == len(images)
 
 
 @pytest.mark.parametrize(
@@ -102,8 +136,8 @@ def test_paramgrad_planted_model(planted_model, params):
     assert d["n_known"] == len(planted_model.features["nonmember_known"].uids) - d["bank_size"]
     json.dumps(d)  # plain python types only, for results.json
     means = d["raw_means"]  # memorised pairs: lower loss, smaller parameter gradient
-    assert means["member_eval"]["loss"] < means["nonmember_eval"]["loss"]
-    assert means["member_eval"]["grad_norm"] < means["nonmember_eval"]["grad_norm"]
+    assert means["member_eval"]["log_loss"] < means["nonmember_eval"]["log_loss"]
+    assert means["member_eval"]["log_grad_norm"] < means["nonmember_eval"]["log_grad_norm"]
 
 
 def test_paramgrad_null_model(null_model):

@@ -203,6 +203,18 @@ def test_calibration_resolution_follows_the_known_non_members():
     assert [e["resolved"] for e in out] == [True, False]
 
 
+def test_a_threshold_on_a_block_of_tied_known_scores_is_flagged():
+    """5% of D_no tied at its top score: both quantiles land on the block, and "strictly above"
+    calls no member at all: `tied` says so, where untied scores leave it false."""
+    rng = np.random.default_rng(11)
+    known = np.r_[np.full(100, 9.0), rng.normal(size=1900)]
+    members, nonmembers = np.full(50, 9.0), rng.normal(size=50)
+    out = calibrated_thresholds(known, members, nonmembers)
+    assert [(e["threshold"], e["tied"], e["tpr"]) for e in out] == [(9.0, True, 0.0)] * 2
+    untied = calibrated_thresholds(rng.normal(size=2000), members, nonmembers)
+    assert [e["tied"] for e in untied] == [False, False]
+
+
 def test_bootstrap_p_value_is_one_without_a_difference_and_small_with_a_clear_one():
     assert metrics.bootstrap_p_value(np.zeros(99)) == 1.0
     assert metrics.bootstrap_p_value(np.full(99, 0.1)) == pytest.approx(2 / 100)

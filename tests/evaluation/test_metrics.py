@@ -73,6 +73,8 @@ def test_result_is_plain_json():
         "tpr_at_fpr_1e-3",
         "tpr_at_fpr_1e-3_ci95",
         "low_fpr_resolved",
+        "tpr_tied",
+        "top_tie_share",
         "oracle_balanced_accuracy",
         "n_members",
         "n_nonmembers",
@@ -82,14 +84,53 @@ def test_result_is_plain_json():
     assert all(
         type(r[k]) is float
         for k in r
-        if k not in lists + ("low_fpr_resolved", "n_members", "n_nonmembers")
+        if k not in lists + ("low_fpr_resolved", "tpr_tied", "n_members", "n_nonmembers")
     )
     assert all(type(v) is float for k in lists for v in r[k])
     assert r["low_fpr_resolved"] == {"1e-2": False, "1e-3": False}
     assert all(type(v) is bool for v in r["low_fpr_resolved"].values())
+    assert r["tpr_tied"] == {"1e-2": False, "1e-3": False}
+    assert all(type(v) is bool for v in r["tpr_tied"].values())
     assert type(r["n_members"]) is int
     json.dumps(r)
     json.dumps(gap([0.1, 0.2], [0.0, 0.1], n_bootstrap=5))
+
+
+def test_tie_straddling_the_target_is_interpolated_and_flagged():
+    """A block of tied top scores (the float32 losses that all round to 0) holding 300 members and
+    20 of 1000 non-members: FPR 1% falls inside it. The step definition would read TPR 0 (no
+    threshold gets under 2% FPR without dropping the whole block); the ROC's straight segment
+    across the block, the average over random tie-breaks, gives 10 / 20 of its 300 members."""
+    rng = np.random.default_rng(0)
+    members = np.r_[np.full(300, 5.0), rng.normal(0, 1, 700)]
+    nonmembers = np.r_[np.full(20, 5.0), rng.normal(-1, 1, 980)]
+    r = roc_metrics(*labelled(members, nonmembers), n_bootstrap=50)
+    assert r["tpr_at_fpr_1e-2"] == pytest.approx(300 * 10 / 20 / 1000)
+    assert r["tpr_at_fpr_1e-3"] == pytest.approx(300 * 1 / 20 / 1000)
+    assert r["tpr_tied"] == {"1e-2": True, "1e-3": True}
+    assert r["top_tie_share"] == 320 / 2000
+    lo, hi = r["tpr_at_fpr_1e-2_ci95"]  # the resamples interpolate too: no interval at 0
+    assert 0 < lo <= r["tpr_at_fpr_1e-2"] <= hi
+    # the AUC counts ties one half, as before
+    assert r["auc"] == roc_auc_score(
+        labelled(members, nonmembers)[1], labelled(members, nonmembers)[0]
+    )
+    # the same pairs without the tie: the step value, unflagged, 1 / n at the top
+    untied = roc_metrics(
+        *labelled(members + rng.normal(0, 1e-6, 1000), nonmembers - 1), n_bootstrap=0
+    )
+    assert untied["tpr_tied"] == {"1e-2": False, "1e-3": False}
+    assert untied["top_tie_share"] == 1 / 2000
+
+
+def test_hand_example_interpolates_inside_its_tie():
+    """HAND's member and non-member tied at 0.5 span the ROC segment (.25, .5) - (.5, .75)."""
+    fpr, tpr, _ = roc_curve(HAND[1], HAND[0], drop_intermediate=False)
+    assert tpr_at_fpr(fpr, tpr, 0.375) == 0.625 and metrics.tpr_tied(fpr, tpr, 0.375)
+    assert tpr_at_fpr(fpr, tpr, 0.3) == pytest.approx(0.55)
+    # on its endpoints and across the lone non-member 0.8, no tie and the step value
+    assert not metrics.tpr_tied(fpr, tpr, 0.25) and not metrics.tpr_tied(fpr, tpr, 0.1)
+    assert tpr_at_fpr(fpr, tpr, 0.1) == 0.25
 
 
 def test_low_fpr_zero_when_top_nonmember_outranks_all_members():

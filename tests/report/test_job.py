@@ -48,6 +48,7 @@ def test_an_attack_compared_with_the_reference_gets_its_verdict(default_job, tmp
     other.update(
         auc=0.4,
         low_fpr_resolved={"1e-2": True, "1e-3": False},
+        tpr_tied={"1e-2": True, "1e-3": False},
         vs_csa={"delta_auc": -0.113, "delta_auc_ci95": [-0.2, -0.05], "delong_p_value": 0.004},
     )
     record["attacks"]["other"] = other
@@ -58,6 +59,7 @@ def test_an_attack_compared_with_the_reference_gets_its_verdict(default_job, tmp
     row = next(line for line in text.splitlines() if line.startswith("| other |"))
     assert "-0.113 [-0.200, -0.050] (below CSA)" in row and "0.004 (0.004)" in row
     assert row.count("(unresolved)") == 1  # at 0.1% FPR only
+    assert row.count("(tied)") == 1 and "(tied)" in row.split(" | ")[2]  # at 1% FPR only
     assert "## Not scored\n\n- wsa: lam=100: no pair reaches it" in text
     assert "- attacks: csa, other, wsa" in text
     assert "![" not in text  # no plot in tmp_path, none linked
