@@ -44,7 +44,7 @@ from mia.report.figures import (
 )
 from mia.report.fits import fits
 from mia.report.rows import attacks_of, load_rows, reference, write_csv
-from mia.report.stats import bootstrap_settings, points, steps, t_interval
+from mia.report.stats import IDENTITY, bootstrap_settings, points, steps, t_interval
 from mia.report.wandb_log import log_report
 
 
@@ -135,13 +135,14 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
 
 
 def rebuild_law(report_dir) -> Path:
-    """Refit the two-factor law of a written report from its points.csv, without the jobs (no
-    bootstrap: the cells' seed means and seed spread are all the fit needs), at the settings of its
-    multirun.yaml's config (train.batch_size, analysis.law, or law.DEFAULTS): rewrites fits.json's
-    law entries, report.md's section on them and the two grid figures; returns report.md's path."""
+    """Refit the two-factor law of a written report from its points.csv (results.csv gives the
+    figures' seed dots), without the jobs: no bootstrap, as the cells' seed means and spread are all
+    the fit needs. Settings from its multirun.yaml's config (train.batch_size, analysis.law, or
+    law.DEFAULTS). Rewrites fits.json's law entries (their equal-steps ratios kept as written: the
+    intervals need the jobs' cosines), report.md's section on them and the two grid figures;
+    returns report.md's path."""
     report_dir = Path(report_dir)
-    with open(report_dir / "points.csv", newline="") as f:
-        pts = [{k: _cell_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    pts, jobs = (_read_csv(report_dir / name) for name in ("points.csv", "results.csv"))
     config = OmegaConf.to_container(OmegaConf.load(report_dir / "multirun.yaml"))
     for p in pts:
         # a points.csv written before these columns, or by jobs whose config lacks the batch size
@@ -149,7 +150,8 @@ def rebuild_law(report_dir) -> Path:
             p["steps"] = steps(p["epochs"], p["size"], config)
         if p.get("gap_seed_ci") is None:  # the same t interval, from the seeds' sd
             p["gap_seed_ci"] = t_interval(p["gap_mean"], p["gap_seed_std"], p["n_seeds"])
-        p["_cos"], p["_rows"] = None, []
+        # the figures' seed dots
+        p["_cos"], p["_rows"] = None, [r for r in jobs if all(r[k] == p[k] for k in IDENTITY)]
     grids = law.grids(pts)
     law_results = {
         name: law.fit_law(ps, 0, setting=law.settings(config)) for name, ps in grids.items()
@@ -159,7 +161,16 @@ def rebuild_law(report_dir) -> Path:
             stem += f"_{i}" if len(grids) > 1 else ""
             plot_gap_grid(ps, law_results[name], x, report_dir / f"{stem}.png")
     fits_path = report_dir / "fits.json"
-    kept = {k: v for k, v in json.loads(fits_path.read_text()).items() if not k.startswith(law.KEY)}
+    written = json.loads(fits_path.read_text())
+    for name, fit in law_results.items():
+        ratios = written.get(name, {}).get("equal_steps", [])
+        if any(e["ratio_ci95"][0] is not None for e in ratios):  # intervals need the cosines
+            for e in ratios:
+                e["both_fitted"] = {
+                    (e[k]["epochs"], e[k]["size"]) for k in ("more_epochs", "fewer_epochs")
+                } <= law.fitted(fit)
+            fit["equal_steps"] = ratios
+    kept = {k: v for k, v in written.items() if not k.startswith(law.KEY)}
     fits_path.write_text(json.dumps({**kept, **law_results}, indent=1))
     path = report_dir / "report.md"
     lines = path.read_text().split("\n")
@@ -168,6 +179,11 @@ def rebuild_law(report_dir) -> Path:
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     path.write_text("\n".join(lines[:start] + law.markdown(law_results) + [""] + lines[end:]))
     return path
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: _cell_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _cell_value(text: str):

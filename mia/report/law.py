@@ -122,8 +122,13 @@ def fit_law(ps, n_bootstrap: int, seed: int = 0, setting: dict | None = None) ->
             out["bootstrap"] = bootstrap_law(kept, table[:, [column[id(p)] for p in kept]])
         except ValueError as err:
             out["bootstrap"] = {"error": str(err)}
-    out["equal_steps"] = equal_steps(positive, table)
+    out["equal_steps"] = equal_steps(positive, table, fitted(out))
     return out
+
+
+def fitted(fit) -> set:
+    """The (T, N) of the cells a law's fit kept."""
+    return {(c["epochs"], c["size"]) for c in fit["cells"]}
 
 
 def _cell(p) -> dict:
@@ -442,11 +447,12 @@ def verdict(alpha_ci, beta_ci) -> str | None:
     return {2: "T/N holds", 1: "holds in part", 0: "fails"}[inside]
 
 
-def equal_steps(ps, table) -> list[dict]:
+def equal_steps(ps, table, kept=None) -> list[dict]:
     """Every two cells with the same T*N (the same optimiser steps at a fixed batch size, up to the
     last batch's rounding): the gap of the one with more epochs over the other's, with a 95%
-    interval from the bootstrap `table` ([B, len(ps)], or None: no interval). Steps alone predict 1;
-    T/N predicts (T1 / T2) (N2 / N1)."""
+    interval from the bootstrap `table` ([B, len(ps)], or None: no interval), and whether both are
+    among the `kept` (T, N) of the fit (None: fits.left_out's regime). Steps alone predict 1; T/N
+    predicts (T1 / T2) (N2 / N1)."""
     by_samples = defaultdict(list)
     for i, p in enumerate(ps):
         by_samples[p["epochs"] * p["size"]].append(i)
@@ -464,7 +470,10 @@ def equal_steps(ps, table) -> list[dict]:
                 / fewer["epochs"]
                 * fewer["size"]
                 / more["size"],
-                "both_fitted": left_out(more) is None and left_out(fewer) is None,
+                "both_fitted": all(
+                    left_out(c) is None if kept is None else (c["epochs"], c["size"]) in kept
+                    for c in (more, fewer)
+                ),
             }
             if table is not None:
                 valid = table[:, j] > 0  # a replicate whose denominator vanished has no ratio
@@ -544,7 +553,11 @@ def _measure_lines(fit) -> list[str]:
         f"{_ci(fit['beta_ci95_seeds'])}) over {fit['n_points']} cells, R^2 {_num(fit['r2'])}, "
         f"residual sd {_num(fit['residual_sd'])} vs seeds' {_num(fit['seed_sd'])} (log10; lack "
         f"of fit p {_num(lof['p'], '.2g')}): **{fit['verdict'] or 'no interval, no verdict'}**"
-        + (f" ({' and '.join(fit['excludes_1'])} exclude 1)" if fit["excludes_1"] else "")
+        + (
+            f" ({' and '.join(fit['excludes_1'])} {_excl(fit['excludes_1'])} 1)"
+            if fit["excludes_1"]
+            else ""
+        )
     ]
     inter = fit["interaction"]
     if "error" not in inter:
@@ -573,6 +586,10 @@ def _measure_lines(fit) -> list[str]:
             "holds by construction, not as a test"
         )
     return md
+
+
+def _excl(names) -> str:
+    return "excludes" if len(names) == 1 else "exclude"
 
 
 def _num(v, fmt=".3f") -> str:
