@@ -111,6 +111,7 @@ def report_row(record: dict, job: str) -> dict:
     row["_skipped"] = results.skipped(record)
     row["_roc"] = record["roc"]
     row["_config"] = record["config"]
+    row["_trained"] = record["target"].get("source") == "train"
     return row
 
 

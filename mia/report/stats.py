@@ -23,11 +23,13 @@ IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weigh
 MEASURES = ("gap", "loss_gap", "d_prime")
 
 
-def steps(epochs: int, size: int, config: dict) -> int | None:
-    """A target's optimiser steps, T * ceil(N / train.batch_size) (one process); None where the
-    job's config does not record the batch size."""
+def steps(epochs: int | None, size: int | None, config: dict) -> int | None:
+    """A target's optimiser steps, T * ceil(N / train.batch_size) (one process); None where T, N or
+    the batch size is not known."""
     batch = config.get("train", {}).get("batch_size")
-    return None if batch is None else int(epochs) * -(-int(size) // int(batch))
+    if None in (epochs, size, batch):
+        return None
+    return int(epochs) * -(-int(size) // int(batch))
 
 
 def _spread(name, values) -> dict:
@@ -57,7 +59,9 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
             seeds=sorted(r["seed"] for r in rs),
             _rows=rs,
         )
-        p["steps"] = steps(p["epochs"], p["size"], rs[0]["_config"])
+        # a target from a checkpoint did not train on this job's recipe: its steps are unknown
+        trained = all(r["_trained"] for r in rs)
+        p["steps"] = steps(p["epochs"], p["size"], rs[0]["_config"]) if trained else None
         p.update(_spread("gap", [r["gap_value"] for r in rs]))
         # each measure of the gap with its t interval over the seeds (docs/design.md §6.7); a
         # measure some seed lacks (a job recorded before it) stays empty

@@ -86,6 +86,10 @@ def test_points_carry_each_measure_with_its_seed_interval_where_the_jobs_have_it
         job.record["config"]["train"]["batch_size"] = 128
         runs.append(job)
     runs.append(fake_job(4000, 40, 0.05))  # a job recorded before the loss gap and d'
+    outside = fake_job(16000, 40, 0.01)  # a target trained elsewhere, on a recipe of its own
+    outside.record["target"]["source"] = "checkpoint"
+    outside.record["config"]["train"]["batch_size"] = 128
+    runs.append(outside)
     pts = {p["size"]: p for p in points(load_rows(write_sweep(tmp_path, runs)), 0)}
     one = pts[1000]
     half = 12.706204736174698 * np.std([-0.3, -0.5], ddof=1) / np.sqrt(2)  # t(0.975, 1)
@@ -97,6 +101,7 @@ def test_points_carry_each_measure_with_its_seed_interval_where_the_jobs_have_it
     old = pts[4000]
     assert old["loss_gap_mean"] is None and old["d_prime_seed_ci"] == [None, None]
     assert old["steps"] is None and old["gap_seed_ci"] == [None, None]  # one seed, no batch size
+    assert pts[16000]["steps"] is None
 
 
 def test_empty_sweep_dir(tmp_path):

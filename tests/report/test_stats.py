@@ -88,3 +88,4 @@ def test_steps_are_epochs_times_batches_per_epoch():
     assert steps(10, 1024, {"train": {"batch_size": 128}}) == 80
     assert steps(10, 1025, {"train": {"batch_size": 128}}) == 90
     assert steps(10, 1000, {"train": {}}) is None and steps(10, 1000, {}) is None
+    assert steps(None, 1000, {"train": {"batch_size": 128}}) is None  # T not known
