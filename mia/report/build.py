@@ -22,8 +22,11 @@ Every metric is also recomputed from each job's scores.parquet and checked again
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from mia.report import canaries as canary_report
 from mia.report import comparison, exposure, finetune, law, privacy_utility
@@ -41,7 +44,7 @@ from mia.report.figures import (
 )
 from mia.report.fits import fits
 from mia.report.rows import attacks_of, load_rows, reference, write_csv
-from mia.report.stats import bootstrap_settings, points
+from mia.report.stats import IDENTITY, bootstrap_settings, points, steps, t_interval
 from mia.report.wandb_log import log_report
 
 
@@ -58,7 +61,8 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
     pts = points(rows, n_bootstrap, seed)
     fit_results = fits(pts, n_bootstrap, seed)
     grids = law.grids(pts)
-    law_results = {name: law.fit_law(ps, n_bootstrap, seed) for name, ps in grids.items()}
+    setting = law.settings(rows[0]["_config"])
+    law_results = {name: law.fit_law(ps, n_bootstrap, seed, setting) for name, ps in grids.items()}
     exposed = exposure.analyse(rows, seed=seed)
     compared = comparison.comparison_rows(pts, names, n_bootstrap, seed)
     family = comparison.adjust(pts, compared)  # before the CSVs: they carry the adjusted p
@@ -133,3 +137,70 @@ def build_report(sweep_dir, wandb_log: bool = True) -> Path:
             "(checks.json):\n" + "\n".join(mismatch_lines(checks))
         )
     return path
+
+
+def rebuild_law(report_dir) -> Path:
+    """Refit the two-factor law of a written report from its points.csv (results.csv gives the
+    figures' seed dots), without the jobs: no bootstrap, as the cells' seed means and spread are all
+    the fit needs. Settings from its multirun.yaml's config (train.batch_size, analysis.law, or
+    law.DEFAULTS). Rewrites fits.json's law entries (their equal-steps ratios kept as written: the
+    intervals need the jobs' cosines), report.md's section on them and the two grid figures;
+    returns report.md's path."""
+    report_dir = Path(report_dir)
+    pts, jobs = (_read_csv(report_dir / name) for name in ("points.csv", "results.csv"))
+    config = OmegaConf.to_container(OmegaConf.load(report_dir / "multirun.yaml"))
+    for r in pts + jobs:  # written before targets could start from other weights
+        r.setdefault("init", "scratch")
+    for p in pts:
+        # a points.csv written before these columns, or by jobs whose config lacks the batch size
+        if p.get("steps") is None:
+            p["steps"] = steps(p["epochs"], p["size"], config)
+        if p.get("gap_seed_ci") is None:  # the same t interval, from the seeds' sd
+            p["gap_seed_ci"] = t_interval(p["gap_mean"], p["gap_seed_std"], p["n_seeds"])
+        # the figures' seed dots
+        p["_cos"], p["_rows"] = None, [r for r in jobs if all(r[k] == p[k] for k in IDENTITY)]
+    grids = law.grids(pts)
+    law_results = {
+        name: law.fit_law(ps, 0, setting=law.settings(config)) for name, ps in grids.items()
+    }
+    for i, (name, ps) in enumerate(grids.items()):
+        for x, stem in (("epochs", "gap_vs_T_by_N"), ("size", "gap_vs_N_by_T")):
+            stem += f"_{i}" if len(grids) > 1 else ""
+            plot_gap_grid(ps, law_results[name], x, report_dir / f"{stem}.png")
+    fits_path = report_dir / "fits.json"
+    written = json.loads(fits_path.read_text())
+    for name, fit in law_results.items():
+        ratios = written.get(name, {}).get("equal_steps", [])
+        if any(e["ratio_ci95"][0] is not None for e in ratios):  # intervals need the cosines
+            for e in ratios:
+                e["both_fitted"] = {
+                    (e[k]["epochs"], e[k]["size"]) for k in ("more_epochs", "fewer_epochs")
+                } <= law.fitted(fit)
+            fit["equal_steps"] = ratios
+    kept = {k: v for k, v in written.items() if not k.startswith(law.KEY)}
+    fits_path.write_text(json.dumps({**kept, **law_results}, indent=1))
+    path = report_dir / "report.md"
+    lines = path.read_text().split("\n")
+    head = law.markdown(law_results)[0]
+    start = lines.index(head)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    path.write_text("\n".join(lines[:start] + law.markdown(law_results) + [""] + lines[end:]))
+    return path
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: _cell_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _cell_value(text: str):
+    """A points.csv cell as the report wrote it: empty is None, JSON where it parses (numbers,
+    lists, booleans as True / False), else the text."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text

@@ -85,6 +85,7 @@ def plot_gap_grid(ps, law, x, path):
     other = "size" if x == "epochs" else "epochs"
     name = {"epochs": "T", "size": "N"}
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    out = {(c["epochs"], c["size"]) for c in law.get("excluded", [])}
     for i, v in enumerate(sorted({p[other] for p in ps})):
         colour, line = f"C{i % 10}", [p for p in ps if p[other] == v and p["gap_mean"] > 0]
         if not line:
@@ -107,7 +108,7 @@ def plot_gap_grid(ps, law, x, path):
                 fmt="o",
                 capsize=3,
                 color=colour,
-                mfc=colour if left_out(p) is None else "white",
+                mfc="white" if (p["epochs"], p["size"]) in out else colour,
             )
             seeds = [
                 r["gap_value"] for r in p["_rows"] if r["gap_value"] > 0

@@ -71,6 +71,9 @@ def report_row(record: dict, job: str) -> dict:
         **{f"gap_{k}": v for k, v in gap.items() if k != "ci95"},
         "gap_ci_lo": gap["ci95"][0],
         "gap_ci_hi": gap["ci95"][1],
+        # the same pairs' loss gap and d' (docs/design.md §6.7); null in a job recorded before them
+        "loss_gap_value": (record.get("loss_gap") or {}).get("value"),
+        "d_prime_value": (record.get("d_prime") or {}).get("value"),
     }
     by_attack = results.attack_metrics(record)
     for name, m in by_attack.items():
@@ -109,6 +112,7 @@ def report_row(record: dict, job: str) -> dict:
     row["_skipped"] = results.skipped(record)
     row["_roc"] = record["roc"]
     row["_config"] = record["config"]
+    row["_trained"] = record["target"].get("source") == "train"
     return row
 
 

@@ -18,6 +18,18 @@ from mia.report.rows import attack_scores, attacks_of, cosines, reference, refer
 # a point: one condition, any seeds (defense and weight decay split the arms of
 # experiment=privacy_utility, the starting weights those of experiment=finetune)
 IDENTITY = ("nonmembers", "epochs", "size", "model", "params", "defense", "weight_decay", "init")
+# the measures of the member / non-member difference a point carries: the cosine gap, the loss gap
+# (mean member minus mean non-member contrastive loss) and d' (docs/design.md §6.7)
+MEASURES = ("gap", "loss_gap", "d_prime")
+
+
+def steps(epochs: int | None, size: int | None, config: dict) -> int | None:
+    """A target's optimiser steps, T * ceil(N / train.batch_size) (one process); None where T, N or
+    the batch size is not known."""
+    batch = config.get("train", {}).get("batch_size")
+    if None in (epochs, size, batch):
+        return None
+    return int(epochs) * -(-int(size) // int(batch))
 
 
 def _spread(name, values) -> dict:
@@ -47,7 +59,22 @@ def points(rows, n_bootstrap: int, seed: int = 0) -> list[dict]:
             seeds=sorted(r["seed"] for r in rs),
             _rows=rs,
         )
+        # a target from a checkpoint did not train on this job's recipe: its steps are unknown
+        trained = all(r["_trained"] for r in rs)
+        p["steps"] = steps(p["epochs"], p["size"], rs[0]["_config"]) if trained else None
         p.update(_spread("gap", [r["gap_value"] for r in rs]))
+        # each measure of the gap with its t interval over the seeds (docs/design.md §6.7); a
+        # measure some seed lacks (a job recorded before it) stays empty
+        for name in MEASURES:
+            values = [r.get(f"{name}_value") for r in rs]
+            known = None not in values
+            if name != "gap":
+                p[f"{name}_mean"] = float(np.mean(values)) if known else None
+                p[f"{name}_seed_std"] = (
+                    float(np.std(values, ddof=1)) if known and len(values) > 1 else None
+                )
+            over_seeds = seed_interval(values) if known else None
+            p[f"{name}_seed_ci"] = [None, None] if over_seeds is None else over_seeds["ci"]
         for side in ("member", "nonmember"):  # the gap's two sides: which one moves with N (§6.5)
             p.update(_spread(f"{side}_cos", [r[f"gap_{side}_mean"] for r in rs]))
         p["gaussian_auc"] = float(np.mean([r["gap_gaussian_auc"] for r in rs]))
@@ -124,9 +151,18 @@ def seed_interval(values, level: float = 0.95) -> dict | None:
     mean, se = float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
     if se == 0:
         return {"mean": mean, "ci": [mean, mean], "p": 1.0 if mean == 0 else 0.0, "n": int(x.size)}
-    q = float(stats.t.ppf(0.5 + level / 2, x.size - 1))
     p = float(stats.ttest_1samp(x, 0.0).pvalue)
-    return {"mean": mean, "ci": [mean - q * se, mean + q * se], "p": p, "n": int(x.size)}
+    ci = t_interval(mean, float(x.std(ddof=1)), int(x.size), level)
+    return {"mean": mean, "ci": ci, "p": p, "n": int(x.size)}
+
+
+def t_interval(mean, sd, n: int, level: float = 0.95) -> list:
+    """The t interval of a mean of n seeds with standard deviation sd (n - 1 degrees of freedom):
+    [lo, hi], or [None, None] with fewer than 2 seeds or no sd."""
+    if sd is None or n < 2:
+        return [None, None]
+    q, se = float(stats.t.ppf(0.5 + level / 2, n - 1)), float(sd / np.sqrt(n))
+    return [float(mean - q * se), float(mean + q * se)]
 
 
 def holm(pvalues) -> list:

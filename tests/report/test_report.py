@@ -78,6 +78,32 @@ def test_points_keep_the_gaps_two_sides_and_plot_them(tmp_path):
     assert "| 0.750 / 0.500 |" in (sweep / "report.md").read_text()
 
 
+def test_points_carry_each_measure_with_its_seed_interval_where_the_jobs_have_it(tmp_path):
+    runs = []
+    for s, (loss, dprime) in enumerate(((-0.3, 1.0), (-0.5, 1.4))):
+        job = fake_job(1000, 40, 0.1 + 0.02 * s, seed=s)
+        job.record["loss_gap"], job.record["d_prime"] = {"value": loss}, {"value": dprime}
+        job.record["config"]["train"]["batch_size"] = 128
+        runs.append(job)
+    runs.append(fake_job(4000, 40, 0.05))  # a job recorded before the loss gap and d'
+    outside = fake_job(16000, 40, 0.01)  # a target trained elsewhere, on a recipe of its own
+    outside.record["target"]["source"] = "checkpoint"
+    outside.record["config"]["train"]["batch_size"] = 128
+    runs.append(outside)
+    pts = {p["size"]: p for p in points(load_rows(write_sweep(tmp_path, runs)), 0)}
+    one = pts[1000]
+    half = 12.706204736174698 * np.std([-0.3, -0.5], ddof=1) / np.sqrt(2)  # t(0.975, 1)
+    assert one["loss_gap_mean"] == pytest.approx(-0.4)
+    assert one["loss_gap_seed_ci"] == pytest.approx([-0.4 - half, -0.4 + half])
+    assert one["d_prime_mean"] == pytest.approx(1.2) and one["d_prime_seed_ci"][0] < 1.0
+    assert one["gap_seed_ci"][0] < 0.1 < 0.12 < one["gap_seed_ci"][1]
+    assert one["steps"] == 40 * 8  # T x ceil(1000 / 128)
+    old = pts[4000]
+    assert old["loss_gap_mean"] is None and old["d_prime_seed_ci"] == [None, None]
+    assert old["steps"] is None and old["gap_seed_ci"] == [None, None]  # one seed, no batch size
+    assert pts[16000]["steps"] is None
+
+
 def test_empty_sweep_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         build_report(tmp_path, wandb_log=False)

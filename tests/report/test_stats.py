@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mia.report.stats import holm, seed_interval, seed_mean_delta_aucs, seed_mean_gaps
+from mia.report.stats import (
+    holm,
+    seed_interval,
+    seed_mean_delta_aucs,
+    seed_mean_gaps,
+    steps,
+    t_interval,
+)
 
 
 def test_seed_mean_gaps_resample_seeds_and_pairs():
@@ -68,3 +75,17 @@ def test_holm_adjusts_by_rank_and_stays_monotone():
     assert holm([None, 0.5]) == [None, 0.5]
     assert holm([0.6, 0.7]) == [1.0, 1.0]
     assert holm([]) == []
+
+
+def test_t_interval_from_a_seed_spread_matches_the_one_from_the_seeds():
+    values = [1.0, 2.0, 3.0]
+    assert t_interval(2.0, np.std(values, ddof=1), 3) == pytest.approx(seed_interval(values)["ci"])
+    assert t_interval(2.0, None, 3) == t_interval(2.0, 0.5, 1) == [None, None]
+
+
+def test_steps_are_epochs_times_batches_per_epoch():
+    assert steps(10, 1000, {"train": {"batch_size": 128}}) == 80  # ceil(1000 / 128) = 8
+    assert steps(10, 1024, {"train": {"batch_size": 128}}) == 80
+    assert steps(10, 1025, {"train": {"batch_size": 128}}) == 90
+    assert steps(10, 1000, {"train": {}}) is None and steps(10, 1000, {}) is None
+    assert steps(None, 1000, {"train": {"batch_size": 128}}) is None  # T not known
