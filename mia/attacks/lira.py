@@ -18,6 +18,13 @@ the IN and the OUT Gaussians. Carlini et al. also fix the variance below 64 shad
 uses one sigma for both sides, the spread of all IN statistics (between pairs as well as within).
 `per_pair` is the paper's variant for many shadows.
 
+The held-out check (`diagnostics.held_out_auc`): each scored pair's statistic averaged over the
+shadows that did not train on it, members against non-members. No shadow knows the target, so with
+i.i.d. non-members this AUC is 0.5 within its interval; away from 0.5, the non-members come from
+another distribution than the members, and Gaussians fitted to shadows of a mixed pool need not
+describe the target (docs/design.md §4.11). `nonmember_out_z`, the non-members' mean offline score,
+is about 0 where the OUT shadows describe the target's non-members.
+
 Offline LiRA is weak when members sit at a similarity ceiling (heavily memorised small targets,
 like the planted test fixture): every member then scores ceiling - mu_out, so the calibration that
 helps against easy non-members spreads the members out instead (0.87-0.89 AUC there, below the
@@ -60,6 +67,32 @@ def gaussian_fit(stats, mask, variance: str):
     else:
         raise ConfigError("variance", variance, "choose 'global' or 'per_pair'")
     return mean, np.maximum(std, 1e-6)
+
+
+def auc_interval(pos, neg) -> tuple[float, list[float]]:
+    """AUC of `pos` above `neg` (ties count half) and its 95% interval from DeLong's variance."""
+    pos, neg = np.sort(pos), np.sort(neg)
+    # each positive's share of negatives below it, each negative's share of positives above it
+    below = (np.searchsorted(neg, pos, "left") + np.searchsorted(neg, pos, "right")) / (
+        2 * len(neg)
+    )
+    above = 1 - (np.searchsorted(pos, neg, "left") + np.searchsorted(pos, neg, "right")) / (
+        2 * len(pos)
+    )
+    auc = float(below.mean())
+    se = np.sqrt(below.var(ddof=1) / len(pos) + above.var(ddof=1) / len(neg))
+    return auc, [float(max(0.0, auc - 1.96 * se)), float(min(1.0, auc + 1.96 * se))]
+
+
+def held_out_check(ref) -> dict:
+    """The held-out check of the module docstring, over the scored pairs with an OUT shadow."""
+    out = masked_mean(ref.shadow_stats, ~ref.inside)
+    sides = [out[ref.rows(name)] for name in SCORED]
+    m, n = (side[np.isfinite(side)] for side in sides)
+    if len(m) < 2 or len(n) < 2:
+        return {"held_out_auc": None, "held_out_auc_ci95": None, "held_out_pairs": [len(m), len(n)]}
+    auc, ci = auc_interval(m, n)
+    return {"held_out_auc": auc, "held_out_auc_ci95": ci, "held_out_pairs": [len(m), len(n)]}
 
 
 def log_normal(x, mean, std):
@@ -111,9 +144,14 @@ class LiRA(Attack):
         ref = references(ctx, self.num_shadows, self.statistic, self.shadows)
         score = self.score(ref)
         ev = ref.eval_rows()
-        mu_in, mu_out = (
-            masked_mean(ref.shadow_stats, ref.inside),
-            masked_mean(ref.shadow_stats, ~ref.inside),
+        mu_in = masked_mean(ref.shadow_stats, ref.inside)
+        mu_out, sd_out = gaussian_fit(ref.shadow_stats, ~ref.inside, self.variance)
+        offline = (ref.target_stats - mu_out) / sd_out
+        # offline needs no IN shadow, and may have too few to fit one (shadows.paths)
+        sd_in = (
+            gaussian_fit(ref.shadow_stats, ref.inside, self.variance)[1]
+            if self.mode == "online"
+            else None
         )
         diagnostics = {
             **ref.diagnostics(),
@@ -126,6 +164,11 @@ class LiRA(Attack):
                 ref.target_stats[ref.rows(MEMBER_EVAL)].mean()
                 - ref.target_stats[ref.rows(NONMEMBER_EVAL)].mean()
             ),
+            **held_out_check(ref),
+            "nonmember_out_z": float(np.mean(offline[ref.rows(NONMEMBER_EVAL)])),
+            # the fitted spreads: unequal IN and OUT spreads bend the online score (quadratic in s)
+            "sigma_in": None if sd_in is None else float(np.nanmean(sd_in[ev])),
+            "sigma_out": float(np.nanmean(sd_out[ev])),
         }
         n_mem = len(ctx.features[MEMBER_EVAL].uids)
         return AttackResult(score[:n_mem], score[n_mem:], diagnostics)

@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from mia.attacks.lira import LiRA
+from mia.attacks.lira import LiRA, auc_interval, held_out_check
 from mia.attacks.rmia import RMIA
 from mia.attacks.shadows import masked_mean, pool, references
 from mia.cache import config_hash
 from mia.data.shards import Index
-from mia.data.splits import EVAL_SETS, build_splits
+from mia.data.splits import EVAL_SETS, SCORED, build_splits
 from mia.pipeline import run
 from mia.training.shadows import (
     Filler,
@@ -359,6 +359,47 @@ def test_lira_synthetic_null(mode):
     assert_null(result_of(ref, make_attack("lira", num_shadows=8, mode=mode).score(ref)))
 
 
+def test_auc_interval_matches_the_rank_auc_and_narrows_with_pairs():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(0.5, 1, 400), rng.normal(0, 1, 300)
+    auc, (lo, hi) = auc_interval(pos, neg)
+    assert auc == pytest.approx((pos[:, None] > neg[None, :]).mean())
+    assert lo < auc < hi and 0.05 < hi - lo < 0.15
+    assert auc_interval([1.0, 1.0], [1.0, 1.0])[0] == 0.5  # ties count half
+    wide = auc_interval(pos[:40], neg[:30])[1]
+    assert wide[1] - wide[0] > hi - lo
+
+
+def test_held_out_check_is_chance_under_iid_and_flags_shifted_nonmembers():
+    """The shadows' OUT statistic of a scored pair does not depend on the target: i.i.d.
+    non-members sit with the members (AUC about 0.5), non-members of another distribution (a
+    difficulty shifted for every model) do not; the target's non-members are OUT draws (z about 0)
+    under i.i.d. only."""
+    iid = synthetic_references(planted=True)
+    check = held_out_check(iid)
+    assert check["held_out_pairs"] == [200, 200]
+    lo, hi = check["held_out_auc_ci95"]
+    assert lo < 0.5 < hi and abs(check["held_out_auc"] - 0.5) < 0.1
+
+    shifted = synthetic_references(planted=True)
+    rows = shifted.rows("nonmember_eval")
+    shifted.shadow_stats[:, rows] += 2.0  # every shadow sees the other corpus's pairs as easier
+    check = held_out_check(shifted)
+    assert check["held_out_auc_ci95"][1] < 0.35
+
+
+def test_lira_records_the_held_out_check(planted_model):
+    """On the trained fixture (i.i.d. non-members) the check is run and recorded beside the
+    shadows' diagnostics; offline LiRA fits no IN spread."""
+    for mode in ("online", "offline"):
+        d = make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode).run(planted_model).diagnostics
+        lo, hi = d["held_out_auc_ci95"]
+        assert lo < d["held_out_auc"] < hi and lo < 0.5 < hi
+        assert d["held_out_pairs"] == [len(planted_model.features[s].uids) for s in SCORED]
+        assert (d["sigma_in"] is None) == (mode == "offline") and d["sigma_out"] > 0
+        json.dumps(d)
+
+
 def test_lira_config_and_validation():
     cfg = compose_config("attack=lira", "logger=none")
     attack = instantiate(cfg.attack.lira, _convert_="all")
@@ -378,6 +419,18 @@ def test_lira_config_and_validation():
     cfg = compose_config("attack=[lira,rmia]", "shadows.size=pool", "logger=none")
     built = [instantiate(cfg.attack[name], _convert_="all") for name in ("lira", "rmia")]
     assert isinstance(built[1], RMIA) and {a.shadows.size for a in built} == {"pool"}
+    # offline beside online, on the same shadow settings (so the same cached shadows)
+    cfg = compose_config("attack=[lira,lira_offline]", "logger=none")
+    online, offline = (
+        instantiate(cfg.attack[n], _convert_="all") for n in ("lira", "lira_offline")
+    )
+    assert (online.mode, offline.mode) == ("online", "offline")
+    assert (online.num_shadows, online.statistic, online.variance, online.shadows) == (
+        offline.num_shadows,
+        offline.statistic,
+        offline.variance,
+        offline.shadows,
+    )
 
 
 def test_a_job_whose_pool_is_too_small_for_n_is_refused_before_any_training(

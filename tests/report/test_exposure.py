@@ -1,7 +1,7 @@
 """The exposure analysis (mia/report/exposure.py) on score tables whose rankings are known:
 identical rankings overlap fully and beat the null, random ones sit on it, the null is seeded,
-comparisons across N use only the members both jobs scored, and what the members exposed at every
-seed share."""
+comparisons across N use only the members both jobs scored, the non-members' overlap controls the
+finding, and what the members exposed at every seed share."""
 
 from types import SimpleNamespace
 
@@ -16,26 +16,30 @@ from mia.report.exposure import (
     analyse,
     caption_attributes,
     null_overlaps,
-    top_members,
+    scores_by_pair,
+    top_rows,
 )
 
 
-def table(member_scores, uids=None, captions=None, nonmembers=100):
+def table(member_scores, uids=None, captions=None, nonmembers=100, extra=None):
     """A scores.parquet table: members `uids` (m0, m1, ... by default) scored `member_scores` by
-    csa."""
+    csa, and non-members n0, n1, ... scored 0, or `nonmembers` where it is an array of scores;
+    `extra` {attack: (member scores, non-member scores)} adds further attacks."""
     member_scores = np.asarray(member_scores, float)
+    nonmember_scores = np.zeros(nonmembers) if np.isscalar(nonmembers) else np.asarray(nonmembers)
+    nonmembers = nonmember_scores.size
     uids = uids or [f"m{i}" for i in range(member_scores.size)]
     sets = {
         MEMBER_EVAL: SimpleNamespace(uids=uids, cos=member_scores),
         NONMEMBER_EVAL: SimpleNamespace(
-            uids=[f"n{i}" for i in range(nonmembers)], cos=np.zeros(nonmembers)
+            uids=[f"n{i}" for i in range(nonmembers)], cos=nonmember_scores
         ),
     }
     caps = {
         MEMBER_EVAL: captions or ["a red circle"] * len(uids),
         NONMEMBER_EVAL: ["a blue square"] * nonmembers,
     }
-    return scores.frame(sets, caps, {"csa": (member_scores, np.zeros(nonmembers))})
+    return scores.frame(sets, caps, {"csa": (member_scores, nonmember_scores), **(extra or {})})
 
 
 def row(tab, seed=0, size=1000, epochs=40, tpr=0.01):
@@ -109,9 +113,8 @@ def test_across_sizes_compares_only_the_members_both_jobs_scored():
     ranked = np.random.default_rng(1).normal(size=200)
     small = table(ranked, uids=[f"m{i}" for i in range(200)])
     large = table(np.r_[ranked, np.full(50, 10.0)], uids=[f"m{i}" for i in range(250)])
-    assert top_members(large, "csa", {f"m{i}" for i in range(250)}, 50) == {
-        f"m{i}" for i in range(200, 250)
-    }
+    uids, matrix = scores_by_pair([row(large)], "csa", 1)
+    assert {uids[i] for i in top_rows(matrix, 50)[0]} == {f"m{i}" for i in range(200, 250)}
     out = analyse([row(small, size=1000), row(large, size=4000, tpr=0.03)], draws=500)
     (o,) = out["across_sizes"]
     assert (o["size"], o["to_size"], o["seed"], o["n_shared"]) == (1000, 4000, 0, 200)
@@ -162,3 +165,77 @@ def test_nothing_to_compare_and_the_markdown():
     md = "\n".join(exposure.markdown(out))
     assert "| 1000 | 40 | 2 | 500 | 50.0 |" in md and "caption words" in md
     assert exposure.markdown(None) == []
+
+
+def test_top_rows_rank_members_as_scores_most_exposed_does():
+    ranked = np.round(np.random.default_rng(4).normal(size=300), 1)  # ties broken by file order
+    tab = table(ranked)
+    uids, matrix = scores_by_pair([row(tab)], "csa", 1)
+    assert {uids[i] for i in top_rows(matrix, 50)[0]} == set(scores.most_exposed(tab, 50)["uid"])
+
+
+def seeds_of(rng, easy_members, easy_nonmembers, n=500, seeds=3, extra=None):
+    """One job per seed: each pair scores a per-pair easiness (fixed across seeds where planted:
+    `easy_members`, `easy_nonmembers`) plus fresh noise per seed; members sit 0.5 higher."""
+    fixed_m, fixed_n = rng.normal(size=n), rng.normal(size=n)
+    jobs = []
+    for s in range(seeds):
+        m = 0.5 + (3 * fixed_m if easy_members else 0) + rng.normal(size=n)
+        nm = (3 * fixed_n if easy_nonmembers else 0) + rng.normal(size=n)
+        jobs.append(row(table(m, nonmembers=nm, extra=extra and extra(m, nm)), seed=s))
+    return jobs
+
+
+def test_non_members_as_stable_as_members_give_no_members_stay_exposed_finding():
+    """Both sides' top 50 are the same pairs every seed: the members' overlap beats chance, but
+    the non-members' does as well, so it reflects easy pairs, not membership."""
+    out = analyse(seeds_of(np.random.default_rng(0), True, True), draws=200)
+    (o,) = out["across_seeds"]
+    assert o["p_value"] < 0.01 and o["overlap"] > 20  # far above chance (5)
+    assert o["nonmembers"]["overlap"] > 20 and o["nonmembers"]["n_shared"] == 500
+    c = o["control"]
+    assert c["p_value"] > exposure.ALPHA and c["ci95"][0] < 0 < c["ci95"][1]
+    assert o["finding"] == exposure.EASY
+    assert out["persistent"][0]["nonmembers_n"] > 5
+    md = "\n".join(exposure.markdown(out))
+    assert exposure.EASY in md and exposure.EXPOSED not in md
+
+
+def test_members_alone_stable_give_the_members_stay_exposed_finding():
+    out = analyse(seeds_of(np.random.default_rng(1), True, False), draws=200)
+    (o,) = out["across_seeds"]
+    assert o["nonmembers"]["overlap"] < 10  # chance alone: 5
+    c = o["control"]
+    assert c["p_value"] < 0.01 and c["ci95"][0] > 0 and c["difference"] > 15
+    assert o["finding"] == exposure.EXPOSED
+    assert exposure.EXPOSED in "\n".join(exposure.markdown(out))
+
+
+def test_random_rankings_find_chance_and_the_control_is_seeded():
+    jobs = seeds_of(np.random.default_rng(2), False, False)
+    out = analyse(jobs, draws=200)
+    assert out["across_seeds"][0]["finding"] == exposure.CHANCE
+    assert analyse(jobs, draws=200) == out
+    assert (
+        analyse(jobs, draws=200, seed=1)["across_seeds"][0]["control"]
+        != (out["across_seeds"][0]["control"])
+    )
+
+
+def test_the_control_is_repeated_on_calibrated_lira_scores():
+    """CSA's top members are stable easy pairs on both sides; LiRA, calibrated per pair, keeps the
+    members' stability only: the finding differs by attack."""
+
+    def lira(member, nonmember):  # easiness removed, a member-only stable part kept
+        return {
+            "lira": (member_only + rng.normal(size=member.size), rng.normal(size=nonmember.size))
+        }
+
+    rng = np.random.default_rng(3)
+    member_only = 3 * rng.normal(size=500)
+    out = analyse(seeds_of(rng, True, True, extra=lira), draws=200)
+    assert out["across_seeds"][0]["finding"] == exposure.EASY
+    (c,) = out["calibrated"]
+    assert c["attack"] == "lira" and c["across_seeds"][0]["finding"] == exposure.EXPOSED
+    assert "Control, lira scores" in "\n".join(exposure.markdown(out))
+    assert analyse(seeds_of(rng, True, True), draws=50)["calibrated"] == []  # no lira column
