@@ -14,7 +14,9 @@ gap = a + alpha log10 T - beta log10 N (fits.json's tn_law) and the gap against 
 N per T (gap_vs_T_by_N.png, gap_vs_N_by_T.png; §6.7). Where jobs can be compared: the overlap of
 their most exposed members across seeds and sizes (exposure.json; §6.8). Every attack's seed-mean
 AUC and TPRs with intervals, its paired difference from CSA and from its base attack (gradnorm_pure
-against gradnorm), and its calibrated TPR (comparison.csv; §6.9).
+against gradnorm), and its calibrated TPR (comparison.csv; §6.9). Where some targets train from
+scratch and others from pretrained weights: each measure's fine-tuned minus from-scratch difference
+paired by seed (finetune.csv, finetune.png; §3.8).
 
 Every metric is also recomputed from each job's scores.parquet and checked against its results.json
 (checks.json, and a line of report.md); a disagreement makes the report fail once it is written.

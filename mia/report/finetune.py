@@ -50,7 +50,7 @@ def finetune_rows(rows, reference: str) -> list[dict]:
         if r["nonmembers"] == "iid" and r["defense"] == "none":
             arms[(r["init"], r["epochs"], r["size"])][r["seed"]] = r
     out = []
-    for (init, t, n), tuned in sorted(arms.items(), key=lambda kv: str(kv[0])):
+    for (init, t, n), tuned in sorted(arms.items(), key=lambda kv: (str(kv[0][0]), *kv[0][1:])):
         scratch = arms.get((SCRATCH, t, n), {})
         seeds = sorted(set(tuned) & set(scratch))
         if init == SCRATCH or not seeds:
