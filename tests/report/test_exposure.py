@@ -63,6 +63,7 @@ def row(tab, seed=0, size=1000, epochs=40, tpr=0.01):
         "params": 1,
         "defense": "none",
         "weight_decay": 0.1,
+        "init": "scratch",
         "seed": seed,
         "_table": tab,
         "_results": record,

@@ -285,6 +285,6 @@ def test_grids_need_two_values_of_both_factors():
     assert grids([{**p, "nonmembers": "ood"} for p in pts]) == {}
     wide = [{**p, "model": "wide"} for p in pts]
     assert sorted(grids(pts + wide)) == [
-        f"{KEY}@model=tiny,params=1,defense=none,weight_decay=0.1",
-        f"{KEY}@model=wide,params=1,defense=none,weight_decay=0.1",
+        f"{KEY}@model=tiny,params=1,defense=none,weight_decay=0.1,init=scratch",
+        f"{KEY}@model=wide,params=1,defense=none,weight_decay=0.1,init=scratch",
     ]
