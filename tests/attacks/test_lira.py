@@ -45,6 +45,7 @@ from mia.training.shadows import (
     filler_need,
     halves,
     scaled_halves,
+    shadow_seed,
     shadow_tag,
 )
 from mia.validate import ConfigError
@@ -60,7 +61,7 @@ from tests.helpers.attacks import (
 from tests.helpers.config import compose_config
 
 TARGET = {"size": "target", "pool": None, "seed": 0}  # conf/shadows/default.yaml
-POOL = {**TARGET, "size": "pool"}  # the shadows of before shadows.size existed
+POOL = {**TARGET, "size": "pool"}  # halves of the pool, seeded by the job's seed
 
 
 # --- the shadows: halves, training sets, cache -------------------------------------------------
@@ -267,24 +268,26 @@ def test_target_size_tops_up_with_filler(planted_model):
     assert ref.diagnostics()["shadow_size"] == 300 and ref.diagnostics()["shadow_filler"] == 25
 
 
-def test_pool_size_keeps_the_shadows_of_before(planted_model):
-    """shadows.size=pool: halves seeded by the job's seed, keys and training sets exactly as before
-    shadows.size existed (the key formula of that code, written out here), and the same scores."""
+def test_pool_size_shadows_are_halves_keyed_by_the_target_and_their_seeds(planted_model):
+    """shadows.size=pool: halves seeded by the job's seed, each shadow keyed by the target, its
+    half and its own training seed (the key formula written out here), and the same scores."""
     ctx = planted_model
     res = make_attack("lira", num_shadows=NUM_SHADOWS, shadows=POOL).run(ctx)
     uids, _ = pool(ctx)
     inside = halves(uids, NUM_SHADOWS, ctx.seed)
-    before = [
+    seeds = [shadow_seed(ctx.seed, m) for m in range(NUM_SHADOWS)]
+    keys = [
         config_hash(
             {
                 "target": ctx.target.key,
                 "shadow": shadow_tag(ctx.seed, m),
+                "seed": seeds[m],
                 "uids": config_hash(sorted(uids[inside[m]])),
             }
         )
         for m in range(NUM_SHADOWS)
     ]
-    assert res.diagnostics["shadow_keys"] == before
+    assert res.diagnostics["shadow_keys"] == keys and res.diagnostics["shadow_seeds"] == seeds
     assert res.diagnostics["shadow_size"] == 275 and res.diagnostics["shadows_size"] == "pool"
     for m, d in enumerate(res.diagnostics["shadow_dirs"]):
         assert Path(d, "trained_uids.txt").read_text().split() == sorted(uids[inside[m]])
