@@ -121,7 +121,7 @@ def calibrate(
     not calibrated there."""
     known, fitted, why = known_scores(attack, ctx)
     if known is None:
-        log.info("%s: no thresholds calibrated on D_no: it %s", attack.name, why)
+        log.info("%s: no thresholds calibrated on D_no: it %s", attack.key, why)
         return None, why
     entries = metrics.calibrated_thresholds(
         known, result.member_scores, result.nonmember_scores, targets
@@ -131,7 +131,7 @@ def calibrate(
             log.warning(
                 "%s is not calibrated at FPR %g: its threshold set on D_no gives the evaluation "
                 "non-members FPR %.4f (95%% CI %.4f-%.4f)",
-                attack.name,
+                attack.key,
                 e["fpr_target"],
                 e["realised_fpr"],
                 *e["realised_fpr_ci95"],
