@@ -14,7 +14,7 @@ from mia.data.corpus import Audit, Data
 from mia.data.splits import scored_size
 from mia.defenses.base import NoDefense
 from mia.evaluation import dataset_inference
-from mia.training.spec import TrainSpec
+from mia.training.spec import SHADOW_SEEDS, TrainSpec
 from mia.validate import ConfigError, build, is_int, require
 
 
@@ -39,7 +39,12 @@ class JobSpec:
     def parse(cls, cfg, target=None) -> JobSpec:
         """The job of `cfg`; `target`, where given, stands for the one cfg.target would build (a
         model held in memory: mia/audit.py)."""
-        require(is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
+        require(
+            is_int(cfg.seed) and 0 <= cfg.seed < SHADOW_SEEDS,
+            "seed",
+            cfg.seed,
+            "must be an integer in [0, 2**31) (the seeds above are the shadows')",
+        )
         require(
             is_int(cfg.n_bootstrap) and cfg.n_bootstrap >= 0,
             "n_bootstrap",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from mia.data.pairs import load_raw, to_tensors
-from mia.data.splits import MEMBER_EVAL, SCORED
+from mia.data.splits import MEMBER_EVAL, NONMEMBER_KNOWN, SCORED
 from mia.validate import ConfigError
 
 
@@ -157,6 +157,16 @@ class Attack(ABC):
             )
         with self._keyed():
             return self.score(ctx, set_name)
+
+    def score_known(self, ctx: AttackContext) -> np.ndarray:
+        """Its scores of the known non-members D_no, each pair scored as an evaluation pair is, for
+        the thresholds calibrated on them (mia.evaluation.scoring.calibrate). A per_pair attack
+        scores D_no by itself; any other runs again with D_no in member_eval's place
+        (AttackContext.with_members): its scores depend on the other pairs scored. An attack that
+        scores a pair among batch-mates it cannot get that way overrides this (gradnorm)."""
+        if self.per_pair:
+            return np.asarray(self.score_set(ctx, NONMEMBER_KNOWN))
+        return np.asarray(self(ctx.with_members(ctx.features[NONMEMBER_KNOWN])).member_scores)
 
     @abstractmethod
     def run(self, ctx: AttackContext) -> AttackResult:

@@ -35,6 +35,13 @@ In mixed and pure, the batch loss is the sum of the per-sample losses, as in the
 a set is cut into near-equal batches (never one short tail batch whose smaller softmax would shift
 its losses).
 
+D_no's own scores, which the thresholds calibrated on D_no are set from (`score_known`,
+docs/design.md §5), are featurised as an evaluation pair is: under mixed, each D_no pair takes the
+place of one scored pair, drawn with the seed, in that pair's label-blind batch, so its batch-mates
+are members and non-members as an evaluation pair's are (a batch of non-members alone would give
+it other losses); under pure, D_no is cut into batches of its own, as each evaluation set is; under
+fixed, the D_no pairs outside the bank meet the bank.
+
 The embeddings come from the feature store: no tower is re-run, the loss and gradient are a few
 matrix products (torch autograd): mia/attacks/contrastive.py, shared with `paramgrad`.
 """
@@ -100,7 +107,9 @@ class GradNorm(Attack):
             out[idx] = torch.stack(log_loss_and_grad_norm(img[idx], txt[idx], scale), 1).numpy()
         return out
 
-    def run(self, ctx: AttackContext) -> AttackResult:
+    def _all_features(self, ctx: AttackContext) -> tuple[dict, float]:
+        """({set: [n, 2] (loss, grad norm)} of D_no (less the bank under fixed), aux_pool and the
+        two evaluation sets, the logit scale)."""
         scale = logit_scale(ctx.target.model)
         known = ctx.features[NONMEMBER_KNOWN]
         keep, bank = np.arange(len(known.uids)), None
@@ -124,14 +133,58 @@ class GradNorm(Attack):
             feats[MEMBER_EVAL], feats[NONMEMBER_EVAL] = ctx.split_scored(
                 self._features(img, txt, scale, None, None, order=ctx.scored_order(4))
             )
+        return feats, scale
 
-        (mem, non), diag = pseudo_label_scores(
+    def _known_as_scored(self, ctx: AttackContext, scale: float) -> np.ndarray:
+        """[n_known, 2] features of D_no under mixed, each pair in a scored pair's place in that
+        pair's batch of the evaluation (scored_order(4), cut as _features cuts it); the place is
+        drawn with (seed, 5), uniformly over the scored pairs."""
+        img, txt = (
+            torch.as_tensor(np.concatenate([ctx.features[s].image for s in SCORED])),
+            torch.as_tensor(np.concatenate([ctx.features[s].text for s in SCORED])),
+        )
+        known = ctx.features[NONMEMBER_KNOWN]
+        order = ctx.scored_order(4)
+        batches = np.array_split(order, math.ceil(len(order) / self.batch_size))
+        starts = np.cumsum([0] + [len(b) for b in batches])
+        places = np.random.default_rng([ctx.seed, 5]).integers(len(order), size=len(known.uids))
+        out = np.empty((len(known.uids), 2), dtype=np.float32)
+        for j, place in enumerate(places):
+            c = int(np.searchsorted(starts, place, side="right")) - 1
+            slot = place - starts[c]
+            bi, bt = img[batches[c]].clone(), txt[batches[c]].clone()
+            bi[slot], bt[slot] = torch.as_tensor(known.image[j]), torch.as_tensor(known.text[j])
+            loss, norm = loss_and_grad_norm(bi, bt, scale)
+            out[j] = loss[slot].item(), norm[slot].item()
+        return out
+
+    def score_known(self, ctx: AttackContext) -> np.ndarray:
+        """D_no's scores, each pair featurised as an evaluation pair is (module docstring), through
+        the regression the evaluation pairs are scored with; under fixed, those of the pairs outside
+        the bank."""
+        with self._keyed():
+            feats, scale = self._all_features(ctx)
+            known = (
+                self._known_as_scored(ctx, scale)
+                if self.negatives == "mixed"
+                else feats[NONMEMBER_KNOWN]
+            )
+            (scores,), _ = self._scores(ctx, feats, [known])
+        return scores
+
+    def _scores(self, ctx: AttackContext, feats: dict, evals: list) -> tuple[list, dict]:
+        """pseudo_label_scores: fitted on D_no and aux_pool, applied to each array of `evals`."""
+        return pseudo_label_scores(
             feats[NONMEMBER_KNOWN],
             feats[AUX_POOL],
-            [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]],
+            evals,
             ctx.splits.aux_is_member,
             C=self.C,
         )
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        feats, scale = self._all_features(ctx)
+        (mem, non), diag = self._scores(ctx, feats, [feats[MEMBER_EVAL], feats[NONMEMBER_EVAL]])
         diagnostics = {
             "negatives": self.negatives,
             "logit_scale": scale,

@@ -54,6 +54,9 @@ class References:
         None  # pairs each shadow trained on (pool pairs IN + filler); None: inside's counts
     )
     size_setting: str = "pool"  # shadows.size, or "paths": the auditor's own reference models
+    seeds: list | None = (
+        None  # each shadow's training seed; None: reference models of shadows.paths
+    )
 
     @property
     def shadow_sizes(self) -> list:
@@ -80,6 +83,7 @@ class References:
             "shadows_trained": int(self.trained),
             "shadow_size": self.shadow_sizes[0] if len(self.keys) else 0,
             "shadows_size": self.size_setting,
+            "shadow_seeds": None if self.seeds is None else [int(s) for s in self.seeds],
             "shadow_filler": (self.shadow_sizes[0] - int(self.inside[0].sum()))
             if len(self.keys)
             else 0,
@@ -231,4 +235,5 @@ def references(
         statistic,
         sizes=sizes,
         size_setting=setting,
+        seeds=shadows.seeds,
     )

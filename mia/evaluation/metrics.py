@@ -332,8 +332,10 @@ def calibrated_thresholds(
     f) quantile of the attack's scores on known non-members (D_no; numpy's linear interpolation),
     and a pair called a member when its score is strictly above it. Each entry holds the target, the
     threshold, how many known non-members set it and whether they resolve f (low_fpr_resolved),
-    whether it sits on a block of tied D_no scores (`tied`), and on the evaluation sets the
-    realised FPR and the TPR with Clopper-Pearson 95% intervals."""
+    whether it sits on a block of tied D_no scores (`tied`), on the evaluation sets the realised
+    FPR and the TPR with Clopper-Pearson 95% intervals, and `calibrated`: whether f lies in the
+    realised FPR's interval (False: the threshold set on D_no does not give the evaluation
+    non-members the FPR it was set for)."""
     known = np.asarray(known_scores, np.float64).ravel()
     member = np.asarray(member_scores, np.float64).ravel()
     nonmember = np.asarray(nonmember_scores, np.float64).ravel()
@@ -351,6 +353,7 @@ def calibrated_thresholds(
         fp, tp = int((nonmember > threshold).sum()), int((member > threshold).sum())
         # a block of tied D_no scores at the threshold: "strictly above" leaves all of it out
         tied = bool(np.count_nonzero(known == threshold) > 1)
+        fpr_ci = _clopper_pearson(fp, nonmember.size)
         out.append(
             {
                 "fpr_target": f,
@@ -359,7 +362,8 @@ def calibrated_thresholds(
                 "resolved": low_fpr_resolved(known.size, f),
                 "tied": tied,
                 "realised_fpr": fp / nonmember.size,
-                "realised_fpr_ci95": _clopper_pearson(fp, nonmember.size),
+                "realised_fpr_ci95": fpr_ci,
+                "calibrated": bool(fpr_ci[0] <= f <= fpr_ci[1]),
                 "tpr": tp / member.size,
                 "tpr_ci95": _clopper_pearson(tp, member.size),
             }

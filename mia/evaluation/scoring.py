@@ -14,7 +14,6 @@ import numpy as np
 
 from mia.attacks.base import AttackContext, AttackResult, NotApplicable
 from mia.data.canaries import Canaries
-from mia.data.splits import NONMEMBER_KNOWN
 from mia.evaluation import metrics
 
 log = logging.getLogger(__name__)
@@ -98,25 +97,19 @@ def unshifted(
 def known_scores(attack, ctx: AttackContext) -> tuple[np.ndarray | None, bool, str | None]:
     """(the attack's scores on D_no, whether it fitted on those pairs, why there are none) of a job.
 
-    An attack whose scores of a set depend on that set alone (Attack.per_pair: a pair's cosine, say)
-    scores D_no by itself. Any other attack runs again with D_no in member_eval's place
-    (AttackContext.with_members, as the canaries do) and its member scores are D_no's: its scores
-    depend on the other pairs scored. Attacks with shadow models (Attack.needs_shadows) and those
-    that cannot score D_no (Attack.uncalibrated) get none; those that read D_no
-    (Attack.reads_known_nonmembers) are flagged.
+    Each D_no pair is scored as an evaluation pair is (Attack.score_known): an attack whose scores
+    of a set depend on that set alone (Attack.per_pair: a pair's cosine, say) scores D_no by
+    itself; any other runs again with D_no in member_eval's place (AttackContext.with_members, as
+    the canaries do), unless, like gradnorm, it scores a pair among batch-mates that run would not
+    give it. Attacks with shadow models (Attack.needs_shadows) and those that cannot score D_no
+    (Attack.uncalibrated) get none; those that read D_no (Attack.reads_known_nonmembers) are
+    flagged.
     """
     if attack.needs_shadows:
         return None, False, SHADOWS_SKIPPED
     if attack.uncalibrated is not None:
         return None, False, attack.uncalibrated
-    fitted = attack.reads_known_nonmembers
-    if attack.per_pair:
-        return np.asarray(attack.score_set(ctx, NONMEMBER_KNOWN)), fitted, None
-    return (
-        np.asarray(attack(ctx.with_members(ctx.features[NONMEMBER_KNOWN])).member_scores),
-        fitted,
-        None,
-    )
+    return attack.score_known(ctx), attack.reads_known_nonmembers, None
 
 
 def calibrate(
@@ -124,13 +117,25 @@ def calibrate(
 ) -> tuple[list | None, str | None]:
     """(calibrated, why not): metrics.calibrated_thresholds of the attack's D_no scores, applied to
     its evaluation scores, each entry with threshold_from_training_pairs; (None, reason) where it
-    has none."""
+    has none. A target outside its realised FPR's Clopper-Pearson interval is logged: the attack is
+    not calibrated there."""
     known, fitted, why = known_scores(attack, ctx)
     if known is None:
+        log.info("%s: no thresholds calibrated on D_no: it %s", attack.key, why)
         return None, why
     entries = metrics.calibrated_thresholds(
         known, result.member_scores, result.nonmember_scores, targets
     )
+    for e in entries:
+        if not e["calibrated"]:
+            log.warning(
+                "%s is not calibrated at FPR %g: its threshold set on D_no gives the evaluation "
+                "non-members FPR %.4f (95%% CI %.4f-%.4f)",
+                attack.key,
+                e["fpr_target"],
+                e["realised_fpr"],
+                *e["realised_fpr_ci95"],
+            )
     return [{**e, "threshold_from_training_pairs": fitted} for e in entries], None
 
 

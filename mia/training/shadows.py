@@ -26,7 +26,14 @@ Scale (`shadows.size`, one setting for lira and rmia, conf/shadows/default.yaml)
   key nor its seed, so the seeds of a sweep (and jobs with or without canaries) share them.
   A pool too small for N is refused right after the splits, before any model trains
   (`check_scale`), naming attack.<name>.shadows.size, the need and what would fit.
-- pool: today's shadows exactly (halves of the pool, seeded by the job's seed, keyed by the target).
+- pool: halves of the pool, seeded by the job's seed, keyed by the target.
+
+Training seeds: shadow m trains (initial weights, batch order, any defense's noise) with
+shadow_seed(s, m), s being shadows.seed under size=target and the job's seed under size=pool: a
+SeedSequence draw of (s, m) in [2**31, 2**32), where no job's `seed`, hence no target's, can lie
+(mia.training.spec.SHADOW_SEEDS). So no shadow starts from a target's initial weights, which an
+auditor would not know, nor, but by a 2**-31 chance, from another shadow's. The seed is in the
+shadow's cache key and in the attacks' diagnostics (`shadow_seeds`).
 
 Reference models of the auditor's own (`shadows.paths`): a list of {checkpoint, uids} entries, each
 a CLIP trained elsewhere (an open_clip checkpoint, a plain state dict of the `model` group's
@@ -54,6 +61,7 @@ from mia.data.corpus import indexed
 from mia.data.generated import Members
 from mia.data.splits import AUX_POOL, EVAL_SETS, NONMEMBER_KNOWN, SCORED
 from mia.data.uids import read_uids
+from mia.training.spec import SHADOW_SEEDS
 from mia.training.stage import Target, checkpoint_target, train_target
 from mia.validate import ConfigError, is_int, require
 
@@ -121,7 +129,7 @@ class ShadowSettings:
     pool: (
         str | None
     )  # shard folder of the auditor's own i.i.d. pairs for filler; None: the held-out pairs
-    seed: int  # halves and filler under size=target (the job's seed under size=pool)
+    seed: int  # halves, filler, training seeds under size=target (the job's seed under size=pool)
     paths: tuple = ()  # Reference models of the auditor's own, used instead of training; () trains
 
     @classmethod
@@ -181,12 +189,14 @@ class Filler:
 @dataclass
 class ShadowSet:
     """One attack's shadows over the reference pool: `inside[m, k]` says shadow m trains on pool
-    pair k, `members[m]` lists every pair it trains on (its pool pairs, then any filler). Iterating
-    trains (or loads from the cache) one shadow at a time, so that one model is held at once."""
+    pair k, `members[m]` lists every pair it trains on (its pool pairs, then any filler), `seeds[m]`
+    its training seed (None for the reference models of shadows.paths). Iterating trains (or loads
+    from the cache) one shadow at a time, so that one model is held at once."""
 
     inside: np.ndarray
     members: list
     train: Callable[[int], Target]
+    seeds: list | None = None
 
     def __len__(self) -> int:
         return len(self.members)
@@ -211,18 +221,24 @@ class ShadowTrainer:
         self.past, self.taken = np.asarray(past, dtype=str), np.asarray(taken, dtype=str)
         self._fillers = {}
 
-    def train(self, uids, tag: str):
-        """A shadow of shadows.size=pool: keyed by the target's key (the job's seed and N
-        included)."""
+    def train(self, uids, tag: str, seed: int):
+        """A shadow of shadows.size=pool: trained with `seed` (shadow_seed), keyed by the target's
+        key (the job's seed and N included) and that seed."""
         key = config_hash(
-            {"target": self.target_key, "shadow": tag, "uids": config_hash(sorted(uids))}
+            {
+                "target": self.target_key,
+                "shadow": tag,
+                "seed": seed,
+                "uids": config_hash(sorted(uids)),
+            }
         )
-        return train_target(self.spec, self.shards, list(uids), self.cache_dir, key, export=False)
+        spec = replace(self.spec, seed=seed)
+        return train_target(spec, self.shards, list(uids), self.cache_dir, key, export=False)
 
     def train_scaled(self, uids, tag: str, seed: int, filler: Filler):
-        """A shadow of shadows.size=target: trained with `seed`, keyed by what defines its weights
-        (the target's recipe, the shards, the uids), not by the target, so the seeds of a sweep
-        share it."""
+        """A shadow of shadows.size=target: trained with `seed` (shadow_seed), keyed by what defines
+        its weights (the target's recipe but its seed, the shards, the uids), not by the target, so
+        the seeds of a sweep share it."""
         spec = replace(self.spec, seed=seed)
         shards = self.shards + [s for s in filler.shards if s not in self.shards]
         key = config_hash(
@@ -247,7 +263,13 @@ class ShadowTrainer:
         if settings.size == "pool":
             inside = halves(uids, num_shadows, seed)
             members = [sorted(uids[inside[m]]) for m in range(num_shadows)]
-            return ShadowSet(inside, members, lambda m: self.train(members[m], shadow_tag(seed, m)))
+            seeds = [shadow_seed(seed, m) for m in range(num_shadows)]
+            return ShadowSet(
+                inside,
+                members,
+                lambda m: self.train(members[m], shadow_tag(seed, m), seeds[m]),
+                seeds,
+            )
         require(
             size is not None,
             "shadows.size",
@@ -260,12 +282,14 @@ class ShadowTrainer:
         for m in range(num_shadows):
             mine = sorted(uids[inside[m]])
             members.append(mine + list(draw_filler(filler, size - len(mine), settings.seed, m)))
+        seeds = [shadow_seed(settings.seed, m) for m in range(num_shadows)]
         return ShadowSet(
             inside,
             members,
             lambda m: self.train_scaled(
-                members[m], scaled_tag(settings.seed, m, size), settings.seed, filler
+                members[m], scaled_tag(settings.seed, m, size), seeds[m], filler
             ),
+            seeds,
         )
 
     def references(self, uids, paths: tuple) -> ShadowSet:
@@ -391,6 +415,19 @@ def draw_filler(filler: Filler, count: int, seed: int, index: int) -> np.ndarray
     return filler.uids[
         np.sort(np.random.default_rng([seed, index, 1]).permutation(len(filler.uids))[:count])
     ]
+
+
+# The SeedSequence of shadow_seed holds this word after (seed, index): apart from the streams of the
+# halves [seed, j] and the filler [seed, index, 1].
+TRAINING_STREAM = 2
+
+
+def shadow_seed(seed: int, index: int) -> int:
+    """Shadow `index`'s training seed: a SeedSequence draw of (seed, index) in
+    [SHADOW_SEEDS, 2**32), which no job's seed reaches (the config's `seed` lies below
+    SHADOW_SEEDS)."""
+    word = int(np.random.SeedSequence([seed, index, TRAINING_STREAM]).generate_state(1)[0])
+    return SHADOW_SEEDS + word % SHADOW_SEEDS
 
 
 def shadow_tag(seed: int, index: int) -> str:

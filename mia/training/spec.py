@@ -52,6 +52,11 @@ class TrainerArgs:
 # train.schedule: cosine over each job's own steps, or warm-up, stable, decay (optim.lr_factor)
 SCHEDULES = ("cosine", "wsd")
 
+# Training seeds: a job's `seed` (its target's) lies below SHADOW_SEEDS; every shadow trains with a
+# seed at or above it (mia.training.shadows.shadow_seed), below Lightning's bound 2**32, so no
+# shadow shares a target's seed, and with it its initial weights.
+SHADOW_SEEDS = 2**31
+
 
 @dataclass(frozen=True)
 class TrainSpec:

@@ -320,6 +320,14 @@ def _initial_weights(spec: TrainSpec, cache_dir) -> dict:
     return state
 
 
+def initial_model(spec: TrainSpec):
+    """The model training from scratch starts from: seeded by spec.seed alone, independent of what
+    was built before; the global RNGs are left where training reads them."""
+    L.seed_everything(spec.seed, workers=True)
+    model, _, _ = build_model(spec.model)
+    return model
+
+
 def _fit(
     spec: TrainSpec,
     model,
@@ -334,8 +342,7 @@ def _fit(
     init=None,
 ) -> float:
     t0 = time.time()
-    L.seed_everything(spec.seed, workers=True)
-    model_init, _, _ = build_model(spec.model)  # seeded init, independent of what was built before
+    model_init = initial_model(spec)
     # fine-tuning (target.init) starts from its weights; the seeded build above keeps the RNG where
     # training from scratch would find it
     model.load_state_dict(model_init.state_dict() if init is None else init)

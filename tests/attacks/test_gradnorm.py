@@ -1,7 +1,5 @@
 import json
 import math
-from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,14 +15,14 @@ from mia.attacks.contrastive import (
 from mia.attacks.gradnorm import GradNorm
 from mia.attacks.weak_supervision import pseudo_label_scores
 from mia.validate import ConfigError
-from tests.helpers.attacks import assert_null, assert_planted, feature_context, make_attack
+from tests.helpers.attacks import (
+    assert_null,
+    assert_planted,
+    feature_context,
+    make_attack,
+    with_logit_scale,
+)
 from tests.helpers.config import compose_config
-
-
-def with_logit_scale(ctx, scale=1 / 0.07):
-    """conftest's feature fixtures have no model; gradnorm needs only the target's logit_scale."""
-    model = SimpleNamespace(logit_scale=torch.tensor(math.log(scale)))
-    return replace(ctx, target=SimpleNamespace(model=model))
 
 
 def test_hand_example():

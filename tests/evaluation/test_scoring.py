@@ -20,7 +20,12 @@ from mia.attacks.csa import CSA
 from mia.attacks.weak_supervision import TRAINS_ON_KNOWN
 from mia.data.splits import EVAL_SETS, MEMBER_EVAL, NONMEMBER_EVAL, NONMEMBER_KNOWN
 from mia.evaluation import metrics, scoring
-from tests.helpers.attacks import feature_context, make_attack, untrained_model_context
+from tests.helpers.attacks import (
+    feature_context,
+    make_attack,
+    untrained_model_context,
+    with_logit_scale,
+)
 from tests.helpers.config import CONF
 
 
@@ -207,6 +212,27 @@ def test_calibrated_thresholds_of_a_planted_attack_hold_their_fpr_on_d_no():
         **metrics.calibrated_thresholds(known, *scoring.reference_scores(CSA(), ctx))[0],
         "threshold_from_training_pairs": False,
     }
+
+
+def test_gradnorm_scores_d_no_in_evaluation_batches_and_its_thresholds_hold_their_fpr():
+    """gradnorm (negatives=mixed) scores a pair among its batch-mates: D_no scored in batches of
+    non-members alone (a second run with D_no as members) sets thresholds whose realised FPR lies
+    far above its target; each D_no pair put in an evaluation batch gives the evaluation
+    non-members an FPR whose Clopper-Pearson interval holds the target."""
+    ctx = with_logit_scale(feature_context(planted=True, n=1000, n_known=2000, seed=1))
+    ctx = replace(ctx, splits=Splits(*(ctx.uids(s) for s in EVAL_SETS), ctx.splits.aux_is_member))
+    gradnorm, targets = make_attack("gradnorm"), (0.01, 0.05, 0.1)
+    result = gradnorm(ctx)
+    cal, why = scoring.calibrate(gradnorm, result, ctx, targets)
+    assert why is None and all(e["threshold_from_training_pairs"] for e in cal)
+    for e in cal:
+        lo, hi = e["realised_fpr_ci95"]
+        assert e["calibrated"] and lo <= e["fpr_target"] <= hi, e
+    apart = np.asarray(gradnorm(ctx.with_members(ctx.features[NONMEMBER_KNOWN])).member_scores)
+    second_run = metrics.calibrated_thresholds(
+        apart, result.member_scores, result.nonmember_scores, targets
+    )
+    assert all(e["realised_fpr_ci95"][0] > e["fpr_target"] for e in second_run)
 
 
 def test_unshifted_auc_leaves_the_swapped_nonmembers_out():

@@ -1,10 +1,12 @@
 """What the attack tests share besides fixtures: the planted / null bars, synthetic feature
 contexts, and the shadow machinery's null context and synthetic statistics (LiRA and RMIA)."""
 
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 
 from mia import distributed
@@ -89,6 +91,12 @@ def feature_context(planted: bool, n=300, n_known=600, n_aux=600, d=32, seed=0):
     return AttackContext(
         features=feats, splits=FeatureSplits(feats, aux_is_member), target=None, seed=seed
     )
+
+
+def with_logit_scale(ctx, scale=1 / 0.07):
+    """A feature context's target, as far as gradnorm reads it: a model with a logit_scale."""
+    model = SimpleNamespace(logit_scale=torch.tensor(math.log(scale)))
+    return replace(ctx, target=SimpleNamespace(model=model))
 
 
 def shifted_members(ctx, delta=0.6, seed=1):

@@ -2,13 +2,19 @@
 missing or their uid lists leave an evaluation pair without the IN / OUT models an attack needs.
 That they score as the shadows they are: tests/test_pipeline.py."""
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from mia.data.splits import EVAL_SETS, SCORED
 from mia.job import JobSpec
 from mia.pipeline import prepare, run
+from mia.training import shadows
+from mia.training.spec import SHADOW_SEEDS, TrainSpec
+from mia.training.stage import initial_model
 from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack
 
@@ -95,3 +101,43 @@ def test_what_each_attack_needs_of_reference_models():
     assert (auto.sets, auto.outside, auto.models, auto.mixed) == (EVAL_SETS, 2, 4, True)
     fixed = make_attack("rmia", offline_a=0.5).reference_needs()
     assert fixed.sets == (*SCORED, "nonmember_known") and fixed.outside == 1
+
+
+def test_no_shadow_shares_a_seed_or_initial_weights_with_the_target_or_another(
+    make_cfg, monkeypatch, tmp_path
+):
+    """Under shadows.size=target (shadows.seed 0, the target's seed too) and under shadows.size=pool
+    (the job's seed): each shadow trains with a seed of its own, in a space no job seed reaches,
+    and starts from weights neither the target's nor another shadow's."""
+    spec = TrainSpec.from_cfg(make_cfg())
+    assert spec.seed == 0
+    trained = {}  # the spec each shadow's training was given
+    monkeypatch.setattr(
+        shadows,
+        "train_target",
+        lambda spec, _shards, uids, _dir, key, **_: trained.setdefault(key, spec),
+    )
+    uids = np.array([f"u{i:03d}" for i in range(40)])
+    trainer = shadows.ShadowTrainer(spec, [], tmp_path, "target-key")
+    seeds = {}
+    for size in shadows.SIZES:
+        settings = shadows.ShadowSettings(size, None, 0)
+        shadow_set = trainer.shadows(uids, {}, 4, settings, spec.seed, 20)
+        specs = list(shadow_set)  # "trains" each: the spec it was given
+        assert [s.seed for s in specs] == shadow_set.seeds
+        seeds[size] = shadow_set.seeds
+    every = seeds["target"] + seeds["pool"]
+    assert min(every) >= SHADOW_SEEDS and len(set(seeds["target"])) == len(seeds["target"])
+    with pytest.raises(ConfigError, match=r"^seed="):  # no job's seed reaches them
+        JobSpec.parse(make_cfg(f"seed={min(every)}"))
+
+    def initial(seed):
+        return initial_model(replace(spec, seed=seed)).state_dict()
+
+    target = initial(spec.seed)
+    weights = [initial(s) for s in seeds["target"]]
+    again = initial(spec.seed)
+    assert all(torch.equal(target[k], again[k]) for k in target)  # the build is seeded
+    for i, w in enumerate(weights):
+        assert not all(torch.equal(w[k], target[k]) for k in target)
+        assert not any(all(torch.equal(w[k], other[k]) for k in w) for other in weights[:i])
