@@ -148,13 +148,13 @@ class GradNorm(Attack):
         batches = np.array_split(order, math.ceil(len(order) / self.batch_size))
         starts = np.cumsum([0] + [len(b) for b in batches])
         places = np.random.default_rng([ctx.seed, 5]).integers(len(order), size=len(known.uids))
-        out = np.empty((len(known.uids), 2), dtype=np.float32)
+        out = np.empty((len(known.uids), 2), dtype=np.float64)
         for j, place in enumerate(places):
             c = int(np.searchsorted(starts, place, side="right")) - 1
             slot = place - starts[c]
             bi, bt = img[batches[c]].clone(), txt[batches[c]].clone()
             bi[slot], bt[slot] = torch.as_tensor(known.image[j]), torch.as_tensor(known.text[j])
-            loss, norm = loss_and_grad_norm(bi, bt, scale)
+            loss, norm = log_loss_and_grad_norm(bi, bt, scale)
             out[j] = loss[slot].item(), norm[slot].item()
         return out
 
