@@ -135,5 +135,5 @@ def plot(ft_rows, path) -> Path | None:
         ax.set_title(mine[0]["measure"])
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Fine-tuned and from-scratch targets at the same N and T (dots: seeds)")
+    fig.suptitle("Fine-tuned and from-scratch targets at the same N and T (dots: seeds)", y=1.04)
     return save(fig, path)

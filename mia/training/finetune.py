@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 class FineTune(TrainHere):
     """target=finetune: pretrain on the sibling corpus (cached), then fine-tune on the members."""
 
-    trains_shadows = False  # shadows would need the same pretraining: not built (docs/design.md §3.6)
+    trains_shadows = (
+        False  # shadows would need the same pretraining: not built (docs/design.md §3.6)
+    )
     needs_sibling = True
 
     def __init__(self, *, pretrain_size, pretrain_epochs, pretrain_seed):
@@ -46,18 +48,18 @@ class FineTune(TrainHere):
         self.pretrain_epochs, self.pretrain_seed = int(pretrain_epochs), int(pretrain_seed)
 
     def base_spec(self, spec: TrainSpec) -> TrainSpec:
-        """The base model's recipe: the job's, from scratch, with the pretraining epochs and seed."""
+        """The base model's recipe: the job's, from scratch, with its own epochs and seed."""
         return replace(
             spec,
             epochs=self.pretrain_epochs,
             seed=self.pretrain_seed,
             init=None,
             init_hash=None,
-            branch_epochs=[],
+            branch_epochs=(),
         )
 
     def pretrained(self, spec: TrainSpec, sibling, cache_dir, logger, world) -> Target:
-        """The base model, trained on the sibling corpus's first pretrain_size pairs (or the cache's)."""
+        """The base model, trained on the sibling's first pretrain_size pairs (or the cache's)."""
         uids = sibling.index.uids
         if self.pretrain_size > len(uids):
             raise ConfigError(
@@ -82,7 +84,13 @@ class FineTune(TrainHere):
             base.seed,
         )
         return train_target(
-            base, sibling.shards, uids[: self.pretrain_size], cache_dir, f"base-{key}", logger, world
+            base,
+            sibling.shards,
+            uids[: self.pretrain_size],
+            cache_dir,
+            f"base-{key}",
+            logger,
+            world,
         )
 
     def obtain(self, spec: TrainSpec, *, sibling, cache_dir, logger, world, **job) -> Target:

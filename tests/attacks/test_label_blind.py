@@ -18,26 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from mia.validate import ConfigError
 from tests.helpers.attacks import make_attack, relabelled, scores_by_uid, untrained_model_context
 from tests.helpers.config import CONF
 
-NEED_SHADOWS = {"lira", "rmia"}
 READS_LABELS = {"blind"}  # trained on the evaluation labels by construction
 
 
-def attack_configs() -> list[str]:
-    """Every conf/attack/<name>.yaml that configures one attack (not the attack=all style lists)."""
-    names = []
+def attack_configs() -> dict:
+    """{name: attack class} of every conf/attack/<name>.yaml that configures one attack (not the
+    attack=all style lists)."""
+    found = {}
     for path in sorted(Path(CONF, "attack").glob("*.yaml")):
         cfg = OmegaConf.load(path)
         if path.stem in cfg and "_target_" in cfg[path.stem]:
-            names.append(path.stem)
-    return names
+            found[path.stem] = get_class(cfg[path.stem]["_target_"])
+    return found
 
 
+NEED_SHADOWS = {n for n, cls in attack_configs().items() if cls.needs_shadows}
 LABEL_BLIND = [n for n in attack_configs() if n not in NEED_SHADOWS | READS_LABELS]
 
 
