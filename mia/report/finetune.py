@@ -24,15 +24,10 @@ def _measures(reference: str) -> tuple:
     return (
         (f"{reference}_auc", f"{reference} AUC", lambda r: r.get(f"{reference}/auc")),
         ("gap", "cosine gap", lambda r: r["gap_value"]),
-        ("loss_gap", "loss gap", lambda r: _result(r, "loss_gap")),
-        ("d_prime", "d′", lambda r: _result(r, "d_prime")),
+        ("loss_gap", "loss gap", lambda r: r.get("loss_gap_value")),  # None: not measured then
+        ("d_prime", "d′", lambda r: r.get("d_prime_value")),
         ("recall1", "Recall@1", recall1),
     )
-
-
-def _result(row, key):
-    value = row["_results"].get(key)  # absent from results written before it was measured
-    return None if value is None else value["value"]
 
 
 def applies(rows) -> bool:

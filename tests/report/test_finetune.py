@@ -19,7 +19,8 @@ def _row(init, size, seed, auc, gap=0.01):
         "csa/auc": auc,
         "utility/i2t_r1": 0.2,
         "utility/t2i_r1": 0.4,
-        "_results": {"loss_gap": {"value": -gap}, "d_prime": None},
+        "loss_gap_value": -gap,
+        "d_prime_value": None,
     }
 
 
