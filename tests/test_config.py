@@ -110,14 +110,15 @@ def test_gap_scaling_sweeps_five_log_spaced_sizes_within_the_member_pool():
     assert sizes[-1] <= pool and sizes[0] >= cfg.data.split.eval_size
 
 
-def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
-    """experiment=tn_grid: >= 2 values of T and of N, >= 2 seeds, CSA only, the learning rate and
-    warm-up not swept, every size within the member pool, and cells of equal T*N for the
-    epochs-or-steps ratio."""
+@pytest.mark.parametrize("name", ["tn_grid", "tn_grid_cosine"])
+def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps(name):
+    """experiment=tn_grid (wsd) and tn_grid_cosine (the measured grid): >= 2 values of T and of N,
+    >= 2 seeds, CSA only, the learning rate and warm-up not swept, every size within the member
+    pool, and cells of equal T*N for the epochs-or-steps ratio."""
     from mia.sizes import parse_size
     from tests.helpers.config import compose_study
 
-    cfg = compose_study("tn_grid")
+    cfg = compose_study(name)
     params = cfg.hydra.sweeper.params
     epochs = [int(t) for t in params["train.epochs"].split(",")]
     sizes = [parse_size(s) for s in params["data.size"].split(",")]
@@ -127,13 +128,85 @@ def test_tn_grid_varies_t_and_n_alone_with_cells_of_equal_steps():
         "train.warmup_steps",
         "train.batch_size",
     } & set(params)
-    assert max(sizes) <= parse_size(cfg.data.corpus.size) - cfg.data.split.holdout
+    assert max(sizes) <= parse_size(cfg.data.corpus.size) - parse_size(cfg.data.split.holdout)
     # K = min(eval_size, N - aux_size/2): the largest size scores the whole eval_size
     # (docs/design.md §2.3)
     eval_size = parse_size(cfg.data.split.eval_size)
     assert eval_size <= max(sizes) - parse_size(cfg.data.split.aux_size) // 2
     steps = [t * n for t in epochs for n in sizes]
     assert len(steps) - len(set(steps)) >= 2
+
+
+def test_tn_grid_cosine_is_the_measured_grid():
+    """experiment=tn_grid_cosine keeps the grid experiments/tn_grid.md's figures come from."""
+    from tests.helpers.config import compose_study
+
+    cfg = compose_study("tn_grid_cosine")
+    assert {k: str(v) for k, v in cfg.hydra.sweeper.params.items()} == {
+        "train.epochs": "10,20,40,80",
+        "data.size": "1k,4k,16k",
+        "seed": "0,1",
+    }
+    assert cfg.train.schedule == "cosine" and cfg.data.corpus.size == "24k"
+    assert cfg.data.split.eval_size == "5k" and cfg.data.split.holdout == 4000
+
+
+def _parts(name) -> list[tuple[list[str], int]]:
+    """The part commands a study's header comment gives, each with the training samples it states:
+    `#   python run.py experiment=<name> <overrides>   # <jobs> jobs, ... = <samples> samples`."""
+    import re
+
+    from tests.helpers.config import CONF
+
+    text = (Path(CONF) / "experiment" / f"{name}.yaml").read_text()
+    found = re.findall(
+        rf"^#\s+python run\.py experiment={name} (.+?)\s+# \d+ jobs, .*= ([\d,]+) samples$",
+        text,
+        re.M,
+    )
+    return [(args.split(), int(samples.replace(",", ""))) for args, samples in found]
+
+
+@pytest.mark.parametrize("name", ["tn_grid", "tn_grid_ablation", "tn_grid_glyph"])
+def test_tn_grid_wsd_parts_cover_the_sweep_at_the_stated_cost(name):
+    """The wsd grids: every swept T branches off one stable phase per (N, seed)
+    (train.branch_epochs names them all), so their targets cost (the last stable epoch + the
+    cooldowns) x N whatever order they run in; the parts the header gives, with seed=1 and 2 as
+    seed=0, cover the sweep once, each states that cost, and each trains within 75 min at 1,000
+    samples/s."""
+    from hydra import compose, initialize_config_dir
+
+    from mia.job import JobSpec
+    from mia.sizes import parse_size
+    from tests.helpers.config import CONF, compose_config, compose_study
+
+    cfg = compose_study(name)
+    epochs = [int(t) for t in _sweep(cfg, "train.epochs")]
+    sizes, seeds = _sweep(cfg, "data.size"), _sweep(cfg, "seed")
+    assert cfg.train.schedule == "wsd" and set(epochs) <= set(cfg.train.branch_epochs)
+    assert seeds == ["0", "1", "2"] and epochs == [10, 20, 40, 80] and list(cfg.attack) == ["csa"]
+    train = JobSpec.parse(compose_config(f"experiment={name}")).train
+    per_n = max(t - train.cooldown_epochs(t) for t in epochs) + sum(
+        train.cooldown_epochs(t) for t in epochs
+    )
+    assert per_n == 94
+    parts = _parts(name)
+    assert parts
+    covered = []
+    for args, samples in parts:
+        over = dict(a.split("=", 1) for a in args)
+        assert over.pop("seed") == "0" and set(over) <= {"data.size"}
+        part_sizes = over.get("data.size", ",".join(sizes)).split(",")
+        covered += part_sizes
+        assert samples == per_n * sum(parse_size(n) for n in part_sizes)
+        assert samples <= 75 * 60 * 1000
+        for n in part_sizes:  # each job of the part composes and its spec is checked
+            with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+                job = compose(
+                    "config", overrides=[f"experiment={name}", "seed=0", f"data.size={n}"]
+                )
+            assert JobSpec.parse(job).n == parse_size(n)
+    assert sorted(covered, key=parse_size) == sorted(sizes, key=parse_size)
 
 
 def test_plus_experiment_selects_the_study_as_experiment_does():
