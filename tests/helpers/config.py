@@ -32,7 +32,10 @@ def compose_config(*overrides):
         return compose("config", overrides=list(overrides))
 
 
-def compose_study(name):
-    """conf/config.yaml with experiment=<name>, Hydra's own config (the sweep's params) included."""
+def compose_study(name, *overrides):
+    """conf/config.yaml with experiment=<name> and these overrides, Hydra's own config (the sweep's
+    params) included."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+        return compose(
+            "config", overrides=[f"experiment={name}", *overrides], return_hydra_config=True
+        )
