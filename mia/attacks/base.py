@@ -132,6 +132,10 @@ class Attack(ABC):
     # member / non-member distribution shift alone explains; the report subtracts its AUC from the
     # others'.
     baseline: bool = False
+    # calibrated_per_pair: each pair's score is calibrated against reference models' scores of that
+    # very pair, so pairs that are easy for any model lose their edge; the exposure analysis repeats
+    # its across-seed overlap on such an attack's scores (mia/report/exposure.py).
+    calibrated_per_pair: bool = False
 
     @contextmanager
     def _keyed(self):
