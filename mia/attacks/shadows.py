@@ -142,10 +142,20 @@ def pair_statistic(image, text, tau, bank, exclude, statistic):
 
 
 def check_shadow_settings(num_shadows, statistic: str, shadows) -> ShadowSettings:
-    """Refuse bad shadow settings when the attack is configured, before any model is trained."""
+    """Refuse bad shadow settings when the attack is configured, before any model is trained.
+    `shadows`: the shadows group, built by its `_target_` where the attack's config was, or its
+    settings (a config written without the `_target_`)."""
     check_num_shadows(num_shadows)
     require(statistic in STATISTICS, "statistic", statistic, f"choose one of {STATISTICS}")
-    return ShadowSettings.parse(shadows)
+    if isinstance(shadows, ShadowSettings):
+        return shadows
+    require(
+        isinstance(shadows, dict),
+        "shadows",
+        shadows,
+        "must be a mapping of size, pool, seed, paths",
+    )
+    return ShadowSettings.parse(**{k: v for k, v in shadows.items() if k != "_target_"})
 
 
 def _load_tensors(ctx):

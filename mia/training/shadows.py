@@ -133,10 +133,8 @@ class ShadowSettings:
     paths: tuple = ()  # Reference models of the auditor's own, used instead of training; () trains
 
     @classmethod
-    def parse(cls, node) -> ShadowSettings:
-        require(
-            isinstance(node, dict), "shadows", node, "must be a mapping of size, pool, seed, paths"
-        )
+    def parse(cls, **node) -> ShadowSettings:
+        """The `shadows` group (its `_target_`), checked; each key refused names shadows.<key>."""
         unknown = sorted(set(node) - set(SETTINGS))
         if unknown:
             raise ConfigError(
