@@ -144,7 +144,8 @@ def _run(job: JobSpec, world) -> Path | None:
         )  # None unless data.shift swapped some
         images, attack_scores = _attack(job, ctx, record, out, swapped)
         record["timing"] = {
-            "train_s": target.train_s + references_s,  # the target's and its reference models'
+            "train_s": target.train_s,
+            "references_s": references_s,  # the attacks' shadow models, trained or loaded
             "features_s": features_s,
             "attacks_s": time.time() - t_attacks,
             "utility_s": utility_s,

@@ -58,7 +58,7 @@ def test_default_job_end_to_end_with_wandb(default_job):
     assert "vs_csa" not in csa and [c["fpr_target"] for c in csa["calibrated"]] == [0.01, 0.001]
     assert not any(c["threshold_from_training_pairs"] for c in csa["calibrated"])
     assert (
-        set(res["timing"]) == {"train_s", "features_s", "attacks_s", "utility_s"}
+        set(res["timing"]) == {"train_s", "references_s", "features_s", "attacks_s", "utility_s"}
         and res["timing"]["train_s"] > 0
     )
     assert res["data"]["corrupt_skipped"] == 0
