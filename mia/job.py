@@ -102,9 +102,10 @@ class JobSpec:
                 f"pretrains on the shifted sibling corpus, which data={data.name} does not have: "
                 "use data=synthetic",
             )
-        train = TrainSpec.parse(
+        train = build(
             cfg.train,
-            model=OmegaConf.to_container(cfg.model, resolve=True),
+            "train",
+            model=build(cfg.model, "model"),
             trainer=build(cfg.trainer, "trainer"),
             in_memory=data.in_memory,
             seed=int(cfg.seed),
@@ -114,14 +115,15 @@ class JobSpec:
         if target.trains:
             check_ranks(data.size, train)
         check_eval_size(data)
+        analysis = build(cfg.analysis, "analysis", recursive=False)
         return cls(
             data=data,
             target=target,
             train=train,
             attacks=attacks,
-            inference=inference_settings(cfg),
-            fpr_targets=fpr_targets(cfg),
-            reference=reference_attack(cfg),
+            inference=analysis.inference,
+            fpr_targets=analysis.fpr_targets,
+            reference=analysis.reference,
             seed=int(cfg.seed),
             n_bootstrap=int(cfg.n_bootstrap),
             n=data.size if target.trains else target.size,
@@ -193,12 +195,35 @@ def build_attacks(attack_cfg) -> dict:
     return attacks
 
 
-def reference_attack(cfg) -> tuple:
+@dataclass(frozen=True)
+class Analysis:
+    """The `analysis` group (conf/analysis/default.yaml), checked: what every job computes from its
+    attacks' scores beside their metrics. `law` is the sweep report's (mia/report/law.py)."""
+
+    reference: tuple  # (name, Attack) of comparison.reference: every other attack's vs_csa
+    inference: dict | None  # dataset_inference, checked; None where it is off
+    fpr_targets: tuple  # calibrated.fpr_targets: the FPRs an auditor's thresholds aim at
+    law: dict | None = None
+
+    @classmethod
+    def parse(
+        cls, *, comparison=None, dataset_inference=None, calibrated=None, law=None
+    ) -> Analysis:
+        """From the group's nodes, unbuilt (mia.validate.build with recursive=False): the reference
+        attack is built here, so that a bad setting of it names its own key."""
+        return cls(
+            reference=reference_attack(comparison),
+            inference=inference_settings(dataset_inference),
+            fpr_targets=fpr_targets(calibrated),
+            law=law,
+        )
+
+
+def reference_attack(comparison) -> tuple:
     """(name, Attack) of `analysis.comparison.reference`: one attack config of conf/attack/, built
     as the job's attacks are, that scores every job (so no shadow models)."""
     key = "analysis.comparison.reference"
-    node = cfg.get("analysis") and cfg.analysis.get("comparison")
-    node = node and node.get("reference")
+    node = comparison and comparison.get("reference")
     require(
         node is not None and len(node) == 1,
         key,
@@ -217,21 +242,16 @@ def reference_attack(cfg) -> tuple:
     return name, attack
 
 
-def inference_settings(cfg) -> dict | None:
+def inference_settings(node) -> dict | None:
     """`analysis.dataset_inference` checked (a bad value names its key), or None where it is off."""
-    node = cfg.get("analysis") and cfg.analysis.get("dataset_inference")
-    di = OmegaConf.to_container(node, resolve=True) if node else None
-    if not di or not di.get("enabled", True):
+    if not node or not node.get("enabled", True):
         return None
-    return dataset_inference.check_settings(di)
+    return dataset_inference.check_settings(dict(node))
 
 
-def fpr_targets(cfg) -> tuple:
+def fpr_targets(node) -> tuple:
     """`analysis.calibrated.fpr_targets`, each a false-positive rate strictly between 0 and 1."""
-    node = cfg.get("analysis") and cfg.analysis.get("calibrated")
-    targets = (
-        OmegaConf.to_container(node, resolve=True).get("fpr_targets") if node else [0.01, 0.001]
-    )
+    targets = node.get("fpr_targets") if node else [0.01, 0.001]
     key = "analysis.calibrated.fpr_targets"
     require(
         isinstance(targets, list) and targets,

@@ -8,6 +8,12 @@ from omegaconf import OmegaConf
 from mia.validate import ConfigError
 
 
+def settings(**model) -> dict:
+    """The `model` group (its `_target_`): the settings as training reads them and a target's cache
+    key holds them, `name` required (TrainSpec checks it), the rest (arch, width, ...) as given."""
+    return model
+
+
 def model_config(model_cfg) -> dict:
     """open_clip's model config (embed_dim, vision_cfg, text_cfg, ...) of the `model` group."""
     arch = model_cfg.get("arch")

@@ -1,5 +1,6 @@
 """One job: the spec (mia/job.py), then corpus -> splits -> target (cached) -> features (cached) ->
-attacks -> scores.parquet, results.json, and report.md (mia/report/job.py)."""
+the attacks' reference models (cached; none for most jobs) -> attacks -> scores.parquet,
+results.json, and report.md (mia/report/job.py)."""
 
 from __future__ import annotations
 
@@ -117,12 +118,16 @@ def _run(job: JobSpec, world) -> Path | None:
         shards = list(
             dict.fromkeys(members.shards + (nonmembers.shards if nonmembers is not members else []))
         )
+        # the training stage's last part: every reference model the attacks need, before any runs
+        t_references = time.time()
+        references = shadows.train(shards, target, features, job.seed)
+        references_s = time.time() - t_references if references else 0.0
         ctx = AttackContext(
             features=features,
             splits=splits,
             target=target,
             shards=shards,
-            shadows=shadows.trainer(shards, target.key),
+            references=references,
             seed=job.seed,
         )
         indexes = (members.index,) if nonmembers is members else (members.index, nonmembers.index)
@@ -140,6 +145,7 @@ def _run(job: JobSpec, world) -> Path | None:
         images, attack_scores = _attack(job, ctx, record, out, swapped)
         record["timing"] = {
             "train_s": target.train_s,
+            "references_s": references_s,  # the attacks' shadow models, trained or loaded
             "features_s": features_s,
             "attacks_s": time.time() - t_attacks,
             "utility_s": utility_s,

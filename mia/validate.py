@@ -67,30 +67,51 @@ def is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def build(node, key: str, relative: bool = False):
+def build(node, key: str, relative: bool = False, recursive: bool = True, **given):
     """The object a config node's `_target_` names, built by Hydra with plain containers; a setting
     the class does not take, or one it needs and the node lacks, is refused as `<key>.<setting>`.
-    With `relative`, the class's own ConfigErrors name keys inside the node and are re-raised under
-    `key`."""
+    A parser that takes its settings as `**settings` (TrainSpec.parse, ShadowSettings.parse) checks
+    them itself. With `relative`, the class's own ConfigErrors name keys inside the node and are
+    re-raised under `key`. `recursive=False` hands nested nodes over as plain dicts, unbuilt (the
+    parser builds them under keys of its own); `given` are arguments that come from other groups,
+    already parsed."""
     node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = node.get("_target_")
     require(bool(target), key, node, "names no _target_: choose one of its config group's options")
-    params = _settings(get_object(target))
-    for name in sorted(set(node) - {"_target_"} - set(params)):
-        raise ConfigError(
-            f"{key}.{name}",
-            need=f"is not a setting of {key} (its settings: {', '.join(sorted(params)) or 'none'})",
-        )
+    obj = get_object(target)
+    params = _settings(obj)
+    if not _checks_itself(obj):
+        for name in sorted(set(node) - {"_target_"} - set(params) - set(given)):
+            raise ConfigError(
+                f"{key}.{name}",
+                need=f"is not a setting of {key} (its settings: "
+                f"{', '.join(sorted(set(params) - set(given))) or 'none'})",
+            )
     for name, p in params.items():
-        if p.default is p.empty and name not in node:
+        if p.default is p.empty and name not in node and name not in given:
             raise ConfigError(f"{key}.{name}", need=f"is missing: {key} needs it")
     try:
-        return instantiate(node, _convert_="all")
+        if not given:
+            return instantiate(node, _convert_="all", _recursive_=recursive)
+        # objects of other groups stay out of the config Hydra merges: passed to the parser as they
+        # are
+        made = instantiate(node, _convert_="all", _recursive_=recursive, _partial_=True)
+        return made(**given)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, ConfigError):
             raise (cause.under(key) if relative else cause) from None
         raise
+    except ConfigError as err:
+        raise (err.under(key) if relative else err) from None
+
+
+def _checks_itself(obj) -> bool:
+    """A parser function or classmethod whose settings arrive as `**settings`."""
+    if isinstance(obj, type):
+        return False
+    params = inspect.signature(obj).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _settings(cls) -> dict:

@@ -1,10 +1,14 @@
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 
 from mia.attacks.base import Attack
+from mia.attacks.shadows import check_shadow_settings
+from mia.job import JobSpec
 from mia.model import build_model
+from mia.validate import ConfigError
+from tests.helpers.config import compose_config
 
 
 def test_default_config_composes(make_cfg):
@@ -240,9 +244,6 @@ STUDIES = sorted(
 def test_every_study_builds_its_job_spec(name):
     """Each experiment composes and its first job's spec is built and checked (mia/job.py), no
     corpus read."""
-    from mia.job import JobSpec
-    from tests.helpers.config import compose_config
-
     assert JobSpec.parse(compose_config(f"experiment={name}")).attacks
 
 
@@ -324,7 +325,6 @@ def test_ko_regime_search_chooses_the_shift_on_validation_pairs_with_ko_regimes_
 
 
 def test_ko_regime_runs_every_attack_and_wsas_knobs_with_and_without_shift():
-    from mia.job import JobSpec
     from mia.report.comparison import base_of
     from tests.helpers.config import compose_config, compose_study
 
@@ -367,3 +367,33 @@ def test_glyph_gap_sweeps_four_sizes_and_two_seeds_at_one_t_within_two_hours():
     assert max(sizes) <= parse_size(cfg.data.corpus.size) - split.holdout
     assert parse_size(split.eval_size) + split.known_size + split.aux_size // 2 <= split.holdout
     assert cfg.train.epochs * sum(sizes) * len(seeds) <= 120 * 60 * 1200
+
+
+# The groups whose options build an object: each option names its parser by `_target_`
+BUILT = ("data", "target", "defense", "logger", "trainer", "model", "train", "shadows", "analysis")
+
+
+@pytest.mark.parametrize("group", BUILT + ("attack",))
+def test_every_option_of_a_built_group_names_its_target(group):
+    for path in sorted((Path(__file__).resolve().parents[1] / "conf" / group).glob("*.yaml")):
+        node = compose_config(f"{group}={path.stem}")[group]
+        # the attack group holds one config per attack
+        for n in node.values() if group == "attack" else [node]:
+            assert "_target_" in n, f"{group}={path.stem} names no _target_"
+            assert callable(get_object(n["_target_"])), f"{group}={path.stem}"
+
+
+@pytest.mark.parametrize("group", ["model", "train", "analysis"])
+def test_a_group_written_without_its_target_is_refused_naming_it(group):
+    cfg = compose_config("logger=none", f"~{group}._target_")
+    with pytest.raises(ConfigError, match=rf"^{group}=.*names no _target_"):
+        JobSpec.parse(cfg)
+
+
+def test_shadows_written_without_their_target_still_parse():
+    """An attack config whose shadows node has no `_target_` (one of results.json's, say) gets the
+    same settings as one built by it."""
+    cfg = compose_config("attack=lira", "logger=none")
+    built = instantiate(cfg.attack.lira, _convert_="all").shadows
+    plain = {k: v for k, v in cfg.shadows.items() if k != "_target_"}
+    assert check_shadow_settings(4, "fisher", plain) == built

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mia import pipeline
 from mia.pipeline import run
+from mia.training.shadows import ShadowSet
 from tests.helpers.config import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +58,7 @@ def test_default_job_end_to_end_with_wandb(default_job):
     assert "vs_csa" not in csa and [c["fpr_target"] for c in csa["calibrated"]] == [0.01, 0.001]
     assert not any(c["threshold_from_training_pairs"] for c in csa["calibrated"])
     assert (
-        set(res["timing"]) == {"train_s", "features_s", "attacks_s", "utility_s"}
+        set(res["timing"]) == {"train_s", "references_s", "features_s", "attacks_s", "utility_s"}
         and res["timing"]["train_s"] > 0
     )
     assert res["data"]["corrupt_skipped"] == 0
@@ -132,10 +134,33 @@ def test_cli_bad_size_fails_with_named_key(tmp_path):
     assert "data.size='lots' is not a size" in proc.stderr
 
 
-def test_shadow_attack_through_the_pipeline(make_cfg, small_target):
-    """A reference-model attack end to end: shadows trained through the cached stage (not exported),
-    their pool embeddings cached beside them, diagnostics nested under the attack's metrics."""
+def _contexts(monkeypatch) -> list:
+    """The attack contexts the jobs run from now on hand their attacks."""
+    seen, attack = [], pipeline._attack
+    monkeypatch.setattr(
+        pipeline,
+        "_attack",
+        lambda job, ctx, *a, **k: (seen.append(ctx), attack(job, ctx, *a, **k))[1],
+    )
+    return seen
+
+
+def test_a_job_without_shadow_attacks_trains_no_reference_models(
+    make_cfg, small_target, monkeypatch
+):
+    seen = _contexts(monkeypatch)
+    run(make_cfg())
+    assert seen[0].references == {}
+
+
+def test_shadow_attack_through_the_pipeline(make_cfg, small_target, monkeypatch):
+    """A reference-model attack end to end: shadows trained through the cached stage (not exported)
+    before the attacks run, which receive them trained; their pool embeddings cached beside them,
+    diagnostics nested under the attack's metrics."""
+    seen = _contexts(monkeypatch)
     path = run(make_cfg("attack=lira", "attack.lira.num_shadows=2"))
+    (trained,) = seen[0].references.values()  # not a trainer: the set, trained
+    assert isinstance(trained, ShadowSet) and trained.trained == 2
     res = json.loads(path.read_text())
     lira = res["attacks"]["lira"]
     assert res["schema_version"] == 3 and 0 <= lira["auc"] <= 1

@@ -25,14 +25,16 @@ class AttackContext:
                preprocess
     shards:    where every set's pairs can be read (member corpus, plus the OOD corpus or
                data.shift's swapped pairs)
-    shadows:   mia.training.shadows.ShadowTrainer, or None where no shadow models can be trained
+    references: the reference models the training stage trained for the job's attacks:
+               {mia.training.shadows.reference_key: mia.training.shadows.ShadowSet}; empty where no
+               attack needs them
     """
 
     features: dict
     splits: object
     target: object
     shards: list = field(default_factory=list)
-    shadows: object = None
+    references: dict = field(default_factory=dict)
     seed: int = 0
     _raw: dict = field(
         default_factory=dict, repr=False
@@ -110,9 +112,10 @@ class Attack(ABC):
     # attack itself (tests/evaluation/test_scoring.py runs each attack without D_no to hold them
     # true).
     #
-    # needs_shadows: the attack trains shadow CLIPs (AttackContext.shadows). Their reference pool
-    # holds member_eval, so it gets no calibrated thresholds and no canaries (another member set
-    # would need shadows of its own).
+    # needs_shadows: the attack scores with shadow CLIPs, which the training stage trains for it
+    # (AttackContext.references, keyed by its num_shadows and shadows settings). Their reference
+    # pool holds member_eval, so it gets no calibrated thresholds and no canaries (another member
+    # set would need shadows of its own).
     needs_shadows: bool = False
     # reads_known_nonmembers: the attack reads D_no (ctx.features / ctx.pairs of nonmember_known, or
     # weak supervision's pseudo-labels built from it). Its scores of D_no then come from an attack
@@ -132,6 +135,10 @@ class Attack(ABC):
     # member / non-member distribution shift alone explains; the report subtracts its AUC from the
     # others'.
     baseline: bool = False
+    # calibrated_per_pair: each pair's score is calibrated against reference models' scores of that
+    # very pair, so pairs that are easy for any model lose their edge; the exposure analysis repeats
+    # its across-seed overlap on such an attack's scores (mia/report/exposure.py).
+    calibrated_per_pair: bool = False
 
     @contextmanager
     def _keyed(self):

@@ -102,6 +102,7 @@ def log_normal(x, mean, std):
 class LiRA(Attack):
     name = "lira"
     needs_shadows = True
+    calibrated_per_pair = True
     reads_known_nonmembers = True  # D_no is in the shadows' reference pool
 
     def __init__(

@@ -1,21 +1,20 @@
 """The per-pair statistic every shadow and the target assign to every pair the auditor holds, for
-the reference-model attacks (LiRA, RMIA); the shadows themselves are trained by
-mia/training/shadows.py.
+the reference-model attacks (LiRA, RMIA). The shadows arrive trained, in AttackContext.references:
+the training stage trains them (mia/training/shadows.py, train_references) before any attack runs;
+here each is loaded in turn, one model held at a time.
 
 Statistics (`statistic`), all per pair and computed alike for every shadow and the target:
 - fisher (LiRA's default): atanh(cos) = 1/2 log((1 + cos) / (1 - cos)), the cosine's variance-
   stabilising (Fisher z) transform, i.e. the logit of (1 + cos) / 2: the CLIP analogue of the
   logit-scaled confidence LiRA uses for classifiers. Memorised pairs pile up just below a cosine
-  ceiling; atanh spreads that pile out, so IN and OUT values are closer to Gaussian. On the planted
-  test fixture it beat the raw cosine and the log-odds below (online 0.946 vs 0.937 / 0.881 AUC,
-  offline 0.893 vs 0.835 / 0.833, 8 shadows of shadows.size=pool).
+  ceiling; atanh spreads that pile out, so IN and OUT values are closer to Gaussian.
 - cos: the raw cosine.
 - logodds: the contrastive log-odds of the pair against a fixed bank (nonmember_known, the pair
   itself left out), with the model's own temperature tau,
       1/2 [(tau c_kk - logsumexp_b tau <i_k, t_b>) + (tau c_kk - logsumexp_b tau <i_b, t_k>)],
   i.e. logit of the probability the model gives the true partner among the bank. RMIA needs a
-  probability, Pr(x | theta) = sigmoid(logodds), so it always uses this one. (The bank's noise
-  makes it a worse LiRA statistic than fisher on the fixture.)
+  probability, Pr(x | theta) = sigmoid(logodds), so it always uses this one. The bank adds noise
+  of its own to the statistic.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from mia.attacks.contrastive import logit_scale
 from mia.cache import Layout, atomic, config_hash, get_or_build
 from mia.data.splits import EVAL_SETS, NONMEMBER_KNOWN, SCORED
 from mia.features import embed
-from mia.training.shadows import ShadowSettings, check_num_shadows
+from mia.training.shadows import ShadowSettings, check_num_shadows, pool_of, reference_key
 from mia.validate import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class References:
     target_stats: np.ndarray  # [n] the same statistic under the target
     keys: list
     dirs: list
-    trained: int  # shadows trained by this call (0 when all were cached)
+    trained: int  # shadows the job trained (0 when all were in the cache)
     statistic: str
     sizes: list = (
         None  # pairs each shadow trained on (pool pairs IN + filler); None: inside's counts
@@ -101,11 +100,7 @@ class References:
 
 def pool(ctx):
     """(uids, {set name: slice}) of the reference pool, in ctx.features order."""
-    offsets, start = {}, 0
-    for name in EVAL_SETS:
-        offsets[name] = slice(start, start + len(ctx.features[name].uids))
-        start = offsets[name].stop
-    return np.concatenate([ctx.features[name].uids for name in EVAL_SETS]), offsets
+    return pool_of(ctx.features)
 
 
 def masked_mean(stats, mask) -> np.ndarray:
@@ -142,10 +137,20 @@ def pair_statistic(image, text, tau, bank, exclude, statistic):
 
 
 def check_shadow_settings(num_shadows, statistic: str, shadows) -> ShadowSettings:
-    """Refuse bad shadow settings when the attack is configured, before any model is trained."""
+    """Refuse bad shadow settings when the attack is configured, before any model is trained.
+    `shadows`: the shadows group, built by its `_target_` where the attack's config was, or its
+    settings (a config written without the `_target_`)."""
     check_num_shadows(num_shadows)
     require(statistic in STATISTICS, "statistic", statistic, f"choose one of {STATISTICS}")
-    return ShadowSettings.parse(shadows)
+    if isinstance(shadows, ShadowSettings):
+        return shadows
+    require(
+        isinstance(shadows, dict),
+        "shadows",
+        shadows,
+        "must be a mapping of size, pool, seed, paths",
+    )
+    return ShadowSettings.parse(**{k: v for k, v in shadows.items() if k != "_target_"})
 
 
 def _load_tensors(ctx):
@@ -173,26 +178,28 @@ def shadow_embeddings(shadow, pool_key: str, tensors):
 def references(
     ctx, num_shadows: int, statistic: str = "fisher", settings: ShadowSettings | None = None
 ) -> References:
-    """The statistic of every pool pair under each shadow, as ctx.shadows (mia.training.shadows.
-    ShadowTrainer) trains (or loads) them, or under each reference model of shadows.paths, and under
-    the target. `settings` None: shadows.size=pool. The attack checked num_shadows and statistic
-    when it was built (check_shadow_settings)."""
+    """The statistic of every pool pair under each shadow of ctx.references (trained by the training
+    stage: mia.training.shadows.train_references), or under each reference model of shadows.paths,
+    and under the target. `settings` None: shadows.size=pool. The attack checked num_shadows and
+    statistic when it was built (check_shadow_settings)."""
     settings = settings or ShadowSettings("pool", None, 0)
-    if ctx.shadows is None:
-        raise ValueError("this attack needs shadow models, and this job has no way to train them")
+    shadows = ctx.references.get(reference_key(num_shadows, settings))
+    if shadows is None:
+        raise ValueError(
+            f"this attack needs {num_shadows} shadow models (shadows.size={settings.size}), and "
+            "the job trained none for it: the training stage trains the attacks' reference models"
+        )
     uids, offsets = pool(ctx)
     if len(np.unique(uids)) < len(uids):
         raise ValueError(
             "the reference pool holds a uid twice: the evaluation sets must be disjoint"
         )
+    if not np.array_equal(shadows.uids, uids):
+        raise ValueError("the shadows were drawn over another reference pool than this context's")
     bank = np.arange(len(uids))[offsets[NONMEMBER_KNOWN]]
     exclude = np.full(len(uids), -1)
     exclude[bank] = np.arange(len(bank))
     pool_key = config_hash(list(uids))
-
-    shadows = ctx.shadows.shadows(
-        uids, offsets, num_shadows, settings, ctx.seed, ctx.target.size
-    )  # trained one at a time below, each as its statistics are taken
 
     loaded = {}
 
@@ -201,10 +208,9 @@ def references(
             loaded["pool"] = _load_tensors(ctx)
         return loaded["pool"]
 
-    keys, dirs, trained, stats = [], [], 0, []
-    for shadow in shadows:
+    keys, dirs, trained, stats = [], [], shadows.trained, []
+    for shadow in shadows:  # loaded one at a time, each as its statistics are taken
         keys.append(shadow.key), dirs.append(shadow.dir)
-        trained += not shadow.cache_hit
         image, text, tau = shadow_embeddings(shadow, pool_key, tensors)
         stats.append(pair_statistic(image, text, tau, bank, exclude, statistic))
     inside, sizes = shadows.inside, [len(mine) for mine in shadows.members]
@@ -214,8 +220,8 @@ def references(
     target = pair_statistic(image, text, logit_scale(ctx.target.model), bank, exclude, statistic)
     setting = "paths" if settings.paths else settings.size
     log.info(
-        "reference models: %d shadows (%d trained now) of %d pairs each, %d of them from a pool of "
-        "%d pairs (shadows.%s)",
+        "reference models: %d shadows (%d trained by this job) of %d pairs each, %d of them from a "
+        "pool of %d pairs (shadows.%s)",
         len(shadows),
         trained,
         sizes[0],

@@ -24,9 +24,6 @@ FILENAME = "exposure.json"
 K = 50  # the most exposed members of a job
 DRAWS = 2000  # random K-subsets behind each permutation null, and draws of the control's test
 ALPHA = 0.05  # level of the permutation tests behind a finding
-# Attacks whose scores are calibrated per pair against reference models: where the jobs ran one, the
-# across-seed overlap and its control are repeated on its scores.
-CALIBRATED = ("lira", "lira_offline")
 # What the across-seed overlap of the members' top k says, by its two tests (`finding`)
 EXPOSED = "members stay exposed"  # above chance, and above the non-members' own overlap
 EASY = "easy pairs, not membership"  # above chance, but the non-members' top k is as stable
@@ -61,9 +58,15 @@ def analyse(
     sizes = across_sizes(jobs, attack, k, draws, rng)
     if not seeds and not sizes:
         return None
+    # attacks calibrated per pair against reference models (Attack.calibrated_per_pair): where the
+    # jobs ran one, the across-seed overlap and its control are repeated on its scores
     calibrated = []
-    for name in CALIBRATED:
-        runs = [r for r in jobs if name != attack and name in scores_table(r).columns]
+    for name in sorted({n for r in jobs for n in r["_calibrated"]}):
+        runs = [
+            r
+            for r in jobs
+            if name != attack and name in r["_calibrated"] and name in scores_table(r).columns
+        ]
         found = across_seeds(runs, name, k, draws, rng, controls)[0]
         if found:
             calibrated.append({"attack": name, "across_seeds": found})

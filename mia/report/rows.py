@@ -108,6 +108,7 @@ def report_row(record: dict, job: str) -> dict:
             }
         )
     row["_reference"], row["_baseline"] = results.reference(record), base
+    row["_calibrated"] = calibrated(record)
     row["_compared_on_cosines"] = "comparison" not in record["config"].get("analysis", {})
     row["_skipped"] = results.skipped(record)
     row["_roc"] = record["roc"]
@@ -158,6 +159,17 @@ def baseline(record: dict) -> str | None:
         if name in record["attacks"] and getattr(get_class(node["_target_"]), "baseline", False):
             return name
     return None
+
+
+def calibrated(record: dict) -> list[str]:
+    """The job's scored attacks calibrated per pair against reference models
+    (Attack.calibrated_per_pair, read from the class its config's `_target_` names), by name."""
+    return sorted(
+        name
+        for name, node in record["config"].get("attack", {}).items()
+        if name in record["attacks"]
+        and getattr(get_class(node["_target_"]), "calibrated_per_pair", False)
+    )
 
 
 def _common(rows, key: str, what: str) -> str | None:

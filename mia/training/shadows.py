@@ -1,6 +1,8 @@
 """Shadow CLIPs, the reference models of LiRA and RMIA: which pairs each one trains on, and their
-training through the cached training stage, like the target's. The attacks receive them trained
-(mia/attacks/shadows.py computes their per-pair statistics).
+training through the cached training stage, like the target's. The job trains every set its
+attacks need once the target is known and before any attack runs (ShadowPlan.train,
+train_references); the attacks receive them trained (mia/attacks/shadows.py computes their
+per-pair statistics).
 
 Reference pool: member_eval + nonmember_eval + nonmember_known + aux_pool, i.e. every pair the
 auditor holds. The evaluation pairs are in it because online LiRA needs IN and OUT shadows for
@@ -133,10 +135,8 @@ class ShadowSettings:
     paths: tuple = ()  # Reference models of the auditor's own, used instead of training; () trains
 
     @classmethod
-    def parse(cls, node) -> ShadowSettings:
-        require(
-            isinstance(node, dict), "shadows", node, "must be a mapping of size, pool, seed, paths"
-        )
+    def parse(cls, **node) -> ShadowSettings:
+        """The `shadows` group (its `_target_`), checked; each key refused names shadows.<key>."""
         unknown = sorted(set(node) - set(SETTINGS))
         if unknown:
             raise ConfigError(
@@ -188,21 +188,34 @@ class Filler:
 
 @dataclass
 class ShadowSet:
-    """One attack's shadows over the reference pool: `inside[m, k]` says shadow m trains on pool
-    pair k, `members[m]` lists every pair it trains on (its pool pairs, then any filler), `seeds[m]`
-    its training seed (None for the reference models of shadows.paths). Iterating trains (or loads
-    from the cache) one shadow at a time, so that one model is held at once."""
+    """One attack's shadows over the reference pool `uids`: `inside[m, k]` says shadow m trains on
+    pool pair k, `members[m]` lists every pair it trains on (its pool pairs, then any filler),
+    `seeds[m]` its training seed (None for the reference models of shadows.paths). `obtain(m)`
+    trains shadow m, or loads it from the cache. The training stage trains every shadow once
+    (`fit`); the attacks then iterate, which loads one shadow at a time, so that one model is held
+    at once.
+    `trained`: the shadows `fit` trained (the others were in the cache)."""
 
     inside: np.ndarray
     members: list
-    train: Callable[[int], Target]
+    obtain: Callable[[int], Target]
     seeds: list | None = None
+    uids: np.ndarray | None = None
+    trained: int = 0
 
     def __len__(self) -> int:
         return len(self.members)
 
     def __iter__(self) -> Iterator[Target]:
-        return (self.train(m) for m in range(len(self.members)))
+        return (self.obtain(m) for m in range(len(self.members)))
+
+    def fit(self) -> ShadowSet:
+        """Train (or find in the cache) every shadow, in order, holding none of them after; the
+        reference models of shadows.paths are trained elsewhere and only loaded when iterated."""
+        if self.seeds is not None:
+            for m in range(len(self.members)):
+                self.trained += not self.obtain(m).cache_hit
+        return self
 
 
 class ShadowTrainer:
@@ -269,6 +282,7 @@ class ShadowTrainer:
                 members,
                 lambda m: self.train(members[m], shadow_tag(seed, m), seeds[m]),
                 seeds,
+                uids,
             )
         require(
             size is not None,
@@ -290,6 +304,7 @@ class ShadowTrainer:
                 members[m], scaled_tag(settings.seed, m, size), seeds[m], filler
             ),
             seeds,
+            uids,
         )
 
     def references(self, uids, paths: tuple) -> ShadowSet:
@@ -309,6 +324,7 @@ class ShadowTrainer:
                 device,
                 size=len(paths[m].trained),
             ),
+            uids=uids,
         )
 
     def filler_for(
@@ -447,15 +463,48 @@ def check_num_shadows(num_shadows):
     )
 
 
+def pool_of(sets: dict) -> tuple[np.ndarray, dict]:
+    """(uids, {set name: slice}) of the reference pool: EVAL_SETS concatenated, each in the order of
+    `sets[name].uids` (the features' order, which the attacks' statistics follow)."""
+    offsets, start = {}, 0
+    for name in EVAL_SETS:
+        offsets[name] = slice(start, start + len(sets[name].uids))
+        start = offsets[name].stop
+    return np.concatenate([sets[name].uids for name in EVAL_SETS]), offsets
+
+
+def reference_key(num_shadows: int, settings: ShadowSettings) -> tuple:
+    """Which ShadowSet an attack scores with: its num_shadows and shadows settings (shadows.paths:
+    the auditor's models, whatever num_shadows). Attacks with equal keys share one set."""
+    return (None if settings.paths else num_shadows, settings)
+
+
+def train_references(attacks, trainer: ShadowTrainer, sets: dict, seed: int, size) -> dict:
+    """The reference models of `attacks` (those that need shadows), trained or loaded from the cache
+    by `trainer` over the reference pool of `sets` (pool_of), in the attacks' order, each set once:
+    {reference_key: ShadowSet}. `seed`: the job's (shadows.size=pool); `size`: the target's N."""
+    uids, offsets = pool_of(sets)
+    found = {}
+    for attack in attacks:
+        if not getattr(attack, "needs_shadows", False):
+            continue
+        key = reference_key(attack.num_shadows, attack.shadows)
+        if key not in found:
+            found[key] = trainer.shadows(
+                uids, offsets, attack.num_shadows, attack.shadows, seed, size
+            ).fit()
+    return found
+
+
 class ShadowPlan:
     """The shadows a job's attacks ask for (none, for most jobs), set up right after the splits,
     where a shadows.size=target whose filler is too small for N is refused (check_scale) before any
-    model trains. `trainer(shards, target key)` trains them once the target is known; None where no
-    attack needs shadows. `size`: the target's N (None: unknown)."""
+    model trains. `train` trains them (or loads them from the cache) once the target is known, for
+    the attacks to receive. `size`: the target's N (None: unknown)."""
 
     def __init__(self, attacks: dict, spec, splits, cache_dir, size, canaries=None, holdout=None):
         self.wanted = any(getattr(a, "needs_shadows", False) for a in attacks.values())
-        self.spec, self.splits, self.cache_dir = spec, splits, cache_dir
+        self.attacks, self.spec, self.splits, self.cache_dir = attacks, spec, splits, cache_dir
         if not self.wanted:
             return
         members = splits.members.base if isinstance(splits.members, Members) else splits.members
@@ -473,6 +522,15 @@ class ShadowPlan:
         }
         check_scale(trained, size, splits, self.trainer([], None), spec.epochs, holdout)
         check_references(attacks, splits)
+
+    def train(self, shards, target, features: dict, seed: int) -> dict:
+        """The training stage's reference models, after the target: {reference_key: ShadowSet} of
+        every set the attacks need, over the reference pool of the target's `features`; {} where no
+        attack needs shadows (nothing trains)."""
+        if not self.wanted:
+            return {}
+        trainer = self.trainer(shards, target.key)
+        return train_references(self.attacks.values(), trainer, features, seed, target.size)
 
     def trainer(self, shards, target_key: str | None) -> ShadowTrainer | None:
         if not self.wanted:

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from mia import checkpoint, distributed
 from mia.cache import config_hash
@@ -153,10 +152,9 @@ class TrainSpec:
             )
 
     @classmethod
-    def parse(cls, train, *, model, trainer, in_memory, seed, defense, init=None) -> TrainSpec:
-        """From the `train` group's settings and the job's parsed model, trainer, data.in_memory,
-        seed, defense and target.init (checked by the target group)."""
-        train = OmegaConf.to_container(train, resolve=True) if OmegaConf.is_config(train) else train
+    def parse(cls, *, model, trainer, in_memory, seed, defense, init=None, **train) -> TrainSpec:
+        """The `train` group (its `_target_`): its settings, with the job's parsed model, trainer,
+        data.in_memory, seed, defense and target.init (checked by the target group)."""
         settings = {f.name for f in fields(cls)} - {"init", "init_hash"}  # init: target.init
         unknown = sorted(set(train) - settings)
         if unknown:
@@ -177,9 +175,10 @@ class TrainSpec:
     @classmethod
     def from_cfg(cls, cfg) -> TrainSpec:
         """From a composed config alone, as a test builds one (a job parses it in mia/job.py)."""
-        return cls.parse(
+        return build(
             cfg.train,
-            model=OmegaConf.to_container(cfg.model, resolve=True),
+            "train",
+            model=build(cfg.model, "model"),
             trainer=build(cfg.trainer, "trainer"),
             in_memory=cfg.data.in_memory,
             seed=cfg.seed,

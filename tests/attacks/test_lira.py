@@ -57,7 +57,10 @@ from tests.helpers.attacks import (
     auc_of,
     make_attack,
     result_of,
+    run_with_shadows,
     synthetic_references,
+    trainer_of,
+    with_references,
 )
 from tests.helpers.config import compose_config
 
@@ -214,7 +217,9 @@ def test_masked_mean_averages_each_pair_over_its_own_shadows():
 
 
 def test_each_eval_pair_is_in_exactly_the_shadows_that_trained_on_it(planted_model):
-    ref = references(planted_model, NUM_SHADOWS, settings=ShadowSettings("target", None, 0))
+    target_size = ShadowSettings("target", None, 0)
+    ctx = with_references(planted_model, (NUM_SHADOWS, target_size))
+    ref = references(ctx, NUM_SHADOWS, settings=target_size)
     uids, _ = pool(planted_model)
     assert (ref.uids == uids).all()
     for m, d in enumerate(ref.dirs):
@@ -229,11 +234,13 @@ def test_each_eval_pair_is_in_exactly_the_shadows_that_trained_on_it(planted_mod
 
 
 def test_target_size_shadows_are_shared_by_the_seeds_and_reused_by_more_shadows(planted_model):
-    first = make_attack("lira", num_shadows=NUM_SHADOWS).run(planted_model)
-    other_seed = make_attack("lira", num_shadows=NUM_SHADOWS).run(replace(planted_model, seed=1))
+    first = run_with_shadows(make_attack("lira", num_shadows=NUM_SHADOWS), planted_model)
+    other_seed = run_with_shadows(
+        make_attack("lira", num_shadows=NUM_SHADOWS), replace(planted_model, seed=1)
+    )
     assert other_seed.diagnostics["shadows_trained"] == 0
     assert other_seed.diagnostics["shadow_keys"] == first.diagnostics["shadow_keys"]
-    fewer = make_attack("lira", num_shadows=4).run(planted_model)
+    fewer = run_with_shadows(make_attack("lira", num_shadows=4), planted_model)
     assert fewer.diagnostics["shadow_keys"] == first.diagnostics["shadow_keys"][:4]
     assert first.diagnostics["shadows_size"] == "target" and first.diagnostics["shadow_size"] == 200
 
@@ -246,15 +253,17 @@ def test_target_size_tops_up_with_filler(planted_model):
     spare = np.array(sorted(set(ctx.splits.spare) - used))
     # one epoch, not the target's 30: only which pairs each shadow trains on is checked here
     trainer = ShadowTrainer(
-        replace(ctx.shadows.spec, epochs=1),
+        replace(trainer_of(ctx).spec, epochs=1),
         ctx.shards,
-        ctx.shadows.cache_dir,
+        trainer_of(ctx).cache_dir,
         "unused",
         past=spare,
         taken=sorted(used),
     )
-    big = replace(ctx, target=replace(ctx.target, size=300), shadows=trainer)
-    ref = references(big, 2, settings=ShadowSettings("target", None, 0))
+    big = replace(ctx, target=replace(ctx.target, size=300))
+    target_size = ShadowSettings("target", None, 0)
+    big = with_references(big, (2, target_size), trainer=trainer)
+    ref = references(big, 2, settings=target_size)
     uids = pool(ctx)[0]
     for m, d in enumerate(ref.dirs):
         trained = Path(d, "trained_uids.txt").read_text().split()
@@ -273,7 +282,7 @@ def test_pool_size_shadows_are_halves_keyed_by_the_target_and_their_seeds(plante
     """shadows.size=pool: halves seeded by the job's seed, each shadow keyed by the target, its
     half and its own training seed (the key formula written out here), and the same scores."""
     ctx = planted_model
-    res = make_attack("lira", num_shadows=NUM_SHADOWS, shadows=POOL).run(ctx)
+    res = run_with_shadows(make_attack("lira", num_shadows=NUM_SHADOWS, shadows=POOL), ctx)
     uids, _ = pool(ctx)
     inside = halves(uids, NUM_SHADOWS, ctx.seed)
     seeds = [shadow_seed(ctx.seed, m) for m in range(NUM_SHADOWS)]
@@ -292,7 +301,9 @@ def test_pool_size_shadows_are_halves_keyed_by_the_target_and_their_seeds(plante
     assert res.diagnostics["shadow_size"] == 275 and res.diagnostics["shadows_size"] == "pool"
     for m, d in enumerate(res.diagnostics["shadow_dirs"]):
         assert Path(d, "trained_uids.txt").read_text().split() == sorted(uids[inside[m]])
-    ref = references(ctx, NUM_SHADOWS, "fisher")  # no settings: pool
+    ref = references(
+        with_references(ctx, (NUM_SHADOWS, None)), NUM_SHADOWS, "fisher"
+    )  # no settings: pool
     np.testing.assert_array_equal(
         LiRA(
             num_shadows=NUM_SHADOWS,
@@ -306,8 +317,8 @@ def test_pool_size_shadows_are_halves_keyed_by_the_target_and_their_seeds(plante
 
 
 def test_rerun_trains_no_shadow(planted_model):
-    first = make_attack("lira", num_shadows=NUM_SHADOWS).run(planted_model)
-    second = make_attack("lira", num_shadows=NUM_SHADOWS).run(planted_model)
+    first = run_with_shadows(make_attack("lira", num_shadows=NUM_SHADOWS), planted_model)
+    second = run_with_shadows(make_attack("lira", num_shadows=NUM_SHADOWS), planted_model)
     assert second.diagnostics["shadows_trained"] == 0
     assert second.diagnostics["shadow_keys"] == first.diagnostics["shadow_keys"]
     np.testing.assert_allclose(second.member_scores, first.member_scores)
@@ -317,7 +328,9 @@ def test_rerun_trains_no_shadow(planted_model):
 
 
 def test_lira_online_planted_model(planted_model):
-    res = make_attack("lira", num_shadows=NUM_SHADOWS, mode="online").run(planted_model)
+    res = run_with_shadows(
+        make_attack("lira", num_shadows=NUM_SHADOWS, mode="online"), planted_model
+    )
     assert_planted(res)
     json.dumps(res.diagnostics)  # results.json-ready: plain python types only
     assert res.diagnostics["mode"] == "online" and res.diagnostics["statistic"] == "fisher"
@@ -327,16 +340,20 @@ def test_lira_online_planted_model(planted_model):
 def test_lira_offline_planted_model_regression(planted_model):
     """Not the planted bar (see the module docstring): a guard that offline LiRA still works."""
     assert (
-        auc_of(make_attack("lira", num_shadows=NUM_SHADOWS, mode="offline").run(planted_model))[
-            "auc"
-        ]
+        auc_of(
+            run_with_shadows(
+                make_attack("lira", num_shadows=NUM_SHADOWS, mode="offline"), planted_model
+            )
+        )["auc"]
         > 0.8
     )
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
 def test_lira_null_model(pool_null, mode):
-    res = make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode, shadows=POOL).run(pool_null)
+    res = run_with_shadows(
+        make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode, shadows=POOL), pool_null
+    )
     assert res.diagnostics["shadows_trained"] == 0  # the planted pool's shadows, reused
     assert_null(res)
 
@@ -396,7 +413,9 @@ def test_lira_records_the_held_out_check(planted_model):
     """On the trained fixture (i.i.d. non-members) the check is run and recorded beside the
     shadows' diagnostics; offline LiRA fits no IN spread."""
     for mode in ("online", "offline"):
-        d = make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode).run(planted_model).diagnostics
+        d = run_with_shadows(
+            make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode), planted_model
+        ).diagnostics
         lo, hi = d["held_out_auc_ci95"]
         assert lo < d["held_out_auc"] < hi and lo < 0.5 < hi
         assert d["held_out_pairs"] == [len(planted_model.features[s].uids) for s in SCORED]
@@ -456,7 +475,9 @@ def test_filler_from_an_auditor_folder_leaves_out_the_splits_and_is_refused_when
     folder = str(Path(ctx.shards[0]).parent)
     uids, _ = pool(ctx)
     taken = np.concatenate([uids, ctx.splits.members])
-    trainer = ShadowTrainer(ctx.shadows.spec, ctx.shards, ctx.shadows.cache_dir, None, taken=taken)
+    trainer = ShadowTrainer(
+        trainer_of(ctx).spec, ctx.shards, trainer_of(ctx).cache_dir, None, taken=taken
+    )
     filler = trainer.filler(folder)
     assert len(filler.uids) == 1200 - len(set(taken)) and not set(filler.uids) & set(taken)
     attacks = {"lira": make_attack("lira", shadows={**TARGET, "pool": folder})}

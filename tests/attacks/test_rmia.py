@@ -20,6 +20,7 @@ from tests.helpers.attacks import (
     assert_planted,
     make_attack,
     result_of,
+    run_with_shadows,
     synthetic_references,
 )
 from tests.helpers.config import compose_config
@@ -30,7 +31,7 @@ POOL = {**TARGET, "size": "pool"}  # the shadows of before shadows.size existed
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_rmia_planted_model(planted_model, mode):
-    res = make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode).run(planted_model)
+    res = run_with_shadows(make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode), planted_model)
     assert_planted(res)
     json.dumps(res.diagnostics)  # results.json-ready: plain python types only
     d = res.diagnostics
@@ -42,14 +43,16 @@ def test_rmia_planted_model(planted_model, mode):
 
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_rmia_null_model(pool_null, mode):
-    res = make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode, shadows=POOL).run(pool_null)
+    res = run_with_shadows(
+        make_attack("rmia", num_shadows=NUM_SHADOWS, mode=mode, shadows=POOL), pool_null
+    )
     assert res.diagnostics["shadows_trained"] == 0  # the planted pool's shadows, reused
     assert_null(res)
 
 
 def test_rmia_rerun_trains_no_shadow(planted_model):
-    first = make_attack("rmia", num_shadows=NUM_SHADOWS).run(planted_model)
-    second = make_attack("rmia", num_shadows=NUM_SHADOWS).run(planted_model)
+    first = run_with_shadows(make_attack("rmia", num_shadows=NUM_SHADOWS), planted_model)
+    second = run_with_shadows(make_attack("rmia", num_shadows=NUM_SHADOWS), planted_model)
     assert second.diagnostics["shadows_trained"] == 0
     np.testing.assert_array_equal(second.member_scores, first.member_scores)
 

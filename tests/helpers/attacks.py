@@ -19,7 +19,7 @@ from mia.evaluation import metrics
 from mia.features import SplitFeatures, extract_features
 from mia.job import build_attacks
 from mia.model import build_model
-from mia.training.shadows import ShadowTrainer, halves
+from mia.training.shadows import ShadowSettings, ShadowTrainer, halves, train_references
 from tests.helpers.config import compose_config
 
 NUM_SHADOWS = 8  # the shadows of tests/attacks/test_lira.py and test_rmia.py (one set serves both)
@@ -120,21 +120,54 @@ def shifted_members(ctx, delta=0.6, seed=1):
     return ctx
 
 
+# The shadow trainer of each trained target's contexts, by the target's key (model_context)
+TRAINERS = {}
+
+
 def model_context(cfg, members, splits, target, spec):
-    """The context of a trained target: its features on the given splits, shadows trained like
-    it."""
+    """The context of a trained target: its features on the given splits; shadows train like it
+    (with_references)."""
     features, _ = extract_features(
         target, splits, members, members, distributed.single(cfg.trainer)
     )
-    shadows = ShadowTrainer(spec, members.shards, cfg.paths.cache_dir, target.key)
+    TRAINERS[target.key] = ShadowTrainer(spec, members.shards, cfg.paths.cache_dir, target.key)
     return AttackContext(
         features=features,
         splits=splits,
         target=target,
         shards=members.shards,
-        shadows=shadows,
         seed=cfg.seed,
     )
+
+
+def trainer_of(ctx) -> ShadowTrainer:
+    """The shadow trainer of a model_context's target."""
+    return TRAINERS[ctx.target.key]
+
+
+def with_references(ctx, *wanted, trainer=None):
+    """ctx with the reference models of `wanted` trained (or loaded from the cache) over its pool,
+    as a job's training stage trains them: attacks, or (num_shadows, ShadowSettings | None) pairs
+    (None: shadows.size=pool, as mia.attacks.shadows.references defaults)."""
+    attacks = [
+        w
+        if not isinstance(w, tuple)
+        else SimpleNamespace(
+            needs_shadows=True,
+            num_shadows=w[0],
+            shadows=w[1] or ShadowSettings("pool", None, 0),
+        )
+        for w in wanted
+    ]
+    found = train_references(
+        attacks, trainer or trainer_of(ctx), ctx.features, ctx.seed, ctx.target.size
+    )
+    return replace(ctx, references={**ctx.references, **found})
+
+
+def run_with_shadows(attack, ctx):
+    """`attack`'s result on ctx, its reference models trained first (with_references)."""
+    return attack.run(with_references(ctx, attack))
 
 
 def make_attack(name: str, **overrides):
@@ -188,7 +221,6 @@ def pool_null_context(ctx: AttackContext, seed: int = 0) -> AttackContext:
         splits=splits,
         target=ctx.target,
         shards=ctx.shards,
-        shadows=ctx.shadows,
         seed=ctx.seed,
     )
 

@@ -19,6 +19,7 @@ from mia.report.exposure import (
     scores_by_pair,
     top_rows,
 )
+from mia.report.rows import calibrated
 
 
 def table(member_scores, uids=None, captions=None, nonmembers=100, extra=None):
@@ -68,6 +69,7 @@ def row(tab, seed=0, size=1000, epochs=40, tpr=0.01):
         "_table": tab,
         "_results": record,
         "_reference": "csa",  # exposure ranks by the reference attack's scores by default
+        "_calibrated": ["lira"],  # its attacks calibrated per pair (Attack.calibrated_per_pair)
     }
 
 
@@ -240,3 +242,24 @@ def test_the_control_is_repeated_on_calibrated_lira_scores():
     assert c["attack"] == "lira" and c["across_seeds"][0]["finding"] == exposure.EXPOSED
     assert "Control, lira scores" in "\n".join(exposure.markdown(out))
     assert analyse(seeds_of(rng, True, True), draws=50)["calibrated"] == []  # no lira column
+    jobs = seeds_of(rng, True, True, extra=lira)
+    for r in jobs:
+        r["_calibrated"] = []  # a lira column, but not from an attack calibrated per pair
+    assert analyse(jobs, draws=50)["calibrated"] == []
+
+
+def test_calibrated_attacks_are_found_by_their_trait():
+    """The rows name a job's attacks calibrated per pair by their class's trait, whatever the
+    config calls them."""
+    lira, csa = "mia.attacks.lira.LiRA", "mia.attacks.csa.CSA"
+    record = {
+        "config": {
+            "attack": {
+                "mine": {"_target_": lira},
+                "other": {"_target_": csa},
+                "unscored": {"_target_": lira},
+            }
+        },
+        "attacks": {"mine": {}, "other": {}},
+    }
+    assert calibrated(record) == ["mine"]

@@ -4,6 +4,7 @@ That they score as the shadows they are: tests/test_pipeline.py."""
 
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -141,3 +142,43 @@ def test_no_shadow_shares_a_seed_or_initial_weights_with_the_target_or_another(
     for i, w in enumerate(weights):
         assert not all(torch.equal(w[k], target[k]) for k in target)
         assert not any(all(torch.equal(w[k], other[k]) for k in w) for other in weights[:i])
+
+
+def test_the_training_stage_trains_each_reference_set_once_in_the_attacks_order(
+    make_cfg, monkeypatch, tmp_path
+):
+    """train_references: lira and rmia of equal settings share one set, trained (here: recorded)
+    before any attack runs, shadow by shadow in the order the attack would iterate them; an attack
+    with more shadows reuses the first ones; attacks without shadows get none, and a job with none
+    trains nothing."""
+    spec = TrainSpec.from_cfg(make_cfg())
+    order = []
+
+    def fake(spec, _shards, uids, _dir, key, **_):
+        hit = key in order
+        order.append(key)
+        return SimpleNamespace(cache_hit=hit, key=key)
+
+    monkeypatch.setattr(shadows, "train_target", fake)
+    sets = {
+        name: SimpleNamespace(uids=np.array([f"{name}{i:02d}" for i in range(10)]))
+        for name in EVAL_SETS
+    }
+    trainer = shadows.ShadowTrainer(spec, [], tmp_path, "target-key")
+    pooled = {"size": "pool", "pool": None, "seed": 0}
+    attacks = {
+        "csa": make_attack("csa"),
+        "lira": make_attack("lira", num_shadows=2, shadows=pooled),
+        "rmia": make_attack("rmia", num_shadows=2, shadows=pooled),
+        "more": make_attack("lira", num_shadows=4, shadows=pooled),
+    }
+    found = shadows.train_references(attacks.values(), trainer, sets, 0, 20)
+    key = shadows.reference_key
+    assert list(found) == [key(2, attacks["lira"].shadows), key(4, attacks["more"].shadows)]
+    two, four = found.values()
+    assert isinstance(two, shadows.ShadowSet) and (two.trained, four.trained) == (2, 2)
+    assert order[:2] == order[2:4]  # the 4-shadow set found the first two in the cache
+    assert [s.key for s in two] == order[:2]  # the attacks iterate the trained shadows
+    assert shadows.train_references([attacks["csa"]], trainer, sets, 0, 20) == {}
+    plan = shadows.ShadowPlan({"csa": attacks["csa"]}, spec, None, tmp_path, 20)
+    assert plan.train([], None, sets, 0) == {}  # no target needed: nothing trains
