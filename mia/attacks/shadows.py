@@ -98,11 +98,6 @@ class References:
         return len(self.uids)
 
 
-def pool(ctx):
-    """(uids, {set name: slice}) of the reference pool, in ctx.features order."""
-    return pool_of(ctx.features)
-
-
 def masked_mean(stats, mask) -> np.ndarray:
     """Per-pair mean of stats[m, k] over the shadows m with mask[m, k] (IN or OUT); NaN for a pair
     no shadow has on that side (a pool pair left out of every shadow under shadows.size=target)."""
@@ -189,7 +184,7 @@ def references(
             f"this attack needs {num_shadows} shadow models (shadows.size={settings.size}), and "
             "the job trained none for it: the training stage trains the attacks' reference models"
         )
-    uids, offsets = pool(ctx)
+    uids, offsets = pool_of(ctx.features)
     if len(np.unique(uids)) < len(uids):
         raise ValueError(
             "the reference pool holds a uid twice: the evaluation sets must be disjoint"

@@ -32,7 +32,7 @@ from hydra.utils import instantiate
 
 from mia.attacks.lira import LiRA, auc_interval, held_out_check
 from mia.attacks.rmia import RMIA
-from mia.attacks.shadows import masked_mean, pool, references
+from mia.attacks.shadows import masked_mean, references
 from mia.cache import config_hash
 from mia.data.shards import Index
 from mia.data.splits import EVAL_SETS, SCORED, build_splits
@@ -45,6 +45,7 @@ from mia.training.shadows import (
     draw_filler,
     filler_need,
     halves,
+    pool_of,
     scaled_halves,
     shadow_seed,
     shadow_tag,
@@ -220,7 +221,7 @@ def test_each_eval_pair_is_in_exactly_the_shadows_that_trained_on_it(planted_mod
     target_size = ShadowSettings("target", None, 0)
     ctx = with_references(planted_model, (NUM_SHADOWS, target_size))
     ref = references(ctx, NUM_SHADOWS, settings=target_size)
-    uids, _ = pool(planted_model)
+    uids, _ = pool_of(planted_model.features)
     assert (ref.uids == uids).all()
     for m, d in enumerate(ref.dirs):
         trained = set(Path(d, "trained_uids.txt").read_text().split())
@@ -249,7 +250,7 @@ def test_target_size_tops_up_with_filler(planted_model):
     """A target of N = 300 (the fixture's, relabelled): halves of 275 pool pairs + 25 filler
     each."""
     ctx = planted_model
-    used = set(pool(ctx)[0]) | set(ctx.splits.members)
+    used = set(pool_of(ctx.features)[0]) | set(ctx.splits.members)
     spare = np.array(sorted(set(ctx.splits.spare) - used))
     # one epoch, not the target's 30: only which pairs each shadow trains on is checked here
     trainer = ShadowTrainer(
@@ -264,7 +265,7 @@ def test_target_size_tops_up_with_filler(planted_model):
     target_size = ShadowSettings("target", None, 0)
     big = with_references(big, (2, target_size), trainer=trainer)
     ref = references(big, 2, settings=target_size)
-    uids = pool(ctx)[0]
+    uids = pool_of(ctx.features)[0]
     for m, d in enumerate(ref.dirs):
         trained = Path(d, "trained_uids.txt").read_text().split()
         assert len(trained) == len(set(trained)) == 300
@@ -283,7 +284,7 @@ def test_pool_size_shadows_are_halves_keyed_by_the_target_and_their_seeds(plante
     half and its own training seed (the key formula written out here), and the same scores."""
     ctx = planted_model
     res = run_with_shadows(make_attack("lira", num_shadows=NUM_SHADOWS, shadows=POOL), ctx)
-    uids, _ = pool(ctx)
+    uids, _ = pool_of(ctx.features)
     inside = halves(uids, NUM_SHADOWS, ctx.seed)
     seeds = [shadow_seed(ctx.seed, m) for m in range(NUM_SHADOWS)]
     keys = [
@@ -473,7 +474,7 @@ def test_filler_from_an_auditor_folder_leaves_out_the_splits_and_is_refused_when
     """shadows.pool: the fixture's own shard folder stands in for the auditor's folder."""
     ctx = planted_model
     folder = str(Path(ctx.shards[0]).parent)
-    uids, _ = pool(ctx)
+    uids, _ = pool_of(ctx.features)
     taken = np.concatenate([uids, ctx.splits.members])
     trainer = ShadowTrainer(
         trainer_of(ctx).spec, ctx.shards, trainer_of(ctx).cache_dir, None, taken=taken
