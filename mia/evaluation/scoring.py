@@ -117,8 +117,8 @@ def calibrate(
 ) -> tuple[list | None, str | None]:
     """(calibrated, why not): metrics.calibrated_thresholds of the attack's D_no scores, applied to
     its evaluation scores, each entry with threshold_from_training_pairs; (None, reason) where it
-    has none. A target outside its realised FPR's Clopper-Pearson interval is logged: the attack is
-    not calibrated there."""
+    has none. A realised FPR outside the range exchangeable D_no and evaluation non-members would
+    give (metrics.exchangeable_fpr_interval) is logged: the attack is not calibrated there."""
     known, fitted, why = known_scores(attack, ctx)
     if known is None:
         log.info("%s: no thresholds calibrated on D_no: it %s", attack.key, why)
@@ -130,11 +130,11 @@ def calibrate(
         if not e["calibrated"]:
             log.warning(
                 "%s is not calibrated at FPR %g: its threshold set on D_no gives the evaluation "
-                "non-members FPR %.4f (95%% CI %.4f-%.4f)",
+                "non-members FPR %.4f, outside the %.4f-%.4f that exchangeable non-members give",
                 attack.key,
                 e["fpr_target"],
                 e["realised_fpr"],
-                *e["realised_fpr_ci95"],
+                *e["expected_fpr95"],
             )
     return [{**e, "threshold_from_training_pairs": fitted} for e in entries], None
 

@@ -195,6 +195,31 @@ def test_a_threshold_set_on_known_nonmembers_gives_the_target_fpr():
     assert shifted["realised_fpr_ci95"][0] > 0.02
 
 
+def test_calibrated_allows_for_the_known_non_members_sampling_too():
+    """1,000 D_no scores set a 1% threshold, 5,000 non-members realise it. Where the two are
+    exchangeable, the threshold's own sampling spreads the realised FPR far beyond a Clopper-Pearson
+    interval given the threshold: that interval misses 1% in about 40% of draws, the flag may miss
+    it in no more than 5%. Non-members shifted up by half a standard deviation are flagged."""
+    rng = np.random.default_rng(12)
+    draws = [
+        calibrated_thresholds(rng.normal(size=1000), rng.normal(size=50), rng.normal(size=5000))[0]
+        for _ in range(300)
+    ]
+    missed_by_cp = np.mean(
+        [not (lo <= 0.01 <= hi) for lo, hi in (e["realised_fpr_ci95"] for e in draws)]
+    )
+    flagged = np.mean([not e["calibrated"] for e in draws])
+    assert missed_by_cp > 0.25 and flagged <= 0.05, (missed_by_cp, flagged)
+    for e in draws:
+        lo, hi = e["expected_fpr95"]
+        assert lo < 0.01 < hi and e["calibrated"] == (lo <= e["realised_fpr"] <= hi)
+    shifted = [
+        calibrated_thresholds(rng.normal(size=1000), [0.0], rng.normal(0.5, 1, 5000))[0]
+        for _ in range(20)
+    ]
+    assert not any(e["calibrated"] for e in shifted)
+
+
 def test_calibration_resolution_follows_the_known_non_members():
     rng = np.random.default_rng(10)
     out = calibrated_thresholds(rng.normal(size=999), rng.normal(size=50), rng.normal(size=50))
