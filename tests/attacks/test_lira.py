@@ -351,10 +351,10 @@ def test_lira_offline_planted_model_regression(planted_model):
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_lira_null_model(pool_null, mode):
-    res = run_with_shadows(
-        make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode, shadows=POOL), pool_null
-    )
+def test_lira_null_model(planted_model, pool_null, mode):
+    attack = make_attack("lira", num_shadows=NUM_SHADOWS, mode=mode, shadows=POOL)
+    with_references(planted_model, attack)  # trains the planted pool's shadows where no test has
+    res = run_with_shadows(attack, pool_null)
     assert res.diagnostics["shadows_trained"] == 0  # the planted pool's shadows, reused
     assert_null(res)
 
