@@ -100,6 +100,21 @@ def locked(path: Path):
         lock.release()
 
 
+def busy(path: Path) -> bool:
+    """Whether another process holds `<path>.lock` now, i.e. is building `path`. Never waits: a
+    job with other artefacts to build can build those first (ShadowSet.fit)."""
+    path = Path(path)
+    if not path.parent.exists():
+        return False
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def get_or_build(path: Path, build, world=None, done: Path | None = None) -> bool:
     """Make sure the artefact at `path` exists; returns True if it already did (a cache hit).
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import filelock
 import pytest
 
-from mia.cache import atomic, atomic_write_text, get_or_build, locked
+from mia.cache import atomic, atomic_write_text, busy, get_or_build, locked
 from tests.helpers.processes import child, finish, kill, wait_for
 
 
@@ -163,6 +163,18 @@ def test_atomic_starts_clean_where_a_killed_process_of_our_pid_left_its_temporar
         tmp.mkdir(exist_ok=True)  # as mia.data.synthetic.write_corpus does
         (tmp / "shard-0000.tar").write_text("whole")
     assert os.listdir(folder) == ["shard-0000.tar"] and temporaries(tmp_path) == []
+
+
+def test_busy_says_whether_another_process_is_building_and_never_waits(tmp_path):
+    path, holding = tmp_path / "targets" / "shadow", tmp_path / "holding"
+    assert not busy(path)  # not even its folder yet
+    path.parent.mkdir()
+    with child(_hold_lock, path, holding) as proc:
+        wait_for(holding.exists, "the child to take the lock")
+        assert busy(path)
+        kill(proc)
+    assert not busy(path)
+    assert_lock_free(path)  # the probe left no lock held
 
 
 def test_a_lock_whose_holder_was_killed_does_not_block_the_next_builder(tmp_path):

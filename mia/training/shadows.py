@@ -57,7 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from mia import checkpoint, distributed
-from mia.cache import config_hash
+from mia.cache import Layout, config_hash
+from mia.cache import busy as cache_busy
 from mia.data import shards as sh
 from mia.data.corpus import indexed
 from mia.data.generated import Members
@@ -191,9 +192,9 @@ class ShadowSet:
     """One attack's shadows over the reference pool `uids`: `inside[m, k]` says shadow m trains on
     pool pair k, `members[m]` lists every pair it trains on (its pool pairs, then any filler),
     `seeds[m]` its training seed (None for the reference models of shadows.paths). `obtain(m)`
-    trains shadow m, or loads it from the cache. The training stage trains every shadow once
-    (`fit`); the attacks then iterate, which loads one shadow at a time, so that one model is held
-    at once.
+    trains shadow m, or loads it from the cache; `busy(m)` says whether another job is training it
+    now. The training stage trains every shadow once (`fit`); the attacks then iterate, which loads
+    one shadow at a time, so that one model is held at once.
     `trained`: the shadows `fit` trained (the others were in the cache)."""
 
     inside: np.ndarray
@@ -202,6 +203,7 @@ class ShadowSet:
     seeds: list | None = None
     uids: np.ndarray | None = None
     trained: int = 0
+    busy: Callable[[int], bool] = lambda m: False
 
     def __len__(self) -> int:
         return len(self.members)
@@ -210,11 +212,16 @@ class ShadowSet:
         return (self.obtain(m) for m in range(len(self.members)))
 
     def fit(self) -> ShadowSet:
-        """Train (or find in the cache) every shadow, in order, holding none of them after; the
-        reference models of shadows.paths are trained elsewhere and only loaded when iterated."""
-        if self.seeds is not None:
-            for m in range(len(self.members)):
-                self.trained += not self.obtain(m).cache_hit
+        """Train (or find in the cache) every shadow, holding none of them after; the reference
+        models of shadows.paths are trained elsewhere and only loaded when iterated. Jobs that run
+        at once and share shadows (a sweep's seeds under shadows.size=target) split them: each
+        takes the first shadow no other job is training, and waits for the others' only when none
+        is left. A shadow's weights depend on its spec alone, so the order moves no bit."""
+        pending = [] if self.seeds is None else list(range(len(self.members)))
+        while pending:
+            m = next((m for m in pending if not self.busy(m)), pending[0])
+            pending.remove(m)
+            self.trained += not self.obtain(m).cache_hit
         return self
 
 
@@ -234,10 +241,10 @@ class ShadowTrainer:
         self.past, self.taken = np.asarray(past, dtype=str), np.asarray(taken, dtype=str)
         self._fillers = {}
 
-    def train(self, uids, tag: str, seed: int):
-        """A shadow of shadows.size=pool: trained with `seed` (shadow_seed), keyed by the target's
-        key (the job's seed and N included) and that seed."""
-        key = config_hash(
+    def pool_key(self, uids, tag: str, seed: int) -> str:
+        """The cache key of a shadow of shadows.size=pool: the target's key (the job's seed and N
+        included), its training seed (shadow_seed) and its uids."""
+        return config_hash(
             {
                 "target": self.target_key,
                 "shadow": tag,
@@ -245,24 +252,38 @@ class ShadowTrainer:
                 "uids": config_hash(sorted(uids)),
             }
         )
-        spec = replace(self.spec, seed=seed)
-        return train_target(spec, self.shards, list(uids), self.cache_dir, key, export=False)
 
-    def train_scaled(self, uids, tag: str, seed: int, filler: Filler):
-        """A shadow of shadows.size=target: trained with `seed` (shadow_seed), keyed by what defines
-        its weights (the target's recipe but its seed, the shards, the uids), not by the target, so
-        the seeds of a sweep share it."""
-        spec = replace(self.spec, seed=seed)
-        shards = self.shards + [s for s in filler.shards if s not in self.shards]
-        key = config_hash(
+    def scaled_key(self, uids, tag: str, seed: int, shards: list) -> str:
+        """The cache key of a shadow of shadows.size=target: what defines its weights (the target's
+        recipe but its training seed, the shards, the uids), not the target, so the seeds of a
+        sweep share it."""
+        return config_hash(
             {
                 "shadow": tag,
-                "weights": spec.weights_key(),
+                "weights": replace(self.spec, seed=seed).weights_key(),
                 "uids": config_hash(sorted(uids)),
                 "shards": config_hash(sh.shard_fingerprint(shards)),
             }
         )
-        return train_target(spec, shards, list(uids), self.cache_dir, key, export=False)
+
+    def trained_set(self, inside, members: list, seeds: list, shards: list, keys: list, uids):
+        """The ShadowSet whose shadow m trains with seeds[m] on members[m], read from `shards`, and
+        is cached under keys[m]."""
+        return ShadowSet(
+            inside,
+            members,
+            lambda m: train_target(
+                replace(self.spec, seed=seeds[m]),
+                shards,
+                list(members[m]),
+                self.cache_dir,
+                keys[m],
+                export=False,
+            ),
+            seeds,
+            uids,
+            busy=lambda m: cache_busy(Layout(self.cache_dir).target(keys[m])),
+        )
 
     def shadows(
         self, uids, offsets: dict, num_shadows: int, settings: ShadowSettings, seed: int, size
@@ -277,13 +298,10 @@ class ShadowTrainer:
             inside = halves(uids, num_shadows, seed)
             members = [sorted(uids[inside[m]]) for m in range(num_shadows)]
             seeds = [shadow_seed(seed, m) for m in range(num_shadows)]
-            return ShadowSet(
-                inside,
-                members,
-                lambda m: self.train(members[m], shadow_tag(seed, m), seeds[m]),
-                seeds,
-                uids,
-            )
+            keys = [
+                self.pool_key(members[m], shadow_tag(seed, m), seeds[m]) for m in range(num_shadows)
+            ]
+            return self.trained_set(inside, members, seeds, self.shards, keys, uids)
         require(
             size is not None,
             "shadows.size",
@@ -297,15 +315,12 @@ class ShadowTrainer:
             mine = sorted(uids[inside[m]])
             members.append(mine + list(draw_filler(filler, size - len(mine), settings.seed, m)))
         seeds = [shadow_seed(settings.seed, m) for m in range(num_shadows)]
-        return ShadowSet(
-            inside,
-            members,
-            lambda m: self.train_scaled(
-                members[m], scaled_tag(settings.seed, m, size), seeds[m], filler
-            ),
-            seeds,
-            uids,
-        )
+        shards = self.shards + [s for s in filler.shards if s not in self.shards]
+        keys = [
+            self.scaled_key(members[m], scaled_tag(settings.seed, m, size), seeds[m], shards)
+            for m in range(num_shadows)
+        ]
+        return self.trained_set(inside, members, seeds, shards, keys, uids)
 
     def references(self, uids, paths: tuple) -> ShadowSet:
         """The reference models of shadows.paths over the pool `uids`: IN where a model's list holds

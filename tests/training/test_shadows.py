@@ -182,3 +182,35 @@ def test_the_training_stage_trains_each_reference_set_once_in_the_attacks_order(
     assert shadows.train_references([attacks["csa"]], trainer, sets, 0, 20) == {}
     plan = shadows.ShadowPlan({"csa": attacks["csa"]}, spec, None, tmp_path, 20)
     assert plan.train([], None, sets, 0) == {}  # no target needed: nothing trains
+
+
+def test_jobs_sharing_shadows_split_them_and_wait_only_at_the_end(make_cfg, monkeypatch, tmp_path):
+    """ShadowSet.fit takes the first shadow no other job is building (cache.busy on its folder) and
+    comes back to the busy ones last: here another job holds shadow 0, so this one trains 1-3
+    first, then finds 0 done. With none busy it keeps the attack's order."""
+    spec = TrainSpec.from_cfg(make_cfg())
+    trainer = shadows.ShadowTrainer(spec, [], tmp_path, "target-key")
+    sets = {
+        name: SimpleNamespace(uids=np.array([f"{name}{i:02d}" for i in range(10)]))
+        for name in EVAL_SETS
+    }
+    uids, offsets = shadows.pool_of(sets)
+    pooled = shadows.ShadowSettings.parse(size="pool", pool=None, seed=0)
+    keys = [
+        trainer.pool_key(sorted(uids[half]), shadows.shadow_tag(0, m), shadows.shadow_seed(0, m))
+        for m, half in enumerate(shadows.halves(uids, 4, 0))
+    ]
+    elsewhere, order = {keys[0]}, []
+
+    def fake(spec, _shards, uids, _dir, key, **_):
+        order.append(key)
+        elsewhere.discard(key)  # the other job finished it while this one waited
+        return SimpleNamespace(cache_hit=key == keys[0], key=key)
+
+    monkeypatch.setattr(shadows, "train_target", fake)
+    monkeypatch.setattr(shadows, "cache_busy", lambda path: path.name in elsewhere)
+    got = trainer.shadows(uids, offsets, 4, pooled, 0, 20).fit()
+    assert order == keys[1:] + keys[:1] and got.trained == 3
+    order.clear()
+    trainer.shadows(uids, offsets, 4, pooled, 0, 20).fit()
+    assert order == keys
