@@ -288,9 +288,9 @@ def test_ko_regime_studies_attack_attack_comparisons_16k_target_with_room_for_th
     from mia.sizes import parse_size
     from tests.helpers.config import compose_study
 
-    # attack_comparison's 16k part (conf/attack_comparison/shadows16_pool.yaml)
+    # attack_comparison's 16k part (conf/attack_comparison/shadows16.yaml)
     cfg = compose_study(name)
-    reference = compose_study("attack_comparison", "attack_comparison=shadows16_pool")
+    reference = compose_study("attack_comparison", "attack_comparison=shadows16")
     assert (
         _target_settings(cfg) == _target_settings(reference)
         and cfg.seed == 0
