@@ -253,16 +253,16 @@ class ShadowTrainer:
             }
         )
 
-    def scaled_key(self, uids, tag: str, seed: int, shards: list) -> str:
+    def scaled_key(self, uids, tag: str, seed: int, shards_hash: str) -> str:
         """The cache key of a shadow of shadows.size=target: what defines its weights (the target's
-        recipe but its training seed, the shards, the uids), not the target, so the seeds of a
-        sweep share it."""
+        recipe but its training seed, the shards it reads, by `shards_hash`, the uids), not the
+        target, so the seeds of a sweep share it."""
         return config_hash(
             {
                 "shadow": tag,
                 "weights": replace(self.spec, seed=seed).weights_key(),
                 "uids": config_hash(sorted(uids)),
-                "shards": config_hash(sh.shard_fingerprint(shards)),
+                "shards": shards_hash,
             }
         )
 
@@ -316,8 +316,9 @@ class ShadowTrainer:
             members.append(mine + list(draw_filler(filler, size - len(mine), settings.seed, m)))
         seeds = [shadow_seed(settings.seed, m) for m in range(num_shadows)]
         shards = self.shards + [s for s in filler.shards if s not in self.shards]
+        shards_hash = config_hash(sh.shard_fingerprint(shards))
         keys = [
-            self.scaled_key(members[m], scaled_tag(settings.seed, m, size), seeds[m], shards)
+            self.scaled_key(members[m], scaled_tag(settings.seed, m, size), seeds[m], shards_hash)
             for m in range(num_shadows)
         ]
         return self.trained_set(inside, members, seeds, shards, keys, uids)
